@@ -1,0 +1,1 @@
+"""Everything that talks to PostgreSQL. Plain Python over psycopg 3: no Pulumi import here."""
