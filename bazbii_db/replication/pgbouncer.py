@@ -1,0 +1,292 @@
+"""PgBouncer admin console and the ``[databases]`` ini rewrite.
+
+PgBouncer has no ``RECONFIGURE``: a database is moved by editing the ini and
+issuing ``RELOAD``; changed connection parameters apply to new server
+connections, and idle ones to the old host are closed.
+
+The one rule this module enforces: **never RELOAD a new host without PAUSE.**
+Clients connecting while the old host is gone fail once, and PgBouncer then
+rejects every login for ``server_login_retry`` (15 s by default, and RELOAD does
+not reset it). :func:`repoint_database` refuses to run unless the database is
+paused.
+
+PAUSE waits for every in-flight transaction. A long transaction therefore
+blocks it — and a PAUSE that was overtaken by a RESUME never returns. So
+:meth:`PgBouncerAdmin.pause` sends the command without blocking, waits at most
+``timeout`` seconds, and on timeout the caller RESUMEs from a *second* admin
+connection and discards the first (:func:`pause_or_resume`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import pq
+
+from ._conn import connect, dsn_target
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_name(name: str) -> str:
+    # The admin console takes bare names; refusing anything else keeps commands injection-free.
+    if not _NAME_RE.match(name):
+        raise ValueError(f"invalid PgBouncer database name {name!r} (letters, digits, underscore)")
+    return name
+
+
+class PgBouncerError(RuntimeError):
+    pass
+
+
+class PauseTimeout(PgBouncerError):
+    pass
+
+
+class NotPaused(PgBouncerError):
+    pass
+
+
+class PgBouncerAdmin:
+    """One connection to the ``pgbouncer`` admin database (simple-query protocol only)."""
+
+    def __init__(self, admin_dsn: str, *, connect_timeout: float = 5.0):
+        self.target = dsn_target(admin_dsn)
+        self._conn: psycopg.Connection | None = connect(admin_dsn, connect_timeout=connect_timeout,
+                                                        application_name="bazbii-switchover")
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None:
+            raise PgBouncerError("admin connection was discarded")
+        return self._conn
+
+    def command(self, text: str) -> str:
+        cur = self.conn.execute(text)
+        return cur.statusmessage or ""
+
+    def show(self, what: str) -> list[dict]:
+        cur = self.conn.execute(f"SHOW {_check_name(what).upper()}")
+        names = [d.name for d in cur.description or ()]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def database(self, alias: str) -> dict | None:
+        for row in self.show("databases"):
+            if row.get("name") == alias:
+                return row
+        return None
+
+    def is_paused(self, alias: str) -> bool:
+        row = self.database(alias)
+        if row is None:
+            raise PgBouncerError(f"PgBouncer at {self.target} has no database {alias!r}")
+        return bool(row.get("paused"))
+
+    def pause(self, alias: str, timeout: float) -> float:
+        """PAUSE ``alias``, waiting at most ``timeout`` s for in-flight transactions. Returns seconds taken.
+
+        On timeout raises :class:`PauseTimeout` and leaves the connection unusable (a PAUSE that
+        never completed is still pending on it): RESUME from another connection, then :meth:`discard`.
+        """
+        pgconn = self.conn.pgconn
+        start = time.monotonic()
+        deadline = start + timeout
+        pgconn.send_query(f"PAUSE {_check_name(alias)}".encode())
+        while pgconn.flush() != 0:
+            select.select([], [pgconn.socket], [], max(0.0, deadline - time.monotonic()))
+        while True:
+            pgconn.consume_input()
+            if not pgconn.is_busy():
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PauseTimeout(f"PAUSE {alias} did not complete within {timeout:g} s "
+                                   "(a transaction is still running through PgBouncer)")
+            select.select([pgconn.socket], [], [], min(remaining, 0.05))
+        error = None
+        while (res := pgconn.get_result()) is not None:
+            if res.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+                error = (res.error_message or b"").decode(errors="replace").strip()
+        if error:
+            raise PgBouncerError(f"PAUSE {alias} failed: {error}")
+        return time.monotonic() - start
+
+    def resume(self, alias: str) -> None:
+        self.command(f"RESUME {_check_name(alias)}")
+
+    def resume_if_paused(self, alias: str) -> bool:
+        """RESUME when PgBouncer reports the database paused (abort paths use this). True if resumed."""
+        try:
+            self.resume(alias)
+            return True
+        except psycopg.Error as exc:
+            if "not paused" in str(exc):
+                return False
+            raise
+
+    def reload(self) -> None:
+        self.command("RELOAD")
+
+    def reconnect(self, alias: str) -> None:
+        """Close server connections to ``alias`` as they are released (gradual move of a pool)."""
+        self.command(f"RECONNECT {_check_name(alias)}")
+
+    def wait_close(self, alias: str) -> None:
+        self.command(f"WAIT_CLOSE {_check_name(alias)}")
+
+    def discard(self) -> None:
+        """Drop the connection without ceremony (used after a PAUSE that timed out)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+        self._conn = None
+
+    close = discard
+
+    def __enter__(self) -> "PgBouncerAdmin":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+
+def pause_or_resume(admin: PgBouncerAdmin, backup: PgBouncerAdmin, alias: str, timeout: float) -> float:
+    """PAUSE with a timeout; on timeout RESUME from ``backup``, discard ``admin`` and re-raise."""
+    try:
+        return admin.pause(alias, timeout)
+    except PauseTimeout:
+        backup.resume_if_paused(alias)
+        admin.discard()
+        raise
+
+
+# --- ini rewrite -----------------------------------------------------------
+
+_SECTION_RE = re.compile(r"^\s*\[([^\]]+)\]\s*$")
+_ENTRY_RE = re.compile(r"^(\s*)(\"[^\"]+\"|[^=\s;#]+)(\s*=\s*)(.*?)(\s*)$")
+_PARAM_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.|'')*'|[^\s']+)")
+
+
+@dataclass
+class IniChange:
+    path: str
+    alias: str
+    old_value: str
+    new_value: str
+
+
+def parse_connstr(value: str) -> list[tuple[str, str]]:
+    """PgBouncer ``[databases]`` value -> ordered ``(key, raw_value)`` pairs (quotes preserved)."""
+    pairs = _PARAM_RE.findall(value)
+    rebuilt = " ".join(f"{k}={v}" for k, v in pairs)
+    if re.sub(r"\s+", "", rebuilt) != re.sub(r"\s+", "", re.sub(r"\s*=\s*", "=", value)):
+        raise PgBouncerError(f"cannot parse PgBouncer database definition {value!r}")
+    return pairs
+
+
+def _find_entry(lines: list[str], alias: str) -> int | None:
+    section = None
+    for index, line in enumerate(lines):
+        header = _SECTION_RE.match(line)
+        if header:
+            section = header.group(1).strip().lower()
+            continue
+        if section != "databases" or not line.strip() or line.lstrip().startswith((";", "#")):
+            continue
+        match = _ENTRY_RE.match(line.rstrip("\n"))
+        if match and match.group(2).strip('"') == alias:
+            return index
+    return None
+
+
+def read_database_entry(ini_path: str | Path, alias: str) -> dict[str, str]:
+    """The alias's definition as a dict (``host``, ``port``, ``dbname`` ...)."""
+    lines = Path(ini_path).read_text().splitlines(keepends=True)
+    index = _find_entry(lines, alias)
+    if index is None:
+        raise PgBouncerError(f"{ini_path}: no [databases] entry {alias!r} (entries in %include files are not supported)")
+    value = _ENTRY_RE.match(lines[index].rstrip("\n")).group(4)
+    return {k: v.strip("'") for k, v in parse_connstr(value)}
+
+
+def rewrite_database_host(ini_path: str | Path, alias: str, *, host: str, port: int,
+                          dbname: str | None = None) -> IniChange:
+    """Point ``alias`` at ``host:port`` with an atomic rename; other keys and lines are kept verbatim."""
+    if not re.match(r"^[A-Za-z0-9_.:\-\[\]]+$", host):
+        raise ValueError(f"invalid host {host!r}")
+    path = Path(ini_path)
+    original = path.read_text()
+    lines = original.splitlines(keepends=True)
+    index = _find_entry(lines, alias)
+    if index is None:
+        raise PgBouncerError(f"{path}: no [databases] entry {alias!r} (entries in %include files are not supported)")
+    line = lines[index]
+    newline = "\n" if line.endswith("\n") else ""
+    indent, key, equals, value, _trail = _ENTRY_RE.match(line.rstrip("\n")).groups()
+    pairs = parse_connstr(value)
+    wanted = {"host": host, "port": str(int(port))}
+    if dbname is not None:
+        wanted["dbname"] = dbname
+    out, seen = [], set()
+    for k, v in pairs:
+        if k in wanted:
+            out.append((k, wanted[k]))
+            seen.add(k)
+        else:
+            out.append((k, v))
+    out.extend((k, v) for k, v in wanted.items() if k not in seen)
+    new_value = " ".join(f"{k}={v}" for k, v in out)
+    lines[index] = f"{indent}{key}{equals}{new_value}{newline}"
+    atomic_write(path, "".join(lines))
+    return IniChange(path=str(path), alias=alias, old_value=value, new_value=new_value)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory + fsync + rename, keeping mode and owner."""
+    stat = path.stat()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, stat.st_mode & 0o7777)
+        if os.geteuid() == 0:
+            os.chown(tmp, stat.st_uid, stat.st_gid)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(str(path.parent), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def repoint_database(admin: PgBouncerAdmin, ini_path: str | Path, alias: str, *, host: str, port: int,
+                     dbname: str | None = None) -> IniChange:
+    """Rewrite the ini for ``alias`` and RELOAD — only while ``alias`` is PAUSEd; verifies the result."""
+    if not admin.is_paused(alias):
+        raise NotPaused(f"refusing to RELOAD {alias!r} onto {host}:{port} while it is not PAUSEd: clients would "
+                        "hit a failed login and be locked out for server_login_retry")
+    change = rewrite_database_host(ini_path, alias, host=host, port=port, dbname=dbname)
+    admin.reload()
+    row = admin.database(alias)
+    if row is None or str(row.get("host")) != host or int(row.get("port") or 0) != int(port):
+        raise PgBouncerError(f"after RELOAD PgBouncer reports {alias!r} at "
+                             f"{row and row.get('host')}:{row and row.get('port')}, expected {host}:{port} "
+                             f"(is {ini_path} the file this PgBouncer was started with?)")
+    return change

@@ -1,0 +1,337 @@
+"""Typed desired state of the bazbii prod stack.
+
+Each top-level section is one Pulumi config key (``bazbii:<section>``), written
+in camelCase in ``Pulumi.<stack>.yaml``. Collections of named things (servers,
+pools, replicas, DNS records) are maps keyed by name so that a phase step can
+change one of them with a small merge patch (see :mod:`bazbii_plan.plan`).
+
+Only internal consistency of one section lives here; rules that relate
+sections to each other are in :mod:`bazbii_plan.crosscheck`, and rules about
+moving from one applied state to the next are CrossGuard policies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
+SLOT_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+HOSTNAME_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+# registry/repo:tag, tag required (a missing tag means "latest", which policies forbid anyway)
+IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?[a-z0-9._/-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+
+
+
+def between(low: int, high: int) -> AfterValidator:
+    """An inclusive integer range whose error reads ``must be low..high``."""
+
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"must be {low}..{high}")
+        return value
+
+    return AfterValidator(check)
+
+
+class Model(BaseModel):
+    """Config objects: camelCase keys, unknown keys rejected (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- cloudflare
+class Cloudflare(Model):
+    account_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    zone_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    zone: str = Field(pattern=HOSTNAME_PATTERN)
+
+
+# --------------------------------------------------------------------------- servers
+Role = Literal["api", "gateway", "database", "pooler"]
+
+
+class Server(Model):
+    """A KonohaVPS machine. KonohaVPS has no API: the spec is declared here and verified over SSH."""
+
+    address: str
+    vcpu: Annotated[int, between(1, 64)]
+    memory_gb: Annotated[int, between(1, 512)]
+    disk_gb: Annotated[int, between(10, 10000)]
+    roles: list[Role] = Field(default_factory=list)
+    os: Literal["ubuntu-22.04", "ubuntu-24.04"] = "ubuntu-22.04"
+    ssh_user: str = Field(default="deploy", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ssh_port: Annotated[int, between(1, 65535)] = Field(default=22)
+
+    @field_validator("address")
+    @classmethod
+    def _address_is_ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IPv4 or IPv6 address") from None
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _roles_unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("roles must not repeat")
+        return value
+
+
+# --------------------------------------------------------------------------- database
+class LagGate(Model):
+    """Replication lag gate: the max over ``windowSeconds`` must stay below ``maxBytes``."""
+
+    max_bytes: int = Field(default=1024 * 1024, ge=1)
+    window_seconds: float = Field(default=1.0, gt=0, le=60)
+    timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+
+
+class Replica(Model):
+    slot: str = Field(pattern=SLOT_PATTERN)
+    lag_gate: bool = True
+    consistency_check: bool = True
+
+
+class Pooler(Model):
+    """PgBouncer, the only way applications reach PostgreSQL during a switchover."""
+
+    server: str = Field(pattern=NAME_PATTERN)
+    port: Annotated[int, between(1, 65535)] = Field(default=6432)
+    pool_mode: Literal["transaction", "session"] = "transaction"
+    pause_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+
+
+class Switchover(Model):
+    """Records that the primary moved ``from`` one server to the current primary."""
+
+    from_: str = Field(alias="from", pattern=NAME_PATTERN)
+
+
+class Database(Model):
+    name: str = Field(default="bazbii", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    user: str = Field(default="bazbii", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    replication_user: str = Field(default="replicator", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    port: Annotated[int, between(1, 65535)] = Field(default=5432)
+    version: Literal[15, 16] = 15
+    primary: str = Field(pattern=NAME_PATTERN)
+    replicas: dict[str, Replica] = Field(default_factory=dict)
+    pooler: Pooler
+    app_connection: Literal["pooler", "direct"] = "pooler"
+    lag_gate: LagGate = Field(default_factory=LagGate)
+    switchover: Optional[Switchover] = None
+    retired: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _primary_is_not_a_replica(self) -> "Database":
+        if self.primary in self.replicas:
+            raise ValueError(f"primary {self.primary!r} cannot also be listed under replicas")
+        slots = [r.slot for r in self.replicas.values()]
+        if len(set(slots)) != len(slots):
+            raise ValueError("replication slot names must be unique")
+        if self.primary in self.retired:
+            raise ValueError(f"primary {self.primary!r} cannot be retired")
+        return self
+
+
+# --------------------------------------------------------------------------- gateway
+class Tunnel(Model):
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class Gateway(Model):
+    image: str = Field(pattern=IMAGE_PATTERN)
+    port: Annotated[int, between(1, 65535)] = Field(default=8080)
+    health_path: str = Field(default="/healthz", pattern=r"^/[A-Za-z0-9._/-]*$")
+    tunnel: Tunnel
+    # Where the gateway runs is not listed here: it runs on every server with the "gateway" role.
+
+
+# --------------------------------------------------------------------------- traffic
+class Monitor(Model):
+    type: Literal["http", "https"] = "https"
+    path: str = Field(default="/healthz", pattern=r"^/[A-Za-z0-9._/-]*$")
+    expected_codes: str = Field(default="200", pattern=r"^[1-5]([0-9]{2}|xx)$")
+    interval: Annotated[int, between(10, 3600)] = Field(default=60)
+    timeout: Annotated[int, between(1, 10)] = Field(default=5)
+    retries: Annotated[int, between(0, 5)] = Field(default=2)
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> "Monitor":
+        if self.timeout >= self.interval:
+            raise ValueError("timeout must be shorter than interval")
+        return self
+
+
+class Pool(Model):
+    """One Cloudflare load-balancer pool: the gateway on one server, reached through its tunnel."""
+
+    server: str = Field(pattern=NAME_PATTERN)
+    weight: Annotated[int, between(0, 100)] = Field(description="percent of traffic")
+    monitored: bool = True
+
+
+class Traffic(Model):
+    hostname: str = Field(pattern=HOSTNAME_PATTERN)
+    steering: Literal["random"] = "random"
+    session_affinity: Literal["none", "cookie"] = "none"
+    monitor: Monitor = Field(default_factory=Monitor)
+    pools: dict[str, Pool]
+
+    @model_validator(mode="after")
+    def _weights_sum_to_100(self) -> "Traffic":
+        if not self.pools:
+            raise ValueError("at least one pool is required")
+        total = sum(p.weight for p in self.pools.values())
+        if total != 100:
+            raise ValueError(f"pool weights are percentages and must sum to 100 (got {total})")
+        return self
+
+
+# --------------------------------------------------------------------------- dns
+class DnsRecord(Model):
+    name: str = Field(pattern=r"^(@|[a-z0-9*]([a-z0-9.-]{0,61}[a-z0-9])?)$")
+    type: Literal["A", "AAAA", "CNAME", "TXT"]
+    content: str = Field(min_length=1)
+    ttl: int = Field(description="seconds; 1 means automatic (required for proxied records)")
+    proxied: bool = False
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl_range(cls, value: int) -> int:
+        if value != 1 and not 60 <= value <= 86400:
+            raise ValueError("must be 1 (automatic) or 60..86400")
+        return value
+
+    @model_validator(mode="after")
+    def _content_and_proxy(self) -> "DnsRecord":
+        if self.proxied and self.ttl != 1:
+            raise ValueError("proxied records always use TTL 1 (automatic); move them with load-balancer weights")
+        if self.type in ("A", "AAAA"):
+            try:
+                ip = ipaddress.ip_address(self.content)
+            except ValueError:
+                raise ValueError(f"content of an {self.type} record must be an IP address") from None
+            if (ip.version == 4) != (self.type == "A"):
+                raise ValueError(f"content {self.content} does not match record type {self.type}")
+        return self
+
+
+class Dns(Model):
+    records: dict[str, DnsRecord] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- kubernetes app
+IntOrPercent = Union[int, str]
+
+
+class Rollout(Model):
+    max_surge: IntOrPercent = 1
+    max_unavailable: IntOrPercent = 0
+    min_ready_seconds: Annotated[int, between(0, 600)] = Field(default=10)
+    progress_deadline_seconds: Annotated[int, between(30, 3600)] = Field(default=120)
+    revision_history_limit: Annotated[int, between(0, 50)] = Field(default=5)
+    drain_seconds: Annotated[int, between(0, 600)] = Field(default=15, description="preStop sleep while endpoints drain")
+    termination_grace_period_seconds: Annotated[int, between(1, 3600)] = Field(default=45)
+    readiness_path: str = Field(default="/readyz", pattern=r"^/[A-Za-z0-9._/-]*$")
+    pdb_max_unavailable: int = Field(default=1, ge=0)
+
+    @field_validator("max_surge", "max_unavailable")
+    @classmethod
+    def _int_or_percent(cls, value: IntOrPercent) -> IntOrPercent:
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("must be >= 0")
+            return value
+        if not re.fullmatch(r"(100|[1-9]?[0-9])%", value):
+            raise ValueError("must be an integer or a percentage like '25%'")
+        return value
+
+
+class Workload(Model):
+    image: str = Field(pattern=IMAGE_PATTERN)
+    replicas: Annotated[int, between(0, 100)]
+    port: Annotated[int, between(1, 65535)] = Field(default=8080)
+
+
+class Worker(Workload):
+    quiet: bool = Field(default=False, description="stop taking jobs (scaled to 0) while a migration runs")
+
+
+class Canary(Model):
+    image: str = Field(pattern=IMAGE_PATTERN)
+    weight: Annotated[int, between(0, 100)] = Field(description="percent of API pods running the canary image")
+
+
+class App(Model):
+    namespace: str = Field(default="bazbii", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    api: Workload
+    worker: Worker
+    canary: Optional[Canary] = None
+    rollout: Rollout = Field(default_factory=Rollout)
+
+    @model_validator(mode="after")
+    def _canary_fits(self) -> "App":
+        if self.canary is not None and self.canary.weight > 0 and self.api.replicas < 2:
+            raise ValueError("a canary needs api.replicas >= 2 so that stable pods keep serving")
+        return self
+
+
+# --------------------------------------------------------------------------- schema
+class SchemaMigration(Model):
+    id: str = Field(pattern=r"^[0-9]{4}_[a-z0-9_]+$")
+    stage: Literal["expand", "migrate", "contract"]
+    contract_requires_app_version: str = Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
+
+
+class Schema(Model):
+    runner: Literal["job", "provider"] = "job"
+    migrations_dir: str = "migrations"
+    migration: Optional[SchemaMigration] = None
+
+
+# --------------------------------------------------------------------------- rollback
+class Rollback(Model):
+    """Triggers that send a step back to the previous one."""
+
+    max_error_rate: float = Field(default=0.01, gt=0, lt=1)
+    p95_target_ms: int = Field(default=300, ge=1)
+    p95_factor: float = Field(default=2.0, gt=1)
+
+
+# --------------------------------------------------------------------------- the whole state
+class StackState(Model):
+    """The full desired state for one combination of current steps."""
+
+    cloudflare: Cloudflare
+    servers: dict[str, Server]
+    database: Database
+    gateway: Gateway
+    traffic: Traffic
+    dns: Dns = Field(default_factory=Dns)
+    app: App
+    schema_: Schema = Field(default_factory=Schema, alias="schema")
+    rollback: Rollback = Field(default_factory=Rollback)
+
+    @field_validator("servers")
+    @classmethod
+    def _server_names(cls, value: dict[str, Server]) -> dict[str, Server]:
+        for name in value:
+            if not re.fullmatch(NAME_PATTERN, name):
+                raise ValueError(f"server name {name!r} must match {NAME_PATTERN}")
+        return value
+
+    def to_config(self) -> dict:
+        """The camelCase plain-data form, as written in the stack file and seen by policies."""
+        return self.model_dump(by_alias=True, mode="json")
+
+
+STATE_SECTIONS: tuple[str, ...] = tuple(
+    (field.alias or name) for name, field in StackState.model_fields.items()
+)

@@ -1,0 +1,46 @@
+"""Read a ``Pulumi.<stack>.yaml`` file the way the Pulumi CLI hands it to the program.
+
+Used offline (no CLI): keys under ``config:`` in the ``bazbii`` namespace are
+returned without the namespace; ``secure:`` values are secrets whose ciphertext
+cannot be opened here, so they are reported as secret keys with a placeholder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, NAMESPACE
+
+OFFLINE_SECRET_PLACEHOLDER = "offline-placeholder-secret"
+
+
+def read_stack_file(path: str | Path) -> tuple[dict[str, Any], set[str], dict[str, Any]]:
+    """Return ``(bazbii values, secret keys, other namespaces' values)``."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: stack file not found"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+    if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
+        raise ConfigError([f"{path}: expected a mapping with a 'config:' mapping"])
+    values: dict[str, Any] = {}
+    secrets: set[str] = set()
+    others: dict[str, Any] = {}
+    for full_key, value in (document.get("config") or {}).items():
+        namespace, _, key = str(full_key).partition(":")
+        if not key:
+            raise ConfigError([f"{path}: config key {full_key!r} has no namespace"])
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            value = OFFLINE_SECRET_PLACEHOLDER
+            if namespace == NAMESPACE:
+                secrets.add(key)
+        if namespace == NAMESPACE:
+            values[key] = value
+        else:
+            others[full_key] = value
+    return values, secrets, others

@@ -1,0 +1,93 @@
+"""How the current steps may move from one applied update to the next.
+
+At most one track moves per update; it moves exactly one step forward, or
+exactly one step back (a rollback). When the last applied steps are unknown
+the gate fails closed: only the first step of every track is allowed, unless
+an explicit override reason is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Move:
+    track: str
+    before: str
+    after: str
+    distance: int  # +1 forward one step, -1 back one step, 0 unchanged
+
+    @property
+    def is_rollback(self) -> bool:
+        return self.distance == -1
+
+
+def moves(step_names: dict[str, list[str]], previous: dict[str, str], target: dict[str, str]) -> list[Move]:
+    """The tracks whose step differs, with how far they moved (None-safe for unknown names)."""
+    out = []
+    for track, names in step_names.items():
+        before, after = previous.get(track), target.get(track)
+        if before == after:
+            continue
+        if before in names and after in names:
+            out.append(Move(track, before, after, names.index(after) - names.index(before)))
+        else:
+            out.append(Move(track, str(before), str(after), 0))
+    return out
+
+
+def transition_problems(
+    step_names: dict[str, list[str]],
+    previous: Optional[dict[str, str]],
+    target: dict[str, str],
+    override: Optional[str] = None,
+) -> list[str]:
+    """Problems with moving from the ``previous`` applied steps to ``target`` (empty list: allowed)."""
+    problems: list[str] = []
+    for track, names in step_names.items():
+        if target.get(track) not in names:
+            problems.append(f"track {track!r}: target step {target.get(track)!r} is not in the plan")
+    if problems:
+        return problems
+
+    if previous is None:
+        firsts = {track: names[0] for track, names in step_names.items()}
+        not_first = {t: s for t, s in target.items() if t in firsts and s != firsts[t]}
+        if not_first and not override:
+            problems.append(
+                "the last applied steps are unknown (never deployed, or the applied record could not be read), "
+                f"so only the first step of each track is allowed; targets {not_first} need "
+                "`pulumi config set bazbii:phaseOverride '<reason>'` to proceed"
+            )
+        return problems
+
+    for track, names in step_names.items():
+        if previous.get(track) is not None and previous[track] not in names:
+            problems.append(
+                f"track {track!r}: the applied step {previous[track]!r} is no longer in the plan; "
+                "restore it or set bazbii:phaseOverride with a reason"
+            )
+    if problems and not override:
+        return problems
+    problems = []
+
+    changed = moves(step_names, previous, target)
+    if len(changed) > 1:
+        listed = ", ".join(f"{m.track} {m.before} -> {m.after}" for m in changed)
+        problems.append(f"more than one track moves in one update ({listed}); apply one step at a time")
+    for move in changed:
+        if move.distance > 1:
+            skipped = step_names[move.track][step_names[move.track].index(move.before) + 1: step_names[move.track].index(move.after)]
+            problems.append(
+                f"track {move.track!r} jumps {move.before} -> {move.after}, skipping {skipped}; "
+                f"apply {skipped[0]!r} first"
+            )
+        elif move.distance < -1:
+            previous_one = step_names[move.track][step_names[move.track].index(move.before) - 1]
+            problems.append(
+                f"track {move.track!r} goes back {-move.distance} steps ({move.before} -> {move.after}); "
+                f"roll back one step at a time, to {previous_one!r} first"
+            )
+    return problems

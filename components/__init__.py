@@ -1,0 +1,1 @@
+"""Pulumi component resources of the bazbii stack, one per file."""
