@@ -23,7 +23,10 @@ def read_previous_record() -> tuple[pulumi.Output[Optional[dict[str, Any]]], pul
     reference = pulumi.StackReference("applied-state", stack_name=self_reference_name())
     raw = reference.get_output(APPLIED_RECORD_OUTPUT)
     record = raw.apply(lambda value: value if is_record(value) else None)
+    # Offline tools inject a reconstructed record and say where it came from ("base-file",
+    # "plan-walk"); a record this program exported itself never carries an origin.
     source = raw.apply(
-        lambda value: "stack-output" if is_record(value) else ("malformed" if value is not None else "none")
+        lambda value: value.get("origin", "stack-output") if is_record(value)
+        else ("malformed" if value is not None else "none")
     )
     return record, source
