@@ -1,0 +1,489 @@
+"""Planned switchover through PgBouncer with zero failed transactions.
+
+Sequence (each step timed into :class:`SwitchoverReport`):
+
+Outside the window (pre-checks, nothing changed yet):
+  the old primary is a writable primary, the new one is in recovery, streaming,
+  from the same cluster (system identifier), replay lag under ``max_lag_bytes``;
+  PgBouncer knows the alias, it is not already paused, the ini entry exists and
+  is writable; all four connections (old, new, two admin) are opened now.
+
+The window:
+  1. ``PAUSE alias`` with a timeout. On timeout: RESUME from the second admin
+     connection, discard the first, abort. Nothing else was touched.
+  2. Fence the old primary: ``ALTER SYSTEM SET default_transaction_read_only =
+     on`` + ``pg_reload_conf()`` (waits until the setting is visible).
+  3. ``L = pg_current_wal_insert_lsn()`` on the old primary (the insert position
+     covers asynchronous commits too), and wait until it is flushed.
+  4. Poll ``pg_last_wal_replay_lsn() >= L`` on the replica every ~1 ms, bounded.
+  5. ``pg_promote(wait => false)``, then poll ``pg_is_in_recovery()`` every ~1 ms.
+  6. Rewrite the ini ``[databases]`` host (atomic rename) + ``RELOAD``, verified
+     with ``SHOW DATABASES``.
+  7. ``RESUME alias``.
+
+Abort paths: every failure before ``pg_promote`` un-fences the old primary
+(``ALTER SYSTEM RESET`` + reload) and RESUMEs, so traffic continues on the old
+primary exactly as before. From ``pg_promote`` on there is no way back (the new
+timeline exists): failures roll *forward* and never un-fence the old primary —
+with two writable primaries acknowledged commits could be lost. If promotion
+cannot be confirmed, PgBouncer is resumed onto the still-fenced old primary
+(reads work, writes fail read-only) and the error says so.
+
+After the window the old primary is stopped by ``stop_old_primary`` when given
+(the local test/bench helpers pass ``LocalCluster.stop``; in production the
+retirement step does it). Until then it stays fenced and its remaining client
+sessions are terminated. It holds no WAL the new primary lacks, but its
+shutdown checkpoint diverges it: re-attach it as a standby with ``pg_rewind``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import psycopg
+
+from ._conn import connect, dsn_target, scrub
+from .lag import wait_for_replay
+from .lsn import format_lsn, parse_lsn
+from .pgbouncer import (IniChange, PauseTimeout, PgBouncerAdmin, read_database_entry, repoint_database)
+
+log = logging.getLogger("bazbii_db.replication.switchover")
+
+
+@dataclass
+class SwitchoverConfig:
+    database_alias: str
+    pgbouncer_ini_path: str
+    new_host: str
+    new_port: int
+    new_dbname: str | None = None
+    pause_timeout: float = 5.0
+    max_lag_bytes: int = 1024 * 1024
+    catchup_timeout: float = 3.0
+    promote_timeout: float = 30.0
+    poll_interval: float = 0.001
+    fence_timeout: float = 2.0
+
+
+@dataclass
+class SwitchoverReport:
+    completed: bool = False
+    promoted: bool = False
+    aborted: bool = False
+    stage: str = "precheck"            # last stage reached
+    error: str = ""
+    already_done: bool = False
+    precheck_lag_bytes: int | None = None
+    fenced_lsn: str | None = None
+    replica_replay_lsn: str | None = None
+    old_primary: str = ""
+    new_primary: str = ""
+    old_primary_state: str = "serving"
+    steps_ms: dict[str, float] = field(default_factory=dict)
+    window_ms: float | None = None
+    total_ms: float | None = None
+    ini_change: dict | None = None
+    events: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        if self.completed:
+            head = ("switchover already done" if self.already_done else "switchover COMPLETED")
+        elif self.aborted:
+            head = f"switchover ABORTED at {self.stage}; old primary {self.old_primary_state}"
+        else:
+            head = f"switchover FAILED at {self.stage}"
+        lines = [f"{head}: {self.old_primary} -> {self.new_primary}"]
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        if self.steps_ms:
+            lines.append("  steps ms: " + ", ".join(f"{k} {v:.1f}" for k, v in self.steps_ms.items()))
+        if self.window_ms is not None:
+            lines.append(f"  window {self.window_ms:.1f} ms; fenced LSN {self.fenced_lsn}, "
+                         f"replica replayed {self.replica_replay_lsn}")
+        lines.extend(f"  - {e}" for e in self.events)
+        return "\n".join(lines)
+
+
+class SwitchoverError(RuntimeError):
+    def __init__(self, report: SwitchoverReport):
+        super().__init__(report.to_text())
+        self.report = report
+
+
+class SwitchoverAborted(SwitchoverError):
+    """Aborted before promotion: the old primary was left (or put back) serving writes."""
+
+
+def _ms(since: float) -> float:
+    return (time.monotonic() - since) * 1000.0
+
+
+def _system_identifier(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
+
+
+def fence(conn: psycopg.Connection, timeout: float = 2.0) -> None:
+    """Make new transactions on this server read-only (persisted with ALTER SYSTEM, applied by reload)."""
+    conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+    conn.execute("SELECT pg_reload_conf()")
+    _wait_setting(conn, "on", timeout)
+
+
+def unfence(conn: psycopg.Connection, timeout: float = 2.0) -> None:
+    conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+    conn.execute("SELECT pg_reload_conf()")
+    _wait_setting(conn, "off", timeout)
+
+
+def _wait_setting(conn: psycopg.Connection, value: str, timeout: float) -> None:
+    # The reload is asynchronous; our own backend applies it at its next command like every other one.
+    deadline = time.monotonic() + timeout
+    while True:
+        current = conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()[0]
+        if current == value:
+            return
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"default_transaction_read_only still {current!r} after reload "
+                               f"({timeout:g} s); is it overridden on the command line or per database/role?")
+        time.sleep(0.001)
+
+
+def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_admin_dsn: str,
+                       config: SwitchoverConfig, *, stop_old_primary: Callable[[], None] | None = None
+                       ) -> SwitchoverReport:
+    """Run the switchover. Returns the report on success; raises :class:`SwitchoverAborted` (old primary
+    serving) or :class:`SwitchoverError` (after promotion) with the report attached otherwise."""
+    report = SwitchoverReport(old_primary=dsn_target(old_primary_dsn), new_primary=dsn_target(new_primary_dsn))
+    secrets = (old_primary_dsn, new_primary_dsn, pgbouncer_admin_dsn)
+    started = time.monotonic()
+    conns: list = []
+    admin: PgBouncerAdmin | None = None
+    backup: PgBouncerAdmin | None = None
+    state = {"paused": False, "fenced": False}
+    alias = config.database_alias
+
+    def event(text: str) -> None:
+        report.events.append(text)
+        log.info("switchover: %s", text)
+
+    def abort(reason: str) -> SwitchoverAborted:
+        """Undo everything done so far (un-fence, RESUME). Only valid before pg_promote."""
+        report.aborted = True
+        report.error = scrub(reason, *secrets)
+        if state["fenced"]:
+            try:
+                unfence(old)
+                state["fenced"] = False
+                event("abort: old primary un-fenced (default_transaction_read_only reset)")
+            except Exception as exc:  # loud: the old primary may be stuck read-only
+                report.old_primary_state = "STILL FENCED (read-only): un-fence by hand with ALTER SYSTEM RESET " \
+                                           "default_transaction_read_only; SELECT pg_reload_conf();"
+                event(f"abort: un-fence FAILED: {scrub(str(exc), *secrets)}")
+        if state["paused"]:
+            for who in (backup, admin):
+                if who is None:
+                    continue
+                try:
+                    who.resume_if_paused(alias)
+                    state["paused"] = False
+                    event(f"abort: RESUME {alias}")
+                    break
+                except Exception as exc:
+                    event(f"abort: RESUME via one admin connection failed: {scrub(str(exc), *secrets)}")
+            if state["paused"]:
+                report.old_primary_state += "; PgBouncer STILL PAUSED: run RESUME " + alias
+        if report.old_primary_state == "serving":
+            report.old_primary_state = "serving (unchanged)"
+        return SwitchoverAborted(report)
+
+    old = new = None
+    try:
+        # --- pre-checks and connections, outside the window -----------------------------------
+        report.stage = "precheck"
+        try:
+            new = connect(new_primary_dsn, application_name="bazbii-switchover")
+            conns.append(new)
+            admin = PgBouncerAdmin(pgbouncer_admin_dsn)
+            backup = PgBouncerAdmin(pgbouncer_admin_dsn)
+        except Exception as exc:
+            raise abort(f"pre-check: {exc}") from None
+        old_error = ""
+        try:
+            old = connect(old_primary_dsn, application_name="bazbii-switchover")
+            conns.append(old)
+        except Exception as exc:
+            old_error = str(exc)
+
+        entry = read_database_entry(config.pgbouncer_ini_path, alias)
+        new_in_recovery = new.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        if old is None and new_in_recovery:
+            raise abort(f"pre-check: {old_error}")
+        if not new_in_recovery:
+            # Re-run after a completed (or half-completed) switchover: roll forward idempotently.
+            return _finish_after_promotion(report, old, admin, backup, config, entry, stop_old_primary, secrets,
+                                           started)
+
+        old_recovery, old_ro = old.execute(
+            "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')").fetchone()
+        problems = []
+        if old_recovery:
+            problems.append("old primary is in recovery (not a primary)")
+        if old_ro == "on":
+            problems.append("old primary already has default_transaction_read_only=on (fenced or misconfigured)")
+        if _system_identifier(old) != _system_identifier(new):
+            problems.append("new primary is not a replica of the old primary (system identifiers differ)")
+        receiver = new.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+        if not receiver or receiver[0] != "streaming":
+            problems.append(f"replica WAL receiver is {receiver[0] if receiver else 'not running'}, not streaming")
+        if new.execute("SELECT pg_get_wal_replay_pause_state() <> 'not paused'").fetchone()[0]:
+            problems.append("WAL replay is paused on the replica")
+        current = parse_lsn(old.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
+        replayed = parse_lsn(new.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0])
+        report.precheck_lag_bytes = max(0, current - (replayed or 0))
+        if report.precheck_lag_bytes >= config.max_lag_bytes:
+            problems.append(f"replay lag {report.precheck_lag_bytes} bytes >= {config.max_lag_bytes}")
+        row = admin.database(alias)
+        if row is None:
+            problems.append(f"PgBouncer has no database {alias!r}")
+        elif row.get("paused"):
+            problems.append(f"PgBouncer database {alias!r} is already paused (another operation in progress?)")
+        if str(entry.get("host")) == config.new_host and str(entry.get("port")) == str(config.new_port):
+            problems.append("the ini already points at the new host while the new host is still a replica")
+        if problems:
+            raise abort("pre-check failed: " + "; ".join(problems))
+        event(f"pre-check ok: replay lag {report.precheck_lag_bytes} bytes, replica streaming")
+
+        # --- the window -------------------------------------------------------------------------
+        window = time.monotonic()
+        report.stage = "pause"
+        t = time.monotonic()
+        state["paused"] = True  # from the moment PAUSE is sent, PgBouncer holds new transactions
+        try:
+            admin.pause(alias, config.pause_timeout)
+        except PauseTimeout as exc:
+            report.steps_ms["pause"] = _ms(t)
+            admin.discard()  # its PAUSE is still pending and would never return
+            raise abort(str(exc)) from None
+        except Exception as exc:
+            report.steps_ms["pause"] = _ms(t)
+            raise abort(f"PAUSE failed: {exc}") from None
+        report.steps_ms["pause"] = _ms(t)
+
+        report.stage = "fence"
+        t = time.monotonic()
+        try:
+            state["fenced"] = True  # set before: a half-applied ALTER SYSTEM must be undone too
+            fence(old, config.fence_timeout)
+        except Exception as exc:
+            report.steps_ms["fence"] = _ms(t)
+            raise abort(f"fence failed: {exc}") from None
+        report.steps_ms["fence"] = _ms(t)
+
+        report.stage = "lsn"
+        t = time.monotonic()
+        try:
+            fenced = parse_lsn(old.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
+            report.fenced_lsn = format_lsn(fenced)
+            deadline = time.monotonic() + config.catchup_timeout
+            while parse_lsn(old.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0]) < fenced:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"old primary did not flush WAL up to {report.fenced_lsn}")
+                time.sleep(config.poll_interval)
+        except Exception as exc:
+            report.steps_ms["lsn"] = _ms(t)
+            raise abort(f"reading the fenced LSN failed: {exc}") from None
+        report.steps_ms["lsn"] = _ms(t)
+
+        report.stage = "catchup"
+        t = time.monotonic()
+        try:
+            replayed = parse_lsn(new.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]) or 0
+            if fenced - replayed >= config.max_lag_bytes:
+                raise RuntimeError(f"replica is {fenced - replayed} bytes behind the fenced LSN "
+                                   f"(>= {config.max_lag_bytes}); not waiting inside the window")
+            reached, replayed, _ = wait_for_replay(new, fenced, timeout=config.catchup_timeout,
+                                                   poll_interval=config.poll_interval)
+            report.replica_replay_lsn = format_lsn(replayed)
+            if not reached:
+                raise RuntimeError(f"replica replayed only to {format_lsn(replayed)}, not the fenced "
+                                   f"{report.fenced_lsn}, within {config.catchup_timeout:g} s")
+        except Exception as exc:
+            report.steps_ms["catchup"] = _ms(t)
+            raise abort(f"catch-up failed: {exc}") from None
+        report.steps_ms["catchup"] = _ms(t)
+
+        report.stage = "promote"
+        t = time.monotonic()
+        try:
+            signalled = new.execute("SELECT pg_promote(wait => false)").fetchone()[0]
+        except Exception as exc:
+            # The request itself failed (e.g. permission): the server was not signalled.
+            report.steps_ms["promote"] = _ms(t)
+            raise abort(f"pg_promote failed: {exc}") from None
+        if not signalled:
+            report.steps_ms["promote"] = _ms(t)
+            raise abort("pg_promote returned false (could not signal the postmaster)")
+        # Point of no return: a promotion request is out. Never un-fence the old primary from here on.
+        deadline = time.monotonic() + config.promote_timeout
+        while True:
+            try:
+                if not new.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    break
+            except psycopg.Error:
+                pass
+            if time.monotonic() >= deadline:
+                report.steps_ms["promote"] = _ms(t)
+                report.error = (f"promotion requested but not confirmed within {config.promote_timeout:g} s; "
+                                "old primary stays FENCED (read-only); PgBouncer resumed onto it. "
+                                "Check the new primary's log, then repoint PgBouncer by re-running.")
+                report.old_primary_state = "fenced (read-only)"
+                _resume_quietly(admin, backup, alias, report)
+                state["paused"] = False
+                raise SwitchoverError(report)
+            time.sleep(config.poll_interval)
+        report.steps_ms["promote"] = _ms(t)
+        report.promoted = True
+        state["fenced"] = False  # ownership passes to the retirement of the old primary
+        report.old_primary_state = "fenced (read-only)"
+
+        report.stage = "reload"
+        t = time.monotonic()
+        try:
+            change = repoint_database(admin, config.pgbouncer_ini_path, alias, host=config.new_host,
+                                      port=config.new_port, dbname=config.new_dbname)
+            report.ini_change = _ini_change_dict(change)
+        except Exception as exc:
+            report.steps_ms["reload"] = _ms(t)
+            report.error = (f"new primary promoted but repointing PgBouncer failed: {scrub(str(exc), *secrets)}. "
+                            "PgBouncer stays PAUSED (clients wait rather than write to the fenced old primary): "
+                            f"fix the ini, RELOAD, then RESUME {alias}; or re-run the switchover, which rolls forward.")
+            raise SwitchoverError(report) from None
+        report.steps_ms["reload"] = _ms(t)
+
+        report.stage = "resume"
+        t = time.monotonic()
+        _resume_quietly(admin, backup, alias, report)
+        state["paused"] = False
+        report.steps_ms["resume"] = _ms(t)
+        report.window_ms = _ms(window)
+        event(f"window {report.window_ms:.1f} ms; fenced at {report.fenced_lsn}, replica at "
+              f"{report.replica_replay_lsn}")
+
+        report.stage = "retire"
+        _retire_old(report, old, stop_old_primary, secrets)
+        report.completed = True
+        report.stage = "done"
+        return report
+    except SwitchoverError:
+        raise
+    except Exception as exc:
+        if report.promoted:
+            report.error = report.error or scrub(f"{type(exc).__name__}: {exc}", *secrets)
+            raise SwitchoverError(report) from None
+        raise abort(f"unexpected error at {report.stage}: {type(exc).__name__}: {exc}") from None
+    finally:
+        report.total_ms = _ms(started)
+        for who in (admin, backup):
+            if who is not None:
+                who.discard()
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+def _ini_change_dict(change: IniChange) -> dict:
+    from .pgbouncer import parse_connstr
+    # Keep only routing keys: a database definition may carry a password.
+    def routing(value: str) -> str:
+        return " ".join(f"{k}={v}" for k, v in parse_connstr(value) if k in ("host", "port", "dbname"))
+    return {"path": change.path, "alias": change.alias, "old": routing(change.old_value),
+            "new": routing(change.new_value)}
+
+
+def _resume_quietly(admin: PgBouncerAdmin | None, backup: PgBouncerAdmin | None, alias: str,
+                    report: SwitchoverReport) -> None:
+    last: Exception | None = None
+    for who in (admin, backup):
+        if who is None:
+            continue
+        try:
+            who.resume_if_paused(alias)
+            return
+        except Exception as exc:
+            last = exc
+    raise RuntimeError(f"RESUME {alias} failed on both admin connections: {last}")
+
+
+def _retire_old(report: SwitchoverReport, old: psycopg.Connection, stop_old_primary: Callable[[], None] | None,
+                secrets: tuple[str, ...]) -> None:
+    t = time.monotonic()
+    if stop_old_primary is not None:
+        try:
+            old.close()
+        except Exception:
+            pass
+        try:
+            stop_old_primary()
+            report.old_primary_state = "stopped (re-attach with pg_rewind)"
+        except Exception as exc:
+            report.old_primary_state = "fenced (read-only), stop FAILED"
+            report.events.append(f"stopping the old primary failed: {scrub(str(exc), *secrets)}")
+    else:
+        try:
+            killed = old.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()[0]
+            report.events.append(f"old primary left fenced; {killed} remaining client sessions terminated; "
+                                 "stop it with the retirement step")
+        except Exception as exc:
+            report.events.append(f"terminating old-primary sessions failed: {scrub(str(exc), *secrets)}")
+        report.old_primary_state = "fenced (read-only), running: retire it"
+    report.steps_ms["retire"] = _ms(t)
+
+
+def _finish_after_promotion(report: SwitchoverReport, old: psycopg.Connection | None, admin: PgBouncerAdmin,
+                            backup: PgBouncerAdmin, config: SwitchoverConfig, entry: dict,
+                            stop_old_primary, secrets, started: float) -> SwitchoverReport:
+    """The target is already a primary: make sure the old one cannot take writes, then make PgBouncer point at it."""
+    report.stage = "roll-forward"
+    report.promoted = True
+    in_recovery, read_only = None, None  # None: the old primary is unreachable (already stopped)
+    if old is not None:
+        try:
+            in_recovery, read_only = old.execute(
+                "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')").fetchone()
+        except psycopg.Error:
+            pass
+    if in_recovery is False and read_only != "on":
+        report.error = ("the new server is already a primary but the old primary is still writable: "
+                        "two primaries. Refusing to touch PgBouncer; fence or stop one of them by hand.")
+        raise SwitchoverError(report)
+    if str(entry.get("host")) == config.new_host and str(entry.get("port")) == str(config.new_port) \
+            and not admin.is_paused(config.database_alias):
+        report.already_done = True
+        report.completed = True
+        report.stage = "done"
+        report.events.append("new primary already promoted and PgBouncer already points at it")
+        return report
+    t = time.monotonic()
+    if not admin.is_paused(config.database_alias):
+        admin.pause(config.database_alias, config.pause_timeout)
+    change = repoint_database(admin, config.pgbouncer_ini_path, config.database_alias, host=config.new_host,
+                              port=config.new_port, dbname=config.new_dbname)
+    report.ini_change = _ini_change_dict(change)
+    _resume_quietly(admin, backup, config.database_alias, report)
+    report.steps_ms["roll_forward"] = _ms(t)
+    report.events.append("rolled forward: PgBouncer repointed at the already promoted primary")
+    if in_recovery is False and old is not None:
+        _retire_old(report, old, stop_old_primary, secrets)
+    report.completed = True
+    report.stage = "done"
+    return report
