@@ -1,0 +1,98 @@
+"""Offline preview of the bazbii stack: the real program under the SDK's mocks, judged by the policy pack.
+
+    python -m offline_preview                      # prod: what the current infra step changed, and the next one
+    python -m offline_preview --phase traffic-50   # what setting that step now would do
+    python -m offline_preview --all                # every step of the plan, forward and one-step rollback
+    python -m offline_preview --base old.yaml --config new.yaml   # what a pull request proposes
+    add --json for machine-readable output
+
+Needs no Pulumi CLI and no cloud credentials. Exit status: 0 when every
+transition passes the policies, 1 on any mandatory violation, 2 on bad
+config or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from bazbii_plan.errors import ConfigError
+
+from .harness import REPO_ROOT
+
+EXIT_OK, EXIT_VIOLATIONS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m offline_preview", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", default="prod", help="stack name; reads Pulumi.<stack>.yaml (default: prod)")
+    parser.add_argument("--config", type=Path, help="stack file to preview (default: Pulumi.<stack>.yaml)")
+    parser.add_argument("--base", type=Path, help="stack file that is applied now; the preview judges base -> --config")
+    parser.add_argument("--base-age", help="how long ago the base was applied (e.g. 2h); needed for time gates such as DNS TTL expiry")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--phase", help="preview moving to this step now (NAME or TRACK=NAME)")
+    scope.add_argument("--all", action="store_true", help="check every step of the plan and its one-step rollback")
+    parser.add_argument("--track", default="infra", help="track whose current and next step are shown by default")
+    parser.add_argument("--policy-config", type=Path, help="JSON policy config (same shape as `pulumi preview --policy-pack-config`)")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("--verbose", action="store_true", help="show every property of created resources")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from . import scenarios
+    from .report import as_json, print_results, summary_table
+
+    console = Console(stderr=False, highlight=False, soft_wrap=True)
+    stack_file = args.config or (REPO_ROOT / f"Pulumi.{args.stack}.yaml")
+    try:
+        if args.base_age and not args.base and not args.phase:
+            raise ConfigError(["--base-age applies to --base or --phase previews"])
+        policy_config = json.loads(args.policy_config.read_text()) if args.policy_config else None
+        side = scenarios.load_side(stack_file)
+        if args.base:
+            base_age = scenarios.parse_age(args.base_age) if args.base_age else None
+            transitions = [scenarios.between_files(scenarios.load_side(args.base), side, base_age)]
+        elif args.all:
+            transitions = scenarios.whole_plan(side)
+        elif args.phase:
+            applied_at = None
+            if args.base_age:
+                from datetime import datetime, timezone
+
+                applied_at = (datetime.now(timezone.utc) - scenarios.parse_age(args.base_age)).replace(microsecond=0).isoformat()
+            transitions = [scenarios.to_step(side, args.phase, applied_at)]
+        else:
+            if args.track not in side.config.plan.tracks:
+                raise ConfigError([f"--track {args.track}: tracks are {list(side.config.plan.tracks)}"])
+            transitions = scenarios.current_and_next(side, args.track)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    results = [scenarios.run_transition(t, policy_config) for t in transitions]
+    failed = sum(1 for r in results if r.mandatory)
+    if args.json:
+        print(json.dumps({"transitions": as_json(results), "failedTransitions": failed}, indent=2, default=str))
+    else:
+        if args.all:
+            console.print(summary_table(results))
+            print_results([r for r in results if r.violations], console, args.verbose)
+        else:
+            print_results(results, console, args.verbose)
+        verdict = "[red]DENIED[/red]" if failed else "[green]ALLOWED[/green]"
+        console.print(f"\n{verdict}: {len(results)} transition(s) checked, {failed} with mandatory violations")
+    return EXIT_VIOLATIONS if failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Print transition results like a ``pulumi preview`` with policies, or as JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .diff import ResourceChange
+from .scenarios import TransitionResult
+
+OP_SIGNS = {"create": "+", "update": "~", "delete": "-"}
+OP_STYLES = {"create": "green", "update": "yellow", "delete": "red"}
+MAX_CREATE_PROPS = 6
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+def _short_type(type_: str) -> str:
+    # cloudflare:index/loadBalancerPool:LoadBalancerPool -> cloudflare:LoadBalancerPool
+    package, _, rest = type_.partition(":")
+    return f"{package}:{rest.rpartition(':')[2]}" if rest else type_
+
+
+def _step_docs(result: TransitionResult) -> list[tuple[str, str, str, str]]:
+    docs = []
+    plan = result.transition.after.config.plan
+    for move in result.moves:
+        step_name = move.after if move.distance >= 0 else move.before
+        step = plan.tracks[move.track].steps[plan.tracks[move.track].index(step_name)]
+        docs.append((move.track, step.name, step.gate, step.rollback))
+    return docs
+
+
+def print_results(results: list[TransitionResult], console: Console, verbose: bool = False) -> None:
+    for result in results:
+        transition = result.transition
+        console.rule(f"[bold]{transition.title}")
+        origin = {
+            "base-file": "reconstructed from the base stack file",
+            "plan-walk": "the previous step of the plan walk",
+            "none": "none (first deployment)",
+        }.get(transition.origin, transition.origin)
+        console.print(f"applied state judged against: {origin}")
+        for note in result.notes:
+            console.print(f"[dim]note: {note}[/dim]")
+        for track, name, gate, rollback in _step_docs(result):
+            action = "rolls back" if transition.rollback else "applies"
+            console.print(f"[bold]{track}[/bold] {action} [bold]{name}[/bold]")
+            console.print(f"  gate: {gate}")
+            console.print(f"  rollback: {rollback}")
+
+        if result.state_changes:
+            table = Table(title="desired state changes", show_edge=False, title_justify="left")
+            table.add_column("key")
+            table.add_column("before")
+            table.add_column("after")
+            for change in result.state_changes:
+                table.add_row(change.path, _fmt(change.before), _fmt(change.after))
+            console.print(table)
+
+        counts = {op: sum(1 for c in result.resource_changes if c.op == op) for op in OP_SIGNS}
+        console.print(
+            f"resources: [green]{counts['create']} to create[/green], [yellow]{counts['update']} to update[/yellow], "
+            f"[red]{counts['delete']} to delete[/red]"
+        )
+        for change in result.resource_changes:
+            _print_change(change, console, verbose)
+
+        if not result.violations:
+            console.print("[green]policies: no violations[/green]")
+        for violation in result.violations:
+            style = "red" if violation.enforcement == "mandatory" else "yellow"
+            console.print(
+                f"[{style}]{violation.enforcement} {violation.policy_name}[/{style}] "
+                f"({_short_type(violation.resource_type)} {violation.resource_name}): {violation.message}"
+            )
+
+
+def _print_change(change: ResourceChange, console: Console, verbose: bool) -> None:
+    sign, style = OP_SIGNS[change.op], OP_STYLES[change.op]
+    console.print(f"  [{style}]{sign} {_short_type(change.type)}[/{style}] {change.name}")
+    if change.op == "update" or verbose:
+        shown = change.changes
+    elif change.op == "create":
+        shown = change.changes[:MAX_CREATE_PROPS]
+    else:
+        shown = []
+    for prop in shown:
+        if change.op == "update":
+            console.print(f"      {prop.path}: {_fmt(prop.before)} -> {_fmt(prop.after)}")
+        else:
+            console.print(f"      {prop.path}: {_fmt(prop.after if change.op == 'create' else prop.before)}")
+    if len(shown) < len(change.changes) and change.op == "create":
+        console.print(f"      ... {len(change.changes) - len(shown)} more (--verbose)")
+
+
+def as_json(results: list[TransitionResult]) -> list[dict[str, Any]]:
+    out = []
+    for result in results:
+        transition = result.transition
+        out.append(
+            {
+                "title": transition.title,
+                "rollback": transition.rollback,
+                "appliedStateOrigin": transition.origin,
+                "before": transition.before.config.current if transition.before else None,
+                "after": transition.after.config.current,
+                "moves": [m.__dict__ for m in result.moves],
+                "stateChanges": [c.__dict__ for c in result.state_changes],
+                "resourceChanges": [
+                    {"op": c.op, "type": c.type, "name": c.name, "urn": c.urn,
+                     "changes": [p.__dict__ for p in c.changes]}
+                    for c in result.resource_changes
+                ],
+                "violations": [v.__dict__ for v in result.violations],
+                "notes": result.notes,
+            }
+        )
+    return out
+
+
+def summary_table(results: list[TransitionResult]) -> Table:
+    table = Table(title="plan check", show_edge=False, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("transition")
+    table.add_column("create/update/delete")
+    table.add_column("mandatory violations", justify="right")
+    for index, result in enumerate(results):
+        counts = "/".join(str(sum(1 for c in result.resource_changes if c.op == op)) for op in OP_SIGNS)
+        bad = len(result.mandatory)
+        table.add_row(str(index), result.transition.title, counts, f"[red]{bad}[/red]" if bad else "0")
+    return table
