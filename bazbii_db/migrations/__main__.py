@@ -1,0 +1,157 @@
+"""Command line: ``python -m bazbii_db.migrations {apply,status,analyse,checksum} ...``
+
+The connection string is read from an environment variable (``--dsn-env VAR``) or a file
+(``--dsn-file PATH``), never from the command line, and passwords never appear in output.
+
+Exit codes: 0 ok, 1 analysis found errors, 2 usage or metadata error, 3 contract refused,
+4 runner lock or lock-timeout budget exhausted, 5 other migration failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from bazbii_db.migrations.backfill import BackfillConfig, ReplicaLagProbe
+from bazbii_db.migrations.dsn import DsnError, dsn_from_env, dsn_from_file, redact
+from bazbii_db.migrations.errors import (ContractRefused, LockRetryExhausted, MigrationError, RunnerLockTimeout,
+                                         SqlSafetyError)
+from bazbii_db.migrations.runner import MigrationRunner, RunnerConfig
+from bazbii_db.migrations.spec import MigrationSpecError, default_migrations_dir, list_migrations, load_migration
+from bazbii_db.sql_safety import STAGES, analyse_migration_dir, format_findings, has_errors
+
+
+def _dsn(args, env_attr: str = "dsn_env", file_attr: str = "dsn_file") -> str | None:
+    env, path = getattr(args, env_attr, None), getattr(args, file_attr, None)
+    if env and path:
+        raise DsnError(f"give only one of --{env_attr.replace('_', '-')} and --{file_attr.replace('_', '-')}")
+    if env:
+        return dsn_from_env(env)
+    if path:
+        return dsn_from_file(path)
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bazbii_db.migrations", description=__doc__.split("\n")[0])
+    parser.add_argument("--migrations-dir", default=None, help="default: $BAZBII_MIGRATIONS_DIR or ./migrations")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_dsn(p, required=True):
+        g = p.add_mutually_exclusive_group(required=required)
+        g.add_argument("--dsn-env", metavar="VAR", help="environment variable holding the libpq connection string")
+        g.add_argument("--dsn-file", metavar="PATH", help="file holding the libpq connection string")
+
+    apply = sub.add_parser("apply", help="apply one stage of one migration")
+    add_dsn(apply)
+    apply.add_argument("--migration", required=True)
+    apply.add_argument("--stage", required=True, choices=STAGES)
+    apply.add_argument("--app-version", action="append", default=[], metavar="VERSION_OR_IMAGE",
+                       help="a running application version or image reference (repeat for each)")
+    apply.add_argument("--lock-timeout-ms", type=int, default=500)
+    apply.add_argument("--statement-timeout-ms", type=int, default=600_000)
+    apply.add_argument("--ddl-max-attempts", type=int, default=10)
+    apply.add_argument("--lock-wait-s", type=float, default=60.0, help="how long to wait for another runner")
+    apply.add_argument("--batch-size", type=int, default=None)
+    apply.add_argument("--pause-ms", type=int, default=None)
+    apply.add_argument("--target-batch-ms", type=int, default=None)
+    apply.add_argument("--replica-dsn-env", action="append", default=[], metavar="VAR",
+                       help="environment variable with a replica's connection string (lag throttle)")
+    apply.add_argument("--max-lag-s", type=float, default=5.0)
+    apply.add_argument("--lock-wait-threshold-ms", type=int, default=200)
+    apply.add_argument("--progress-interval-s", type=float, default=10.0)
+
+    status = sub.add_parser("status", help="show the journal")
+    add_dsn(status)
+
+    analyse = sub.add_parser("analyse", help="analyse migrations offline (no database)")
+    analyse.add_argument("--migration", action="append", default=[], help="default: all")
+    analyse.add_argument("--raw", action="store_true",
+                         help="analyse as raw SQL not run by this runner (requires SET lock_timeout in files)")
+
+    checksum = sub.add_parser("checksum", help="print a stage's checksum")
+    checksum.add_argument("--migration", required=True)
+    checksum.add_argument("--stage", required=True, choices=STAGES)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    err = Console(stderr=True)
+    out = Console()
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False, show_time=err.is_terminal)])
+    migrations_dir = args.migrations_dir or default_migrations_dir()
+    dsns: list[str] = []
+    try:
+        if args.command == "analyse":
+            ids = args.migration or list_migrations(migrations_dir)
+            failed = False
+            for mig in ids:
+                result = analyse_migration_dir(f"{migrations_dir}/{mig}", runner_sets_timeouts=not args.raw)
+                for stage, findings in result.items():
+                    if findings:
+                        out.print(format_findings(findings), markup=False, highlight=False, soft_wrap=True)
+                    failed |= has_errors(findings)
+            out.print("analysis: errors found, nothing may run" if failed else f"analysis: {len(ids)} migration(s) ok")
+            return 1 if failed else 0
+        if args.command == "checksum":
+            out.print(load_migration(f"{migrations_dir}/{args.migration}").checksum(args.stage))
+            return 0
+        dsn = _dsn(args)
+        dsns.append(dsn)
+        if args.command == "status":
+            runner = MigrationRunner(dsn, migrations_dir)
+            table = Table("migration", "step", "status", "units", "checksum", "started", "duration ms", "app versions")
+            for e in runner.status():
+                table.add_row(e.migration_id, e.step, e.status, str(e.units_done), e.checksum[:12],
+                              str(e.started_at)[:19], str(e.duration_ms or ""), ", ".join(e.app_versions))
+            out.print(table)
+            return 0
+        replicas = [dsn_from_env(v) for v in args.replica_dsn_env]
+        dsns.extend(replicas)
+        backfill = BackfillConfig(batch_size=args.batch_size, pause_ms=args.pause_ms,
+                                  target_batch_ms=args.target_batch_ms,
+                                  lag_probe=ReplicaLagProbe(replicas) if replicas else None, max_lag_s=args.max_lag_s,
+                                  lock_wait_threshold_ms=args.lock_wait_threshold_ms,
+                                  progress_interval_s=args.progress_interval_s, console=err)
+        config = RunnerConfig(lock_timeout_ms=args.lock_timeout_ms, statement_timeout_ms=args.statement_timeout_ms,
+                              ddl_max_attempts=args.ddl_max_attempts, runner_lock_wait_s=args.lock_wait_s,
+                              backfill=backfill)
+        result = MigrationRunner(dsn, migrations_dir, config).apply(args.migration, args.stage, args.app_version)
+        for w in result.warnings:
+            err.print(w.format(), markup=False, highlight=False, soft_wrap=True)
+        out.print(f"{result.migration_id}/{result.stage}: {result.status} (units run {result.units_run}, "
+                  f"skipped {result.units_skipped}, ddl attempts {result.ddl_attempts}, lock timeouts "
+                  f"{result.lock_timeouts}, repaired indexes {result.repaired_indexes or 'none'}, "
+                  f"{result.duration_s:.2f}s)", markup=False, highlight=False)
+        for b in result.backfills:
+            out.print(f"  backfill {b.name}: {b.rows_changed} rows changed, {b.batches} batches, "
+                      f"{b.rows_per_s:,.0f} rows/s, resumed from key {b.resumed_from_key}, "
+                      f"max batch lock hold {b.max_batch_hold_ms:.1f} ms", markup=False, highlight=False)
+        return 0
+    except SqlSafetyError as exc:
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        return 1
+    except (DsnError, MigrationSpecError, ValueError) as exc:
+        err.print(f"error: {redact(str(exc), *dsns)}", markup=False, highlight=False)
+        return 2
+    except ContractRefused as exc:
+        err.print(f"contract refused, nothing changed: {exc}", markup=False, highlight=False)
+        return 3
+    except (RunnerLockTimeout, LockRetryExhausted) as exc:
+        err.print(f"error: {redact(str(exc), *dsns)}", markup=False, highlight=False)
+        return 4
+    except MigrationError as exc:
+        err.print(f"error: {redact(str(exc), *dsns)}", markup=False, highlight=False)
+        return 5
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Errors raised by the migration runner. Every message is safe to log (no passwords)."""
+
+from __future__ import annotations
+
+from bazbii_db.migrations.versions import ContractRefused  # noqa: F401  (re-exported)
+from bazbii_db.sql_safety import SqlSafetyError  # noqa: F401  (re-exported)
+
+
+class MigrationError(Exception):
+    """Base class for runner failures."""
+
+
+class ChecksumMismatch(MigrationError):
+    """A step's files changed after it was applied (or after part of it was applied)."""
+
+
+class StageOrderError(MigrationError):
+    """A stage was requested before the stages it depends on were applied."""
+
+
+class RunnerLockTimeout(MigrationError):
+    """Another runner held the single-runner lock for longer than we were willing to wait."""
+
+    def __init__(self, message: str, holders: list):
+        super().__init__(message)
+        self.holders = holders
+
+
+class LockRetryExhausted(MigrationError):
+    """A DDL statement kept hitting lock_timeout (SQLSTATE 55P03) until the retry budget ran out."""
+
+    def __init__(self, message: str, attempts: int, blockers: list):
+        super().__init__(message)
+        self.attempts = attempts
+        self.blockers = blockers
+
+
+class StatementFailed(MigrationError):
+    """A statement of a migration file failed; the message names the file and line."""
+
+    def __init__(self, message: str, sqlstate: str | None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class BackfillThrottled(MigrationError):
+    """The backfill stayed throttled (replica lag or lock waits) for longer than allowed."""
+
+
+class BackfillError(MigrationError):
+    """The backfill cannot run (bad table or key, spec changed mid-way, ...)."""

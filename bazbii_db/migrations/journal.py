@@ -1,0 +1,158 @@
+"""The migration journal: one row per (migration, step), plus the backfill checkpoints.
+
+Every unit of a step (one SQL statement, one backfill, one trigger statement) is journaled
+as it completes, with the checksum of each completed unit. Re-running an applied step is a
+no-op; re-running a step whose files changed after it was applied is an error; re-running a
+step that failed part-way resumes after its last completed unit, as long as the completed
+units are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+
+SCHEMA = "bazbii_migrations"
+
+
+def _ident(name: str) -> sql.Identifier:
+    return sql.Identifier(SCHEMA, name)
+
+
+DDL = [
+    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {} (
+             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             migration_id text NOT NULL,
+             step text NOT NULL CHECK (step IN ('expand', 'migrate', 'contract')),
+             checksum text NOT NULL,
+             status text NOT NULL CHECK (status IN ('running', 'failed', 'applied')),
+             units_done integer NOT NULL DEFAULT 0,
+             unit_checksums text[] NOT NULL DEFAULT '{{}}',
+             attempts integer NOT NULL DEFAULT 0,
+             started_at timestamptz NOT NULL DEFAULT now(),
+             finished_at timestamptz,
+             duration_ms bigint,
+             app_versions text[] NOT NULL DEFAULT '{{}}',
+             runner text NOT NULL DEFAULT '',
+             last_error text,
+             UNIQUE (migration_id, step)
+           )"""
+    ).format(_ident("journal")),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {} (
+             migration_id text NOT NULL,
+             name text NOT NULL,
+             spec_checksum text NOT NULL,
+             table_name text NOT NULL,
+             last_key bigint NOT NULL,
+             upper_key bigint NOT NULL,
+             rows_changed bigint NOT NULL DEFAULT 0,
+             keys_done bigint NOT NULL DEFAULT 0,
+             batches bigint NOT NULL DEFAULT 0,
+             started_at timestamptz NOT NULL DEFAULT now(),
+             updated_at timestamptz NOT NULL DEFAULT now(),
+             finished_at timestamptz,
+             PRIMARY KEY (migration_id, name)
+           )"""
+    ).format(_ident("backfill_checkpoint")),
+]
+
+
+@dataclass
+class JournalEntry:
+    id: int
+    migration_id: str
+    step: str
+    checksum: str
+    status: str
+    units_done: int
+    unit_checksums: list[str]
+    attempts: int
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: int | None
+    app_versions: list[str]
+    runner: str
+    last_error: str | None
+
+
+class Journal:
+    """Journal access over the runner's autocommit control connection."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+
+    def ensure(self) -> None:
+        for stmt in DDL:
+            self.conn.execute(stmt)
+
+    def exists(self) -> bool:
+        return self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.journal",)).fetchone()[0]
+
+    def get(self, migration_id: str, step: str) -> JournalEntry | None:
+        with self.conn.cursor(row_factory=class_row(JournalEntry)) as cur:
+            cur.execute(sql.SQL("SELECT * FROM {} WHERE migration_id = %s AND step = %s").format(_ident("journal")),
+                        (migration_id, step))
+            return cur.fetchone()
+
+    def entries(self) -> list[JournalEntry]:
+        if not self.exists():
+            return []
+        with self.conn.cursor(row_factory=class_row(JournalEntry)) as cur:
+            cur.execute(sql.SQL("SELECT * FROM {} ORDER BY migration_id, array_position("
+                                "ARRAY['expand','migrate','contract'], step)").format(_ident("journal")))
+            return cur.fetchall()
+
+    def start(self, migration_id: str, step: str, checksum: str, runner: str, app_versions: list[str]) -> None:
+        self.conn.execute(
+            sql.SQL(
+                """INSERT INTO {} AS j (migration_id, step, checksum, status, attempts, runner, app_versions)
+                   VALUES (%s, %s, %s, 'running', 1, %s, %s)
+                   ON CONFLICT (migration_id, step) DO UPDATE
+                      SET checksum = EXCLUDED.checksum, status = 'running', attempts = j.attempts + 1,
+                          started_at = now(), finished_at = NULL, duration_ms = NULL,
+                          runner = EXCLUDED.runner, app_versions = EXCLUDED.app_versions, last_error = NULL"""
+            ).format(_ident("journal")),
+            (migration_id, step, checksum, runner, app_versions),
+        )
+
+    def unit_done(self, migration_id: str, step: str, unit_checksums: list[str]) -> None:
+        self.conn.execute(
+            sql.SQL("UPDATE {} SET units_done = %s, unit_checksums = %s WHERE migration_id = %s AND step = %s")
+            .format(_ident("journal")),
+            (len(unit_checksums), unit_checksums, migration_id, step),
+        )
+
+    def finish(self, migration_id: str, step: str) -> None:
+        self.conn.execute(
+            sql.SQL("""UPDATE {} SET status = 'applied', finished_at = clock_timestamp(),
+                              duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint
+                        WHERE migration_id = %s AND step = %s""").format(_ident("journal")),
+            (migration_id, step),
+        )
+
+    def fail(self, migration_id: str, step: str, error: str) -> None:
+        self.conn.execute(
+            sql.SQL("""UPDATE {} SET status = 'failed', last_error = %s, finished_at = clock_timestamp(),
+                              duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint
+                        WHERE migration_id = %s AND step = %s""").format(_ident("journal")),
+            (error[:4000], migration_id, step),
+        )
+
+    def applied_ids(self, step: str) -> set[str]:
+        if not self.exists():
+            return set()
+        rows = self.conn.execute(
+            sql.SQL("SELECT migration_id FROM {} WHERE step = %s AND status = 'applied'").format(_ident("journal")),
+            (step,)).fetchall()
+        return {r[0] for r in rows}
+
+
+def checkpoint_table() -> sql.Identifier:
+    return _ident("backfill_checkpoint")

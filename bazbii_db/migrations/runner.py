@@ -1,0 +1,219 @@
+"""The migration runner: analysis, contract gate, single-runner lock, journal, execution.
+
+``MigrationRunner.apply(migration_id, stage, app_versions)``:
+
+1. loads the migration and analyses the stage's SQL (``bazbii_db.sql_safety``); any error
+   finding stops here: nothing has connected, nothing has run;
+2. for ``contract``: refuses unless every reported application version is >= the migration's
+   ``contract_min_app_version`` (nothing has connected, nothing has run);
+3. opens its control connection (autocommit) and takes the session-level advisory lock,
+   waiting up to ``runner_lock_wait_s`` and then reporting who holds it;
+4. creates the journal if needed and reads the step: applied with the same checksum -> no-op;
+   applied with another checksum -> error; failed part-way -> resume after the last completed
+   unit (if those units are unchanged); earlier stages missing -> error;
+5. runs the units one by one: SQL statements on the DDL connection (autocommit, lock_timeout,
+   statement_timeout, retries on 55P03, CIC repair), backfills on their own connection;
+   every completed unit is journaled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from bazbii_db.migrations.backfill import Backfill, BackfillConfig, BackfillResult
+from bazbii_db.migrations.dsn import describe, redact, with_params
+from bazbii_db.migrations.errors import ChecksumMismatch, MigrationError, StageOrderError, StatementFailed
+from bazbii_db.migrations.executor import DdlConfig, DdlExecutor, configure_session
+from bazbii_db.migrations.journal import Journal
+from bazbii_db.migrations.lock import RunnerLock
+from bazbii_db.migrations.spec import Migration, default_migrations_dir, list_migrations, load_migration
+from bazbii_db.migrations.versions import check_contract_allowed
+from bazbii_db.sql_safety import STAGES, Finding, SqlSafetyError, analyse_migration_dir, has_errors
+
+log = logging.getLogger("bazbii_db.migrations")
+
+
+@dataclass
+class RunnerConfig:
+    lock_timeout_ms: int = 500
+    statement_timeout_ms: int = 600_000
+    ddl_max_attempts: int = 10
+    ddl_backoff_base_s: float = 0.2
+    ddl_backoff_max_s: float = 5.0
+    runner_lock_wait_s: float = 60.0
+    application_name: str | None = None
+    backfill: BackfillConfig = field(default_factory=BackfillConfig)
+
+
+@dataclass
+class StepResult:
+    migration_id: str
+    stage: str
+    status: str  # "applied" | "already-applied"
+    checksum: str
+    units_run: int = 0
+    units_skipped: int = 0
+    duration_s: float = 0.0
+    waited_for_lock_s: float = 0.0
+    ddl_attempts: int = 0
+    lock_timeouts: int = 0
+    repaired_indexes: list[str] = field(default_factory=list)
+    backfills: list[BackfillResult] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+
+
+def default_application_name() -> str:
+    return f"bazbii-migrate {socket.gethostname()} pid {os.getpid()}"[:63]
+
+
+class MigrationRunner:
+    def __init__(self, dsn: str, migrations_dir: str | os.PathLike | None = None,
+                 config: RunnerConfig | None = None):
+        self.dsn = dsn
+        self.migrations_dir = Path(migrations_dir) if migrations_dir else default_migrations_dir()
+        self.config = config or RunnerConfig()
+        self.application_name = self.config.application_name or default_application_name()
+
+    # --- helpers -----------------------------------------------------------------------
+    def _connect(self, purpose: str) -> psycopg.Connection:
+        name = f"{self.application_name} {purpose}"[:63]
+        try:
+            return psycopg.connect(with_params(self.dsn, application_name=name), autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise MigrationError(f"cannot connect to {describe(self.dsn)}: {redact(str(exc), self.dsn)}") from None
+
+    def load(self, migration_id: str) -> Migration:
+        return load_migration(self.migrations_dir / migration_id)
+
+    def analyse(self, migration: Migration, stage: str) -> list[Finding]:
+        findings = analyse_migration_dir(migration.path)[stage]
+        if has_errors(findings):
+            raise SqlSafetyError(findings)
+        return findings
+
+    # --- public API ---------------------------------------------------------------------
+    def apply(self, migration_id: str, stage: str, app_versions: list[str] | tuple[str, ...] = ()) -> StepResult:
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
+        started = time.monotonic()
+        migration = self.load(migration_id)
+        warnings = self.analyse(migration, stage)  # raises before anything connects
+        if stage == "contract" and migration.has_content("contract"):
+            check_contract_allowed(migration.contract_min_app_version, list(app_versions))
+        checksum = migration.checksum(stage)
+        units = migration.plan(stage)
+        result = StepResult(migration_id, stage, "applied", checksum, warnings=warnings)
+
+        control = self._connect("control")
+        lock = RunnerLock(control)
+        try:
+            configure_session(control, self.config.lock_timeout_ms, 60_000)
+            result.waited_for_lock_s = lock.acquire(self.config.runner_lock_wait_s)
+            journal = Journal(control)
+            self._ensure_journal(control, journal)
+            entry = journal.get(migration_id, stage)
+            if entry is not None and entry.status == "applied":
+                if entry.checksum != checksum:
+                    raise ChecksumMismatch(
+                        f"{migration_id}/{stage} was applied with checksum {entry.checksum[:12]} but its files now "
+                        f"give {checksum[:12]}: a migration must not change after it is applied; write a new one")
+                log.info("%s/%s already applied (checksum %s); nothing to do", migration_id, stage, checksum[:12])
+                result.status = "already-applied"
+                result.units_skipped = len(units)
+                return result
+            self._check_order(journal, migration_id, stage)
+            done = list(entry.unit_checksums) if entry is not None else []
+            if done != [u.checksum for u in units[:len(done)]]:
+                bad = next(i for i, c in enumerate(done) if i >= len(units) or units[i].checksum != c)
+                where = units[bad].label if bad < len(units) else f"unit #{bad + 1}"
+                raise ChecksumMismatch(
+                    f"{migration_id}/{stage} was partly applied ({len(done)} units) and {where} changed since; "
+                    "restore the applied part of the file")
+            journal.start(migration_id, stage, checksum, self.application_name, list(app_versions))
+            try:
+                self._run_units(migration, stage, units, done, journal, result, exclude_pids=(control.info.backend_pid,))
+            except BaseException as exc:
+                try:
+                    journal.fail(migration_id, stage, redact(f"{type(exc).__name__}: {exc}", self.dsn))
+                except psycopg.Error:
+                    log.exception("could not record the failure in the journal")
+                raise
+            journal.finish(migration_id, stage)
+            result.units_skipped = len(done)
+            return result
+        finally:
+            result.duration_s = time.monotonic() - started
+            try:
+                lock.release()
+            finally:
+                control.close()
+
+    def status(self) -> list:
+        with self._connect("status") as conn:
+            return Journal(conn).entries()
+
+    # --- internals ----------------------------------------------------------------------
+    def _ensure_journal(self, control: psycopg.Connection, journal: Journal) -> None:
+        if journal.exists():
+            return
+        journal.ensure()
+
+    def _check_order(self, journal: Journal, migration_id: str, stage: str) -> None:
+        idx = STAGES.index(stage)
+        if idx > 0:
+            previous = STAGES[idx - 1]
+            prev = journal.get(migration_id, previous)
+            if prev is None or prev.status != "applied":
+                raise StageOrderError(f"{migration_id}/{stage} needs {migration_id}/{previous} applied first")
+        else:
+            earlier = [m for m in list_migrations(self.migrations_dir) if m < migration_id]
+            missing = [m for m in earlier if m not in journal.applied_ids("expand")]
+            if missing:
+                raise StageOrderError(f"{migration_id}/expand needs the expand stage of earlier migrations first: "
+                                      + ", ".join(missing))
+
+    def _run_units(self, migration: Migration, stage: str, units, done: list[str], journal: Journal,
+                   result: StepResult, exclude_pids: tuple[int, ...]) -> None:
+        ddl_conn: psycopg.Connection | None = None
+        executor: DdlExecutor | None = None
+        try:
+            for i, unit in enumerate(units):
+                if i < len(done):
+                    continue
+                log.info("%s/%s: %s", migration.id, stage, unit.label)
+                if unit.kind == "backfill":
+                    backfill = Backfill(self.dsn, migration.id, unit.backfill, unit.checksum, self.config.backfill,
+                                        application_name=f"{self.application_name} backfill"[:63],
+                                        exclude_pids=exclude_pids + ((ddl_conn.info.backend_pid,) if ddl_conn else ()))
+                    result.backfills.append(backfill.run())
+                else:
+                    if executor is None:
+                        ddl_conn = self._connect("ddl")
+                        executor = DdlExecutor(ddl_conn, DdlConfig(
+                            lock_timeout_ms=self.config.lock_timeout_ms,
+                            statement_timeout_ms=self.config.statement_timeout_ms,
+                            max_attempts=self.config.ddl_max_attempts,
+                            backoff_base_s=self.config.ddl_backoff_base_s,
+                            backoff_max_s=self.config.ddl_backoff_max_s))
+                    label = f"{migration.path / unit.label.split(':')[0]}:{unit.label.split(':')[1]}" \
+                        if unit.kind == "sql" else f"{migration.id}/{stage} {unit.label}"
+                    try:
+                        stats = executor.execute(unit.sql_text, unit.statement.node if unit.statement else None, label)
+                    except StatementFailed as exc:
+                        raise StatementFailed(redact(str(exc), self.dsn), exc.sqlstate) from None
+                    result.ddl_attempts += stats.attempts
+                    result.lock_timeouts += stats.lock_timeouts
+                    result.repaired_indexes += stats.repaired_indexes
+                done.append(unit.checksum)
+                journal.unit_done(migration.id, stage, done)
+                result.units_run += 1
+        finally:
+            if ddl_conn is not None:
+                ddl_conn.close()
