@@ -182,13 +182,18 @@ def load_stack_config(
             else:
                 current[track_name] = pointer
 
-    if problems or plan is None:
+    if plan is None:
         raise ConfigError(problems)
 
+    # State problems are reported together with key problems: one run shows everything to fix.
     problems += _validate_states(base, plan)
     for track_name, track in plan.tracks.items():
+        if track_name not in current:
+            continue
         step = track.steps[track.index(current[track_name])]
         for other, needed in step.requires.items():
+            if other not in current or needed not in plan.tracks[other].names():
+                continue  # an unknown track, step or pointer is reported above
             other_track = plan.tracks[other]
             if other_track.index(current[other]) < other_track.index(needed):
                 problems.append(

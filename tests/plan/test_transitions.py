@@ -1,0 +1,91 @@
+"""Step moves between updates, the apply-order walk and the applied record."""
+
+import pytest
+
+from bazbii_plan.errors import ConfigError
+from bazbii_plan.record import next_record
+from bazbii_plan.stackconfig import SECRET_KEYS, load_stack_config
+from bazbii_plan.stackfile import read_stack_file
+from bazbii_plan.transitions import transition_problems
+from bazbii_plan.walk import record_by_walking, walk
+from offline_preview.harness import REPO_ROOT
+
+NAMES = {"infra": ["mvp", "a", "b", "c"], "dns": ["baseline", "low", "switched"]}
+
+
+def test_one_step_forward_and_one_step_back_are_allowed():
+    assert transition_problems(NAMES, {"infra": "a", "dns": "low"}, {"infra": "b", "dns": "low"}) == []
+    assert transition_problems(NAMES, {"infra": "b", "dns": "low"}, {"infra": "a", "dns": "low"}) == []
+    assert transition_problems(NAMES, {"infra": "b", "dns": "low"}, {"infra": "b", "dns": "low"}) == []
+
+
+def test_skipping_a_step_names_the_skipped_step():
+    (problem,) = transition_problems(NAMES, {"infra": "mvp", "dns": "low"}, {"infra": "b", "dns": "low"})
+    assert "skipping ['a']" in problem and "apply 'a' first" in problem
+
+
+def test_two_tracks_in_one_update_are_denied():
+    (problem,) = transition_problems(NAMES, {"infra": "a", "dns": "low"}, {"infra": "b", "dns": "switched"})
+    assert "more than one track moves" in problem
+
+
+def test_going_back_two_steps_is_denied():
+    (problem,) = transition_problems(NAMES, {"infra": "c", "dns": "low"}, {"infra": "a", "dns": "low"})
+    assert "roll back one step at a time, to 'b' first" in problem
+
+
+def test_unknown_previous_fails_closed_unless_override():
+    assert transition_problems(NAMES, None, {"infra": "mvp", "dns": "baseline"}) == []
+    (problem,) = transition_problems(NAMES, None, {"infra": "a", "dns": "baseline"})
+    assert "only the first step of each track is allowed" in problem
+    assert transition_problems(NAMES, None, {"infra": "a", "dns": "baseline"}, override="adopting the running stack") == []
+
+
+def test_applied_step_removed_from_plan_is_reported():
+    (problem,) = transition_problems(NAMES, {"infra": "gone", "dns": "low"}, {"infra": "a", "dns": "low"})
+    assert "no longer in the plan" in problem
+
+
+@pytest.fixture(scope="module")
+def prod():
+    values, secret_keys, _ = read_stack_file(REPO_ROOT / "Pulumi.prod.yaml")
+    for key in SECRET_KEYS:
+        values[key] = "placeholder"
+        secret_keys.add(key)
+    return load_stack_config(values, secret_keys)
+
+
+def test_walk_moves_one_track_one_step_at_a_time_and_honours_requires(prod):
+    sequence = walk(prod)
+    names = {t: tr.names() for t, tr in prod.plan.tracks.items()}
+    for before, after in zip(sequence, sequence[1:]):
+        assert transition_problems(names, before, after) == []
+    position = {tuple(sorted(s.items())): i for i, s in enumerate(sequence)}
+    switched = next(i for i, s in enumerate(sequence) if s["dns"] == "switched")
+    gateway_off = next(i for i, s in enumerate(sequence) if s["infra"] == "gateway-off-server1")
+    assert switched < gateway_off  # gateway-off-server1 requires dns switched
+    assert sequence[-1] == {t: tr.steps[-1].name for t, tr in prod.plan.tracks.items()}
+    assert len(position) == len(sequence)
+
+
+def test_walk_reports_a_requires_cycle(prod):
+    plan = prod.plan.model_copy(deep=True)
+    broken = type(prod)(plan, prod.base, prod.current)
+    plan.tracks["infra"].steps[1].requires["dns"] = "switched"   # dns switched itself needs infra gateway-on-server2
+    with pytest.raises(ConfigError, match="wait on each other"):
+        walk(broken)
+
+
+def test_record_keeps_since_until_the_step_changes_and_tracks_ttl_history():
+    state = {"dns": {"records": {"direct": {"ttl": 3600}}}}
+    first = next_record({"dns": "baseline"}, state, None, "2026-01-01T00:00:00+00:00")
+    lowered = next_record({"dns": "low"}, {"dns": {"records": {"direct": {"ttl": 300}}}}, first, "2026-01-02T00:00:00+00:00")
+    again = next_record({"dns": "low"}, {"dns": {"records": {"direct": {"ttl": 300}}}}, lowered, "2026-01-03T00:00:00+00:00")
+    assert again["since"]["dns"] == "2026-01-02T00:00:00+00:00"
+    assert again["dnsTtl"]["direct"] == {"ttl": 300, "since": "2026-01-02T00:00:00+00:00", "previousTtl": 3600}
+
+
+def test_record_by_walking_knows_the_ttl_before_lowering(prod):
+    record = record_by_walking(prod, "2026-11-20T10:00:00+00:00")
+    assert record["steps"] == prod.current
+    assert record["dnsTtl"]["direct"] == {"ttl": 300, "since": "2026-11-20T10:00:00+00:00", "previousTtl": 3600}
