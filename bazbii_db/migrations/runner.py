@@ -137,6 +137,7 @@ class MigrationRunner:
                     f"{migration_id}/{stage} was partly applied ({len(done)} units) and {where} changed since; "
                     "restore the applied part of the file")
             journal.start(migration_id, stage, checksum, self.application_name, list(app_versions))
+            result.units_skipped = len(done)
             try:
                 self._run_units(migration, stage, units, done, journal, result, exclude_pids=(control.info.backend_pid,))
             except BaseException as exc:
@@ -146,7 +147,6 @@ class MigrationRunner:
                     log.exception("could not record the failure in the journal")
                 raise
             journal.finish(migration_id, stage)
-            result.units_skipped = len(done)
             return result
         finally:
             result.duration_s = time.monotonic() - started

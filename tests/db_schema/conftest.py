@@ -114,3 +114,13 @@ def fetch(dsn: str, query, params=None):
 def execute(dsn: str, query, params=None) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(query, params)
+
+
+@pytest.fixture
+def small_dir(tmp_path) -> Path:
+    """Only 0001_init and 0002_add_category: room for a test's own 0007_* migration."""
+    dest = tmp_path / "migrations_small"
+    dest.mkdir()
+    for mig in ("0001_init", "0002_add_category"):
+        shutil.copytree(MIGRATIONS / mig, dest / mig)
+    return dest
