@@ -1,0 +1,267 @@
+"""Shared vocabulary of the rules: findings, the phase gate's transition, config readers.
+
+Every rule is a pure function over plain data (dicts as the program registers
+them, camelCase) that returns a list of :class:`Finding`. The policy objects in
+:mod:`policies.pack` extract that data from CrossGuard's arguments, call the
+rule and report each finding as ``"<rule>: <what is wrong>. Fix: <how>"``.
+
+Reading values. CrossGuard wraps props in a proxy that raises
+``UnknownValueError`` when a value that is unknown at preview is *read*; the
+SDK then downgrades the policy to an advisory diagnostic for that run. The
+rules therefore read as little as possible, and every MANDATORY decision is
+taken on values the program derives from stack config (the phase gate), which
+are always known at preview.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Optional
+
+from bazbii_plan.record import parse_time
+from bazbii_plan.transitions import Move, moves
+
+GATE_TYPE = "pulumi-python:dynamic:Resource"
+GATE_MARKER = "bazbii-phase-gate"  # components.phase_gate.GATE_MARKER (not imported: that module imports pulumi.dynamic)
+
+# Where the gate's ``previous`` record came from. With these, the record's times are real
+# (the program's own stack output, or an offline "base" stack file with a stated age).
+TIMED_SOURCES = frozenset({"stack-output", "base-file"})
+# A static walk of the plan: no times at all, only the order of steps is known.
+PLAN_WALK = "plan-walk"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One violation: ``what`` is wrong (naming the thing), ``fix`` says how to make it pass."""
+
+    what: str
+    fix: str
+    urn: Optional[str] = None  # stack policies: the resource to attach the violation to
+
+    def render(self, rule: str) -> str:
+        return f"{rule}: {self.what}. Fix: {self.fix}"
+
+
+# --------------------------------------------------------------------------- plain data
+class _Unknown:
+    """Placeholder for a value that is unknown at preview (see :func:`plain`)."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "<unknown>"
+
+    def __bool__(self) -> bool:  # never mistake an unknown for a real value
+        return False
+
+
+UNKNOWN = _Unknown()
+
+
+def plain(value: Any, strict: bool = True) -> Any:
+    """A deep plain-dict/list copy of a (possibly proxied) CrossGuard value.
+
+    ``strict``: reading an unknown value raises ``UnknownValueError`` (the SDK
+    turns that into an advisory "can't run during preview"). Non-strict: the
+    unknown value is replaced by :data:`UNKNOWN` so the rule can decide whether
+    it matters.
+    """
+    if isinstance(value, Mapping):
+        out = {}
+        for key in list(value.__iter__()):
+            out[key] = plain(_item(value, key, strict), strict)
+        return out
+    if isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, Sequence):
+        return [plain(_item(value, index, strict), strict) for index in range(len(value))]
+    return value
+
+
+def _item(container: Any, key: Any, strict: bool) -> Any:
+    if strict:
+        return container[key]
+    try:
+        return container[key]
+    except Exception as exc:  # pulumi_policy.proxy.UnknownValueError, without importing the SDK here
+        if type(exc).__name__ == "UnknownValueError":
+            return UNKNOWN
+        raise
+
+
+def has_key(mapping: Any, key: str) -> bool:
+    """Whether ``key`` is present, without reading its (possibly unknown) value."""
+    return isinstance(mapping, Mapping) and key in list(mapping.__iter__())
+
+
+def peek(mapping: Any, key: str, default: Any = None) -> Any:
+    """``mapping[key]``, or :data:`UNKNOWN` when that value is unknown at preview (never raises for it)."""
+    if not has_key(mapping, key):
+        return default
+    return _item(mapping, key, strict=False)
+
+
+def dig(data: Any, *path: Any, default: Any = None) -> Any:
+    node = data
+    for part in path:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+            node = node[part]
+        else:
+            return default
+    return node
+
+
+def number(value: Any) -> Optional[float]:
+    """Numbers arrive as floats through protobuf; bools are not numbers."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def fmt(value: Any) -> str:
+    """A number as the user wrote it (10, not 10.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# --------------------------------------------------------------------------- policy config
+def cfg_number(config: Mapping[str, Any], key: str, default: float) -> float:
+    value = number(config.get(key)) if config else None
+    return default if value is None else value
+
+
+def cfg_ladder(config: Mapping[str, Any], key: str, default: Sequence[int]) -> list[int]:
+    """A weight ladder: sorted distinct ints that always include 0 and 100."""
+    raw = config.get(key) if config else None
+    if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
+        raw = default
+    rungs = {int(round(v)) for v in (number(x) for x in raw) if v is not None and 0 <= v <= 100}
+    return sorted(rungs | {0, 100})
+
+
+def next_rung(ladder: Sequence[int], weight: float) -> int:
+    """The first rung strictly above ``weight`` (100 when already at or above the top)."""
+    for rung in ladder:
+        if rung > weight:
+            return rung
+    return ladder[-1]
+
+
+# --------------------------------------------------------------------------- the phase gate
+def is_gate(resource_type: str, props: Any) -> bool:
+    if resource_type != GATE_TYPE or not isinstance(props, Mapping):
+        return False
+    return has_key(props, "gate") and props["gate"] == GATE_MARKER
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The phase gate's view of this update: last applied record -> target record."""
+
+    step_names: dict[str, list[str]]
+    target: dict[str, Any]
+    previous: Optional[dict[str, Any]]
+    previous_source: str
+    override: Optional[str]
+    evaluated_at: Optional[datetime]
+    step_requires: Optional[dict[str, dict[str, dict[str, str]]]] = None
+
+    @classmethod
+    def from_gate(cls, props: Any) -> "Transition":
+        """Build from the gate's props. Every value read here is config-derived, hence known at preview."""
+        data = plain(props)
+        previous = data.get("previous")
+        if not (isinstance(previous, dict) and isinstance(previous.get("state"), dict)
+                and isinstance(previous.get("steps"), dict)):
+            previous = None
+        evaluated = None
+        try:
+            evaluated = parse_time(data.get("evaluatedAt"))
+        except (TypeError, ValueError):
+            evaluated = None
+        return cls(
+            step_names={k: list(v) for k, v in (data.get("stepNames") or {}).items()},
+            target=data.get("target") or {},
+            previous=previous,
+            previous_source=str(data.get("previousSource") or "none"),
+            override=data.get("override") or None,
+            evaluated_at=evaluated,
+            step_requires=data.get("stepRequires"),
+        )
+
+    # --- states -------------------------------------------------------
+    @property
+    def target_state(self) -> dict[str, Any]:
+        return self.target.get("state") or {}
+
+    @property
+    def previous_state(self) -> Optional[dict[str, Any]]:
+        return self.previous.get("state") if self.previous else None
+
+    @property
+    def target_steps(self) -> dict[str, str]:
+        return self.target.get("steps") or {}
+
+    @property
+    def previous_steps(self) -> Optional[dict[str, str]]:
+        return self.previous.get("steps") if self.previous else None
+
+    # --- moves --------------------------------------------------------
+    def moves(self) -> list[Move]:
+        if self.previous is None:
+            return []
+        return moves(self.step_names, self.previous_steps or {}, self.target_steps)
+
+    @property
+    def is_rollback(self) -> bool:
+        """Exactly one track goes back exactly one step: the target is a state that was already checked."""
+        changed = self.moves()
+        return len(changed) == 1 and changed[0].is_rollback
+
+    @property
+    def times_enforced(self) -> bool:
+        """Whether elapsed-time rules apply; a static plan walk has no times and checks structure only."""
+        return self.previous_source != PLAN_WALK
+
+    def moving_description(self) -> str:
+        changed = self.moves()
+        if not changed:
+            return "no track moves"
+        return ", ".join(f"{m.track} {m.before} -> {m.after}" for m in changed)
+
+
+# --------------------------------------------------------------------------- images
+SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+
+
+def image_tag(image: str) -> Optional[str]:
+    """The tag of ``registry/repo:tag`` (None when there is none, or only a digest)."""
+    if not isinstance(image, str) or not image:
+        return None
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None
+    return last.rsplit(":", 1)[1] or None
+
+
+def semver(tag: Optional[str]) -> Optional[tuple[int, int, int, int]]:
+    """``(major, minor, patch, 1)``; a pre-release (``2.0.0-rc1``) sorts below its release (last item 0)."""
+    if not tag:
+        return None
+    match = SEMVER.match(tag)
+    if not match:
+        return None
+    return (int(match[1]), int(match[2]), int(match[3]), 0 if match[4] else 1)

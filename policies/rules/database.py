@@ -1,0 +1,158 @@
+"""Database rules: promote only a gated streaming replica, switch over alone and through the pooler, retire last.
+
+All of them compare ``previous.state.database`` (what was applied) with
+``target.state.database`` on the phase gate.
+
+The way back after a switchover is *not* setting the previous step: that
+would make the old primary (stopped, fenced, behind) primary again without it
+ever having been a gated replica of the new one, which
+``db-promote-only-gated-replica`` denies. Rolling back is a new switchover:
+re-attach the old primary as a replica (pg_rewind), apply it with its lag gate,
+then switch over to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from .common import Finding, Transition, dig, fmt, number
+
+ALLOWED_AT_SWITCHOVER = ("primary", "replicas", "switchover")
+
+
+def _db(state: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    return dict(dig(state, "database", default={}) or {})
+
+
+def _switching(t: Transition) -> bool:
+    return t.previous is not None and _db(t.previous_state).get("primary") != _db(t.target_state).get("primary")
+
+
+def promote_only_gated_replica(t: Transition) -> list[Finding]:
+    """db-promote-only-gated-replica: the new primary was applied as a streaming replica with a lag gate."""
+    if not _switching(t):
+        return []
+    old, new = _db(t.previous_state), _db(t.target_state)
+    old_primary, new_primary = old.get("primary"), new.get("primary")
+    replicas = old.get("replicas") or {}
+    out = []
+    replica = replicas.get(new_primary)
+    way_back = ("to move the primary back after a switchover, re-attach the old primary as a replica of the "
+                "current one (pg_rewind), apply that with its lag gate, then switch over to it")
+    if replica is None:
+        out.append(Finding(
+            f"{new_primary!r} becomes primary (replacing {old_primary!r}) but was not applied as a streaming replica "
+            f"(applied replicas: {sorted(replicas) or 'none'})",
+            f"add database.replicas.{new_primary} with lagGate: true in an earlier step and apply it; {way_back}",
+        ))
+    elif replica.get("lagGate") is not True:
+        out.append(Finding(
+            f"{new_primary!r} becomes primary but its applied replica has lagGate: {replica.get('lagGate')}",
+            f"apply database.replicas.{new_primary}.lagGate: true (and let the lag gate pass) in an earlier step",
+        ))
+    switchover_from = (new.get("switchover") or {}).get("from")
+    if switchover_from != old_primary:
+        out.append(Finding(
+            f"the primary moves {old_primary!r} -> {new_primary!r} but database.switchover.from is {switchover_from!r}",
+            f"set database.switchover: {{from: {old_primary}}} in the same step (it drives the PgBouncer switchover)",
+        ))
+    return out
+
+
+def replica_lag_gate(t: Transition, max_lag_bytes: float) -> list[Finding]:
+    """db-replica-lag-gate: while replicas exist or a switchover runs, the lag gate is at most maxReplicaLagBytes."""
+    new = _db(t.target_state)
+    if not (new.get("replicas") or _switching(t)):
+        return []
+    gate = number(dig(new, "lagGate", "maxBytes"))
+    if gate is None or gate <= max_lag_bytes:
+        return []
+    return [Finding(
+        f"database.lagGate.maxBytes is {fmt(gate)}, above the policy limit {fmt(max_lag_bytes)}: a replica that far "
+        "behind would lose that much on promotion",
+        f"set database.lagGate.maxBytes to {fmt(max_lag_bytes)} or less",
+    )]
+
+
+def _diff_paths(old: Any, new: Any, path: tuple = ()) -> list[tuple]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _diff_paths(old.get(key), new.get(key), path + (key,))
+        return out
+    return [] if old == new else [path]
+
+
+def switchover_alone(t: Transition) -> list[Finding]:
+    """db-switchover-alone: the step that moves the primary changes nothing else.
+
+    Allowed to differ: database.primary, database.switchover, the promoted
+    server leaving database.replicas, and the roles of the two servers
+    involved. (Other tracks not moving is plan-one-step-at-a-time's job.)
+    """
+    if not _switching(t):
+        return []
+    old_state, new_state = t.previous_state or {}, t.target_state
+    old_primary, new_primary = _db(old_state).get("primary"), _db(new_state).get("primary")
+    others = []
+    for path in _diff_paths(old_state, new_state):
+        if path[:1] == ("database",) and len(path) > 1:
+            if path[1] in ("primary", "switchover"):
+                continue
+            if path[1] == "replicas" and len(path) > 2 and path[2] == new_primary \
+                    and dig(new_state, "database", "replicas", new_primary) is None:
+                continue
+        if path[:1] == ("servers",) and len(path) == 3 and path[2] == "roles" and path[1] in (old_primary, new_primary):
+            continue
+        others.append(".".join(str(p) for p in path))
+    if not others:
+        return []
+    shown = sorted(dict.fromkeys(others))
+    return [Finding(
+        f"the switchover {old_primary!r} -> {new_primary!r} also changes {shown[:8]}{' ...' if len(shown) > 8 else ''}",
+        "make the switchover a step of its own: move those changes to an earlier or a later step",
+    )]
+
+
+def through_pooler(t: Transition) -> list[Finding]:
+    """db-switchover-through-pooler: applications reach PostgreSQL only through PgBouncer around a switchover."""
+    if not _switching(t):
+        return []
+    out = []
+    for label, state in (("applied", t.previous_state), ("target", t.target_state)):
+        connection = _db(state).get("appConnection", "pooler")
+        if connection != "pooler":
+            out.append(Finding(
+                f"the {label} database.appConnection is {connection!r} during a switchover: direct connections are "
+                "not paused and would keep writing to the old primary",
+                "apply database.appConnection: pooler in an earlier step, then switch over",
+            ))
+    return out
+
+
+def retire_after_switchover(t: Transition) -> list[Finding]:
+    """db-retire-after-switchover: an old primary is retired only after the switchover away from it was applied."""
+    if t.previous is None:
+        return []
+    old, new = _db(t.previous_state), _db(t.target_state)
+    newly = [s for s in (new.get("retired") or []) if s not in (old.get("retired") or [])]
+    out = []
+    applied_from = (old.get("switchover") or {}).get("from")
+    for server in newly:
+        if old.get("primary") == server:
+            out.append(Finding(
+                f"{server!r} is retired but it is the applied primary",
+                f"switch over away from {server!r} in its own step first, apply it, then retire it",
+            ))
+        elif server in (old.get("replicas") or {}):
+            out.append(Finding(
+                f"{server!r} is retired while it is an applied replica",
+                f"remove database.replicas.{server} in an earlier step (its slot is dropped), then retire it",
+            ))
+        elif applied_from != server:
+            out.append(Finding(
+                f"{server!r} is retired but no applied switchover moved the primary away from it "
+                f"(applied switchover.from: {applied_from!r})",
+                f"apply the switchover from {server!r} first and retire it in a later step",
+            ))
+    return out

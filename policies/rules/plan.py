@@ -1,0 +1,84 @@
+"""Plan rules: how the track pointers may move from the last applied update to this one.
+
+All of them read the phase gate only (config-derived, known at preview). The
+step-move logic itself is :func:`bazbii_plan.transitions.transition_problems`,
+the same function the gate's dynamic provider runs in ``check(olds, news)``,
+so the policy pack and the engine-side check can never disagree.
+"""
+
+from __future__ import annotations
+
+from bazbii_plan.transitions import transition_problems
+
+from .common import Finding, Transition
+
+OVERRIDE_FIX = "`pulumi config set bazbii:phaseOverride '<reason>'` (logged and recorded)"
+
+
+def fail_closed(t: Transition) -> list[Finding]:
+    """plan-fail-closed: with no readable applied record, only the first step of every track is allowed."""
+    if t.previous is not None:
+        return []
+    why = {
+        "none": "the stack has no applied record (never deployed, or deployed before the phase gate existed)",
+        "malformed": "the stack output appliedRecord is not a valid applied record",
+    }.get(t.previous_source, f"the applied record could not be read (source {t.previous_source!r})")
+    problems = transition_problems(t.step_names, None, t.target_steps, t.override)
+    if not problems:
+        return []
+    unplanned = [p for p in problems if "is not in the plan" in p]
+    if unplanned:
+        return [Finding(p, "set every step key to a step of its track in bazbii:plan") for p in unplanned]
+    firsts = {track: names[0] for track, names in t.step_names.items() if names}
+    not_first = {track: step for track, step in t.target_steps.items() if firsts.get(track) not in (None, step)}
+    return [Finding(
+        f"{why} (previousSource {t.previous_source!r}), so only the first step of each track may be applied, "
+        f"but the target has {not_first}",
+        f"apply the first steps {firsts} first; if the applied state is known by other means (e.g. a stack adopted "
+        f"from before the phase gate existed), set {OVERRIDE_FIX}",
+    )]
+
+
+def one_step_at_a_time(t: Transition) -> list[Finding]:
+    """plan-one-step-at-a-time: one track per update, one step forward or exactly one step back."""
+    if t.previous is None:
+        return []  # plan-fail-closed decides
+    out = []
+    for problem in transition_problems(t.step_names, t.previous_steps, t.target_steps, t.override):
+        if "more than one track" in problem:
+            fix = "split this into one update per track; set only one of the step keys now"
+        elif "jumps" in problem:
+            fix = "apply the skipped steps in order, one update each"
+        elif "goes back" in problem:
+            fix = "roll back one step per update"
+        elif "no longer in the plan" in problem:
+            fix = f"restore the applied step in bazbii:plan, or set {OVERRIDE_FIX}"
+        else:
+            fix = "set every step key to a step of its track in bazbii:plan"
+        out.append(Finding(problem, fix))
+    return out
+
+
+def requires_met(t: Transition) -> list[Finding]:
+    """plan-requires-met: a step's ``requires`` (other tracks at or past a step) hold before and after."""
+    if not t.step_requires:
+        return []
+    out = []
+    for track, step in t.target_steps.items():
+        needs = (t.step_requires.get(track) or {}).get(step) or {}
+        for other, needed in needs.items():
+            names = t.step_names.get(other) or []
+            if needed not in names:
+                continue  # the stack config loader rejects unknown steps in requires
+            for label, steps in (("applied", t.previous_steps), ("target", t.target_steps)):
+                if steps is None:
+                    continue
+                at = steps.get(other)
+                if at not in names or names.index(at) < names.index(needed):
+                    out.append(Finding(
+                        f"step {step!r} of track {track!r} requires track {other!r} at {needed!r} or later, "
+                        f"but its {label} step is {at!r}",
+                        f"apply {other!r} up to {needed!r} first, then move {track!r}",
+                    ))
+                    break
+    return out

@@ -1,0 +1,182 @@
+"""Schema rules: contract only after every Deployment runs the new version; DDL that is safe for its stage.
+
+SQL is judged by :func:`bazbii_db.sql_safety.analyse_sql` (pglast parse trees
+plus squawk, offline); this module adds what the analyser cannot know on its
+own: which stage the *plan* is in, and which images the Deployments run.
+
+Where the SQL comes from: the migration Job's ConfigMap, labelled
+``bazbii.io/migration-id`` / ``bazbii.io/migration-stage``, whose data holds
+``<file>.sql`` for the stage being run (and possibly earlier stages' files,
+which are only used to know which NOT NULL checks were already validated).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Optional
+
+from bazbii_db.sql_safety import ERROR, STAGES, analyse_sql, validated_checks_after
+
+from .common import Finding, Transition, dig, image_tag, semver
+
+MIGRATION_ID_LABEL = "bazbii.io/migration-id"
+MIGRATION_STAGE_LABEL = "bazbii.io/migration-stage"
+DESTRUCTIVE_RULE = "destructive-ddl-outside-contract"
+# Which files of a migration directory each stage runs, in order (bazbii_db.migrations.spec.STAGE_FILES).
+STAGE_FILES = {
+    "expand": ("expand.sql",),
+    "migrate": ("migrate.sql", "migrate_after.sql"),
+    "contract": ("contract.sql",),
+}
+
+
+def _version_text(v: tuple) -> str:
+    return f"{v[0]}.{v[1]}.{v[2]}" + ("" if v[3] else "-pre")
+
+
+def images_below(images: Iterable[tuple[str, str]], required: str) -> list[tuple[str, str, str]]:
+    """``(where, image, why)`` for every image that is not a semver tag >= ``required``."""
+    need = semver(required)
+    out = []
+    for where, image in images:
+        tag = image_tag(image)
+        version = semver(tag)
+        if need is None:
+            out.append((where, image, f"the required version {required!r} is not semver"))
+        elif version is None:
+            out.append((where, image, f"tag {tag!r} is not a semver version, so its version is unknown"))
+        elif version < need:
+            out.append((where, image, f"{_version_text(version)} < {required}"))
+    return out
+
+
+def _state_images(state: Optional[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    app = dig(state, "app", default={}) or {}
+    out = []
+    for part in ("api", "worker", "canary"):
+        image = dig(app, part, "image")
+        if image:
+            out.append((f"app.{part}", image))
+    return out
+
+
+def _migration(state: Optional[Mapping[str, Any]]) -> dict:
+    return dict(dig(state, "schema", "migration", default={}) or {})
+
+
+def contract_after_app_rollout(t: Transition) -> list[Finding]:
+    """schema-contract-after-app-rollout (gate): in a contract step every app image (applied and target) is new enough."""
+    migration = _migration(t.target_state)
+    if migration.get("stage") != "contract":
+        return []
+    required = str(migration.get("contractRequiresAppVersion") or "")
+    images = [(f"target {w}", i) for w, i in _state_images(t.target_state)]
+    if t.previous is not None:
+        images += [(f"applied {w}", i) for w, i in _state_images(t.previous_state)]
+    out = []
+    for where, image, why in images_below(images, required):
+        out.append(Finding(
+            f"migration {migration.get('id')!r} contracts, but {where} runs {image} ({why}); contract requires every "
+            f"Deployment at {required} or later",
+            "finish the release track first (every Deployment at or above the version, no canary on the old one), "
+            "apply it, then move the schema track to contract",
+        ))
+    return out
+
+
+def contract_after_deployments_rollout(
+    stage: Optional[str], required: Optional[str], deployments: list[tuple[str, list[str]]]
+) -> list[Finding]:
+    """schema-contract-after-deployments-rollout (stack): the Deployments the program registers agree."""
+    if stage != "contract":
+        return []
+    if not required:
+        return [Finding("the contract stage runs but no contractRequiresAppVersion is known",
+                        "set schema.migration.contractRequiresAppVersion")]
+    images = [(f"Deployment {name}", image) for name, images_ in deployments for image in images_]
+    return [
+        Finding(
+            f"the contract stage runs while {where} runs {image} ({why})",
+            f"roll every Deployment to {required} or later and apply that before contracting",
+        )
+        for where, image, why in images_below(images, required)
+    ]
+
+
+# --------------------------------------------------------------------------- SQL
+def _ordered_files(data: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(stage, filename)`` for the SQL files in ``data``, in run order (unknown files last, as the labelled stage)."""
+    out = []
+    for stage in STAGES:
+        for filename in STAGE_FILES[stage]:
+            if filename in data:
+                out.append((stage, filename))
+    return out
+
+
+def analyse_configmap(
+    stage: str, migration_id: str, data: Mapping[str, str], use_squawk: bool = True
+) -> list[Any]:
+    """Findings of :func:`analyse_sql` for the files the labelled ``stage`` runs.
+
+    Earlier stages' files present in ``data`` only feed the validated NOT NULL
+    checks (they ran in earlier steps). A ``.sql`` file that belongs to no
+    stage is analysed as part of the labelled stage.
+    """
+    if stage not in STAGES:
+        return []
+    known: set = set()
+    findings = []
+    files = _ordered_files(data)
+    extra = sorted(k for k in data if k.endswith(".sql") and k not in {f for _, f in files})
+    for file_stage, filename in files + [(stage, k) for k in extra]:
+        sql = data[filename]
+        if not isinstance(sql, str):
+            continue
+        if STAGES.index(file_stage) < STAGES.index(stage):
+            known = validated_checks_after(sql, known)
+            continue
+        if file_stage != stage:
+            continue
+        findings += analyse_sql(sql, stage, f"{migration_id}/{filename}",
+                                known_validated_checks=known, use_squawk=use_squawk)
+        known = validated_checks_after(sql, known)
+    return findings
+
+
+def _finding(sql_finding: Any) -> Finding:
+    return Finding(f"{sql_finding.file}:{sql_finding.line}: [{sql_finding.rule}] {sql_finding.message}",
+                   sql_finding.fix or "rewrite the statement")
+
+
+def destructive_only_in_contract(sql_findings: list[Any]) -> list[Finding]:
+    """schema-destructive-ddl-in-contract-only: DROP/RENAME COLUMN, DROP TABLE ... only in a contract stage."""
+    return [_finding(f) for f in sql_findings if f.rule == DESTRUCTIVE_RULE]
+
+
+def safe_ddl(sql_findings: list[Any]) -> list[Finding]:
+    """schema-safe-ddl: every other error of the analyser (locks, rewrites, NOT VALID, timeouts, ...)."""
+    return [_finding(f) for f in sql_findings if f.severity == ERROR and f.rule != DESTRUCTIVE_RULE]
+
+
+def ddl_lint(sql_findings: list[Any]) -> list[Finding]:
+    """schema-ddl-lint (advisory): the analyser's warnings (squawk's wider catalogue)."""
+    return [_finding(f) for f in sql_findings if f.severity != ERROR]
+
+
+def stage_matches_plan(
+    target_migration: Mapping[str, Any], configmaps: list[tuple[str, str, str]]
+) -> list[Finding]:
+    """schema-stage-matches-plan (stack): the migration the Job runs is the one the schema track is at.
+
+    ``configmaps``: ``(resource name, migration id label, stage label)``.
+    """
+    out = []
+    want_id, want_stage = target_migration.get("id"), target_migration.get("stage")
+    for name, migration_id, stage in configmaps:
+        if migration_id != want_id or stage != want_stage:
+            out.append(Finding(
+                f"ConfigMap {name} runs migration {migration_id!r} stage {stage!r}, but the schema track is at "
+                f"{want_id!r} stage {want_stage!r}",
+                "run migrations only through the schema track (bazbii:schemaPhase); do not hand-edit the Job",
+            ))
+    return out
