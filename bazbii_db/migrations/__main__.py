@@ -38,7 +38,8 @@ def _dsn(args, env_attr: str = "dsn_env", file_attr: str = "dsn_file") -> str | 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bazbii_db.migrations", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bazbii_db.migrations", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--migrations-dir", default=None, help="default: $BAZBII_MIGRATIONS_DIR or ./migrations")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--dsn-env", metavar="VAR", help="environment variable holding the libpq connection string")
         g.add_argument("--dsn-file", metavar="PATH", help="file holding the libpq connection string")
 
-    apply = sub.add_parser("apply", help="apply one stage of one migration")
+    apply = sub.add_parser("apply", allow_abbrev=False, help="apply one stage of one migration")
     add_dsn(apply)
     apply.add_argument("--migration", required=True)
     apply.add_argument("--stage", required=True, choices=STAGES)
@@ -67,15 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--lock-wait-threshold-ms", type=int, default=200)
     apply.add_argument("--progress-interval-s", type=float, default=10.0)
 
-    status = sub.add_parser("status", help="show the journal")
+    status = sub.add_parser("status", allow_abbrev=False, help="show the journal")
     add_dsn(status)
 
-    analyse = sub.add_parser("analyse", help="analyse migrations offline (no database)")
+    analyse = sub.add_parser("analyse", allow_abbrev=False, help="analyse migrations offline (no database)")
     analyse.add_argument("--migration", action="append", default=[], help="default: all")
     analyse.add_argument("--raw", action="store_true",
                          help="analyse as raw SQL not run by this runner (requires SET lock_timeout in files)")
 
-    checksum = sub.add_parser("checksum", help="print a stage's checksum")
+    checksum = sub.add_parser("checksum", allow_abbrev=False, help="print a stage's checksum")
     checksum.add_argument("--migration", required=True)
     checksum.add_argument("--stage", required=True, choices=STAGES)
     return parser
@@ -108,11 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         dsns.append(dsn)
         if args.command == "status":
             runner = MigrationRunner(dsn, migrations_dir)
-            table = Table("migration", "step", "status", "units", "checksum", "started", "duration ms", "app versions")
-            for e in runner.status():
-                table.add_row(e.migration_id, e.step, e.status, str(e.units_done), e.checksum[:12],
-                              str(e.started_at)[:19], str(e.duration_ms or ""), ", ".join(e.app_versions))
-            out.print(table)
+            header = ("migration", "step", "status", "units", "checksum", "started", "duration ms", "app versions")
+            rows = [(e.migration_id, e.step, e.status, str(e.units_done), e.checksum[:12], str(e.started_at)[:19],
+                     str(e.duration_ms if e.duration_ms is not None else ""), ", ".join(e.app_versions))
+                    for e in runner.status()]
+            if out.is_terminal:
+                table = Table(*header)
+                for row in rows:
+                    table.add_row(*row)
+                out.print(table)
+            else:  # plain, one line per step, for logs and scripts
+                for row in [header, *rows]:
+                    out.print("\t".join(row), markup=False, highlight=False, soft_wrap=True)
             return 0
         replicas = [dsn_from_env(v) for v in args.replica_dsn_env]
         dsns.extend(replicas)
