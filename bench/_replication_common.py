@@ -7,6 +7,8 @@ Everything runs on 127.0.0.1; the load refuses any other host and caps threads a
 
 from __future__ import annotations
 
+import os
+import pwd
 import sys
 import threading
 import time
@@ -20,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bazbii_db.localcluster import LocalCluster, LocalPgBouncer, make_workdir, remove_workdir  # noqa: E402
+from bazbii_db.localcluster import (SERVICE_USER, LocalCluster, LocalPgBouncer, make_workdir,  # noqa: E402
+                                    remove_workdir)
 
 APP_USER = "app"
 APP_PASSWORD = "app-test-password"
@@ -81,8 +84,14 @@ def build_topology(*, with_bouncer: bool = True, start_replica: bool = True, slo
     workdir = make_workdir("bazbii-repl-")
     primary = replica = bouncer = None
     try:
-        # wal_log_hints lets the retired primary be re-attached with pg_rewind.
-        primary = LocalCluster.init(workdir, "primary", wal_log_hints="on", wal_keep_size="'64MB'")
+        # Sockets outside the data directories (as on Debian): pg_rewind copies data directories
+        # file by file and cannot read a socket. wal_log_hints lets the retired primary be
+        # re-attached with pg_rewind.
+        sockets = workdir / "sockets"
+        sockets.mkdir()
+        _give_to_service_user(sockets)
+        primary = LocalCluster.init(workdir, "primary", wal_log_hints="on", wal_keep_size="'64MB'",
+                                    unix_socket_directories=f"'{sockets}'")
         primary.start()
         with psycopg.connect(primary.dsn(), autocommit=True) as conn:
             conn.execute(f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'")
@@ -107,6 +116,12 @@ def build_topology(*, with_bouncer: bool = True, start_replica: bool = True, slo
         Topology(workdir=workdir, primary=primary or LocalCluster(workdir / "x", 0),
                  replica=replica or LocalCluster(workdir / "y", 0), bouncer=bouncer).teardown()
         raise
+
+
+def _give_to_service_user(path: Path) -> None:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(SERVICE_USER)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def wait_streaming(topo: Topology, timeout: float = 30.0) -> None:

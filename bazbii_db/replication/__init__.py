@@ -21,7 +21,7 @@ from .pgbouncer import (NotPaused, PauseTimeout, PgBouncerAdmin, read_database_e
                         rewrite_database_host)
 from .replica import (ReplicaNotStreaming, StreamingStatus, drop_replication_slot, replica_setup_script,
                       verify_streaming)
-from .retire import retire_primary_script
+from .retire import reattach_standby_script, retire_primary_script
 from .switchover import (SwitchoverAborted, SwitchoverConfig, SwitchoverError, SwitchoverReport,
                          planned_switchover)
 from ._conn import redact_dsn
@@ -35,7 +35,7 @@ __all__ = [
     "NotPaused", "PauseTimeout", "PgBouncerAdmin", "read_database_entry", "repoint_database",
     "rewrite_database_host",
     "ReplicaNotStreaming", "StreamingStatus", "drop_replication_slot", "replica_setup_script", "verify_streaming",
-    "retire_primary_script",
+    "reattach_standby_script", "retire_primary_script",
     "SwitchoverAborted", "SwitchoverConfig", "SwitchoverError", "SwitchoverReport", "planned_switchover",
     "redact_dsn",
 ]

@@ -42,6 +42,40 @@ def validate_slot_name(slot: str) -> str:
     return slot
 
 
+def passfile_snippet(password_env: str = PASSWORD_ENV) -> str:
+    """Bash lines writing $PASSFILE (for $PRIMARY_HOST:$PRIMARY_PORT, $REPL_USER) from ``password_env``.
+
+    The password goes through a pipe from the ``printf`` builtin: never in argv, never in a file
+    readable by anyone but the service user; the variable is unset afterwards.
+    """
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", password_env):
+        raise ValueError("password_env must be a plain environment variable name")
+    return f"""if [ -z "${{{password_env}:-}}" ]; then
+    echo "set {password_env} in the environment (never pass the password as an argument)" >&2
+    exit 2
+fi
+# Password file: host:port:database:user:password, ':' and '\\' escaped; database '*' matches 'replication' too.
+escaped=${{{password_env}//\\\\/\\\\\\\\}}
+escaped=${{escaped//:/\\\\:}}
+printf '%s:%s:*:%s:%s\\n' "$PRIMARY_HOST" "$PRIMARY_PORT" "$REPL_USER" "$escaped" \\
+    | as_service_user sh -c 'umask 077; cat > "$1.tmp" && mv -f "$1.tmp" "$1"' sh "$PASSFILE"
+unset escaped {password_env}
+chmod 600 "$PASSFILE"
+"""
+
+
+AS_SERVICE_USER = """as_service_user() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u "$SERVICE_USER" -- "$@"
+    elif [ "$(id -un)" = "$SERVICE_USER" ]; then
+        "$@"
+    else
+        sudo -n -u "$SERVICE_USER" -- "$@"
+    fi
+}
+"""
+
+
 def replica_setup_script(*, primary_host: str, primary_port: int = 5432, replication_user: str,
                          slot: str, datadir: str, passfile: str, pg_bin: str = "/usr/lib/postgresql/15/bin",
                          service_user: str = "postgres", application_name: str | None = None,
@@ -74,33 +108,13 @@ PRIMARY_PORT={int(primary_port)}
 REPL_USER={_q(replication_user)}
 SLOT={_q(slot)}
 
-as_service_user() {{
-    if [ "$(id -u)" = 0 ]; then
-        runuser -u "$SERVICE_USER" -- "$@"
-    elif [ "$(id -un)" = "$SERVICE_USER" ]; then
-        "$@"
-    else
-        sudo -n -u "$SERVICE_USER" -- "$@"
-    fi
-}}
-
-if [ -z "${{{password_env}:-}}" ]; then
-    echo "replica setup: set {password_env} in the environment (never pass the password as an argument)" >&2
-    exit 2
-fi
+{AS_SERVICE_USER}
 if [ -d "$DATADIR" ] && [ -n "$(ls -A "$DATADIR" 2>/dev/null)" ]; then
     echo "replica setup: refusing to overwrite non-empty data directory $DATADIR" >&2
     exit 3
 fi
 
-# Password file: host:port:database:user:password, ':' and '\\' escaped; 'replication' and '*' match.
-escaped=${{{password_env}//\\\\/\\\\\\\\}}
-escaped=${{escaped//:/\\\\:}}
-printf '%s:%s:*:%s:%s\\n' "$PRIMARY_HOST" "$PRIMARY_PORT" "$REPL_USER" "$escaped" \\
-    | as_service_user sh -c 'umask 077; cat > "$1.tmp" && mv -f "$1.tmp" "$1"' sh "$PASSFILE"
-unset escaped {password_env}
-chmod 600 "$PASSFILE"
-
+{passfile_snippet(password_env)}
 if [ ! -d "$DATADIR" ]; then
     mkdir -p "$DATADIR"
     if [ "$(id -u)" = 0 ]; then chown "$SERVICE_USER": "$DATADIR"; fi

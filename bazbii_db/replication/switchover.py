@@ -155,10 +155,13 @@ def _wait_setting(conn: psycopg.Connection, value: str, timeout: float) -> None:
 
 
 def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_admin_dsn: str,
-                       config: SwitchoverConfig, *, stop_old_primary: Callable[[], None] | None = None
-                       ) -> SwitchoverReport:
+                       config: SwitchoverConfig, *, stop_old_primary: Callable[[], None] | None = None,
+                       on_stage: Callable[[str], None] | None = None) -> SwitchoverReport:
     """Run the switchover. Returns the report on success; raises :class:`SwitchoverAborted` (old primary
-    serving) or :class:`SwitchoverError` (after promotion) with the report attached otherwise."""
+    serving) or :class:`SwitchoverError` (after promotion) with the report attached otherwise.
+
+    ``on_stage(name)`` is called as each stage starts (progress display; tests use it to inject
+    faults between the pre-check and the window)."""
     report = SwitchoverReport(old_primary=dsn_target(old_primary_dsn), new_primary=dsn_target(new_primary_dsn))
     secrets = (old_primary_dsn, new_primary_dsn, pgbouncer_admin_dsn)
     started = time.monotonic()
@@ -167,6 +170,11 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
     backup: PgBouncerAdmin | None = None
     state = {"paused": False, "fenced": False}
     alias = config.database_alias
+
+    def enter(stage: str) -> None:
+        report.stage = stage
+        if on_stage is not None:
+            on_stage(stage)
 
     def event(text: str) -> None:
         report.events.append(text)
@@ -260,8 +268,8 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
         event(f"pre-check ok: replay lag {report.precheck_lag_bytes} bytes, replica streaming")
 
         # --- the window -------------------------------------------------------------------------
+        enter("pause")
         window = time.monotonic()
-        report.stage = "pause"
         t = time.monotonic()
         state["paused"] = True  # from the moment PAUSE is sent, PgBouncer holds new transactions
         try:
@@ -275,7 +283,7 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
             raise abort(f"PAUSE failed: {exc}") from None
         report.steps_ms["pause"] = _ms(t)
 
-        report.stage = "fence"
+        enter("fence")
         t = time.monotonic()
         try:
             state["fenced"] = True  # set before: a half-applied ALTER SYSTEM must be undone too
@@ -285,7 +293,7 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
             raise abort(f"fence failed: {exc}") from None
         report.steps_ms["fence"] = _ms(t)
 
-        report.stage = "lsn"
+        enter("lsn")
         t = time.monotonic()
         try:
             fenced = parse_lsn(old.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
@@ -300,7 +308,7 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
             raise abort(f"reading the fenced LSN failed: {exc}") from None
         report.steps_ms["lsn"] = _ms(t)
 
-        report.stage = "catchup"
+        enter("catchup")
         t = time.monotonic()
         try:
             replayed = parse_lsn(new.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]) or 0
@@ -318,7 +326,7 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
             raise abort(f"catch-up failed: {exc}") from None
         report.steps_ms["catchup"] = _ms(t)
 
-        report.stage = "promote"
+        enter("promote")
         t = time.monotonic()
         try:
             signalled = new.execute("SELECT pg_promote(wait => false)").fetchone()[0]
@@ -352,7 +360,7 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
         state["fenced"] = False  # ownership passes to the retirement of the old primary
         report.old_primary_state = "fenced (read-only)"
 
-        report.stage = "reload"
+        enter("reload")
         t = time.monotonic()
         try:
             change = repoint_database(admin, config.pgbouncer_ini_path, alias, host=config.new_host,
@@ -366,7 +374,7 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
             raise SwitchoverError(report) from None
         report.steps_ms["reload"] = _ms(t)
 
-        report.stage = "resume"
+        enter("resume")
         t = time.monotonic()
         _resume_quietly(admin, backup, alias, report)
         state["paused"] = False
@@ -375,7 +383,7 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
         event(f"window {report.window_ms:.1f} ms; fenced at {report.fenced_lsn}, replica at "
               f"{report.replica_replay_lsn}")
 
-        report.stage = "retire"
+        enter("retire")
         _retire_old(report, old, stop_old_primary, secrets)
         report.completed = True
         report.stage = "done"

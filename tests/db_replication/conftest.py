@@ -1,0 +1,52 @@
+"""Fixtures: real PostgreSQL 15 primary + pg_basebackup replica + PgBouncer on 127.0.0.1.
+
+Servers run as the non-root ``postgres`` user (bazbii_db.localcluster). ``shared_topo`` is
+one topology for the tests that leave it as they found it; ``fresh_topo`` builds a new one
+per test (switchover tests promote the replica, so they cannot share).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench._replication_common import (APP_DB, Topology, build_topology,  # noqa: E402
+                                       wait_streaming)
+
+
+def _require_binaries() -> None:
+    from bazbii_db.localcluster import pg_bin_dir, pgbouncer_binary
+    try:
+        pg_bin_dir()
+        pgbouncer_binary()
+    except RuntimeError as exc:  # pragma: no cover - environment problem, reported loudly
+        pytest.fail(f"PostgreSQL/PgBouncer binaries missing: {exc}")
+
+
+@pytest.fixture(scope="session")
+def shared_topo() -> Topology:
+    _require_binaries()
+    topo = build_topology()
+    try:
+        wait_streaming(topo)
+        yield topo
+    finally:
+        topo.teardown()
+
+
+@pytest.fixture
+def fresh_topo() -> Topology:
+    _require_binaries()
+    topo = build_topology()
+    try:
+        wait_streaming(topo)
+        yield topo
+    finally:
+        topo.teardown()
