@@ -1,0 +1,44 @@
+"""Small helpers shared by the components (not a component itself)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Optional, Sequence
+
+import pulumi
+
+TYPE_PREFIX = "bazbii:index"
+
+# Every remote script starts like this: stop on the first error, no unset variables.
+SCRIPT_HEADER = "#!/usr/bin/env bash\nset -euo pipefail\n"
+
+
+def child_opts(
+    parent: pulumi.Resource,
+    depends_on: Optional[Sequence[pulumi.Resource]] = None,
+    **kwargs,
+) -> pulumi.ResourceOptions:
+    """Options for a child: parented to ``parent``, optional extra dependencies."""
+    return pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on or []), **kwargs)
+
+
+def q(value: object) -> str:
+    """Shell-quote one value for a generated script."""
+    return shlex.quote(str(value))
+
+
+def image_tag(image: str) -> str:
+    """``registry/repo:1.2.3`` -> ``1.2.3``."""
+    return image.rsplit(":", 1)[1]
+
+
+def k8s_name(text: str) -> str:
+    """A DNS-1123 label from arbitrary config text (``0002_add_category`` -> ``0002-add-category``)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return name[:63].rstrip("-")
+
+
+def script(*parts: str) -> str:
+    """Join script fragments under the strict-mode header."""
+    return SCRIPT_HEADER + "\n".join(p.strip("\n") for p in parts if p) + "\n"

@@ -1,0 +1,53 @@
+"""Checks that need more than the config schema, run before anything is registered.
+
+The stack config was already validated (``load_or_stop``). What is left needs
+the components' own rules or files next to the program: rollout settings a
+zero-downtime Deployment cannot have, and the migration files of the schema
+step. Every step of every track is checked (each track on its own, the others
+at their first step, as the config loader does), plus the current combination,
+so a bad later step fails now. Problems are reported like config errors:
+one ``bazbii:<key>: message`` line each, then a clean stop.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pulumi
+
+from bazbii_plan.errors import ConfigError, render
+from bazbii_plan.models import StackState
+from bazbii_plan.stackconfig import StackConfig
+from components.api_deployment import rollout_problems
+from components.schema_release import MigrationBundle, load_bundle
+
+
+def state_problems(state: StackState) -> list[str]:
+    lines = render(rollout_problems(state.app))
+    try:
+        load_bundle(state.schema_)
+    except ConfigError as exc:
+        lines += exc.problems
+    return lines
+
+
+def check(stack: StackConfig) -> list[str]:
+    lines = state_problems(stack.state())
+    firsts = stack.plan.first_steps()
+    for track_name, track in stack.plan.tracks.items():
+        for step in track.names():
+            if stack.current[track_name] == step:
+                continue
+            other = stack.with_steps(**dict(firsts, **{track_name: step}))
+            lines += [f"{line} (at step {track_name}={step})" for line in state_problems(other.state())]
+    return list(dict.fromkeys(lines))
+
+
+def check_or_stop(stack: StackConfig) -> Optional[MigrationBundle]:
+    """The current step's migration bundle (or None); on problems, one error line each and a clean stop."""
+    lines = check(stack)
+    if lines:
+        for line in lines:
+            pulumi.log.error(line)
+        raise pulumi.RunError(f"invalid stack config ({len(lines)} problem(s)); nothing was registered")
+    return load_bundle(stack.state().schema_)
