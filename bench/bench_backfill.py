@@ -1,0 +1,138 @@
+"""Benchmark: batched backfill vs one big UPDATE of the same 1M rows, under a concurrent OLTP load.
+
+Not a test. Starts a throwaway PostgreSQL 15 cluster on 127.0.0.1, builds two identical tables,
+and reports in one run:
+
+* the batched backfill's throughput relative to a single ``UPDATE`` of the same rows
+  (both run under the same OLTP load)                                   target >= 0.8x
+* the OLTP load's p99 latency during the backfill relative to its own baseline   target <= 1.5x
+* the longest time one batch held its row locks (UPDATE start -> COMMIT)          target <= 50 ms
+
+    venv/bin/python bench/bench_backfill.py [--rows 1000000] [--batch-size 2000] [--strict]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bazbii_db.migrations.backfill import Backfill, BackfillConfig  # noqa: E402
+from bazbii_db.migrations.journal import Journal  # noqa: E402
+from bazbii_db.migrations.spec import BackfillSpec  # noqa: E402
+from bench._schema_common import OltpLoad, percentile, start_cluster, stop_cluster  # noqa: E402
+
+TARGET_RATIO, TARGET_P99, TARGET_HOLD_MS = 0.8, 1.5, 50.0
+
+
+def build_table(dsn: str, name: str, rows: int) -> None:
+    t = sql.Identifier(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL(
+            "CREATE TABLE {} (id bigint PRIMARY KEY, user_id integer NOT NULL, title text NOT NULL, body text, "
+            "category text, updated_at timestamptz NOT NULL DEFAULT now()) WITH (autovacuum_enabled = false)").format(t))
+        conn.execute(sql.SQL("INSERT INTO {} (id, user_id, title, body) SELECT g, g % 5000, 'title ' || g, "
+                             "repeat('x', 60) FROM generate_series(1, %s) g").format(t), (rows,))
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(t))
+
+
+def checkpoint(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--batch-size", type=int, default=2000)
+    ap.add_argument("--target-batch-ms", type=int, default=None, help="adaptive batch sizing instead of a fixed size")
+    ap.add_argument("--workers", type=int, default=4, help="OLTP load processes")
+    ap.add_argument("--rate", type=float, default=100.0, help="transactions/s per load process")
+    ap.add_argument("--baseline-s", type=float, default=10.0)
+    ap.add_argument("--progress", action="store_true", help="show the backfill's progress output")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = ap.parse_args(argv)
+
+    cluster, workdir = start_cluster()
+    try:
+        dsn = cluster.dsn()
+        t0 = time.monotonic()
+        build_table(dsn, "bench_batched", args.rows)
+        build_table(dsn, "bench_single", args.rows)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            Journal(conn).ensure()
+        print(f"setup: 2 x {args.rows:,} rows in {time.monotonic() - t0:.1f}s", flush=True)
+
+        # 1. the load alone: its own baseline
+        checkpoint(dsn)
+        load = OltpLoad(dsn, "bench_batched", args.rows, args.workers, args.rate)
+        load.start(args.baseline_s)
+        time.sleep(args.baseline_s)
+        base = load.join()
+        print(f"baseline load: {base.tps:,.0f} tx/s, p50 {base.p50:.2f} ms, p99 {base.p99:.2f} ms", flush=True)
+
+        # 2. batched backfill under the load
+        checkpoint(dsn)
+        spec = BackfillSpec(name="bench", kind="update", table="bench_batched", key="id",
+                            set={"category": "'general'"}, where="category IS NULL", batch_size=args.batch_size)
+        console = Console(stderr=True) if args.progress else Console(file=io.StringIO())
+        config = BackfillConfig(target_batch_ms=args.target_batch_ms, console=console, progress_interval_s=5)
+        load = OltpLoad(dsn, "bench_batched", args.rows, args.workers, args.rate)
+        load.start(600)
+        b_start = time.monotonic()
+        result = Backfill(dsn, "bench", spec, "bench", config).run()
+        b_secs = time.monotonic() - b_start
+        during_batched = load.join()
+        b_rate = result.rows_changed / b_secs
+        print(f"batched backfill: {result.rows_changed:,} rows in {b_secs:.2f}s = {b_rate:,.0f} rows/s, "
+              f"{result.batches} batches (final size {result.final_batch_size}), lock timeouts {result.lock_timeouts}, "
+              f"throttled {len(result.throttle_events)}x", flush=True)
+        print(f"  load during it: {during_batched.tps:,.0f} tx/s, p50 {during_batched.p50:.2f} ms, "
+              f"p99 {during_batched.p99:.2f} ms", flush=True)
+
+        # 3. one UPDATE of the same rows under the same load
+        checkpoint(dsn)
+        load = OltpLoad(dsn, "bench_single", args.rows, args.workers, args.rate)
+        load.start(600)
+        s_start = time.monotonic()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            single_rows = conn.execute("UPDATE bench_single SET category = 'general' WHERE category IS NULL").rowcount
+        s_secs = time.monotonic() - s_start
+        during_single = load.join()
+        s_rate = single_rows / s_secs
+        print(f"single UPDATE: {single_rows:,} rows in {s_secs:.2f}s = {s_rate:,.0f} rows/s (all row locks held "
+              f"{s_secs * 1000:,.0f} ms)", flush=True)
+        print(f"  load during it: {during_single.tps:,.0f} tx/s, p50 {during_single.p50:.2f} ms, "
+              f"p99 {during_single.p99:.2f} ms, max {max(during_single.latencies_ms, default=0):,.0f} ms", flush=True)
+
+        ratio = b_rate / s_rate
+        p99_ratio = during_batched.p99 / base.p99 if base.p99 else float("inf")
+        hold_max = result.max_batch_hold_ms
+        hold_p99 = percentile(result.batch_hold_ms, 99)
+        print()
+        print("figures against targets")
+        print(f"  throughput, batched / single UPDATE : {ratio:.2f}x   (target >= {TARGET_RATIO}x)   {verdict(ratio >= TARGET_RATIO)}")
+        print(f"  load p99, during backfill / baseline : {during_batched.p99:.2f} / {base.p99:.2f} ms = {p99_ratio:.2f}x   "
+              f"(target <= {TARGET_P99}x)   {verdict(p99_ratio <= TARGET_P99)}")
+        print(f"  longest batch lock hold             : {hold_max:.1f} ms (p99 {hold_p99:.1f} ms)   "
+              f"(target <= {TARGET_HOLD_MS:.0f} ms)   {verdict(hold_max <= TARGET_HOLD_MS)}")
+        ok = ratio >= TARGET_RATIO and p99_ratio <= TARGET_P99 and hold_max <= TARGET_HOLD_MS
+        return 0 if ok or not args.strict else 1
+    finally:
+        stop_cluster(cluster, workdir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
