@@ -1,0 +1,44 @@
+"""``python -m bazbii_db.replication``: DSNs from the environment, never printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from repl_helpers import REPO, su
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), **env}
+    return subprocess.run([sys.executable, "-m", "bazbii_db.replication", *args], capture_output=True, text=True,
+                          env=full_env, cwd=str(REPO), timeout=60)
+
+
+def test_cli_gate_check_and_verify(shared_topo):
+    env = {"BAZBII_PRIMARY_DSN": su(shared_topo), "BAZBII_REPLICA_DSN": su(shared_topo, "replica")}
+    gate = _cli(["--json", "gate", "--replica", shared_topo.slot, "--window", "0.3", "--timeout", "10"], env)
+    assert gate.returncode == 0, gate.stderr
+    assert json.loads(gate.stdout)["passed"] is True
+    check = _cli(["check", "--table", "public.accounts"], env)
+    assert check.returncode == 0 and "CONSISTENT" in check.stdout, check.stdout + check.stderr
+    verify = _cli(["verify-streaming", "--replica", shared_topo.slot], env)
+    assert verify.returncode == 0 and "streaming" in verify.stdout
+    for run in (gate, check, verify):
+        assert shared_topo.primary.password not in run.stdout + run.stderr
+
+
+def test_cli_fails_closed_and_reports_usage_errors(shared_topo):
+    bad = {"BAZBII_PRIMARY_DSN": su(shared_topo).replace(f"port={shared_topo.primary.port}", "port=1")}
+    gate = _cli(["gate", "--replica", shared_topo.slot, "--window", "0.2", "--timeout", "1"], bad)
+    assert gate.returncode == 1 and "FAILED" in gate.stdout
+    assert shared_topo.primary.password not in gate.stdout + gate.stderr
+    missing = _cli(["switchover", "--ini", "/nonexistent", "--alias", "app", "--new-host", "127.0.0.1"], {})
+    assert missing.returncode == 2 and "BAZBII_OLD_PRIMARY_DSN" in missing.stderr
+    script = _cli(["replica-script", "--primary-host", "10.0.0.2", "--user", "replicator", "--slot", "server3"], {})
+    assert script.returncode == 0 and "pg_basebackup" in script.stdout
