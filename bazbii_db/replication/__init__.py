@@ -15,6 +15,7 @@ Modules:
 from .consistency import ConsistencyReport, check_consistency
 from .gate import GateConfig, GateReport, LagGateFailed, require_lag_gate, run_lag_gate
 from .gradual import GradualMoveReport, WeightedPools, gradual_move
+from .grants import apply_ops_grants, ops_grants_sql
 from .lag import LagSample, replica_side_status, sample_lag, wait_for_replay
 from .lsn import format_lsn, lsn_diff, parse_lsn
 from .pgbouncer import (NotPaused, PauseTimeout, PgBouncerAdmin, read_database_entry, repoint_database,
@@ -29,7 +30,7 @@ from ._conn import redact_dsn
 __all__ = [
     "ConsistencyReport", "check_consistency",
     "GateConfig", "GateReport", "LagGateFailed", "require_lag_gate", "run_lag_gate",
-    "GradualMoveReport", "WeightedPools", "gradual_move",
+    "GradualMoveReport", "WeightedPools", "gradual_move", "apply_ops_grants", "ops_grants_sql",
     "LagSample", "replica_side_status", "sample_lag", "wait_for_replay",
     "format_lsn", "lsn_diff", "parse_lsn",
     "NotPaused", "PauseTimeout", "PgBouncerAdmin", "read_database_entry", "repoint_database",

@@ -137,8 +137,34 @@ def fence(conn: psycopg.Connection, timeout: float = 2.0) -> None:
 
 def unfence(conn: psycopg.Connection, timeout: float = 2.0) -> None:
     conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
-    conn.execute("SELECT pg_reload_conf()")
+    try:
+        conn.execute("SELECT pg_reload_conf()")
+    except psycopg.Error:
+        # If the fence's own reload never happened, no session is read-only and the file is reset.
+        if conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()[0] == "off":
+            return
+        raise
     _wait_setting(conn, "off", timeout)
+
+
+def missing_privileges(old: psycopg.Connection, new: psycopg.Connection) -> list[str]:
+    """What the connecting role lacks for the switchover (superusers lack nothing)."""
+    missing = []
+    fence_ok, reload_ok, terminate_ok = old.execute(
+        "SELECT has_parameter_privilege('default_transaction_read_only', 'ALTER SYSTEM'),"
+        " has_function_privilege('pg_reload_conf()', 'EXECUTE'),"
+        " pg_has_role('pg_signal_backend', 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+    ).fetchone()
+    (promote_ok,) = new.execute("SELECT has_function_privilege('pg_promote(boolean, integer)', 'EXECUTE')").fetchone()
+    if not fence_ok:
+        missing.append("ALTER SYSTEM ON PARAMETER default_transaction_read_only (old primary)")
+    if not reload_ok:
+        missing.append("EXECUTE ON FUNCTION pg_reload_conf() (old primary, in this database)")
+    if not promote_ok:
+        missing.append("EXECUTE ON FUNCTION pg_promote(boolean, integer) (new primary, in this database)")
+    if not terminate_ok:
+        missing.append("pg_signal_backend membership (old primary)")
+    return missing
 
 
 def _wait_setting(conn: psycopg.Connection, value: str, timeout: float) -> None:
@@ -228,7 +254,13 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
         except Exception as exc:
             old_error = str(exc)
 
-        entry = read_database_entry(config.pgbouncer_ini_path, alias)
+        try:
+            entry = read_database_entry(config.pgbouncer_ini_path, alias)
+        except FileNotFoundError:
+            raise abort(f"pre-check: {config.pgbouncer_ini_path} not found on this machine (the switchover "
+                        "rewrites PgBouncer's ini locally: run it on the pooler host)") from None
+        except Exception as exc:
+            raise abort(f"pre-check: {exc}") from None
         new_in_recovery = new.execute("SELECT pg_is_in_recovery()").fetchone()[0]
         if old is None and new_in_recovery:
             raise abort(f"pre-check: {old_error}")
@@ -251,6 +283,10 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
             problems.append(f"replica WAL receiver is {receiver[0] if receiver else 'not running'}, not streaming")
         if new.execute("SELECT pg_get_wal_replay_pause_state() <> 'not paused'").fetchone()[0]:
             problems.append("WAL replay is paused on the replica")
+        lacking = missing_privileges(old, new)
+        if lacking:
+            problems.append("the connecting role lacks: " + "; ".join(lacking) +
+                            " (see bazbii_db.replication.grants)")
         current = parse_lsn(old.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
         replayed = parse_lsn(new.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0])
         report.precheck_lag_bytes = max(0, current - (replayed or 0))
@@ -261,6 +297,10 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
             problems.append(f"PgBouncer has no database {alias!r}")
         elif row.get("paused"):
             problems.append(f"PgBouncer database {alias!r} is already paused (another operation in progress?)")
+        elif (str(row.get("host")), str(row.get("port"))) != (str(entry.get("host")), str(entry.get("port", 5432))):
+            problems.append(f"PgBouncer routes {alias!r} to {row.get('host')}:{row.get('port')} but "
+                            f"{config.pgbouncer_ini_path} says {entry.get('host')}:{entry.get('port')}: "
+                            "is this the ini PgBouncer was started with?")
         if str(entry.get("host")) == config.new_host and str(entry.get("port")) == str(config.new_port):
             problems.append("the ini already points at the new host while the new host is still a replica")
         if problems:
