@@ -148,6 +148,9 @@ class BackfillConfig:
     probe_interval_s: float = 0.25
     throttle_sleep_s: float = 0.25
     max_throttle_s: float = 600.0
+    # Batches commit without waiting for their WAL flush. Safe for exactly-once: a batch and its
+    # checkpoint commit together, so a server crash loses both and the rerun redoes that batch.
+    synchronous_commit: bool = False
     progress_interval_s: float = 10.0
     console: object | None = None  # a rich Console for progress output
 
@@ -331,7 +334,8 @@ class Backfill:
         with psycopg.connect(dsn) as conn, psycopg.connect(dsn, autocommit=True) as monitor:
             configure_session(conn, cfg.lock_timeout_ms, cfg.statement_timeout_ms)
             conn.execute("SELECT set_config('idle_in_transaction_session_timeout', '60s', false), "
-                         "set_config(%s, 'on', false)", (BACKFILL_GUC,))
+                         "set_config(%s, 'on', false), set_config('synchronous_commit', %s, false)",
+                         (BACKFILL_GUC, "on" if cfg.synchronous_commit else "off"))
             conn.commit()
             self.exclude_pids += [conn.info.backend_pid, monitor.info.backend_pid]
             self._check_table(conn)

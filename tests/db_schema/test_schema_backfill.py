@@ -233,3 +233,15 @@ def test_progress_is_sparse_without_a_terminal_and_a_bar_with_one(db):
     Backfill(db, "m", hits_spec(name="p3", batch_size=100), "c",
              quiet(console=Console(file=tty, force_terminal=True, width=200))).run()
     assert "rows/s" in tty.getvalue() and "\x1b[" in tty.getvalue()
+
+
+def test_backfill_session_settings(db):
+    """Batches run with the dual-write bypass flag, lock_timeout, and without waiting for WAL flush."""
+    counters_db(db, n=300)
+    spec = hits_spec(set={"note": "current_setting('bazbii.backfill') || ' ' || current_setting('lock_timeout') "
+                                  "|| ' ' || current_setting('synchronous_commit')"})
+    Backfill(db, "m", spec, "c", quiet(lock_timeout_ms=750)).run()
+    assert fetch(db, "SELECT DISTINCT note FROM counters") == [("on 750ms off",)]
+    Backfill(db, "m", hits_spec(name="sync", set={"note": "current_setting('synchronous_commit')"}), "c",
+             quiet(synchronous_commit=True)).run()
+    assert fetch(db, "SELECT DISTINCT note FROM counters") == [("on",)]
