@@ -43,6 +43,7 @@ from urllib.parse import quote
 import pulumi
 from pulumi_command import remote
 
+from bazbii_db.replication.grants import explain_grants
 from bazbii_db.replication.replica import replica_setup_script
 from bazbii_db.replication.retire import retire_primary_script
 from bazbii_plan import models
@@ -185,9 +186,18 @@ fi
 """
 
 
+def ops_grants_psql() -> str:
+    """``bazbii_db.replication.grants`` as psql ``\\gexec`` lines for the role in ``:repl_user``."""
+    return "\n".join(
+        f"SELECT format('{template.replace('<role>', '%I')}', :'repl_user') \\gexec"
+        for template, _why in explain_grants()
+    )
+
+
 def primary_script(db: models.Database, servers: Mapping[str, models.Server]) -> str:
     """Runs as root on the primary; stdin: the application password, then the replication password."""
     paths = pg_paths(db.version)
+    ops_grants = ops_grants_psql()
     return script(
         """
 IFS= read -r APP_PASSWORD
@@ -204,8 +214,11 @@ fi
         reload_fragment(),
         f"""
 psql_admin() {{ runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -q "$@"; }}
-psql_admin -v app_user={q(db.user)} -v app_pw="$APP_PASSWORD" -v repl_user={q(db.replication_user)} \\
-  -v repl_pw="$REPLICATION_PASSWORD" -v dbname={q(db.name)} <<'SQL'
+# Passwords reach psql through its environment (\\getenv), never its command line.
+export APP_PASSWORD REPLICATION_PASSWORD
+psql_admin -v app_user={q(db.user)} -v repl_user={q(db.replication_user)} -v dbname={q(db.name)} <<'SQL'
+\\getenv app_pw APP_PASSWORD
+\\getenv repl_pw REPLICATION_PASSWORD
 SELECT format('CREATE ROLE %I LOGIN', :'app_user')
  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'app_user') \\gexec
 SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'app_user', :'app_pw') \\gexec
@@ -214,12 +227,11 @@ SELECT format('CREATE ROLE %I LOGIN REPLICATION', :'repl_user')
 SELECT format('ALTER ROLE %I LOGIN REPLICATION PASSWORD %L', :'repl_user', :'repl_pw') \\gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'dbname', :'app_user')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'dbname') \\gexec
--- what the lag gate, the consistency check and the switchover need (no superuser):
-SELECT format('GRANT pg_monitor, pg_read_all_data TO %I', :'repl_user') \\gexec
-SELECT format('GRANT ALTER SYSTEM ON PARAMETER default_transaction_read_only TO %I', :'repl_user') \\gexec
-SELECT format('GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO %I', :'repl_user') \\gexec
-SELECT format('GRANT EXECUTE ON FUNCTION pg_reload_conf() TO %I', :'repl_user') \\gexec
-SELECT format('GRANT EXECUTE ON FUNCTION pg_terminate_backend(integer, bigint) TO %I', :'repl_user') \\gexec
+SQL
+# What the lag gate, the consistency check and the switchover need, without superuser
+# (bazbii_db.replication.grants); function grants live per database, so in the app database.
+psql_admin -d {q(db.name)} -v repl_user={q(db.replication_user)} <<'SQL'
+{ops_grants}
 SQL
 unset APP_PASSWORD REPLICATION_PASSWORD
 systemctl enable {paths["unit"]} >/dev/null 2>&1 || true
@@ -429,7 +441,9 @@ class PostgresCluster(pulumi.ComponentResource):
         if db.switchover is not None:
             _, PlannedSwitchover = _providers()
             old = db.switchover.from_
-            admin_dsn = secret_dsn(args.pooler_admin_password, host=pooler.address, port=db.pooler.port,
+            # The switchover rewrites pgbouncer.ini in place, so its update runs on the pooler host
+            # (components/providers/replication.py): the admin console is local there.
+            admin_dsn = secret_dsn(args.pooler_admin_password, host="127.0.0.1", port=db.pooler.port,
                                    dbname="pgbouncer", user=PGBOUNCER_ADMIN_USER)
             self.switchover = PlannedSwitchover(
                 f"{name}-switchover",

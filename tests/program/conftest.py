@@ -9,13 +9,9 @@ non-secret input.
 from __future__ import annotations
 
 import copy
-import importlib
-import sys
-import types
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import pulumi
 import pytest
 
 from bazbii_plan.stackconfig import SECRET_KEYS, StackConfig, load_stack_config
@@ -25,33 +21,6 @@ from offline_preview import harness
 from offline_preview.harness import REPO_ROOT, Evaluation, config_for_runtime, evaluate_program
 
 SECRET_VALUES = {key: f"PLACEHOLDER-{key}-5f3a9c" for key in SECRET_KEYS}
-
-
-def _install_replication_stub() -> bool:
-    """components/providers/replication.py is written by the database issues; stand in until it exists."""
-    try:
-        importlib.import_module("components.providers.replication")
-        return False
-    except ImportError:
-        pass
-    from pulumi.dynamic import CreateResult, ResourceProvider
-
-    class _Provider(ResourceProvider):
-        def create(self, props):
-            return CreateResult("stub", props)
-
-    class _Stub(pulumi.dynamic.Resource):
-        def __init__(self, name, *, opts=None, **kwargs):
-            super().__init__(_Provider(), name, {"stubOf": type(self).__name__, **kwargs}, opts)
-
-    module = types.ModuleType("components.providers.replication")
-    module.ReplicaLagGate = type("ReplicaLagGate", (_Stub,), {})
-    module.PlannedSwitchover = type("PlannedSwitchover", (_Stub,), {})
-    sys.modules["components.providers.replication"] = module
-    return True
-
-
-REPLICATION_STUBBED = _install_replication_stub()
 
 
 @dataclass

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.program.helpers import (DEPLOYMENT, DNS, DYNAMIC, JOB, LB, LOCAL, POOL, REMOTE, TUNNEL, TUNNEL_CONFIG,
+from tests.program.helpers import (DEPLOYMENT, DNS, JOB, LB, LOCAL, POOL, REMOTE, TUNNEL, TUNNEL_CONFIG,
                                    CONFIG_MAP, dep_names, mentions, names, pool_weights_by_name, resource_id)
 
 S1, S2, S3 = "203.0.113.11", "203.0.113.12", "203.0.113.13"
+LAG_GATE = "pulumi-python:dynamic/bazbii:ReplicaLagGate"
+SWITCHOVER = "pulumi-python:dynamic/bazbii:PlannedSwitchover"
 CHECKS = {}
 
 
@@ -78,7 +80,7 @@ def _mvp(ev):
     assert pool_weights_by_name(ev) == {"server1": 1.0}
     assert connection_host(ev.named("db-primary")) == S2
     assert ini_host(ev) == S2
-    assert not [r for r in ev.resources if r.type == DYNAMIC and r.name != "phase-gate"]
+    assert not [r.name for r in ev.resources if r.type in (LAG_GATE, SWITCHOVER)]
 
 
 @check("infra", "server3-provisioned")
@@ -103,7 +105,7 @@ def _replica(ev):
     assert "pg_drop_replication_slot" in replica.inputs["delete"]
     assert dep_names(replica) >= {"db-primary", "server3-provision"}
     gate = ev.named("db-lag-gate-server3")
-    assert gate.type == DYNAMIC and dep_names(gate) >= {"db-replica-server3"}
+    assert gate.type == LAG_GATE and dep_names(gate) >= {"db-replica-server3"}
     assert prop(gate, "slot") == "server3"
     assert prop(gate, "max_lag_bytes") == 1048576 and prop(gate, "window_seconds") == 1.0
     assert prop(gate, "check_consistency") is True
@@ -169,7 +171,8 @@ def _resized(ev):
 @check("infra", "db-switchover")
 def _switchover(ev):
     switchover = ev.named("db-switchover")
-    assert switchover.type == DYNAMIC
+    assert switchover.type == SWITCHOVER
+    assert "host=127.0.0.1" in prop(switchover, "pgbouncer_admin_dsn")  # runs on the pooler host
     assert prop(switchover, "new_host") == S3 and prop(switchover, "new_port") == 5432
     assert prop(switchover, "database_alias") == "bazbii"
     assert prop(switchover, "pgbouncer_ini_path") == "/etc/pgbouncer/pgbouncer.ini"
