@@ -167,10 +167,10 @@ def test_precheck_refuses_paused_or_stopped_replica_without_touching_anything(fr
     execute(su(topo, "replica"), "SELECT pg_wal_replay_resume()")
     # A role without the switchover grants is refused before the window, with the missing grants named.
     execute(su(topo), "CREATE ROLE weak LOGIN PASSWORD 'weak-password'")
-    weak = {c: c.dsn(dbname=APP_DB, user="weak", password="weak-password") for c in (topo.primary, topo.replica)}
+    weak = [c.dsn(dbname=APP_DB, user="weak", password="weak-password") for c in (topo.primary, topo.replica)]
     time.sleep(0.3)  # let the role replicate
     with pytest.raises(SwitchoverAborted) as caught:
-        planned_switchover(weak[topo.primary], weak[topo.replica], topo.bouncer.admin_dsn(), _config(topo))
+        planned_switchover(weak[0], weak[1], topo.bouncer.admin_dsn(), _config(topo))
     assert caught.value.report.stage == "precheck" and "pg_promote" in caught.value.report.error
     assert "pg_reload_conf" in caught.value.report.error and "weak-password" not in str(caught.value)
     topo.replica.stop()
