@@ -142,8 +142,14 @@ def resolve_config(
 
 
 # --------------------------------------------------------------------------- resources
-def _props(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-    return unknown_checking_proxy(deserialize_properties(_through_protobuf(dict(inputs))))
+def _wire(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Inputs as the analyzer deserializes them from the engine's request (numbers as floats, secrets unwrapped)."""
+    return deserialize_properties(_through_protobuf(dict(inputs)))
+
+
+def _props(wired: dict[str, Any]) -> Mapping[str, Any]:
+    """A fresh unknown-checking proxy (it copies the containers, so no policy sees another's view)."""
+    return unknown_checking_proxy(wired)
 
 
 def _options(resource: Any) -> PolicyResourceOptions:
@@ -192,7 +198,7 @@ def run_policies(
     resources = [r for r in resources if r.type != STACK_TYPE]
     resolved = resolve_config(config, policies)
     tags = dict(stack_tags or {})
-    props_of = {id(r): r.inputs for r in resources}
+    props_of = {id(r): _wire(r.inputs) for r in resources}
     by_urn = {r.urn: r for r in resources}
     violations: list[Violation] = []
 

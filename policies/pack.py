@@ -35,7 +35,7 @@ from pulumi_policy import (
 )
 
 from .rules import database, dns, kubernetes, plan, schema, traffic
-from .rules.common import Finding, Transition, cfg_ladder, cfg_number, dig, is_gate, number, plain
+from .rules.common import Finding, Transition, cfg_ladder, cfg_number, dig, has_key, is_gate, number, plain
 
 PACK_NAME = "zero-downtime"
 DEFAULT_ENFORCEMENT = EnforcementLevel.MANDATORY
@@ -189,6 +189,15 @@ def _migration_findings(props: Mapping[str, Any]) -> Optional[tuple]:
     return _analyse(stage, migration_id, files)
 
 
+def _job_runs_runner(props: Mapping[str, Any], _type: str, name: str, _config: Mapping[str, Any]) -> list[Finding]:
+    labels = _labels(props)
+    if schema.MIGRATION_ID_LABEL not in labels:
+        return []
+    containers = dig(props, "spec", "template", "spec", "containers", default=[]) or []
+    commands = [list(plain(c.get("command") or [])) + list(plain(c.get("args") or [])) for c in containers]
+    return schema.runs_through_runner(f"Job {dig(props, 'metadata', 'name', default=name)}", commands)
+
+
 def _sql_rule(select: Callable[[list], list[Finding]]) -> Callable:
     def rule(props: Mapping[str, Any], _type: str, _name: str, _config: Mapping[str, Any]) -> list[Finding]:
         findings = _migration_findings(props)
@@ -223,7 +232,7 @@ def _stage_matches_plan(resources: list, _config: Mapping[str, Any]) -> list[Fin
         if r.resource_type in (CONFIG_MAP, JOB):
             labels = _labels(r.props)
             if schema.MIGRATION_ID_LABEL in labels or schema.MIGRATION_STAGE_LABEL in labels:
-                configmaps.append((f"{r.resource_type.rsplit(':', 1)[-1]} {r.name}",
+                configmaps.append((f"{r.resource_type.rsplit(':', 1)[-1]} {dig(r.props, 'metadata', 'name', default=r.name)}",
                                    labels.get(schema.MIGRATION_ID_LABEL), labels.get(schema.MIGRATION_STAGE_LABEL)))
     return schema.stage_matches_plan(migration, configmaps)
 
@@ -244,6 +253,23 @@ def _pdbs(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
                          dict((spec.get("selector") or {}).get("matchLabels") or {}),
                          spec.get("minAvailable"), spec.get("maxUnavailable")))
     return kubernetes.pod_disruption_budgets(deployments, pdbs)
+
+
+def _deployments_through_pooler(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
+    t = _gate_of(resources)
+    if t is None:
+        return []
+    deployments = []
+    for r in resources:
+        if r.resource_type != DEPLOYMENT:
+            continue
+        env = {}
+        for container in dig(r.props, "spec", "template", "spec", "containers", default=[]) or []:
+            for var in container.get("env") or []:
+                if has_key(var, "value"):  # reading an unknown DB_HOST raises: advisory, never a guess
+                    env[var["name"]] = var["value"] if var["name"] in ("DB_HOST", "DB_PORT") else None
+        deployments.append((r.urn, str(dig(r.props, "metadata", "name", default=r.name)), env))
+    return database.deployments_through_pooler(t, deployments)
 
 
 def _pool_monitor_attached(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
@@ -367,6 +393,11 @@ POLICIES = [
         "Applications reach PostgreSQL only through PgBouncer before and during a switchover.",
         lambda t, c: database.through_pooler(t),
     ),
+    stack_policy(
+        "db-apps-through-pooler",
+        "During a switchover every Deployment reaches PostgreSQL through PgBouncer (DB_HOST/DB_PORT).",
+        _deployments_through_pooler,
+    ),
     gate_policy(
         "db-retire-after-switchover",
         "An old primary is retired only after the switchover away from it was applied.",
@@ -399,6 +430,12 @@ POLICIES = [
         "Migration SQL takes no long locks and rewrites nothing (CONCURRENTLY, NOT VALID + VALIDATE, no rewrites, lock_timeout).",
         (CONFIG_MAP,),
         _sql_rule(schema.safe_ddl),
+    ),
+    resource_policy(
+        "schema-migrations-through-runner",
+        "A migration Job runs its SQL through the bazbii_db runner (timeouts, retries, single runner, journal).",
+        (JOB,),
+        _job_runs_runner,
     ),
     resource_policy(
         "schema-ddl-lint",

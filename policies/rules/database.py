@@ -156,3 +156,41 @@ def retire_after_switchover(t: Transition) -> list[Finding]:
                 f"apply the switchover from {server!r} first and retire it in a later step",
             ))
     return out
+
+
+def deployments_through_pooler(
+    t: Transition, deployments: list[tuple[str, str, dict[str, str]]]
+) -> list[Finding]:
+    """db-apps-through-pooler (stack): during a switchover every Deployment's DB_HOST/DB_PORT is PgBouncer.
+
+    ``deployments``: ``(urn, name, env)`` with the plain ``value`` env vars of each
+    Deployment's containers. A Deployment without DB_HOST does not talk to the
+    database directly and is skipped.
+    """
+    if not _switching(t):
+        return []
+    db = _db(t.target_state)
+    pooler = db.get("pooler") or {}
+    server = (dig(t.target_state, "servers", default={}) or {}).get(pooler.get("server")) or {}
+    host, port = server.get("address"), number(pooler.get("port"))
+    port = 6432.0 if port is None else port
+    out = []
+    for urn, name, env in deployments:
+        if "DB_HOST" not in env:
+            continue
+        env_port = number(_to_number(env.get("DB_PORT")))
+        if env.get("DB_HOST") != host or (env_port is not None and env_port != port):
+            out.append(Finding(
+                f"Deployment {name} connects to {env.get('DB_HOST')}:{env.get('DB_PORT')} during the switchover, not "
+                f"through PgBouncer on {pooler.get('server')} ({host}:{fmt(port)})",
+                "point DB_HOST/DB_PORT at the pooler (database.appConnection: pooler) in an earlier step",
+                urn,
+            ))
+    return out
+
+
+def _to_number(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

@@ -12,6 +12,7 @@ which are only used to know which NOT NULL checks were already validated).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Mapping, Optional
 
 from bazbii_db.sql_safety import ERROR, STAGES, analyse_sql, validated_checks_after
@@ -163,20 +164,49 @@ def ddl_lint(sql_findings: list[Any]) -> list[Finding]:
     return [_finding(f) for f in sql_findings if f.severity != ERROR]
 
 
+def label_id(migration_id: Any) -> str:
+    """A migration id as Kubernetes labels carry it (``0002_add_category`` -> ``0002-add-category``)."""
+    return re.sub(r"[^a-z0-9-]+", "-", str(migration_id or "").lower()).strip("-")[:63].rstrip("-")
+
+
+RUNNER_MODULE = "bazbii_db.migrations"
+
+
+def runs_through_runner(kind_and_name: str, commands: list[list[str]]) -> list[Finding]:
+    """schema-migrations-through-runner (Job): migration SQL runs only through the bazbii_db runner.
+
+    The SQL rules assume it (``analyse_sql(..., runner_sets_timeouts=True)``): the
+    runner sets lock_timeout/statement_timeout on every DDL connection, retries
+    lock timeouts, runs CREATE INDEX CONCURRENTLY outside transactions, holds the
+    single-runner lock and journals progress.
+    """
+    for command in commands:
+        if RUNNER_MODULE in [str(c) for c in command]:
+            return []
+    return [Finding(
+        f"{kind_and_name} runs migration SQL with {commands[0] if commands else 'no command'}, not the migration "
+        f"runner (python -m {RUNNER_MODULE})",
+        f"run `python -m {RUNNER_MODULE} apply --migration <id> --stage <stage>` (it sets lock_timeout and "
+        "statement_timeout, retries lock timeouts and journals progress)",
+    )]
+
+
 def stage_matches_plan(
-    target_migration: Mapping[str, Any], configmaps: list[tuple[str, str, str]]
+    target_migration: Mapping[str, Any], labelled: list[tuple[str, Optional[str], Optional[str]]]
 ) -> list[Finding]:
     """schema-stage-matches-plan (stack): the migration the Job runs is the one the schema track is at.
 
-    ``configmaps``: ``(resource name, migration id label, stage label)``.
+    ``labelled``: ``(kind and name, migration id label, stage label)`` of the migration Job and ConfigMap.
     """
     out = []
     want_id, want_stage = target_migration.get("id"), target_migration.get("stage")
-    for name, migration_id, stage in configmaps:
-        if migration_id != want_id or stage != want_stage:
+    for name, migration_id, stage in labelled:
+        if label_id(migration_id) != label_id(want_id) or stage != want_stage:
             out.append(Finding(
-                f"ConfigMap {name} runs migration {migration_id!r} stage {stage!r}, but the schema track is at "
-                f"{want_id!r} stage {want_stage!r}",
+                f"{name} runs migration {migration_id!r} stage {stage!r}, but the schema track is at "
+                f"{want_id!r} stage {want_stage!r}" if want_id else
+                f"{name} runs migration {migration_id!r} stage {stage!r}, but no migration is in flight "
+                "(schema.migration is unset)",
                 "run migrations only through the schema track (bazbii:schemaPhase); do not hand-edit the Job",
             ))
     return out

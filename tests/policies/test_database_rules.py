@@ -65,8 +65,16 @@ def test_switchover_with_other_changes_is_denied():
 def test_switchover_with_direct_app_connections_is_denied():
     edited = PROD.edit(lambda s: s.values["database"].update(appConnection="direct"))
     result = preview(edited.at(infra="db-switchover", **DNS), edited.at(infra="server1-resized", **DNS), origin="plan-walk")
-    assert result.names() == {"db-switchover-through-pooler"}, result.explain()
+    assert result.names() == {"db-switchover-through-pooler", "db-apps-through-pooler"}, result.explain()
     assert "appConnection is 'direct' during a switchover" in result.messages("db-switchover-through-pooler")[0]
+    # The registered Deployments agree: they would talk to the new primary directly.
+    assert any("Deployment api connects to 203.0.113.13:5432 during the switchover, not through PgBouncer on server1 "
+               "(203.0.113.11:6432)" in m for m in result.messages("db-apps-through-pooler"))
+
+
+def test_switchover_through_the_pooler_passes_on_the_registered_deployments():
+    result = preview(SWITCHOVER, RESIZED, origin="plan-walk")
+    assert "db-apps-through-pooler" not in result.names(mandatory=False), result.explain()
 
 
 def test_retiring_the_old_primary_after_the_switchover_passes():
