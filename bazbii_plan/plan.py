@@ -31,6 +31,10 @@ class Step(Model):
     requires: dict[str, str] = Field(
         default_factory=dict, description="other tracks that must be at (or past) a step first"
     )
+    reversible: bool = Field(
+        default=True,
+        description="false when setting the previous step again cannot undo this one (the policies refuse it)",
+    )
 
 
 class Track(Model):

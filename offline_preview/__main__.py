@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
     results = [scenarios.run_transition(t, policy_config) for t in transitions]
-    failed = sum(1 for r in results if r.mandatory)
+    failed = sum(1 for r in results if r.failed)
     if args.json:
         print(json.dumps({"transitions": as_json(results), "failedTransitions": failed}, indent=2, default=str))
     else:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print_results(results, console, args.verbose)
         verdict = "[red]DENIED[/red]" if failed else "[green]ALLOWED[/green]"
-        console.print(f"\n{verdict}: {len(results)} transition(s) checked, {failed} with mandatory violations")
+        console.print(f"\n{verdict}: {len(results)} transition(s) checked, {failed} failed")
     return EXIT_VIOLATIONS if failed else EXIT_OK
 
 

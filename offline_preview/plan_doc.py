@@ -43,6 +43,8 @@ def render(stack_file: Path) -> str:
     for track_name, track in config.plan.tracks.items():
         for step in track.steps:
             requires = "".join(f"<br>requires {t} at `{s}`" for t, s in step.requires.items())
+            if not step.reversible:
+                requires += "<br>**irreversible by config**"
             changes = f"<br>{_changes(step.changes)}" if step.changes else ""
             lines.append(
                 f"| {track_name} / `bazbii:{track.key}` | `{step.name}` | {_cell(step.summary)}{changes} "

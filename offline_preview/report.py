@@ -20,6 +20,8 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "(none)"
     text = json.dumps(value) if not isinstance(value, str) else value
+    if "\n" in text:  # scripts and SQL: a fingerprint, not the whole text (--json has it all)
+        text = text.splitlines()[0] + f" ... ({text.count(chr(10)) + 1} lines)"
     return text if len(text) <= 70 else text[:67] + "..."
 
 
@@ -74,6 +76,8 @@ def print_results(results: list[TransitionResult], console: Console, verbose: bo
         for change in result.resource_changes:
             _print_change(change, console, verbose)
 
+        if transition.expect_denied:
+            console.print("this rollback must be refused: the plan declares the step irreversible (reversible: false)")
         if not result.violations:
             console.print("[green]policies: no violations[/green]")
         for violation in result.violations:
@@ -120,6 +124,8 @@ def as_json(results: list[TransitionResult]) -> list[dict[str, Any]]:
                      "changes": [p.__dict__ for p in c.changes]}
                     for c in result.resource_changes
                 ],
+                "expectDenied": transition.expect_denied,
+                "failed": result.failed,
                 "violations": [v.__dict__ for v in result.violations],
                 "notes": result.notes,
             }
@@ -133,8 +139,13 @@ def summary_table(results: list[TransitionResult]) -> Table:
     table.add_column("transition")
     table.add_column("create/update/delete")
     table.add_column("mandatory violations", justify="right")
+    table.add_column("verdict")
     for index, result in enumerate(results):
         counts = "/".join(str(sum(1 for c in result.resource_changes if c.op == op)) for op in OP_SIGNS)
         bad = len(result.mandatory)
-        table.add_row(str(index), result.transition.title, counts, f"[red]{bad}[/red]" if bad else "0")
+        if result.transition.expect_denied:
+            verdict = "[green]refused, as declared (irreversible step)[/green]" if bad else "[red]ALLOWED but the step is irreversible[/red]"
+        else:
+            verdict = "[red]denied[/red]" if bad else "[green]ok[/green]"
+        table.add_row(str(index), result.transition.title, counts, str(bad), verdict)
     return table

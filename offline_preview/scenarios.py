@@ -62,6 +62,8 @@ class Transition:
     previous_record: Optional[dict[str, Any]]
     origin: str  # where the applied record comes from: "base-file" | "plan-walk"
     rollback: bool = False
+    # A rollback of a step the plan declares irreversible must be refused; being allowed is the failure.
+    expect_denied: bool = False
 
 
 @dataclass
@@ -77,6 +79,10 @@ class TransitionResult:
     @property
     def mandatory(self) -> list[Any]:
         return [v for v in self.violations if v.enforcement == "mandatory"]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.mandatory) != self.transition.expect_denied
 
 
 def _tag(record: Optional[dict], origin: str) -> Optional[dict]:
@@ -161,7 +167,10 @@ def whole_plan(side: Side) -> list[Transition]:
             origin="none",
         )
     ]
+    plan = side.config.plan
     for index in range(1, len(sides)):
+        (move,) = moves({t: tr.names() for t, tr in plan.tracks.items()}, sides[index - 1].config.current, sides[index].config.current)
+        step = plan.tracks[move.track].steps[plan.tracks[move.track].index(move.after)]
         transitions.append(
             Transition(
                 title=_describe(side.config, sides[index - 1].config.current, sides[index].config.current),
@@ -179,6 +188,7 @@ def whole_plan(side: Side) -> list[Transition]:
                 previous_record=_tag(records[index], "plan-walk"),
                 origin="plan-walk",
                 rollback=True,
+                expect_denied=not step.reversible,
             )
         )
     return transitions
