@@ -46,8 +46,12 @@ def build_table(dsn: str, name: str, rows: int) -> None:
 
 
 def checkpoint(dsn: str) -> None:
+    """Start each phase clean: flush PostgreSQL's dirty buffers, then the kernel's dirty pages
+    (the test cluster runs with fsync=off, so without os.sync() the previous phase's writes would be
+    written back by the kernel during the next phase)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
+    os.sync()
 
 
 def verdict(ok: bool) -> str:
@@ -135,7 +139,9 @@ def main(argv=None) -> int:
         print(f"  throughput, batched / single UPDATE : {ratio:.2f}x   (target >= {TARGET_RATIO}x)   {verdict(ratio >= TARGET_RATIO)}")
         print(f"  load p99, during backfill / baseline : {during_batched.p99:.2f} / {base.p99:.2f} ms = {p99_ratio:.2f}x   "
               f"(target <= {TARGET_P99}x)   {verdict(p99_ratio <= TARGET_P99)}")
-        print(f"  longest batch lock hold             : {hold_max:.1f} ms (p99 {hold_p99:.1f} ms)   "
+        over = sum(1 for h in result.batch_hold_ms if h > TARGET_HOLD_MS)
+        print(f"  longest batch lock hold             : {hold_max:.1f} ms (p99 {hold_p99:.1f} ms, {over} of "
+              f"{result.batches} batches over {TARGET_HOLD_MS:.0f} ms)   "
               f"(target <= {TARGET_HOLD_MS:.0f} ms)   {verdict(hold_max <= TARGET_HOLD_MS)}")
         print(f"  (load average at the end {os.getloadavg()[0]:.2f}; other work on the machine skews every figure)")
         ok = ratio >= TARGET_RATIO and p99_ratio <= TARGET_P99 and hold_max <= TARGET_HOLD_MS

@@ -355,10 +355,15 @@ class Backfill:
             conn.rollback()
             next_hi = sql.SQL("SELECT {k} FROM {t} WHERE {k} > %s AND {k} <= %s ORDER BY {k} OFFSET %s LIMIT 1").format(
                 k=key, t=table)
-            dml = batch_statement(spec)
-            save = sql.SQL("UPDATE {} SET last_key = %s, rows_changed = rows_changed + %s, keys_done = keys_done + %s, "
-                           "batches = batches + 1, updated_at = now() WHERE migration_id = %s AND name = %s").format(
-                checkpoint_table())
+            # The batch's change and its checkpoint are one statement (a data-modifying WITH, not a
+            # join: the change itself is the plain key-range statement), sent together with COMMIT
+            # in one round trip.
+            step = sql.SQL(
+                "WITH batch AS ({dml} RETURNING 1) "
+                "UPDATE {cp} SET last_key = %s, rows_changed = rows_changed + (SELECT count(*) FROM batch), "
+                "keys_done = keys_done + %s, batches = batches + 1, updated_at = now() "
+                "WHERE migration_id = %s AND name = %s RETURNING (SELECT count(*) FROM batch)"
+            ).format(dml=batch_statement(spec), cp=checkpoint_table())
             label = f"backfill {self.migration_id}/{spec.name}"
             with BackfillProgress(label, total, console=cfg.console, interval_s=cfg.progress_interval_s) as progress:
                 retries = 0
@@ -367,13 +372,13 @@ class Backfill:
                     try:
                         row = conn.execute(next_hi, (last, upper, batch_size - 1)).fetchone()
                         hi = row[0] if row else upper
-                        t0 = time.monotonic()
-                        cur = conn.execute(dml, (last, hi))
-                        changed = max(cur.rowcount, 0)
                         keys = batch_size if row else max(0, total - progress.done)
-                        conn.execute(save, (hi, changed, keys, self.migration_id, spec.name))
-                        conn.commit()
+                        t0 = time.monotonic()
+                        with conn.pipeline():
+                            cur = conn.execute(step, (last, hi, hi, keys, self.migration_id, spec.name))
+                            conn.commit()
                         hold_ms = (time.monotonic() - t0) * 1000
+                        changed = cur.fetchone()[0]
                     except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
                         conn.rollback()
                         result.lock_timeouts += 1

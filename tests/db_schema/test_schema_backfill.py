@@ -245,3 +245,22 @@ def test_backfill_session_settings(db):
     Backfill(db, "m", hits_spec(name="sync", set={"note": "current_setting('synchronous_commit')"}), "c",
              quiet(synchronous_commit=True)).run()
     assert fetch(db, "SELECT DISTINCT note FROM counters") == [("on",)]
+
+
+def test_lag_probes(pg_cluster, replica):
+    from bazbii_db.migrations import PrimaryLagProbe
+
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
+        deadline = time.monotonic() + 20
+        while not conn.execute("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'").fetchone()[0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert 0.0 <= PrimaryLagProbe(conn).sample() < 5.0
+    healthy = ReplicaLagProbe([replica.dsn()])
+    try:
+        assert 0.0 <= healthy.sample() < 5.0
+    finally:
+        healthy.close()
+    # an unreachable replica is not "no lag": it throttles
+    gone = ReplicaLagProbe([replica.dsn(port="1")])
+    assert gone.sample() == float("inf")
