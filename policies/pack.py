@@ -217,7 +217,7 @@ def _contract_deployments(resources: list, _config: Mapping[str, Any]) -> list[F
         if r.resource_type == DEPLOYMENT:
             pod = plain(dig(r.props, "spec", "template", "spec", default={}) or {})
             images = [str(c.get("image") or "") for c in (pod.get("containers") or [])]
-            deployments.append((r.name, images))
+            deployments.append((r.urn, str(dig(r.props, "metadata", "name", default=r.name)), images))
     return schema.contract_after_deployments_rollout(
         migration.get("stage"), migration.get("contractRequiresAppVersion"), deployments)
 
@@ -232,7 +232,7 @@ def _stage_matches_plan(resources: list, _config: Mapping[str, Any]) -> list[Fin
         if r.resource_type in (CONFIG_MAP, JOB):
             labels = _labels(r.props)
             if schema.MIGRATION_ID_LABEL in labels or schema.MIGRATION_STAGE_LABEL in labels:
-                configmaps.append((f"{r.resource_type.rsplit(':', 1)[-1]} {dig(r.props, 'metadata', 'name', default=r.name)}",
+                configmaps.append((r.urn, f"{r.resource_type.rsplit(':', 1)[-1]} {dig(r.props, 'metadata', 'name', default=r.name)}",
                                    labels.get(schema.MIGRATION_ID_LABEL), labels.get(schema.MIGRATION_STAGE_LABEL)))
     return schema.stage_matches_plan(migration, configmaps)
 

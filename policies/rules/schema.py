@@ -85,22 +85,26 @@ def contract_after_app_rollout(t: Transition) -> list[Finding]:
 
 
 def contract_after_deployments_rollout(
-    stage: Optional[str], required: Optional[str], deployments: list[tuple[str, list[str]]]
+    stage: Optional[str], required: Optional[str], deployments: list[tuple[str, str, list[str]]]
 ) -> list[Finding]:
-    """schema-contract-after-deployments-rollout (stack): the Deployments the program registers agree."""
+    """schema-contract-after-deployments-rollout (stack): the Deployments the program registers agree.
+
+    ``deployments``: ``(urn, name, container images)``.
+    """
     if stage != "contract":
         return []
     if not required:
         return [Finding("the contract stage runs but no contractRequiresAppVersion is known",
                         "set schema.migration.contractRequiresAppVersion")]
-    images = [(f"Deployment {name}", image) for name, images_ in deployments for image in images_]
-    return [
-        Finding(
-            f"the contract stage runs while {where} runs {image} ({why})",
-            f"roll every Deployment to {required} or later and apply that before contracting",
-        )
-        for where, image, why in images_below(images, required)
-    ]
+    out = []
+    for urn, name, images in deployments:
+        for where, image, why in images_below([(f"Deployment {name}", i) for i in images], required):
+            out.append(Finding(
+                f"the contract stage runs while {where} runs {image} ({why})",
+                f"roll every Deployment to {required} or later and apply that before contracting",
+                urn,
+            ))
+    return out
 
 
 # --------------------------------------------------------------------------- SQL
@@ -192,15 +196,15 @@ def runs_through_runner(kind_and_name: str, commands: list[list[str]]) -> list[F
 
 
 def stage_matches_plan(
-    target_migration: Mapping[str, Any], labelled: list[tuple[str, Optional[str], Optional[str]]]
+    target_migration: Mapping[str, Any], labelled: list[tuple[str, str, Optional[str], Optional[str]]]
 ) -> list[Finding]:
     """schema-stage-matches-plan (stack): the migration the Job runs is the one the schema track is at.
 
-    ``labelled``: ``(kind and name, migration id label, stage label)`` of the migration Job and ConfigMap.
+    ``labelled``: ``(urn, kind and name, migration id label, stage label)`` of the migration Job and ConfigMap.
     """
     out = []
     want_id, want_stage = target_migration.get("id"), target_migration.get("stage")
-    for name, migration_id, stage in labelled:
+    for urn, name, migration_id, stage in labelled:
         if label_id(migration_id) != label_id(want_id) or stage != want_stage:
             out.append(Finding(
                 f"{name} runs migration {migration_id!r} stage {stage!r}, but the schema track is at "
@@ -208,5 +212,6 @@ def stage_matches_plan(
                 f"{name} runs migration {migration_id!r} stage {stage!r}, but no migration is in flight "
                 "(schema.migration is unset)",
                 "run migrations only through the schema track (bazbii:schemaPhase); do not hand-edit the Job",
+                urn,
             ))
     return out
