@@ -400,7 +400,8 @@ class Backfill:
                     result.batch_hold_ms.append(hold_ms)
                     progress.update(keys, changed)
                     if target_ms:
-                        factor = min(2.0, max(0.5, target_ms / max(hold_ms, 0.1)))
+                        # grow gently, shrink fast: a slow batch halves the next one at most
+                        factor = min(1.25, max(0.5, target_ms / max(hold_ms, 0.1)))
                         batch_size = int(min(cfg.max_batch_size, max(cfg.min_batch_size, batch_size * factor)))
                     if pause_s:
                         time.sleep(pause_s)
