@@ -412,7 +412,7 @@ def _check_statement(st: _State, stmt: Statement) -> None:
                    "index the runner cannot identify to drop and rebuild",
                    "name the index explicitly")
     elif isinstance(node, ast.AlterTableStmt):
-        if node.objtype in (ObjectType.OBJECT_TABLE, None) or node.objtype == 0:
+        if node.objtype == ObjectType.OBJECT_TABLE:
             _check_alter_table(st, stmt, node)
     elif isinstance(node, ast.RenameStmt):
         if node.renameType == ObjectType.OBJECT_COLUMN:

@@ -217,3 +217,9 @@ def test_sql_safety_error_lists_file_line_and_rule():
     findings = analyse_sql("CREATE INDEX i ON posts (title);", "expand", "m/expand.sql")
     text = str(SqlSafetyError(findings))
     assert "m/expand.sql:1" in text and "require-concurrent-index-creation" in text and "nothing was run" in text
+
+
+def test_alter_table_variants_are_checked():
+    for sql in ("ALTER TABLE ONLY posts ADD CONSTRAINT c CHECK (id > 0);",
+                "ALTER TABLE IF EXISTS public.posts ADD CONSTRAINT c CHECK (id > 0);"):
+        assert rules(analyse_sql(sql, "expand")) == [("constraint-missing-not-valid", 1)], sql
