@@ -12,7 +12,6 @@ current one applied as RFC 7396 JSON merge patches (``null`` deletes a key).
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Optional
 
 from pydantic import Field, model_validator
@@ -88,10 +87,14 @@ class Plan(Model):
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396: objects merge key by key, ``None`` removes a key, anything else replaces."""
+    """RFC 7396: objects merge key by key, ``None`` removes a key, anything else replaces.
+
+    Neither argument is modified; untouched branches are shared with ``target``
+    (states are only ever read, so copying them whole on every step is waste).
+    """
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -102,7 +105,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 def fold(base: dict[str, Any], plan: Plan, current: dict[str, str]) -> dict[str, Any]:
     """The raw (unvalidated) desired state for the given current step of every track."""
-    state = copy.deepcopy(base)
+    state = base
     for track_name, track in plan.tracks.items():
         upto = track.index(current[track_name])
         for step in track.steps[: upto + 1]:

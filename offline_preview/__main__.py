@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from .report import as_json, print_results, summary_table
 
     console = Console(stderr=False, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 160  # logs and CI: do not wrap tables at the 80-column default
     stack_file = args.config or (REPO_ROOT / f"Pulumi.{args.stack}.yaml")
     try:
         if args.base_age and not args.base and not args.phase:

@@ -8,6 +8,7 @@ output, so the phase gate and the policies judge exactly that move.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -216,13 +217,20 @@ def between_files(base: Side, new: Side, base_age: Optional[timedelta]) -> Trans
     )
 
 
+_EVALUATIONS: dict[str, Evaluation] = {}
+
+
 def _evaluate(side: Side, previous_record: Optional[dict]) -> Evaluation:
-    outputs = {"appliedRecord": previous_record} if previous_record else {}
-    return evaluate_program(
-        config_for_runtime(side.values),
-        [f"bazbii:{key}" for key in side.secret_keys],
-        stack_reference_outputs=outputs,
-    )
+    """Evaluate the program for ``side``; a plan walk meets each side several times, so results are reused."""
+    key = json.dumps([side.values, sorted(side.secret_keys), previous_record], sort_keys=True, default=str)
+    if key not in _EVALUATIONS:
+        outputs = {"appliedRecord": previous_record} if previous_record else {}
+        _EVALUATIONS[key] = evaluate_program(
+            config_for_runtime(side.values),
+            [f"bazbii:{k}" for k in side.secret_keys],
+            stack_reference_outputs=outputs,
+        )
+    return _EVALUATIONS[key]
 
 
 def run_transition(transition: Transition, policy_config: Optional[dict] = None) -> TransitionResult:
