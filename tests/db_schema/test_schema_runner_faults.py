@@ -111,7 +111,7 @@ def test_two_runners_started_together_exactly_one_migrates(db, small_dir):
     apply_all(db, small_dir, "0001_init")
     write_migration(small_dir, "0007_counters",
                     '[[backfill]]\nname = "hits"\ntable = "counters"\nset = { hits = "hits + 1" }\n'
-                    'batch_size = 200\npause_ms = 40\n',
+                    'batch_size = 100\npause_ms = 60\n',
                     expand="CREATE TABLE IF NOT EXISTS counters (id bigint PRIMARY KEY, hits integer NOT NULL DEFAULT 0);\n")
     runner(db, small_dir).apply("0007_counters", "expand")
     execute(db, "INSERT INTO counters (id) SELECT g FROM generate_series(1, 4000) g")
