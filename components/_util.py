@@ -14,13 +14,28 @@ TYPE_PREFIX = "bazbii:index"
 SCRIPT_HEADER = "#!/usr/bin/env bash\nset -euo pipefail\n"
 
 
+def inherit_depends_on(component: pulumi.ComponentResource, opts: Optional[pulumi.ResourceOptions]) -> None:
+    """Remember the component's own ``depends_on`` so that every child waits for it too.
+
+    ``depends_on`` given to a ComponentResource is not passed on to its children by the SDK,
+    so without this a child could be created before what its component was told to wait for.
+    """
+    deps = opts.depends_on if opts is not None else None
+    if deps is None:
+        deps = []
+    elif not isinstance(deps, (list, tuple)):
+        deps = [deps]
+    component._inherited_depends_on = list(deps)
+
+
 def child_opts(
     parent: pulumi.Resource,
     depends_on: Optional[Sequence[pulumi.Resource]] = None,
     **kwargs,
 ) -> pulumi.ResourceOptions:
-    """Options for a child: parented to ``parent``, optional extra dependencies."""
-    return pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on or []), **kwargs)
+    """Options for a child: parented to ``parent``, its component's dependencies plus ``depends_on``."""
+    inherited = getattr(parent, "_inherited_depends_on", [])
+    return pulumi.ResourceOptions(parent=parent, depends_on=[*inherited, *(depends_on or [])], **kwargs)
 
 
 def q(value: object) -> str:

@@ -38,7 +38,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from bazbii_plan import models
-from components._util import TYPE_PREFIX, child_opts, image_tag
+from components._util import TYPE_PREFIX, child_opts, inherit_depends_on, image_tag
 
 API_NODE_PORT = 30080
 DB_SECRET_NAME = "bazbii-db"
@@ -112,6 +112,7 @@ class ApiDeployment(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ApiDeploymentArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TYPE_PREFIX}:ApiDeployment", name, None, opts)
+        inherit_depends_on(self, opts)
         app = args.app
         ns = app.namespace
         rollout = app.rollout

@@ -23,7 +23,7 @@ import pulumi
 import pulumi_cloudflare as cloudflare
 
 from bazbii_plan import models
-from components._util import TYPE_PREFIX, child_opts
+from components._util import TYPE_PREFIX, child_opts, inherit_depends_on
 
 MANAGED_COMMENT = "managed by the bazbii Pulumi stack (dns track)"
 
@@ -57,6 +57,7 @@ class DnsRecords(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DnsRecordsArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TYPE_PREFIX}:DnsRecords", name, None, opts)
+        inherit_depends_on(self, opts)
         self.records = {}
         for key in sorted(args.records):
             record = args.records[key]

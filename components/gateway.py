@@ -37,7 +37,7 @@ import pulumi
 import pulumi_cloudflare as cloudflare
 from pulumi_command import remote
 
-from components._util import TYPE_PREFIX, child_opts, q, script
+from components._util import TYPE_PREFIX, child_opts, inherit_depends_on, q, script
 from components.server import Server
 
 CATCH_ALL_SERVICE = "http_status:404"
@@ -151,6 +151,7 @@ class Gateway(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GatewayArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TYPE_PREFIX}:Gateway", name, None, opts)
+        inherit_depends_on(self, opts)
         self.tunnel_ids, self.origins, self.ready = {}, {}, {}
         master = pulumi.Output.secret(args.tunnel_secret)
         for server_name in sorted(args.hosts):

@@ -47,7 +47,7 @@ from bazbii_db.replication.grants import explain_grants
 from bazbii_db.replication.replica import replica_setup_script
 from bazbii_db.replication.retire import retire_primary_script
 from bazbii_plan import models
-from components._util import TYPE_PREFIX, child_opts, q, script
+from components._util import TYPE_PREFIX, child_opts, inherit_depends_on, q, script
 from components.server import Server
 
 PGBOUNCER_INI = "/etc/pgbouncer/pgbouncer.ini"
@@ -266,6 +266,7 @@ if [ -f "$DATADIR/standby.signal" ]; then
   echo "{server} is already a standby; refreshing its settings only"
   unset BAZBII_REPLICATION_PASSWORD
 else
+  install -d -o postgres -g postgres -m 0700 {q(paths["passfile"].rsplit("/", 1)[0])}
   bash -c {q(setup)}
   unset BAZBII_REPLICATION_PASSWORD
   if [ ! -d {q(paths["confdir"])} ]; then
@@ -412,6 +413,7 @@ class PostgresCluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: PostgresClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TYPE_PREFIX}:PostgresCluster", name, None, opts)
+        inherit_depends_on(self, opts)
         db, servers, hosts = args.database, args.servers, args.hosts
         primary = servers[db.primary]
         pooler = servers[db.pooler.server]

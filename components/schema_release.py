@@ -45,7 +45,7 @@ from pulumi_command import local
 from bazbii_db.migrations.spec import METADATA_FILE, MigrationSpecError, list_migrations, load_migration
 from bazbii_plan import models
 from bazbii_plan.errors import ConfigError, config_key
-from components._util import TYPE_PREFIX, child_opts, k8s_name, q, script
+from components._util import TYPE_PREFIX, child_opts, inherit_depends_on, k8s_name, q, script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MOUNT_ROOT = "/var/lib/bazbii/migrations"
@@ -193,6 +193,7 @@ class SchemaRelease(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: SchemaReleaseArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TYPE_PREFIX}:SchemaRelease", name, None, opts)
+        inherit_depends_on(self, opts)
         bundle = args.bundle
         ns = args.namespace
         labels = {

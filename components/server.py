@@ -30,7 +30,7 @@ import pulumi
 from pulumi_command import remote
 
 from bazbii_plan import models
-from components._util import TYPE_PREFIX, child_opts, q, script
+from components._util import TYPE_PREFIX, child_opts, inherit_depends_on, q, script
 
 # Tolerances between the nominal console spec and what the kernel reports.
 MEMORY_LOW, MEMORY_HIGH = 0.85, 1.05  # MemTotal excludes kernel-reserved memory
@@ -118,6 +118,7 @@ class Server(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TYPE_PREFIX}:Server", name, None, opts)
+        inherit_depends_on(self, opts)
         server = args.server
         self.address = server.address
         self.connection = remote.ConnectionArgs(

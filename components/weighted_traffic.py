@@ -25,7 +25,7 @@ import pulumi
 import pulumi_cloudflare as cloudflare
 
 from bazbii_plan import models
-from components._util import TYPE_PREFIX, child_opts
+from components._util import TYPE_PREFIX, child_opts, inherit_depends_on
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class WeightedTraffic(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: WeightedTrafficArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TYPE_PREFIX}:WeightedTraffic", name, None, opts)
+        inherit_depends_on(self, opts)
         traffic = args.traffic
         monitor_cfg = traffic.monitor
         self.monitor = cloudflare.LoadBalancerMonitor(

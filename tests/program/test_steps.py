@@ -128,6 +128,8 @@ def _gateway_on_server2(ev):
     pool = ev.named("traffic-server2")
     assert pool.inputs["origins"][0]["address"] == f"{resource_id(tunnel)}.cfargotunnel.com"
     assert pool.inputs["monitor"] == resource_id(ev.named("traffic-monitor"))
+    # a pool (even at weight 0) only after its gateway and tunnel run
+    assert dep_names(pool) >= {"gateway-server2-run", "gateway-server1-run"}
     lb = ev.named("traffic-lb")
     assert resource_id(pool) in lb.inputs["defaultPools"]
     assert lb.inputs["fallbackPool"] == resource_id(ev.named("traffic-server1"))
@@ -225,6 +227,7 @@ def _dns_lowered(ev):
 @check("dns", "switched")
 def _dns_switched(ev):
     assert record(ev, "direct")["ttl"] == 300 and record(ev, "direct")["content"] == S2
+    assert "gateway-server2-run" in dep_names(ev.named("dns-direct"))
 
 
 @check("dns", "ttl-restored")
@@ -244,6 +247,9 @@ def _api_19(ev):
     assert replicas(ev, "app-api") == 10 and image(ev, "app-api").endswith(":1.9.0")
     assert image(ev, "app-worker").endswith(":1.9.0")
     assert "app-worker" in dep_names(ev.named("app-api"))
+    # the application starts only once PgBouncer is configured
+    for name in ("app-api", "app-worker", "app-db"):
+        assert "db-pooler" in dep_names(ev.named(name)), name
 
 
 @check("release", "worker-2.0")
