@@ -1,0 +1,79 @@
+"""Config variants the shipped plan does not use, but the components must honour."""
+
+from __future__ import annotations
+
+from bazbii_db.migrations.spec import migration_checksum
+from offline_preview.harness import REPO_ROOT
+from tests.program.helpers import DEPLOYMENT, JOB, POOL, dep_names, names
+
+S1, S2, S3 = "203.0.113.11", "203.0.113.12", "203.0.113.13"
+
+
+def env(deployment) -> dict:
+    container = deployment.inputs["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def run(program, steps=None, edit=None):
+    values = program.values_for(steps)
+    if edit:
+        edit(values)
+    return program.run(values)
+
+
+def test_provider_runner_replaces_the_job(program):
+    ev = run(program, edit=lambda v: v["schema"].update(runner="provider"))
+    assert not ev.by_type(JOB) and "schema-dsn" not in names(ev)
+    step = ev.named("schema-0002_add_category-migrate")
+    assert step.inputs["migrationId"] == "0002_add_category" and step.inputs["stage"] == "migrate"
+    assert step.inputs["sqlChecksum"] == migration_checksum(REPO_ROOT / "migrations", "0002_add_category", "migrate")
+    assert ("dsn",) in step.secret_paths and "host=203.0.113.12" in step.inputs["dsn"]
+    assert set(step.inputs["appVersions"]) == {"1.9.0", "2.0.0"}
+    assert "schema-quiet-workers" in dep_names(step)
+    assert step.name in dep_names(ev.named("schema-resume-workers"))
+    assert "schema-resume-workers" in dep_names(ev.named("app-worker"))
+
+
+def test_direct_app_connection_points_at_the_primary(program):
+    ev = run(program, edit=lambda v: v["database"].update(appConnection="direct"))
+    api = env(ev.named("app-api"))
+    assert (api["DB_HOST"], api["DB_PORT"]) == (S2, "5432")
+    assert ev.outputs["dbHost"] == S2
+
+
+def test_quiet_workers_scale_to_zero_and_resume_to_zero(program):
+    ev = run(program, edit=lambda v: v["app"]["worker"].update(quiet=True))
+    assert ev.named("app-worker").inputs["spec"]["replicas"] == 0
+    assert "--replicas=0" in ev.named("schema-resume-workers").inputs["create"]
+
+
+def test_canary_at_zero_keeps_every_pod_stable(program):
+    def edit(v):
+        v["plan"]["release"]["steps"][2]["changes"]["app"]["canary"]["weight"] = 0
+    ev = run(program, edit=edit)
+    assert ev.named("app-api").inputs["spec"]["replicas"] == 10
+    assert ev.named("app-api-canary").inputs["spec"]["replicas"] == 0
+
+
+def test_replica_without_lag_gate_registers_no_gate(program):
+    def edit(v):
+        v["plan"]["infra"]["steps"][2]["changes"]["database"]["replicas"]["server3"]["lagGate"] = False
+    ev = run(program, edit=edit)
+    assert "db-replica-server3" in names(ev) and "db-lag-gate-server3" not in names(ev)
+
+
+def test_unmonitored_pool_has_no_monitor_and_affinity_is_passed_on(program):
+    def edit(v):
+        v["plan"]["infra"]["steps"][3]["changes"]["traffic"]["pools"]["server2"]["monitored"] = False
+        v["traffic"]["sessionAffinity"] = "cookie"
+    ev = run(program, edit=edit)
+    assert "monitor" not in ev.named("traffic-server2").inputs
+    assert ev.named("traffic-server1").inputs["monitor"]
+    assert ev.named("traffic-lb").inputs["sessionAffinity"] == "cookie"
+    assert len(ev.by_type(POOL)) == 2
+
+
+def test_no_schema_migration_means_deployments_wait_on_nothing_schema(program):
+    ev = program.evaluate({"schema": "none", "release": "api-1.9"})
+    for d in ev.by_type(DEPLOYMENT):
+        assert not [n for n in dep_names(d) if n.startswith("schema")]
