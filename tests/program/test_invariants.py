@@ -14,8 +14,8 @@ import kubernetes_validate
 import pytest
 
 from tests.program.conftest import SECRET_VALUES
-from tests.program.helpers import (DEPLOYMENT, JOB, K8S_TYPES, LB, LOCAL, PDB, POOL, REMOTE, TUNNEL_CONFIG, manifest,
-                                   name_of, pool_weights_by_name)
+from tests.program.helpers import (DEPLOYMENT, K8S_TYPES, LOCAL, PDB, POOL, REMOTE, TUNNEL_CONFIG, manifest,
+                                   pool_weights_by_name)
 
 K8S_VERSION = "1.30"  # native preStop sleep is beta and on by default from 1.30
 

@@ -7,10 +7,8 @@ would actually run. Addresses: server1 203.0.113.11, server2 .12, server3 .13.
 
 from __future__ import annotations
 
-import pytest
-
-from tests.program.helpers import (DEPLOYMENT, DNS, JOB, LB, LOCAL, POOL, REMOTE, TUNNEL, TUNNEL_CONFIG,
-                                   CONFIG_MAP, dep_names, mentions, names, pool_weights_by_name, resource_id)
+from tests.program.helpers import (CONFIG_MAP, DNS, JOB, LOCAL, POOL, REMOTE, TUNNEL, dep_names, mentions, names,
+                                   pool_weights_by_name, resource_id)
 
 S1, S2, S3 = "203.0.113.11", "203.0.113.12", "203.0.113.13"
 LAG_GATE = "pulumi-python:dynamic/bazbii:ReplicaLagGate"
@@ -357,7 +355,6 @@ def all_steps(program_config):
 
 def pytest_generate_tests(metafunc):
     if "track_step" in metafunc.fixturenames:
-        from bazbii_plan.stackconfig import load_stack_config  # noqa: F401  (plan read below)
         from bazbii_plan.stackfile import read_stack_file
         from offline_preview.harness import REPO_ROOT
         values, _, _ = read_stack_file(REPO_ROOT / "Pulumi.prod.yaml")
