@@ -64,8 +64,13 @@ def run_pgbouncer(threads: int, seconds: float, switch_at: float) -> dict:
             result = load.stop()
         lost = missing_acked(topo.replica.dsn(dbname=APP_DB), result)
         stall, _ = result.max_stall(start=t0 - 1.0)
+        acks = result.ack_times()
+        before = [t for t in acks if t <= report.window_started_at]
+        after = [t for t in acks if t >= report.window_ended_at]
         return {
-            "mode": "pgbouncer", "failed": len(result.failed), "in_doubt": len(result.in_doubt),
+            "mode": "pgbouncer",
+            "last_ack_before_pause_ms": (report.window_started_at - before[-1]) * 1000 if before else None,
+            "first_ack_after_resume_ms": (after[0] - report.window_ended_at) * 1000 if after else None, "failed": len(result.failed), "in_doubt": len(result.in_doubt),
             "refused_connects": result.refused_connects, "lost": len(lost), "acked": len(result.acked),
             "tps": round(result.tps), "stall_ms": stall * 1000, "window_ms": report.window_ms,
             "steps_ms": {k: report.steps_ms.get(k) for k in STEPS},
@@ -131,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         steps = ", ".join(f"{k} {v:.1f}" for k, v in r["steps_ms"].items() if v is not None)
         print(f"pgbouncer run {i + 1}: failed {r['failed']} (in doubt {r['in_doubt']}), lost {r['lost']}/"
               f"{r['acked']} acked, stall {r['stall_ms']:.0f} ms, window {r['window_ms']:.1f} ms "
-              f"[{steps}], {r['tps']} TPS, fenced {r['fenced_lsn']} = replayed {r['replica_replay_lsn']}",
-              flush=True)
+              f"[{steps}], first ack {r['first_ack_after_resume_ms']:.1f} ms after RESUME, {r['tps']} TPS, "
+              f"fenced {r['fenced_lsn']} = replayed {r['replica_replay_lsn']}", flush=True)
     for i in range(args.naive_runs):
         r = run_naive(args.threads, args.seconds, args.switch_at)
         runs.append(r)
@@ -155,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{statistics.median([r['tps'] for r in group]):>8.0f}")
     if fence:
         print("pgbouncer window breakdown, median ms: " + ", ".join(
-            f"{k} {statistics.median([r['steps_ms'][k] for r in fence]):.1f}" for k in STEPS))
+            f"{k} {statistics.median([r['steps_ms'][k] for r in fence]):.1f}" for k in STEPS)
+            + "; after RESUME until the first acknowledged commit (new server logins) "
+            + f"{statistics.median([r['first_ack_after_resume_ms'] for r in fence]):.1f}")
     if naive:
         print("naive window breakdown, median ms: shutdown "
               f"{statistics.median([r['steps_ms']['shutdown'] for r in naive]):.1f}, promote "

@@ -218,26 +218,62 @@ def read_database_entry(ini_path: str | Path, alias: str) -> dict[str, str]:
     return {k: v.strip("'") for k, v in parse_connstr(value)}
 
 
-def rewrite_database_host(ini_path: str | Path, alias: str, *, host: str, port: int,
-                          dbname: str | None = None) -> IniChange:
-    """Point ``alias`` at ``host:port`` with an atomic rename; other keys and lines are kept verbatim."""
+@dataclass
+class StagedIniChange:
+    """A rewritten ini already written and fsynced next to the original, waiting for its rename.
+
+    Staging happens before the switchover window so that inside it only the rename (and RELOAD)
+    remain; :meth:`commit` refuses if the ini changed since it was staged.
+    """
+
+    path: Path
+    tmp: Path
+    alias: str
+    old_value: str
+    new_value: str
+    original_stat: tuple[int, int, int]
+    committed: bool = False
+
+    def commit(self) -> IniChange:
+        st = self.path.stat()
+        if (st.st_ino, st.st_mtime_ns, st.st_size) != self.original_stat:
+            self.discard()
+            raise PgBouncerError(f"{self.path} changed after the new version was staged; not overwriting it")
+        os.replace(self.tmp, self.path)
+        self.committed = True
+        return IniChange(path=str(self.path), alias=self.alias, old_value=self.old_value, new_value=self.new_value)
+
+    def sync_dir(self) -> None:
+        """Make the rename durable (may run after the window: PgBouncer already read the new file)."""
+        _fsync_dir(self.path.parent)
+
+    def discard(self) -> None:
+        if not self.committed:
+            try:
+                os.unlink(self.tmp)
+            except FileNotFoundError:
+                pass
+
+
+def stage_database_host(ini_path: str | Path, alias: str, *, host: str, port: int,
+                        dbname: str | None = None) -> StagedIniChange:
+    """Prepare (write + fsync a temp copy of) the ini with ``alias`` pointing at ``host:port``."""
     if not re.match(r"^[A-Za-z0-9_.:\-\[\]]+$", host):
         raise ValueError(f"invalid host {host!r}")
     path = Path(ini_path)
-    original = path.read_text()
-    lines = original.splitlines(keepends=True)
+    st = path.stat()
+    lines = path.read_text().splitlines(keepends=True)
     index = _find_entry(lines, alias)
     if index is None:
         raise PgBouncerError(f"{path}: no [databases] entry {alias!r} (entries in %include files are not supported)")
     line = lines[index]
     newline = "\n" if line.endswith("\n") else ""
     indent, key, equals, value, _trail = _ENTRY_RE.match(line.rstrip("\n")).groups()
-    pairs = parse_connstr(value)
     wanted = {"host": host, "port": str(int(port))}
     if dbname is not None:
         wanted["dbname"] = dbname
     out, seen = [], set()
-    for k, v in pairs:
+    for k, v in parse_connstr(value):
         if k in wanted:
             out.append((k, wanted[k]))
             seen.add(k)
@@ -246,13 +282,22 @@ def rewrite_database_host(ini_path: str | Path, alias: str, *, host: str, port: 
     out.extend((k, v) for k, v in wanted.items() if k not in seen)
     new_value = " ".join(f"{k}={v}" for k, v in out)
     lines[index] = f"{indent}{key}{equals}{new_value}{newline}"
-    atomic_write(path, "".join(lines))
-    return IniChange(path=str(path), alias=alias, old_value=value, new_value=new_value)
+    tmp = _write_temp(path, "".join(lines), st)
+    return StagedIniChange(path=path, tmp=tmp, alias=alias, old_value=value, new_value=new_value,
+                           original_stat=(st.st_ino, st.st_mtime_ns, st.st_size))
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory + fsync + rename, keeping mode and owner."""
-    stat = path.stat()
+def rewrite_database_host(ini_path: str | Path, alias: str, *, host: str, port: int,
+                          dbname: str | None = None) -> IniChange:
+    """Point ``alias`` at ``host:port`` with an atomic rename; other keys and lines are kept verbatim."""
+    staged = stage_database_host(ini_path, alias, host=host, port=port, dbname=dbname)
+    change = staged.commit()
+    staged.sync_dir()
+    return change
+
+
+def _write_temp(path: Path, text: str, stat: os.stat_result) -> Path:
+    """Temp file next to ``path`` with its mode and owner, content fsynced."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "w") as handle:
@@ -262,27 +307,45 @@ def atomic_write(path: Path, text: str) -> None:
         os.chmod(tmp, stat.st_mode & 0o7777)
         if os.geteuid() == 0:
             os.chown(tmp, stat.st_uid, stat.st_gid)
-        os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
-    dir_fd = os.open(str(path.parent), os.O_RDONLY)
+    return Path(tmp)
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(str(directory), os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory + fsync + rename, keeping mode and owner."""
+    tmp = _write_temp(path, text, path.stat())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def repoint_database(admin: PgBouncerAdmin, ini_path: str | Path, alias: str, *, host: str, port: int,
-                     dbname: str | None = None) -> IniChange:
-    """Rewrite the ini for ``alias`` and RELOAD — only while ``alias`` is PAUSEd; verifies the result."""
+                     dbname: str | None = None, staged: StagedIniChange | None = None) -> IniChange:
+    """Rewrite the ini for ``alias`` (or commit ``staged``) and RELOAD — only while ``alias`` is PAUSEd.
+
+    Verifies with ``SHOW DATABASES`` that PgBouncer now routes ``alias`` to ``host:port``.
+    """
     if not admin.is_paused(alias):
+        if staged is not None:
+            staged.discard()
         raise NotPaused(f"refusing to RELOAD {alias!r} onto {host}:{port} while it is not PAUSEd: clients would "
                         "hit a failed login and be locked out for server_login_retry")
-    change = rewrite_database_host(ini_path, alias, host=host, port=port, dbname=dbname)
+    if staged is not None:
+        change = staged.commit()
+    else:
+        change = rewrite_database_host(ini_path, alias, host=host, port=port, dbname=dbname)
     admin.reload()
     row = admin.database(alias)
     if row is None or str(row.get("host")) != host or int(row.get("port") or 0) != int(port):

@@ -48,7 +48,8 @@ import psycopg
 from ._conn import connect, dsn_target, scrub
 from .lag import wait_for_replay
 from .lsn import format_lsn, parse_lsn
-from .pgbouncer import (IniChange, PauseTimeout, PgBouncerAdmin, read_database_entry, repoint_database)
+from .pgbouncer import (IniChange, PauseTimeout, PgBouncerAdmin, StagedIniChange, read_database_entry,
+                        repoint_database, stage_database_host)
 
 log = logging.getLogger("bazbii_db.replication.switchover")
 
@@ -85,6 +86,9 @@ class SwitchoverReport:
     steps_ms: dict[str, float] = field(default_factory=dict)
     window_ms: float | None = None
     total_ms: float | None = None
+    # time.monotonic() at PAUSE sent and at RESUME done, to line the window up with client-side timings
+    window_started_at: float | None = None
+    window_ended_at: float | None = None
     ini_change: dict | None = None
     events: list[str] = field(default_factory=list)
 
@@ -208,6 +212,8 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
 
     def abort(reason: str) -> SwitchoverAborted:
         """Undo everything done so far (un-fence, RESUME). Only valid before pg_promote."""
+        if staged is not None:
+            staged.discard()
         report.aborted = True
         report.error = scrub(reason, *secrets)
         if state["fenced"]:
@@ -237,6 +243,7 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
         return SwitchoverAborted(report)
 
     old = new = None
+    staged: StagedIniChange | None = None
     try:
         # --- pre-checks and connections, outside the window -----------------------------------
         report.stage = "precheck"
@@ -305,11 +312,17 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
             problems.append("the ini already points at the new host while the new host is still a replica")
         if problems:
             raise abort("pre-check failed: " + "; ".join(problems))
+        try:
+            staged = stage_database_host(config.pgbouncer_ini_path, alias, host=config.new_host,
+                                         port=config.new_port, dbname=config.new_dbname)
+        except Exception as exc:
+            raise abort(f"pre-check: cannot prepare the new {config.pgbouncer_ini_path}: {exc}") from None
         event(f"pre-check ok: replay lag {report.precheck_lag_bytes} bytes, replica streaming")
 
         # --- the window -------------------------------------------------------------------------
         enter("pause")
         window = time.monotonic()
+        report.window_started_at = window
         t = time.monotonic()
         state["paused"] = True  # from the moment PAUSE is sent, PgBouncer holds new transactions
         try:
@@ -391,6 +404,7 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
                                 "old primary stays FENCED (read-only); PgBouncer resumed onto it. "
                                 "Check the new primary's log, then repoint PgBouncer by re-running.")
                 report.old_primary_state = "fenced (read-only)"
+                staged.discard()
                 _resume_quietly(admin, backup, alias, report)
                 state["paused"] = False
                 raise SwitchoverError(report)
@@ -404,9 +418,10 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
         t = time.monotonic()
         try:
             change = repoint_database(admin, config.pgbouncer_ini_path, alias, host=config.new_host,
-                                      port=config.new_port, dbname=config.new_dbname)
+                                      port=config.new_port, dbname=config.new_dbname, staged=staged)
             report.ini_change = _ini_change_dict(change)
         except Exception as exc:
+            staged.discard()
             report.steps_ms["reload"] = _ms(t)
             report.error = (f"new primary promoted but repointing PgBouncer failed: {scrub(str(exc), *secrets)}. "
                             "PgBouncer stays PAUSED (clients wait rather than write to the fenced old primary): "
@@ -419,7 +434,9 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
         _resume_quietly(admin, backup, alias, report)
         state["paused"] = False
         report.steps_ms["resume"] = _ms(t)
-        report.window_ms = _ms(window)
+        report.window_ended_at = time.monotonic()
+        report.window_ms = (report.window_ended_at - window) * 1000.0
+        staged.sync_dir()  # durability of the rename, outside the window
         event(f"window {report.window_ms:.1f} ms; fenced at {report.fenced_lsn}, replica at "
               f"{report.replica_replay_lsn}")
 
@@ -436,6 +453,8 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
             raise SwitchoverError(report) from None
         raise abort(f"unexpected error at {report.stage}: {type(exc).__name__}: {exc}") from None
     finally:
+        if staged is not None and not staged.committed:
+            staged.discard()
         report.total_ms = _ms(started)
         for who in (admin, backup):
             if who is not None:

@@ -118,6 +118,7 @@ def test_pause_timeout_with_long_transaction_resumes_on_old_primary(fresh_topo):
     assert _in_recovery(su(topo, "replica"))
     assert _read_only(su(topo)) == "off"
     assert topo.bouncer.ini_path.read_text() == ini_before
+    assert not list(topo.workdir.glob(".pgbouncer.ini.*.tmp"))  # the staged ini was discarded
     assert _write_through_bouncer(topo, 701, 1) == topo.primary.port
     long_tx.commit()
     long_tx.close()
@@ -154,6 +155,7 @@ def test_catch_up_timeout_unfences_and_resumes(fresh_topo):
     assert result.failed == []  # writers saw a stall, never an error (the fence was lifted before RESUME)
     assert _read_only(su(topo)) == "off" and _in_recovery(su(topo, "replica"))
     assert topo.bouncer.ini_path.read_text() == ini_before
+    assert not list(topo.workdir.glob(".pgbouncer.ini.*.tmp"))
     assert _write_through_bouncer(topo, 801, 1) == topo.primary.port
 
 
