@@ -125,6 +125,10 @@ gate = PhaseGate(
         override=stack.override,
         evaluated_at=evaluated_at,
         depends_on=components,
+        step_requires={
+            name: {step.name: dict(step.requires) for step in track.steps if step.requires}
+            for name, track in stack.plan.tracks.items()
+        },
     ),
 )
 

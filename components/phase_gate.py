@@ -17,7 +17,7 @@ else of the step was applied.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import pulumi
@@ -62,6 +62,8 @@ class PhaseGateArgs:
     override: Optional[str]
     evaluated_at: str
     depends_on: Sequence[pulumi.Resource] = ()
+    # track -> step -> {other track: step it requires}; policies check them against the applied steps
+    step_requires: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
 
 class PhaseGate(pulumi.dynamic.Resource):
@@ -82,6 +84,7 @@ class PhaseGate(pulumi.dynamic.Resource):
                 "previousSource": args.previous_source,
                 "override": args.override,
                 "evaluatedAt": args.evaluated_at,
+                "stepRequires": args.step_requires,
             },
             pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(args.depends_on))),
         )

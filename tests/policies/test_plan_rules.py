@@ -92,22 +92,11 @@ def test_fail_closed_also_blocks_a_transition_that_would_otherwise_pass():
 
 
 # --------------------------------------------------------------------------- requires
-def _with_requires(resources, stack):
-    """Add what the gate needs for plan-requires-met, if the program does not register it yet."""
-    config = stack.config()
-    for r in resources:
-        if r.type == GATE_TYPE and "stepRequires" not in r.inputs:
-            r.inputs["stepRequires"] = {
-                name: {s.name: dict(s.requires) for s in track.steps if s.requires}
-                for name, track in config.plan.tracks.items()
-            }
-
-
 def test_requires_must_hold_in_the_applied_steps():
     # dns 'switched' requires infra at gateway-on-server2; moving both at once is not "after".
     applied = PROD.at(infra="replica-streaming", dns="ttl-lowered")
     target = PROD.at(infra="gateway-on-server2", dns="switched")
-    result = preview(target, applied, mutate=lambda rs: _with_requires(rs, target))
+    result = preview(target, applied)
     [message] = result.messages("plan-requires-met")
     assert "requires track 'infra' at 'gateway-on-server2'" in message and "applied step is 'replica-streaming'" in message
 
@@ -115,5 +104,5 @@ def test_requires_must_hold_in_the_applied_steps():
 def test_requires_met_passes():
     applied = PROD.at(infra="gateway-on-server2", dns="ttl-lowered")
     target = PROD.at(infra="gateway-on-server2", dns="switched")
-    result = preview(target, applied, mutate=lambda rs: _with_requires(rs, target), origin="plan-walk")
+    result = preview(target, applied, origin="plan-walk")
     assert "plan-requires-met" not in result.names(), result.explain()

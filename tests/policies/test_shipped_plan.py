@@ -12,7 +12,13 @@ from .helpers import Stack, plan_walk_records, preview
 
 PROD = Stack.prod()
 WALK = plan_walk_records(PROD)
-REFUSED_ROLLBACKS = {("infra", "db-switchover"): "db-promote-only-gated-replica"}
+# Steps the plan declares irreversible (reversible: false): their one-step rollback must be refused.
+IRREVERSIBLE = {(t, s.name) for t, track in PROD.config().plan.tracks.items() for s in track.steps if not s.reversible}
+REFUSING_RULE = {("infra", "db-switchover"): "db-promote-only-gated-replica"}
+
+
+def test_irreversible_steps_are_the_documented_ones():
+    assert IRREVERSIBLE == set(REFUSING_RULE)
 
 
 def _label(steps_before, steps_after):
@@ -45,8 +51,8 @@ def test_every_one_step_rollback_passes_except_after_the_switchover(index):
     (before_steps, _), (after_steps, after_record) = WALK[index - 1], WALK[index]
     moved = next((t, s) for t, s in after_steps.items() if before_steps[t] != s)
     result = preview(PROD.at(**before_steps), after_record)
-    if moved in REFUSED_ROLLBACKS:
-        assert REFUSED_ROLLBACKS[moved] in result.names(), result.explain()
-        assert any("new switchover" in m or "pg_rewind" in m for m in result.messages(REFUSED_ROLLBACKS[moved]))
+    if moved in IRREVERSIBLE:
+        assert REFUSING_RULE[moved] in result.names(), result.explain()
+        assert any("new switchover" in m or "pg_rewind" in m for m in result.messages(REFUSING_RULE[moved]))
     else:
         assert not result.mandatory, result.explain()
