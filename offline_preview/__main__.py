@@ -63,12 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.all:
             transitions = scenarios.whole_plan(side)
         elif args.phase:
-            applied_at = None
-            if args.base_age:
-                from datetime import datetime, timezone
-
-                applied_at = (datetime.now(timezone.utc) - scenarios.parse_age(args.base_age)).replace(microsecond=0).isoformat()
-            transitions = [scenarios.to_step(side, args.phase, applied_at)]
+            base_age = scenarios.parse_age(args.base_age) if args.base_age else None
+            transitions = [scenarios.to_step(side, args.phase, scenarios.applied_at_from_age(base_age))]
         else:
             if args.track not in side.config.plan.tracks:
                 raise ConfigError([f"--track {args.track}: tracks are {list(side.config.plan.tracks)}"])

@@ -99,33 +99,28 @@ def _describe(config: StackConfig, before: Optional[dict[str, str]], after: dict
     return "; ".join(f"{m.track}: {m.before} -> {m.after}" for m in changed)
 
 
+def _from_applied(title: str, applied: Side, target: Side, applied_at: Optional[str] = None) -> Transition:
+    """A move from a stack file taken as applied (its record rebuilt by walking the plan) to ``target``."""
+    return Transition(
+        title=f"{title}{_describe(target.config, applied.config.current, target.config.current)}",
+        before=applied,
+        after=target,
+        previous_record=_tag(record_by_walking(applied.config, applied_at), "base-file"),
+        origin="base-file",
+    )
+
+
 def current_and_next(side: Side, track: str = "infra") -> list[Transition]:
     """What the current step of ``track`` changed, and what its next step will change."""
     transitions = []
     previous_step = side.config.previous_step(track)
     if previous_step is not None:
         before = side.with_steps(f"{side.label} ({track} at {previous_step})", {track: previous_step})
-        transitions.append(
-            Transition(
-                title=f"current step: {_describe(side.config, before.config.current, side.config.current)}",
-                before=before,
-                after=side,
-                previous_record=_tag(record_by_walking(before.config), "base-file"),
-                origin="base-file",
-            )
-        )
+        transitions.append(_from_applied("current step: ", before, side))
     next_step = side.config.next_step(track)
     if next_step is not None:
         after = side.with_steps(f"{side.label} ({track} at {next_step})", {track: next_step})
-        transitions.append(
-            Transition(
-                title=f"next step: {_describe(side.config, side.config.current, after.config.current)}",
-                before=side,
-                after=after,
-                previous_record=_tag(record_by_walking(side.config), "base-file"),
-                origin="base-file",
-            )
-        )
+        transitions.append(_from_applied("next step: ", side, after))
     return transitions
 
 
@@ -141,13 +136,7 @@ def to_step(side: Side, step: str, applied_at: Optional[str] = None) -> Transiti
     if track not in side.config.plan.tracks or name not in side.config.plan.tracks[track].names():
         raise ConfigError([f"--phase {step}: unknown step {name!r} on track {track!r}"])
     after = side.with_steps(f"{side.label} ({track} at {name})", {track: name})
-    return Transition(
-        title=f"set bazbii:{side.config.track_key(track)} {name}: {_describe(side.config, side.config.current, after.config.current)}",
-        before=side,
-        after=after,
-        previous_record=_tag(record_by_walking(side.config, applied_at), "base-file"),
-        origin="base-file",
-    )
+    return _from_applied(f"set bazbii:{side.config.track_key(track)} {name}: ", side, after, applied_at)
 
 
 def whole_plan(side: Side) -> list[Transition]:
@@ -203,18 +192,15 @@ def parse_age(text: str) -> timedelta:
     return timedelta(seconds=int(text[:-1]) * units[text[-1]])
 
 
+def applied_at_from_age(base_age: Optional[timedelta]) -> Optional[str]:
+    if base_age is None:
+        return None
+    return (datetime.now(timezone.utc) - base_age).replace(microsecond=0).isoformat()
+
+
 def between_files(base: Side, new: Side, base_age: Optional[timedelta]) -> Transition:
     """The change a pull request proposes: ``base`` is what is applied, ``new`` is the edited stack file."""
-    applied_at = None
-    if base_age is not None:
-        applied_at = (datetime.now(timezone.utc) - base_age).replace(microsecond=0).isoformat()
-    return Transition(
-        title=f"{base.label} -> {new.label}: {_describe(new.config, base.config.current, new.config.current)}",
-        before=base,
-        after=new,
-        previous_record=_tag(record_by_walking(base.config, applied_at), "base-file"),
-        origin="base-file",
-    )
+    return _from_applied(f"{base.label} -> {new.label}: ", base, new, applied_at_from_age(base_age))
 
 
 _EVALUATIONS: dict[str, Evaluation] = {}
