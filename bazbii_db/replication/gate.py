@@ -119,13 +119,13 @@ def run_lag_gate(primary_dsn: str, replica: str, *, replica_dsn: str | None = No
         last_detail = reason
 
     def report(passed: bool, reason: str) -> GateReport:
-        in_window = passed
+        # A pass reports the passing window; a failure reports everything that streamed.
+        replay_lag = window_replay_lag if passed else overall_replay_lag
         return GateReport(
             passed=passed, replica=replica, reason=reason, max_lag_bytes_threshold=cfg.max_lag_bytes,
             window_seconds=cfg.window_seconds,
-            max_lag_bytes_observed=window_max if in_window else overall_max,
-            max_replay_lag_ms=None if (window_replay_lag if in_window else overall_replay_lag) is None
-            else 1000 * (window_replay_lag if in_window else overall_replay_lag),
+            max_lag_bytes_observed=window_max if passed else overall_max,
+            max_replay_lag_ms=None if replay_lag is None else 1000 * replay_lag,
             replay_lag_null_samples=nulls, samples=samples, failed_samples=failed,
             elapsed_seconds=time.monotonic() - start, checked_lsn=last.current_lsn if last else None,
             last_state=last.state if last else None, last_detail=last_detail, target=target,

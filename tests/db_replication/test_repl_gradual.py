@@ -44,7 +44,7 @@ def test_gradual_move_steps_shares_and_completes(shared_topo):
     pools = WeightedPools(su(shared_topo), su(shared_topo, "replica"), max_size=3)
     readers = Readers(pools)
     try:
-        report = gradual_move(pools, steps=(0.1, 0.5, 1.0), hold_seconds=0.6, min_requests=5)
+        report = gradual_move(pools, steps=(0.1, 0.5, 1.0), hold_seconds=1.0, min_requests=3)
     finally:
         readers.stop()
         pools.close()
