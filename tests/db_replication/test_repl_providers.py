@@ -58,12 +58,17 @@ class _Mocks(pulumi.runtime.Mocks):
 
 
 _mocks = _Mocks()
-pulumi.runtime.set_mocks(_mocks, preview=False)
+
+
+@pytest.fixture
+def pulumi_mocks():
+    # Set per test, not at import: other test directories install their own mocks.
+    pulumi.runtime.set_mocks(_mocks, preview=False)
+    yield _mocks
 
 
 @pulumi.runtime.test
-def test_resources_construct_under_mocks_with_secret_dsns():
-    pulumi.runtime.set_mocks(_mocks, preview=False)
+def test_resources_construct_under_mocks_with_secret_dsns(pulumi_mocks):
     gate = ReplicaLagGate("gate", primary_dsn="host=10.0.0.2 password=p1", replica_dsn="host=10.0.0.3 password=p2",
                           slot="server3", max_lag_bytes=1 << 20, window_seconds=1.0, timeout_seconds=30.0,
                           check_consistency=True)
