@@ -47,7 +47,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def _worker(dsn: str, table: str, max_id: int, rate: float, seconds: float, start_at: float, seed: int, conn_out,
-            stop):
+            stop, update_ratio: float = 0.2):
     rng = random.Random(seed)
     lat: list[float] = []
     select = f"SELECT title, category FROM {table} WHERE id = %s"
@@ -67,7 +67,7 @@ def _worker(dsn: str, table: str, max_id: int, rate: float, seconds: float, star
             if scheduled > now:
                 time.sleep(scheduled - now)
             key = rng.randint(1, max_id)
-            if rng.random() < 0.8:
+            if rng.random() >= update_ratio:
                 conn.execute(select, (key,)).fetchone()
             else:
                 conn.execute(update, (key,))
@@ -98,8 +98,10 @@ class LoadResult:
 class OltpLoad:
     """``workers`` processes, ``rate`` transactions/s each (80 % point SELECT, 20 % point UPDATE)."""
 
-    def __init__(self, dsn: str, table: str, max_id: int, workers: int = 4, rate: float = 100.0):
+    def __init__(self, dsn: str, table: str, max_id: int, workers: int = 4, rate: float = 100.0,
+                 update_ratio: float = 0.2):
         self.dsn, self.table, self.max_id, self.workers, self.rate = dsn, table, max_id, workers, rate
+        self.update_ratio = update_ratio
         self._procs: list[tuple[mp.Process, object]] = []
         self.seconds = 0.0
 
@@ -112,7 +114,7 @@ class OltpLoad:
         for i in range(self.workers):
             recv, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_worker, args=(self.dsn, self.table, self.max_id, self.rate, seconds, start_at,
-                                                     1000 + i, send, self._stop), daemon=True)
+                                                     1000 + i, send, self._stop, self.update_ratio), daemon=True)
             proc.start()
             self._procs.append((proc, recv))
         time.sleep(0.5)

@@ -8,7 +8,7 @@ and reports in one run:
 * the OLTP load's p99 latency during the backfill relative to its own baseline   target <= 1.5x
 * the longest time one batch held its row locks (UPDATE start -> COMMIT)          target <= 50 ms
 
-    venv/bin/python bench/bench_backfill.py [--rows 1000000] [--batch-size 2000] [--strict]
+    venv/bin/python bench/bench_backfill.py [--rows 1000000] [--batch-size 5000] [--controls] [--strict]
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def run_round(dsn: str, args, n: int) -> dict:
     # drift on a shared machine does not land on one side of the comparison only
     def baseline(seconds: float):
         checkpoint(dsn)
-        load = OltpLoad(dsn, "bench_batched", args.rows, args.workers, args.rate)
+        load = OltpLoad(dsn, "bench_batched", args.rows, args.workers, args.rate, args.update_ratio)
         load.start(seconds)
         time.sleep(seconds)
         return load.join()
@@ -84,10 +84,11 @@ def run_round(dsn: str, args, n: int) -> dict:
     # batched backfill under the load
     checkpoint(dsn)
     spec = BackfillSpec(name="bench", kind="update", table="bench_batched", key="id",
-                        set={"category": "'general'"}, where="category IS NULL", batch_size=args.batch_size)
+                        set={"category": "'general'"}, where="category IS NULL", batch_size=args.batch_size,
+                        pause_ms=args.pause_ms)
     console = Console(stderr=True) if args.progress else Console(file=io.StringIO())
     config = BackfillConfig(target_batch_ms=args.target_batch_ms or None, console=console, progress_interval_s=5)
-    load = OltpLoad(dsn, "bench_batched", args.rows, args.workers, args.rate)
+    load = OltpLoad(dsn, "bench_batched", args.rows, args.workers, args.rate, args.update_ratio)
     load.start(600)
     b_start = time.monotonic()
     result = Backfill(dsn, "bench", spec, "bench", config).run()
@@ -98,7 +99,7 @@ def run_round(dsn: str, args, n: int) -> dict:
 
     # one UPDATE of the same rows under the same load
     checkpoint(dsn)
-    load = OltpLoad(dsn, "bench_single", args.rows, args.workers, args.rate)
+    load = OltpLoad(dsn, "bench_single", args.rows, args.workers, args.rate, args.update_ratio)
     load.start(600)
     s_start = time.monotonic()
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -127,30 +128,60 @@ def run_round(dsn: str, args, n: int) -> dict:
     return r
 
 
+def run_controls(dsn: str, args) -> None:
+    """What the same load sees next to work that shares no table with it: the machine's own floor."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_sink")
+        conn.execute("CREATE TABLE bench_sink (id bigint, body text)")
+    controls = [("CPU-only query (no writes)", "SELECT count(*) FROM generate_series(1, 30000000)"),
+                (f"bulk INSERT of {args.rows:,} rows into an unrelated table",
+                 f"INSERT INTO bench_sink SELECT g, repeat('x', 60) FROM generate_series(1, {int(args.rows)}) g")]
+    print("controls (the load runs on bench_batched; the statement touches no table the load uses):")
+    for label, query in controls:
+        checkpoint(dsn)
+        load = OltpLoad(dsn, "bench_batched", args.rows, args.workers, args.rate, args.update_ratio)
+        load.start(args.baseline_s / 2)
+        time.sleep(args.baseline_s / 2)
+        base = load.join()
+        checkpoint(dsn)
+        load = OltpLoad(dsn, "bench_batched", args.rows, args.workers, args.rate, args.update_ratio)
+        load.start(600)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(query)
+        during = load.join()
+        print(f"  {label}: load p99 {base.p99:.2f} -> {during.p99:.2f} ms ({during.p99 / base.p99:.2f}x)", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3, help="repeat on fresh tables; the verdict uses the medians")
-    ap.add_argument("--batch-size", type=int, default=2000)
-    ap.add_argument("--target-batch-ms", type=int, default=20,
-                    help="adaptive batch sizing (0: fixed --batch-size)")
+    ap.add_argument("--batch-size", type=int, default=5000)
+    ap.add_argument("--target-batch-ms", type=int, default=0,
+                    help="adaptive batch sizing towards this lock hold (default 0: fixed --batch-size)")
+    ap.add_argument("--pause-ms", type=int, default=0, help="pause between batches")
+    ap.add_argument("--update-ratio", type=float, default=0.2, help="share of point UPDATEs in the OLTP load")
     ap.add_argument("--workers", type=int, default=4, help="OLTP load processes")
     ap.add_argument("--rate", type=float, default=100.0, help="transactions/s per load process")
     ap.add_argument("--baseline-s", type=float, default=10.0)
     ap.add_argument("--progress", action="store_true", help="show the backfill's progress output")
+    ap.add_argument("--controls", action="store_true",
+                    help="also measure the load's p99 next to a CPU-only query and a bulk INSERT elsewhere")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
 
     print(f"machine: {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.2f}; "
           f"{args.rows:,} rows, batch size " + (f"adaptive to {args.target_batch_ms} ms from {args.batch_size}"
-                                                 if args.target_batch_ms else str(args.batch_size)) + ", "
-          f"load {args.workers} x {args.rate:g} tx/s", flush=True)
+                                                 if args.target_batch_ms else str(args.batch_size)) + f", pause {args.pause_ms} ms, "
+          f"load {args.workers} x {args.rate:g} tx/s ({args.update_ratio:.0%} updates)", flush=True)
     cluster, workdir = start_cluster()
     try:
         dsn = cluster.dsn()
         with psycopg.connect(dsn, autocommit=True) as conn:
             Journal(conn).ensure()
         rounds = [run_round(dsn, args, n + 1) for n in range(args.rounds)]
+        if args.controls:
+            run_controls(dsn, args)
     finally:
         stop_cluster(cluster, workdir)
 
