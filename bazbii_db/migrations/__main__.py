@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from rich.console import Console
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--max-lag-s", type=float, default=5.0)
     apply.add_argument("--lock-wait-threshold-ms", type=int, default=200)
     apply.add_argument("--progress-interval-s", type=float, default=10.0)
+    apply.add_argument("--expected-checksum", default=os.environ.get("BAZBII_EXPECTED_CHECKSUM"),
+                       help="refuse to run unless the stage's files give this checksum "
+                            "(default: $BAZBII_EXPECTED_CHECKSUM)")
 
     status = sub.add_parser("status", allow_abbrev=False, help="show the journal")
     add_dsn(status)
@@ -122,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
                 for row in [header, *rows]:
                     out.print("\t".join(row), markup=False, highlight=False, soft_wrap=True)
             return 0
+        if args.expected_checksum:
+            actual = load_migration(f"{migrations_dir}/{args.migration}").checksum(args.stage)
+            if actual != args.expected_checksum:
+                raise MigrationSpecError(f"{args.migration}/{args.stage}: the files give checksum {actual[:12]}, "
+                                         f"expected {args.expected_checksum[:12]}; nothing was run")
         replicas = [dsn_from_env(v) for v in args.replica_dsn_env]
         dsns.extend(replicas)
         backfill = BackfillConfig(batch_size=args.batch_size, pause_ms=args.pause_ms,
@@ -138,26 +147,26 @@ def main(argv: list[str] | None = None) -> int:
         out.print(f"{result.migration_id}/{result.stage}: {result.status} (units run {result.units_run}, "
                   f"skipped {result.units_skipped}, ddl attempts {result.ddl_attempts}, lock timeouts "
                   f"{result.lock_timeouts}, repaired indexes {result.repaired_indexes or 'none'}, "
-                  f"{result.duration_s:.2f}s)", markup=False, highlight=False)
+                  f"{result.duration_s:.2f}s)", markup=False, highlight=False, soft_wrap=True)
         for b in result.backfills:
             out.print(f"  backfill {b.name}: {b.rows_changed} rows changed, {b.batches} batches, "
                       f"{b.rows_per_s:,.0f} rows/s, resumed from key {b.resumed_from_key}, "
-                      f"max batch lock hold {b.max_batch_hold_ms:.1f} ms", markup=False, highlight=False)
+                      f"max batch lock hold {b.max_batch_hold_ms:.1f} ms", markup=False, highlight=False, soft_wrap=True)
         return 0
     except SqlSafetyError as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         return 1
     except (DsnError, MigrationSpecError, ValueError) as exc:
-        err.print(f"error: {redact(str(exc), *dsns)}", markup=False, highlight=False)
+        err.print(f"error: {redact(str(exc), *dsns)}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except ContractRefused as exc:
-        err.print(f"contract refused, nothing changed: {exc}", markup=False, highlight=False)
+        err.print(f"contract refused, nothing changed: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 3
     except (RunnerLockTimeout, LockRetryExhausted) as exc:
-        err.print(f"error: {redact(str(exc), *dsns)}", markup=False, highlight=False)
+        err.print(f"error: {redact(str(exc), *dsns)}", markup=False, highlight=False, soft_wrap=True)
         return 4
     except MigrationError as exc:
-        err.print(f"error: {redact(str(exc), *dsns)}", markup=False, highlight=False)
+        err.print(f"error: {redact(str(exc), *dsns)}", markup=False, highlight=False, soft_wrap=True)
         return 5
 
 

@@ -67,3 +67,14 @@ def test_analyse_reports_file_line_rule_and_fails(small_dir):
 def test_checksum_command_matches_the_api(small_dir):
     proc = run("--migrations-dir", str(small_dir), "checksum", "--migration", "0002_add_category", "--stage", "migrate")
     assert proc.stdout.strip() == migration_checksum(small_dir, "0002_add_category", "migrate")
+
+
+def test_expected_checksum_guards_apply(db, small_dir):
+    env = {"CLI_DSN": db}
+    args = ("--migrations-dir", str(small_dir), "apply", "--dsn-env", "CLI_DSN", "--migration", "0001_init",
+            "--stage", "expand")
+    proc = run(*args, env_extra={**env, "BAZBII_EXPECTED_CHECKSUM": "0" * 64})
+    assert proc.returncode == 2 and "expected 000000000000; nothing was run" in proc.stderr
+    good = migration_checksum(small_dir, "0001_init", "expand")
+    proc = run(*args, "--expected-checksum", good, env_extra=env)
+    assert proc.returncode == 0 and "0001_init/expand: applied" in proc.stdout
