@@ -22,6 +22,7 @@ from bazbii_db.migrations.backfill import BackfillConfig, ReplicaLagProbe
 from bazbii_db.migrations.dsn import DsnError, dsn_from_env, dsn_from_file, redact
 from bazbii_db.migrations.errors import (ContractRefused, LockRetryExhausted, MigrationError, RunnerLockTimeout,
                                          SqlSafetyError)
+from bazbii_db.migrations.executor import DdlConfig
 from bazbii_db.migrations.runner import MigrationRunner, RunnerConfig
 from bazbii_db.migrations.spec import MigrationSpecError, default_migrations_dir, list_migrations, load_migration
 from bazbii_db.sql_safety import STAGES, analyse_migration_dir, format_findings, has_errors
@@ -138,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
                                   lag_probe=ReplicaLagProbe(replicas) if replicas else None, max_lag_s=args.max_lag_s,
                                   lock_wait_threshold_ms=args.lock_wait_threshold_ms,
                                   progress_interval_s=args.progress_interval_s, console=err)
-        config = RunnerConfig(lock_timeout_ms=args.lock_timeout_ms, statement_timeout_ms=args.statement_timeout_ms,
-                              ddl_max_attempts=args.ddl_max_attempts, runner_lock_wait_s=args.lock_wait_s,
-                              backfill=backfill)
+        ddl = DdlConfig(lock_timeout_ms=args.lock_timeout_ms, statement_timeout_ms=args.statement_timeout_ms,
+                        max_attempts=args.ddl_max_attempts)
+        config = RunnerConfig(ddl=ddl, runner_lock_wait_s=args.lock_wait_s, backfill=backfill)
         result = MigrationRunner(dsn, migrations_dir, config).apply(args.migration, args.stage, args.app_version)
         for w in result.warnings:
             err.print(w.format(), markup=False, highlight=False, soft_wrap=True)

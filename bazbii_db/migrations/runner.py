@@ -42,11 +42,7 @@ log = logging.getLogger("bazbii_db.migrations")
 
 @dataclass
 class RunnerConfig:
-    lock_timeout_ms: int = 500
-    statement_timeout_ms: int = 600_000
-    ddl_max_attempts: int = 10
-    ddl_backoff_base_s: float = 0.2
-    ddl_backoff_max_s: float = 5.0
+    ddl: DdlConfig = field(default_factory=DdlConfig)  # lock/statement timeouts and 55P03 retries
     runner_lock_wait_s: float = 60.0
     application_name: str | None = None
     backfill: BackfillConfig = field(default_factory=BackfillConfig)
@@ -114,7 +110,7 @@ class MigrationRunner:
         control = self._connect("control")
         lock = RunnerLock(control)
         try:
-            configure_session(control, self.config.lock_timeout_ms, 60_000)
+            configure_session(control, self.config.ddl.lock_timeout_ms, 60_000)
             result.waited_for_lock_s = lock.acquire(self.config.runner_lock_wait_s)
             journal = Journal(control)
             self._ensure_journal(control, journal)
@@ -196,12 +192,7 @@ class MigrationRunner:
                 else:
                     if executor is None:
                         ddl_conn = self._connect("ddl")
-                        executor = DdlExecutor(ddl_conn, DdlConfig(
-                            lock_timeout_ms=self.config.lock_timeout_ms,
-                            statement_timeout_ms=self.config.statement_timeout_ms,
-                            max_attempts=self.config.ddl_max_attempts,
-                            backoff_base_s=self.config.ddl_backoff_base_s,
-                            backoff_max_s=self.config.ddl_backoff_max_s))
+                        executor = DdlExecutor(ddl_conn, self.config.ddl)
                     label = f"{migration.path / unit.label.split(':')[0]}:{unit.label.split(':')[1]}" \
                         if unit.kind == "sql" else f"{migration.id}/{stage} {unit.label}"
                     try:

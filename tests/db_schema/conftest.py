@@ -24,6 +24,7 @@ if str(REPO) not in sys.path:
 from bazbii_db.localcluster import LocalCluster, make_workdir, remove_workdir  # noqa: E402
 from bazbii_db.migrations import MigrationRunner, RunnerConfig  # noqa: E402
 from bazbii_db.migrations.backfill import BackfillConfig  # noqa: E402
+from bazbii_db.migrations.executor import DdlConfig  # noqa: E402
 
 MIGRATIONS = REPO / "migrations"
 _counter = itertools.count()
@@ -81,8 +82,9 @@ def mig_dir(tmp_path) -> Path:
 
 def fast_config(**overrides) -> RunnerConfig:
     backfill = overrides.pop("backfill", None) or BackfillConfig(probe_interval_s=0.05, progress_interval_s=3600)
-    base = dict(lock_timeout_ms=500, ddl_backoff_base_s=0.05, ddl_backoff_max_s=0.5, runner_lock_wait_s=10,
-                backfill=backfill)
+    ddl = {key: overrides.pop(key) for key in list(overrides) if key in DdlConfig.__dataclass_fields__}
+    ddl = DdlConfig(**{"lock_timeout_ms": 500, "backoff_base_s": 0.05, "backoff_max_s": 0.5, **ddl})
+    base = dict(ddl=ddl, runner_lock_wait_s=10, backfill=backfill)
     base.update(overrides)
     return RunnerConfig(**base)
 

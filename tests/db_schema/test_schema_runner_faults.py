@@ -151,8 +151,8 @@ def test_long_reader_ddl_times_out_and_retries_while_other_readers_keep_going(db
 
     def migrate():
         try:
-            result["res"] = runner(db, small_dir, lock_timeout_ms=lock_timeout_ms, ddl_max_attempts=60,
-                                   ddl_backoff_base_s=0.05, ddl_backoff_max_s=0.2).apply("0002_add_category", "expand")
+            result["res"] = runner(db, small_dir, lock_timeout_ms=lock_timeout_ms, max_attempts=60,
+                                   backoff_base_s=0.05, backoff_max_s=0.2).apply("0002_add_category", "expand")
         except Exception as exc:  # pragma: no cover - reported below
             result["err"] = exc
 
@@ -193,7 +193,7 @@ def test_lock_retries_are_bounded_and_name_the_blocker(db, small_dir):
     with psycopg.connect(db + " application_name=stuck-batch-job") as blocker:
         blocker.execute("SELECT count(*) FROM posts")
         with pytest.raises(LockRetryExhausted) as exc:
-            runner(db, small_dir, lock_timeout_ms=100, ddl_max_attempts=3).apply("0002_add_category", "expand")
+            runner(db, small_dir, lock_timeout_ms=100, max_attempts=3).apply("0002_add_category", "expand")
         blocker.rollback()
     assert exc.value.attempts == 3
     assert "stuck-batch-job" in str(exc.value) and "AccessShareLock" in str(exc.value)
