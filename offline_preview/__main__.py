@@ -56,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.base_age and not args.base and not args.phase:
             raise ConfigError(["--base-age applies to --base or --phase previews"])
         policy_config = json.loads(args.policy_config.read_text()) if args.policy_config else None
+        if policy_config is not None:
+            from policies.offline import PolicyConfigError, resolve_config
+
+            try:
+                resolve_config(policy_config)
+            except PolicyConfigError as exc:
+                raise ConfigError([f"--policy-config {args.policy_config}: {exc}"]) from None
         side = scenarios.load_side(stack_file)
         if args.base:
             base_age = scenarios.parse_age(args.base_age) if args.base_age else None

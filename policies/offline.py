@@ -26,6 +26,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+import jsonschema
 from google.protobuf import json_format, struct_pb2
 from pulumi_policy import (
     EnforcementLevel,
@@ -87,10 +88,6 @@ def _validate_properties(policy: Policy, properties: dict[str, Any]) -> None:
     if unknown:
         raise PolicyConfigError(
             f"{policy.name}: unknown config properties {unknown}; it accepts {sorted(schema) or 'none'}")
-    try:
-        import jsonschema
-    except ImportError:  # the CLI validates with JSON Schema; without the library only names are checked
-        return
     document = {"type": "object", "properties": schema}
     if policy.config_schema and policy.config_schema.required:
         document["required"] = list(policy.config_schema.required)

@@ -137,3 +137,11 @@ def test_preview_script_runs_from_the_shell():
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert "plan-one-step-at-a-time" in result.stdout
+
+
+def test_bad_policy_config_is_a_clear_error(capsys, tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text('{"traffic-weight-ladder": {"trafficLadder": "nope"}}')
+    code, out, err = run(capsys, "--policy-config", str(path))
+    assert code == 2 and out == ""
+    assert "traffic-weight-ladder: config trafficLadder: 'nope' is not of type 'array'" in err
