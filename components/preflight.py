@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-import pulumi
-
 from bazbii_plan.errors import ConfigError, render
 from bazbii_plan.models import StackState
 from bazbii_plan.stackconfig import StackConfig
 from components.api_deployment import rollout_problems
 from components.schema_release import MigrationBundle, load_bundle
+from components.stack_inputs import stop_on_config_errors
 
 
 def state_problems(state: StackState) -> list[str]:
@@ -45,9 +44,5 @@ def check(stack: StackConfig) -> list[str]:
 
 def check_or_stop(stack: StackConfig) -> Optional[MigrationBundle]:
     """The current step's migration bundle (or None); on problems, one error line each and a clean stop."""
-    lines = check(stack)
-    if lines:
-        for line in lines:
-            pulumi.log.error(line)
-        raise pulumi.RunError(f"invalid stack config ({len(lines)} problem(s)); nothing was registered")
+    stop_on_config_errors(check(stack))
     return load_bundle(stack.state().schema_)

@@ -39,17 +39,22 @@ def read_raw_config() -> tuple[dict[str, Any], set[str]]:
     return values, secrets
 
 
+def stop_on_config_errors(lines: list[str]) -> None:
+    """One error line per problem, then a clean non-zero stop (RunError: no traceback in the CLI)."""
+    if lines:
+        for line in lines:
+            pulumi.log.error(line)
+        raise pulumi.RunError(f"invalid stack config ({len(lines)} problem(s)); nothing was registered")
+
+
 def load_or_stop() -> StackConfig:
     """The validated stack config; on bad config, one error line per problem and a clean non-zero stop."""
     values, secrets = read_raw_config()
     try:
         return load_stack_config(values, secrets)
     except ConfigError as exc:
-        for line in exc.problems:
-            pulumi.log.error(line)
-        raise pulumi.RunError(
-            f"invalid stack config ({len(exc.problems)} problem(s)); nothing was registered"
-        ) from None
+        stop_on_config_errors(exc.problems)
+        raise  # unreachable: ConfigError always carries at least one problem
 
 
 def secret(key: str) -> pulumi.Output[str]:
