@@ -30,8 +30,7 @@ def _require_binaries() -> None:
         pytest.fail(f"PostgreSQL/PgBouncer binaries missing: {exc}")
 
 
-@pytest.fixture(scope="session")
-def shared_topo() -> Topology:
+def _streaming_topology():
     _require_binaries()
     topo = build_topology()
     try:
@@ -39,14 +38,14 @@ def shared_topo() -> Topology:
         yield topo
     finally:
         topo.teardown()
+
+
+@pytest.fixture(scope="session")
+def shared_topo() -> Topology:
+    yield from _streaming_topology()
 
 
 @pytest.fixture
 def fresh_topo() -> Topology:
-    _require_binaries()
-    topo = build_topology()
-    try:
-        wait_streaming(topo)
-        yield topo
-    finally:
-        topo.teardown()
+    """A topology of its own, for tests that promote, stop or fence servers."""
+    yield from _streaming_topology()

@@ -6,18 +6,7 @@ import pytest
 
 from bazbii_plan.errors import ConfigError
 from bazbii_plan.plan import merge_patch
-from bazbii_plan.stackconfig import SECRET_KEYS, load_stack_config
-from bazbii_plan.stackfile import read_stack_file
-from offline_preview.harness import REPO_ROOT
-
-
-@pytest.fixture(scope="module")
-def prod_values():
-    values, secret_keys, _ = read_stack_file(REPO_ROOT / "Pulumi.prod.yaml")
-    for key in SECRET_KEYS:
-        values[key] = "placeholder"
-        secret_keys.add(key)
-    return values, secret_keys
+from bazbii_plan.stackconfig import load_stack_config
 
 
 def load(values, secret_keys, mutate=None):

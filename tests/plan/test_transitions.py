@@ -4,11 +4,8 @@ import pytest
 
 from bazbii_plan.errors import ConfigError
 from bazbii_plan.record import next_record
-from bazbii_plan.stackconfig import SECRET_KEYS, load_stack_config
-from bazbii_plan.stackfile import read_stack_file
 from bazbii_plan.transitions import transition_problems
 from bazbii_plan.walk import record_by_walking, walk
-from offline_preview.harness import REPO_ROOT
 
 NAMES = {"infra": ["mvp", "a", "b", "c"], "dns": ["baseline", "low", "switched"]}
 
@@ -44,15 +41,6 @@ def test_unknown_previous_fails_closed_unless_override():
 def test_applied_step_removed_from_plan_is_reported():
     (problem,) = transition_problems(NAMES, {"infra": "gone", "dns": "low"}, {"infra": "a", "dns": "low"})
     assert "no longer in the plan" in problem
-
-
-@pytest.fixture(scope="module")
-def prod():
-    values, secret_keys, _ = read_stack_file(REPO_ROOT / "Pulumi.prod.yaml")
-    for key in SECRET_KEYS:
-        values[key] = "placeholder"
-        secret_keys.add(key)
-    return load_stack_config(values, secret_keys)
 
 
 def test_walk_moves_one_track_one_step_at_a_time_and_honours_requires(prod):
