@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -210,6 +211,18 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
         report.events.append(text)
         log.info("switchover: %s", text)
 
+    @contextmanager
+    def abortable_step(stage: str, failure: str):
+        """A timed step before promotion: any error records its time, then aborts (un-fence, RESUME)."""
+        enter(stage)
+        started = time.monotonic()
+        try:
+            yield
+        except Exception as exc:
+            report.steps_ms[stage] = _ms(started)
+            raise abort(f"{failure}: {exc}") from None
+        report.steps_ms[stage] = _ms(started)
+
     def abort(reason: str) -> SwitchoverAborted:
         """Undo everything done so far (un-fence, RESUME). Only valid before pg_promote."""
         if staged is not None:
@@ -336,19 +349,11 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
             raise abort(f"PAUSE failed: {exc}") from None
         report.steps_ms["pause"] = _ms(t)
 
-        enter("fence")
-        t = time.monotonic()
-        try:
+        with abortable_step("fence", "fence failed"):
             state["fenced"] = True  # set before: a half-applied ALTER SYSTEM must be undone too
             fence(old, config.fence_timeout)
-        except Exception as exc:
-            report.steps_ms["fence"] = _ms(t)
-            raise abort(f"fence failed: {exc}") from None
-        report.steps_ms["fence"] = _ms(t)
 
-        enter("lsn")
-        t = time.monotonic()
-        try:
+        with abortable_step("lsn", "reading the fenced LSN failed"):
             fenced = parse_lsn(old.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
             report.fenced_lsn = format_lsn(fenced)
             deadline = time.monotonic() + config.catchup_timeout
@@ -356,14 +361,8 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"old primary did not flush WAL up to {report.fenced_lsn}")
                 time.sleep(config.poll_interval)
-        except Exception as exc:
-            report.steps_ms["lsn"] = _ms(t)
-            raise abort(f"reading the fenced LSN failed: {exc}") from None
-        report.steps_ms["lsn"] = _ms(t)
 
-        enter("catchup")
-        t = time.monotonic()
-        try:
+        with abortable_step("catchup", "catch-up failed"):
             replayed = parse_lsn(new.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]) or 0
             if fenced - replayed >= config.max_lag_bytes:
                 raise RuntimeError(f"replica is {fenced - replayed} bytes behind the fenced LSN "
@@ -374,10 +373,6 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
             if not reached:
                 raise RuntimeError(f"replica replayed only to {format_lsn(replayed)}, not the fenced "
                                    f"{report.fenced_lsn}, within {config.catchup_timeout:g} s")
-        except Exception as exc:
-            report.steps_ms["catchup"] = _ms(t)
-            raise abort(f"catch-up failed: {exc}") from None
-        report.steps_ms["catchup"] = _ms(t)
 
         enter("promote")
         t = time.monotonic()
