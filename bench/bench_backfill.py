@@ -8,7 +8,7 @@ and reports in one run:
 * the OLTP load's p99 latency during the backfill relative to its own baseline   target <= 1.5x
 * the longest time one batch held its row locks (UPDATE start -> COMMIT)          target <= 50 ms
 
-    venv/bin/python bench/bench_backfill.py [--rows 1000000] [--batch-size 5000] [--controls] [--strict]
+    venv/bin/python -m bench.bench_backfill [--rows 1000000] [--batch-size 5000] [--controls] [--strict]
 """
 
 from __future__ import annotations
@@ -19,18 +19,16 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import psycopg
 from psycopg import sql
 from rich.console import Console
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bazbii_db.migrations.backfill import Backfill, BackfillConfig  # noqa: E402
-from bazbii_db.migrations.journal import Journal  # noqa: E402
-from bazbii_db.migrations.spec import BackfillSpec  # noqa: E402
-from bench._schema_common import LoadResult, OltpLoad, percentile, start_cluster, stop_cluster  # noqa: E402
+from bazbii_db.migrations.backfill import Backfill, BackfillConfig
+from bazbii_db.migrations.journal import Journal
+from bazbii_db.migrations.spec import BackfillSpec
+from testsupport.schema_load import LoadResult, OltpLoad, percentile, start_cluster, stop_cluster
 
 TARGET_RATIO, TARGET_P99, TARGET_HOLD_MS = 0.8, 1.5, 50.0
 

@@ -1,6 +1,6 @@
 """Benchmark: planned switchover through PgBouncer vs. a naive reconnect, under 8 writer threads.
 
-Not a test: run it by hand (``./venv/bin/python bench/bench_switchover.py``). Every run starts
+Not a test: run it by hand (``./venv/bin/python -m bench.bench_switchover``). Every run starts
 from a fresh local topology (primary, pg_basebackup replica, PgBouncer on 127.0.0.1), runs a
 bounded write load (UPDATE + SELECT + INSERT per transaction, every acknowledged commit
 recorded), switches over in the middle and then checks every acknowledged commit on the new
@@ -28,13 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from bench._replication_common import (APP_DB, APP_PASSWORD, APP_USER, WriteLoad, build_topology,  # noqa: E402
+from testsupport.replication_topology import (APP_DB, APP_PASSWORD, APP_USER, WriteLoad, build_topology,
                                        missing_acked, wait_streaming)
-from bazbii_db.replication import (GateConfig, SwitchoverConfig, planned_switchover,  # noqa: E402
+from bazbii_db.replication import (GateConfig, SwitchoverConfig, planned_switchover,
                                    require_lag_gate)
 
 STEPS = ("pause", "fence", "lsn", "catchup", "promote", "reload", "resume")

@@ -4,7 +4,7 @@
 # servers as the non-root `postgres` user; no system service is used).
 #   scripts/bootstrap.sh            runtime packages (offline preview)
 #   scripts/bootstrap.sh --dev      + test tools
-#   scripts/bootstrap.sh --with-db  + PostgreSQL and PgBouncer from apt
+#   scripts/bootstrap.sh --with-db  + the real servers from apt (PostgreSQL, PgBouncer, sshd, Prometheus, HAProxy, nginx, nsd, unbound)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,11 +22,29 @@ as_root() {
     echo "bootstrap: need root (or sudo) to run: $*" >&2; exit 1; fi
 }
 
+# Debian packages of the real servers the tests and the rehearsal start as plain processes on
+# loopback (never as system services): PostgreSQL 15 + PgBouncer, sshd (the SSH-driven data-plane
+# commands), Prometheus + the PostgreSQL exporter (live-metric gates), HAProxy, nginx, nsd and
+# unbound (the rehearsal's load balancer, gateway and DNS).
+SERVER_PACKAGES="postgresql-15 pgbouncer openssh-server prometheus prometheus-postgres-exporter haproxy nginx-light nsd unbound"
+missing_packages() {
+  for package in $SERVER_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || printf '%s ' "$package"
+  done
+}
 if [ "$with_db" = 1 ]; then
-  if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || [ ! -x /usr/sbin/pgbouncer ] || ! id postgres >/dev/null 2>&1; then
-    echo "bootstrap: installing postgresql-15 and pgbouncer (apt)" >&2
+  missing=$(missing_packages)
+  if [ -n "$missing" ] || ! id postgres >/dev/null 2>&1; then
+    echo "bootstrap: installing $missing(apt)" >&2
+    # apt must not start any of them as a service: tests start their own on loopback.
+    created_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+      as_root chmod 755 /usr/sbin/policy-rc.d; created_policy=1
+    fi
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 pgbouncer >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $SERVER_PACKAGES >/dev/null
+    [ "$created_policy" = 1 ] && as_root rm -f /usr/sbin/policy-rc.d
   fi
 fi
 

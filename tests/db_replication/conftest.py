@@ -1,28 +1,23 @@
 """Fixtures: real PostgreSQL 15 primary + pg_basebackup replica + PgBouncer on 127.0.0.1.
 
-Servers run as the non-root ``postgres`` user (bazbii_db.localcluster). ``shared_topo`` is
+Servers run as the non-root ``postgres`` user (testsupport.localcluster). ``shared_topo`` is
 one topology for the tests that leave it as they found it; ``fresh_topo`` builds a new one
 per test (switchover tests promote the replica, so they cannot share).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import psycopg
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from bench._replication_common import (APP_DB, Topology, build_topology,  # noqa: E402
+from testsupport.replication_topology import (APP_DB, Topology, build_topology,
                                        wait_streaming)
 
 
 def _require_binaries() -> None:
-    from bazbii_db.localcluster import pg_bin_dir, pgbouncer_binary
+    from testsupport.localcluster import pg_bin_dir, pgbouncer_binary
     try:
         pg_bin_dir()
         pgbouncer_binary()

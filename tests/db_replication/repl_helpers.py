@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 import psycopg
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from bench._replication_common import APP_DB, Topology, wait_streaming  # noqa: E402
+from testsupport.replication_topology import APP_DB, Topology, wait_streaming
 
 
 def su(topo: Topology, which: str = "primary", dbname: str = APP_DB) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from repl_helpers import execute, su
-from bench._replication_common import WriteLoad
+from testsupport.replication_topology import WriteLoad
 from bazbii_db.replication import check_consistency, parse_lsn
 
 pytestmark = pytest.mark.timeout(90)

@@ -13,7 +13,7 @@ import pulumi
 import pytest
 
 from repl_helpers import execute, su
-from bench._replication_common import APP_DB, WriteLoad, missing_acked
+from testsupport.replication_topology import APP_DB, WriteLoad, missing_acked
 from bazbii_db.replication import apply_ops_grants
 from components.providers.replication import (PlannedSwitchover, PlannedSwitchoverProvider, ReplicaLagGate,
                                               ReplicaLagGateProvider)

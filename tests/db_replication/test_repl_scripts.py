@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from repl_helpers import execute
-from bazbii_db.localcluster import LocalCluster, free_port, pg_bin_dir
+from testsupport.localcluster import LocalCluster, free_port, pg_bin_dir
 from bazbii_db.replication import (GateConfig, drop_replication_slot, replica_setup_script, retire_primary_script,
                                    run_lag_gate, verify_streaming)
 

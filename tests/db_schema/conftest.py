@@ -1,6 +1,6 @@
 """Fixtures for the schema-migration tests: one throwaway PostgreSQL 15 cluster per session.
 
-The cluster (bazbii_db.localcluster) runs on 127.0.0.1 as the non-root ``postgres`` user and is
+The cluster (testsupport.localcluster) runs on 127.0.0.1 as the non-root ``postgres`` user and is
 removed at the end. Every test gets its own database (``db`` fixture) so tests cannot see each
 other's schema. A streaming replica is built on demand (``replica``) for the lag-throttle tests.
 """
@@ -10,22 +10,19 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
+
+from testsupport.localcluster import LocalCluster, make_workdir, remove_workdir
+from bazbii_db.migrations import MigrationRunner, RunnerConfig
+from bazbii_db.migrations.backfill import BackfillConfig
+from bazbii_db.migrations.executor import DdlConfig
+
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bazbii_db.localcluster import LocalCluster, make_workdir, remove_workdir  # noqa: E402
-from bazbii_db.migrations import MigrationRunner, RunnerConfig  # noqa: E402
-from bazbii_db.migrations.backfill import BackfillConfig  # noqa: E402
-from bazbii_db.migrations.executor import DdlConfig  # noqa: E402
-
 MIGRATIONS = REPO / "migrations"
 _counter = itertools.count()
 

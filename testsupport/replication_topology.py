@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,11 +17,8 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from bazbii_db.localcluster import (SERVICE_USER, LocalCluster, LocalPgBouncer, make_workdir,  # noqa: E402
+from testsupport.localcluster import (SERVICE_USER, LocalCluster, LocalPgBouncer, make_workdir,
                                     remove_workdir)
 
 APP_USER = "app"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bazbii_db.localcluster import LocalCluster, make_workdir, remove_workdir
+from testsupport.localcluster import LocalCluster, make_workdir, remove_workdir
 
 BENCH_CONF = {
     "shared_buffers": "512MB",
