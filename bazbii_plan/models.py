@@ -19,6 +19,9 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from bazbii_plan.facts import (DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_LAG_BYTES, DEFAULT_PAUSE_TIMEOUT_SECONDS, DEFAULT_PG_VERSION,
+                               SUPPORTED_PG_VERSIONS)
+
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
 SLOT_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 HOSTNAME_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
@@ -88,7 +91,7 @@ class Server(Model):
 class LagGate(Model):
     """Replication lag gate: the max over ``windowSeconds`` must stay below ``maxBytes``."""
 
-    max_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_bytes: int = Field(default=DEFAULT_MAX_LAG_BYTES, ge=1)
     window_seconds: float = Field(default=1.0, gt=0, le=60)
     timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
 
@@ -105,7 +108,7 @@ class Pooler(Model):
     server: str = Field(pattern=NAME_PATTERN)
     port: Annotated[int, between(1, 65535)] = Field(default=6432)
     pool_mode: Literal["transaction", "session"] = "transaction"
-    pause_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    pause_timeout_seconds: float = Field(default=DEFAULT_PAUSE_TIMEOUT_SECONDS, gt=0, le=120)
 
 
 class Switchover(Model):
@@ -119,7 +122,7 @@ class Database(Model):
     user: str = Field(default="bazbii", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     replication_user: str = Field(default="replicator", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     port: Annotated[int, between(1, 65535)] = Field(default=5432)
-    version: Literal[15, 16] = 15
+    version: Literal[SUPPORTED_PG_VERSIONS] = DEFAULT_PG_VERSION  # type: ignore[valid-type]
     primary: str = Field(pattern=NAME_PATTERN)
     replicas: dict[str, Replica] = Field(default_factory=dict)
     pooler: Pooler
@@ -237,7 +240,7 @@ class Rollout(Model):
     min_ready_seconds: Annotated[int, between(0, 600)] = Field(default=10)
     progress_deadline_seconds: Annotated[int, between(30, 3600)] = Field(default=120)
     revision_history_limit: Annotated[int, between(0, 50)] = Field(default=5)
-    drain_seconds: Annotated[int, between(0, 600)] = Field(default=15, description="preStop sleep while endpoints drain")
+    drain_seconds: Annotated[int, between(0, 600)] = Field(default=DEFAULT_DRAIN_SECONDS, description="preStop sleep while endpoints drain")
     termination_grace_period_seconds: Annotated[int, between(1, 3600)] = Field(default=45)
     readiness_path: str = Field(default="/readyz", pattern=r"^/[A-Za-z0-9._/-]*$")
     pdb_max_unavailable: int = Field(default=1, ge=0)

@@ -43,11 +43,6 @@ def q(value: object) -> str:
     return shlex.quote(str(value))
 
 
-def image_tag(image: str) -> str:
-    """``registry/repo:1.2.3`` -> ``1.2.3``."""
-    return image.rsplit(":", 1)[1]
-
-
 def k8s_name(text: str) -> str:
     """A DNS-1123 label from arbitrary config text (``0002_add_category`` -> ``0002-add-category``)."""
     name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")

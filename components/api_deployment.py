@@ -38,15 +38,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from bazbii_plan import models
-from components._util import TYPE_PREFIX, child_opts, inherit_depends_on, image_tag
+from bazbii_plan.facts import NAME_LABEL, PART_OF_LABELS, SERVING_LABEL, TRACK_LABEL, VERSION_LABEL, image_tag
+from components._util import TYPE_PREFIX, child_opts, inherit_depends_on
 
 API_NODE_PORT = 30080
 DB_SECRET_NAME = "bazbii-db"
-NAME_LABEL = "app.kubernetes.io/name"
-TRACK_LABEL = "bazbii.io/track"
-SERVING_LABEL = "bazbii.io/serving"
-VERSION_LABEL = "app.kubernetes.io/version"
-PART_OF = {"app.kubernetes.io/part-of": "bazbii", "app.kubernetes.io/managed-by": "pulumi"}
+PART_OF = PART_OF_LABELS
 
 
 @dataclass(frozen=True)

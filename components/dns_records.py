@@ -10,8 +10,7 @@ for proxied records). The cutover of a DNS-only record is done in steps of the
 
 This component declares exactly the state of the current step; the timing
 rules between steps (old TTL expired, one change at a time) are checked by the
-phase gate and the policies, which see the last applied record.
-:func:`cutover_problems` states the same rule for one pair of states.
+phase gate and the policies (``policies/rules/dns.py``), which see the last applied record.
 """
 
 from __future__ import annotations
@@ -40,16 +39,6 @@ def fqdn(name: str, zone: str) -> str:
     if name == "@":
         return zone
     return name if name == zone or name.endswith("." + zone) else f"{name}.{zone}"
-
-
-def cutover_problems(before: models.DnsRecord, after: models.DnsRecord) -> list[str]:
-    """A content change of a DNS-only record must come at an already lowered TTL, with the TTL unchanged."""
-    if before.content == after.content or after.proxied:
-        return []
-    problems = []
-    if after.ttl != before.ttl:
-        problems.append("content and TTL change together; lower the TTL in an earlier step")
-    return problems
 
 
 class DnsRecords(pulumi.ComponentResource):

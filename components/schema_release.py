@@ -45,14 +45,13 @@ from pulumi_command import local
 from bazbii_db.migrations.spec import METADATA_FILE, MigrationSpecError, list_migrations, load_migration
 from bazbii_plan import models
 from bazbii_plan.errors import ConfigError, config_key
+from bazbii_plan.facts import (MIGRATION_CHECKSUM_ANNOTATION, MIGRATION_ID_LABEL, MIGRATION_STAGE_LABEL, PART_OF_LABELS,
+                               WORKER_SELECTOR)
 from components._util import TYPE_PREFIX, child_opts, inherit_depends_on, k8s_name, q, script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MOUNT_ROOT = "/var/lib/bazbii/migrations"
-ID_LABEL = "bazbii.io/migration-id"
-STAGE_LABEL = "bazbii.io/migration-stage"
-CHECKSUM_ANNOTATION = "bazbii.io/migration-checksum"
-WORKER_SELECTOR = "app.kubernetes.io/name=worker"
+ID_LABEL, STAGE_LABEL, CHECKSUM_ANNOTATION = MIGRATION_ID_LABEL, MIGRATION_STAGE_LABEL, MIGRATION_CHECKSUM_ANNOTATION
 
 
 @dataclass(frozen=True)
@@ -199,8 +198,7 @@ class SchemaRelease(pulumi.ComponentResource):
         labels = {
             ID_LABEL: k8s_name(bundle.migration_id),
             STAGE_LABEL: bundle.stage,
-            "app.kubernetes.io/part-of": "bazbii",
-            "app.kubernetes.io/managed-by": "pulumi",
+            **PART_OF_LABELS,
         }
         annotations = {CHECKSUM_ANNOTATION: bundle.checksum}
         base = f"migration-{k8s_name(bundle.migration_id)}-{bundle.stage}"

@@ -34,6 +34,8 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+from bazbii_plan.facts import DEFAULT_CANARY_LADDER, DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_LAG_BYTES, DEFAULT_TRAFFIC_LADDER
+
 from .rules import database, dns, kubernetes, plan, schema, traffic
 from .rules.common import Finding, Transition, cfg_ladder, cfg_number, dig, has_key, is_gate, number, plain
 
@@ -42,12 +44,12 @@ DEFAULT_ENFORCEMENT = EnforcementLevel.MANDATORY
 
 # --------------------------------------------------------------------------- config
 DEFAULTS: dict[str, Any] = {
-    "trafficLadder": [0, 10, 50, 100],
-    "canaryLadder": [0, 10, 50, 100],
+    "trafficLadder": list(DEFAULT_TRAFFIC_LADDER),
+    "canaryLadder": list(DEFAULT_CANARY_LADDER),
     "maxTtlForSwitch": 300,
     "assumedOldTtlSeconds": 86400,
-    "maxReplicaLagBytes": 1024 * 1024,
-    "drainSeconds": 15,
+    "maxReplicaLagBytes": DEFAULT_MAX_LAG_BYTES,
+    "drainSeconds": DEFAULT_DRAIN_SECONDS,
     "minRevisionHistory": 2,
 }
 

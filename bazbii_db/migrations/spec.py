@@ -26,13 +26,9 @@ from pglast import ast, parse_sql
 from pglast.parser import ParseError
 
 from bazbii_db.sql_safety import ERROR, STAGES, Finding, Statement, split_statements
+from bazbii_plan.facts import STAGE_FILES
 
 METADATA_FILE = "migration.toml"
-STAGE_FILES = {
-    "expand": ("expand.sql",),
-    "migrate": ("migrate.sql", "migrate_after.sql"),
-    "contract": ("contract.sql",),
-}
 
 
 class MigrationSpecError(Exception):

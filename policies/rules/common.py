@@ -15,12 +15,12 @@ are always known at preview.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Optional
 
+from bazbii_plan.facts import image_tag, parse_version  # noqa: F401  (re-exported to the rules)
 from bazbii_plan.record import parse_time
 from bazbii_plan.transitions import Move, moves
 
@@ -243,25 +243,4 @@ class Transition:
 
 
 # --------------------------------------------------------------------------- images
-SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
-
-
-def image_tag(image: str) -> Optional[str]:
-    """The tag of ``registry/repo:tag`` (None when there is none, or only a digest)."""
-    if not isinstance(image, str) or not image:
-        return None
-    name = image.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    if ":" not in last:
-        return None
-    return last.rsplit(":", 1)[1] or None
-
-
-def semver(tag: Optional[str]) -> Optional[tuple[int, int, int, int]]:
-    """``(major, minor, patch, 1)``; a pre-release (``2.0.0-rc1``) sorts below its release (last item 0)."""
-    if not tag:
-        return None
-    match = SEMVER.match(tag)
-    if not match:
-        return None
-    return (int(match[1]), int(match[2]), int(match[3]), 0 if match[4] else 1)
+# Image tags and versions have one meaning everywhere: bazbii_plan.facts.

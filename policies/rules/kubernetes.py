@@ -10,12 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping, Optional
 
+from bazbii_plan.facts import NAME_LABEL, SERVING_LABEL, TRACK_LABEL  # noqa: F401  (rules select on them)
+
 from .common import Finding, Transition, dig, fmt, image_tag, next_rung, number
 
-SERVING_LABEL = "bazbii.io/serving"
-TRACK_LABEL = "bazbii.io/track"
-NAME_LABEL = "app.kubernetes.io/name"
-DEFAULT_CANARY_LADDER = (0, 10, 50, 100)
 
 
 def _labels(props: Mapping[str, Any]) -> dict:

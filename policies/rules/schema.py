@@ -16,37 +16,26 @@ import re
 from typing import Any, Iterable, Mapping, Optional
 
 from bazbii_db.sql_safety import ERROR, STAGES, analyse_sql, validated_checks_after
+from bazbii_plan.facts import MIGRATION_ID_LABEL, MIGRATION_STAGE_LABEL, STAGE_FILES, VERSION_FORMAT, version_from_image
 
-from .common import Finding, Transition, dig, image_tag, semver
+from .common import Finding, Transition, dig, image_tag, parse_version
 
-MIGRATION_ID_LABEL = "bazbii.io/migration-id"
-MIGRATION_STAGE_LABEL = "bazbii.io/migration-stage"
 DESTRUCTIVE_RULE = "destructive-ddl-outside-contract"
-# Which files of a migration directory each stage runs, in order (bazbii_db.migrations.spec.STAGE_FILES).
-STAGE_FILES = {
-    "expand": ("expand.sql",),
-    "migrate": ("migrate.sql", "migrate_after.sql"),
-    "contract": ("contract.sql",),
-}
-
-
-def _version_text(v: tuple) -> str:
-    return f"{v[0]}.{v[1]}.{v[2]}" + ("" if v[3] else "-pre")
 
 
 def images_below(images: Iterable[tuple[str, str]], required: str) -> list[tuple[str, str, str]]:
-    """``(where, image, why)`` for every image that is not a semver tag >= ``required``."""
-    need = semver(required)
+    """``(where, image, why)`` for every image whose tag is not a version >= ``required``."""
+    need = parse_version(required)
     out = []
     for where, image in images:
-        tag = image_tag(image)
-        version = semver(tag)
+        version = version_from_image(image)
         if need is None:
-            out.append((where, image, f"the required version {required!r} is not semver"))
+            out.append((where, image, f"the required version {required!r} is not a version {VERSION_FORMAT}"))
         elif version is None:
-            out.append((where, image, f"tag {tag!r} is not a semver version, so its version is unknown"))
+            out.append((where, image, f"tag {image_tag(image)!r} is not a version {VERSION_FORMAT}, "
+                                      "so its version is unknown"))
         elif version < need:
-            out.append((where, image, f"{_version_text(version)} < {required}"))
+            out.append((where, image, f"{version} < {required}"))
     return out
 
 

@@ -13,7 +13,6 @@ from typing import Any, Mapping, Optional
 
 from .common import UNKNOWN, Finding, Transition, dig, fmt, next_rung, number, peek
 
-DEFAULT_LADDER = (0, 10, 50, 100)
 
 
 def _pools(state: Optional[Mapping[str, Any]]) -> dict[str, dict]:

@@ -15,14 +15,30 @@ from bazbii_db.migrations.spec import BackfillSpec, DualWriteSpec
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.mark.parametrize("a,b", [("1.9.9", "2.0.0"), ("2.0.0-rc.1", "2.0.0"), ("2.0", "2.0.1"), ("v1.10.0", "1.11"),
+@pytest.mark.parametrize("a,b", [("1.9.9", "2.0.0"), ("2.0.0-rc.1", "2.0.0"), ("2.0.0", "2.0.1"), ("v1.10.0", "1.11.0"),
                                  ("2.0.0-alpha", "2.0.0-beta"), ("2.0.0-1", "2.0.0-alpha")])
 def test_version_ordering(a, b):
     assert parse_version(a) < parse_version(b)
 
 
-def test_version_equality_ignores_padding_and_build():
-    assert parse_version("2.0") == parse_version("2.0.0+build.5") == parse_version("v2.0.0")
+def test_version_equality_ignores_prefix_and_build():
+    assert parse_version("2.0.0") == parse_version("2.0.0+build.5") == parse_version("v2.0.0")
+
+
+@pytest.mark.parametrize("text", ["2.0", "2", "2.0.0.1", "latest", "2.0.0-", "2.0.0-rc..1", ""])
+def test_short_or_malformed_versions_are_refused(text):
+    """One meaning with the contract policy: a version is MAJOR.MINOR.PATCH (a `2.0` tag may be moving)."""
+    assert parse_version(text) is None
+
+
+def test_runner_and_contract_policy_agree_on_a_short_tag():
+    from policies.rules.schema import images_below
+    image = "registry.example.com/bazbii/api:2.0"
+    assert version_from_image(image) is None
+    with pytest.raises(ContractRefused, match="no readable version"):
+        check_contract_allowed("2.0.0", [image])
+    assert [why for _, _, why in images_below([("app.api", image)], "2.0.0")] == [
+        "tag '2.0' is not a version MAJOR.MINOR.PATCH (e.g. 2.0.0 or 2.0.0-rc.1), so its version is unknown"]
 
 
 @pytest.mark.parametrize("ref,expected", [

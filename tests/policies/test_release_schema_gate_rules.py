@@ -77,4 +77,4 @@ def test_contract_with_a_latest_image_is_denied_as_unknown_version():
     edited = PROD.edit(edit)
     at = dict(DNS, release="api-2.0")
     result = preview(edited.at(schema="0002-contract", **at), edited.at(schema="0002-migrate", **at), origin="plan-walk")
-    assert any("tag 'latest' is not a semver version" in m for m in result.messages("schema-contract-after-app-rollout"))
+    assert any("tag 'latest' is not a version MAJOR.MINOR.PATCH" in m for m in result.messages("schema-contract-after-app-rollout"))

@@ -1,0 +1,165 @@
+"""Facts shared by the program, the policy pack and the database tools: each one is defined here only.
+
+Pure Python (no Pulumi, no psycopg import), so every layer may import it:
+``components/`` (what the program registers), ``policies/`` (what the pack
+checks), ``bazbii_db/`` (what the runner and the switchover do on the servers).
+When two of them must agree on a fact (a label a policy selects on, the file a
+migration stage runs, what counts as an image's version), they read it here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import total_ordering
+from typing import Optional
+
+# --------------------------------------------------------------------------- Kubernetes labels
+NAME_LABEL = "app.kubernetes.io/name"
+VERSION_LABEL = "app.kubernetes.io/version"
+PART_OF_LABELS = {"app.kubernetes.io/part-of": "bazbii", "app.kubernetes.io/managed-by": "pulumi"}
+TRACK_LABEL = "bazbii.io/track"  # stable | canary
+SERVING_LABEL = "bazbii.io/serving"  # "true" on every Deployment behind the API Service
+WORKER_NAME = "worker"
+WORKER_SELECTOR = f"{NAME_LABEL}={WORKER_NAME}"
+
+# --------------------------------------------------------------------------- schema migrations
+MIGRATION_ID_LABEL = "bazbii.io/migration-id"
+MIGRATION_STAGE_LABEL = "bazbii.io/migration-stage"
+MIGRATION_CHECKSUM_ANNOTATION = "bazbii.io/migration-checksum"
+MIGRATION_STAGES = ("expand", "migrate", "contract")
+# Which files of a migration directory each stage runs, in order.
+STAGE_FILES: dict[str, tuple[str, ...]] = {
+    "expand": ("expand.sql",),
+    "migrate": ("migrate.sql", "migrate_after.sql"),
+    "contract": ("contract.sql",),
+}
+
+# --------------------------------------------------------------------------- safety defaults
+# The plan's models, the policy pack's config and the database tools' CLIs default to these.
+DEFAULT_MAX_LAG_BYTES = 1024 * 1024  # replica replay lag gate (bytes)
+DEFAULT_PAUSE_TIMEOUT_SECONDS = 5.0  # PgBouncer PAUSE during a switchover
+DEFAULT_DRAIN_SECONDS = 15  # preStop sleep while endpoints drain
+DEFAULT_TRAFFIC_LADDER = (0, 10, 50, 100)  # load-balancer pool weights, percent
+DEFAULT_CANARY_LADDER = (0, 10, 50, 100)  # canary share of the API pods, percent
+
+# --------------------------------------------------------------------------- PostgreSQL on the servers
+SUPPORTED_PG_VERSIONS = (15, 16)
+DEFAULT_PG_VERSION = 15
+
+
+@dataclass(frozen=True)
+class PgPaths:
+    """Debian/PGDG layout of one PostgreSQL major version on a server."""
+
+    version: int
+
+    @property
+    def bin(self) -> str:
+        return f"/usr/lib/postgresql/{self.version}/bin"
+
+    @property
+    def datadir(self) -> str:
+        return f"/var/lib/postgresql/{self.version}/main"
+
+    @property
+    def confdir(self) -> str:
+        return f"/etc/postgresql/{self.version}/main"
+
+    @property
+    def start_conf(self) -> str:
+        return f"{self.confdir}/start.conf"
+
+    @property
+    def unit(self) -> str:
+        return f"postgresql@{self.version}-main"
+
+    @property
+    def passfile(self) -> str:
+        return f"/var/lib/postgresql/{self.version}/replication.pgpass"
+
+
+def pg_paths(version: int = DEFAULT_PG_VERSION) -> PgPaths:
+    if version not in SUPPORTED_PG_VERSIONS:
+        raise ValueError(f"PostgreSQL {version} is not supported (supported: {SUPPORTED_PG_VERSIONS})")
+    return PgPaths(version)
+
+
+# --------------------------------------------------------------------------- versions and image tags
+# One meaning everywhere (the contract policy, the migration runner, the flags rules): a version is
+# MAJOR.MINOR.PATCH, optionally ``v``-prefixed, with an optional pre-release and build metadata.
+# A shorter tag such as ``2.0`` is refused: it is usually a moving tag, so what runs is unknown.
+SEMVER = re.compile(r"^[vV]?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
+VERSION_FORMAT = "MAJOR.MINOR.PATCH (e.g. 2.0.0 or 2.0.0-rc.1)"
+
+
+@total_ordering
+@dataclass(frozen=True)
+class Version:
+    release: tuple[int, int, int]
+    prerelease: tuple[object, ...] = ()  # empty = a final release, which sorts after its pre-releases
+    text: str = ""
+
+    def _key(self):
+        pre = tuple((0, p, "") if isinstance(p, int) else (1, 0, p) for p in self.prerelease)
+        return (self.release, 1 if not self.prerelease else 0, pre)
+
+    def __lt__(self, other: "Version") -> bool:
+        return self._key() < other._key()
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Version) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __str__(self) -> str:
+        return self.text or ".".join(map(str, self.release))
+
+
+def parse_version(text: object) -> Optional[Version]:
+    """``2.0.0``, ``v2.0.0``, ``2.0.0-rc.1`` (build metadata ``+...`` is ignored); None otherwise."""
+    if not isinstance(text, str):
+        return None
+    raw = text.strip()
+    match = SEMVER.match(raw)
+    if not match:
+        return None
+    pre = match[4]
+    items = pre.split(".") if pre else []
+    if any(not item for item in items):
+        return None
+    prerelease = tuple(int(i) if i.isdigit() else i for i in items)
+    return Version((int(match[1]), int(match[2]), int(match[3])), prerelease, raw)
+
+
+def image_tag(image: object) -> Optional[str]:
+    """The tag of ``registry[:port]/repo:tag[@digest]`` (None when there is none, or only a digest)."""
+    if not isinstance(image, str) or not image.strip():
+        return None
+    name = image.strip().split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None
+    return last.rsplit(":", 1)[1] or None
+
+
+def version_from_image(image: object) -> Optional[Version]:
+    """The version in an image reference's tag, or in a bare version string; None when unreadable."""
+    if not isinstance(image, str) or not image.strip():
+        return None
+    tag = image_tag(image)
+    if tag is not None:
+        return parse_version(tag)
+    name = image.strip().split("@", 1)[0]
+    return None if "/" in name else parse_version(name)  # an image without a tag means :latest
+
+
+def version_problem(image: str) -> Optional[str]:
+    """Why an image reference has no usable version, in words (None when it has one)."""
+    tag = image_tag(image)
+    if tag is None:
+        return f"image {image!r} has no version tag (it would run whatever :latest is)"
+    if parse_version(tag) is None:
+        return f"image {image!r} has tag {tag!r}, which is not a version {VERSION_FORMAT}"
+    return None
