@@ -25,6 +25,7 @@ from pathlib import Path
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
 
+from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError
 from bazbii_db.sql_safety import ERROR, STAGES, Finding, Statement, split_statements
 
 METADATA_FILE = "migration.toml"
@@ -69,6 +70,15 @@ def _check_expression(expr: str, what: str, file: str, *, predicate: bool = Fals
         raise MigrationSpecError(f"{what}: must be a single SQL expression", file)
 
 
+def _latency_budget(data: dict, name: str, file: str) -> LatencyBudget | None:
+    if data.get("latency") in (None, False):
+        return None
+    try:
+        return LatencyBudget.from_mapping(data["latency"], f"backfill {name}: latency")
+    except LatencyConfigError as exc:
+        raise MigrationSpecError(str(exc), file) from None
+
+
 @dataclass(frozen=True)
 class BackfillSpec:
     """One batched data change, applied in primary-key ranges ``key > lo AND key <= hi``.
@@ -90,11 +100,12 @@ class BackfillSpec:
     batch_size: int = 1000
     pause_ms: int = 0
     target_batch_ms: int | None = None
+    latency: LatencyBudget | None = None  # the latency-aware throttle (bazbii_db.migrations.throttle)
 
     def fingerprint(self) -> dict:
         data = asdict(self)
         # batch tuning does not change which rows are touched or how: tuning it is not a "changed file"
-        for tuning in ("batch_size", "pause_ms", "target_batch_ms"):
+        for tuning in ("batch_size", "pause_ms", "target_batch_ms", "latency"):
             data.pop(tuning)
         data["conflict"] = list(self.conflict)
         return data
@@ -102,7 +113,7 @@ class BackfillSpec:
     @classmethod
     def from_toml(cls, data: dict, file: str) -> "BackfillSpec":
         known = {"name", "kind", "table", "key", "set", "target", "columns", "conflict", "where", "batch_size",
-                 "pause_ms", "target_batch_ms"}
+                 "pause_ms", "target_batch_ms", "latency"}
         unknown = set(data) - known
         if unknown:
             raise MigrationSpecError(f"[[backfill]]: unknown keys {sorted(unknown)}", file)
@@ -119,6 +130,7 @@ class BackfillSpec:
             conflict=tuple(data.get("conflict", ())), where=data.get("where"),
             batch_size=int(data.get("batch_size", 1000)), pause_ms=int(data.get("pause_ms", 0)),
             target_batch_ms=data.get("target_batch_ms"),
+            latency=_latency_budget(data, name, file),
         )
         if kind == "update":
             if not spec.set:
