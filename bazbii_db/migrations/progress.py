@@ -100,4 +100,4 @@ class BackfillProgress:
         elapsed = time.monotonic() - self.start
         status = "done" if exc_type is None else f"stopped ({exc_type.__name__})"
         self.console.print(f"{self.label}: {status}: {self.done:,} keys, {self.changed:,} rows changed in "
-                           f"{elapsed:.1f}s ({self.rate():,.0f} rows/s)")
+                           f"{elapsed:.1f}s ({self.rate():,.0f} rows/s)" + (f"; {self.status}" if self.status else ""))
