@@ -6,7 +6,8 @@ backfilled), backfills a freshly built table once per setting:
 
 * the adaptive backfill (``latency`` budget: batch size and pause adapt to the load's latency,
   read by a probe query; budget ``--budget-ratio`` x the baseline it measures itself);
-* every fixed ``BATCH:PAUSE_MS`` setting of ``--sweep``.
+* every fixed ``BATCH:PAUSE_MS`` setting of ``--sweep``;
+* for contrast (not a candidate), one ``UPDATE`` of the whole table (``--no-single`` skips it).
 
 Each run stops after ``--run-s`` seconds at most (its throughput is keys per second over the time
 it ran); the load's p99 counts only the transactions scheduled while the backfill ran. The
@@ -48,6 +49,7 @@ from testsupport.schema_load import LoadResult, OltpLoad, start_cluster, stop_cl
 TARGET_P99, TARGET_THROUGHPUT, TARGET_HOLD_MS = 1.5, 0.9, 50.0
 TABLE = "bench_fill"
 ADAPTIVE = "adaptive"
+SINGLE = "single UPDATE"
 QUICK = dict(rows=50_000, sweep="200:0,2000:0", run_s=4.0, baseline_s=3.0, workers=2, rate=50.0, latency_baseline_s=1.0)
 
 
@@ -138,6 +140,23 @@ def run_backfill(dsn: str, args, label: str, batch: int, pause_ms: int, latency:
                       during.tps, hold, result.batches, final), result
 
 
+def run_single(dsn: str, args) -> RunFigures:
+    """One UPDATE of every row under the same load: every row lock is held for the whole statement."""
+    build_table(dsn, args.rows)
+    load = new_load(dsn, args)
+    load.start(600)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            start = time.time()
+            rows = conn.execute(sql.SQL("UPDATE {} SET category = 'general' WHERE category IS NULL").format(
+                sql.Identifier(TABLE))).rowcount
+            end = time.time()
+    finally:
+        during = load.join()
+    during = during.between(start, end)
+    return RunFigures(SINGLE, rows / (end - start), during.p99, during.tps, (end - start) * 1000.0, 1, "-")
+
+
 def run_round(dsn: str, args, n: int, settings: list[tuple[int, int]], console: Console) -> dict:
     print(f"round {n}: baseline (load alone) {args.baseline_s / 2:g}s, load average {os.getloadavg()[0]:.2f}",
           flush=True)
@@ -155,6 +174,11 @@ def run_round(dsn: str, args, n: int, settings: list[tuple[int, int]], console: 
         runs.append(figures)
         print(f"  {label:<16} {figures.rows_per_s:>10,.0f} rows/s  load p99 {figures.load_p99_ms:7.2f} ms  "
               f"hold max {figures.hold_max_ms:6.1f} ms  final {figures.final}", flush=True)
+    if args.single:
+        figures = run_single(dsn, args)
+        runs.append(figures)
+        print(f"  {SINGLE:<16} {figures.rows_per_s:>10,.0f} rows/s  load p99 {figures.load_p99_ms:7.2f} ms  "
+              f"every row lock held {figures.hold_max_ms:,.0f} ms", flush=True)
     after = measure_baseline(dsn, args, args.baseline_s / 2)
     base = before + after
     print(f"  baseline p99 {base.p99:.2f} ms (before {before.p99:.2f} / after {after.p99:.2f}) at "
@@ -174,7 +198,8 @@ def summarise(rounds: list[dict]) -> dict:
             load_p99_ms=statistics.median(p.load_p99_ms for p in per), p99_ratio=statistics.median(ratios),
             load_tps=statistics.median(p.load_tps for p in per), hold_max_ms=max(p.hold_max_ms for p in per),
             batches=statistics.median(p.batches for p in per), final=per[-1].final))
-    adaptive, fixed = settings[0], settings[1:]
+    adaptive = settings[0]
+    fixed = [s for s in settings[1:] if s["setting"] != SINGLE]
     eligible = [s for s in fixed if s["p99_ratio"] <= TARGET_P99]
     best = max(eligible, key=lambda s: s["rows_per_s"], default=None)
     throughput_vs_best = adaptive["rows_per_s"] / best["rows_per_s"] if best and best["rows_per_s"] else None
@@ -204,7 +229,8 @@ def print_summary(summary: dict, console: Console) -> None:
                 "batches", "final batch / pause"):
         settings.add_column(col, justify="left" if col in ("setting", "final batch / pause") else "right")
     for s in summary["settings"]:
-        settings.add_row(s["setting"], f"{s['rows_per_s']:,.0f}", f"{s['load_p99_ms']:.2f} ms", f"{s['p99_ratio']:.2f}x",
+        label = s["setting"] + (" (contrast)" if s["setting"] == SINGLE else "")
+        settings.add_row(label, f"{s['rows_per_s']:,.0f}", f"{s['load_p99_ms']:.2f} ms", f"{s['p99_ratio']:.2f}x",
                          "yes" if s["p99_ratio"] <= TARGET_P99 else "no", f"{s['hold_max_ms']:.1f} ms",
                          f"{s['batches']:g}", s["final"])
     console.print(settings)
@@ -232,6 +258,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=4, help="OLTP load processes")
     ap.add_argument("--rate", type=float, default=100.0, help="transactions/s per load process")
     ap.add_argument("--baseline-s", type=float, default=10.0, help="the load alone, half before and half after")
+    ap.add_argument("--no-single", dest="single", action="store_false",
+                    help="skip the single-UPDATE contrast run")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON ('-' for stdout)")
     ap.add_argument("--progress", action="store_true", help="show each backfill's progress output")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
