@@ -73,6 +73,9 @@ def _check_expression(expr: str, what: str, file: str, *, predicate: bool = Fals
 def _latency_budget(data: dict, name: str, file: str) -> LatencyBudget | None:
     if data.get("latency") in (None, False):
         return None
+    if data.get("target_batch_ms"):
+        raise MigrationSpecError(f"backfill {name}: target_batch_ms and latency both adapt the batch size; drop "
+                                 "target_batch_ms (latency.max_hold_ms caps each batch's lock hold)", file)
     try:
         return LatencyBudget.from_mapping(data["latency"], f"backfill {name}: latency")
     except LatencyConfigError as exc:

@@ -141,6 +141,8 @@ def test_latency_table_in_the_migration_spec():
         BackfillSpec.from_toml(dict(base, latency={"budget": 2}), "m.toml")
     with pytest.raises(MigrationSpecError, match=r"backfill fill: latency: must be a table of settings or true"):
         BackfillSpec.from_toml(dict(base, latency=1.5), "m.toml")
+    with pytest.raises(MigrationSpecError, match=r"backfill fill: target_batch_ms and latency both adapt"):
+        BackfillSpec.from_toml(dict(base, latency=True, target_batch_ms=20), "m.toml")
 
 
 # --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from bazbii_db.migrations import BackfillError
 from bazbii_db.migrations.backfill import Backfill
 from bazbii_db.migrations.throttle import LatencyBudget, PoolerProbe, Setting
 
-from .conftest import execute, fetch
+from .conftest import apply_all, execute, fetch, runner, write_migration
 from .test_schema_backfill import counters_db, hits_histogram, hits_spec, quiet
 
 pytestmark = pytest.mark.timeout(120)
@@ -160,3 +160,22 @@ def test_latency_settings_that_cannot_work_fail_before_any_row_changes(db):
     with pytest.raises(BackfillError, match="latency.probe is false and no other latency source"):
         Backfill(db, "m", hits_spec(name="h3"), "c", quiet(latency=LatencyBudget(probe=False))).run()
     assert hits_histogram(db) == [(0, 500)]
+
+
+def test_the_migration_toml_latency_table_reaches_the_backfill(db, small_dir):
+    import shutil
+
+    shutil.rmtree(small_dir / "0002_add_category")
+    apply_all(db, small_dir, "0001_init")
+    write_migration(small_dir, "0007_counters",
+                    '[[backfill]]\nname = "hits"\ntable = "counters"\nset = { hits = "hits + 1" }\nbatch_size = 100\n'
+                    '[backfill.latency]\nbudget_ratio = 3.0\nbaseline_s = 0.3\nwindow_s = 0.2\nmin_samples = 3\n'
+                    'probe_interval_ms = 10\ncontrol_interval_s = 0.02\n',
+                    expand="CREATE TABLE IF NOT EXISTS counters (id bigint PRIMARY KEY, hits integer NOT NULL "
+                           "DEFAULT 0);\n")
+    runner(db, small_dir).apply("0007_counters", "expand")
+    execute(db, "INSERT INTO counters (id) SELECT g FROM generate_series(1, 3000) g")
+    fill = runner(db, small_dir).apply("0007_counters", "migrate").backfills[0]
+    (baseline,) = fill.latency_baseline_ms.values()
+    assert fill.latency_budget_ms["probe"] == pytest.approx(3.0 * baseline)
+    assert fill.rows_changed == 3000 and hits_histogram(db) == [(1, 3000)]
