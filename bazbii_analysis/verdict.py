@@ -11,23 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from bazbii_plan.gates import format_duration
+from bazbii_plan.gates import format_duration, format_value as _number
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
-
-
-def _number(value: Optional[float], kind: str) -> str:
-    if value is None:
-        return "n/a"
-    if kind == "errorRatio":
-        return f"{value * 100:.2f} %"
-    if kind == "latencyQuantile":
-        return f"{value * 1000:.0f} ms"
-    if kind in ("soak",):
-        return format_duration(value)
-    if float(value).is_integer():
-        return f"{value:.0f}"
-    return f"{value:.4g}"
+UNWINDOWED = ("soak", "data")  # results that are not computed over a metrics window
 
 
 @dataclass
@@ -45,6 +32,9 @@ class SignalResult:
     reason: str = ""
     query: str = ""
 
+    def shown_value(self) -> str:
+        return _number(self.value, self.kind)
+
     def threshold(self) -> str:
         parts = []
         if self.min is not None:
@@ -58,8 +48,8 @@ class SignalResult:
 
     def line(self) -> str:
         """``FAIL error-ratio [pool server2]: 3.00 % (threshold <= 1.00 %) over 10m, 4210 requests``."""
-        head = f"{self.status.upper():<12} {self.name} [{self.scope}]: {_number(self.value, self.kind)} (threshold {self.threshold()})"
-        if self.kind != "soak":
+        head = f"{self.status.upper():<12} {self.name} [{self.scope}]: {self.shown_value()} (threshold {self.threshold()})"
+        if self.kind not in UNWINDOWED:
             head += f" over {format_duration(self.window_seconds)}"
             if self.samples is not None:
                 head += f", {self.samples:.0f} requests"

@@ -55,6 +55,21 @@ def format_duration(seconds: float) -> str:
     return "".join(parts[:2])
 
 
+def format_value(value: Optional[float], kind: str) -> str:
+    """A signal's value in its unit: ratios in %, latencies in ms, soak as a duration."""
+    if value is None:
+        return "n/a"
+    if kind == "errorRatio":
+        return f"{value * 100:.2f} %"
+    if kind == "latencyQuantile":
+        return f"{value * 1000:.0f} ms"
+    if kind == "soak":
+        return format_duration(value)
+    if float(value).is_integer():
+        return f"{value:.0f}"
+    return f"{value:.4g}"
+
+
 def _check_duration(text: str) -> str:
     duration_seconds(text)
     return text
@@ -209,6 +224,26 @@ def rollback_signals(rollback: Rollback) -> list[Signal]:
 
 def effective_signals(criteria: GateCriteria, rollback: Rollback) -> list[Signal]:
     return list(criteria.signals) if criteria.signals is not None else rollback_signals(rollback)
+
+
+def describe_criteria(criteria: GateCriteria, rollback: Rollback) -> str:
+    """One line for docs: ``soak 24h; pool server2 over 1d: error-ratio <= 1.00 %, ...; min 100 requests``."""
+    parts = [f"soak {criteria.soak}"] if criteria.soak_seconds() else []
+    signals = effective_signals(criteria, rollback)
+    if signals:
+        bounds = []
+        for signal in signals:
+            limits = [f">= {format_value(signal.min, signal.kind)}"] if signal.min is not None else []
+            if signal.against == "baseline":
+                limits.append(f"<= {signal.factor:g}x baseline")
+            elif signal.max is not None:
+                limits.append(f"<= {format_value(signal.max, signal.kind)}")
+            where = f" [{signal.scope.describe()}]" if signal.scope else ""
+            bounds.append(f"{signal.name}{where} {' and '.join(limits)}")
+        parts.append(f"{criteria.scope.describe()} over {format_duration(criteria.window_seconds())}: " + ", ".join(bounds))
+        if any(s.counted for s in signals):
+            parts.append(f"min {criteria.min_samples} requests")
+    return "; ".join(parts)
 
 
 def unknown_queries(criteria: GateCriteria, metrics: MetricsConfig) -> list[tuple[int, str]]:
