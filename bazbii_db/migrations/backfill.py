@@ -52,7 +52,7 @@ from bazbii_db.migrations.journal import checkpoint_table
 from bazbii_db.migrations.progress import BackfillProgress
 from bazbii_db.migrations.spec import BackfillSpec
 from bazbii_db.migrations.throttle import LatencyBudget, LatencyProbeFailed, LatencySource, LatencyThrottle, \
-    PoolerProbe, Setting
+    PoolerProbe, PrometheusLatency, Setting
 
 log = logging.getLogger("bazbii_db.migrations")
 
@@ -167,6 +167,7 @@ class BackfillConfig:
     latency: LatencyBudget | None = None  # overrides the spec's latency table (latency-aware throttle)
     latency_sources: tuple[LatencySource, ...] = ()  # more sources besides the probe, e.g. PrometheusLatency
     probe_dsn: str | None = None  # the pooler the application uses, when the backfill's own DSN is not it
+    prometheus_url: str | None = None  # where latency.prometheus_query is read (the analysis client's endpoint)
     stop: threading.Event | None = None  # set to stop after the current batch (the checkpoint is kept)
 
 
@@ -357,6 +358,12 @@ class Backfill:
         if budget.probe:
             sources.append(PoolerProbe(cfg.probe_dsn or self.dsn, budget.probe_query, budget.probe_interval_ms,
                                        budget.window_s, budget.min_samples))
+        if budget.prometheus_query and cfg.prometheus_url:
+            sources.append(PrometheusLatency.connect(cfg.prometheus_url, budget.prometheus_query))
+        elif budget.prometheus_query or cfg.prometheus_url:
+            log.info("backfill %s: latency from Prometheus needs both latency.prometheus_query and an endpoint "
+                     "(BackfillConfig.prometheus_url); only %s are measured", spec.name,
+                     "the probe and the given sources" if budget.probe else "the given sources")
         sources.extend(cfg.latency_sources)
         if not sources:
             raise BackfillError(f"backfill {spec.name}: latency.probe is false and no other latency source is "

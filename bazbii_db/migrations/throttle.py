@@ -12,8 +12,8 @@ Sources (:class:`LatencySource`):
   background thread, so it is measured *while* batches run, not only between them. Its reading is
   the p99 of the samples taken since the last change of setting (at most ``window_s`` back); a
   probe stuck for longer than its interval counts with its elapsed time (a stall is latency too).
-* :class:`PrometheusLatency`: the application's own p99 from Prometheus, through a callable that
-  runs the query (the wiring point for the ``bazbii_analysis`` client).
+* :class:`PrometheusLatency`: the application's own p99 from Prometheus (``prometheus_query``,
+  read with the ``bazbii_analysis`` client from the endpoint the run is given).
 
 The budget of each source is ``budget_ratio`` (default 1.5) times its baseline, measured before the
 first batch as the median of that source's readings over ``baseline_s``; or ``budget_ms`` when set.
@@ -40,6 +40,7 @@ from typing import Callable, Protocol
 
 import psycopg
 
+from bazbii_analysis.prometheus import EmptyResult, MetricsError, PrometheusClient
 from bazbii_db.migrations.dsn import redact, with_params
 
 
@@ -114,6 +115,7 @@ class LatencyBudget:
     probe: bool = True  # measure through the pooler with probe_query
     probe_query: str = "SELECT 1"
     probe_interval_ms: float = 20.0
+    prometheus_query: str | None = None  # PromQL giving the app's p99 in seconds; used where an endpoint is given
     window_s: float = 1.0  # a probe reading covers at most this much of the recent past
     min_samples: int = 10  # a probe reading needs this many samples since the last change
     control_interval_s: float = 0.25  # at most one latency decision per interval
@@ -133,6 +135,8 @@ class LatencyBudget:
             value = getattr(self, f.name)
             if f.name == "probe_query":
                 need(f.name, isinstance(value, str) and value.strip() != "", "a non-empty SQL query")
+            elif f.name == "prometheus_query":
+                need(f.name, value is None or (isinstance(value, str) and value.strip() != ""), "a PromQL query")
             elif f.name == "probe":
                 need(f.name, isinstance(value, bool), "true or false")
             elif f.name == "budget_ms":
@@ -281,23 +285,42 @@ class LatencyProbeFailed(RuntimeError):
 
 
 class PrometheusLatency:
-    """The application's p99 (ms) from Prometheus; ``query_p99_ms`` runs the query (e.g. through the
-    ``bazbii_analysis`` client) and returns the value in ms, or None when the series is empty.
-    Prometheus computes over its own range (the PromQL's ``rate(...[1m])``), so ``since`` is ignored."""
+    """The application's p99 from Prometheus: ``promql`` must give one value in seconds (e.g.
+    ``histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[30s])))``).
 
-    def __init__(self, query_p99_ms: Callable[[], float | None], name: str = "prometheus"):
-        self.query_p99_ms = query_p99_ms
-        self.name = name
+    Prometheus computes over its own range (the PromQL's ``rate(...[30s])``), so ``since`` is
+    ignored: keep that range short, or the throttle reacts late. No traffic in the range (an empty
+    or NaN result) is no reading; an unreachable or failing Prometheus reads as infinitely slow, so
+    the backfill backs off rather than speeding up blind (like an unreachable replica for the lag
+    throttle)."""
+
+    name = "prometheus"
+
+    def __init__(self, client: PrometheusClient, promql: str):
+        self.client = client
+        self.promql = promql
+        self.last_error: str | None = None
+
+    @classmethod
+    def connect(cls, url: str, promql: str, timeout_s: float = 2.0) -> "PrometheusLatency":
+        return cls(PrometheusClient(url, timeout=timeout_s), promql)
 
     def start(self) -> None:
         pass
 
     def read(self, since: float) -> float | None:
-        value = self.query_p99_ms()
-        return None if value is None or not math.isfinite(value) else float(value)
+        try:
+            value = self.client.scalar(self.promql)
+        except EmptyResult:
+            return None
+        except MetricsError as exc:
+            self.last_error = str(exc)
+            return math.inf
+        self.last_error = None
+        return value * 1000.0 if math.isfinite(value) else math.inf
 
     def close(self) -> None:
-        pass
+        self.client.close()
 
 
 # --------------------------------------------------------------------------------------
@@ -339,17 +362,20 @@ class LatencyThrottle:
             sleep(min(self.budget.window_s, max(0.0, end - time.monotonic())))
             for source in self.sources:
                 value = source.read(window_start)
-                if value is not None:
+                if value is not None and math.isfinite(value):
                     readings[source.name].append(value)
             window_start = time.monotonic()
             if window_start >= end:
                 break
-        for name, values in readings.items():
+        for source in self.sources:
+            values = readings[source.name]
             if not values:
-                raise LatencyProbeFailed(f"latency source {name}: no reading during the {self.budget.baseline_s:g}s "
-                                         "baseline; cannot set a budget")
-            self.baseline_ms[name] = statistics.median(values)
-            self.budget_ms[name] = self.budget.budget_ms or self.budget.budget_ratio * self.baseline_ms[name]
+                error = getattr(source, "last_error", None)
+                raise LatencyProbeFailed(f"latency source {source.name}: no reading during the "
+                                         f"{self.budget.baseline_s:g}s baseline" + (f" ({error})" if error else "")
+                                         + "; cannot set a budget")
+            self.baseline_ms[source.name] = statistics.median(values)
+            self.budget_ms[source.name] = self.budget.budget_ms or self.budget.budget_ratio * statistics.median(values)
         self._started = self._last_change = self._last_decision = time.monotonic()
 
     def after_batch(self, hold_ms: float | None) -> Setting:

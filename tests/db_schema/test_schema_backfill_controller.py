@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bazbii_db.migrations.spec import BackfillSpec, MigrationSpecError
 from bazbii_db.migrations.throttle import (ControlBounds, LatencyBudget, LatencyConfigError, LatencyThrottle,
-                                           Measurement, PrometheusLatency, Setting, clamp_setting, decide,
+                                           Measurement, Setting, clamp_setting, decide,
                                            percentile)
 
 BOUNDS = ControlBounds(min_batch_size=50, max_batch_size=10_000, max_pause_ms=500, pause_step_ms=5,
@@ -119,6 +119,7 @@ def test_aimd_sequence_halves_then_pauses_then_recovers_pause_first():
     ("max_pause_ms", 1, "at least pause_step_ms"),
     ("max_hold_ms", float("nan"), "a number"),
     ("window_s", True, "a number"),
+    ("prometheus_query", "", "a PromQL query"),
 ])
 def test_bad_latency_settings_name_the_key(key, value, words):
     with pytest.raises(LatencyConfigError) as exc:
@@ -192,18 +193,22 @@ def test_throttle_refuses_a_source_without_a_baseline_reading():
         t.measure_baseline()
 
 
-def test_absolute_budget_and_prometheus_adapter():
-    prom = PrometheusLatency(lambda: float("nan"))
-    assert prom.read(0.0) is None
-    value = {"ms": 4.0}
-    prom = PrometheusLatency(lambda: value["ms"])
+def test_absolute_budget_and_non_finite_baseline_readings():
+    prom = Scripted("prometheus", float("inf"))  # e.g. Prometheus unreachable: not a baseline
     t = LatencyThrottle(LatencyBudget(budget_ms=8.0, baseline_s=0.01, window_s=0.005, control_interval_s=0.0),
                         [prom], Setting(100, 0), BOUNDS)
+    from bazbii_db.migrations.throttle import LatencyProbeFailed
+
+    with pytest.raises(LatencyProbeFailed):
+        t.measure_baseline()
+    prom.value = 4.0
     t.measure_baseline()
     assert t.budget_ms == {"prometheus": 8.0} and t.baseline_ms == {"prometheus": 4.0}
-    value["ms"] = 9.0
-    t.after_batch(None)
+    prom.value = 9.0
+    assert t.after_batch(None) == Setting(50, 0)
     assert t.usage == pytest.approx(9.0 / 8.0)
+    prom.value = float("inf")  # fails closed: backs off
+    assert t.after_batch(None) == Setting(50, 5)
 
 
 def test_percentile_nearest_rank():
