@@ -220,29 +220,53 @@ class PoolerProbe:
         self.min_samples = min_samples
         self.samples: deque[tuple[float, float]] = deque()  # (finished at, ms)
         self.backend_pid: int | None = None
-        self.error: str | None = None
+        self.error: str | None = None  # the query failed: the probe stopped
+        self.disconnected: str | None = None  # the connection is lost and being retried
         self._inflight_since: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection | None = None
 
+    def _connect(self) -> psycopg.Connection:
+        # no server-side prepared statements: a transaction pooler (PgBouncer < 1.21) hands the next
+        # query to another server connection, where "_pg3_0" does not exist
+        conn = psycopg.connect(self.dsn, autocommit=True, prepare_threshold=None)
+        self.backend_pid = conn.info.backend_pid
+        return conn
+
     def start(self) -> None:
-        self._conn = psycopg.connect(self.dsn, autocommit=True)
-        self.backend_pid = self._conn.info.backend_pid
+        self._conn = self._connect()
         self._conn.execute(self.query).fetchall()  # fail here, on a bad query, not in the thread
         self._thread = threading.Thread(target=self._run, name="backfill-latency-probe", daemon=True)
         self._thread.start()
 
+    def _probe_once(self) -> bool:
+        """One timed query; a lost connection is retried until it works, the whole time counting as
+        one probe in flight (the application cannot reach the database either). False: stopped."""
+        while not self._stop.is_set():
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = self._connect()
+                self._conn.execute(self.query).fetchall()
+                self.disconnected = None
+                return True
+            except psycopg.OperationalError as exc:
+                self.disconnected = redact(str(exc).strip(), self.dsn)
+                if self._conn is not None:
+                    self._conn.close()
+                self._stop.wait(max(self.interval_s, 0.05))
+        return False
+
     def _run(self) -> None:
-        conn = self._conn
         next_at = time.monotonic()
         while not self._stop.is_set():
             with self._lock:
                 self._inflight_since = t0 = time.monotonic()
             try:
-                conn.execute(self.query).fetchall()
-            except psycopg.Error as exc:
+                if not self._probe_once():
+                    return
+            except psycopg.Error as exc:  # the query itself is wrong (syntax, permissions): no probe
                 self.error = redact(str(exc).strip(), self.dsn)
                 with self._lock:
                     self._inflight_since = None

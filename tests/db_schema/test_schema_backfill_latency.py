@@ -179,3 +179,52 @@ def test_the_migration_toml_latency_table_reaches_the_backfill(db, small_dir):
     (baseline,) = fill.latency_baseline_ms.values()
     assert fill.latency_budget_ms["probe"] == pytest.approx(3.0 * baseline)
     assert fill.rows_changed == 3000 and hits_histogram(db) == [(1, 3000)]
+
+
+def test_probe_through_a_transaction_pooling_pgbouncer(db):
+    """The probe goes through the pooler the application uses (``probe_dsn``): no server-side
+    prepared statements, which a transaction pooler hands to other server connections."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from testsupport.localcluster import LocalPgBouncer, make_workdir, remove_workdir
+
+    app_table(db)
+    params = conninfo_to_dict(db)
+    workdir = make_workdir("bazbii-backfill-bouncer-")
+    bouncer = LocalPgBouncer.create(workdir, {params["user"]: params["password"]},
+                                    {"app": f"host=127.0.0.1 port={params['port']} dbname={params['dbname']}"},
+                                    server_round_robin="1", min_pool_size="3")
+    bouncer.start()
+    try:
+        pooled = bouncer.dsn("app", params["user"], params["password"])
+        # open several server connections, so round-robin hands the probe a different one each time
+        conns = [psycopg.connect(pooled) for _ in range(3)]
+        for c in conns:
+            c.execute("SELECT pg_sleep(0.05)")
+        for c in conns:
+            c.commit()
+            c.close()
+        probe = PoolerProbe(pooled, APP_READ, interval_ms=5, window_s=5.0, min_samples=30)
+        # (window_s spans the outage below; min_samples keeps a reading from counting as recovered early)
+        probe.start()
+        try:
+            t0 = time.monotonic()
+            wait_for("30 probes through PgBouncer", lambda: probe.read(t0) is not None, 20)
+            assert probe.error is None
+            assert len(fetch(db, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")) >= 2
+            # the pooler goes away: the probe reads as stalled (not "no data"), then recovers
+            bouncer.stop()
+            down = time.monotonic()
+            wait_for("the probe notices", lambda: probe.disconnected is not None, 10)
+            wait_for("the stall grows", lambda: (probe.read(down) or 0) >= 500, 10)
+            bouncer.start()
+            up = time.monotonic()
+            wait_for("probes succeed again", lambda: probe.disconnected is None and probe.read(up) is not None
+                     and probe.read(up) < 500, 20)
+            assert probe.error is None
+        finally:
+            probe.close()
+    finally:
+        bouncer.stop()
+        remove_workdir(workdir)
