@@ -10,6 +10,7 @@ from bazbii_db.migrations.errors import (BackfillError, BackfillThrottled, Check
                                          LockRetryExhausted, MigrationError, RunnerLockTimeout, SqlSafetyError,
                                          StageOrderError, StatementFailed)
 from bazbii_db.migrations.runner import MigrationRunner, RunnerConfig, StepResult
+from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError, PoolerProbe, PrometheusLatency
 from bazbii_db.migrations.spec import (BackfillSpec, DualWriteSpec, Migration, MigrationSpecError,
                                        default_migrations_dir, list_migrations, load_migration, migration_checksum,
                                        read_migration_sql)
@@ -17,8 +18,8 @@ from bazbii_db.migrations.versions import check_contract_allowed, parse_version,
 
 __all__ = [
     "Backfill", "BackfillConfig", "BackfillError", "BackfillResult", "BackfillSpec", "BackfillThrottled",
-    "ChecksumMismatch", "ContractRefused", "DualWriteSpec", "LagWindow", "LockRetryExhausted", "Migration",
-    "MigrationError", "MigrationRunner", "MigrationSpecError", "PrimaryLagProbe", "ReplicaLagProbe",
+    "ChecksumMismatch", "ContractRefused", "DualWriteSpec", "LagWindow", "LatencyBudget", "LatencyConfigError", "LockRetryExhausted", "Migration",
+    "MigrationError", "MigrationRunner", "MigrationSpecError", "PoolerProbe", "PrimaryLagProbe", "PrometheusLatency", "ReplicaLagProbe",
     "RunnerConfig", "RunnerLockTimeout", "SqlSafetyError", "StageOrderError", "StatementFailed", "StepResult",
     "check_contract_allowed", "default_migrations_dir", "list_migrations", "load_migration", "migration_checksum",
     "parse_version", "read_migration_sql", "version_from_image",

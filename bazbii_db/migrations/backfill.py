@@ -351,6 +351,9 @@ class Backfill:
         budget = cfg.latency if cfg.latency is not None else spec.latency
         if budget is None:
             return None
+        if not 1 <= cfg.min_batch_size <= cfg.max_batch_size:
+            raise BackfillError(f"backfill {spec.name}: min_batch_size ({cfg.min_batch_size}) must be at least 1 and "
+                                f"at most max_batch_size ({cfg.max_batch_size})")
         if target_ms:
             raise BackfillError(f"backfill {spec.name}: target_batch_ms and a latency budget both adapt the batch "
                                 "size; drop target_batch_ms (latency.max_hold_ms caps each batch's lock hold)")

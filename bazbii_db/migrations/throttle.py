@@ -400,6 +400,9 @@ class LatencyThrottle:
                                          + "; cannot set a budget")
             self.baseline_ms[source.name] = statistics.median(values)
             self.budget_ms[source.name] = self.budget.budget_ms or self.budget.budget_ratio * statistics.median(values)
+            if self.budget_ms[source.name] <= 0:
+                raise LatencyProbeFailed(f"latency source {source.name}: baseline 0 ms gives no budget to hold; "
+                                         "set latency.budget_ms")
         self._started = self._last_change = self._last_decision = time.monotonic()
 
     def after_batch(self, hold_ms: float | None) -> Setting:

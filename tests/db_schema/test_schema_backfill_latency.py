@@ -149,6 +149,14 @@ def test_default_budget_is_one_and_a_half_times_the_measured_baseline_and_progre
     text = out.getvalue()
     assert "latency baseline" in text and "% of budget" in text, text
     assert hits_histogram(db) == [(1, 3000)]
+    tty = io.StringIO()
+    Backfill(db, "m", hits_spec(name="bar", batch_size=100, pause_ms=20), "c",
+             quiet(latency=budget, console=Console(file=tty, force_terminal=True, width=300))).run()
+    bars = [line for line in tty.getvalue().splitlines() if "━" in line]
+    assert bars and any("% of budget" in line for line in bars)  # the budget in use beside the bar
+    with pytest.raises(BackfillError, match=r"min_batch_size \(500\) must be at least 1 and at most max_batch_size"):
+        Backfill(db, "m", hits_spec(name="bounds"), "c", quiet(latency=budget, min_batch_size=500,
+                                                               max_batch_size=100)).run()
 
 
 def test_latency_settings_that_cannot_work_fail_before_any_row_changes(db):
