@@ -40,7 +40,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from bazbii_db.migrations.backfill import Backfill, BackfillConfig, BackfillResult
+from bazbii_db.migrations.backfill import Backfill, BackfillConfig, BackfillResult, BackfillStopped
 from bazbii_db.migrations.journal import Journal
 from bazbii_db.migrations.spec import BackfillSpec
 from bazbii_db.migrations.throttle import LatencyBudget
@@ -128,7 +128,10 @@ def run_backfill(dsn: str, args, label: str, batch: int, pause_ms: int, latency:
     load.start(args.run_s + 60)
     threading.Thread(target=time_box, daemon=True).start()
     try:
-        result = backfill.run()
+        try:
+            result = backfill.run()
+        except BackfillStopped as stopped:  # the time box ended it
+            result = stopped.result
     finally:
         end = time.time()
         stop.set()

@@ -4,8 +4,8 @@ Plain Python: no Pulumi import. The Pulumi dynamic provider in
 ``components/providers/schema_migration.py`` is a thin wrapper over :class:`MigrationRunner`.
 """
 
-from bazbii_db.migrations.backfill import (Backfill, BackfillConfig, BackfillResult, LagWindow, PrimaryLagProbe,
-                                           ReplicaLagProbe)
+from bazbii_db.migrations.backfill import (Backfill, BackfillConfig, BackfillResult, BackfillStopped, LagWindow,
+                                           PrimaryLagProbe, ReplicaLagProbe)
 from bazbii_db.migrations.errors import (BackfillError, BackfillThrottled, ChecksumMismatch, ContractRefused,
                                          LockRetryExhausted, MigrationError, RunnerLockTimeout, SqlSafetyError,
                                          StageOrderError, StatementFailed)
@@ -17,7 +17,7 @@ from bazbii_db.migrations.spec import (BackfillSpec, DualWriteSpec, Migration, M
 from bazbii_db.migrations.versions import check_contract_allowed, parse_version, version_from_image
 
 __all__ = [
-    "Backfill", "BackfillConfig", "BackfillError", "BackfillResult", "BackfillSpec", "BackfillThrottled",
+    "Backfill", "BackfillConfig", "BackfillError", "BackfillResult", "BackfillSpec", "BackfillStopped", "BackfillThrottled",
     "ChecksumMismatch", "ContractRefused", "DualWriteSpec", "LagWindow", "LatencyBudget", "LatencyConfigError", "LockRetryExhausted", "Migration",
     "MigrationError", "MigrationRunner", "MigrationSpecError", "PoolerProbe", "PrimaryLagProbe", "PrometheusLatency", "ReplicaLagProbe",
     "RunnerConfig", "RunnerLockTimeout", "SqlSafetyError", "StageOrderError", "StatementFailed", "StepResult",

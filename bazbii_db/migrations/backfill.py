@@ -27,8 +27,9 @@ hold the application's p99 (a probe through the same pooler, and Prometheus wher
 under a budget, by default 1.5x the baseline measured before the first batch. It replaces
 ``target_batch_ms`` (its ``max_hold_ms`` caps each batch's lock hold instead).
 
-Setting ``stop`` ends the run cleanly after the current batch; the checkpoint is kept and a rerun
-resumes there.
+Setting ``stop`` ends the run cleanly after the current batch with :class:`BackfillStopped` (an
+error, so that no caller takes a stopped backfill for a finished one); the checkpoint is kept and a
+rerun resumes there.
 """
 
 from __future__ import annotations
@@ -140,6 +141,14 @@ class LagWindow:
 # --------------------------------------------------------------------------------------
 # Backfill
 # --------------------------------------------------------------------------------------
+class BackfillStopped(BackfillError):
+    """``BackfillConfig.stop`` was set: the run ended before the last key, its checkpoint kept."""
+
+    def __init__(self, message: str, result: "BackfillResult"):
+        super().__init__(message)
+        self.result = result
+
+
 @dataclass
 class BackfillConfig:
     batch_size: int | None = None  # overrides the spec's batch_size
@@ -168,7 +177,7 @@ class BackfillConfig:
     latency_sources: tuple[LatencySource, ...] = ()  # more sources besides the probe, e.g. PrometheusLatency
     probe_dsn: str | None = None  # the pooler the application uses, when the backfill's own DSN is not it
     prometheus_url: str | None = None  # where latency.prometheus_query is read (the analysis client's endpoint)
-    stop: threading.Event | None = None  # set to stop after the current batch (the checkpoint is kept)
+    stop: threading.Event | None = None  # set to stop after the current batch: BackfillStopped, checkpoint kept
 
 
 @dataclass
@@ -402,7 +411,11 @@ class Backfill:
         target_ms = cfg.target_batch_ms if cfg.target_batch_ms is not None else spec.target_batch_ms
         throttle = self.throttle = self._latency_throttle(batch_size, pause_s, target_ms)
         try:
-            return self._run(result, batch_size, pause_s, target_ms, throttle)
+            self._run(result, batch_size, pause_s, target_ms, throttle)
+            if result.stopped:
+                raise BackfillStopped(f"backfill {spec.name}: stopped after {result.keys_done:,} keys; the checkpoint "
+                                      "is kept, rerun to resume", result)
+            return result
         finally:
             if throttle is not None:
                 throttle.close()

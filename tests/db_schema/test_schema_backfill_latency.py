@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 
 from bazbii_db.migrations import BackfillError
-from bazbii_db.migrations.backfill import Backfill
+from bazbii_db.migrations.backfill import Backfill, BackfillStopped
 from bazbii_db.migrations.throttle import LatencyBudget, PoolerProbe, Setting
 
 from .conftest import apply_all, execute, fetch, runner, write_migration
@@ -62,6 +62,17 @@ class Contention:
         self.thread.join(10)
 
 
+def run_until_stopped(backfill: Backfill, box: dict) -> None:
+    """Thread body: the run must end by ``stop`` (BackfillStopped), not by finishing or failing."""
+    try:
+        backfill.run()
+        box["error"] = "the backfill finished before the test stopped it"
+    except BackfillStopped as stopped:
+        box["result"] = stopped.result
+    except Exception as exc:  # reported by the test, not lost in the thread
+        box["error"] = repr(exc)
+
+
 def wait_for(what: str, cond, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -86,7 +97,7 @@ def test_probe_measures_real_waits_and_counts_a_stall(db):
             stalled = probe.read(locked_at)
             holder.commit()
         assert stalled is not None and stalled >= 300, (quiet_ms, stalled)
-        wait_for("the probe recorded the finished wait", lambda: probe.read(locked_at) >= 350, 10)
+        wait_for("the probe recorded the finished wait", lambda: (probe.read(locked_at) or 0) >= 350, 10)
         assert quiet_ms < stalled
     finally:
         probe.close()
@@ -102,7 +113,7 @@ def test_latency_budget_slows_the_backfill_when_latency_rises_and_speeds_it_up_w
     backfill = Backfill(db, "m", hits_spec(batch_size=100), "c",
                         quiet(latency=budget, stop=stop, max_batch_size=1000, lock_wait_threshold_ms=None))
     box: dict = {}
-    worker = threading.Thread(target=lambda: box.update(result=backfill.run()), daemon=True)
+    worker = threading.Thread(target=run_until_stopped, args=(backfill, box), daemon=True)
     with Contention(db) as contention:
         worker.start()
         try:
@@ -124,6 +135,7 @@ def test_latency_budget_slows_the_backfill_when_latency_rises_and_speeds_it_up_w
         finally:
             stop.set()
             worker.join(60)
+    assert "error" not in box, box["error"]
     result = box["result"]
     assert result.stopped and result.latency_budget_ms == {"probe": 50.0}
     usages = [step.usage for step in result.control_log]
@@ -236,3 +248,24 @@ def test_probe_through_a_transaction_pooling_pgbouncer(db):
     finally:
         bouncer.stop()
         remove_workdir(workdir)
+
+
+def test_a_stopped_backfill_is_not_a_finished_step(db, small_dir):
+    import shutil
+
+    shutil.rmtree(small_dir / "0002_add_category")
+    apply_all(db, small_dir, "0001_init")
+    write_migration(small_dir, "0007_counters",
+                    '[[backfill]]\nname = "hits"\ntable = "counters"\nset = { hits = "hits + 1" }\nbatch_size = 100\n',
+                    expand="CREATE TABLE IF NOT EXISTS counters (id bigint PRIMARY KEY, hits integer NOT NULL "
+                           "DEFAULT 0);\n")
+    runner(db, small_dir).apply("0007_counters", "expand")
+    execute(db, "INSERT INTO counters (id) SELECT g FROM generate_series(1, 1000) g")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(BackfillStopped, match="stopped after 0 keys; the checkpoint is kept"):
+        runner(db, small_dir, backfill=quiet(stop=stop)).apply("0007_counters", "migrate")
+    assert fetch(db, "SELECT status FROM bazbii_migrations.journal WHERE migration_id = '0007_counters' "
+                     "AND step = 'migrate'") != [("applied",)]
+    assert runner(db, small_dir, backfill=quiet()).apply("0007_counters", "migrate").backfills[0].rows_changed == 1000
+    assert hits_histogram(db) == [(1, 1000)]

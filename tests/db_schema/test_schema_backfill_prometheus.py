@@ -19,7 +19,7 @@ from testsupport.metrics_stack import start_metrics_stack
 
 from .conftest import fetch
 from .test_schema_backfill import counters_db, hits_spec, quiet
-from .test_schema_backfill_latency import wait_for
+from .test_schema_backfill_latency import run_until_stopped, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -76,7 +76,7 @@ def test_backfill_follows_the_prometheus_p99_down_and_up(db, stack):
                         quiet(latency=budget, prometheus_url=stack.prometheus_url, stop=stop, max_batch_size=1000,
                               lock_wait_threshold_ms=None))
     box: dict = {}
-    worker = threading.Thread(target=lambda: box.update(result=backfill.run()), daemon=True)
+    worker = threading.Thread(target=run_until_stopped, args=(backfill, box), daemon=True)
     worker.start()
     try:
         setting = lambda: backfill.throttle.setting if backfill.throttle else Setting(0, 0)  # noqa: E731
@@ -94,6 +94,7 @@ def test_backfill_follows_the_prometheus_p99_down_and_up(db, stack):
         stack.service.set(error_percent=0, latency=FAST)
         stop.set()
         worker.join(60)
+    assert "error" not in box, box["error"]
     result = box["result"]
     assert result.stopped and set(result.latency_budget_ms) == {"prometheus"}
     usages = [step.usage for step in result.control_log]
