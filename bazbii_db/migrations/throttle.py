@@ -18,10 +18,12 @@ Sources (:class:`LatencySource`):
 The budget of each source is ``budget_ratio`` (default 1.5) times its baseline, measured before the
 first batch as the median of that source's readings over ``baseline_s``; or ``budget_ms`` when set.
 
-The controller (:func:`decide`, a pure function) is AIMD-like, because a shared machine's latency
+The controller (:func:`decide`, a pure function) is AIMD-like (gentle multiplicative increase,
+proportional decrease), and works on the batch size first, because a shared machine's latency
 answers to the *size* of each hiccup (rows per batch) more than to their spacing:
 
-* over budget: halve the batch (multiplicative decrease); at the smallest batch, double the pause;
+* over budget: shrink the batch in proportion to the breach, aiming at ``headroom`` x budget, and
+  at most halve it (``decrease``); at the smallest batch, double the pause instead;
 * under ``headroom`` x budget: first shorten the pause, then grow the batch by ``increase`` (15 %);
 * in between: hold;
 * on every batch, a batch that held its row locks longer than ``max_hold_ms`` caps the next one
@@ -67,7 +69,7 @@ class ControlBounds:
     max_batch_size: int = 50_000
     max_pause_ms: float = 1000.0
     pause_step_ms: float = 5.0  # the first pause once batches are at their floor
-    decrease: float = 0.5  # batch multiplier on a budget breach
+    decrease: float = 0.5  # the smallest batch multiplier on a budget breach
     increase: float = 0.15  # batch growth per interval with headroom
     headroom: float = 0.8  # grow only while usage is under this share of the budget
     max_hold_ms: float = 40.0  # cap on one batch's row-lock hold
@@ -91,7 +93,10 @@ def decide(setting: Setting, m: Measurement, bounds: ControlBounds) -> Setting:
     batch, pause = float(current.batch_size), current.pause_ms
     if m.usage is not None and m.usage > 1.0:
         if current.batch_size > bounds.min_batch_size:
-            batch = batch * bounds.decrease
+            # shrink in proportion to the breach, aiming at headroom x budget (latency grows with the
+            # rows per batch), by at most ``decrease``; always by at least one row
+            factor = max(bounds.decrease, bounds.headroom / m.usage)
+            batch = min(batch * factor, current.batch_size - 1)
         else:
             pause = max(pause * 2.0, bounds.pause_step_ms)
     elif m.usage is not None and m.usage < bounds.headroom:

@@ -98,6 +98,17 @@ def test_aimd_sequence_halves_then_pauses_then_recovers_pause_first():
     s = decide(s, Measurement(0.5), BOUNDS)
     assert (s.batch_size, s.pause_ms) == (58, 0)  # + 15 %, rounded up
     assert decide(Setting(1000, 0), Measurement(0.1, hold_ms=80), BOUNDS).batch_size == 500
+    # a mild breach cuts in proportion, aiming at headroom x budget: 1000 x 0.8 / 1.25
+    assert decide(Setting(1000, 0), Measurement(1.25), BOUNDS).batch_size == 640
+    assert decide(Setting(1000, 0), Measurement(1.01), BOUNDS).batch_size == 792
+
+
+@settings(max_examples=300, deadline=None)
+@given(bounds(), settings_, st.floats(1.0, 1000, exclude_min=True))
+def test_a_breach_cuts_the_batch_by_at_most_the_decrease_factor(b, setting, usage):
+    current = clamp_setting(setting, b)
+    new = decide(setting, Measurement(usage, None), b)
+    assert new.batch_size >= max(b.min_batch_size, math.floor(current.batch_size * b.decrease) - 1)
 
 
 # --------------------------------------------------------------------------------------
@@ -173,13 +184,13 @@ def test_throttle_budgets_from_the_baseline_and_uses_the_worst_source():
     assert t.baseline_ms == {"probe": 2.0, "prometheus": 10.0}
     assert t.budget_ms == {"probe": 3.0, "prometheus": 15.0}
     prom.value = 18.0  # 120 % of its budget; the probe is fine
-    assert t.after_batch(5.0) == Setting(500, 0)
+    assert t.after_batch(5.0) == Setting(666, 0)  # 1000 x 0.8 / 1.2
     assert t.usage == pytest.approx(1.2) and "120% of budget" in t.status()
     prom.value, probe.value = 3.0, 1.0
-    assert t.after_batch(5.0) == Setting(575, 0)
+    assert t.after_batch(5.0) == Setting(766, 0)
     assert t.max_usage == pytest.approx(1.2) and [round(s.usage, 2) for s in t.log] == [1.2, 0.33]
     probe.value = prom.value = None  # no reading: hold
-    assert t.after_batch(5.0) == Setting(575, 0) and len(t.log) == 2
+    assert t.after_batch(5.0) == Setting(766, 0) and len(t.log) == 2
     t.close()
     assert probe.closed and prom.closed
 
@@ -205,9 +216,10 @@ def test_absolute_budget_and_non_finite_baseline_readings():
     t.measure_baseline()
     assert t.budget_ms == {"prometheus": 8.0} and t.baseline_ms == {"prometheus": 4.0}
     prom.value = 9.0
-    assert t.after_batch(None) == Setting(50, 0)
+    assert t.after_batch(None) == Setting(71, 0)  # 100 x 0.8 / 1.125
     assert t.usage == pytest.approx(9.0 / 8.0)
-    prom.value = float("inf")  # fails closed: backs off
+    prom.value = float("inf")  # fails closed: backs off, as far as it goes
+    assert t.after_batch(None) == Setting(50, 0)
     assert t.after_batch(None) == Setting(50, 5)
 
 
