@@ -179,6 +179,11 @@ class BackfillConfig:
     prometheus_url: str | None = None  # where latency.prometheus_query is read (the analysis client's endpoint)
     stop: threading.Event | None = None  # set to stop after the current batch: BackfillStopped, checkpoint kept
 
+    def __post_init__(self) -> None:
+        # a table of settings (TOML, provider inputs) or true becomes a LatencyBudget, validated there
+        if self.latency is not None and not isinstance(self.latency, LatencyBudget):
+            self.latency = LatencyBudget.from_mapping(self.latency, "latency")
+
 
 @dataclass
 class BackfillResult:

@@ -139,6 +139,17 @@ def test_bad_latency_settings_name_the_key(key, value, words):
     assert "\n" not in str(exc.value)
 
 
+def test_backfill_config_takes_a_latency_table_and_names_bad_keys():
+    from bazbii_db.migrations.backfill import BackfillConfig
+
+    assert BackfillConfig(latency={"budget_ratio": 2.0}).latency == LatencyBudget(budget_ratio=2.0)
+    assert BackfillConfig(latency=True).latency == LatencyBudget()
+    with pytest.raises(LatencyConfigError, match=r"^latency.max_pause_ms: must be at least pause_step_ms"):
+        BackfillConfig(latency={"max_pause_ms": 1})
+    with pytest.raises(LatencyConfigError, match=r"^latency: must be a table of settings or true, got 'fast'"):
+        BackfillConfig(latency="fast")
+
+
 def test_latency_table_in_the_migration_spec():
     base = dict(name="fill", table="t", set={"c": "1"})
     assert BackfillSpec.from_toml(base, "m.toml").latency is None
