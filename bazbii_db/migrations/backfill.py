@@ -376,7 +376,8 @@ class Backfill:
             sources.append(PoolerProbe(cfg.probe_dsn or self.dsn, budget.probe_query, budget.probe_interval_ms,
                                        budget.window_s, budget.min_samples))
         if budget.prometheus_query and cfg.prometheus_url:
-            sources.append(PrometheusLatency.connect(cfg.prometheus_url, budget.prometheus_query))
+            sources.append(PrometheusLatency.connect(cfg.prometheus_url, budget.prometheus_query,
+                                                     budget.prometheus_interval_s))
         elif budget.prometheus_query or cfg.prometheus_url:
             log.info("backfill %s: latency from Prometheus needs both latency.prometheus_query and an endpoint "
                      "(BackfillConfig.prometheus_url); only %s are measured", spec.name,

@@ -121,6 +121,7 @@ class LatencyBudget:
     probe_query: str = "SELECT 1"
     probe_interval_ms: float = 20.0
     prometheus_query: str | None = None  # PromQL giving the app's p99 in seconds; used where an endpoint is given
+    prometheus_interval_s: float = 15.0  # read it at most this often: its scrape interval
     window_s: float = 1.0  # a probe reading covers at most this much of the recent past
     min_samples: int = 10  # a probe reading needs this many samples since the last change
     control_interval_s: float = 0.25  # at most one latency decision per interval
@@ -152,7 +153,8 @@ class LatencyBudget:
             else:
                 need(f.name, _is_number(value) and math.isfinite(value), "a number")
         need("budget_ratio", self.budget_ratio > 1.0, "above 1.0 (a budget at the baseline cannot be met)")
-        for key in ("baseline_s", "probe_interval_ms", "window_s", "pause_step_ms", "max_hold_ms"):
+        for key in ("baseline_s", "probe_interval_ms", "window_s", "pause_step_ms", "max_hold_ms",
+                    "prometheus_interval_s"):
             need(key, getattr(self, key) > 0, "positive")
         need("control_interval_s", self.control_interval_s >= 0, "0 or more")
         need("max_pause_ms", self.max_pause_ms >= self.pause_step_ms, "at least pause_step_ms")
@@ -318,26 +320,34 @@ class PrometheusLatency:
     ``histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[30s])))``).
 
     Prometheus computes over its own range (the PromQL's ``rate(...[30s])``), so ``since`` is
-    ignored: keep that range short, or the throttle reacts late. No traffic in the range (an empty
-    or NaN result) is no reading; an unreachable or failing Prometheus reads as infinitely slow, so
+    ignored: keep that range short, or the throttle reacts late. Its value changes only once per
+    scrape, so it is read at most once per ``interval_s`` (set it to the scrape interval); between
+    reads there is no new reading, and the controller does not act on one stale value again and
+    again. No traffic in the range (an empty or NaN result) is no reading; an unreachable or failing Prometheus reads as infinitely slow, so
     the backfill backs off rather than speeding up blind (like an unreachable replica for the lag
     throttle)."""
 
     name = "prometheus"
 
-    def __init__(self, client: PrometheusClient, promql: str):
+    def __init__(self, client: PrometheusClient, promql: str, interval_s: float = 15.0):
         self.client = client
         self.promql = promql
+        self.interval_s = interval_s
         self.last_error: str | None = None
+        self._last_read: float | None = None
 
     @classmethod
-    def connect(cls, url: str, promql: str, timeout_s: float = 2.0) -> "PrometheusLatency":
-        return cls(PrometheusClient(url, timeout=timeout_s), promql)
+    def connect(cls, url: str, promql: str, interval_s: float = 15.0, timeout_s: float = 2.0) -> "PrometheusLatency":
+        return cls(PrometheusClient(url, timeout=timeout_s), promql, interval_s)
 
     def start(self) -> None:
         pass
 
     def read(self, since: float) -> float | None:
+        now = time.monotonic()
+        if self._last_read is not None and now - self._last_read < self.interval_s:
+            return None
+        self._last_read = now
         try:
             value = self.client.scalar(self.promql)
         except EmptyResult:

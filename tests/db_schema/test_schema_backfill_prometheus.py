@@ -48,7 +48,7 @@ def stack():
 
 
 def test_prometheus_source_reads_the_p99_and_fails_closed(stack):
-    source = PrometheusLatency.connect(stack.prometheus_url, P99)
+    source = PrometheusLatency.connect(stack.prometheus_url, P99, interval_s=0)
     try:
         wait_for("Prometheus has a fast p99", lambda: (source.read(0) or math.inf) < 50, 60)
         stack.service.set(error_percent=0, latency=SLOW)
@@ -56,11 +56,16 @@ def test_prometheus_source_reads_the_p99_and_fails_closed(stack):
     finally:
         stack.service.set(error_percent=0, latency=FAST)
         source.close()
-    empty = PrometheusLatency.connect(stack.prometheus_url, P99.replace("http_request_duration", "no_such"))
+    # read at most once per interval: the value only changes once per scrape
+    paced = PrometheusLatency.connect(stack.prometheus_url, P99, interval_s=30)
+    assert paced.read(0) is not None and paced.read(0) is None
+    paced.close()
+    empty = PrometheusLatency.connect(stack.prometheus_url, P99.replace("http_request_duration", "no_such"),
+                                      interval_s=0)
     assert empty.read(0) is None  # no traffic: no reading, not zero
-    bad = PrometheusLatency.connect(stack.prometheus_url, "histogram_quantile(")
+    bad = PrometheusLatency.connect(stack.prometheus_url, "histogram_quantile(", interval_s=0)
     assert bad.read(0) == math.inf and "PromQL rejected" in bad.last_error
-    gone = PrometheusLatency.connect(f"http://127.0.0.1:{free_port()}", P99, timeout_s=0.5)
+    gone = PrometheusLatency.connect(f"http://127.0.0.1:{free_port()}", P99, interval_s=0, timeout_s=0.5)
     assert gone.read(0) == math.inf and "unreachable" in gone.last_error
     for s in (empty, bad, gone):
         s.close()
@@ -69,8 +74,8 @@ def test_prometheus_source_reads_the_p99_and_fails_closed(stack):
 def test_backfill_follows_the_prometheus_p99_down_and_up(db, stack):
     counters_db(db, n=500_000, step=1)
     stack.service.set(error_percent=0, latency=FAST)
-    budget = LatencyBudget(budget_ms=60.0, baseline_s=1.0, probe=False, prometheus_query=P99, control_interval_s=0.25,
-                           max_pause_ms=100, max_hold_ms=2000)
+    budget = LatencyBudget(budget_ms=60.0, baseline_s=1.0, probe=False, prometheus_query=P99, prometheus_interval_s=1.0,
+                           control_interval_s=0.25, max_pause_ms=100, max_hold_ms=2000)
     stop = threading.Event()
     backfill = Backfill(db, "m", hits_spec(batch_size=100), "c",
                         quiet(latency=budget, prometheus_url=stack.prometheus_url, stop=stop, max_batch_size=1000,
