@@ -12,14 +12,14 @@ backfilled), backfills a freshly built table once per setting:
 Each run stops after ``--run-s`` seconds at most (its throughput is keys per second over the time
 it ran); the load's p99 counts only the transactions scheduled while the backfill ran. The
 baseline is the same load alone on a fresh table, half before the first and half after the last
-setting (pooled), so drift on a shared machine does not land on one side only. With ``--rounds``
-> 1 every figure is the median over rounds. Printed against the targets:
+setting (pooled), so drift on a shared machine does not land on one side only. Every figure is
+the median over ``--rounds`` (3) rounds, each ratio against its own round's baseline. Printed against the targets:
 
 * adaptive: load p99 <= 1.5x baseline;
 * adaptive throughput within 10 % of, or above, the best fixed setting that also meets 1.5x;
 * longest row-lock hold of one batch <= 50 ms.
 
-    venv/bin/python -m bench.bench_backfill [--quick] [--rounds 1] [--json results.json] [--strict]
+    venv/bin/python -m bench.bench_backfill [--quick] [--rounds 3] [--json results.json] [--strict]
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ TARGET_P99, TARGET_THROUGHPUT, TARGET_HOLD_MS = 1.5, 0.9, 50.0
 TABLE = "bench_fill"
 ADAPTIVE = "adaptive"
 SINGLE = "single UPDATE"
-QUICK = dict(rows=50_000, sweep="200:0,2000:0", run_s=4.0, baseline_s=3.0, workers=2, rate=50.0, latency_baseline_s=1.0)
+QUICK = dict(rows=50_000, sweep="200:0,2000:0", run_s=4.0, baseline_s=3.0, workers=2, rate=50.0, latency_baseline_s=1.0,
+             rounds=1)
 
 
 @dataclass
@@ -243,6 +244,13 @@ def print_summary(summary: dict, console: Console) -> None:
     for t in summary["targets"]:
         targets.add_row(t["target"], t["figure"], verdict(t["met"]))
     console.print(targets)
+    for n, probe in enumerate(summary["probe"], 1):
+        if probe and probe["baseline_ms"]:
+            peak = f"{probe['max_usage']:.0%}" if probe["max_usage"] is not None else "-"
+            console.print(f"round {n}, adaptive run's own probe: baseline "
+                          + ", ".join(f"{k} {v:.2f} ms" for k, v in probe["baseline_ms"].items()) + ", budget "
+                          + ", ".join(f"{k} {v:.2f} ms" for k, v in probe["budget_ms"].items())
+                          + f", peak {peak} of budget over {probe['decisions']} decisions", markup=False)
 
 
 def main(argv=None) -> int:
@@ -253,7 +261,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep", default="500:0,1000:0,2000:0,5000:0,500:2,1000:5,2000:10,5000:20",
                     help="fixed settings, BATCH:PAUSE_MS,...")
     ap.add_argument("--run-s", type=float, default=20.0, help="each backfill stops after this long at most")
-    ap.add_argument("--rounds", type=int, default=1, help="repeat everything; figures are medians over rounds")
+    ap.add_argument("--rounds", type=int, default=3, help="repeat everything; figures are medians over rounds")
     ap.add_argument("--budget-ratio", type=float, default=1.5, help="the adaptive run's budget over its baseline")
     ap.add_argument("--latency-baseline-s", type=float, default=3.0, help="the adaptive run's own baseline")
     ap.add_argument("--adaptive-start", type=int, default=1000, help="the adaptive run's first batch size")
