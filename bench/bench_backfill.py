@@ -169,6 +169,8 @@ def run_round(dsn: str, args, n: int, settings: list[tuple[int, int]], console: 
     latency = LatencyBudget(budget_ratio=args.budget_ratio, baseline_s=args.latency_baseline_s,
                             probe_query=f"SELECT title, category FROM {TABLE} WHERE id = 1")
     plan = [(ADAPTIVE, args.adaptive_start, 0, latency)] + [(f"fixed {b}:{p}", b, p, None) for b, p in settings]
+    if n % 2 == 0:  # every other round in reverse, so the adaptive run is not always first (drift)
+        plan.reverse()
     usage = None
     for label, batch, pause, budget in plan:
         figures, result = run_backfill(dsn, args, label, batch, pause, budget, console)
@@ -190,12 +192,22 @@ def run_round(dsn: str, args, n: int, settings: list[tuple[int, int]], console: 
     return dict(baseline_p99_ms=base.p99, runs=runs, probe=usage)
 
 
+def _order(label: str) -> tuple:
+    """adaptive, then the fixed settings by batch and pause, then the single UPDATE."""
+    if label == ADAPTIVE:
+        return (0,)
+    if label == SINGLE:
+        return (2,)
+    batch, pause = label.removeprefix("fixed ").split(":")
+    return (1, int(batch), int(pause))
+
+
 def summarise(rounds: list[dict]) -> dict:
     """Medians over rounds, per setting; ratios per round first, so each uses its own baseline."""
-    labels = [r.label for r in rounds[0]["runs"]]
+    labels = sorted({run.label for run in rounds[0]["runs"]}, key=_order)
     settings = []
-    for i, label in enumerate(labels):
-        per = [r["runs"][i] for r in rounds]
+    for label in labels:
+        per = [next(run for run in r["runs"] if run.label == label) for r in rounds]
         ratios = [run.ratio(r["baseline_p99_ms"]) for run, r in zip(per, rounds)]
         settings.append(dict(
             setting=label, rows_per_s=statistics.median(p.rows_per_s for p in per),

@@ -428,7 +428,7 @@ class LatencyThrottle:
             readings = {s.name: s.read(self._last_change) for s in self.sources}
             readings = {k: v for k, v in readings.items() if v is not None}
             if readings:
-                self.readings_ms = readings
+                self.readings_ms.update(readings)  # a source without a new reading shows its last one
                 usage = max(v / self.budget_ms[k] for k, v in readings.items())
                 self.usage = usage
                 self.max_usage = max(self.max_usage, usage)
