@@ -9,6 +9,7 @@ from components.api_deployment import API_NODE_PORT, ApiDeployment, ApiDeploymen
 from components.applied_record import read_previous_record
 from components.dns_records import DnsRecords, DnsRecordsArgs
 from components.gateway import Gateway, GatewayArgs
+from components.metrics_targets import MetricsTargets, MetricsTargetsArgs
 from components.phase_gate import APPLIED_RECORD_OUTPUT, PhaseGate, PhaseGateArgs
 from components.postgres_cluster import PostgresCluster, PostgresClusterArgs
 from components.schema_release import SchemaRelease, SchemaReleaseArgs
@@ -143,3 +144,4 @@ pulumi.export("appVersions", app.app_versions)
 pulumi.export("migration", {"id": migration.migration_id, "stage": migration.stage, "checksum": migration.checksum}
               if migration else None)
 pulumi.export("rollback", state.rollback.model_dump(by_alias=True, mode="json"))
+pulumi.export("metricsTargets", MetricsTargets("metrics", MetricsTargetsArgs(state=state, metrics=stack.metrics)).targets)

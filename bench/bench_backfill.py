@@ -1,207 +1,338 @@
-"""Benchmark: batched backfill vs one big UPDATE of the same 1M rows, under a concurrent OLTP load.
+"""Benchmark: the latency-aware backfill against a sweep of fixed (batch size, pause) settings.
 
-Not a test. Starts a throwaway PostgreSQL 15 cluster on 127.0.0.1, builds two identical tables,
-and reports in one run:
+Not a test. Starts a throwaway PostgreSQL 15 cluster on 127.0.0.1 and, in one run under the same
+open-loop OLTP load (``testsupport.schema_load``: point SELECTs and UPDATEs on the table being
+backfilled), backfills a freshly built table once per setting:
 
-* the batched backfill's throughput relative to a single ``UPDATE`` of the same rows
-  (both run under the same OLTP load)                                   target >= 0.8x
-* the OLTP load's p99 latency during the backfill relative to its own baseline   target <= 1.5x
-* the longest time one batch held its row locks (UPDATE start -> COMMIT)          target <= 50 ms
+* the adaptive backfill (``latency`` budget: batch size and pause adapt to the load's latency,
+  read by a probe query; budget ``--budget-ratio`` x the baseline it measures itself);
+* every fixed ``BATCH:PAUSE_MS`` setting of ``--sweep``;
+* for contrast (not a candidate), one ``UPDATE`` of the whole table (``--no-single`` skips it).
 
-    venv/bin/python -m bench.bench_backfill [--rows 1000000] [--batch-size 5000] [--controls] [--strict]
+Each run stops after ``--run-s`` seconds at most (its throughput is keys per second over the time
+it ran); the load's p99 counts only the transactions scheduled while the backfill ran. The
+baseline is the same load alone on a fresh table, half before the first and half after the last
+setting (pooled), so drift on a shared machine does not land on one side only. Every figure is
+the median over ``--rounds`` (3) rounds, each ratio against its own round's baseline. Printed against the targets:
+
+* adaptive: load p99 <= 1.5x baseline;
+* adaptive throughput within 10 % of, or above, the best fixed setting that also meets 1.5x;
+* longest row-lock hold of one batch <= 50 ms.
+
+    venv/bin/python -m bench.bench_backfill [--quick] [--rounds 3] [--json results.json] [--strict]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import statistics
 import sys
+import threading
 import time
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
-
-from bazbii_db.migrations.backfill import Backfill, BackfillConfig
+from bazbii_db.migrations.backfill import Backfill, BackfillConfig, BackfillResult, BackfillStopped
 from bazbii_db.migrations.journal import Journal
 from bazbii_db.migrations.spec import BackfillSpec
-from testsupport.schema_load import LoadResult, OltpLoad, percentile, start_cluster, stop_cluster
+from bazbii_db.migrations.throttle import LatencyBudget
+from testsupport.schema_load import LoadResult, OltpLoad, start_cluster, stop_cluster
 
-TARGET_RATIO, TARGET_P99, TARGET_HOLD_MS = 0.8, 1.5, 50.0
+TARGET_P99, TARGET_THROUGHPUT, TARGET_HOLD_MS = 1.5, 0.9, 50.0
+TABLE = "bench_fill"
+ADAPTIVE = "adaptive"
+SINGLE = "single UPDATE"
+QUICK = dict(rows=50_000, sweep="200:0,2000:0", run_s=4.0, baseline_s=3.0, workers=2, rate=50.0, latency_baseline_s=1.0,
+             rounds=1)
 
 
-def build_table(dsn: str, name: str, rows: int) -> None:
-    t = sql.Identifier(name)
+@dataclass
+class RunFigures:
+    label: str
+    rows_per_s: float
+    load_p99_ms: float
+    load_tps: float
+    hold_max_ms: float
+    batches: int
+    final: str  # final batch size / pause
+
+    def ratio(self, baseline_p99: float) -> float:
+        return self.load_p99_ms / baseline_p99 if baseline_p99 else float("inf")
+
+
+def parse_sweep(text: str) -> list[tuple[int, int]]:
+    settings = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        batch, sep, pause = item.partition(":")
+        if not sep or not batch.isdigit() or not pause.isdigit() or int(batch) < 1:
+            raise ValueError(f"--sweep: {item!r} is not BATCH:PAUSE_MS (e.g. 2000:5)")
+        settings.append((int(batch), int(pause)))
+    if not settings:
+        raise ValueError("--sweep: needs at least one BATCH:PAUSE_MS setting")
+    return settings
+
+
+def build_table(dsn: str, rows: int) -> None:
+    t = sql.Identifier(TABLE)
     with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(t))
+        conn.execute("DELETE FROM bazbii_migrations.backfill_checkpoint")
         conn.execute(sql.SQL(
             "CREATE TABLE {} (id bigint PRIMARY KEY, user_id integer NOT NULL, title text NOT NULL, body text, "
             "category text, updated_at timestamptz NOT NULL DEFAULT now()) WITH (autovacuum_enabled = false)").format(t))
         conn.execute(sql.SQL("INSERT INTO {} (id, user_id, title, body) SELECT g, g %% 5000, 'title ' || g, "
                              "repeat('x', 60) FROM generate_series(1, %s) g").format(t), (rows,))
         conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(t))
-
-
-def checkpoint(dsn: str) -> None:
-    """Start each phase clean: flush PostgreSQL's dirty buffers, then the kernel's dirty pages
-    (the test cluster runs with fsync=off, so without os.sync() the previous phase's writes would be
-    written back by the kernel during the next phase)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+        # start each run clean: PostgreSQL's dirty buffers, then the kernel's (the cluster runs
+        # with fsync=off, so the build's writes would otherwise be written back during the run)
         conn.execute("CHECKPOINT")
     os.sync()
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
+def new_load(dsn: str, args) -> OltpLoad:
+    return OltpLoad(dsn, TABLE, args.rows, args.workers, args.rate, args.update_ratio)
 
 
-def run_round(dsn: str, args, n: int) -> dict:
-    """One full measurement on freshly built tables."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_batched, bench_single")
-        conn.execute("DELETE FROM bazbii_migrations.backfill_checkpoint")
-    t0 = time.monotonic()
-    build_table(dsn, "bench_batched", args.rows)
-    build_table(dsn, "bench_single", args.rows)
-    print(f"round {n}: setup 2 x {args.rows:,} rows in {time.monotonic() - t0:.1f}s, "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
-
-    # the load alone: its own baseline, half before and half after the backfill (pooled), so
-    # drift on a shared machine does not land on one side of the comparison only
-    def baseline(seconds: float):
-        checkpoint(dsn)
-        load = OltpLoad(dsn, "bench_batched", args.rows, args.workers, args.rate, args.update_ratio)
-        load.start(seconds)
-        time.sleep(seconds)
-        return load.join()
-
-    before = baseline(args.baseline_s / 2)
-
-    # batched backfill under the load
-    checkpoint(dsn)
-    spec = BackfillSpec(name="bench", kind="update", table="bench_batched", key="id",
-                        set={"category": "'general'"}, where="category IS NULL", batch_size=args.batch_size,
-                        pause_ms=args.pause_ms)
-    console = Console(stderr=True) if args.progress else Console(file=io.StringIO())
-    config = BackfillConfig(target_batch_ms=args.target_batch_ms or None, console=console, progress_interval_s=5)
-    load = OltpLoad(dsn, "bench_batched", args.rows, args.workers, args.rate, args.update_ratio)
-    load.start(600)
-    b_start = time.monotonic()
-    result = Backfill(dsn, "bench", spec, "bench", config).run()
-    b_secs = time.monotonic() - b_start
-    during_batched = load.join()
-    after = baseline(args.baseline_s / 2)
-    base = LoadResult(before.latencies_ms + after.latencies_ms, before.seconds + after.seconds)
-
-    # one UPDATE of the same rows under the same load
-    checkpoint(dsn)
-    load = OltpLoad(dsn, "bench_single", args.rows, args.workers, args.rate, args.update_ratio)
-    load.start(600)
-    s_start = time.monotonic()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        single_rows = conn.execute("UPDATE bench_single SET category = 'general' WHERE category IS NULL").rowcount
-    s_secs = time.monotonic() - s_start
-    during_single = load.join()
-
-    r = dict(b_rate=result.rows_changed / b_secs, s_rate=single_rows / s_secs, base_p99=base.p99,
-             batched_p99=during_batched.p99, single_p99=during_single.p99, single_max=max(during_single.latencies_ms,
-                                                                                          default=0.0),
-             hold_max=result.max_batch_hold_ms, hold_p99=percentile(result.batch_hold_ms, 99),
-             over=sum(1 for h in result.batch_hold_ms if h > TARGET_HOLD_MS), batches=result.batches,
-             final_batch=result.final_batch_size, s_secs=s_secs, b_secs=b_secs, load_tps=during_batched.tps,
-             single_tps=during_single.tps)
-    r["ratio"] = r["b_rate"] / r["s_rate"]
-    r["p99_ratio"] = r["batched_p99"] / r["base_p99"] if r["base_p99"] else float("inf")
-    print(f"  batched backfill: {result.rows_changed:,} rows in {b_secs:.2f}s = {r['b_rate']:,.0f} rows/s, "
-          f"{result.batches} batches (final size {result.final_batch_size}), lock timeouts {result.lock_timeouts}, "
-          f"throttled {len(result.throttle_events)}x; longest batch lock hold {r['hold_max']:.1f} ms "
-          f"(p99 {r['hold_p99']:.1f} ms, {r['over']} over {TARGET_HOLD_MS:.0f} ms)", flush=True)
-    print(f"  single UPDATE:    {single_rows:,} rows in {s_secs:.2f}s = {r['s_rate']:,.0f} rows/s (every row lock "
-          f"held {s_secs * 1000:,.0f} ms)", flush=True)
-    print(f"  load p99: baseline {base.p99:.2f} ms (before {before.p99:.2f} / after {after.p99:.2f}), during "
-          f"backfill {during_batched.p99:.2f} ms at {during_batched.tps:,.0f} tx/s, during single UPDATE "
-          f"{during_single.p99:,.0f} ms at {during_single.tps:,.0f} tx/s (max {r['single_max']:,.0f} ms)", flush=True)
-    return r
+def measure_baseline(dsn: str, args, seconds: float) -> LoadResult:
+    build_table(dsn, args.rows)
+    load = new_load(dsn, args)
+    load.start(seconds)
+    time.sleep(seconds)
+    return load.join()
 
 
-def run_controls(dsn: str, args) -> None:
-    """What the same load sees next to work that shares no table with it: the machine's own floor."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_sink")
-        conn.execute("CREATE TABLE bench_sink (id bigint, body text)")
-    controls = [("CPU-only query (no writes)", "SELECT count(*) FROM generate_series(1, 30000000)"),
-                (f"bulk INSERT of {args.rows:,} rows into an unrelated table",
-                 f"INSERT INTO bench_sink SELECT g, repeat('x', 60) FROM generate_series(1, {int(args.rows)}) g")]
-    print("controls (the load runs on bench_batched; the statement touches no table the load uses):")
-    for label, query in controls:
-        checkpoint(dsn)
-        load = OltpLoad(dsn, "bench_batched", args.rows, args.workers, args.rate, args.update_ratio)
-        load.start(args.baseline_s / 2)
-        time.sleep(args.baseline_s / 2)
-        base = load.join()
-        checkpoint(dsn)
-        load = OltpLoad(dsn, "bench_batched", args.rows, args.workers, args.rate, args.update_ratio)
-        load.start(600)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(query)
+def run_backfill(dsn: str, args, label: str, batch: int, pause_ms: int, latency: LatencyBudget | None,
+                 console: Console) -> tuple[RunFigures, BackfillResult]:
+    build_table(dsn, args.rows)
+    spec = BackfillSpec(name="bench", kind="update", table=TABLE, key="id", set={"category": "'general'"},
+                        where="category IS NULL", batch_size=batch, pause_ms=pause_ms)
+    stop = threading.Event()
+    backfill = Backfill(dsn, "bench", spec, "bench",
+                        BackfillConfig(latency=latency, stop=stop, console=console, progress_interval_s=5))
+
+    def time_box() -> None:
+        # the clock starts at the first batch: the adaptive run first measures its own baseline
+        while latency is not None and not stop.is_set() and not (backfill.throttle and backfill.throttle.budget_ms):
+            time.sleep(0.01)
+        stop.wait(args.run_s)
+        stop.set()
+
+    load = new_load(dsn, args)
+    load.start(args.run_s + 60)
+    threading.Thread(target=time_box, daemon=True).start()
+    try:
+        try:
+            result = backfill.run()
+        except BackfillStopped as stopped:  # the time box ended it
+            result = stopped.result
+    finally:
+        end = time.time()
+        stop.set()
         during = load.join()
-        print(f"  {label}: load p99 {base.p99:.2f} -> {during.p99:.2f} ms ({during.p99 / base.p99:.2f}x)", flush=True)
+    during = during.between(end - result.elapsed_s, end)
+    hold = result.max_batch_hold_ms
+    final = f"{result.final_batch_size} / {result.final_pause_ms:g} ms"
+    return RunFigures(label, result.keys_done / result.elapsed_s if result.elapsed_s else 0.0, during.p99,
+                      during.tps, hold, result.batches, final), result
+
+
+def run_single(dsn: str, args) -> RunFigures:
+    """One UPDATE of every row under the same load: every row lock is held for the whole statement."""
+    build_table(dsn, args.rows)
+    load = new_load(dsn, args)
+    load.start(600)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            start = time.time()
+            rows = conn.execute(sql.SQL("UPDATE {} SET category = 'general' WHERE category IS NULL").format(
+                sql.Identifier(TABLE))).rowcount
+            end = time.time()
+    finally:
+        during = load.join()
+    during = during.between(start, end)
+    return RunFigures(SINGLE, rows / (end - start), during.p99, during.tps, (end - start) * 1000.0, 1, "-")
+
+
+def run_round(dsn: str, args, n: int, settings: list[tuple[int, int]], console: Console) -> dict:
+    print(f"round {n}: baseline (load alone) {args.baseline_s / 2:g}s, load average {os.getloadavg()[0]:.2f}",
+          flush=True)
+    before = measure_baseline(dsn, args, args.baseline_s / 2)
+    runs: list[RunFigures] = []
+    latency = LatencyBudget(budget_ratio=args.budget_ratio, baseline_s=args.latency_baseline_s,
+                            probe_query=f"SELECT title, category FROM {TABLE} WHERE id = 1")
+    plan = [(ADAPTIVE, args.adaptive_start, 0, latency)] + [(f"fixed {b}:{p}", b, p, None) for b, p in settings]
+    if n % 2 == 0:  # every other round in reverse, so the adaptive run is not always first (drift)
+        plan.reverse()
+    usage = None
+    for label, batch, pause, budget in plan:
+        figures, result = run_backfill(dsn, args, label, batch, pause, budget, console)
+        if budget is not None:
+            usage = dict(budget_ms=result.latency_budget_ms, baseline_ms=result.latency_baseline_ms,
+                         max_usage=result.max_budget_usage, decisions=len(result.control_log))
+        runs.append(figures)
+        print(f"  {label:<16} {figures.rows_per_s:>10,.0f} rows/s  load p99 {figures.load_p99_ms:7.2f} ms  "
+              f"hold max {figures.hold_max_ms:6.1f} ms  final {figures.final}", flush=True)
+    if args.single:
+        figures = run_single(dsn, args)
+        runs.append(figures)
+        print(f"  {SINGLE:<16} {figures.rows_per_s:>10,.0f} rows/s  load p99 {figures.load_p99_ms:7.2f} ms  "
+              f"every row lock held {figures.hold_max_ms:,.0f} ms", flush=True)
+    after = measure_baseline(dsn, args, args.baseline_s / 2)
+    base = before + after
+    print(f"  baseline p99 {base.p99:.2f} ms (before {before.p99:.2f} / after {after.p99:.2f}) at "
+          f"{base.tps:,.0f} tx/s", flush=True)
+    return dict(baseline_p99_ms=base.p99, runs=runs, probe=usage)
+
+
+def _order(label: str) -> tuple:
+    """adaptive, then the fixed settings by batch and pause, then the single UPDATE."""
+    if label == ADAPTIVE:
+        return (0,)
+    if label == SINGLE:
+        return (2,)
+    batch, pause = label.removeprefix("fixed ").split(":")
+    return (1, int(batch), int(pause))
+
+
+def summarise(rounds: list[dict]) -> dict:
+    """Medians over rounds, per setting; ratios per round first, so each uses its own baseline."""
+    labels = sorted({run.label for run in rounds[0]["runs"]}, key=_order)
+    settings = []
+    for label in labels:
+        per = [next(run for run in r["runs"] if run.label == label) for r in rounds]
+        ratios = [run.ratio(r["baseline_p99_ms"]) for run, r in zip(per, rounds)]
+        settings.append(dict(
+            setting=label, rows_per_s=statistics.median(p.rows_per_s for p in per),
+            load_p99_ms=statistics.median(p.load_p99_ms for p in per), p99_ratio=statistics.median(ratios),
+            load_tps=statistics.median(p.load_tps for p in per), hold_max_ms=max(p.hold_max_ms for p in per),
+            batches=statistics.median(p.batches for p in per), final=per[-1].final))
+    adaptive = settings[0]
+    fixed = [s for s in settings[1:] if s["setting"] != SINGLE]
+    eligible = [s for s in fixed if s["p99_ratio"] <= TARGET_P99]
+    best = max(eligible, key=lambda s: s["rows_per_s"], default=None)
+    throughput_vs_best = adaptive["rows_per_s"] / best["rows_per_s"] if best and best["rows_per_s"] else None
+    targets = [
+        dict(target=f"adaptive load p99 <= {TARGET_P99}x baseline", figure=f"{adaptive['p99_ratio']:.2f}x",
+             met=adaptive["p99_ratio"] <= TARGET_P99),
+        dict(target=f"adaptive throughput >= {TARGET_THROUGHPUT:.0%} of the best fixed setting meeting "
+                    f"{TARGET_P99}x" + (f" ({best['setting']})" if best else ""),
+             figure=(f"{throughput_vs_best:.2f}x ({adaptive['rows_per_s']:,.0f} vs {best['rows_per_s']:,.0f} rows/s)"
+                     if throughput_vs_best is not None else "no fixed setting met the p99 target"),
+             met=None if throughput_vs_best is None else throughput_vs_best >= TARGET_THROUGHPUT),
+        dict(target=f"adaptive longest batch lock hold <= {TARGET_HOLD_MS:.0f} ms",
+             figure=f"{adaptive['hold_max_ms']:.1f} ms", met=adaptive["hold_max_ms"] <= TARGET_HOLD_MS),
+    ]
+    return dict(baseline_p99_ms=statistics.median(r["baseline_p99_ms"] for r in rounds), settings=settings,
+                best_fixed_meeting_p99=best["setting"] if best else None, targets=targets,
+                probe=[r["probe"] for r in rounds])
+
+
+def verdict(met: bool | None) -> str:
+    return "n/a" if met is None else ("PASS" if met else "MISS")
+
+
+def print_summary(summary: dict, console: Console) -> None:
+    settings = Table(title=f"load p99 baseline {summary['baseline_p99_ms']:.2f} ms (load alone)", box=box.MARKDOWN)
+    for col in ("setting", "rows/s", "load p99", "p99 / baseline", f"<= {TARGET_P99}x", "longest lock hold",
+                "batches", "final batch / pause"):
+        settings.add_column(col, justify="left" if col in ("setting", "final batch / pause") else "right")
+    for s in summary["settings"]:
+        label = s["setting"] + (" (contrast)" if s["setting"] == SINGLE else "")
+        settings.add_row(label, f"{s['rows_per_s']:,.0f}", f"{s['load_p99_ms']:.2f} ms", f"{s['p99_ratio']:.2f}x",
+                         "yes" if s["p99_ratio"] <= TARGET_P99 else "no", f"{s['hold_max_ms']:.1f} ms",
+                         f"{s['batches']:g}", s["final"])
+    console.print(settings)
+    targets = Table(title="targets", box=box.MARKDOWN)
+    for col in ("target", "figure", "verdict"):
+        targets.add_column(col)
+    for t in summary["targets"]:
+        targets.add_row(t["target"], t["figure"], verdict(t["met"]))
+    console.print(targets)
+    for n, probe in enumerate(summary["probe"], 1):
+        if probe and probe["baseline_ms"]:
+            peak = f"{probe['max_usage']:.0%}" if probe["max_usage"] is not None else "-"
+            console.print(f"round {n}, adaptive run's own probe: baseline "
+                          + ", ".join(f"{k} {v:.2f} ms" for k, v in probe["baseline_ms"].items()) + ", budget "
+                          + ", ".join(f"{k} {v:.2f} ms" for k, v in probe["budget_ms"].items())
+                          + f", peak {peak} of budget over {probe['decisions']} decisions", markup=False)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--rounds", type=int, default=3, help="repeat on fresh tables; the verdict uses the medians")
-    ap.add_argument("--batch-size", type=int, default=5000)
-    ap.add_argument("--target-batch-ms", type=int, default=0,
-                    help="adaptive batch sizing towards this lock hold (default 0: fixed --batch-size)")
-    ap.add_argument("--pause-ms", type=int, default=0, help="pause between batches")
+    ap.add_argument("--sweep", default="500:0,1000:0,2000:0,5000:0,500:2,1000:5,2000:10,5000:20",
+                    help="fixed settings, BATCH:PAUSE_MS,...")
+    ap.add_argument("--run-s", type=float, default=20.0, help="each backfill stops after this long at most")
+    ap.add_argument("--rounds", type=int, default=3, help="repeat everything; figures are medians over rounds")
+    ap.add_argument("--budget-ratio", type=float, default=1.5, help="the adaptive run's budget over its baseline")
+    ap.add_argument("--latency-baseline-s", type=float, default=3.0, help="the adaptive run's own baseline")
+    ap.add_argument("--adaptive-start", type=int, default=1000, help="the adaptive run's first batch size")
     ap.add_argument("--update-ratio", type=float, default=0.2, help="share of point UPDATEs in the OLTP load")
     ap.add_argument("--workers", type=int, default=4, help="OLTP load processes")
     ap.add_argument("--rate", type=float, default=100.0, help="transactions/s per load process")
-    ap.add_argument("--baseline-s", type=float, default=10.0)
-    ap.add_argument("--progress", action="store_true", help="show the backfill's progress output")
-    ap.add_argument("--controls", action="store_true",
-                    help="also measure the load's p99 next to a CPU-only query and a bulk INSERT elsewhere")
+    ap.add_argument("--baseline-s", type=float, default=10.0, help="the load alone, half before and half after")
+    ap.add_argument("--no-single", dest="single", action="store_false",
+                    help="skip the single-UPDATE contrast run")
+    ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON ('-' for stdout)")
+    ap.add_argument("--progress", action="store_true", help="show each backfill's progress output")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    try:
+        settings = parse_sweep(args.sweep)
+        LatencyBudget(budget_ratio=args.budget_ratio, baseline_s=args.latency_baseline_s)
+    except ValueError as exc:
+        ap.error(str(exc).replace("latency.budget_ratio", "--budget-ratio").replace("latency.baseline_s",
+                                                                                      "--latency-baseline-s"))
+    for key in ("rows", "rounds", "workers", "adaptive_start"):
+        if getattr(args, key) < 1:
+            ap.error(f"--{key.replace('_', '-')}: must be at least 1")
+    for key in ("run_s", "rate", "baseline_s"):
+        if getattr(args, key) <= 0:
+            ap.error(f"--{key.replace('_', '-')}: must be positive")
 
-    print(f"machine: {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.2f}; "
-          f"{args.rows:,} rows, batch size " + (f"adaptive to {args.target_batch_ms} ms from {args.batch_size}"
-                                                 if args.target_batch_ms else str(args.batch_size)) + f", pause {args.pause_ms} ms, "
-          f"load {args.workers} x {args.rate:g} tx/s ({args.update_ratio:.0%} updates)", flush=True)
+    out = Console(width=160)
+    print(f"machine: {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.2f}; {args.rows:,} rows; "
+          f"load {args.workers} x {args.rate:g} tx/s ({args.update_ratio:.0%} updates); each run <= {args.run_s:g}s; "
+          f"adaptive budget {args.budget_ratio:g}x its baseline; fixed settings (batch:pause ms) {args.sweep}",
+          flush=True)
+    progress = Console(stderr=True) if args.progress else Console(file=io.StringIO())
     cluster, workdir = start_cluster()
     try:
         dsn = cluster.dsn()
         with psycopg.connect(dsn, autocommit=True) as conn:
             Journal(conn).ensure()
-        rounds = [run_round(dsn, args, n + 1) for n in range(args.rounds)]
-        if args.controls:
-            run_controls(dsn, args)
+        rounds = [run_round(dsn, args, n + 1, settings, progress) for n in range(args.rounds)]
     finally:
         stop_cluster(cluster, workdir)
-
-    def med(key: str) -> float:
-        return statistics.median(r[key] for r in rounds)
-
-    ratio, p99_ratio, hold = med("ratio"), med("p99_ratio"), med("hold_max")
+    summary = summarise(rounds)
+    summary["conditions"] = dict(rows=args.rows, workers=args.workers, rate=args.rate, update_ratio=args.update_ratio,
+                                 run_s=args.run_s, rounds=args.rounds, budget_ratio=args.budget_ratio,
+                                 cores=os.cpu_count(), load_average_end=os.getloadavg()[0], quick=args.quick)
     print()
-    print(f"figures against targets (median of {len(rounds)} rounds; per round: "
-          + ", ".join(f"{r['ratio']:.2f}x/{r['p99_ratio']:.2f}x/{r['hold_max']:.0f}ms" for r in rounds) + ")")
-    print(f"  throughput, batched / single UPDATE  : {ratio:.2f}x (medians {med('b_rate'):,.0f} and "
-          f"{med('s_rate'):,.0f} rows/s)"
-          f"   (target >= {TARGET_RATIO}x)   {verdict(ratio >= TARGET_RATIO)}")
-    print(f"  load p99, during backfill / baseline : {p99_ratio:.2f}x (medians {med('batched_p99'):.2f} and "
-          f"{med('base_p99'):.2f} ms)   (target <= {TARGET_P99}x)   {verdict(p99_ratio <= TARGET_P99)}")
-    print(f"  longest batch lock hold              : {hold:.1f} ms (worst round {max(r['hold_max'] for r in rounds):.1f} "
-          f"ms; batch p99 {med('hold_p99'):.1f} ms)   (target <= {TARGET_HOLD_MS:.0f} ms)   "
-          f"{verdict(hold <= TARGET_HOLD_MS)}")
-    print(f"  for contrast, load p99 during the single UPDATE: {med('single_p99'):,.0f} ms")
-    print(f"  (load average at the end {os.getloadavg()[0]:.2f}; other work on the machine skews every figure)")
-    ok = ratio >= TARGET_RATIO and p99_ratio <= TARGET_P99 and hold <= TARGET_HOLD_MS
-    return 0 if ok or not args.strict else 1
+    print_summary(summary, out)
+    print(f"(load average at the end {os.getloadavg()[0]:.2f}; other work on the machine skews every figure)")
+    if args.json:
+        text = json.dumps(summary, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as fh:
+                fh.write(text + "\n")
+    missed = any(t["met"] is False for t in summary["targets"])
+    return 1 if missed and args.strict else 0
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     scope.add_argument("--all", action="store_true", help="check every step of the plan and its one-step rollback")
     parser.add_argument("--track", default="infra", help="track whose current and next step are shown by default")
     parser.add_argument("--policy-config", type=Path, help="JSON policy config (same shape as `pulumi preview --policy-pack-config`)")
+    parser.add_argument("--metrics", help="evaluate the live gate of the step applied against this Prometheus API URL "
+                        "('config': bazbii:metrics.endpoint); without it the live gate is reported as not evaluated")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--verbose", action="store_true", help="show every property of created resources")
     return parser
@@ -86,14 +88,27 @@ def main(argv: list[str] | None = None) -> int:
 
     results = [scenarios.run_transition(t, policy_config) for t in transitions]
     failed = sum(1 for r in results if r.failed)
+    # live-metric gates (bazbii_analysis), see offline_preview/live_gate.py
+    from .live_gate import evaluate_live_gates, print_live_gates
+
+    try:
+        live_gates = [] if args.all else evaluate_live_gates(transitions, args.metrics)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    denied_by_metrics = {gate.title for gate in live_gates if gate.denied}
+    failed = sum(1 for r in results if r.failed or r.transition.title in denied_by_metrics)
     if args.json:
-        print(json.dumps({"transitions": as_json(results), "failedTransitions": failed}, indent=2, default=str))
+        print(json.dumps({"transitions": as_json(results), "liveGates": [g.to_json() for g in live_gates],
+                          "failedTransitions": failed}, indent=2, default=str))
     else:
         if args.all:
             console.print(summary_table(results))
             print_results([r for r in results if r.violations], console, args.verbose)
         else:
             print_results(results, console, args.verbose)
+        print_live_gates(live_gates, console)
         verdict = "[red]DENIED[/red]" if failed else "[green]ALLOWED[/green]"
         console.print(f"\n{verdict}: {len(results)} transition(s) checked, {failed} failed")
     return EXIT_VIOLATIONS if failed else EXIT_OK

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from bazbii_plan.gates import describe_criteria
 from offline_preview.diff import flatten
 from offline_preview.harness import REPO_ROOT
 
@@ -46,6 +47,8 @@ def render(stack_file: Path) -> str:
             if not step.reversible:
                 requires += "<br>**irreversible by config**"
             changes = f"<br>{_changes(step.changes)}" if step.changes else ""
+            if step.criteria is not None:
+                requires = f"<br>measured: {describe_criteria(step.criteria, config.state().rollback)}" + requires
             lines.append(
                 f"| {track_name} / `bazbii:{track.key}` | `{step.name}` | {_cell(step.summary)}{changes} "
                 f"| {_cell(step.gate)}{requires} | {_cell(step.rollback)} |"

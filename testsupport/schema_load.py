@@ -3,7 +3,8 @@
 The load runs in separate processes (no GIL shared with the code under test). Each worker
 issues transactions on a fixed schedule (open loop): latency is measured from the *scheduled*
 start, so a stall shows up as latency for every request that should have started during it
-(no coordinated omission).
+(no coordinated omission). Each sample keeps its scheduled start, so a result can be cut to the
+stretch of time a backfill actually ran (``LoadResult.between``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from bazbii_db.migrations.throttle import percentile
 from testsupport.localcluster import LocalCluster, make_workdir, remove_workdir
 
 BENCH_CONF = {
@@ -38,18 +40,10 @@ def stop_cluster(cluster: LocalCluster, workdir) -> None:
     remove_workdir(workdir)
 
 
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return 0.0
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, int(round(p / 100.0 * (len(s) - 1)))))
-    return s[k]
-
-
 def _worker(dsn: str, table: str, max_id: int, rate: float, seconds: float, start_at: float, seed: int, conn_out,
             stop, update_ratio: float = 0.2):
     rng = random.Random(seed)
-    lat: list[float] = []
+    samples: list[tuple[float, float]] = []  # (scheduled start, epoch s; latency ms)
     select = f"SELECT title, category FROM {table} WHERE id = %s"
     update = f"UPDATE {table} SET updated_at = now() WHERE id = %s"
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -71,16 +65,27 @@ def _worker(dsn: str, table: str, max_id: int, rate: float, seconds: float, star
                 conn.execute(select, (key,)).fetchone()
             else:
                 conn.execute(update, (key,))
-            lat.append((time.time() - scheduled) * 1000.0)
+            samples.append((scheduled, (time.time() - scheduled) * 1000.0))
             n += 1
-    conn_out.send(lat)
+    conn_out.send(samples)
     conn_out.close()
 
 
 @dataclass
 class LoadResult:
-    latencies_ms: list[float]
+    samples: list[tuple[float, float]]  # (scheduled start, epoch s; latency ms)
     seconds: float
+
+    @property
+    def latencies_ms(self) -> list[float]:
+        return [ms for _, ms in self.samples]
+
+    def between(self, start: float, end: float) -> "LoadResult":
+        """Only the transactions scheduled in [start, end) (epoch seconds)."""
+        return LoadResult([(t, ms) for t, ms in self.samples if start <= t < end], max(0.0, end - start))
+
+    def __add__(self, other: "LoadResult") -> "LoadResult":
+        return LoadResult(self.samples + other.samples, self.seconds + other.seconds)
 
     @property
     def p50(self) -> float:
@@ -122,9 +127,9 @@ class OltpLoad:
     def join(self) -> LoadResult:
         self._stop.set()
         self.seconds = time.time() - self._start_at
-        lat: list[float] = []
+        samples: list[tuple[float, float]] = []
         for proc, recv in self._procs:
-            lat.extend(recv.recv())
+            samples.extend(recv.recv())
             proc.join(timeout=30)
         self._procs.clear()
-        return LoadResult(lat, self.seconds)
+        return LoadResult(samples, self.seconds)

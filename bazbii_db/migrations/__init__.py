@@ -4,21 +4,22 @@ Plain Python: no Pulumi import. The Pulumi dynamic provider in
 ``components/providers/schema_migration.py`` is a thin wrapper over :class:`MigrationRunner`.
 """
 
-from bazbii_db.migrations.backfill import (Backfill, BackfillConfig, BackfillResult, LagWindow, PrimaryLagProbe,
-                                           ReplicaLagProbe)
+from bazbii_db.migrations.backfill import (Backfill, BackfillConfig, BackfillResult, BackfillStopped, LagWindow,
+                                           PrimaryLagProbe, ReplicaLagProbe)
 from bazbii_db.migrations.errors import (BackfillError, BackfillThrottled, ChecksumMismatch, ContractRefused,
                                          LockRetryExhausted, MigrationError, RunnerLockTimeout, SqlSafetyError,
                                          StageOrderError, StatementFailed)
 from bazbii_db.migrations.runner import MigrationRunner, RunnerConfig, StepResult
+from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError, PoolerProbe, PrometheusLatency
 from bazbii_db.migrations.spec import (BackfillSpec, DualWriteSpec, Migration, MigrationSpecError,
                                        default_migrations_dir, list_migrations, load_migration, migration_checksum,
                                        read_migration_sql)
 from bazbii_db.migrations.versions import check_contract_allowed, parse_version, version_from_image
 
 __all__ = [
-    "Backfill", "BackfillConfig", "BackfillError", "BackfillResult", "BackfillSpec", "BackfillThrottled",
-    "ChecksumMismatch", "ContractRefused", "DualWriteSpec", "LagWindow", "LockRetryExhausted", "Migration",
-    "MigrationError", "MigrationRunner", "MigrationSpecError", "PrimaryLagProbe", "ReplicaLagProbe",
+    "Backfill", "BackfillConfig", "BackfillError", "BackfillResult", "BackfillSpec", "BackfillStopped", "BackfillThrottled",
+    "ChecksumMismatch", "ContractRefused", "DualWriteSpec", "LagWindow", "LatencyBudget", "LatencyConfigError", "LockRetryExhausted", "Migration",
+    "MigrationError", "MigrationRunner", "MigrationSpecError", "PoolerProbe", "PrimaryLagProbe", "PrometheusLatency", "ReplicaLagProbe",
     "RunnerConfig", "RunnerLockTimeout", "SqlSafetyError", "StageOrderError", "StatementFailed", "StepResult",
     "check_contract_allowed", "default_migrations_dir", "list_migrations", "load_migration", "migration_checksum",
     "parse_version", "read_migration_sql", "version_from_image",

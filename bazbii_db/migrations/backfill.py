@@ -21,12 +21,22 @@ Throttling, checked at most every ``probe_interval_s`` between batches:
   application is rolled back and retried (smaller, after a jittered backoff).
 Optionally ``target_batch_ms`` adapts the batch size so each batch holds its row locks for
 about that long.
+
+Latency budget (``latency``, see ``throttle.py``): the batch size and pause adapt continuously to
+hold the application's p99 (a probe through the same pooler, and Prometheus where wired) at or
+under a budget, by default 1.5x the baseline measured before the first batch. It replaces
+``target_batch_ms`` (its ``max_hold_ms`` caps each batch's lock hold instead).
+
+Setting ``stop`` ends the run cleanly after the current batch with :class:`BackfillStopped` (an
+error, so that no caller takes a stopped backfill for a finished one); the checkpoint is kept and a
+rerun resumes there.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -42,6 +52,8 @@ from bazbii_db.migrations.executor import backoff_delay, configure_session
 from bazbii_db.migrations.journal import checkpoint_table
 from bazbii_db.migrations.progress import BackfillProgress
 from bazbii_db.migrations.spec import BackfillSpec
+from bazbii_db.migrations.throttle import LatencyBudget, LatencyProbeFailed, LatencySource, LatencyThrottle, \
+    PoolerProbe, PrometheusLatency, Setting
 
 log = logging.getLogger("bazbii_db.migrations")
 
@@ -129,6 +141,14 @@ class LagWindow:
 # --------------------------------------------------------------------------------------
 # Backfill
 # --------------------------------------------------------------------------------------
+class BackfillStopped(BackfillError):
+    """``BackfillConfig.stop`` was set: the run ended before the last key, its checkpoint kept."""
+
+    def __init__(self, message: str, result: "BackfillResult"):
+        super().__init__(message)
+        self.result = result
+
+
 @dataclass
 class BackfillConfig:
     batch_size: int | None = None  # overrides the spec's batch_size
@@ -153,6 +173,16 @@ class BackfillConfig:
     synchronous_commit: bool = False
     progress_interval_s: float = 10.0
     console: object | None = None  # a rich Console for progress output
+    latency: LatencyBudget | None = None  # overrides the spec's latency table (latency-aware throttle)
+    latency_sources: tuple[LatencySource, ...] = ()  # more sources besides the probe, e.g. PrometheusLatency
+    probe_dsn: str | None = None  # the pooler the application uses, when the backfill's own DSN is not it
+    prometheus_url: str | None = None  # where latency.prometheus_query is read (the analysis client's endpoint)
+    stop: threading.Event | None = None  # set to stop after the current batch: BackfillStopped, checkpoint kept
+
+    def __post_init__(self) -> None:
+        # a table of settings (TOML, provider inputs) or true becomes a LatencyBudget, validated there
+        if self.latency is not None and not isinstance(self.latency, LatencyBudget):
+            self.latency = LatencyBudget.from_mapping(self.latency, "latency")
 
 
 @dataclass
@@ -170,6 +200,12 @@ class BackfillResult:
     throttle_events: list[tuple[str, float]] = field(default_factory=list)
     batch_hold_ms: list[float] = field(default_factory=list)
     final_batch_size: int = 0
+    final_pause_ms: float = 0.0
+    stopped: bool = False  # ended by config.stop before the last key
+    latency_baseline_ms: dict[str, float] = field(default_factory=dict)
+    latency_budget_ms: dict[str, float] = field(default_factory=dict)
+    max_budget_usage: float | None = None  # worst reading / budget seen while running
+    control_log: list = field(default_factory=list)  # throttle.ControlStep, one per latency decision
 
     @property
     def rows_per_s(self) -> float:
@@ -225,6 +261,7 @@ class Backfill:
         self.rng = random.Random()
         self.window = LagWindow(self.config.lag_window_s)
         self._last_probe = 0.0
+        self.throttle: LatencyThrottle | None = None  # live while run() is, for progress and tests
 
     # --- setup --------------------------------------------------------------------------
     def _check_table(self, conn: psycopg.Connection) -> None:
@@ -322,6 +359,55 @@ class Backfill:
                 progress.note(f"resumed after {waited:.1f}s")
         self._last_probe = time.monotonic()
 
+    # --- latency budget ---------------------------------------------------------------
+    def _latency_throttle(self, batch_size: int, pause_s: float, target_ms: int | None) -> LatencyThrottle | None:
+        cfg, spec = self.config, self.spec
+        budget = cfg.latency if cfg.latency is not None else spec.latency
+        if budget is None:
+            return None
+        if not 1 <= cfg.min_batch_size <= cfg.max_batch_size:
+            raise BackfillError(f"backfill {spec.name}: min_batch_size ({cfg.min_batch_size}) must be at least 1 and "
+                                f"at most max_batch_size ({cfg.max_batch_size})")
+        if target_ms:
+            raise BackfillError(f"backfill {spec.name}: target_batch_ms and a latency budget both adapt the batch "
+                                "size; drop target_batch_ms (latency.max_hold_ms caps each batch's lock hold)")
+        sources: list[LatencySource] = []
+        if budget.probe:
+            sources.append(PoolerProbe(cfg.probe_dsn or self.dsn, budget.probe_query, budget.probe_interval_ms,
+                                       budget.window_s, budget.min_samples))
+        if budget.prometheus_query and cfg.prometheus_url:
+            sources.append(PrometheusLatency.connect(cfg.prometheus_url, budget.prometheus_query,
+                                                     budget.prometheus_interval_s))
+        elif budget.prometheus_query or cfg.prometheus_url:
+            log.info("backfill %s: latency from Prometheus needs both latency.prometheus_query and an endpoint "
+                     "(BackfillConfig.prometheus_url); only %s are measured", spec.name,
+                     "the probe and the given sources" if budget.probe else "the given sources")
+        sources.extend(cfg.latency_sources)
+        if not sources:
+            raise BackfillError(f"backfill {spec.name}: latency.probe is false and no other latency source is "
+                                "configured; the budget would have nothing to measure")
+        return LatencyThrottle(budget, sources, Setting(batch_size, pause_s * 1000.0),
+                               budget.bounds(cfg.min_batch_size, cfg.max_batch_size))
+
+    def _start_latency_throttle(self, throttle: LatencyThrottle, progress: BackfillProgress) -> None:
+        """Start the sources and measure the baseline before the first batch."""
+        try:
+            for source in throttle.sources:
+                source.start()
+                if getattr(source, "backend_pid", None):
+                    self.exclude_pids.append(source.backend_pid)  # our probe waiting is not an app session waiting
+            progress.note(f"measuring the latency baseline for {throttle.budget.baseline_s:g}s")
+            throttle.measure_baseline()
+        except psycopg.Error as exc:
+            dsns = [self.dsn] + ([self.config.probe_dsn] if self.config.probe_dsn else [])
+            raise BackfillError(f"backfill {self.spec.name}: latency probe: "
+                                f"{redact(str(exc).strip(), *dsns)}") from None
+        except LatencyProbeFailed as exc:
+            raise BackfillError(f"backfill {self.spec.name}: {exc}") from None
+        progress.note("latency baseline " + ", ".join(f"{k} {v:.2f} ms" for k, v in throttle.baseline_ms.items())
+                      + "; budget " + ", ".join(f"{k} {v:.2f} ms" for k, v in throttle.budget_ms.items()))
+        progress.set_status(throttle.status())
+
     # --- the loop -----------------------------------------------------------------------
     def run(self) -> BackfillResult:
         cfg, spec = self.config, self.spec
@@ -329,6 +415,24 @@ class Backfill:
         batch_size = max(1, cfg.batch_size or spec.batch_size)
         pause_s = (cfg.pause_ms if cfg.pause_ms is not None else spec.pause_ms) / 1000.0
         target_ms = cfg.target_batch_ms if cfg.target_batch_ms is not None else spec.target_batch_ms
+        throttle = self.throttle = self._latency_throttle(batch_size, pause_s, target_ms)
+        try:
+            self._run(result, batch_size, pause_s, target_ms, throttle)
+            if result.stopped:
+                raise BackfillStopped(f"backfill {spec.name}: stopped after {result.keys_done:,} keys; the checkpoint "
+                                      "is kept, rerun to resume", result)
+            return result
+        finally:
+            if throttle is not None:
+                throttle.close()
+                result.latency_baseline_ms = dict(throttle.baseline_ms)
+                result.latency_budget_ms = dict(throttle.budget_ms)
+                result.max_budget_usage = throttle.max_usage if throttle.log else None
+                result.control_log = list(throttle.log)
+
+    def _run(self, result: BackfillResult, batch_size: int, pause_s: float, target_ms: int | None,
+             throttle: LatencyThrottle | None) -> BackfillResult:
+        cfg, spec = self.config, self.spec
         dsn = with_params(self.dsn, application_name=self.application_name)
         started = time.monotonic()
         with psycopg.connect(dsn) as conn, psycopg.connect(dsn, autocommit=True) as monitor:
@@ -366,8 +470,17 @@ class Backfill:
             ).format(dml=batch_statement(spec), cp=checkpoint_table())
             label = f"backfill {self.migration_id}/{spec.name}"
             with BackfillProgress(label, total, console=cfg.console, interval_s=cfg.progress_interval_s) as progress:
+                if throttle is not None:
+                    t_baseline = time.monotonic()
+                    self._start_latency_throttle(throttle, progress)
+                    started += time.monotonic() - t_baseline  # the baseline is not backfill time
+                    batch_size, pause_s = throttle.setting.batch_size, throttle.setting.pause_ms / 1000.0
                 retries = 0
                 while last < upper:
+                    if cfg.stop is not None and cfg.stop.is_set():
+                        result.stopped = True
+                        progress.note(f"stopped after key {last}; the checkpoint is kept, rerun to resume")
+                        break
                     self._wait_if_throttled(monitor, result, progress)
                     try:
                         row = conn.execute(next_hi, (last, upper, batch_size - 1)).fetchone()
@@ -387,6 +500,8 @@ class Backfill:
                             raise BackfillError(f"backfill {spec.name}: batch after key {last} could not get its row "
                                                 f"locks in {cfg.max_lock_retries} tries ({exc.sqlstate})") from None
                         batch_size = max(cfg.min_batch_size, batch_size // 2)
+                        if throttle is not None:
+                            throttle.force_batch_size(batch_size)
                         delay = backoff_delay(retries - 1, cfg.retry_base_s, cfg.retry_max_s, self.rng)
                         progress.note(f"batch after key {last} hit lock_timeout ({exc.sqlstate}); retrying with "
                                       f"{batch_size} rows in {delay:.2f}s")
@@ -399,16 +514,26 @@ class Backfill:
                     result.keys_done += keys
                     result.batch_hold_ms.append(hold_ms)
                     progress.update(keys, changed)
-                    if target_ms:
+                    if throttle is not None:
+                        try:
+                            setting = throttle.after_batch(hold_ms)
+                        except LatencyProbeFailed as exc:
+                            raise BackfillError(f"backfill {spec.name}: {exc}; the checkpoint is kept, rerun to "
+                                                "resume") from None
+                        batch_size, pause_s = setting.batch_size, setting.pause_ms / 1000.0
+                        progress.set_status(throttle.status())
+                    elif target_ms:
                         # grow gently, shrink fast: a slow batch halves the next one at most
                         factor = min(1.25, max(0.5, target_ms / max(hold_ms, 0.1)))
                         batch_size = int(min(cfg.max_batch_size, max(cfg.min_batch_size, batch_size * factor)))
                     if pause_s:
                         time.sleep(pause_s)
-            conn.execute(sql.SQL("UPDATE {} SET finished_at = now() WHERE migration_id = %s AND name = %s").format(
-                checkpoint_table()), (self.migration_id, spec.name))
-            conn.commit()
+            if not result.stopped:
+                conn.execute(sql.SQL("UPDATE {} SET finished_at = now() WHERE migration_id = %s AND name = %s").format(
+                    checkpoint_table()), (self.migration_id, spec.name))
+                conn.commit()
         result.elapsed_s = time.monotonic() - started
         result.final_batch_size = batch_size
+        result.final_pause_ms = pause_s * 1000.0
         result.total_rows_changed = total_changed + result.rows_changed
         return result

@@ -40,6 +40,7 @@ class BackfillProgress:
         self.done = 0
         self.changed = 0
         self._last_line = 0.0
+        self.status = ""  # e.g. the latency throttle's share of its budget in use
         self._progress: Progress | None = None
         self._task = None
 
@@ -48,9 +49,10 @@ class BackfillProgress:
         if self.tty:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                RateColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False)
+                RateColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                console=self.console, transient=False)
             self._progress.start()
-            self._task = self._progress.add_task(self.label, total=self.total or None)
+            self._task = self._progress.add_task(self.label, total=self.total or None, status=self.status)
         else:
             self.console.print(f"{self.label}: starting, {self.total:,} keys to scan")
             self._last_line = time.monotonic()
@@ -69,7 +71,7 @@ class BackfillProgress:
     def line(self) -> str:
         pct = 100.0 * self.done / self.total if self.total else 100.0
         return (f"{self.label}: {self.done:,}/{self.total:,} keys ({pct:.1f}%), {self.changed:,} rows changed, "
-                f"{self.rate():,.0f} rows/s, ETA {_fmt_eta(self.eta())}")
+                f"{self.rate():,.0f} rows/s, ETA {_fmt_eta(self.eta())}" + (f"; {self.status}" if self.status else ""))
 
     def update(self, keys: int, changed: int) -> None:
         self.done += keys
@@ -79,6 +81,12 @@ class BackfillProgress:
         elif time.monotonic() - self._last_line >= self.interval_s:
             self.console.print(self.line())
             self._last_line = time.monotonic()
+
+    def set_status(self, text: str) -> None:
+        """A short status shown beside the bar (and appended to each sparse line)."""
+        self.status = text
+        if self._progress is not None:
+            self._progress.update(self._task, status=text)
 
     def note(self, message: str) -> None:
         if self._progress is not None:
@@ -92,4 +100,4 @@ class BackfillProgress:
         elapsed = time.monotonic() - self.start
         status = "done" if exc_type is None else f"stopped ({exc_type.__name__})"
         self.console.print(f"{self.label}: {status}: {self.done:,} keys, {self.changed:,} rows changed in "
-                           f"{elapsed:.1f}s ({self.rate():,.0f} rows/s)")
+                           f"{elapsed:.1f}s ({self.rate():,.0f} rows/s)" + (f"; {self.status}" if self.status else ""))

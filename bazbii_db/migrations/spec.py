@@ -25,6 +25,7 @@ from pathlib import Path
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
 
+from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError
 from bazbii_db.sql_safety import ERROR, STAGES, Finding, Statement, split_statements
 from bazbii_plan.facts import STAGE_FILES
 
@@ -65,6 +66,18 @@ def _check_expression(expr: str, what: str, file: str, *, predicate: bool = Fals
         raise MigrationSpecError(f"{what}: must be a single SQL expression", file)
 
 
+def _latency_budget(data: dict, name: str, file: str) -> LatencyBudget | None:
+    if data.get("latency") in (None, False):
+        return None
+    if data.get("target_batch_ms"):
+        raise MigrationSpecError(f"backfill {name}: target_batch_ms and latency both adapt the batch size; drop "
+                                 "target_batch_ms (latency.max_hold_ms caps each batch's lock hold)", file)
+    try:
+        return LatencyBudget.from_mapping(data["latency"], f"backfill {name}: latency")
+    except LatencyConfigError as exc:
+        raise MigrationSpecError(str(exc), file) from None
+
+
 @dataclass(frozen=True)
 class BackfillSpec:
     """One batched data change, applied in primary-key ranges ``key > lo AND key <= hi``.
@@ -86,11 +99,12 @@ class BackfillSpec:
     batch_size: int = 1000
     pause_ms: int = 0
     target_batch_ms: int | None = None
+    latency: LatencyBudget | None = None  # the latency-aware throttle (bazbii_db.migrations.throttle)
 
     def fingerprint(self) -> dict:
         data = asdict(self)
         # batch tuning does not change which rows are touched or how: tuning it is not a "changed file"
-        for tuning in ("batch_size", "pause_ms", "target_batch_ms"):
+        for tuning in ("batch_size", "pause_ms", "target_batch_ms", "latency"):
             data.pop(tuning)
         data["conflict"] = list(self.conflict)
         return data
@@ -98,7 +112,7 @@ class BackfillSpec:
     @classmethod
     def from_toml(cls, data: dict, file: str) -> "BackfillSpec":
         known = {"name", "kind", "table", "key", "set", "target", "columns", "conflict", "where", "batch_size",
-                 "pause_ms", "target_batch_ms"}
+                 "pause_ms", "target_batch_ms", "latency"}
         unknown = set(data) - known
         if unknown:
             raise MigrationSpecError(f"[[backfill]]: unknown keys {sorted(unknown)}", file)
@@ -115,6 +129,7 @@ class BackfillSpec:
             conflict=tuple(data.get("conflict", ())), where=data.get("where"),
             batch_size=int(data.get("batch_size", 1000)), pause_ms=int(data.get("pause_ms", 0)),
             target_batch_ms=data.get("target_batch_ms"),
+            latency=_latency_budget(data, name, file),
         )
         if kind == "update":
             if not spec.set:

@@ -1,0 +1,240 @@
+"""The latency throttle's decision logic and configuration, without a database.
+
+``decide`` is a pure function (setting + measurement in, setting out); the properties below hold
+for every input hypothesis can find. The throttle's bookkeeping is exercised with in-process
+latency sources (plain objects with scripted readings: no server is involved or imitated).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bazbii_db.migrations.spec import BackfillSpec, MigrationSpecError
+from bazbii_db.migrations.throttle import (ControlBounds, LatencyBudget, LatencyConfigError, LatencyThrottle,
+                                           Measurement, Setting, clamp_setting, decide,
+                                           percentile)
+
+BOUNDS = ControlBounds(min_batch_size=50, max_batch_size=10_000, max_pause_ms=500, pause_step_ms=5,
+                       decrease=0.5, increase=0.15, headroom=0.8, max_hold_ms=40)
+
+
+@st.composite
+def bounds(draw) -> ControlBounds:
+    lo = draw(st.integers(1, 5000))
+    step = draw(st.floats(0.1, 100))
+    return ControlBounds(min_batch_size=lo, max_batch_size=draw(st.integers(lo, 200_000)),
+                         max_pause_ms=draw(st.floats(step, 10_000)), pause_step_ms=step,
+                         decrease=draw(st.floats(0.05, 0.95)), increase=draw(st.floats(0.01, 2.0)),
+                         headroom=draw(st.floats(0.1, 1.0)), max_hold_ms=draw(st.floats(1, 1000)))
+
+
+settings_ = st.builds(Setting, st.integers(-10, 500_000), st.floats(-100, 50_000, allow_nan=False))
+usages = st.one_of(st.none(), st.floats(0, 1000, allow_nan=False))
+holds = st.one_of(st.none(), st.floats(0, 10_000, allow_nan=False))
+
+
+def within(s: Setting, b: ControlBounds) -> bool:
+    return b.min_batch_size <= s.batch_size <= b.max_batch_size and 0 <= s.pause_ms <= b.max_pause_ms
+
+
+@settings(max_examples=400, deadline=None)
+@given(bounds(), settings_, usages, holds)
+def test_decide_never_leaves_the_bounds(b, setting, usage, hold):
+    assert within(decide(setting, Measurement(usage, hold), b), b)
+
+
+@settings(max_examples=400, deadline=None)
+@given(bounds(), settings_, st.floats(1.0, 1000, exclude_min=True), holds)
+def test_decide_backs_off_on_a_budget_breach(b, setting, usage, hold):
+    current = clamp_setting(setting, b)
+    new = decide(setting, Measurement(usage, hold), b)
+    slowest = current.batch_size == b.min_batch_size and current.pause_ms == b.max_pause_ms
+    assert new.slower_than(current) or (slowest and new == current)
+
+
+@settings(max_examples=400, deadline=None)
+@given(bounds(), settings_, st.floats(0, 1), st.one_of(st.none(), st.floats(0, 1)))
+def test_decide_speeds_up_with_headroom_and_never_slows(b, setting, fraction, hold_fraction):
+    usage = fraction * b.headroom * 0.999
+    hold = None if hold_fraction is None else hold_fraction * b.max_hold_ms
+    current = clamp_setting(setting, b)
+    new = decide(setting, Measurement(usage, hold), b)
+    fastest = current.batch_size == b.max_batch_size and current.pause_ms == 0
+    assert current.slower_than(new) or (fastest and new == current)
+
+
+@settings(max_examples=200, deadline=None)
+@given(bounds(), settings_, st.floats(0, 1, exclude_max=True))
+def test_decide_holds_in_the_band_between_headroom_and_budget(b, setting, fraction):
+    usage = b.headroom + fraction * (1.0 - b.headroom)
+    current = clamp_setting(setting, b)
+    assert decide(setting, Measurement(usage, None), b) == current
+    assert decide(setting, Measurement(None, None), b) == current
+
+
+@settings(max_examples=300, deadline=None)
+@given(bounds(), settings_, usages, st.floats(1.01, 100))
+def test_a_long_lock_hold_caps_the_next_batch_proportionally(b, setting, usage, over):
+    current = clamp_setting(setting, b)
+    new = decide(setting, Measurement(usage, b.max_hold_ms * over), b)
+    assert new.batch_size <= max(b.min_batch_size, math.floor(current.batch_size / over) + 1)
+
+
+def test_aimd_sequence_halves_then_pauses_then_recovers_pause_first():
+    s = Setting(400, 0)
+    seen = []
+    for _ in range(5):
+        s = decide(s, Measurement(2.0), BOUNDS)
+        seen.append((s.batch_size, s.pause_ms))
+    assert seen == [(200, 0), (100, 0), (50, 0), (50, 5), (50, 10)]
+    s = decide(s, Measurement(0.5), BOUNDS)
+    assert (s.batch_size, s.pause_ms) == (50, 5)
+    s = decide(s, Measurement(0.5), BOUNDS)
+    assert (s.batch_size, s.pause_ms) == (50, 0)
+    s = decide(s, Measurement(0.5), BOUNDS)
+    assert (s.batch_size, s.pause_ms) == (58, 0)  # + 15 %, rounded up
+    assert decide(Setting(1000, 0), Measurement(0.1, hold_ms=80), BOUNDS).batch_size == 500
+    # a mild breach cuts in proportion, aiming at headroom x budget: 1000 x 0.8 / 1.25
+    assert decide(Setting(1000, 0), Measurement(1.25), BOUNDS).batch_size == 640
+    assert decide(Setting(1000, 0), Measurement(1.01), BOUNDS).batch_size == 792
+
+
+@settings(max_examples=300, deadline=None)
+@given(bounds(), settings_, st.floats(1.0, 1000, exclude_min=True))
+def test_a_breach_cuts_the_batch_by_at_most_the_decrease_factor(b, setting, usage):
+    current = clamp_setting(setting, b)
+    new = decide(setting, Measurement(usage, None), b)
+    assert new.batch_size >= max(b.min_batch_size, math.floor(current.batch_size * b.decrease) - 1)
+
+
+# --------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key, value, words", [
+    ("budget_ratio", 1.0, "above 1.0"),
+    ("budget_ratio", "2", "a number"),
+    ("budget_ms", 0, "positive"),
+    ("baseline_s", -1, "positive"),
+    ("probe_interval_ms", 0, "positive"),
+    ("probe_query", " ", "non-empty SQL"),
+    ("probe", "yes", "true or false"),
+    ("min_samples", 0, "integer >= 1"),
+    ("min_samples", 2.5, "integer >= 1"),
+    ("decrease", 1.0, "between 0 and 1"),
+    ("increase", 0, "positive"),
+    ("headroom", 1.5, "in (0, 1]"),
+    ("max_pause_ms", 1, "at least pause_step_ms"),
+    ("max_hold_ms", float("nan"), "a number"),
+    ("window_s", True, "a number"),
+    ("prometheus_query", "", "a PromQL query"),
+])
+def test_bad_latency_settings_name_the_key(key, value, words):
+    with pytest.raises(LatencyConfigError) as exc:
+        LatencyBudget(**{key: value})
+    assert str(exc.value).startswith(f"latency.{key}: ") and words in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_backfill_config_takes_a_latency_table_and_names_bad_keys():
+    from bazbii_db.migrations.backfill import BackfillConfig
+
+    assert BackfillConfig(latency={"budget_ratio": 2.0}).latency == LatencyBudget(budget_ratio=2.0)
+    assert BackfillConfig(latency=True).latency == LatencyBudget()
+    with pytest.raises(LatencyConfigError, match=r"^latency.max_pause_ms: must be at least pause_step_ms"):
+        BackfillConfig(latency={"max_pause_ms": 1})
+    with pytest.raises(LatencyConfigError, match=r"^latency: must be a table of settings or true, got 'fast'"):
+        BackfillConfig(latency="fast")
+
+
+def test_latency_table_in_the_migration_spec():
+    base = dict(name="fill", table="t", set={"c": "1"})
+    assert BackfillSpec.from_toml(base, "m.toml").latency is None
+    assert BackfillSpec.from_toml(dict(base, latency=True), "m.toml").latency == LatencyBudget()
+    spec = BackfillSpec.from_toml(dict(base, latency={"budget_ratio": 2.0, "probe_query": "SELECT 1 FROM t"}), "m.toml")
+    assert spec.latency.budget_ratio == 2.0 and spec.latency.probe_query == "SELECT 1 FROM t"
+    # tuning the throttle does not change what the backfill does to the rows
+    assert spec.fingerprint() == BackfillSpec.from_toml(base, "m.toml").fingerprint()
+    with pytest.raises(MigrationSpecError, match=r"^m.toml:1: backfill fill: latency.budget_ratio: must be above 1.0"):
+        BackfillSpec.from_toml(dict(base, latency={"budget_ratio": 0.5}), "m.toml")
+    with pytest.raises(MigrationSpecError, match=r"backfill fill: latency: unknown keys \['budget'\]"):
+        BackfillSpec.from_toml(dict(base, latency={"budget": 2}), "m.toml")
+    with pytest.raises(MigrationSpecError, match=r"backfill fill: latency: must be a table of settings or true"):
+        BackfillSpec.from_toml(dict(base, latency=1.5), "m.toml")
+    with pytest.raises(MigrationSpecError, match=r"backfill fill: target_batch_ms and latency both adapt"):
+        BackfillSpec.from_toml(dict(base, latency=True, target_batch_ms=20), "m.toml")
+
+
+# --------------------------------------------------------------------------------------
+# the throttle's bookkeeping, with scripted in-process sources
+# --------------------------------------------------------------------------------------
+class Scripted:
+    """A latency source whose readings the test sets."""
+
+    def __init__(self, name: str, value: float | None):
+        self.name, self.value, self.closed = name, value, False
+
+    def start(self) -> None:
+        pass
+
+    def read(self, since: float) -> float | None:
+        return self.value
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_throttle_budgets_from_the_baseline_and_uses_the_worst_source():
+    probe, prom = Scripted("probe", 2.0), Scripted("prometheus", 10.0)
+    budget = LatencyBudget(baseline_s=0.01, window_s=0.005, control_interval_s=0.0)
+    t = LatencyThrottle(budget, [probe, prom], Setting(1000, 0), BOUNDS)
+    t.measure_baseline()
+    assert t.baseline_ms == {"probe": 2.0, "prometheus": 10.0}
+    assert t.budget_ms == {"probe": 3.0, "prometheus": 15.0}
+    prom.value = 18.0  # 120 % of its budget; the probe is fine
+    assert t.after_batch(5.0) == Setting(666, 0)  # 1000 x 0.8 / 1.2
+    assert t.usage == pytest.approx(1.2) and "120% of budget" in t.status()
+    prom.value, probe.value = 3.0, 1.0
+    assert t.after_batch(5.0) == Setting(766, 0)
+    assert t.max_usage == pytest.approx(1.2) and [round(s.usage, 2) for s in t.log] == [1.2, 0.33]
+    probe.value = prom.value = None  # no reading: hold
+    assert t.after_batch(5.0) == Setting(766, 0) and len(t.log) == 2
+    t.close()
+    assert probe.closed and prom.closed
+
+
+def test_throttle_refuses_a_source_without_a_baseline_reading():
+    from bazbii_db.migrations.throttle import LatencyProbeFailed
+
+    t = LatencyThrottle(LatencyBudget(baseline_s=0.01, window_s=0.005), [Scripted("prometheus", None)],
+                        Setting(100, 0), BOUNDS)
+    with pytest.raises(LatencyProbeFailed, match="prometheus: no reading during the 0.01s baseline"):
+        t.measure_baseline()
+
+
+def test_absolute_budget_and_non_finite_baseline_readings():
+    prom = Scripted("prometheus", float("inf"))  # e.g. Prometheus unreachable: not a baseline
+    t = LatencyThrottle(LatencyBudget(budget_ms=8.0, baseline_s=0.01, window_s=0.005, control_interval_s=0.0),
+                        [prom], Setting(100, 0), BOUNDS)
+    from bazbii_db.migrations.throttle import LatencyProbeFailed
+
+    with pytest.raises(LatencyProbeFailed):
+        t.measure_baseline()
+    prom.value = 4.0
+    t.measure_baseline()
+    assert t.budget_ms == {"prometheus": 8.0} and t.baseline_ms == {"prometheus": 4.0}
+    prom.value = 9.0
+    assert t.after_batch(None) == Setting(71, 0)  # 100 x 0.8 / 1.125
+    assert t.usage == pytest.approx(9.0 / 8.0)
+    prom.value = float("inf")  # fails closed: backs off, as far as it goes
+    assert t.after_batch(None) == Setting(50, 0)
+    assert t.after_batch(None) == Setting(50, 5)
+
+
+def test_percentile_nearest_rank():
+    assert percentile([], 99) == 0.0
+    assert percentile(list(range(1, 101)), 99) == 99
+    assert percentile([5.0], 99) == 5.0

@@ -1,0 +1,271 @@
+"""The latency-aware throttle against real PostgreSQL: the probe measures real waits, and the
+backfill slows down when the application's latency rises and speeds up when it falls.
+
+Latency is driven for real: a session takes and releases an ACCESS EXCLUSIVE lock on the table the
+probe (standing in for the application's point read) queries, so every probe in a contended
+stretch waits behind it. Every wait is a bounded poll on the throttle's live state, so a loaded
+machine makes the test slower, not flaky.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import psycopg
+import pytest
+from rich.console import Console
+
+from bazbii_db.migrations import BackfillError
+from bazbii_db.migrations.backfill import Backfill, BackfillStopped
+from bazbii_db.migrations.throttle import LatencyBudget, PoolerProbe, Setting
+
+from .conftest import apply_all, execute, fetch, runner, write_migration
+from .test_schema_backfill import counters_db, hits_histogram, hits_spec, quiet
+
+pytestmark = pytest.mark.timeout(120)
+
+APP_READ = "SELECT id FROM app_hot WHERE id = 1"
+
+
+def app_table(dsn: str) -> None:
+    execute(dsn, "CREATE TABLE app_hot (id int PRIMARY KEY)")
+    execute(dsn, "INSERT INTO app_hot VALUES (1)")
+
+
+class Contention:
+    """Holds ACCESS EXCLUSIVE on app_hot for ``hold_s`` out of every ``hold_s + gap_s`` while on."""
+
+    def __init__(self, dsn: str, hold_s: float = 0.12, gap_s: float = 0.03):
+        self.dsn, self.hold_s, self.gap_s = dsn, hold_s, gap_s
+        self.on = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.dsn) as conn:
+            while not self.done.is_set():
+                if not self.on.wait(0.02):
+                    continue
+                conn.execute("LOCK TABLE app_hot IN ACCESS EXCLUSIVE MODE")
+                time.sleep(self.hold_s)
+                conn.commit()
+                time.sleep(self.gap_s)
+
+    def __enter__(self) -> "Contention":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join(10)
+
+
+def run_until_stopped(backfill: Backfill, box: dict) -> None:
+    """Thread body: the run must end by ``stop`` (BackfillStopped), not by finishing or failing."""
+    try:
+        backfill.run()
+        box["error"] = "the backfill finished before the test stopped it"
+    except BackfillStopped as stopped:
+        box["result"] = stopped.result
+    except Exception as exc:  # reported by the test, not lost in the thread
+        box["error"] = repr(exc)
+
+
+def wait_for(what: str, cond, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting until {what}")
+        time.sleep(0.02)
+
+
+def test_probe_measures_real_waits_and_counts_a_stall(db):
+    app_table(db)
+    probe = PoolerProbe(db, APP_READ, interval_ms=10, window_s=1.0, min_samples=5)
+    probe.start()
+    try:
+        t0 = time.monotonic()
+        wait_for("the probe has a reading", lambda: probe.read(t0) is not None, 10)
+        quiet_ms = probe.read(t0)
+        with psycopg.connect(db) as holder:
+            holder.execute("LOCK TABLE app_hot IN ACCESS EXCLUSIVE MODE")
+            locked_at = time.monotonic()
+            time.sleep(0.4)
+            # the probe is stuck behind the lock: its reading is the stall so far, not "no data"
+            stalled = probe.read(locked_at)
+            holder.commit()
+        assert stalled is not None and stalled >= 300, (quiet_ms, stalled)
+        wait_for("the probe recorded the finished wait", lambda: (probe.read(locked_at) or 0) >= 350, 10)
+        assert quiet_ms < stalled
+    finally:
+        probe.close()
+    assert probe.backend_pid and not fetch(db, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (probe.backend_pid,))
+
+
+def test_latency_budget_slows_the_backfill_when_latency_rises_and_speeds_it_up_when_it_falls(db):
+    counters_db(db, n=300_000, step=1)
+    app_table(db)
+    budget = LatencyBudget(budget_ms=50.0, baseline_s=0.5, probe_query=APP_READ, probe_interval_ms=10,
+                           window_s=0.5, min_samples=5, control_interval_s=0.1, max_pause_ms=200, max_hold_ms=2000)
+    stop = threading.Event()
+    backfill = Backfill(db, "m", hits_spec(batch_size=100), "c",
+                        quiet(latency=budget, stop=stop, max_batch_size=1000, lock_wait_threshold_ms=None))
+    box: dict = {}
+    worker = threading.Thread(target=run_until_stopped, args=(backfill, box), daemon=True)
+    with Contention(db) as contention:
+        worker.start()
+        try:
+            setting = lambda: backfill.throttle.setting if backfill.throttle else Setting(0, 0)  # noqa: E731
+            # quiet: latency is far under budget, the batches grow
+            wait_for("batches grow while latency is low", lambda: setting().batch_size >= 300)
+            fast = setting()
+            # contended: the app's read waits up to 120 ms behind the lock, over the 50 ms budget
+            contention.on.set()
+            wait_for("the backfill backs off to its smallest batch and pauses",
+                     lambda: setting().batch_size == 50 and setting().pause_ms > 0)
+            slow = setting()
+            assert slow.slower_than(fast)
+            assert backfill.throttle.usage > 1.0
+            # quiet again: the pause goes first, then the batches grow back
+            contention.on.clear()
+            wait_for("the backfill speeds up again", lambda: setting().pause_ms == 0 and setting().batch_size > 100)
+            assert slow.slower_than(setting())
+        finally:
+            stop.set()
+            worker.join(60)
+    assert "error" not in box, box["error"]
+    result = box["result"]
+    assert result.stopped and result.latency_budget_ms == {"probe": 50.0}
+    usages = [step.usage for step in result.control_log]
+    assert max(usages) > 1.0 and min(usages) < budget.headroom
+    # stopped cleanly: the checkpoint is kept and a rerun finishes exactly once per row
+    assert fetch(db, "SELECT finished_at IS NULL FROM bazbii_migrations.backfill_checkpoint") == [(True,)]
+    rest = Backfill(db, "m", hits_spec(batch_size=5000), "c", quiet()).run()
+    assert rest.resumed_from_key is not None and rest.total_rows_changed == 300_000
+    assert hits_histogram(db) == [(1, 300_000)]
+
+
+def test_default_budget_is_one_and_a_half_times_the_measured_baseline_and_progress_shows_its_use(db):
+    counters_db(db, n=3000)
+    out = io.StringIO()
+    budget = LatencyBudget(baseline_s=0.5, probe_interval_ms=10, window_s=0.25, min_samples=3,
+                           control_interval_s=0.05)
+    result = Backfill(db, "m", hits_spec(batch_size=100, pause_ms=20), "c",
+                      quiet(latency=budget, console=Console(file=out, force_terminal=False, width=300),
+                            progress_interval_s=0.2)).run()
+    (baseline,) = result.latency_baseline_ms.values()
+    assert baseline > 0 and result.latency_budget_ms["probe"] == pytest.approx(1.5 * baseline)
+    assert result.control_log and result.max_budget_usage is not None
+    text = out.getvalue()
+    assert "latency baseline" in text and "% of budget" in text, text
+    assert hits_histogram(db) == [(1, 3000)]
+    tty = io.StringIO()
+    Backfill(db, "m", hits_spec(name="bar", batch_size=100, pause_ms=20), "c",
+             quiet(latency=budget, console=Console(file=tty, force_terminal=True, width=300))).run()
+    bars = [line for line in tty.getvalue().splitlines() if "━" in line]
+    assert bars and any("% of budget" in line for line in bars)  # the budget in use beside the bar
+    with pytest.raises(BackfillError, match=r"min_batch_size \(500\) must be at least 1 and at most max_batch_size"):
+        Backfill(db, "m", hits_spec(name="bounds"), "c", quiet(latency=budget, min_batch_size=500,
+                                                               max_batch_size=100)).run()
+
+
+def test_latency_settings_that_cannot_work_fail_before_any_row_changes(db):
+    counters_db(db, n=500)
+    with pytest.raises(BackfillError, match=r"backfill hits: latency probe: .*nope"):
+        Backfill(db, "m", hits_spec(), "c", quiet(latency=LatencyBudget(probe_query="SELECT * FROM nope"))).run()
+    with pytest.raises(BackfillError, match="target_batch_ms and a latency budget"):
+        Backfill(db, "m", hits_spec(name="h2", target_batch_ms=20), "c", quiet(latency=LatencyBudget())).run()
+    with pytest.raises(BackfillError, match="latency.probe is false and no other latency source"):
+        Backfill(db, "m", hits_spec(name="h3"), "c", quiet(latency=LatencyBudget(probe=False))).run()
+    assert hits_histogram(db) == [(0, 500)]
+
+
+def test_the_migration_toml_latency_table_reaches_the_backfill(db, small_dir):
+    import shutil
+
+    shutil.rmtree(small_dir / "0002_add_category")
+    apply_all(db, small_dir, "0001_init")
+    write_migration(small_dir, "0007_counters",
+                    '[[backfill]]\nname = "hits"\ntable = "counters"\nset = { hits = "hits + 1" }\nbatch_size = 100\n'
+                    '[backfill.latency]\nbudget_ratio = 3.0\nbaseline_s = 0.3\nwindow_s = 0.2\nmin_samples = 3\n'
+                    'probe_interval_ms = 10\ncontrol_interval_s = 0.02\n',
+                    expand="CREATE TABLE IF NOT EXISTS counters (id bigint PRIMARY KEY, hits integer NOT NULL "
+                           "DEFAULT 0);\n")
+    runner(db, small_dir).apply("0007_counters", "expand")
+    execute(db, "INSERT INTO counters (id) SELECT g FROM generate_series(1, 3000) g")
+    fill = runner(db, small_dir).apply("0007_counters", "migrate").backfills[0]
+    (baseline,) = fill.latency_baseline_ms.values()
+    assert fill.latency_budget_ms["probe"] == pytest.approx(3.0 * baseline)
+    assert fill.rows_changed == 3000 and hits_histogram(db) == [(1, 3000)]
+
+
+def test_probe_through_a_transaction_pooling_pgbouncer(db):
+    """The probe goes through the pooler the application uses (``probe_dsn``): no server-side
+    prepared statements, which a transaction pooler hands to other server connections."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from testsupport.localcluster import LocalPgBouncer, make_workdir, remove_workdir
+
+    app_table(db)
+    params = conninfo_to_dict(db)
+    workdir = make_workdir("bazbii-backfill-bouncer-")
+    bouncer = LocalPgBouncer.create(workdir, {params["user"]: params["password"]},
+                                    {"app": f"host=127.0.0.1 port={params['port']} dbname={params['dbname']}"},
+                                    server_round_robin="1", min_pool_size="3")
+    bouncer.start()
+    try:
+        pooled = bouncer.dsn("app", params["user"], params["password"])
+        # open several server connections, so round-robin hands the probe a different one each time
+        conns = [psycopg.connect(pooled) for _ in range(3)]
+        for c in conns:
+            c.execute("SELECT pg_sleep(0.05)")
+        for c in conns:
+            c.commit()
+            c.close()
+        probe = PoolerProbe(pooled, APP_READ, interval_ms=5, window_s=5.0, min_samples=30)
+        # (window_s spans the outage below; min_samples keeps a reading from counting as recovered early)
+        probe.start()
+        try:
+            t0 = time.monotonic()
+            wait_for("30 probes through PgBouncer", lambda: probe.read(t0) is not None, 20)
+            assert probe.error is None
+            assert len(fetch(db, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")) >= 2
+            # the pooler goes away: the probe reads as stalled (not "no data"), then recovers
+            bouncer.stop()
+            down = time.monotonic()
+            wait_for("the probe notices", lambda: probe.disconnected is not None, 10)
+            wait_for("the stall grows", lambda: (probe.read(down) or 0) >= 500, 10)
+            bouncer.start()
+            up = time.monotonic()
+            wait_for("probes succeed again", lambda: probe.disconnected is None and probe.read(up) is not None
+                     and probe.read(up) < 500, 20)
+            assert probe.error is None
+        finally:
+            probe.close()
+    finally:
+        bouncer.stop()
+        remove_workdir(workdir)
+
+
+def test_a_stopped_backfill_is_not_a_finished_step(db, small_dir):
+    import shutil
+
+    shutil.rmtree(small_dir / "0002_add_category")
+    apply_all(db, small_dir, "0001_init")
+    write_migration(small_dir, "0007_counters",
+                    '[[backfill]]\nname = "hits"\ntable = "counters"\nset = { hits = "hits + 1" }\nbatch_size = 100\n',
+                    expand="CREATE TABLE IF NOT EXISTS counters (id bigint PRIMARY KEY, hits integer NOT NULL "
+                           "DEFAULT 0);\n")
+    runner(db, small_dir).apply("0007_counters", "expand")
+    execute(db, "INSERT INTO counters (id) SELECT g FROM generate_series(1, 1000) g")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(BackfillStopped, match="stopped after 0 keys; the checkpoint is kept"):
+        runner(db, small_dir, backfill=quiet(stop=stop)).apply("0007_counters", "migrate")
+    assert fetch(db, "SELECT status FROM bazbii_migrations.journal WHERE migration_id = '0007_counters' "
+                     "AND step = 'migrate'") != [("applied",)]
+    assert runner(db, small_dir, backfill=quiet()).apply("0007_counters", "migrate").backfills[0].rows_changed == 1000
+    assert hits_histogram(db) == [(1, 1000)]

@@ -1,0 +1,107 @@
+"""The latency throttle reading the application's p99 from a real Prometheus.
+
+The stack (``testsupport.metrics_stack``): an API-like HTTP service whose latency the test sets,
+HAProxy in front of it, Prometheus scraping it every second, all on 127.0.0.1. A thread sends
+requests through HAProxy the whole time; the backfill's only latency source is the PromQL p99.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+
+from bazbii_db.migrations.backfill import Backfill
+from bazbii_db.migrations.throttle import LatencyBudget, PrometheusLatency, Setting
+from testsupport.localcluster import free_port
+from testsupport.metrics_stack import start_metrics_stack
+
+from .conftest import fetch
+from .test_schema_backfill import counters_db, hits_spec, quiet
+from .test_schema_backfill_latency import run_until_stopped, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+P99 = 'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{job="api"}[5s])))'
+FAST, SLOW = 0.002, 0.2  # service latency, seconds
+
+
+@pytest.fixture(scope="module")
+def stack():
+    stack = start_metrics_stack()
+    stack.service.set(error_percent=0, latency=FAST)
+    done = threading.Event()
+
+    def traffic() -> None:
+        while not done.is_set():
+            stack.drive(0.5, threads=2)
+
+    thread = threading.Thread(target=traffic, daemon=True)
+    thread.start()
+    try:
+        yield stack
+    finally:
+        done.set()
+        thread.join(30)
+        stack.stop()
+
+
+def test_prometheus_source_reads_the_p99_and_fails_closed(stack):
+    source = PrometheusLatency.connect(stack.prometheus_url, P99, interval_s=0)
+    try:
+        wait_for("Prometheus has a fast p99", lambda: (source.read(0) or math.inf) < 50, 60)
+        stack.service.set(error_percent=0, latency=SLOW)
+        wait_for("Prometheus sees the slow p99", lambda: (source.read(0) or 0) >= 100, 60)
+    finally:
+        stack.service.set(error_percent=0, latency=FAST)
+        source.close()
+    # read at most once per interval: the value only changes once per scrape
+    paced = PrometheusLatency.connect(stack.prometheus_url, P99, interval_s=30)
+    assert paced.read(0) is not None and paced.read(0) is None
+    paced.close()
+    empty = PrometheusLatency.connect(stack.prometheus_url, P99.replace("http_request_duration", "no_such"),
+                                      interval_s=0)
+    assert empty.read(0) is None  # no traffic: no reading, not zero
+    bad = PrometheusLatency.connect(stack.prometheus_url, "histogram_quantile(", interval_s=0)
+    assert bad.read(0) == math.inf and "PromQL rejected" in bad.last_error
+    gone = PrometheusLatency.connect(f"http://127.0.0.1:{free_port()}", P99, interval_s=0, timeout_s=0.5)
+    assert gone.read(0) == math.inf and "unreachable" in gone.last_error
+    for s in (empty, bad, gone):
+        s.close()
+
+
+def test_backfill_follows_the_prometheus_p99_down_and_up(db, stack):
+    counters_db(db, n=500_000, step=1)
+    stack.service.set(error_percent=0, latency=FAST)
+    budget = LatencyBudget(budget_ms=60.0, baseline_s=1.0, probe=False, prometheus_query=P99, prometheus_interval_s=1.0,
+                           control_interval_s=0.25, max_pause_ms=100, max_hold_ms=2000)
+    stop = threading.Event()
+    backfill = Backfill(db, "m", hits_spec(batch_size=100), "c",
+                        quiet(latency=budget, prometheus_url=stack.prometheus_url, stop=stop, max_batch_size=1000,
+                              lock_wait_threshold_ms=None))
+    box: dict = {}
+    worker = threading.Thread(target=run_until_stopped, args=(backfill, box), daemon=True)
+    worker.start()
+    try:
+        setting = lambda: backfill.throttle.setting if backfill.throttle else Setting(0, 0)  # noqa: E731
+        wait_for("batches grow while the app is fast", lambda: setting().batch_size >= 300, 60)
+        fast = setting()
+        stack.service.set(error_percent=0, latency=SLOW)
+        wait_for("the backfill backs off while the app is slow",
+                 lambda: setting().batch_size == 50 and setting().pause_ms > 0, 60)
+        slow = setting()
+        assert slow.slower_than(fast)
+        stack.service.set(error_percent=0, latency=FAST)
+        wait_for("the backfill speeds up once the app is fast again",
+                 lambda: setting().pause_ms == 0 and setting().batch_size > 100, 60)
+    finally:
+        stack.service.set(error_percent=0, latency=FAST)
+        stop.set()
+        worker.join(60)
+    assert "error" not in box, box["error"]
+    result = box["result"]
+    assert result.stopped and set(result.latency_budget_ms) == {"prometheus"}
+    usages = [step.usage for step in result.control_log]
+    assert max(usages) > 1.0 and min(usages) < budget.headroom
+    assert fetch(db, "SELECT finished_at IS NULL FROM bazbii_migrations.backfill_checkpoint") == [(True,)]
