@@ -296,6 +296,45 @@ class Schema(Model):
     migration: Optional[SchemaMigration] = None
 
 
+
+# --------------------------------------------------------------------------- feature flags
+FLAG_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+SEMVER_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+MIGRATION_ID_PATTERN = r"^[0-9]{4}_[a-z0-9_]+$"
+
+
+class SchemaPoint(Model):
+    """A point of the schema track, as the ``schema.migration`` state names it: migration id and stage."""
+
+    migration: str = Field(pattern=MIGRATION_ID_PATTERN)
+    stage: Literal["expand", "migrate", "contract"]
+
+
+class OldPath(Model):
+    """What users outside a flag's cohort get (the old code path), and what removes it for good."""
+
+    description: str = Field(min_length=1, description="what the old path does, for reviewers")
+    dropped_by: Optional[str] = Field(
+        default=None, pattern=MIGRATION_ID_PATTERN,
+        description="the migration whose contract removes what the old path needs (its column, NULLs, ...)")
+    removed: bool = Field(default=False, description="the old code path is gone: the flag is on for everyone, for good")
+
+
+class Flag(Model):
+    """One feature flag: on for users whose ``id % 100`` is below ``rollout`` (bazbii_plan.flags.in_cohort)."""
+
+    rollout: Annotated[int, between(0, 100)] = Field(description="percent of users (id % 100 < rollout)")
+    min_app_version: str = Field(pattern=SEMVER_PATTERN, description="the first app version that reads this flag")
+    needs_schema: Optional[SchemaPoint] = Field(default=None, description="schema point at or past which it may be on")
+    soak_hours: float = Field(default=24.0, gt=0, le=24 * 90, description="time at 100 % before its old path may go")
+    old_path: OldPath
+
+    @model_validator(mode="after")
+    def _removed_means_everyone(self) -> "Flag":
+        if self.old_path.removed and self.rollout != 100:
+            raise ValueError("oldPath.removed needs rollout 100 (users outside the cohort would have no path left)")
+        return self
+
 # --------------------------------------------------------------------------- rollback
 class Rollback(Model):
     """Triggers that send a step back to the previous one."""
@@ -318,6 +357,7 @@ class StackState(Model):
     app: App
     schema_: Schema = Field(default_factory=Schema, alias="schema")
     rollback: Rollback = Field(default_factory=Rollback)
+    flags: dict[str, Flag] = Field(default_factory=dict, description="feature flags by name (the flags track)")
 
     @field_validator("servers")
     @classmethod
@@ -325,6 +365,14 @@ class StackState(Model):
         for name in value:
             if not re.fullmatch(NAME_PATTERN, name):
                 raise ValueError(f"server name {name!r} must match {NAME_PATTERN}")
+        return value
+
+    @field_validator("flags")
+    @classmethod
+    def _flag_names(cls, value: dict[str, Flag]) -> dict[str, Flag]:
+        for name in value:
+            if not re.fullmatch(FLAG_NAME_PATTERN, name):
+                raise ValueError(f"flag name {name!r} must match {FLAG_NAME_PATTERN}")
         return value
 
     def to_config(self) -> dict:

@@ -1,6 +1,8 @@
 """ApiDeployment: the API and the workers on Kubernetes, rolled without dropping requests.
 
 ``<name>-db``          Secret ``bazbii-db``: DATABASE_URL / DB_PASSWORD (secret Outputs)
+``<name>-flags``       ConfigMap ``bazbii-flags-<checksum>`` (immutable): ``flags.json``, the feature
+                       flags of this step (:func:`bazbii_plan.flags.flags_document`), even when empty
 ``<name>-service``     Service ``api`` (NodePort, so the gateways on other hosts reach it), selecting
                        ``app.kubernetes.io/name=api``: stable and canary pods alike
 ``<name>-pdb``         PodDisruptionBudget ``api`` over every API pod (``maxUnavailable`` from config,
@@ -22,6 +24,19 @@ Canary: the canary's share of API *pods* is ``app.canary.weight`` percent
 pod share): canary replicas = ceil(replicas * weight / 100) (0 at weight 0),
 stable = replicas - canary.
 
+Feature flags: the component **rolls the pods**; they do not pick a change up
+in place. The ConfigMap is named after its content (``bazbii-flags-<sha256[:12]>``,
+``immutable``) and every container reads ``flags.json`` once, at start, through
+the env var ``BAZBII_FLAGS`` (``configMapKeyRef``); every pod template also
+carries the full checksum as the annotation ``bazbii.io/flags-checksum``. A flag
+change therefore creates a new ConfigMap (the old one is deleted only after the
+Deployments moved off it) and is an ordinary rolling update of the API (stable
+and canary) and the workers: maxUnavailable 0, readiness-gated. A pod never
+changes its flags mid-life, so the rollout's progress (``kubectl rollout
+status``) is exactly the share of pods on the new percentages. Roll back by
+setting the previous flags step (``kubectl rollout undo`` would point at a
+ConfigMap that is gone). Each Deployment depends on the ConfigMap.
+
 Order: workers first (job handlers before enqueuers), then the canary, then the
 stable API (``depends_on``), so a new job type is handled before any API pod
 can enqueue it, and the canary scales up before the stable scales down.
@@ -30,7 +45,6 @@ A schema release (``extra_depends_on``) runs before all of them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -38,10 +52,16 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from bazbii_plan import models
+from bazbii_plan.flags import document_checksum, flags_document
+from bazbii_plan.workloads import canary_split
 from components._util import TYPE_PREFIX, child_opts, inherit_depends_on, image_tag
 
 API_NODE_PORT = 30080
 DB_SECRET_NAME = "bazbii-db"
+FLAGS_CONFIG_MAP_PREFIX = "bazbii-flags"
+FLAGS_KEY = "flags.json"
+FLAGS_ENV = "BAZBII_FLAGS"
+FLAGS_CHECKSUM_ANNOTATION = "bazbii.io/flags-checksum"
 NAME_LABEL = "app.kubernetes.io/name"
 TRACK_LABEL = "bazbii.io/track"
 SERVING_LABEL = "bazbii.io/serving"
@@ -58,15 +78,8 @@ class ApiDeploymentArgs:
     db_user: str
     database_url: pulumi.Input[str]  # secret
     db_password: pulumi.Input[str]  # secret
+    flags: dict[str, models.Flag] = field(default_factory=dict)
     extra_depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
-
-
-def canary_split(replicas: int, weight: Optional[int]) -> tuple[int, int]:
-    """``(stable, canary)`` replicas for a canary at ``weight`` percent of the API pods."""
-    if not weight:
-        return replicas, 0
-    canary = min(replicas, math.ceil(replicas * weight / 100))
-    return replicas - canary, canary
 
 
 def app_versions(app: models.App) -> list[str]:
@@ -128,6 +141,19 @@ class ApiDeployment(pulumi.ComponentResource):
             opts=child_opts(self),
         )
 
+        flags_json = flags_document(args.flags)
+        flags_checksum = document_checksum(flags_json)
+        # Named after its content: a change is a new object (create, roll, then delete the old one), never an
+        # in-place edit that pods restarting mid-rollout would pick up early.
+        flags_map_name = f"{FLAGS_CONFIG_MAP_PREFIX}-{flags_checksum[:12]}"
+        self.flags_config_map = k8s.core.v1.ConfigMap(
+            f"{name}-flags",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=flags_map_name, namespace=ns, labels=dict(PART_OF)),
+            data={FLAGS_KEY: flags_json},
+            immutable=True,
+            opts=child_opts(self),
+        )
+
         def env() -> list[k8s.core.v1.EnvVarArgs]:
             def from_secret(key: str) -> k8s.core.v1.EnvVarSourceArgs:
                 return k8s.core.v1.EnvVarSourceArgs(
@@ -139,6 +165,8 @@ class ApiDeployment(pulumi.ComponentResource):
                 k8s.core.v1.EnvVarArgs(name="DB_USER", value=args.db_user),
                 k8s.core.v1.EnvVarArgs(name="DB_PASSWORD", value_from=from_secret("DB_PASSWORD")),
                 k8s.core.v1.EnvVarArgs(name="DATABASE_URL", value_from=from_secret("DATABASE_URL")),
+                k8s.core.v1.EnvVarArgs(name=FLAGS_ENV, value_from=k8s.core.v1.EnvVarSourceArgs(
+                    config_map_key_ref=k8s.core.v1.ConfigMapKeySelectorArgs(name=flags_map_name, key=FLAGS_KEY))),
             ]
 
         def deployment(resource: str, k8s_name: str, component: str, workload: models.Workload, image: str,
@@ -180,7 +208,8 @@ class ApiDeployment(pulumi.ComponentResource):
                     progress_deadline_seconds=rollout.progress_deadline_seconds,
                     revision_history_limit=rollout.revision_history_limit,
                     template=k8s.core.v1.PodTemplateSpecArgs(
-                        metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                        metadata=k8s.meta.v1.ObjectMetaArgs(
+                            labels=labels, annotations={FLAGS_CHECKSUM_ANNOTATION: flags_checksum}),
                         spec=k8s.core.v1.PodSpecArgs(
                             termination_grace_period_seconds=rollout.termination_grace_period_seconds,
                             containers=[container],
@@ -190,7 +219,7 @@ class ApiDeployment(pulumi.ComponentResource):
                 opts=child_opts(self, depends_on=depends_on),
             )
 
-        base_deps = [self.db_secret, *args.extra_depends_on]
+        base_deps = [self.db_secret, self.flags_config_map, *args.extra_depends_on]
         worker = app.worker
         self.worker = deployment(
             f"{name}-worker", "worker", "worker", worker, worker.image,
@@ -238,4 +267,5 @@ class ApiDeployment(pulumi.ComponentResource):
             "replicas": {"api": stable_replicas, "api-canary": canary_replicas, "worker": 0 if worker.quiet else worker.replicas},
             "images": {"api": app.api.image, "worker": worker.image, **({"api-canary": app.canary.image} if app.canary else {})},
             "dbHost": args.db_host,
+            "flagsChecksum": flags_checksum,
         })
