@@ -19,6 +19,13 @@ from typing import Any, Mapping, Optional
 COHORT_BUCKETS = 100
 SCHEMA_STAGES = ("expand", "migrate", "contract")
 
+# How the app receives the flags (components.api_deployment) and how the policies recognise it.
+CONFIG_MAP_PREFIX = "bazbii-flags"
+CONFIG_MAP_LABEL = "bazbii.io/feature-flags"
+DOCUMENT_KEY = "flags.json"
+ENV_VAR = "BAZBII_FLAGS"
+CHECKSUM_ANNOTATION = "bazbii.io/flags-checksum"
+
 
 def in_cohort(user_id: int, rollout: int) -> bool:
     """Whether the flag is on for ``user_id`` at ``rollout`` percent."""
@@ -33,12 +40,18 @@ def flags_document(flags: Mapping[str, Any]) -> str:
     out = {}
     for name, flag in sorted(flags.items()):
         data = flag.model_dump(by_alias=True, mode="json") if hasattr(flag, "model_dump") else dict(flag)
-        out[name] = {"rollout": data["rollout"], "oldPathRemoved": bool((data.get("oldPath") or {}).get("removed"))}
+        # int(): the policies see config through protobuf, where 10 arrives as 10.0; the bytes must not differ.
+        out[name] = {"rollout": int(data["rollout"]), "oldPathRemoved": bool((data.get("oldPath") or {}).get("removed"))}
     return json.dumps(out, sort_keys=True, separators=(",", ":"))
 
 
 def document_checksum(document: str) -> str:
     return hashlib.sha256(document.encode()).hexdigest()
+
+
+def config_map_name(document: str) -> str:
+    """Named after its content, so a change is a new object and every pod reading it rolls."""
+    return f"{CONFIG_MAP_PREFIX}-{document_checksum(document)[:12]}"
 
 
 def schema_point(state: Optional[Mapping[str, Any]]) -> Optional[tuple[str, int]]:

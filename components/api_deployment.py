@@ -52,16 +52,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from bazbii_plan import models
-from bazbii_plan.flags import document_checksum, flags_document
+from bazbii_plan import flags as feature_flags
 from bazbii_plan.workloads import canary_split
 from components._util import TYPE_PREFIX, child_opts, inherit_depends_on, image_tag
 
 API_NODE_PORT = 30080
 DB_SECRET_NAME = "bazbii-db"
-FLAGS_CONFIG_MAP_PREFIX = "bazbii-flags"
-FLAGS_KEY = "flags.json"
-FLAGS_ENV = "BAZBII_FLAGS"
-FLAGS_CHECKSUM_ANNOTATION = "bazbii.io/flags-checksum"
 NAME_LABEL = "app.kubernetes.io/name"
 TRACK_LABEL = "bazbii.io/track"
 SERVING_LABEL = "bazbii.io/serving"
@@ -141,15 +137,16 @@ class ApiDeployment(pulumi.ComponentResource):
             opts=child_opts(self),
         )
 
-        flags_json = flags_document(args.flags)
-        flags_checksum = document_checksum(flags_json)
+        flags_json = feature_flags.flags_document(args.flags)
+        flags_checksum = feature_flags.document_checksum(flags_json)
         # Named after its content: a change is a new object (create, roll, then delete the old one), never an
         # in-place edit that pods restarting mid-rollout would pick up early.
-        flags_map_name = f"{FLAGS_CONFIG_MAP_PREFIX}-{flags_checksum[:12]}"
+        flags_map_name = feature_flags.config_map_name(flags_json)
         self.flags_config_map = k8s.core.v1.ConfigMap(
             f"{name}-flags",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=flags_map_name, namespace=ns, labels=dict(PART_OF)),
-            data={FLAGS_KEY: flags_json},
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=flags_map_name, namespace=ns, labels={feature_flags.CONFIG_MAP_LABEL: "true", **PART_OF}),
+            data={feature_flags.DOCUMENT_KEY: flags_json},
             immutable=True,
             opts=child_opts(self),
         )
@@ -165,8 +162,9 @@ class ApiDeployment(pulumi.ComponentResource):
                 k8s.core.v1.EnvVarArgs(name="DB_USER", value=args.db_user),
                 k8s.core.v1.EnvVarArgs(name="DB_PASSWORD", value_from=from_secret("DB_PASSWORD")),
                 k8s.core.v1.EnvVarArgs(name="DATABASE_URL", value_from=from_secret("DATABASE_URL")),
-                k8s.core.v1.EnvVarArgs(name=FLAGS_ENV, value_from=k8s.core.v1.EnvVarSourceArgs(
-                    config_map_key_ref=k8s.core.v1.ConfigMapKeySelectorArgs(name=flags_map_name, key=FLAGS_KEY))),
+                k8s.core.v1.EnvVarArgs(name=feature_flags.ENV_VAR, value_from=k8s.core.v1.EnvVarSourceArgs(
+                    config_map_key_ref=k8s.core.v1.ConfigMapKeySelectorArgs(
+                        name=flags_map_name, key=feature_flags.DOCUMENT_KEY))),
             ]
 
         def deployment(resource: str, k8s_name: str, component: str, workload: models.Workload, image: str,
@@ -209,7 +207,7 @@ class ApiDeployment(pulumi.ComponentResource):
                     revision_history_limit=rollout.revision_history_limit,
                     template=k8s.core.v1.PodTemplateSpecArgs(
                         metadata=k8s.meta.v1.ObjectMetaArgs(
-                            labels=labels, annotations={FLAGS_CHECKSUM_ANNOTATION: flags_checksum}),
+                            labels=labels, annotations={feature_flags.CHECKSUM_ANNOTATION: flags_checksum}),
                         spec=k8s.core.v1.PodSpecArgs(
                             termination_grace_period_seconds=rollout.termination_grace_period_seconds,
                             containers=[container],
