@@ -345,6 +345,14 @@ class Rollback(Model):
 
 
 # --------------------------------------------------------------------------- the whole state
+def _names_match(value: dict, pattern: str, what: str) -> dict:
+    """The keys of a map of named things (servers, flags) all match ``pattern``."""
+    for name in value:
+        if not re.fullmatch(pattern, name):
+            raise ValueError(f"{what} name {name!r} must match {pattern}")
+    return value
+
+
 class StackState(Model):
     """The full desired state for one combination of current steps."""
 
@@ -362,18 +370,12 @@ class StackState(Model):
     @field_validator("servers")
     @classmethod
     def _server_names(cls, value: dict[str, Server]) -> dict[str, Server]:
-        for name in value:
-            if not re.fullmatch(NAME_PATTERN, name):
-                raise ValueError(f"server name {name!r} must match {NAME_PATTERN}")
-        return value
+        return _names_match(value, NAME_PATTERN, "server")
 
     @field_validator("flags")
     @classmethod
     def _flag_names(cls, value: dict[str, Flag]) -> dict[str, Flag]:
-        for name in value:
-            if not re.fullmatch(FLAG_NAME_PATTERN, name):
-                raise ValueError(f"flag name {name!r} must match {FLAG_NAME_PATTERN}")
-        return value
+        return _names_match(value, FLAG_NAME_PATTERN, "flag")
 
     def to_config(self) -> dict:
         """The camelCase plain-data form, as written in the stack file and seen by policies."""

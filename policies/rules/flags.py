@@ -20,7 +20,7 @@ from bazbii_plan import flags as feature_flags
 from bazbii_plan.record import parse_time
 from bazbii_plan.workloads import running_images
 
-from .common import Finding, Transition, dig, fmt, is_gate, next_rung, number, plain
+from .common import Finding, Transition, dig, fmt, is_gate, number, plain, rung_passed
 from .schema import images_below
 
 DEFAULT_LADDER = (0, 10, 50, 100)
@@ -93,15 +93,16 @@ def rollout_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
     out = []
     for name, flag in sorted(after.items()):
         old, new = _rollout(before.get(name)), _rollout(flag)
-        rung = next_rung(ladder, old)
-        if new > old and new > rung:
-            what = (f"flag {name!r} appears at rollout {fmt(new)} %" if name not in before
-                    else f"flag {name!r} rollout jumps {fmt(old)} -> {fmt(new)} %")
-            out.append(Finding(
-                f"{what}, past the next rung {rung} of the flag ladder {ladder}",
-                f"set flags.{name}.rollout to {rung} (or less) in this step and raise it in a later step, once this "
-                "one has held its soak",
-            ))
+        rung = rung_passed(ladder, old, new)
+        if rung is None:
+            continue
+        what = (f"flag {name!r} appears at rollout {fmt(new)} %" if name not in before
+                else f"flag {name!r} rollout jumps {fmt(old)} -> {fmt(new)} %")
+        out.append(Finding(
+            f"{what}, past the next rung {rung} of the flag ladder {ladder}",
+            f"set flags.{name}.rollout to {rung} (or less) in this step and raise it in a later step, once this "
+            "one has held its soak",
+        ))
     return out
 
 

@@ -39,31 +39,20 @@ def read_flags(ev) -> dict:
     return json.loads(document)
 
 
-@check("flags", "none")
-def _no_flags(ev):
-    assert read_flags(ev) == {}
+def _expect(document: dict):
+    def assertion(ev):
+        assert read_flags(ev) == document
+    return assertion
 
 
-@check("flags", "new-category-ui-0")
-def _declared(ev):
-    assert read_flags(ev) == {"new_category_ui": {"rollout": 0, "oldPathRemoved": False}}
-
-
-@check("flags", "new-category-ui-10")
-def _ten(ev):
-    assert read_flags(ev) == {"new_category_ui": {"rollout": 10, "oldPathRemoved": False}}
-
-
-@check("flags", "new-category-ui-50")
-def _fifty(ev):
-    assert read_flags(ev) == {"new_category_ui": {"rollout": 50, "oldPathRemoved": False}}
-
-
-@check("flags", "new-category-ui-100")
-def _hundred(ev):
-    assert read_flags(ev) == {"new_category_ui": {"rollout": 100, "oldPathRemoved": False}}
-
-
-@check("flags", "new-category-ui-old-path-removed")
-def _old_path_removed(ev):
-    assert read_flags(ev) == {"new_category_ui": {"rollout": 100, "oldPathRemoved": True}}
+# What the app reads at each step of the flags track.
+EXPECTED = {
+    "none": {},
+    "new-category-ui-0": {"new_category_ui": {"rollout": 0, "oldPathRemoved": False}},
+    "new-category-ui-10": {"new_category_ui": {"rollout": 10, "oldPathRemoved": False}},
+    "new-category-ui-50": {"new_category_ui": {"rollout": 50, "oldPathRemoved": False}},
+    "new-category-ui-100": {"new_category_ui": {"rollout": 100, "oldPathRemoved": False}},
+    "new-category-ui-old-path-removed": {"new_category_ui": {"rollout": 100, "oldPathRemoved": True}},
+}
+for _step, _document in EXPECTED.items():
+    check("flags", _step)(_expect(_document))
