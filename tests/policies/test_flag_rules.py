@@ -91,11 +91,15 @@ def test_enabling_before_the_version_rolled_out_is_denied():
     assert not any("app.canary" in w or "app.worker" in w for w in whats), whats
 
 
-def test_rolling_the_release_back_below_the_flag_is_denied():
-    edited = PROD.edit(_no_flag_requires)
+def test_rolling_the_release_back_to_the_full_canary_with_the_flag_on_passes():
     on = dict(flags="new-category-ui-10")
-    ok = preview(at(edited, release="canary-100", **on), at(edited, **on))  # stable scaled to 0: 1.9 runs no pod
-    assert not ok.mandatory, ok.explain()
+    result = preview(at(release="canary-100", **on), at(**on))  # the 1.9 stable is scaled to 0: it runs no pod
+    assert not result.mandatory, result.explain()
+
+
+def test_rolling_the_release_back_below_the_flag_is_denied():
+    edited = PROD.edit(_no_flag_requires)  # the plan would refuse it as config: flag on needs canary-100
+    on = dict(flags="new-category-ui-10")
     result = preview(at(edited, release="canary-50", **on), at(edited, release="canary-100", **on))
     messages = only(result, "flags-on-only-where-understood")
     assert any("target app.api runs registry.example.com/bazbii/api:1.9.0" in m for m in messages), messages

@@ -80,7 +80,7 @@ def test_the_flags_pointer_is_checked(program):
 
 def test_the_plan_requires_the_release_before_the_flag_goes_on(program):
     lines = problems(program, lambda v: v.update(flagsPhase="new-category-ui-10"))  # the stack file is at canary-10
-    assert "bazbii:flagsPhase: step 'new-category-ui-10' requires track 'release' at 'api-2.0' or later " \
+    assert "bazbii:flagsPhase: step 'new-category-ui-10' requires track 'release' at 'canary-100' or later " \
            "(bazbii:releasePhase is 'canary-10')" in lines
 
 
