@@ -6,9 +6,13 @@ the whole pack, as ./preview does. The shipped flag is ``new_category_ui``
 what the 0002 contract removes).
 """
 
+from datetime import datetime, timezone
+
 import pytest
 
 from bazbii_plan.errors import ConfigError
+from policies.rules.common import Transition
+from policies.rules.flags import contract_after_old_path, old_path_after_soak, on_only_where_understood, rollout_ladder
 
 from .helpers import Stack, ago, preview
 
@@ -247,3 +251,53 @@ def test_a_hand_edited_flags_config_map_is_denied():
     messages = only(result, "flags-reach-every-pod")
     assert any('holds the target flags {"new_category_ui":{"oldPathRemoved":false,"rollout":10}}' in m
                for m in messages), messages
+
+
+# --------------------------------------------------------------------------- the rule functions on crafted records
+def _transition(target_state, previous_state=None, previous_extra=None, source="base-file", evaluated_at=None):
+    steps = {"flags": ["a", "b"]}
+    previous = None
+    if previous_state is not None:
+        previous = {"steps": {"flags": "a"}, "state": previous_state, **(previous_extra or {})}
+    return Transition(step_names=steps, target={"steps": {"flags": "b"}, "state": target_state}, previous=previous,
+                      previous_source=source, override=None, evaluated_at=evaluated_at)
+
+
+def _state(rollout, *, api="r/api:2.0.0", worker="r/worker:2.0.0", quiet=False, removed=False, stage="migrate"):
+    return {
+        "app": {"api": {"image": api, "replicas": 10}, "worker": {"image": worker, "replicas": 2, "quiet": quiet}},
+        "schema": {"migration": {"id": "0002_add_category", "stage": stage}},
+        "flags": {FLAG: {"rollout": rollout, "minAppVersion": "2.0.0", "soakHours": 24,
+                         "needsSchema": {"migration": "0002_add_category", "stage": "expand"},
+                         "oldPath": {"description": "old form", "droppedBy": "0002_add_category", "removed": removed}}},
+    }
+
+
+def test_quiet_workers_still_count_as_running():
+    findings = on_only_where_understood(_transition(_state(10, worker="r/worker:1.9.0", quiet=True)))
+    assert [f.what for f in findings] == [
+        "flag 'new_category_ui' is on for 10 % of users while target app.worker runs r/worker:1.9.0 (1.9.0 < 2.0.0), "
+        "which does not read the flag"]
+
+
+def test_an_unversioned_image_counts_as_not_understanding_the_flag():
+    findings = on_only_where_understood(_transition(_state(10, api="r/api:latest")))
+    assert len(findings) == 1 and "so its version is unknown" in findings[0].what
+
+
+def test_a_first_deployment_is_judged_on_the_target_alone():
+    assert rollout_ladder(_transition(_state(100)), [0, 10, 50, 100]) == []  # plan-fail-closed handles it
+    assert old_path_after_soak(_transition(_state(100, removed=True))) == []
+    findings = contract_after_old_path(_transition(_state(100, stage="contract")))
+    assert [f.fix.split(" (")[0] for f in findings] == [
+        "apply a flags step that sets flags.new_category_ui.oldPath.removed: true"]
+    assert contract_after_old_path(_transition(_state(100, removed=True, stage="contract"))) == []
+
+
+def test_a_soak_time_recorded_for_another_rollout_does_not_count():
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+    stale = {"flagRollout": {FLAG: {"rollout": 50, "since": "2026-11-01T00:00:00+00:00"}}}
+    [finding] = old_path_after_soak(_transition(_state(100, removed=True), _state(100), stale, evaluated_at=now))
+    assert "when it reached 100 % is not recorded" in finding.what
+    held = {"flagRollout": {FLAG: {"rollout": 100, "since": "2026-11-28T11:00:00+00:00"}}}
+    assert old_path_after_soak(_transition(_state(100, removed=True), _state(100), held, evaluated_at=now)) == []
