@@ -107,6 +107,7 @@ app = ApiDeployment(
         db_user=db.user,
         database_url=db.app_database_url,
         db_password=secret("dbPassword"),
+        flags=state.flags,
         extra_depends_on=[schema] if schema is not None else [],
     ),
     pulumi.ResourceOptions(depends_on=[db.pooler]),

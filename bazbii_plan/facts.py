@@ -42,6 +42,7 @@ DEFAULT_PAUSE_TIMEOUT_SECONDS = 5.0  # PgBouncer PAUSE during a switchover
 DEFAULT_DRAIN_SECONDS = 15  # preStop sleep while endpoints drain
 DEFAULT_TRAFFIC_LADDER = (0, 10, 50, 100)  # load-balancer pool weights, percent
 DEFAULT_CANARY_LADDER = (0, 10, 50, 100)  # canary share of the API pods, percent
+DEFAULT_FLAG_LADDER = (0, 10, 50, 100)  # feature-flag rollout, percent of users (id % 100 < rollout)
 
 # --------------------------------------------------------------------------- PostgreSQL on the servers
 SUPPORTED_PG_VERSIONS = (15, 16)
@@ -91,6 +92,8 @@ def pg_paths(version: int = DEFAULT_PG_VERSION) -> PgPaths:
 # A shorter tag such as ``2.0`` is refused: it is usually a moving tag, so what runs is unknown.
 SEMVER = re.compile(r"^[vV]?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 VERSION_FORMAT = "MAJOR.MINOR.PATCH (e.g. 2.0.0 or 2.0.0-rc.1)"
+# A minimum version named in config (a flag's minAppVersion, a contract's required app version): a release.
+RELEASE_VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
 
 
 @total_ordering

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.alias_generators import to_camel
 
 from bazbii_plan.facts import (DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_LAG_BYTES, DEFAULT_PAUSE_TIMEOUT_SECONDS, DEFAULT_PG_VERSION,
-                               SUPPORTED_PG_VERSIONS)
+                               RELEASE_VERSION_PATTERN, SUPPORTED_PG_VERSIONS)
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
 SLOT_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
@@ -290,7 +290,7 @@ class App(Model):
 class SchemaMigration(Model):
     id: str = Field(pattern=r"^[0-9]{4}_[a-z0-9_]+$")
     stage: Literal["expand", "migrate", "contract"]
-    contract_requires_app_version: str = Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
+    contract_requires_app_version: str = Field(pattern=RELEASE_VERSION_PATTERN)
 
 
 class Schema(Model):
@@ -298,6 +298,44 @@ class Schema(Model):
     migrations_dir: str = "migrations"
     migration: Optional[SchemaMigration] = None
 
+
+
+# --------------------------------------------------------------------------- feature flags
+FLAG_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+MIGRATION_ID_PATTERN = r"^[0-9]{4}_[a-z0-9_]+$"
+
+
+class SchemaPoint(Model):
+    """A point of the schema track, as the ``schema.migration`` state names it: migration id and stage."""
+
+    migration: str = Field(pattern=MIGRATION_ID_PATTERN)
+    stage: Literal["expand", "migrate", "contract"]
+
+
+class OldPath(Model):
+    """What users outside a flag's cohort get (the old code path), and what removes it for good."""
+
+    description: str = Field(min_length=1, description="what the old path does, for reviewers")
+    dropped_by: Optional[str] = Field(
+        default=None, pattern=MIGRATION_ID_PATTERN,
+        description="the migration whose contract removes what the old path needs (its column, NULLs, ...)")
+    removed: bool = Field(default=False, description="the old code path is gone: the flag is on for everyone, for good")
+
+
+class Flag(Model):
+    """One feature flag: on for users whose ``id % 100`` is below ``rollout`` (bazbii_plan.flags.in_cohort)."""
+
+    rollout: Annotated[int, between(0, 100)] = Field(description="percent of users (id % 100 < rollout)")
+    min_app_version: str = Field(pattern=RELEASE_VERSION_PATTERN, description="the first app version that reads this flag")
+    needs_schema: Optional[SchemaPoint] = Field(default=None, description="schema point at or past which it may be on")
+    soak_hours: float = Field(default=24.0, gt=0, le=24 * 90, description="time at 100 % before its old path may go")
+    old_path: OldPath
+
+    @model_validator(mode="after")
+    def _removed_means_everyone(self) -> "Flag":
+        if self.old_path.removed and self.rollout != 100:
+            raise ValueError("oldPath.removed needs rollout 100 (users outside the cohort would have no path left)")
+        return self
 
 # --------------------------------------------------------------------------- rollback
 class Rollback(Model):
@@ -309,6 +347,14 @@ class Rollback(Model):
 
 
 # --------------------------------------------------------------------------- the whole state
+def _names_match(value: dict, pattern: str, what: str) -> dict:
+    """The keys of a map of named things (servers, flags) all match ``pattern``."""
+    for name in value:
+        if not re.fullmatch(pattern, name):
+            raise ValueError(f"{what} name {name!r} must match {pattern}")
+    return value
+
+
 class StackState(Model):
     """The full desired state for one combination of current steps."""
 
@@ -321,14 +367,17 @@ class StackState(Model):
     app: App
     schema_: Schema = Field(default_factory=Schema, alias="schema")
     rollback: Rollback = Field(default_factory=Rollback)
+    flags: dict[str, Flag] = Field(default_factory=dict, description="feature flags by name (the flags track)")
 
     @field_validator("servers")
     @classmethod
     def _server_names(cls, value: dict[str, Server]) -> dict[str, Server]:
-        for name in value:
-            if not re.fullmatch(NAME_PATTERN, name):
-                raise ValueError(f"server name {name!r} must match {NAME_PATTERN}")
-        return value
+        return _names_match(value, NAME_PATTERN, "server")
+
+    @field_validator("flags")
+    @classmethod
+    def _flag_names(cls, value: dict[str, Flag]) -> dict[str, Flag]:
+        return _names_match(value, FLAG_NAME_PATTERN, "flag")
 
     def to_config(self) -> dict:
         """The camelCase plain-data form, as written in the stack file and seen by policies."""

@@ -11,6 +11,8 @@ for the next run to read back. A record is plain JSON-able data:
 ``dnsTtl``      record name -> {ttl, since, previousTtl}: when a DNS record's TTL
                 took its current value and what it was before, which is what
                 the "old TTL must have expired" rule needs.
+``flagRollout`` flag name -> {rollout, since}: when each feature flag took its
+                rollout (bazbii_plan.flags), which "held 100 % for its soak" needs.
 
 Carrying ``since`` forward is the program's job (:func:`next_record`): the
 time a step was applied is kept until the step changes.
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any, Optional
+
+from .flags import rollout_since
 
 RECORD_VERSION = 1
 
@@ -73,4 +77,6 @@ def next_record(
                 "since": at,
                 "previousTtl": old.get("ttl") if old else None,
             }
-    return {"version": RECORD_VERSION, "steps": dict(steps), "state": state, "since": since, "dnsTtl": dns_ttl}
+    flag_rollout = rollout_since(state.get("flags") or {}, previous, at)
+    return {"version": RECORD_VERSION, "steps": dict(steps), "state": state, "since": since, "dnsTtl": dns_ttl,
+            "flagRollout": flag_rollout}

@@ -1,6 +1,8 @@
 """ApiDeployment: the API and the workers on Kubernetes, rolled without dropping requests.
 
 ``<name>-db``          Secret ``bazbii-db``: DATABASE_URL / DB_PASSWORD (secret Outputs)
+``<name>-flags``       ConfigMap ``bazbii-flags-<checksum>`` (immutable): ``flags.json``, the feature
+                       flags of this step (:func:`bazbii_plan.flags.flags_document`), even when empty
 ``<name>-service``     Service ``api`` (NodePort, so the gateways on other hosts reach it), selecting
                        ``app.kubernetes.io/name=api``: stable and canary pods alike
 ``<name>-pdb``         PodDisruptionBudget ``api`` over every API pod (``maxUnavailable`` from config,
@@ -22,6 +24,19 @@ Canary: the canary's share of API *pods* is ``app.canary.weight`` percent
 pod share): canary replicas = ceil(replicas * weight / 100) (0 at weight 0),
 stable = replicas - canary.
 
+Feature flags: the component **rolls the pods**; they do not pick a change up
+in place. The ConfigMap is named after its content (``bazbii-flags-<sha256[:12]>``,
+``immutable``) and every container reads ``flags.json`` once, at start, through
+the env var ``BAZBII_FLAGS`` (``configMapKeyRef``); every pod template also
+carries the full checksum as the annotation ``bazbii.io/flags-checksum``. A flag
+change therefore creates a new ConfigMap (the old one is deleted only after the
+Deployments moved off it) and is an ordinary rolling update of the API (stable
+and canary) and the workers: maxUnavailable 0, readiness-gated. A pod never
+changes its flags mid-life, so the rollout's progress (``kubectl rollout
+status``) is exactly the share of pods on the new percentages. Roll back by
+setting the previous flags step (``kubectl rollout undo`` would point at a
+ConfigMap that is gone). Each Deployment depends on the ConfigMap.
+
 Order: workers first (job handlers before enqueuers), then the canary, then the
 stable API (``depends_on``), so a new job type is handled before any API pod
 can enqueue it, and the canary scales up before the stable scales down.
@@ -30,7 +45,6 @@ A schema release (``extra_depends_on``) runs before all of them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -38,12 +52,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from bazbii_plan import models
+from bazbii_plan import flags as feature_flags
 from bazbii_plan.facts import NAME_LABEL, PART_OF_LABELS, SERVING_LABEL, TRACK_LABEL, VERSION_LABEL, image_tag
+from bazbii_plan.workloads import canary_split
 from components._util import TYPE_PREFIX, child_opts, inherit_depends_on
 
 API_NODE_PORT = 30080
 DB_SECRET_NAME = "bazbii-db"
-PART_OF = PART_OF_LABELS
+
 
 
 @dataclass(frozen=True)
@@ -55,15 +71,8 @@ class ApiDeploymentArgs:
     db_user: str
     database_url: pulumi.Input[str]  # secret
     db_password: pulumi.Input[str]  # secret
+    flags: dict[str, models.Flag] = field(default_factory=dict)
     extra_depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
-
-
-def canary_split(replicas: int, weight: Optional[int]) -> tuple[int, int]:
-    """``(stable, canary)`` replicas for a canary at ``weight`` percent of the API pods."""
-    if not weight:
-        return replicas, 0
-    canary = min(replicas, math.ceil(replicas * weight / 100))
-    return replicas - canary, canary
 
 
 def app_versions(app: models.App) -> list[str]:
@@ -96,7 +105,7 @@ def rollout_problems(app: models.App) -> list[tuple[tuple, str]]:
 
 
 def _labels(component: str, image: str, track: Optional[str] = None) -> dict[str, str]:
-    labels = {NAME_LABEL: component, VERSION_LABEL: image_tag(image), **PART_OF}
+    labels = {NAME_LABEL: component, VERSION_LABEL: image_tag(image), **PART_OF_LABELS}
     if track:
         labels[TRACK_LABEL] = track
         labels[SERVING_LABEL] = "true"
@@ -116,12 +125,26 @@ class ApiDeployment(pulumi.ComponentResource):
 
         self.db_secret = k8s.core.v1.Secret(
             f"{name}-db",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=DB_SECRET_NAME, namespace=ns, labels=dict(PART_OF)),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=DB_SECRET_NAME, namespace=ns, labels=dict(PART_OF_LABELS)),
             type="Opaque",
             string_data={
                 "DATABASE_URL": pulumi.Output.secret(args.database_url),
                 "DB_PASSWORD": pulumi.Output.secret(args.db_password),
             },
+            opts=child_opts(self),
+        )
+
+        flags_json = feature_flags.flags_document(args.flags)
+        flags_checksum = feature_flags.document_checksum(flags_json)
+        # Named after its content: a change is a new object (create, roll, then delete the old one), never an
+        # in-place edit that pods restarting mid-rollout would pick up early.
+        flags_map_name = feature_flags.config_map_name(flags_json)
+        self.flags_config_map = k8s.core.v1.ConfigMap(
+            f"{name}-flags",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=flags_map_name, namespace=ns, labels={feature_flags.CONFIG_MAP_LABEL: "true", **PART_OF_LABELS}),
+            data={feature_flags.DOCUMENT_KEY: flags_json},
+            immutable=True,
             opts=child_opts(self),
         )
 
@@ -136,6 +159,9 @@ class ApiDeployment(pulumi.ComponentResource):
                 k8s.core.v1.EnvVarArgs(name="DB_USER", value=args.db_user),
                 k8s.core.v1.EnvVarArgs(name="DB_PASSWORD", value_from=from_secret("DB_PASSWORD")),
                 k8s.core.v1.EnvVarArgs(name="DATABASE_URL", value_from=from_secret("DATABASE_URL")),
+                k8s.core.v1.EnvVarArgs(name=feature_flags.ENV_VAR, value_from=k8s.core.v1.EnvVarSourceArgs(
+                    config_map_key_ref=k8s.core.v1.ConfigMapKeySelectorArgs(
+                        name=flags_map_name, key=feature_flags.DOCUMENT_KEY))),
             ]
 
         def deployment(resource: str, k8s_name: str, component: str, workload: models.Workload, image: str,
@@ -177,7 +203,8 @@ class ApiDeployment(pulumi.ComponentResource):
                     progress_deadline_seconds=rollout.progress_deadline_seconds,
                     revision_history_limit=rollout.revision_history_limit,
                     template=k8s.core.v1.PodTemplateSpecArgs(
-                        metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                        metadata=k8s.meta.v1.ObjectMetaArgs(
+                            labels=labels, annotations={feature_flags.CHECKSUM_ANNOTATION: flags_checksum}),
                         spec=k8s.core.v1.PodSpecArgs(
                             termination_grace_period_seconds=rollout.termination_grace_period_seconds,
                             containers=[container],
@@ -187,7 +214,7 @@ class ApiDeployment(pulumi.ComponentResource):
                 opts=child_opts(self, depends_on=depends_on),
             )
 
-        base_deps = [self.db_secret, *args.extra_depends_on]
+        base_deps = [self.db_secret, self.flags_config_map, *args.extra_depends_on]
         worker = app.worker
         self.worker = deployment(
             f"{name}-worker", "worker", "worker", worker, worker.image,
@@ -209,7 +236,7 @@ class ApiDeployment(pulumi.ComponentResource):
 
         self.service = k8s.core.v1.Service(
             f"{name}-service",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="api", namespace=ns, labels={NAME_LABEL: "api", **PART_OF}),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="api", namespace=ns, labels={NAME_LABEL: "api", **PART_OF_LABELS}),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="NodePort",
                 selector={NAME_LABEL: "api"},
@@ -220,7 +247,7 @@ class ApiDeployment(pulumi.ComponentResource):
         )
         self.pdb = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="api", namespace=ns, labels={NAME_LABEL: "api", **PART_OF}),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="api", namespace=ns, labels={NAME_LABEL: "api", **PART_OF_LABELS}),
             spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
                 max_unavailable=rollout.pdb_max_unavailable,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels={NAME_LABEL: "api"}),
@@ -235,4 +262,5 @@ class ApiDeployment(pulumi.ComponentResource):
             "replicas": {"api": stable_replicas, "api-canary": canary_replicas, "worker": 0 if worker.quiet else worker.replicas},
             "images": {"api": app.api.image, "worker": worker.image, **({"api-canary": app.canary.image} if app.canary else {})},
             "dbHost": args.db_host,
+            "flagsChecksum": flags_checksum,
         })

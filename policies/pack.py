@@ -36,7 +36,7 @@ from pulumi_policy import (
 
 from bazbii_plan.facts import DEFAULT_CANARY_LADDER, DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_LAG_BYTES, DEFAULT_TRAFFIC_LADDER
 
-from .rules import database, dns, kubernetes, plan, schema, traffic
+from .rules import database, dns, flags, kubernetes, plan, schema, traffic
 from .rules.common import Finding, Transition, cfg_ladder, cfg_number, dig, has_key, is_gate, number, plain
 
 PACK_NAME = "zero-downtime"
@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "maxReplicaLagBytes": DEFAULT_MAX_LAG_BYTES,
     "drainSeconds": DEFAULT_DRAIN_SECONDS,
     "minRevisionHistory": 2,
+    "flagLadder": flags.CONFIG["flagLadder"]["default"],
 }
 
 _LADDER = {
@@ -72,6 +73,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                      "description": "minimum preStop drain of serving containers (s)"},
     "minRevisionHistory": {"type": "integer", "minimum": 0, "default": DEFAULTS["minRevisionHistory"],
                            "description": "minimum Deployment revisionHistoryLimit (rollback targets kept)"},
+    "flagLadder": flags.CONFIG["flagLadder"],
 }
 
 
@@ -496,6 +498,28 @@ POLICIES = [
         "k8s-no-latest-tag-in-state",
         "Images named in the stack config are pinned to a version, never `latest`.",
         lambda t, c: kubernetes.state_images_pinned(t),
+    ),
+    # ---- flags (names, descriptions and config schema live beside the rules in policies/rules/flags.py)
+    gate_policy(
+        flags.LADDER, flags.POLICY_SPECS[flags.LADDER],
+        lambda t, c: flags.rollout_ladder(t, _ladder(c, "flagLadder")),
+        ("flagLadder",),
+    ),
+    gate_policy(
+        flags.UNDERSTOOD, flags.POLICY_SPECS[flags.UNDERSTOOD],
+        lambda t, c: flags.on_only_where_understood(t),
+    ),
+    gate_policy(
+        flags.SOAK, flags.POLICY_SPECS[flags.SOAK],
+        lambda t, c: flags.old_path_after_soak(t),
+    ),
+    gate_policy(
+        flags.CONTRACT, flags.POLICY_SPECS[flags.CONTRACT],
+        lambda t, c: flags.contract_after_old_path(t),
+    ),
+    stack_policy(
+        flags.DELIVERED, flags.POLICY_SPECS[flags.DELIVERED],
+        flags.reach_every_pod_in,
     ),
 ]
 

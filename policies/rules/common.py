@@ -159,6 +159,12 @@ def next_rung(ladder: Sequence[int], weight: float) -> int:
     return ladder[-1]
 
 
+def rung_passed(ladder: Sequence[int], old: float, new: float) -> Optional[int]:
+    """The next rung above ``old`` when ``new`` rises past it (a skipped rung), else None; decreases are free."""
+    rung = next_rung(ladder, old)
+    return rung if new > old and new > rung else None
+
+
 # --------------------------------------------------------------------------- the phase gate
 def is_gate(resource_type: str, props: Any) -> bool:
     if resource_type != GATE_TYPE or not isinstance(props, Mapping):

@@ -24,7 +24,8 @@ def problems(values, secret_keys, mutate):
 
 def test_shipped_prod_stack_is_valid(prod_values):
     config = load(*prod_values)
-    assert config.current == {"infra": "traffic-10", "dns": "ttl-lowered", "release": "canary-10", "schema": "0002-migrate"}
+    assert config.current == {"infra": "traffic-10", "dns": "ttl-lowered", "release": "canary-10", "schema": "0002-migrate",
+                              "flags": "none"}
     pools = config.state().traffic.pools
     assert (pools["server1"].weight, pools["server2"].weight) == (90, 10)
 

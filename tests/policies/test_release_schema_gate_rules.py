@@ -51,7 +51,7 @@ def test_latest_image_in_the_state_is_denied():
 
 # --------------------------------------------------------------------------- contract
 def test_contract_after_every_deployment_runs_the_new_version_passes():
-    at = dict(DNS, release="api-2.0")
+    at = dict(DNS, release="api-2.0", flags="new-category-ui-old-path-removed")  # the flags track first: DB goes last
     result = preview(PROD.at(schema="0002-contract", **at), PROD.at(schema="0002-migrate", **at), origin="plan-walk")
     assert not result.mandatory, result.explain()
 

@@ -171,7 +171,7 @@ def test_contract_while_old_deployments_run_is_denied_on_the_registered_deployme
 
 
 def test_contract_after_the_rollout_passes_on_the_registered_deployments():
-    at = dict(infra="mvp", release="api-2.0", dns="ttl-restored")
+    at = dict(infra="mvp", release="api-2.0", dns="ttl-restored", flags="new-category-ui-old-path-removed")
     edited = PROD.edit(lambda s: s.step("dns", "switched").pop("requires"))  # keep infra at mvp
     result = preview(edited.at(schema="0002-contract", **at), edited.at(schema="0002-migrate", **at), origin="plan-walk")
     assert not result.mandatory, result.explain()
@@ -220,7 +220,7 @@ def test_destructive_ddl_in_expand_is_denied(migrations):
 def test_destructive_ddl_in_contract_passes(migrations):
     path = migrations / "0002_add_category" / "contract.sql"
     path.write_text(path.read_text() + "ALTER TABLE posts DROP COLUMN IF EXISTS legacy_tag;\n")
-    at = dict(infra="mvp", release="api-2.0", dns="ttl-restored")
+    at = dict(infra="mvp", release="api-2.0", dns="ttl-restored", flags="new-category-ui-old-path-removed")
     edited = _with_dir(PROD, migrations).edit(lambda s: s.step("dns", "switched").pop("requires"))
     result = preview(edited.at(schema="0002-contract", **at), edited.at(schema="0002-migrate", **at), origin="plan-walk")
     assert not result.mandatory, result.explain()
@@ -251,7 +251,7 @@ def test_set_not_null_after_a_check_validated_in_an_earlier_stage_passes(migrati
         + "ALTER TABLE posts ADD CONSTRAINT posts_category_not_null CHECK (category IS NOT NULL) NOT VALID;\n"
         + "ALTER TABLE posts VALIDATE CONSTRAINT posts_category_not_null;\n")
     (folder / "contract.sql").write_text("ALTER TABLE posts ALTER COLUMN category SET NOT NULL;\n")
-    at = dict(infra="mvp", release="api-2.0", dns="ttl-restored")
+    at = dict(infra="mvp", release="api-2.0", dns="ttl-restored", flags="new-category-ui-old-path-removed")
     edited = _with_dir(PROD, migrations).edit(lambda s: s.step("dns", "switched").pop("requires"))
     result = preview(edited.at(schema="0002-contract", **at), edited.at(schema="0002-migrate", **at), origin="plan-walk")
     assert "schema-safe-ddl" not in result.names(), result.explain()

@@ -348,6 +348,9 @@ def _contract(ev):
     assert versions == ["2.0.0"]  # contract only once no 1.x pod is left
 
 
+from tests.program import flag_steps  # noqa: E402,F401  (registers the flags track's checks)
+
+
 # --------------------------------------------------------------------------- the tests
 def all_steps(program_config):
     return [(t, s) for t, track in program_config.plan.tracks.items() for s in track.names()]
