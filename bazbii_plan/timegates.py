@@ -15,6 +15,7 @@ serving.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any, Mapping, NamedTuple, Optional
 
@@ -50,13 +51,18 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds % 3600 == 0 and seconds >= 3600:
-        return f"{seconds // 3600} h"
-    if seconds % 60 == 0 and seconds >= 60:
-        return f"{seconds // 60} min"
-    return f"{seconds} s"
+def duration(seconds: float, round_up: bool = False) -> str:
+    """``3600`` -> ``1 h``, ``1201`` -> ``20 min`` (``21 min`` rounded up), ``45`` -> ``45 s``.
+
+    Elapsed times are rounded down and times left to wait up, so neither is overstated.
+    """
+    if seconds < 60:
+        return f"{math.ceil(seconds) if round_up else int(seconds)} s"
+    minutes = math.ceil(seconds / 60) if round_up else int(seconds // 60)
+    hours, rest = divmod(minutes, 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h" if not rest else f"{hours} h {rest} min"
 
 
 def effective_ttl(ttl: Any) -> Optional[float]:
@@ -143,7 +149,7 @@ def dns_switch_problems(
                 f"{what} only {duration(max(elapsed.total_seconds(), 0))} after its TTL was lowered to "
                 f"{fmt(old.get('ttl'))} s; resolvers may still cache the old answer for the old TTL of "
                 f"{duration(wait)}",
-                f"wait another {duration(left.total_seconds())} (until {(since + timedelta(seconds=wait)).isoformat()}) "
+                f"wait another {duration(left.total_seconds(), round_up=True)} (until {(since + timedelta(seconds=wait)).isoformat()}) "
                 "and preview again",
             ))
     return out

@@ -103,6 +103,7 @@ class Evaluation:
     applied: list[str] = field(default_factory=list)  # URNs in the order they were applied (engine-ordering mode)
     rejected: Optional[Rejection] = None  # the registration that stopped the update
     refused: list[str] = field(default_factory=list)  # URNs that arrived after the stop
+    reads: list[tuple[str, str, dict]] = field(default_factory=list)  # (type, name, inputs) of each read
 
     @property
     def stopped(self) -> bool:
@@ -179,10 +180,12 @@ class CapturingMonitor(pulumi_mocks.MockMonitor):
         self.applied: list[str] = []
         self.rejected: Optional[Rejection] = None
         self.refused: list[str] = []
+        self.reads: list[tuple[str, str, dict]] = []
 
     def ReadResource(self, request):
         # A read (the self StackReference) is done once the engine answers it.
         response = super().ReadResource(request)
+        self.reads.append((request.type, request.name, rpc.deserialize_properties(request.properties)))
         self.applied.append(response.urn)
         return response
 
@@ -306,7 +309,8 @@ def _evaluate(
         # The update stopped at the rejected registration; what is captured is what the engine saw.
         del exc
     return Evaluation(project=project, stack=stack, resources=monitor.captured, outputs=exported, logs=logs.records,
-                      applied=list(monitor.applied), rejected=monitor.rejected, refused=list(monitor.refused))
+                      applied=list(monitor.applied), rejected=monitor.rejected, refused=list(monitor.refused),
+                      reads=list(monitor.reads))
 
 
 def _quiet_rejections() -> None:
