@@ -11,8 +11,8 @@ from components.phase_gate import GATE_MARKER
 
 from .harness import Evaluation, RegisteredResource
 
-# Inputs that change on every evaluation or that no operator reads in a plan.
-IGNORED_INPUTS = {"__provider", "evaluatedAt"}
+# Inputs that no operator reads in a plan (the pickled provider changes with any code edit).
+IGNORED_INPUTS = {"__provider"}
 
 
 @dataclass

@@ -22,16 +22,11 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from bazbii_plan.record import applied_digests
-from bazbii_plan.timegates import PLAN_WALK
 from bazbii_plan.transitions import Move, is_one_step_rollback, moves
 
 GATE_TYPE = "pulumi-python:dynamic:Resource"
 # components.transition_check.GATE_MARKER (not imported: that module imports pulumi.dynamic)
 GATE_MARKER = "bazbii-phase-gate"
-
-# Where the check's ``previous`` record came from. With these, the record's times are real
-# (the program's own stack output, or an offline "base" stack file with stated applied times).
-TIMED_SOURCES = frozenset({"stack-output", "base-file"})
 
 
 @dataclass(frozen=True)
@@ -234,11 +229,6 @@ class Transition:
     def is_rollback(self) -> bool:
         """Exactly one track goes back exactly one step: the target is a state that was already checked."""
         return is_one_step_rollback(self.step_names, self.previous_steps, self.target_steps)
-
-    @property
-    def times_enforced(self) -> bool:
-        """Whether elapsed-time rules apply; a static plan walk has no times and checks structure only."""
-        return self.previous_source != PLAN_WALK
 
     def moving_description(self) -> str:
         changed = self.moves()
