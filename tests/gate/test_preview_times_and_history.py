@@ -94,7 +94,7 @@ def test_urgent_dns_rollback_minutes_after_the_switch_passes(capsys, tmp_path, p
     ("dns=ttl-lowered", "--applied dns=ttl-lowered: write TRACK=STEP@TIME"),
     ("dns=ttl-lowered@yesterday", "--applied dns=ttl-lowered@yesterday: 'yesterday' is not an ISO 8601 time"),
     ("dns=switched@2026-01-01T00:00Z", "--applied dns=switched: step 'switched' is not applied in the base"),
-    ("dns=nope@2026-01-01T00:00Z", "--applied dns=nope@2026-01-01T00:00Z: unknown step 'nope' on track 'dns'"),
+    ("dns=nope@2026-01-01T00:00Z", "--applied dns=nope: unknown step 'nope' on track 'dns'"),
     ("dns=baseline@2999-01-01T00:00Z", "--applied dns=baseline@2999-01-01T00:00Z: 2999-01-01T00:00Z is in the future"),
 ])
 def test_bad_applied_times_are_one_line_errors_with_exit_2(capsys, value, message):
