@@ -8,17 +8,9 @@ import copy
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import yaml
 
-from offline_preview.__main__ import main
-from offline_preview.harness import REPO_ROOT
-
-PROD = REPO_ROOT / "Pulumi.prod.yaml"
-
-
-@pytest.fixture(scope="module")
-def prod_doc():
-    return yaml.safe_load(PROD.read_text())
+from tests.preview.test_cli import PROD, prod_doc, run, step  # noqa: F401  (prod_doc: the shared fixture)
+from tests.preview.test_cli import write as write_path
 
 
 def ago(**delta) -> str:
@@ -26,19 +18,7 @@ def ago(**delta) -> str:
 
 
 def write(tmp_path, name, doc):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return str(path)
-
-
-def step(doc, track, name):
-    return next(s for s in doc["config"]["bazbii:plan"][track]["steps"] if s["name"] == name)
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+    return str(write_path(tmp_path, name, doc))
 
 
 def mandatory(out, rule):
