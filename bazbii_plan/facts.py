@@ -23,6 +23,12 @@ SERVING_LABEL = "bazbii.io/serving"  # "true" on every Deployment behind the API
 WORKER_NAME = "worker"
 WORKER_SELECTOR = f"{NAME_LABEL}={WORKER_NAME}"
 
+# --------------------------------------------------------------------------- the transition check
+# The resource registered first, which every gate policy reads (components/transition_check.py).
+GATE_TYPE = "pulumi-python:dynamic:Resource"
+GATE_MARKER = "bazbii-phase-gate"  # its ``gate`` input; kept from the old phase gate, which it replaces in place
+APPLIED_RECORD_OUTPUT = "appliedRecord"  # the stack output the next update reads back
+
 # --------------------------------------------------------------------------- schema migrations
 MIGRATION_ID_LABEL = "bazbii.io/migration-id"
 MIGRATION_STAGE_LABEL = "bazbii.io/migration-stage"

@@ -34,6 +34,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+from bazbii_plan import timegates
 from bazbii_plan.facts import DEFAULT_CANARY_LADDER, DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_LAG_BYTES, DEFAULT_TRAFFIC_LADDER
 
 from .rules import database, dns, flags, kubernetes, plan, schema, traffic
@@ -46,8 +47,8 @@ DEFAULT_ENFORCEMENT = EnforcementLevel.MANDATORY
 DEFAULTS: dict[str, Any] = {
     "trafficLadder": list(DEFAULT_TRAFFIC_LADDER),
     "canaryLadder": list(DEFAULT_CANARY_LADDER),
-    "maxTtlForSwitch": 300,
-    "assumedOldTtlSeconds": 86400,
+    "maxTtlForSwitch": timegates.MAX_TTL_FOR_SWITCH,
+    "assumedOldTtlSeconds": timegates.ASSUMED_OLD_TTL_SECONDS,
     "maxReplicaLagBytes": DEFAULT_MAX_LAG_BYTES,
     "drainSeconds": DEFAULT_DRAIN_SECONDS,
     "minRevisionHistory": 2,
@@ -311,6 +312,11 @@ POLICIES = [
         "plan-one-step-at-a-time",
         "At most one track moves per update, by exactly one step forward or one step back.",
         lambda t, c: plan.one_step_at_a_time(t),
+    ),
+    gate_policy(
+        "plan-applied-history-immutable",
+        "Applied steps are history: editing, removing or reordering one needs an override; changes go in new steps.",
+        lambda t, c: plan.applied_history_immutable(t),
     ),
     gate_policy(
         "plan-requires-met",

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional
 from bazbii_plan import flags as feature_flags
 from bazbii_plan.facts import DEFAULT_FLAG_LADDER
 from bazbii_plan.record import parse_time
+from bazbii_plan.timegates import PLAN_WALK
 from bazbii_plan.workloads import running_images
 
 from .common import Finding, Transition, dig, fmt, is_gate, number, plain, rung_passed
@@ -151,7 +152,7 @@ def _soak_problem(t: Transition, name: str, flag: Mapping[str, Any]) -> Optional
             f"raise flags.{name}.rollout to 100 in its own step, apply it, let it hold flags.{name}.soakHours "
             f"({_hours(soak)}), then set flags.{name}.oldPath.removed: true",
         )
-    if not t.times_enforced:
+    if t.previous_source == PLAN_WALK:
         return None  # static plan walk: the order is right; times are checked against the real record
     timing = ((t.previous or {}).get("flagRollout") or {}).get(name) or {}
     since = None
@@ -159,14 +160,14 @@ def _soak_problem(t: Transition, name: str, flag: Mapping[str, Any]) -> Optional
         since = parse_time(timing.get("since")) if number(timing.get("rollout")) == 100 else None
     except (TypeError, ValueError):
         since = None
-    if since is None or t.evaluated_at is None:
+    if since is None:
         return Finding(
             f"{what}, but when it reached 100 % is not recorded (source {t.previous_source!r}), so its soak of "
             f"{_hours(soak)} cannot be shown to have passed",
             f"wait flags.{name}.soakHours ({_hours(soak)}) after the 100 % step was applied; for an offline preview "
             "pass --base-age <how long ago the base was applied>",
         )
-    elapsed = t.evaluated_at - since
+    elapsed = t.now - since
     if elapsed < timedelta(seconds=soak):
         left = timedelta(seconds=soak) - elapsed
         return Finding(

@@ -260,7 +260,7 @@ def _transition(target_state, previous_state=None, previous_extra=None, source="
     if previous_state is not None:
         previous = {"steps": {"flags": "a"}, "state": previous_state, **(previous_extra or {})}
     return Transition(step_names=steps, target={"steps": {"flags": "b"}, "state": target_state}, previous=previous,
-                      previous_source=source, override=None, evaluated_at=evaluated_at)
+                      previous_source=source, override=None, now=evaluated_at or datetime.now(timezone.utc))
 
 
 def _state(rollout, *, api="r/api:2.0.0", worker="r/worker:2.0.0", quiet=False, removed=False, stage="migrate"):
