@@ -25,7 +25,8 @@ from bazbii_db.migrations.errors import (ContractRefused, LockRetryExhausted, Mi
 from bazbii_db.migrations.executor import DdlConfig
 from bazbii_db.migrations.runner import MigrationRunner, RunnerConfig
 from bazbii_db.migrations.spec import MigrationSpecError, default_migrations_dir, list_migrations, load_migration
-from bazbii_db.sql_safety import STAGES, analyse_migration_dir, format_findings, has_errors
+from bazbii_db.migrations.lint import analyse_migration_dir
+from bazbii_db.sql_safety import STAGES, format_findings, has_errors
 
 
 def _dsn(args, env_attr: str = "dsn_env", file_attr: str = "dsn_file") -> str | None:
