@@ -3,7 +3,9 @@
 ``MigrationRunner.apply(migration_id, stage, app_versions)``:
 
 1. loads the migration and analyses the stage's SQL (``bazbii_db.migrations.lint``); any error
-   finding stops here: nothing has connected, nothing has run;
+   finding stops here: nothing has connected, nothing has run. Errors that only a catalog could
+   lift (a DEFAULT whose function's volatility is unknown offline, a type change from an unknown
+   type) are judged again with the database's catalog once connected, before anything runs;
 2. for ``contract``: refuses unless every reported application version is >= the migration's
    ``contract_min_app_version`` (nothing has connected, nothing has run);
 3. opens its control connection (autocommit) and takes the session-level advisory lock,
@@ -44,7 +46,9 @@ from bazbii_db.migrations.lint import analyse_migration_dir
 from bazbii_db.migrations.spec import DOWN_SUFFIX, Migration, default_migrations_dir, list_migrations, load_migration
 from bazbii_db.migrations.stageplan import Unit, plan_down, plan_stage
 from bazbii_db.migrations.versions import check_contract_allowed
-from bazbii_db.sql_safety import STAGES, Finding, SqlSafetyError, has_errors
+from bazbii_db.sql_safety import ERROR, STAGES, Finding, SqlSafetyError, has_errors
+from bazbii_db.sql_safety.catalog import PgCatalog
+from bazbii_db.sql_safety.types import CATALOG_DEPENDENT_RULES
 
 log = logging.getLogger("bazbii_db.migrations")
 
@@ -98,11 +102,23 @@ class MigrationRunner:
     def load(self, migration_id: str) -> Migration:
         return load_migration(self.migrations_dir / migration_id)
 
-    def analyse(self, migration: Migration, stage: str) -> list[Finding]:
-        findings = analyse_migration_dir(migration.path)[stage]
+    def analyse(self, migration: Migration, stage: str, catalog: PgCatalog | None = None) -> list[Finding]:
+        findings = analyse_migration_dir(migration.path, catalog=catalog)[stage]
         if has_errors(findings):
             raise SqlSafetyError(findings)
         return findings
+
+    def analyse_offline_first(self, migration: Migration, stage: str) -> tuple[list[Finding], bool]:
+        """Offline analysis before anything connects: raises unless every error could be lifted by the catalog.
+
+        Returns ``(findings, ask_catalog)``; when ``ask_catalog`` is true the caller analyses again with
+        the database's catalog (``pg_proc.provolatile``, column types) before running anything.
+        """
+        findings = analyse_migration_dir(migration.path)[stage]
+        errors = [f for f in findings if f.severity == ERROR]
+        if errors and not all(f.rule in CATALOG_DEPENDENT_RULES for f in errors):
+            raise SqlSafetyError(findings)
+        return findings, bool(errors)
 
     @contextmanager
     def _locked(self, result: StepResult, started: float) -> Iterator[tuple[psycopg.Connection, Journal]]:
@@ -130,13 +146,16 @@ class MigrationRunner:
             raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
         started = time.monotonic()
         migration = self.load(migration_id)
-        warnings = self.analyse(migration, stage)  # raises before anything connects
+        warnings, ask_catalog = self.analyse_offline_first(migration, stage)  # raises before anything connects
         if stage == "contract" and migration.has_content("contract"):
             check_contract_allowed(migration.contract_min_app_version, list(app_versions))
         checksum = migration.checksum(stage)
         units = plan_stage(migration, stage)
         result = StepResult(migration_id, stage, "applied", checksum, warnings=warnings)
 
+        if ask_catalog:  # offline the analysis could only refuse; the catalog decides, before anything runs
+            with self._connect("catalog") as catalog_conn:
+                result.warnings = self.analyse(migration, stage, PgCatalog(catalog_conn))
         with self._locked(result, started) as (control, journal):
             for later in reversed(STAGES[STAGES.index(stage) + 1:]):
                 later_entry = journal.get(migration_id, later)

@@ -17,14 +17,15 @@ from pathlib import Path
 
 from .findings import ERROR, WARNING, Finding
 
-# Rules that duplicate one of ours, or contradict how the runner executes files.
+# Rules that duplicate one of ours, or contradict how the runner executes files (ban-drop-not-null:
+# loosening a column is what a down step does; our rules judge DROP NOT NULL safe in every stage).
 SQUAWK_EXCLUDED = (
     "require-concurrent-index-creation", "require-concurrent-index-deletion", "require-concurrent-reindex",
     "require-concurrent-partition-detach", "constraint-missing-not-valid", "adding-foreign-key-constraint",
     "changing-column-type", "ban-drop-column", "ban-drop-table", "ban-drop-constraint", "renaming-column",
     "renaming-table", "renaming-object", "ban-set-schema", "adding-not-nullable-field", "adding-required-field",
     "adding-field-with-default", "adding-serial-primary-key-field", "disallowed-unique-constraint",
-    "ban-alter-domain-with-add-constraint", "require-lock-timeout", "require-statement-timeout",
+    "ban-alter-domain-with-add-constraint", "ban-drop-not-null", "require-lock-timeout", "require-statement-timeout",
     "prefer-robust-stmts", "ban-concurrent-index-creation-in-transaction", "transaction-nesting",
     "ban-uncommitted-transaction",
 )

@@ -20,6 +20,9 @@ from .facts import Context, TypeSpec
 from .findings import ERROR
 from .parsing import Statement, names, walk
 
+# Rules whose offline verdict may be a refusal only for want of a catalog (function volatility, a
+# column's current type): a caller with a connection asks again with one before refusing.
+CATALOG_DEPENDENT_RULES = frozenset({"adding-field-with-volatile-default", "changing-column-type"})
 SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
 
 

@@ -23,7 +23,9 @@ import psycopg
 import yaml
 
 from bazbii_db.sql_safety import STAGES, Catalog, analyse_sql, has_errors, validated_checks_after
+from bazbii_db.sql_safety.catalog import PgCatalog
 from bazbii_db.sql_safety.squawk import squawk_json
+from testsupport.localcluster import LocalCluster, make_workdir, remove_workdir
 
 CORPUS = Path(__file__).with_name("sql_corpus.yaml")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "schema-migrations.md"
@@ -126,8 +128,6 @@ def render(rows: dict[str, Score], cases: list[Case]) -> str:
 
 
 def compute_with_cluster() -> str:
-    from testsupport.localcluster import LocalCluster, make_workdir, remove_workdir
-
     schema, cases = load_corpus()
     workdir = make_workdir("bazbii-sql-corpus-")
     cluster = LocalCluster.init(workdir, "corpus")
@@ -135,8 +135,6 @@ def compute_with_cluster() -> str:
         cluster.start()
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             conn.execute(schema)
-            from bazbii_db.sql_safety.catalog import PgCatalog
-
             return render(figures(schema, cases, PgCatalog(conn)), cases)
     finally:
         cluster.stop(mode="immediate")

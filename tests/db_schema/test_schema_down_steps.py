@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from bazbii_db.migrations import load_migration
+from bazbii_db.migrations import load_migration, migration_checksum
 from bazbii_db.migrations.errors import IrreversibleStage, StageOrderError
 from bazbii_plan.stackfile import read_stack_file
 from bazbii_db.sql_safety import STAGES
@@ -120,8 +120,6 @@ def test_0002_contract_down_step_restores_the_migrate_schema_for_1_9_and_2_0(db,
 def test_the_provider_runs_the_down_step_when_the_track_steps_back(db, mig_dir):
     _base(db, mig_dir)
     apply_all(db, mig_dir, "0002_add_category", app_versions=V2)
-    from bazbii_db.migrations import migration_checksum
-
     def props(stage):
         return {"dsn": db, "migrationId": "0002_add_category", "stage": stage, "appVersions": V2,
                 "sqlChecksum": migration_checksum(mig_dir, "0002_add_category", stage), "migrationsDir": str(mig_dir)}
