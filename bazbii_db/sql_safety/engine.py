@@ -60,28 +60,29 @@ def _column_default(ctx, stmt, table, name, cmd) -> None:
                         "drop the default in contract, once no running version omits the column on insert")
 
 
-def _drop_column(ctx, stmt, table, name, cmd) -> None:
-    if table not in ctx.new_tables:
-        ctx.destructive(stmt, f"DROP COLUMN {cmd.name} on {name}",
-                        "stop using the column in the application (ignore it), deploy, then drop it in the "
-                        "contract stage")
+def _contract_only(describe: Callable[[str, ast.AlterTableCmd], str], fix: str) -> Callable:
+    """A handler for a subcommand that breaks old versions: contract only (a new table is exempt)."""
+
+    def handler(ctx, stmt, table, name, cmd) -> None:
+        if table not in ctx.new_tables:
+            ctx.destructive(stmt, describe(name, cmd), fix)
+
+    return handler
+
+
+_drop_column = _contract_only(lambda name, cmd: f"DROP COLUMN {cmd.name} on {name}",
+                              "stop using the column in the application (ignore it), deploy, then drop it in the "
+                              "contract stage")
+_disable_trigger = _contract_only(lambda name, cmd: f"DISABLE TRIGGER on {name}",
+                                  "a disabled trigger stops dual writes old versions rely on: drop triggers in contract")
+_row_security = _contract_only(lambda name, cmd: f"{_words(cmd.subtype.name)} on {name}",
+                               "row security hides rows from old versions' roles until policies exist: enable it in "
+                               "contract, after the policies")
 
 
 def _rewrite(ctx, stmt, table, name, cmd) -> None:
     if table not in ctx.new_tables:
         locks.table_rewrite(ctx, stmt, f"ALTER TABLE {name} {_words(cmd.subtype.name)}")
-
-
-def _disable_trigger(ctx, stmt, table, name, cmd) -> None:
-    ctx.destructive(stmt, f"DISABLE TRIGGER on {name}",
-                    "a disabled trigger stops dual writes old versions rely on: drop triggers in contract")
-
-
-def _row_security(ctx, stmt, table, name, cmd) -> None:
-    if table not in ctx.new_tables:
-        ctx.destructive(stmt, f"{_words(cmd.subtype.name)} on {name}",
-                        "row security hides rows from old versions' roles until policies exist: enable it in "
-                        "contract, after the policies")
 
 
 ALTER_TABLE_RULES: dict[AlterTableType, Callable] = {

@@ -91,6 +91,27 @@ def check_alter_type(ctx: Context, stmt: Statement, table: str, shown: str, cmd:
             "is known")
 
 
+# Constraints declared inline on a column added to an existing table: (rule, what it does, fix).
+INLINE_CONSTRAINTS = {
+    ConstrType.CONSTR_FOREIGN: (
+        "constraint-missing-not-valid", "REFERENCES on new column {column} of {table} is validated immediately",
+        "add the column first, then ADD CONSTRAINT ... FOREIGN KEY ... NOT VALID, then VALIDATE CONSTRAINT in a "
+        "separate statement"),
+    ConstrType.CONSTR_CHECK: (
+        "constraint-missing-not-valid",
+        "CHECK on new column {column} of {table} scans the table under an ACCESS EXCLUSIVE lock",
+        "add the column, then ADD CONSTRAINT ... CHECK (...) NOT VALID, then VALIDATE"),
+    ConstrType.CONSTR_UNIQUE: (
+        "disallowed-unique-constraint",
+        "UNIQUE on new column {column} of {table} builds an index while holding an ACCESS EXCLUSIVE lock",
+        "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE USING INDEX"),
+    ConstrType.CONSTR_PRIMARY: (
+        "disallowed-unique-constraint",
+        "PRIMARY KEY on new column {column} of {table} builds an index while holding an ACCESS EXCLUSIVE lock",
+        "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... PRIMARY KEY USING INDEX"),
+}
+
+
 def check_add_column(ctx: Context, stmt: Statement, table: str, shown: str, col: ast.ColumnDef) -> None:
     colname = (col.colname or "").lower()
     ctx.new_columns.add((table, colname))
@@ -127,21 +148,9 @@ def check_add_column(ctx: Context, stmt: Statement, table: str, shown: str, col:
                     "add a plain nullable column and backfill it in batches")
         elif con.contype == ConstrType.CONSTR_NOTNULL:
             not_null = True
-        elif con.contype == ConstrType.CONSTR_FOREIGN:
-            ctx.add(stmt, "constraint-missing-not-valid", ERROR,
-                    f"inline REFERENCES on new column {col.colname} of {shown} is validated immediately",
-                    "add the column first, then ADD CONSTRAINT ... FOREIGN KEY ... NOT VALID, then "
-                    "VALIDATE CONSTRAINT in a separate statement")
-        elif con.contype == ConstrType.CONSTR_CHECK:
-            ctx.add(stmt, "constraint-missing-not-valid", ERROR,
-                    f"inline CHECK on new column {col.colname} of {shown} scans the table under an "
-                    "ACCESS EXCLUSIVE lock",
-                    "add the column, then ADD CONSTRAINT ... CHECK (...) NOT VALID, then VALIDATE")
-        elif con.contype in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY):
-            ctx.add(stmt, "disallowed-unique-constraint", ERROR,
-                    f"inline UNIQUE/PRIMARY KEY on new column {col.colname} of {shown} builds an index "
-                    "while holding an ACCESS EXCLUSIVE lock",
-                    "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE USING INDEX")
+        elif con.contype in INLINE_CONSTRAINTS:
+            rule, what, fix = INLINE_CONSTRAINTS[con.contype]
+            ctx.add(stmt, rule, ERROR, f"inline {what.format(column=col.colname, table=shown)}", fix)
     if not_null and not has_default:
         ctx.add(stmt, "adding-required-field", ERROR,
                 f"ADD COLUMN {col.colname} NOT NULL without a default on {shown} fails on a non-empty "
