@@ -176,6 +176,14 @@ class DualWriteSpec:
         return spec
 
 
+def _has_statements(path: Path) -> bool:
+    """A file that does not parse counts as having content (its analysis reports the syntax error)."""
+    try:
+        return bool(split_statements(path.read_text()))
+    except ParseError:
+        return True
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -198,7 +206,7 @@ class Migration:
         return path if path.exists() else None
 
     def has_content(self, stage: str) -> bool:
-        if any(split_statements(p.read_text()) for p in self.sql_files(stage)):
+        if any(_has_statements(p) for p in self.sql_files(stage)):
             return True
         if stage == "migrate":
             return bool(self.backfills)

@@ -165,8 +165,8 @@ def _transaction(ctx: Context, stmt: Statement, node) -> None:
 def _drop(ctx: Context, stmt: Statement, node: ast.DropStmt) -> None:
     if node.removeType == ObjectType.OBJECT_INDEX:
         locks.check_drop_index(ctx, stmt, node)
-        if node.concurrent:
-            return  # dropping an index breaks no query, it only may slow some
+    # Even DROP INDEX CONCURRENTLY is contract only: an old version's ON CONFLICT (col) needs the unique
+    # index it names, and its queries the index they were planned with.
     renames.check_drop(ctx, stmt, node)
 
 

@@ -137,6 +137,9 @@ def test_transaction_control_and_unbatched_dml_are_rejected():
 def test_drop_index_needs_concurrently():
     assert rules(analyse_sql("DROP INDEX i;", "contract")) == [("require-concurrent-index-deletion", 1)]
     assert rules(analyse_sql("DROP INDEX CONCURRENTLY IF EXISTS i;", "contract")) == []
+    # an old version's ON CONFLICT may name the index: dropping it, even concurrently, waits for contract
+    assert rules(analyse_sql("DROP INDEX CONCURRENTLY IF EXISTS i;", "expand")) == \
+        [("destructive-ddl-outside-contract", 1)]
 
 
 def test_syntax_error_reports_its_line():
@@ -454,3 +457,33 @@ def test_what_the_analysis_cannot_judge_is_an_error_in_expand_and_contract(sql):
 def test_unparseable_sql_is_an_error_in_expand_and_contract():
     for stage in ("expand", "contract"):
         assert rules(analyse_sql("ALTER TABLE posts ADD COLUMN x int,,;", stage)) == [("syntax-error", 1)]
+
+
+@pytest.mark.parametrize("toml", ['contract_min_app_version = "2.0.0"\n', ""])
+def test_unparseable_contract_file_is_a_finding_not_a_traceback(tmp_path, toml):
+    m = tmp_path / "migrations" / "0009_x"
+    m.mkdir(parents=True)
+    (m / "migration.toml").write_text(toml)
+    (m / "contract.sql").write_text("ALTER TABLEX posts;\n")
+    found = rules(analyse_migration_dir(m, use_squawk=False)["contract"])
+    assert ("syntax-error", 1) in found
+    assert (("contract-needs-min-app-version", 1) in found) is (toml == "")
+
+
+def test_the_analysis_package_and_the_migration_modules_import_nothing_inside_functions():
+    """Issue 13.3: no import cycle hidden by imports inside functions; the analysis knows no migrations."""
+    import ast as pyast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "bazbii_db"
+    modules = sorted((root / "sql_safety").glob("*.py")) + [
+        root / "migrations" / f"{name}.py" for name in ("spec", "dualwrite", "stageplan", "lint", "runner", "executor",
+                                                        "journal", "versions")]
+    for path in modules:
+        tree = pyast.parse(path.read_text())
+        for func in (n for n in pyast.walk(tree) if isinstance(n, (pyast.FunctionDef, pyast.AsyncFunctionDef))):
+            inner = [n for n in pyast.walk(func) if isinstance(n, (pyast.Import, pyast.ImportFrom))]
+            assert not inner, f"{path.name}:{inner[0].lineno} imports inside {func.name}()"
+        if path.parent.name == "sql_safety":
+            imported = [n.module or "" for n in pyast.walk(tree) if isinstance(n, pyast.ImportFrom)]
+            assert not [m for m in imported if m.startswith("bazbii_db.migrations")], path.name
