@@ -131,7 +131,8 @@ def _create_table(ctx: Context, stmt: Statement, node: ast.CreateStmt) -> None:
     table = table_key(node.relation)
     if node.partbound is not None or node.inhRelations:
         ctx.cannot_judge(stmt, f"CREATE TABLE {shown(node.relation)} PARTITION OF / INHERITS (locks the parent)")
-    ctx.new_tables.add(table)
+    if not node.if_not_exists:  # IF NOT EXISTS may leave an existing, busy table in place: no exemption
+        ctx.new_tables.add(table)
     types.record_create_table(ctx, table, node)
     for elt in node.tableElts or ():
         if isinstance(elt, ast.Constraint) and elt.contype == ConstrType.CONSTR_CHECK:
@@ -139,7 +140,7 @@ def _create_table(ctx: Context, stmt: Statement, node: ast.CreateStmt) -> None:
 
 
 def _create_table_as(ctx: Context, stmt: Statement, node: ast.CreateTableAsStmt) -> None:
-    if node.into and node.into.rel:
+    if node.into and node.into.rel and not node.if_not_exists:
         ctx.new_tables.add(table_key(node.into.rel))
 
 

@@ -1,6 +1,7 @@
 """Statements whose lock blocks readers or writers for as long as they run, and table rewrites.
 
-Exempt: relations created earlier in the same file (nothing else can use them yet).
+Exempt: relations created earlier in the same file (nothing else can use them yet), unless they
+were created with IF NOT EXISTS (which leaves an existing table in place).
 """
 
 from __future__ import annotations
