@@ -86,6 +86,8 @@ def test_every_down_step_in_migrations_runs_and_the_stage_applies_again(db, mig_
         before = r.revert(migration_id, stage)
         assert before.status == "reverted" and before.units_run >= 1
         assert [e.step for e in r.status() if e.migration_id == migration_id] == list(STAGES[:STAGES.index(stage)])
+        # idempotent: a down step that failed part-way runs again from the start
+        execute(db, load_migration(mig_dir / migration_id).down_file(stage).read_text())
         assert r.apply(migration_id, stage, versions).status == "applied"
 
 
