@@ -213,7 +213,8 @@ class MigrationRunner:
         if migration.down_file(stage) is None:
             raise IrreversibleStage(f"{migration_id}/{stage} has no down step ({stage}{DOWN_SUFFIX}); it cannot be "
                                     "rolled back by the runner, roll forward with a new migration instead")
-        warnings = self.analyse(migration, stage)  # the down step is analysed with its stage; raises before connecting
+        # the down step is analysed with its stage: raises before connecting unless the catalog may lift the errors
+        warnings, _ = self.analyse_offline_first(migration, stage)
         result = StepResult(migration_id, stage, "reverted", migration.checksum(stage), warnings=warnings)
         with self._locked(result, started) as (control, journal):
             entry = journal.get(migration_id, stage)
@@ -231,7 +232,7 @@ class MigrationRunner:
 
     def _run_down(self, migration: Migration, stage: str, journal: Journal, result: StepResult,
                   control: psycopg.Connection) -> None:
-        self.analyse(migration, stage)
+        self.analyse(migration, stage, PgCatalog(control))  # connected: the catalog has the last word
         log.info("%s/%s: running the down step %s", migration.id, stage, migration.down_file(stage).name)
         self._run_units(migration, stage, plan_down(migration, stage), result, (control.info.backend_pid,),
                         lambda unit: None)
