@@ -40,6 +40,9 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
     "migrate": ("migrate.sql", "migrate_after.sql"),
     "contract": ("contract.sql",),
 }
+# The optional down step of a stage (``contract.down.sql``): SQL that undoes it, run by the runner's
+# ``revert`` (CLI ``down``) or when an earlier stage is applied again (a rollback of the schema track).
+DOWN_SUFFIX = ".down.sql"
 
 # --------------------------------------------------------------------------- safety defaults
 # The plan's models, the policy pack's config and the database tools' CLIs default to these.

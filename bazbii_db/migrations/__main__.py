@@ -1,4 +1,4 @@
-"""Command line: ``python -m bazbii_db.migrations {apply,status,analyse,checksum} ...``
+"""Command line: ``python -m bazbii_db.migrations {apply,down,status,analyse,checksum} ...``
 
 The connection string is read from an environment variable (``--dsn-env VAR``) or a file
 (``--dsn-file PATH``), never from the command line, and passwords never appear in output.
@@ -25,7 +25,8 @@ from bazbii_db.migrations.errors import (ContractRefused, LockRetryExhausted, Mi
 from bazbii_db.migrations.executor import DdlConfig
 from bazbii_db.migrations.runner import MigrationRunner, RunnerConfig
 from bazbii_db.migrations.spec import MigrationSpecError, default_migrations_dir, list_migrations, load_migration
-from bazbii_db.sql_safety import STAGES, analyse_migration_dir, format_findings, has_errors
+from bazbii_db.migrations.lint import analyse_migration_dir
+from bazbii_db.sql_safety import STAGES, format_findings, has_errors
 
 
 def _dsn(args, env_attr: str = "dsn_env", file_attr: str = "dsn_file") -> str | None:
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--expected-checksum", default=os.environ.get("BAZBII_EXPECTED_CHECKSUM"),
                        help="refuse to run unless the stage's files give this checksum "
                             "(default: $BAZBII_EXPECTED_CHECKSUM)")
+
+    down = sub.add_parser("down", allow_abbrev=False, help="run one stage's down step (<stage>.down.sql)")
+    add_dsn(down)
+    down.add_argument("--migration", required=True)
+    down.add_argument("--stage", required=True, choices=STAGES)
 
     status = sub.add_parser("status", allow_abbrev=False, help="show the journal")
     add_dsn(status)
@@ -127,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
                 for row in [header, *rows]:
                     out.print("\t".join(row), markup=False, highlight=False, soft_wrap=True)
             return 0
+        if args.command == "down":
+            result = MigrationRunner(dsn, migrations_dir).revert(args.migration, args.stage)
+            out.print(f"{result.migration_id}/{result.stage}: {result.status} (down step statements run "
+                      f"{result.units_run}, {result.duration_s:.2f}s)", markup=False, highlight=False, soft_wrap=True)
+            return 0
         if args.expected_checksum:
             actual = load_migration(f"{migrations_dir}/{args.migration}").checksum(args.stage)
             if actual != args.expected_checksum:
@@ -149,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"skipped {result.units_skipped}, ddl attempts {result.ddl_attempts}, lock timeouts "
                   f"{result.lock_timeouts}, repaired indexes {result.repaired_indexes or 'none'}, "
                   f"{result.duration_s:.2f}s)", markup=False, highlight=False, soft_wrap=True)
+        if result.reverted:
+            out.print(f"  reverted first through their down steps: {', '.join(result.reverted)}", markup=False,
+                      highlight=False, soft_wrap=True)
         for b in result.backfills:
             out.print(f"  backfill {b.name}: {b.rows_changed} rows changed, {b.batches} batches, "
                       f"{b.rows_per_s:,.0f} rows/s, resumed from key {b.resumed_from_key}, "

@@ -18,6 +18,10 @@ class StageOrderError(MigrationError):
     """A stage was requested before the stages it depends on were applied."""
 
 
+class IrreversibleStage(MigrationError):
+    """A stage without a down step was asked to roll back; nothing ran."""
+
+
 class RunnerLockTimeout(MigrationError):
     """Another runner held the single-runner lock for longer than we were willing to wait."""
 

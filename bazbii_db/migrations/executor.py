@@ -26,14 +26,15 @@ from pglast import ast
 from psycopg import errors, sql
 
 from bazbii_db.migrations.errors import LockRetryExhausted, StatementFailed
-from bazbii_db.sql_safety import _walk
+from bazbii_db.sql_safety import walk
+from bazbii_db.sql_safety.timeouts import RUNNER_LOCK_TIMEOUT_MS
 
 log = logging.getLogger("bazbii_db.migrations")
 
 
 @dataclass
 class DdlConfig:
-    lock_timeout_ms: int = 500
+    lock_timeout_ms: int = RUNNER_LOCK_TIMEOUT_MS  # files may lower it, never raise it (the analysis checks)
     statement_timeout_ms: int = 600_000
     max_attempts: int = 10
     backoff_base_s: float = 0.2
@@ -59,7 +60,7 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
 
 
 def relations_of(node) -> list[tuple[str | None, str]]:
-    return [(rv.schemaname, rv.relname) for rv in _walk(node) if isinstance(rv, ast.RangeVar)]
+    return [(rv.schemaname, rv.relname) for rv in walk(node) if isinstance(rv, ast.RangeVar)]
 
 
 def lock_holders(conn: psycopg.Connection, relations: list[tuple[str | None, str]]) -> list[dict]:

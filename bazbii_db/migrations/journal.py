@@ -4,7 +4,7 @@ Every unit of a step (one SQL statement, one backfill, one trigger statement) is
 as it completes, with the checksum of each completed unit. Re-running an applied step is a
 no-op; re-running a step whose files changed after it was applied is an error; re-running a
 step that failed part-way resumes after its last completed unit, as long as the completed
-units are unchanged.
+units are unchanged. A step whose down step ran is removed (it counts as never applied).
 """
 
 from __future__ import annotations
@@ -144,6 +144,11 @@ class Journal:
                         WHERE migration_id = %s AND step = %s""").format(_ident("journal")),
             (error[:4000], migration_id, step),
         )
+
+    def remove(self, migration_id: str, step: str) -> None:
+        """Forget a step whose down step ran: it counts as never applied (a later apply runs it in full)."""
+        self.conn.execute(sql.SQL("DELETE FROM {} WHERE migration_id = %s AND step = %s").format(_ident("journal")),
+                          (migration_id, step))
 
     def applied_ids(self, step: str) -> set[str]:
         if not self.exists():

@@ -2,8 +2,10 @@
 
 ``MigrationRunner.apply(migration_id, stage, app_versions)``:
 
-1. loads the migration and analyses the stage's SQL (``bazbii_db.sql_safety``); any error
-   finding stops here: nothing has connected, nothing has run;
+1. loads the migration and analyses the stage's SQL (``bazbii_db.migrations.lint``); any error
+   finding stops here: nothing has connected, nothing has run. Errors that only a catalog could
+   lift (a DEFAULT whose function's volatility is unknown offline, a type change from an unknown
+   type) are judged again with the database's catalog once connected, before anything runs;
 2. for ``contract``: refuses unless every reported application version is >= the migration's
    ``contract_min_app_version`` (nothing has connected, nothing has run);
 3. opens its control connection (autocommit) and takes the session-level advisory lock,
@@ -14,6 +16,10 @@
 5. runs the units one by one: SQL statements on the DDL connection (autocommit, lock_timeout,
    statement_timeout, retries on 55P03, CIC repair), backfills on their own connection;
    every completed unit is journaled.
+
+Applying an earlier stage while a later one is applied first runs the later stage's down step
+(``<stage>.down.sql``), if it has one: that is what setting the schema track back one step does.
+``MigrationRunner.revert(migration_id, stage)`` runs one down step on its own (CLI ``down``).
 """
 
 from __future__ import annotations
@@ -22,20 +28,27 @@ import logging
 import os
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import psycopg
 
 from bazbii_db.migrations.backfill import Backfill, BackfillConfig, BackfillResult
 from bazbii_db.migrations.dsn import describe, redact, with_params
-from bazbii_db.migrations.errors import ChecksumMismatch, MigrationError, StageOrderError, StatementFailed
+from bazbii_db.migrations.errors import (ChecksumMismatch, IrreversibleStage, MigrationError, StageOrderError,
+                                         StatementFailed)
 from bazbii_db.migrations.executor import DdlConfig, DdlExecutor, configure_session
 from bazbii_db.migrations.journal import Journal
 from bazbii_db.migrations.lock import RunnerLock
-from bazbii_db.migrations.spec import Migration, default_migrations_dir, list_migrations, load_migration
+from bazbii_db.migrations.lint import analyse_migration_dir
+from bazbii_db.migrations.spec import DOWN_SUFFIX, Migration, default_migrations_dir, list_migrations, load_migration
+from bazbii_db.migrations.stageplan import Unit, plan_down, plan_stage
 from bazbii_db.migrations.versions import check_contract_allowed
-from bazbii_db.sql_safety import STAGES, Finding, SqlSafetyError, analyse_migration_dir, has_errors
+from bazbii_db.sql_safety import ERROR, STAGES, Finding, SqlSafetyError, has_errors
+from bazbii_db.sql_safety.catalog import PgCatalog
+from bazbii_db.sql_safety.types import CATALOG_DEPENDENT_RULES
 
 log = logging.getLogger("bazbii_db.migrations")
 
@@ -52,7 +65,7 @@ class RunnerConfig:
 class StepResult:
     migration_id: str
     stage: str
-    status: str  # "applied" | "already-applied"
+    status: str  # "applied" | "already-applied" | "reverted" | "not-applied"
     checksum: str
     units_run: int = 0
     units_skipped: int = 0
@@ -63,6 +76,7 @@ class StepResult:
     repaired_indexes: list[str] = field(default_factory=list)
     backfills: list[BackfillResult] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
+    reverted: list[str] = field(default_factory=list)  # later stages whose down step ran first
 
 
 def default_application_name() -> str:
@@ -88,25 +102,27 @@ class MigrationRunner:
     def load(self, migration_id: str) -> Migration:
         return load_migration(self.migrations_dir / migration_id)
 
-    def analyse(self, migration: Migration, stage: str) -> list[Finding]:
-        findings = analyse_migration_dir(migration.path)[stage]
+    def analyse(self, migration: Migration, stage: str, catalog: PgCatalog | None = None) -> list[Finding]:
+        findings = analyse_migration_dir(migration.path, catalog=catalog)[stage]
         if has_errors(findings):
             raise SqlSafetyError(findings)
         return findings
 
-    # --- public API ---------------------------------------------------------------------
-    def apply(self, migration_id: str, stage: str, app_versions: list[str] | tuple[str, ...] = ()) -> StepResult:
-        if stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
-        started = time.monotonic()
-        migration = self.load(migration_id)
-        warnings = self.analyse(migration, stage)  # raises before anything connects
-        if stage == "contract" and migration.has_content("contract"):
-            check_contract_allowed(migration.contract_min_app_version, list(app_versions))
-        checksum = migration.checksum(stage)
-        units = migration.plan(stage)
-        result = StepResult(migration_id, stage, "applied", checksum, warnings=warnings)
+    def analyse_offline_first(self, migration: Migration, stage: str) -> tuple[list[Finding], bool]:
+        """Offline analysis before anything connects: raises unless every error could be lifted by the catalog.
 
+        Returns ``(findings, ask_catalog)``; when ``ask_catalog`` is true the caller analyses again with
+        the database's catalog (``pg_proc.provolatile``, column types) before running anything.
+        """
+        findings = analyse_migration_dir(migration.path)[stage]
+        errors = [f for f in findings if f.severity == ERROR]
+        if errors and not all(f.rule in CATALOG_DEPENDENT_RULES for f in errors):
+            raise SqlSafetyError(findings)
+        return findings, bool(errors)
+
+    @contextmanager
+    def _locked(self, result: StepResult, started: float) -> Iterator[tuple[psycopg.Connection, Journal]]:
+        """The control connection under the single-runner lock, with the journal ready."""
         control = self._connect("control")
         lock = RunnerLock(control)
         try:
@@ -114,6 +130,38 @@ class MigrationRunner:
             result.waited_for_lock_s = lock.acquire(self.config.runner_lock_wait_s)
             journal = Journal(control)
             self._ensure_journal(control, journal)
+            yield control, journal
+        finally:
+            result.duration_s = time.monotonic() - started
+            try:
+                lock.release()
+            finally:
+                control.close()
+
+    # --- public API ---------------------------------------------------------------------
+    def apply(self, migration_id: str, stage: str, app_versions: list[str] | tuple[str, ...] = ()) -> StepResult:
+        """Apply one stage. Later stages of the same migration that are applied and have a down step are
+        reverted first (latest first): applying an earlier stage again is how the schema track rolls back."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
+        started = time.monotonic()
+        migration = self.load(migration_id)
+        warnings, ask_catalog = self.analyse_offline_first(migration, stage)  # raises before anything connects
+        if stage == "contract" and migration.has_content("contract"):
+            check_contract_allowed(migration.contract_min_app_version, list(app_versions))
+        checksum = migration.checksum(stage)
+        units = plan_stage(migration, stage)
+        result = StepResult(migration_id, stage, "applied", checksum, warnings=warnings)
+
+        if ask_catalog:  # offline the analysis could only refuse; the catalog decides, before anything runs
+            with self._connect("catalog") as catalog_conn:
+                result.warnings = self.analyse(migration, stage, PgCatalog(catalog_conn))
+        with self._locked(result, started) as (control, journal):
+            for later in reversed(STAGES[STAGES.index(stage) + 1:]):
+                later_entry = journal.get(migration_id, later)
+                if later_entry is not None and later_entry.status == "applied" and migration.down_file(later):
+                    self._run_down(migration, later, journal, result, control)
+                    result.reverted.append(later)
             entry = journal.get(migration_id, stage)
             if entry is not None and entry.status == "applied":
                 if entry.checksum != checksum:
@@ -134,8 +182,14 @@ class MigrationRunner:
                     "restore the applied part of the file")
             journal.start(migration_id, stage, checksum, self.application_name, list(app_versions))
             result.units_skipped = len(done)
+
+            def journal_unit(unit: Unit) -> None:
+                done.append(unit.checksum)
+                journal.unit_done(migration_id, stage, done)
+
             try:
-                self._run_units(migration, stage, units, done, journal, result, exclude_pids=(control.info.backend_pid,))
+                self._run_units(migration, stage, units[len(done):], result, (control.info.backend_pid,),
+                                journal_unit)
             except BaseException as exc:
                 try:
                     journal.fail(migration_id, stage, redact(f"{type(exc).__name__}: {exc}", self.dsn))
@@ -144,12 +198,45 @@ class MigrationRunner:
                 raise
             journal.finish(migration_id, stage)
             return result
-        finally:
-            result.duration_s = time.monotonic() - started
-            try:
-                lock.release()
-            finally:
-                control.close()
+
+    def revert(self, migration_id: str, stage: str) -> StepResult:
+        """Run a stage's down step (``<stage>.down.sql``) and forget the stage in the journal.
+
+        The stage must be the latest applied stage of the migration. A stage that was never applied
+        is a no-op ("not-applied"). A stage without a down step is irreversible: refused, nothing runs.
+        Down steps must be idempotent: after a failure part-way the whole down step runs again.
+        """
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
+        started = time.monotonic()
+        migration = self.load(migration_id)
+        if migration.down_file(stage) is None:
+            raise IrreversibleStage(f"{migration_id}/{stage} has no down step ({stage}{DOWN_SUFFIX}); it cannot be "
+                                    "rolled back by the runner, roll forward with a new migration instead")
+        # the down step is analysed with its stage: raises before connecting unless the catalog may lift the errors
+        warnings, _ = self.analyse_offline_first(migration, stage)
+        result = StepResult(migration_id, stage, "reverted", migration.checksum(stage), warnings=warnings)
+        with self._locked(result, started) as (control, journal):
+            entry = journal.get(migration_id, stage)
+            if entry is None:
+                result.status = "not-applied"
+                return result
+            if entry.status != "applied":
+                raise StageOrderError(f"{migration_id}/{stage} is {entry.status}, not applied: apply it completely "
+                                      "before reverting it")
+            later = [s for s in STAGES[STAGES.index(stage) + 1:] if journal.get(migration_id, s) is not None]
+            if later:
+                raise StageOrderError(f"{migration_id}/{stage}: revert {', '.join(reversed(later))} first")
+            self._run_down(migration, stage, journal, result, control)
+            return result
+
+    def _run_down(self, migration: Migration, stage: str, journal: Journal, result: StepResult,
+                  control: psycopg.Connection) -> None:
+        self.analyse(migration, stage, PgCatalog(control))  # connected: the catalog has the last word
+        log.info("%s/%s: running the down step %s", migration.id, stage, migration.down_file(stage).name)
+        self._run_units(migration, stage, plan_down(migration, stage), result, (control.info.backend_pid,),
+                        lambda unit: None)
+        journal.remove(migration.id, stage)
 
     def status(self) -> list:
         with self._connect("status") as conn:
@@ -175,14 +262,12 @@ class MigrationRunner:
                 raise StageOrderError(f"{migration_id}/expand needs the expand stage of earlier migrations first: "
                                       + ", ".join(missing))
 
-    def _run_units(self, migration: Migration, stage: str, units, done: list[str], journal: Journal,
-                   result: StepResult, exclude_pids: tuple[int, ...]) -> None:
+    def _run_units(self, migration: Migration, stage: str, units: list[Unit], result: StepResult,
+                   exclude_pids: tuple[int, ...], on_done: Callable[[Unit], None]) -> None:
         ddl_conn: psycopg.Connection | None = None
         executor: DdlExecutor | None = None
         try:
-            for i, unit in enumerate(units):
-                if i < len(done):
-                    continue
+            for unit in units:
                 log.info("%s/%s: %s", migration.id, stage, unit.label)
                 if unit.kind == "backfill":
                     backfill = Backfill(self.dsn, migration.id, unit.backfill, unit.checksum, self.config.backfill,
@@ -202,8 +287,7 @@ class MigrationRunner:
                     result.ddl_attempts += stats.attempts
                     result.lock_timeouts += stats.lock_timeouts
                     result.repaired_indexes += stats.repaired_indexes
-                done.append(unit.checksum)
-                journal.unit_done(migration.id, stage, done)
+                on_done(unit)
                 result.units_run += 1
         finally:
             if ddl_conn is not None:

@@ -10,7 +10,8 @@ A migration is a directory ``migrations/<id>/`` holding::
 
 The migrate stage runs ``migrate.sql``, then every ``[[backfill]]`` in order, then
 ``migrate_after.sql``. A ``[dual_write]`` table installs its trigger at the end of expand and
-drops it at the start of contract.
+drops it at the start of contract (:mod:`bazbii_db.migrations.stageplan` orders the units).
+A stage may have a down step, ``<stage>.down.sql`` (e.g. ``contract.down.sql``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from pglast import ast, parse_sql
 from pglast.parser import ParseError
 
 from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError
-from bazbii_db.sql_safety import ERROR, STAGES, Finding, Statement, split_statements
-from bazbii_plan.facts import STAGE_FILES
+from bazbii_db.migrations.versions import parse_version
+from bazbii_db.sql_safety import ERROR, STAGES, Finding, split_statements
+from bazbii_plan.facts import DOWN_SUFFIX, STAGE_FILES
 
 METADATA_FILE = "migration.toml"
 
@@ -182,19 +184,15 @@ class DualWriteSpec:
         return spec
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One thing the runner executes; progress is journaled unit by unit."""
-
-    kind: str  # "sql" | "backfill" | "dual_write_install" | "dual_write_drop"
-    label: str
-    checksum: str
-    sql_text: str = ""
-    statement: Statement | None = None
-    backfill: BackfillSpec | None = None
+def _has_statements(path: Path) -> bool:
+    """A file that does not parse counts as having content (its analysis reports the syntax error)."""
+    try:
+        return bool(split_statements(path.read_text()))
+    except ParseError:
+        return True
 
 
-def _sha(text: str) -> str:
+def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -210,8 +208,13 @@ class Migration:
     def sql_files(self, stage: str) -> list[Path]:
         return [self.path / name for name in STAGE_FILES[stage] if (self.path / name).exists()]
 
+    def down_file(self, stage: str) -> Path | None:
+        """``<stage>.down.sql`` when the stage has a down step, else None (the stage is irreversible)."""
+        path = self.path / f"{stage}{DOWN_SUFFIX}"
+        return path if path.exists() else None
+
     def has_content(self, stage: str) -> bool:
-        if any(split_statements(p.read_text()) for p in self.sql_files(stage)):
+        if any(_has_statements(p) for p in self.sql_files(stage)):
             return True
         if stage == "migrate":
             return bool(self.backfills)
@@ -228,40 +231,7 @@ class Migration:
             doc["dual_write"] = asdict(self.dual_write)
         if stage == "contract":
             doc["contract_min_app_version"] = self.contract_min_app_version
-        return _sha(json.dumps(doc, sort_keys=True))
-
-    def plan(self, stage: str) -> list[Unit]:
-        """The ordered units of one stage."""
-        from bazbii_db.migrations.dualwrite import drop_statements, install_statements
-
-        units: list[Unit] = []
-
-        def sql_units(name: str) -> None:
-            path = self.path / name
-            if not path.exists():
-                return
-            for stmt in split_statements(path.read_text()):
-                units.append(Unit("sql", f"{name}:{stmt.line}", _sha(stmt.text), stmt.text, stmt))
-
-        if stage == "expand":
-            sql_units("expand.sql")
-            if self.dual_write:
-                for i, text in enumerate(install_statements(self.dual_write)):
-                    units.append(Unit("dual_write_install", f"dual_write install #{i + 1}", _sha(text), text))
-        elif stage == "migrate":
-            sql_units("migrate.sql")
-            for spec in self.backfills:
-                units.append(Unit("backfill", f"backfill {spec.name}",
-                                  _sha(json.dumps(spec.fingerprint(), sort_keys=True)), backfill=spec))
-            sql_units("migrate_after.sql")
-        elif stage == "contract":
-            if self.dual_write:
-                for i, text in enumerate(drop_statements(self.dual_write)):
-                    units.append(Unit("dual_write_drop", f"dual_write drop #{i + 1}", _sha(text), text))
-            sql_units("contract.sql")
-        else:
-            raise ValueError(f"unknown stage {stage!r}")
-        return units
+        return sha256_text(json.dumps(doc, sort_keys=True))
 
     def metadata_findings(self, stage: str) -> list[Finding]:
         """Metadata rules that are about a stage rather than one SQL statement."""
@@ -294,8 +264,6 @@ def load_migration(path: str | os.PathLike) -> Migration:
         raise MigrationSpecError(f"id {mig_id!r} does not match the directory name {path.name!r}", str(meta))
     min_version = data.get("contract_min_app_version")
     if min_version is not None:
-        from bazbii_db.migrations.versions import parse_version
-
         if parse_version(str(min_version)) is None:
             raise MigrationSpecError(f"contract_min_app_version {min_version!r} is not a version", str(meta))
     backfills = tuple(BackfillSpec.from_toml(b, str(meta)) for b in data.get("backfill", []))

@@ -60,7 +60,8 @@ def _apply(props: dict[str, Any]) -> dict[str, Any]:
 class SchemaMigrationProvider(ResourceProvider):
     def check(self, _olds: dict, news: dict) -> CheckResult:
         from bazbii_db.migrations import MigrationSpecError, load_migration
-        from bazbii_db.sql_safety import STAGES, analyse_migration_dir
+        from bazbii_db.migrations.lint import analyse_migration_dir
+        from bazbii_db.sql_safety import STAGES
 
         failures: list[CheckFailure] = []
         stage = news.get("stage")

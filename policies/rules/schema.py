@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping, Optional
 
+from bazbii_db.migrations.lint import migration_file_label
 from bazbii_db.sql_safety import ERROR, STAGES, analyse_sql, validated_checks_after
 from bazbii_plan.facts import MIGRATION_ID_LABEL, MIGRATION_STAGE_LABEL, STAGE_FILES, VERSION_FORMAT, version_from_image
 
@@ -131,7 +132,7 @@ def analyse_configmap(
             continue
         if file_stage != stage:
             continue
-        findings += analyse_sql(sql, stage, f"{migration_id}/{filename}",
+        findings += analyse_sql(sql, stage, migration_file_label(migration_id, filename),
                                 known_validated_checks=known, use_squawk=use_squawk)
         known = validated_checks_after(sql, known)
     return findings

@@ -78,7 +78,7 @@ def test_check_reports_unsafe_sql_with_file_line_and_rule(small_dir):
     news = props("host=x", small_dir, "0002_add_category", "expand")
     failures = SchemaMigrationProvider().check({}, news).failures
     assert len(failures) == 1
-    assert f"{bad}:2" in failures[0].reason and "require-concurrent-index-creation" in failures[0].reason
+    assert "migrations_small/0002_add_category/expand.sql:2" in failures[0].reason and "require-concurrent-index-creation" in failures[0].reason
     assert SchemaMigrationProvider().check({}, dict(news, stage="deploy")).failures[0].property == "stage"
 
 

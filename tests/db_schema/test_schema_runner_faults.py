@@ -266,3 +266,20 @@ def test_contract_refused_while_an_old_version_runs_and_nothing_changes(db, smal
     assert proc.returncode == 3 and "contract refused, nothing changed" in proc.stderr
     assert snapshot(db) == before
     assert r.apply("0002_add_category", "contract", images[:1]).status == "applied"
+
+
+def test_the_runner_asks_the_catalog_about_defaults_before_anything_runs(db, small_dir):
+    """Offline, now() is not known to be stable; the runner asks pg_proc and lets it through, random() not."""
+    apply_all(db, small_dir, "0001_init")
+    runner(db, small_dir).apply("0002_add_category", "expand")
+    write_migration(small_dir, "0007_seen_at", expand="ALTER TABLE posts ADD COLUMN IF NOT EXISTS seen_at timestamptz "
+                                                      "DEFAULT now();\n")
+    assert runner(db, small_dir).apply("0007_seen_at", "expand").status == "applied"
+    write_migration(small_dir, "0008_token", expand="CREATE TABLE IF NOT EXISTS marker (id int);\n"
+                                                    "ALTER TABLE posts ADD COLUMN IF NOT EXISTS token float8 "
+                                                    "DEFAULT random();\n")
+    with pytest.raises(SqlSafetyError, match="adding-field-with-volatile-default"):
+        runner(db, small_dir).apply("0008_token", "expand")
+    assert fetch(db, "SELECT to_regclass('marker')") == [(None,)]
+    assert [r[0] for r in fetch(db, "SELECT migration_id FROM bazbii_migrations.journal ORDER BY 1")] == \
+        ["0001_init", "0001_init", "0001_init", "0002_add_category", "0007_seen_at"]

@@ -11,6 +11,7 @@ from bazbii_db.migrations.dsn import DsnError, dsn_from_env, dsn_from_file, reda
 from bazbii_db.migrations.dualwrite import install_statements, object_name
 from bazbii_db.migrations.executor import backoff_delay
 from bazbii_db.migrations.spec import BackfillSpec, DualWriteSpec
+from bazbii_db.migrations.stageplan import plan_stage
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,11 +92,11 @@ def test_read_migration_sql(mig_dir):
 
 def test_plan_orders_units(mig_dir):
     m = load_migration(mig_dir / "0004_rename_user_name")
-    assert [u.kind for u in m.plan("expand")] == ["sql", "dual_write_install", "dual_write_install"]
-    assert [u.kind for u in m.plan("migrate")] == ["backfill"]
-    assert [u.kind for u in m.plan("contract")][:2] == ["dual_write_drop", "dual_write_drop"]
+    assert [u.kind for u in plan_stage(m, "expand")] == ["sql", "dual_write_install", "dual_write_install"]
+    assert [u.kind for u in plan_stage(m, "migrate")] == ["backfill"]
+    assert [u.kind for u in plan_stage(m, "contract")][:2] == ["dual_write_drop", "dual_write_drop"]
     m5 = load_migration(mig_dir / "0005_posts_user_fk")
-    assert [u.label for u in m5.plan("migrate")] == ["backfill posts_orphan_user_ids", "migrate_after.sql:2"]
+    assert [u.label for u in plan_stage(m5, "migrate")] == ["backfill posts_orphan_user_ids", "migrate_after.sql:2"]
 
 
 @pytest.mark.parametrize("toml,match", [

@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from bazbii_db.sql_safety import (Finding, SqlSafetyError, analyse_migration_dir, analyse_sql, split_statements,
+from bazbii_db.migrations.lint import analyse_migration_dir
+from bazbii_db.sql_safety import (Finding, SqlSafetyError, analyse_sql, split_statements, validated_checks_after,
                                   squawk_binary)
 
 pytestmark = pytest.mark.timeout(60)
@@ -40,6 +41,9 @@ def test_concurrent_index_is_fine_but_needs_a_name():
 def test_index_on_table_created_in_same_file_is_allowed():
     sql = "CREATE TABLE t (id bigint PRIMARY KEY, v text);\nCREATE INDEX t_v ON t (v);\n"
     assert rules(analyse_sql(sql, "expand")) == []
+    # IF NOT EXISTS may have left an existing (busy) table in place: no exemption
+    maybe_old = "CREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY, v text);\nCREATE INDEX t_v ON t (v);\n"
+    assert rules(analyse_sql(maybe_old, "expand")) == [("require-concurrent-index-creation", 2)]
 
 
 @pytest.mark.parametrize("constraint", [
@@ -78,7 +82,7 @@ def test_set_not_null_needs_a_validated_check_first():
     assert rules(analyse_sql(validated, "contract")) == []
     # ... or known from an earlier stage
     assert rules(analyse_sql("ALTER TABLE posts ALTER COLUMN category SET NOT NULL;", "contract",
-                             known_validated_checks=[("public.posts", "category")])) == []
+                             known_validated_checks=[("posts", "category")])) == []
     # a check on another column does not count
     other = validated.replace("ALTER COLUMN category", "ALTER COLUMN title")
     assert rules(analyse_sql(other, "contract")) == [("set-not-null-without-validated-check", 3)]
@@ -86,9 +90,10 @@ def test_set_not_null_needs_a_validated_check_first():
 
 @pytest.mark.parametrize("default,flagged", [
     ("random()", True), ("gen_random_uuid()", True), ("clock_timestamp()", True), ("nextval('s')", True),
-    ("now()", False), ("CURRENT_TIMESTAMP", False), ("0", False), ("'general'", False),
+    # offline, no function is known to be stable: now() counts as volatile (the catalog test asks PostgreSQL)
+    ("now()", True), ("CURRENT_TIMESTAMP", False), ("0", False), ("'general'", False),
 ])
-def test_volatile_default_on_add_column(default, flagged):
+def test_volatile_default_on_add_column_offline_is_conservative(default, flagged):
     findings = analyse_sql(f"ALTER TABLE posts ADD COLUMN x text DEFAULT {default};", "expand")
     assert (("adding-field-with-volatile-default", 1) in rules(findings)) is flagged
 
@@ -135,6 +140,9 @@ def test_transaction_control_and_unbatched_dml_are_rejected():
 def test_drop_index_needs_concurrently():
     assert rules(analyse_sql("DROP INDEX i;", "contract")) == [("require-concurrent-index-deletion", 1)]
     assert rules(analyse_sql("DROP INDEX CONCURRENTLY IF EXISTS i;", "contract")) == []
+    # an old version's ON CONFLICT may name the index: dropping it, even concurrently, waits for contract
+    assert rules(analyse_sql("DROP INDEX CONCURRENTLY IF EXISTS i;", "expand")) == \
+        [("destructive-ddl-outside-contract", 1)]
 
 
 def test_syntax_error_reports_its_line():
@@ -182,7 +190,7 @@ def test_analyse_migration_dir_carries_validated_checks_across_stages(tmp_path):
     (m / "expand.sql").write_text("ALTER TABLE posts DROP COLUMN old;\n")
     result = analyse_migration_dir(m, use_squawk=False)
     assert [(f.rule, f.line, f.file) for f in result["expand"]] == \
-        [("destructive-ddl-outside-contract", 1, str(m / "expand.sql"))]
+        [("destructive-ddl-outside-contract", 1, f"{tmp_path.name}/0009_x/expand.sql")]
 
 
 def test_contract_without_min_version_is_an_error(tmp_path):
@@ -223,3 +231,262 @@ def test_alter_table_variants_are_checked():
     for sql in ("ALTER TABLE ONLY posts ADD CONSTRAINT c CHECK (id > 0);",
                 "ALTER TABLE IF EXISTS public.posts ADD CONSTRAINT c CHECK (id > 0);"):
         assert rules(analyse_sql(sql, "expand")) == [("constraint-missing-not-valid", 1)], sql
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 12, class by class: the unsafe form is denied in expand, allowed in the stage that
+# permits it (where one does), and the safe counterpart is allowed.
+# --------------------------------------------------------------------------------------------
+def verdicts(sql, **kwargs):
+    """{stage: sorted error rules} without squawk (its findings are warnings or duplicates)."""
+    kwargs.setdefault("use_squawk", False)
+    return {stage: sorted({f.rule for f in analyse_sql(sql, stage, **kwargs) if f.severity == "error"})
+            for stage in ("expand", "migrate", "contract")}
+
+
+CONTRACT_ONLY = "destructive-ddl-outside-contract"
+
+
+def assert_contract_only(sql):
+    v = verdicts(sql)
+    assert v["expand"] == [CONTRACT_ONLY] and v["migrate"] == [CONTRACT_ONLY], v
+    assert v["contract"] == [], v
+
+
+def assert_denied_everywhere(sql, rule):
+    assert verdicts(sql) == {"expand": [rule], "migrate": [rule], "contract": [rule]}
+
+
+def assert_allowed(sql, **kwargs):
+    assert verdicts(sql, **kwargs) == {"expand": [], "migrate": [], "contract": []}
+
+
+def test_domain_constraint_needs_not_valid():
+    assert_denied_everywhere("ALTER DOMAIN positive ADD CONSTRAINT pos CHECK (VALUE > 0);", "domain-constraint-scan")
+    assert_allowed("ALTER DOMAIN positive ADD CONSTRAINT pos CHECK (VALUE > 0) NOT VALID;\n"
+                   "ALTER DOMAIN positive VALIDATE CONSTRAINT pos;")
+
+
+def test_enum_value_rename_is_contract_only():
+    assert_contract_only("ALTER TYPE post_state RENAME VALUE 'draft' TO 'unpublished';")
+    assert_allowed("ALTER TYPE post_state ADD VALUE IF NOT EXISTS 'unpublished';")
+
+
+@pytest.mark.parametrize("sql", ["ALTER SCHEMA app RENAME TO app_v2;", "ALTER TABLE posts SET SCHEMA archive;"])
+def test_schema_rename_and_moving_a_table_are_contract_only(sql):
+    assert_contract_only(sql)
+
+
+def test_schema_counterpart_creating_a_schema_is_allowed():
+    assert_allowed("CREATE SCHEMA IF NOT EXISTS archive;")
+
+
+def test_drop_constraint_is_contract_only():
+    assert_contract_only("ALTER TABLE posts DROP CONSTRAINT posts_user_id_fkey;")
+    assert_allowed("CREATE TABLE tags (id bigint PRIMARY KEY, name text CONSTRAINT tags_name_len CHECK (length(name) > 0));\n"
+                   "ALTER TABLE tags DROP CONSTRAINT tags_name_len;")
+
+
+def test_refresh_materialized_view_needs_concurrently():
+    assert_denied_everywhere("REFRESH MATERIALIZED VIEW post_counts;", "require-concurrent-refresh")
+    assert_allowed("REFRESH MATERIALIZED VIEW CONCURRENTLY post_counts;")
+
+
+def test_statements_inside_do_blocks_are_judged():
+    static = "DO $$\nBEGIN\n  CREATE INDEX posts_title_idx ON posts (title);\nEND\n$$;"
+    v = verdicts(static)
+    assert v == {stage: ["require-concurrent-index-creation"] for stage in v}
+    literal = "DO $body$ BEGIN EXECUTE 'ALTER TABLE posts DROP COLUMN content'; END $body$;"
+    assert_contract_only(literal)
+    dynamic = "DO $$ DECLARE c text := 'content'; BEGIN EXECUTE format('ALTER TABLE posts DROP COLUMN %I', c); END $$;"
+    assert verdicts(dynamic)["expand"] == ["cannot-judge"] and verdicts(dynamic)["contract"] == ["cannot-judge"]
+    assert_allowed("DO $$ BEGIN ALTER TABLE posts ADD COLUMN IF NOT EXISTS note text; PERFORM 1; END $$;")
+
+
+def test_do_block_line_numbers_point_into_the_body():
+    sql = "SELECT 1;\nDO $$\nBEGIN\n  PERFORM 1;\n  UPDATE posts SET title = 'x';\nEND\n$$;"
+    assert rules(analyse_sql(sql, "migrate", use_squawk=False)) == [("unbatched-data-change", 5)]
+
+
+@pytest.mark.parametrize("sql,rule", [
+    ("RESET lock_timeout;", "timeout-reset"),
+    ("SET lock_timeout TO DEFAULT;", "timeout-reset"),
+    ("RESET ALL;", "timeout-reset"),
+    ("SET lock_timeout = '10s';", "lock-timeout-raised"),
+    ("SET lock_timeout = 60000;", "lock-timeout-raised"),
+    ("SELECT set_config('lock_timeout', '0', false);", "timeout-disabled"),
+    ("SET statement_timeout = 0;", "timeout-disabled"),
+    ("RESET statement_timeout;", "timeout-reset"),
+])
+def test_a_file_may_not_reset_raise_or_disable_its_timeouts(sql, rule):
+    assert_denied_everywhere(sql, rule)
+
+
+def test_a_file_may_lower_lock_timeout_and_raise_statement_timeout():
+    assert_allowed("SET lock_timeout = '200ms';\nSET statement_timeout = '2h';\n"
+                   "SELECT set_config('lock_timeout', '100ms', false);")
+
+
+def test_new_table_exemption_respects_schema_qualification():
+    other_schema = ("CREATE TABLE staging.posts (id bigint PRIMARY KEY, title text);\n"
+                    "CREATE INDEX posts_title_idx ON posts (title);")
+    assert verdicts(other_schema)["expand"] == ["require-concurrent-index-creation"]
+    assert_allowed("CREATE TABLE staging.posts (id bigint PRIMARY KEY, title text);\n"
+                   "CREATE INDEX posts_title_idx ON staging.posts (title);")
+
+
+def test_not_null_check_counts_only_on_its_own_table():
+    other_table = ("ALTER TABLE users ADD CONSTRAINT cat_nn CHECK (category IS NOT NULL) NOT VALID;\n"
+                   "ALTER TABLE users VALIDATE CONSTRAINT cat_nn;\n"
+                   "ALTER TABLE posts ADD CONSTRAINT cat_nn CHECK (category IS NOT NULL) NOT VALID;\n"
+                   "ALTER TABLE posts ALTER COLUMN category SET NOT NULL;")
+    assert "set-not-null-without-validated-check" in verdicts(other_table)["contract"]
+    assert_allowed("ALTER TABLE posts ADD CONSTRAINT cat_nn CHECK (category IS NOT NULL) NOT VALID;\n"
+                   "ALTER TABLE posts VALIDATE CONSTRAINT cat_nn;\n"
+                   "ALTER TABLE posts ALTER COLUMN category SET NOT NULL;")
+
+
+def test_checks_carry_over_from_expand_through_migrate_to_contract(tmp_path):
+    m = tmp_path / "migrations" / "0009_nn"
+    m.mkdir(parents=True)
+    (m / "migration.toml").write_text('contract_min_app_version = "2.0.0"\n')
+    (m / "expand.sql").write_text("ALTER TABLE posts ADD CONSTRAINT posts_cat_nn CHECK (category IS NOT NULL) NOT VALID;\n")
+    (m / "migrate_after.sql").write_text("ALTER TABLE posts VALIDATE CONSTRAINT posts_cat_nn;\n")
+    (m / "contract.sql").write_text("ALTER TABLE posts ALTER COLUMN category SET NOT NULL;\n")
+    assert {stage: rules(f) for stage, f in analyse_migration_dir(m, use_squawk=False).items()} == \
+        {"expand": [], "migrate": [], "contract": []}
+    # without the VALIDATE in migrate the contract's SET NOT NULL would scan: denied
+    (m / "migrate_after.sql").write_text("SELECT 1;\n")
+    assert rules(analyse_migration_dir(m, use_squawk=False)["contract"]) == \
+        [("set-not-null-without-validated-check", 1)]
+    # the same chain through validated_checks_after, as the policy pack passes facts from stage to stage
+    facts = validated_checks_after((m / "expand.sql").read_text())
+    facts = validated_checks_after("ALTER TABLE posts VALIDATE CONSTRAINT posts_cat_nn;", facts)
+    assert rules(analyse_sql((m / "contract.sql").read_text(), "contract", known_validated_checks=facts,
+                             use_squawk=False)) == []
+
+
+@pytest.mark.parametrize("old,new", [
+    ("varchar(50)", "varchar(100)"), ("varchar(50)", "varchar"), ("varchar(50)", "text"),
+    ("numeric(10,2)", "numeric(12,2)"), ("numeric(10,2)", "numeric"), ("cidr", "inet"),
+])
+def test_rewrite_free_type_changes_are_allowed_when_the_old_type_is_known(old, new):
+    create = f"CREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY, c {old});"
+    facts = validated_checks_after(create)
+    alter = f"ALTER TABLE t ALTER COLUMN c TYPE {new};"
+    assert_allowed(alter, known_validated_checks=facts)
+    # the old type unknown (no earlier statement, no catalog): denied, fail closed
+    assert verdicts(alter)["expand"] == ["changing-column-type"]
+
+
+@pytest.mark.parametrize("old,new", [
+    ("varchar(50)", "varchar(20)"), ("integer", "bigint"), ("numeric(10,2)", "numeric(12,4)"), ("inet", "cidr"),
+    ("text", "varchar(10)"),
+])
+def test_rewriting_type_changes_are_denied_in_every_stage(old, new):
+    facts = validated_checks_after(f"CREATE TABLE t (id bigint PRIMARY KEY, c {old});")
+    v = verdicts(f"ALTER TABLE t ALTER COLUMN c TYPE {new};", known_validated_checks=facts)
+    assert v == {stage: ["changing-column-type"] for stage in v}
+
+
+def test_type_change_with_using_is_denied_even_when_rewrite_free_otherwise():
+    facts = validated_checks_after("CREATE TABLE t (id bigint PRIMARY KEY, c varchar(5));")
+    assert verdicts("ALTER TABLE t ALTER COLUMN c TYPE text USING c || '';",
+                    known_validated_checks=facts)["expand"] == ["changing-column-type"]
+
+
+def test_column_types_carry_over_from_earlier_migrations(tmp_path):
+    root = tmp_path / "migrations"
+    (root / "0001_a").mkdir(parents=True)
+    (root / "0001_a" / "migration.toml").write_text("")
+    (root / "0001_a" / "expand.sql").write_text("CREATE TABLE t (id bigint PRIMARY KEY, c varchar(50));\n")
+    (root / "0002_b").mkdir()
+    (root / "0002_b" / "migration.toml").write_text("")
+    (root / "0002_b" / "expand.sql").write_text("ALTER TABLE t ALTER COLUMN c TYPE varchar(200);\n")
+    assert not rules(analyse_migration_dir(root / "0002_b", use_squawk=False)["expand"])
+    (root / "0002_b" / "expand.sql").write_text("ALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n")
+    assert rules(analyse_migration_dir(root / "0002_b", use_squawk=False)["expand"]) == [("changing-column-type", 1)]
+
+
+def test_set_not_null_message_names_the_column():
+    [finding] = analyse_sql("ALTER TABLE posts ALTER COLUMN category SET NOT NULL;", "contract", use_squawk=False)
+    assert "{col}" not in finding.message and "CHECK (category IS NOT NULL)" in finding.message
+
+
+def test_exclusion_constraint_gets_no_using_index_advice():
+    [finding] = analyse_sql("ALTER TABLE bookings ADD CONSTRAINT no_overlap EXCLUDE USING gist (room WITH =, during WITH &&);",
+                            "expand", use_squawk=False)
+    assert finding.rule == "exclusion-constraint"
+    assert "USING INDEX" not in finding.fix and "cannot attach an existing index" in finding.message
+
+
+@pytest.mark.skipif(squawk_binary() is None, reason="squawk-cli not installed")
+def test_unnamed_primary_key_is_described_and_not_called_serial():
+    findings = analyse_sql("ALTER TABLE posts ADD PRIMARY KEY (id);", "expand")
+    errors = [f for f in findings if f.severity == "error"]
+    assert [f.rule for f in errors] == ["disallowed-unique-constraint"]
+    assert errors[0].message.startswith("ADD PRIMARY KEY (id) on posts")
+    assert not [f for f in findings if "serial" in f.message.lower()]
+
+
+@pytest.mark.skipif(squawk_binary() is None, reason="squawk-cli not installed")
+def test_reindex_is_reported_once():
+    findings = analyse_sql("REINDEX TABLE posts;", "expand")
+    assert [f.rule for f in findings if "reindex" in f.rule] == ["require-concurrent-reindex"]
+    assert_allowed("REINDEX TABLE CONCURRENTLY posts;")
+
+
+def test_findings_cite_the_migration_file_path(tmp_path):
+    root = tmp_path / "migrations"
+    (root / "0002_add_category").mkdir(parents=True)
+    (root / "0002_add_category" / "migration.toml").write_text("")
+    (root / "0002_add_category" / "expand.sql").write_text("CREATE INDEX i ON posts (title);\n")
+    [finding] = analyse_migration_dir(root / "0002_add_category", use_squawk=False)["expand"]
+    assert finding.file == "migrations/0002_add_category/expand.sql"
+
+
+@pytest.mark.parametrize("sql", [
+    "ALTER TABLE posts ATTACH PARTITION posts_2026 FOR VALUES FROM (1) TO (100);",
+    "CALL reorganise_posts();",
+    "ALTER SYSTEM SET lock_timeout = 0;",
+    "CREATE TABLE posts_2027 PARTITION OF posts FOR VALUES FROM (100) TO (200);",
+    "ALTER TABLE posts ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY;",
+])
+def test_what_the_analysis_cannot_judge_is_an_error_in_expand_and_contract(sql):
+    v = verdicts(sql)
+    assert "cannot-judge" in v["expand"] and "cannot-judge" in v["contract"], v
+
+
+def test_unparseable_sql_is_an_error_in_expand_and_contract():
+    for stage in ("expand", "contract"):
+        assert rules(analyse_sql("ALTER TABLE posts ADD COLUMN x int,,;", stage)) == [("syntax-error", 1)]
+
+
+@pytest.mark.parametrize("toml", ['contract_min_app_version = "2.0.0"\n', ""])
+def test_unparseable_contract_file_is_a_finding_not_a_traceback(tmp_path, toml):
+    m = tmp_path / "migrations" / "0009_x"
+    m.mkdir(parents=True)
+    (m / "migration.toml").write_text(toml)
+    (m / "contract.sql").write_text("ALTER TABLEX posts;\n")
+    found = rules(analyse_migration_dir(m, use_squawk=False)["contract"])
+    assert ("syntax-error", 1) in found
+    assert (("contract-needs-min-app-version", 1) in found) is (toml == "")
+
+
+def test_the_analysis_package_and_the_migration_modules_import_nothing_inside_functions():
+    """Issue 13.3: no import cycle hidden by imports inside functions; the analysis knows no migrations."""
+    import ast as pyast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "bazbii_db"
+    modules = sorted((root / "sql_safety").glob("*.py")) + [
+        root / "migrations" / f"{name}.py" for name in ("spec", "dualwrite", "stageplan", "lint", "runner", "executor",
+                                                        "journal", "versions")]
+    for path in modules:
+        tree = pyast.parse(path.read_text())
+        for func in (n for n in pyast.walk(tree) if isinstance(n, (pyast.FunctionDef, pyast.AsyncFunctionDef))):
+            inner = [n for n in pyast.walk(func) if isinstance(n, (pyast.Import, pyast.ImportFrom))]
+            assert not inner, f"{path.name}:{inner[0].lineno} imports inside {func.name}()"
+        if path.parent.name == "sql_safety":
+            imported = [n.module or "" for n in pyast.walk(tree) if isinstance(n, pyast.ImportFrom)]
+            assert not [m for m in imported if m.startswith("bazbii_db.migrations")], path.name

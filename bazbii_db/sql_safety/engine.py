@@ -1,0 +1,279 @@
+"""The statement analysis: one dispatch over statement kinds and ALTER TABLE subcommands.
+
+Fail closed: a statement kind or ALTER TABLE subcommand that no rule below knows is an error
+(``cannot-judge``) in every stage, and so is SQL that does not parse.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from pglast import ast
+from pglast.enums.parsenodes import AlterTableType, ConstrType, ObjectType
+from pglast.parser import ParseError
+
+from . import constraints, locks, renames, timeouts, types
+from .doblocks import check_do
+from .facts import Catalog, Context, OfflineCatalog, SchemaFacts
+from .findings import ERROR, Finding, check_stage
+from .parsing import Statement, parse_error_position, shown, split_statements, table_key
+from .squawk import run_squawk
+
+AT = AlterTableType
+
+
+def _alter_table(ctx: Context, stmt: Statement, node: ast.AlterTableStmt) -> None:
+    table, name = table_key(node.relation), shown(node.relation)
+    for cmd in node.cmds or ():
+        handler = ALTER_TABLE_RULES.get(cmd.subtype, _unknown_subcommand)
+        handler(ctx, stmt, table, name, cmd)
+
+
+def _words(identifier: str) -> str:
+    """``AlterSystemStmt`` -> ``ALTER SYSTEM``, ``AT_AddIdentity`` -> ``ADD IDENTITY`` (for messages)."""
+    bare = identifier.removeprefix("AT_").removesuffix("Stmt")
+    return "".join(f" {c}" if c.isupper() and i else c for i, c in enumerate(bare)).upper()
+
+
+def _unknown_subcommand(ctx, stmt, table, name, cmd) -> None:
+    if table not in ctx.new_tables:
+        ctx.cannot_judge(stmt, f"ALTER TABLE {name} {_words(cmd.subtype.name)}")
+
+
+def _safe(ctx, stmt, table, name, cmd) -> None:
+    """Metadata-only subcommands: a brief lock, no scan, nothing an old application version relies on."""
+
+
+def _add_column(ctx, stmt, table, name, cmd) -> None:
+    if isinstance(cmd.def_, ast.ColumnDef):
+        types.check_add_column(ctx, stmt, table, name, cmd.def_)
+
+
+def _add_constraint(ctx, stmt, table, name, cmd) -> None:
+    if isinstance(cmd.def_, ast.Constraint):
+        constraints.check_add_constraint(ctx, stmt, table, name, cmd.def_)
+
+
+def _column_default(ctx, stmt, table, name, cmd) -> None:
+    if cmd.def_ is None and table not in ctx.new_tables:  # DROP DEFAULT: old inserts may rely on it
+        ctx.destructive(stmt, f"ALTER COLUMN {cmd.name} DROP DEFAULT on {name}",
+                        "drop the default in contract, once no running version omits the column on insert")
+
+
+def _contract_only(describe: Callable[[str, ast.AlterTableCmd], str], fix: str) -> Callable:
+    """A handler for a subcommand that breaks old versions: contract only (a new table is exempt)."""
+
+    def handler(ctx, stmt, table, name, cmd) -> None:
+        if table not in ctx.new_tables:
+            ctx.destructive(stmt, describe(name, cmd), fix)
+
+    return handler
+
+
+_drop_column = _contract_only(lambda name, cmd: f"DROP COLUMN {cmd.name} on {name}",
+                              "stop using the column in the application (ignore it), deploy, then drop it in the "
+                              "contract stage")
+_disable_trigger = _contract_only(lambda name, cmd: f"DISABLE TRIGGER on {name}",
+                                  "a disabled trigger stops dual writes old versions rely on: drop triggers in contract")
+_row_security = _contract_only(lambda name, cmd: f"{_words(cmd.subtype.name)} on {name}",
+                               "row security hides rows from old versions' roles until policies exist: enable it in "
+                               "contract, after the policies")
+
+
+def _rewrite(ctx, stmt, table, name, cmd) -> None:
+    if table not in ctx.new_tables:
+        locks.table_rewrite(ctx, stmt, f"ALTER TABLE {name} {_words(cmd.subtype.name)}")
+
+
+ALTER_TABLE_RULES: dict[AlterTableType, Callable] = {
+    AT.AT_AddColumn: _add_column,
+    AT.AT_AddConstraint: _add_constraint,
+    AT.AT_ValidateConstraint: lambda ctx, stmt, table, name, cmd: constraints.check_validate(ctx, table, cmd),
+    AT.AT_SetNotNull: lambda ctx, stmt, table, name, cmd: constraints.check_set_not_null(ctx, stmt, table, name, cmd),
+    AT.AT_DropConstraint: lambda ctx, stmt, table, name, cmd: constraints.check_drop_constraint(
+        ctx, stmt, table, name, cmd),
+    AT.AT_AlterColumnType: lambda ctx, stmt, table, name, cmd: types.check_alter_type(ctx, stmt, table, name, cmd),
+    AT.AT_ColumnDefault: _column_default,
+    AT.AT_DropColumn: _drop_column,
+    AT.AT_DropNotNull: _safe,
+    AT.AT_SetStatistics: _safe,
+    AT.AT_SetOptions: _safe,
+    AT.AT_ResetOptions: _safe,
+    AT.AT_SetStorage: _safe,
+    AT.AT_SetCompression: _safe,
+    AT.AT_SetRelOptions: _safe,
+    AT.AT_ResetRelOptions: _safe,
+    AT.AT_ClusterOn: _safe,
+    AT.AT_DropCluster: _safe,
+    AT.AT_ChangeOwner: _safe,
+    AT.AT_ReplicaIdentity: _safe,
+    AT.AT_EnableTrig: _safe,
+    AT.AT_EnableAlwaysTrig: _safe,
+    AT.AT_EnableReplicaTrig: _safe,
+    AT.AT_EnableTrigAll: _safe,
+    AT.AT_EnableTrigUser: _safe,
+    AT.AT_DisableRowSecurity: _safe,
+    AT.AT_NoForceRowSecurity: _safe,
+    AT.AT_DisableTrig: _disable_trigger,
+    AT.AT_DisableTrigAll: _disable_trigger,
+    AT.AT_DisableTrigUser: _disable_trigger,
+    AT.AT_EnableRowSecurity: _row_security,
+    AT.AT_ForceRowSecurity: _row_security,
+    AT.AT_SetTableSpace: _rewrite,
+    AT.AT_SetLogged: _rewrite,
+    AT.AT_SetUnLogged: _rewrite,
+    AT.AT_SetAccessMethod: _rewrite,
+    AT.AT_DetachPartition: lambda ctx, stmt, table, name, cmd: locks.check_detach_partition(ctx, stmt, name, cmd),
+}
+
+
+def _create_table(ctx: Context, stmt: Statement, node: ast.CreateStmt) -> None:
+    table = table_key(node.relation)
+    if node.partbound is not None or node.inhRelations:
+        ctx.cannot_judge(stmt, f"CREATE TABLE {shown(node.relation)} PARTITION OF / INHERITS (locks the parent)")
+    if not node.if_not_exists:  # IF NOT EXISTS may leave an existing, busy table in place: no exemption
+        ctx.new_tables.add(table)
+    types.record_create_table(ctx, table, node)
+    for elt in node.tableElts or ():
+        if isinstance(elt, ast.Constraint) and elt.contype == ConstrType.CONSTR_CHECK:
+            constraints.record_check(ctx, table, elt)
+
+
+def _create_table_as(ctx: Context, stmt: Statement, node: ast.CreateTableAsStmt) -> None:
+    if node.into and node.into.rel and not node.if_not_exists:
+        ctx.new_tables.add(table_key(node.into.rel))
+
+
+def _data_change(ctx: Context, stmt: Statement, node) -> None:
+    relation = getattr(node, "relation", None)
+    if relation is not None and table_key(relation) in ctx.new_tables:
+        return
+    verb = "UPDATE" if isinstance(node, ast.UpdateStmt) else "DELETE"
+    ctx.add(stmt, "unbatched-data-change", ERROR,
+            f"a single {verb} in a migration file locks every row it touches until it finishes",
+            "describe the change as a [[backfill]] in migration.toml: the runner applies it in "
+            "primary-key range batches with a checkpoint and throttling")
+
+
+def _transaction(ctx: Context, stmt: Statement, node) -> None:
+    ctx.add(stmt, "transaction-control-in-migration", ERROR,
+            "BEGIN/COMMIT/ROLLBACK in a migration file: the runner runs every statement on its own "
+            "in autocommit (CREATE INDEX CONCURRENTLY cannot run in a transaction, and a long "
+            "transaction holds its locks until the end)",
+            "remove the transaction control statements")
+
+
+def _drop(ctx: Context, stmt: Statement, node: ast.DropStmt) -> None:
+    if node.removeType == ObjectType.OBJECT_INDEX:
+        locks.check_drop_index(ctx, stmt, node)
+    # Even DROP INDEX CONCURRENTLY is contract only: an old version's ON CONFLICT (col) needs the unique
+    # index it names, and its queries the index they were planned with.
+    renames.check_drop(ctx, stmt, node)
+
+
+def _alter_table_stmt(ctx: Context, stmt: Statement, node: ast.AlterTableStmt) -> None:
+    _alter_table(ctx, stmt, node)
+
+
+def _nothing(ctx: Context, stmt: Statement, node) -> None:
+    """Statements that create new objects or only read: nothing in use is locked for long or changed."""
+
+
+STATEMENT_RULES: dict[type, Callable[[Context, Statement, ast.Node], None]] = {
+    ast.VariableSetStmt: timeouts.check_set,
+    ast.SelectStmt: lambda ctx, stmt, node: timeouts.check_set_config_calls(ctx, stmt, node),
+    ast.TransactionStmt: _transaction,
+    ast.CreateStmt: _create_table,
+    ast.CreateTableAsStmt: _create_table_as,
+    ast.IndexStmt: locks.check_create_index,
+    ast.AlterTableStmt: _alter_table_stmt,
+    ast.RenameStmt: renames.check_rename,
+    ast.AlterObjectSchemaStmt: renames.check_set_schema,
+    ast.AlterEnumStmt: renames.check_enum,
+    ast.DropStmt: _drop,
+    ast.TruncateStmt: renames.check_truncate,
+    ast.GrantStmt: renames.check_revoke,
+    ast.UpdateStmt: _data_change,
+    ast.DeleteStmt: _data_change,
+    ast.LockStmt: locks.check_lock,
+    ast.VacuumStmt: locks.check_vacuum,
+    ast.ClusterStmt: locks.check_cluster,
+    ast.ReindexStmt: locks.check_reindex,
+    ast.RefreshMatViewStmt: locks.check_refresh,
+    ast.AlterDomainStmt: constraints.check_alter_domain,
+    ast.DoStmt: lambda ctx, stmt, node: check_do(ctx, stmt, node, check_statement),
+    ast.InsertStmt: _nothing,
+    ast.VariableShowStmt: _nothing,
+    ast.CreateFunctionStmt: _nothing,
+    ast.CreateTrigStmt: _nothing,
+    ast.ViewStmt: _nothing,
+    ast.CommentStmt: _nothing,
+    ast.CreateSeqStmt: _nothing,
+    ast.AlterSeqStmt: _nothing,
+    ast.CreateEnumStmt: _nothing,
+    ast.CompositeTypeStmt: _nothing,
+    ast.CreateDomainStmt: _nothing,
+    ast.CreateSchemaStmt: _nothing,
+    ast.CreateExtensionStmt: _nothing,
+    ast.CreateStatsStmt: _nothing,
+    ast.AlterOwnerStmt: _nothing,
+}
+
+
+def check_statement(ctx: Context, stmt: Statement) -> None:
+    timeouts.check_required_timeouts(ctx, stmt)
+    rule = STATEMENT_RULES.get(type(stmt.node))
+    if rule is None:
+        ctx.cannot_judge(stmt, f"{_words(stmt.kind)} statement")
+    else:
+        rule(ctx, stmt, stmt.node)
+
+
+def _context(stage: str, filename: str, runner_sets_timeouts: bool, catalog: Catalog | None,
+             known: SchemaFacts | Iterable[tuple[str, str]] | None) -> Context:
+    return Context(stage=stage, filename=filename, runner_sets_timeouts=runner_sets_timeouts,
+                   catalog=catalog or OfflineCatalog(), facts=SchemaFacts.of(known))
+
+
+def analyse_sql(sql: str, stage: str, filename: str = "<sql>", *, runner_sets_timeouts: bool = True,
+                known_validated_checks: SchemaFacts | Iterable[tuple[str, str]] = (), use_squawk: bool = True,
+                catalog: Catalog | None = None) -> list[Finding]:
+    """Analyse one SQL text for the given stage; return findings sorted by line.
+
+    ``known_validated_checks``: what earlier stages established, as :class:`SchemaFacts` (from
+    :func:`validated_checks_after`) or plain ``(table, column)`` pairs that have a validated
+    ``CHECK (column IS NOT NULL)``. ``catalog``: a live database to ask about function volatility
+    and column types (:class:`~bazbii_db.sql_safety.catalog.PgCatalog`); without one the analysis
+    assumes the worst.
+    """
+    check_stage(stage)
+    try:
+        statements = split_statements(sql)
+    except ParseError as exc:
+        return [Finding("syntax-error", str(exc.args[0] if exc.args else exc), filename,
+                        parse_error_position(sql, exc), ERROR,
+                        "fix the SQL syntax (PostgreSQL grammar); SQL the analysis cannot parse never runs")]
+    ctx = _context(stage, filename, runner_sets_timeouts, catalog, known_validated_checks)
+    for stmt in statements:
+        check_statement(ctx, stmt)
+    findings = list(ctx.findings)
+    if use_squawk and statements:
+        findings.extend(run_squawk(sql, filename))
+    findings.sort(key=lambda f: (f.line, f.severity != ERROR, f.rule))
+    return findings
+
+
+def validated_checks_after(sql: str, known: SchemaFacts | Iterable[tuple[str, str]] = (),
+                           catalog: Catalog | None = None) -> SchemaFacts:
+    """The schema facts after ``sql`` runs, for the analysis of later stages and migrations.
+
+    Iterating the result gives the validated ``(table, column)`` NOT NULL checks; passing it back
+    as ``known_validated_checks`` also carries checks added NOT VALID and column types.
+    """
+    ctx = _context("contract", "<sql>", True, catalog, known)
+    try:
+        for stmt in split_statements(sql):
+            check_statement(ctx, stmt)
+    except ParseError:
+        pass  # the file's own analysis reports the syntax error
+    return ctx.facts

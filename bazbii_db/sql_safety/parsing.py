@@ -1,0 +1,112 @@
+"""Parsing with pglast (libpg_query, the real PostgreSQL grammar) and helpers over its parse trees.
+
+No regular expressions are used on SQL: every decision of the analysis comes from a parse tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from pglast import ast, parse_sql
+from pglast.parser import ParseError, scan
+
+
+@dataclass(frozen=True)
+class Statement:
+    index: int  # 0-based position in the file
+    text: str  # the statement's own text, without the trailing semicolon
+    line: int  # 1-based line of its first token
+    node: ast.Node = field(compare=False, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return type(self.node).__name__
+
+
+def line_of(sql: str, offset: int) -> int:
+    return sql.count("\n", 0, max(0, offset)) + 1
+
+
+def parse_error_position(sql: str, exc: ParseError) -> int:
+    """1-based line of a pglast ParseError (its second argument is the character offset)."""
+    offset = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else len(sql)
+    return line_of(sql, offset)
+
+
+def split_statements(sql: str, first_line: int = 1) -> list[Statement]:
+    """Parse ``sql`` and return its statements with 1-based line numbers.
+
+    ``first_line`` shifts the numbering (for SQL embedded in another file, e.g. a DO block).
+    Raises :class:`pglast.parser.ParseError` on a syntax error.
+    """
+    raw = parse_sql(sql)
+    # Token starts let us place each statement on its first real token, skipping any
+    # comments or blank lines that a parser version may include in stmt_location.
+    token_starts = [tok.start for tok in scan(sql) if tok.name not in ("SQL_COMMENT", "C_COMMENT")]
+    out: list[Statement] = []
+    ti = 0
+    for i, rs in enumerate(raw):
+        start = rs.stmt_location or 0
+        length = rs.stmt_len or (len(sql) - start)
+        while ti < len(token_starts) and token_starts[ti] < start:
+            ti += 1
+        first = token_starts[ti] if ti < len(token_starts) else start
+        text = sql[first:start + length].strip().rstrip(";").strip()
+        out.append(Statement(index=i, text=text, line=line_of(sql, first) + first_line - 1, node=rs.stmt))
+    return out
+
+
+def walk(node) -> Iterator[ast.Node]:
+    """Every node of a parse tree, depth first."""
+    if isinstance(node, ast.Node):
+        yield node
+        for name in type(node).__slots__:
+            yield from walk(getattr(node, name, None))
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            yield from walk(item)
+
+
+def names(seq) -> list[str]:
+    return [s.sval for s in (seq or ()) if isinstance(s, ast.String)]
+
+
+def table_key(rv: ast.RangeVar | None) -> str:
+    """A relation as written, schema included: ``posts`` and ``other.posts`` are different tables.
+
+    An unqualified name is not assumed to be ``public`` (the search_path decides), so facts
+    about one spelling never excuse a statement on the other: the conservative direction.
+    """
+    if rv is None:
+        return ""
+    name = rv.relname.lower()
+    return f"{rv.schemaname.lower()}.{name}" if rv.schemaname else name
+
+
+def shown(rv: ast.RangeVar | None) -> str:
+    if rv is None:
+        return "?"
+    return f"{rv.schemaname}.{rv.relname}" if rv.schemaname else rv.relname
+
+
+def string_constant(node) -> str | None:
+    """The value of a string literal (``'...'``, optionally cast), else None."""
+    while isinstance(node, ast.TypeCast):
+        node = node.arg
+    if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
+        return node.val.sval
+    return None
+
+
+def integer_constant(node) -> int | None:
+    if isinstance(node, ast.A_Const) and isinstance(node.val, ast.Integer):
+        return node.val.ival
+    return None
+
+
+def def_option(options, name: str) -> ast.DefElem | None:
+    for opt in options or ():
+        if isinstance(opt, ast.DefElem) and (opt.defname or "").lower() == name:
+            return opt
+    return None
