@@ -1,10 +1,11 @@
 """Command line: ``python -m bazbii_db.migrations {apply,status,analyse,checksum} ...``
 
-The connection string is read from an environment variable (``--dsn-env VAR``) or a file
-(``--dsn-file PATH``), never from the command line, and passwords never appear in output.
+Follows the CLI convention of :mod:`bazbii_db.cli`: the connection string is read from an
+environment variable (``--dsn-env VAR``) or a file (``--dsn-file PATH``), never from the command
+line, and passwords never appear in output; ``--json`` prints exactly one JSON document.
 
-Exit codes: 0 ok, 1 analysis found errors, 2 usage or metadata error, 3 contract refused,
-4 runner lock or lock-timeout budget exhausted, 5 other migration failure.
+Exit codes: 0 ok; 1 analysis found errors, contract refused, runner lock or lock-timeout budget
+exhausted, or any other migration failure (one line on stderr says which); 2 usage or metadata error.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import asdict
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
 from bazbii_db.migrations.backfill import BackfillConfig, ReplicaLagProbe
-from bazbii_db.migrations.dsn import DsnError, dsn_from_env, dsn_from_file, redact
+from bazbii_db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, fail
+from bazbii_db.dsn import DsnError, dsn_from_env, read_dsn, redact
 from bazbii_db.migrations.errors import (ContractRefused, LockRetryExhausted, MigrationError, RunnerLockTimeout,
                                          SqlSafetyError)
 from bazbii_db.migrations.executor import DdlConfig
@@ -32,19 +35,23 @@ def _dsn(args, env_attr: str = "dsn_env", file_attr: str = "dsn_file") -> str | 
     env, path = getattr(args, env_attr, None), getattr(args, file_attr, None)
     if env and path:
         raise DsnError(f"give only one of --{env_attr.replace('_', '-')} and --{file_attr.replace('_', '-')}")
-    if env:
-        return dsn_from_env(env)
-    if path:
-        return dsn_from_file(path)
-    return None
+    if not env and not path:
+        return None
+    return read_dsn(env=env, file=path)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        fail(f"error: {message} (see --help)")
+        raise SystemExit(EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bazbii_db.migrations", description=__doc__.split("\n")[0],
-                                     allow_abbrev=False)
+    parser = _Parser(prog="python -m bazbii_db.migrations", description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--migrations-dir", default=None, help="default: $BAZBII_MIGRATIONS_DIR or ./migrations")
+    parser.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
     parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add_dsn(p, required=True):
         g = p.add_mutually_exclusive_group(required=required)
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                         out.print(format_findings(findings), markup=False, highlight=False, soft_wrap=True)
                     failed |= has_errors(findings)
             out.print("analysis: errors found, nothing may run" if failed else f"analysis: {len(ids)} migration(s) ok")
-            return 1 if failed else 0
+            return EXIT_FAILED if failed else EXIT_OK
         if args.command == "checksum":
             out.print(load_migration(f"{migrations_dir}/{args.migration}").checksum(args.stage))
             return 0
@@ -145,30 +152,35 @@ def main(argv: list[str] | None = None) -> int:
         result = MigrationRunner(dsn, migrations_dir, config).apply(args.migration, args.stage, args.app_version)
         for w in result.warnings:
             err.print(w.format(), markup=False, highlight=False, soft_wrap=True)
-        out.print(f"{result.migration_id}/{result.stage}: {result.status} (units run {result.units_run}, "
-                  f"skipped {result.units_skipped}, ddl attempts {result.ddl_attempts}, lock timeouts "
-                  f"{result.lock_timeouts}, repaired indexes {result.repaired_indexes or 'none'}, "
-                  f"{result.duration_s:.2f}s)", markup=False, highlight=False, soft_wrap=True)
-        for b in result.backfills:
-            out.print(f"  backfill {b.name}: {b.rows_changed} rows changed, {b.batches} batches, "
-                      f"{b.rows_per_s:,.0f} rows/s, resumed from key {b.resumed_from_key}, "
-                      f"max batch lock hold {b.max_batch_hold_ms:.1f} ms", markup=False, highlight=False, soft_wrap=True)
-        return 0
+        lines = [f"{result.migration_id}/{result.stage}: {result.status} (units run {result.units_run}, "
+                 f"skipped {result.units_skipped}, ddl attempts {result.ddl_attempts}, lock timeouts "
+                 f"{result.lock_timeouts}, repaired indexes {result.repaired_indexes or 'none'}, "
+                 f"{result.duration_s:.2f}s)"]
+        lines += [f"  backfill {b.name}: {b.rows_changed} rows changed, {b.batches} batches, "
+                  f"{b.rows_per_s:,.0f} rows/s, resumed from key {b.resumed_from_key}, "
+                  f"max batch lock hold {b.max_batch_hold_ms:.1f} ms" for b in result.backfills]
+        payload = {key: getattr(result, key) for key in (
+            "migration_id", "stage", "status", "checksum", "units_run", "units_skipped", "duration_s",
+            "waited_for_lock_s", "ddl_attempts", "lock_timeouts", "repaired_indexes")}
+        payload["backfills"] = [asdict(b) for b in result.backfills]
+        payload["warnings"] = [w.format() for w in result.warnings]
+        emit(args.json, payload, "\n".join(lines))
+        return EXIT_OK
     except SqlSafetyError as exc:
-        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
-        return 1
+        fail(str(exc))
+        return EXIT_FAILED
     except (DsnError, MigrationSpecError, ValueError) as exc:
-        err.print(f"error: {redact(str(exc), *dsns)}", markup=False, highlight=False, soft_wrap=True)
-        return 2
+        fail(f"error: {redact(str(exc), *dsns)}")
+        return EXIT_USAGE
     except ContractRefused as exc:
-        err.print(f"contract refused, nothing changed: {exc}", markup=False, highlight=False, soft_wrap=True)
-        return 3
+        fail(f"contract refused, nothing changed: {redact(str(exc), *dsns)}")
+        return EXIT_FAILED
     except (RunnerLockTimeout, LockRetryExhausted) as exc:
-        err.print(f"error: {redact(str(exc), *dsns)}", markup=False, highlight=False, soft_wrap=True)
-        return 4
+        fail(f"error: {redact(str(exc), *dsns)}")
+        return EXIT_FAILED
     except MigrationError as exc:
-        err.print(f"error: {redact(str(exc), *dsns)}", markup=False, highlight=False, soft_wrap=True)
-        return 5
+        fail(f"error: {redact(str(exc), *dsns)}")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":
