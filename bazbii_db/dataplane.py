@@ -18,6 +18,7 @@ or operation (one line on stderr), 2 bad input: ``remote.Command`` fails the upd
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -208,25 +209,28 @@ def write_release_tarball(repo: Path, directory: Path) -> Path:
     return target
 
 
-def upload_path(digest: str) -> str:
-    """Where ``remote.CopyToRemote`` puts the release tarball (writable by the SSH user)."""
-    return f"/tmp/bazbii-release-{digest}.tar.gz"
+def release_stdin(tarball: Path) -> str:
+    """The install command's stdin: the release tarball, base64 (the SSH session carries it, no extra port)."""
+    return base64.b64encode(tarball.read_bytes()).decode("ascii") + "\n"
 
 
 def install_command(*, digest: str, runtime: Runtime = DEFAULT_RUNTIME, python: str = "python3") -> str:
-    """As root: unpack the uploaded release to ``<root>/releases/<digest>``, build/refresh the virtualenv from
+    """As root, with the release tarball on stdin (:func:`release_stdin`): check its digest, unpack it to
+    ``<root>/releases/<digest>``, build/refresh the virtualenv from
     its pinned requirements (only when they changed), then switch ``<root>/app`` to it (atomic symlink swap)
     and check that it imports. Prints one JSON document."""
     inner = "\n".join([
         "set -euo pipefail",
         f"ROOT={shlex.quote(runtime.root)}",
-        f"UPLOAD={shlex.quote(upload_path(digest))}",
         f"RELEASE={shlex.quote(f'{runtime.root}/releases/{digest}')}",
         'install -d -m 0755 "$ROOT" "$ROOT/releases"',
+        'UPLOAD=$(mktemp "$ROOT/releases/.upload.XXXXXX")',
+        'trap \'rm -f "$UPLOAD"\' EXIT',
+        'base64 -d > "$UPLOAD" || { echo "release on stdin is not base64: nothing installed" >&2; exit 1; }',
         'if [ ! -d "$RELEASE" ]; then',
-        '  [ -f "$UPLOAD" ] || { echo "release upload $UPLOAD missing: nothing installed" >&2; exit 1; }',
         '  rm -rf "$RELEASE.new"; install -d -m 0755 "$RELEASE.new"',
-        '  tar -xzf "$UPLOAD" -C "$RELEASE.new" --no-same-owner',
+        '  tar -xzf "$UPLOAD" -C "$RELEASE.new" --no-same-owner '
+        '|| { echo "release on stdin is not a tarball: nothing installed" >&2; rm -rf "$RELEASE.new"; exit 1; }',
         '  chmod -R go-w,a+rX "$RELEASE.new"',
         '  mv -T "$RELEASE.new" "$RELEASE"',
         "fi",
@@ -236,7 +240,6 @@ def install_command(*, digest: str, runtime: Runtime = DEFAULT_RUNTIME, python: 
         '  cp "$RELEASE/requirements.txt" "$ROOT/requirements.installed"',
         "fi",
         'ln -sfn "$RELEASE" "$ROOT/app.new" && mv -T "$ROOT/app.new" "$ROOT/app"',
-        'rm -f "$UPLOAD"',
         'cd "$ROOT/app"',
         'PYTHONPATH="$ROOT/app" "$ROOT/venv/bin/python" -c "import bazbii_db.replication.__main__, '
         'bazbii_db.migrations.__main__" || { echo "installed release $RELEASE does not import" >&2; exit 1; }',

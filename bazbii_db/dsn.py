@@ -114,3 +114,31 @@ def redact_params(dsn: str) -> str:
     except Exception:  # unparsable: say nothing about it rather than echo it
         return "<unparsable dsn>"
     return " ".join(f"{k}={REDACTED if k in ('password', 'sslpassword') else v}" for k, v in params.items())
+
+
+def _kv_value(value: object) -> str:
+    text = str(value)
+    if text and all(c.isalnum() or c in "._-/:" for c in text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def build_dsn(*, form: str = "kv", **params: object) -> str:
+    """The one way this project writes a connection string.
+
+    ``form="kv"``: libpq ``key=value`` (values quoted when needed, ``None`` left out), for every
+    operational and migration connection. ``form="url"``: ``postgresql://user:password@host:port/dbname``
+    for the application's ``DATABASE_URL`` (needs user, host, port, dbname).
+    """
+    if form == "kv":
+        return " ".join(f"{k}={_kv_value(v)}" for k, v in params.items() if v is not None)
+    if form == "url":
+        from urllib.parse import quote
+
+        user, host, port, dbname = (params.pop(k) for k in ("user", "host", "port", "dbname"))
+        password = params.pop("password", None)
+        if params:
+            raise ValueError(f"url form takes no extra parameters: {', '.join(sorted(params))}")
+        auth = quote(str(user), safe="") + (f":{quote(str(password), safe='')}" if password is not None else "")
+        return f"postgresql://{auth}@{host}:{port}/{quote(str(dbname), safe='')}"
+    raise ValueError(f"unknown connection string form {form!r} (kv or url)")

@@ -147,12 +147,12 @@ class Gateway(pulumi.ComponentResource):
 
     tunnel_ids: dict[str, pulumi.Output[str]]
     origins: dict[str, pulumi.Output[str]]  # server -> "<tunnel id>.cfargotunnel.com"
-    ready: dict[str, pulumi.Resource]
+    ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: GatewayArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TYPE_PREFIX}:Gateway", name, None, opts)
         inherit_depends_on(self, opts)
-        self.tunnel_ids, self.origins, self.ready = {}, {}, {}
+        self.tunnel_ids, self.origins, self.ready = {}, {}, []
         master = pulumi.Output.secret(args.tunnel_secret)
         for server_name in sorted(args.hosts):
             host = args.hosts[server_name]
@@ -191,9 +191,9 @@ class Gateway(pulumi.ComponentResource):
                 delete=STOP_SCRIPT,
                 stdin=token,
                 triggers=[tunnel.id, args.image, args.port, args.health_path, list(args.api_upstreams)],
-                opts=child_opts(self, depends_on=[host.ready, config], additional_secret_outputs=["stdin"]),
+                opts=child_opts(self, depends_on=[*host.ready, config], additional_secret_outputs=["stdin"]),
             )
             self.tunnel_ids[server_name] = tunnel.id
             self.origins[server_name] = tunnel.id.apply(lambda i: f"{i}.cfargotunnel.com")
-            self.ready[server_name] = run
+            self.ready.append(run)
         self.register_outputs({"tunnelIds": self.tunnel_ids, "origins": self.origins})
