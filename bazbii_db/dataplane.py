@@ -226,10 +226,10 @@ def install_command(*, digest: str, runtime: Runtime = DEFAULT_RUNTIME, python: 
         'install -d -m 0755 "$ROOT" "$ROOT/releases"',
         'UPLOAD=$(mktemp "$ROOT/releases/.upload.XXXXXX")',
         'trap \'rm -f "$UPLOAD"\' EXIT',
-        'base64 -d > "$UPLOAD" || { echo "release on stdin is not base64: nothing installed" >&2; exit 1; }',
+        'base64 -d > "$UPLOAD" 2>/dev/null || { echo "release on stdin is not base64: nothing installed" >&2; exit 1; }',
         'if [ ! -d "$RELEASE" ]; then',
         '  rm -rf "$RELEASE.new"; install -d -m 0755 "$RELEASE.new"',
-        '  tar -xzf "$UPLOAD" -C "$RELEASE.new" --no-same-owner '
+        '  tar -xzf "$UPLOAD" -C "$RELEASE.new" --no-same-owner 2>/dev/null '
         '|| { echo "release on stdin is not a tarball: nothing installed" >&2; rm -rf "$RELEASE.new"; exit 1; }',
         '  chmod -R go-w,a+rX "$RELEASE.new"',
         '  mv -T "$RELEASE.new" "$RELEASE"',
