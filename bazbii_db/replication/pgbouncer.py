@@ -217,12 +217,11 @@ def ini_permissions(path: Path):
     try:
         yield
     except PermissionError as exc:
-        who = f"uid {os.geteuid()}"
+        where = "" if exc.filename in (None, str(path)) else f" (on {exc.filename})"
         raise IniPermissionError(
-            f"{path}: permission denied ({exc.strerror.lower() if exc.strerror else 'EACCES'} on "
-            f"{exc.filename or path}) for {who}: replacing PgBouncer's ini needs read permission on {path} and "
-            f"write permission on its directory {path.parent} (temporary file + atomic rename); run as root or "
-            "as PgBouncer's service user. The ini was not changed") from None
+            f"{path}: permission denied{where} for uid {os.geteuid()}: replacing PgBouncer's ini needs read "
+            f"permission on it and write permission on its directory {path.parent} (temporary file + atomic "
+            "rename); run as root or as PgBouncer's service user. The ini was not changed") from None
 
 
 def read_database_entry(ini_path: str | Path, alias: str) -> dict[str, str]:
