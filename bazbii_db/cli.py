@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from typing import Any, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -39,3 +40,26 @@ def fail(message: str, err: TextIO | None = None) -> None:
     err = err or sys.stderr
     err.write(one_line(message) + "\n")
     err.flush()
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse with the convention's usage error: one line on stderr, exit 2 (not the whole usage text)."""
+
+    def error(self, message: str):
+        fail(f"error: {message} (see --help)")
+        raise SystemExit(EXIT_USAGE)
+
+
+Handler = tuple[tuple[type[BaseException], ...], int, Callable[[BaseException], str]]
+
+
+def run_guarded(body: Callable[[], int], handlers: Sequence[Handler]) -> int:
+    """Run a command; the first handler whose exception types match prints its one line and gives the exit code."""
+    try:
+        return body()
+    except Exception as exc:
+        for types, code, message in handlers:
+            if isinstance(exc, types):
+                fail(message(exc))
+                return code
+        raise

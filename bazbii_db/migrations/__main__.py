@@ -21,14 +21,14 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from bazbii_db.migrations.backfill import BackfillConfig, ReplicaLagProbe
-from bazbii_db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, fail
+from bazbii_db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliParser, emit, run_guarded
 from bazbii_db.dsn import DsnError, dsn_from_env, read_dsn, redact
-from bazbii_db.migrations.errors import (ContractRefused, LockRetryExhausted, MigrationError, RunnerLockTimeout,
-                                         SqlSafetyError)
+from bazbii_db.migrations.errors import LockRetryExhausted, MigrationError, RunnerLockTimeout
+from bazbii_db.migrations.versions import ContractRefused
 from bazbii_db.migrations.executor import DdlConfig
 from bazbii_db.migrations.runner import MigrationRunner, RunnerConfig
 from bazbii_db.migrations.spec import MigrationSpecError, default_migrations_dir, list_migrations, load_migration
-from bazbii_db.sql_safety import STAGES, analyse_migration_dir, format_findings, has_errors
+from bazbii_db.sql_safety import STAGES, SqlSafetyError, analyse_migration_dir, format_findings, has_errors
 
 
 def _dsn(args, env_attr: str = "dsn_env", file_attr: str = "dsn_file") -> str | None:
@@ -40,18 +40,14 @@ def _dsn(args, env_attr: str = "dsn_env", file_attr: str = "dsn_file") -> str | 
     return read_dsn(env=env, file=path)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        fail(f"error: {message} (see --help)")
-        raise SystemExit(EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m bazbii_db.migrations", description=__doc__.split("\n")[0], allow_abbrev=False)
+    parser = CliParser(prog="python -m bazbii_db.migrations", description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--migrations-dir", default=None, help="default: $BAZBII_MIGRATIONS_DIR or ./migrations")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
     parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CliParser)
 
     def add_dsn(p, required=True):
         g = p.add_mutually_exclusive_group(required=required)
@@ -101,86 +97,84 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=err, show_path=False, show_time=err.is_terminal)])
     migrations_dir = args.migrations_dir or default_migrations_dir()
-    dsns: list[str] = []
-    try:
-        if args.command == "analyse":
-            ids = args.migration or list_migrations(migrations_dir)
-            failed = False
-            for mig in ids:
-                result = analyse_migration_dir(f"{migrations_dir}/{mig}", runner_sets_timeouts=not args.raw)
-                for stage, findings in result.items():
-                    if findings:
-                        out.print(format_findings(findings), markup=False, highlight=False, soft_wrap=True)
-                    failed |= has_errors(findings)
-            out.print("analysis: errors found, nothing may run" if failed else f"analysis: {len(ids)} migration(s) ok")
-            return EXIT_FAILED if failed else EXIT_OK
-        if args.command == "checksum":
-            out.print(load_migration(f"{migrations_dir}/{args.migration}").checksum(args.stage))
-            return 0
-        dsn = _dsn(args)
-        dsns.append(dsn)
-        if args.command == "status":
-            runner = MigrationRunner(dsn, migrations_dir)
-            header = ("migration", "step", "status", "units", "checksum", "started", "duration ms", "app versions")
-            rows = [(e.migration_id, e.step, e.status, str(e.units_done), e.checksum[:12], str(e.started_at)[:19],
-                     str(e.duration_ms if e.duration_ms is not None else ""), ", ".join(e.app_versions))
-                    for e in runner.status()]
-            if out.is_terminal:
-                table = Table(*header)
-                for row in rows:
-                    table.add_row(*row)
-                out.print(table)
-            else:  # plain, one line per step, for logs and scripts
-                for row in [header, *rows]:
-                    out.print("\t".join(row), markup=False, highlight=False, soft_wrap=True)
-            return 0
-        if args.expected_checksum:
-            actual = load_migration(f"{migrations_dir}/{args.migration}").checksum(args.stage)
-            if actual != args.expected_checksum:
-                raise MigrationSpecError(f"{args.migration}/{args.stage}: the files give checksum {actual[:12]}, "
-                                         f"expected {args.expected_checksum[:12]}; nothing was run")
-        replicas = [dsn_from_env(v) for v in args.replica_dsn_env]
-        dsns.extend(replicas)
-        backfill = BackfillConfig(batch_size=args.batch_size, pause_ms=args.pause_ms,
-                                  target_batch_ms=args.target_batch_ms,
-                                  lag_probe=ReplicaLagProbe(replicas) if replicas else None, max_lag_s=args.max_lag_s,
-                                  lock_wait_threshold_ms=args.lock_wait_threshold_ms,
-                                  progress_interval_s=args.progress_interval_s, console=err)
-        ddl = DdlConfig(lock_timeout_ms=args.lock_timeout_ms, statement_timeout_ms=args.statement_timeout_ms,
-                        max_attempts=args.ddl_max_attempts)
-        config = RunnerConfig(ddl=ddl, runner_lock_wait_s=args.lock_wait_s, backfill=backfill)
-        result = MigrationRunner(dsn, migrations_dir, config).apply(args.migration, args.stage, args.app_version)
-        for w in result.warnings:
-            err.print(w.format(), markup=False, highlight=False, soft_wrap=True)
-        lines = [f"{result.migration_id}/{result.stage}: {result.status} (units run {result.units_run}, "
-                 f"skipped {result.units_skipped}, ddl attempts {result.ddl_attempts}, lock timeouts "
-                 f"{result.lock_timeouts}, repaired indexes {result.repaired_indexes or 'none'}, "
-                 f"{result.duration_s:.2f}s)"]
-        lines += [f"  backfill {b.name}: {b.rows_changed} rows changed, {b.batches} batches, "
-                  f"{b.rows_per_s:,.0f} rows/s, resumed from key {b.resumed_from_key}, "
-                  f"max batch lock hold {b.max_batch_hold_ms:.1f} ms" for b in result.backfills]
-        payload = {key: getattr(result, key) for key in (
-            "migration_id", "stage", "status", "checksum", "units_run", "units_skipped", "duration_s",
-            "waited_for_lock_s", "ddl_attempts", "lock_timeouts", "repaired_indexes")}
-        payload["backfills"] = [asdict(b) for b in result.backfills]
-        payload["warnings"] = [w.format() for w in result.warnings]
-        emit(args.json, payload, "\n".join(lines))
-        return EXIT_OK
-    except SqlSafetyError as exc:
-        fail(str(exc))
-        return EXIT_FAILED
-    except (DsnError, MigrationSpecError, ValueError) as exc:
-        fail(f"error: {redact(str(exc), *dsns)}")
-        return EXIT_USAGE
-    except ContractRefused as exc:
-        fail(f"contract refused, nothing changed: {redact(str(exc), *dsns)}")
-        return EXIT_FAILED
-    except (RunnerLockTimeout, LockRetryExhausted) as exc:
-        fail(f"error: {redact(str(exc), *dsns)}")
-        return EXIT_FAILED
-    except MigrationError as exc:
-        fail(f"error: {redact(str(exc), *dsns)}")
-        return EXIT_FAILED
+    dsns: list[str] = []  # every DSN read, so that any message can be scrubbed of their passwords
+
+    def secret_free(exc: BaseException) -> str:
+        return redact(str(exc), *dsns)
+
+    return run_guarded(lambda: _run(args, out, err, migrations_dir, dsns), [
+        ((SqlSafetyError,), EXIT_FAILED, str),
+        ((DsnError, MigrationSpecError, ValueError), EXIT_USAGE, lambda exc: f"error: {secret_free(exc)}"),
+        ((ContractRefused,), EXIT_FAILED, lambda exc: f"contract refused, nothing changed: {secret_free(exc)}"),
+        ((RunnerLockTimeout, LockRetryExhausted, MigrationError), EXIT_FAILED,
+         lambda exc: f"error: {secret_free(exc)}"),
+    ])
+
+
+def _run(args, out: Console, err: Console, migrations_dir, dsns: list[str]) -> int:
+    if args.command == "analyse":
+        ids = args.migration or list_migrations(migrations_dir)
+        failed = False
+        for mig in ids:
+            result = analyse_migration_dir(f"{migrations_dir}/{mig}", runner_sets_timeouts=not args.raw)
+            for stage, findings in result.items():
+                if findings:
+                    out.print(format_findings(findings), markup=False, highlight=False, soft_wrap=True)
+                failed |= has_errors(findings)
+        out.print("analysis: errors found, nothing may run" if failed else f"analysis: {len(ids)} migration(s) ok")
+        return EXIT_FAILED if failed else EXIT_OK
+    if args.command == "checksum":
+        out.print(load_migration(f"{migrations_dir}/{args.migration}").checksum(args.stage))
+        return 0
+    dsn = _dsn(args)
+    dsns.append(dsn)
+    if args.command == "status":
+        runner = MigrationRunner(dsn, migrations_dir)
+        header = ("migration", "step", "status", "units", "checksum", "started", "duration ms", "app versions")
+        rows = [(e.migration_id, e.step, e.status, str(e.units_done), e.checksum[:12], str(e.started_at)[:19],
+                 str(e.duration_ms if e.duration_ms is not None else ""), ", ".join(e.app_versions))
+                for e in runner.status()]
+        if out.is_terminal:
+            table = Table(*header)
+            for row in rows:
+                table.add_row(*row)
+            out.print(table)
+        else:  # plain, one line per step, for logs and scripts
+            for row in [header, *rows]:
+                out.print("\t".join(row), markup=False, highlight=False, soft_wrap=True)
+        return 0
+    if args.expected_checksum:
+        actual = load_migration(f"{migrations_dir}/{args.migration}").checksum(args.stage)
+        if actual != args.expected_checksum:
+            raise MigrationSpecError(f"{args.migration}/{args.stage}: the files give checksum {actual[:12]}, "
+                                     f"expected {args.expected_checksum[:12]}; nothing was run")
+    replicas = [dsn_from_env(v) for v in args.replica_dsn_env]
+    dsns.extend(replicas)
+    backfill = BackfillConfig(batch_size=args.batch_size, pause_ms=args.pause_ms,
+                              target_batch_ms=args.target_batch_ms,
+                              lag_probe=ReplicaLagProbe(replicas) if replicas else None, max_lag_s=args.max_lag_s,
+                              lock_wait_threshold_ms=args.lock_wait_threshold_ms,
+                              progress_interval_s=args.progress_interval_s, console=err)
+    ddl = DdlConfig(lock_timeout_ms=args.lock_timeout_ms, statement_timeout_ms=args.statement_timeout_ms,
+                    max_attempts=args.ddl_max_attempts)
+    config = RunnerConfig(ddl=ddl, runner_lock_wait_s=args.lock_wait_s, backfill=backfill)
+    result = MigrationRunner(dsn, migrations_dir, config).apply(args.migration, args.stage, args.app_version)
+    for w in result.warnings:
+        err.print(w.format(), markup=False, highlight=False, soft_wrap=True)
+    lines = [f"{result.migration_id}/{result.stage}: {result.status} (units run {result.units_run}, "
+             f"skipped {result.units_skipped}, ddl attempts {result.ddl_attempts}, lock timeouts "
+             f"{result.lock_timeouts}, repaired indexes {result.repaired_indexes or 'none'}, "
+             f"{result.duration_s:.2f}s)"]
+    lines += [f"  backfill {b.name}: {b.rows_changed} rows changed, {b.batches} batches, "
+              f"{b.rows_per_s:,.0f} rows/s, resumed from key {b.resumed_from_key}, "
+              f"max batch lock hold {b.max_batch_hold_ms:.1f} ms" for b in result.backfills]
+    payload = {key: getattr(result, key) for key in (
+        "migration_id", "stage", "status", "checksum", "units_run", "units_skipped", "duration_s",
+        "waited_for_lock_s", "ddl_attempts", "lock_timeouts", "repaired_indexes")}
+    payload["backfills"] = [asdict(b) for b in result.backfills]
+    payload["warnings"] = [w.format() for w in result.warnings]
+    emit(args.json, payload, "\n".join(lines))
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
 
+from bazbii_db.migrations.errors import MigrationError
 from bazbii_db.sql_safety import ERROR, STAGES, Finding, Statement, split_statements
 
 METADATA_FILE = "migration.toml"
@@ -35,7 +36,7 @@ STAGE_FILES = {
 }
 
 
-class MigrationSpecError(Exception):
+class MigrationSpecError(MigrationError):
     def __init__(self, message: str, file: str | None = None, line: int | None = None):
         self.file = file
         self.line = line

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import total_ordering
 
+from bazbii_db.migrations.errors import MigrationError
+
 
 @total_ordering
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def version_from_image(ref: str) -> Version | None:
     return parse_version(last)
 
 
-class ContractRefused(Exception):
+class ContractRefused(MigrationError):
     """The contract stage was refused; nothing was changed."""
 
 

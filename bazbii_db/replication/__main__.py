@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 
-from bazbii_db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, fail
+from bazbii_db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliParser, emit, fail, run_guarded
 from bazbii_db.dsn import DsnError, read_dsn
 
 from .consistency import check_consistency
@@ -132,20 +132,14 @@ def cmd_retire_script(args) -> int:
     return EXIT_OK
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse's default prints the usage too)
-        fail(f"error: {message} (see --help)")
-        raise SystemExit(EXIT_USAGE)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m bazbii_db.replication", description=__doc__,
+    parser = CliParser(prog="python -m bazbii_db.replication", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
     parser.add_argument("-v", "--verbose", action="store_true")
     for role, env in DSN_ROLES.items():
         parser.add_argument(f"--{role}-dsn-file", metavar="PATH", help=f"file holding the DSN (instead of ${env})")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CliParser)
 
     p = sub.add_parser("gate", help="replication lag gate (max over a window under a threshold)")
     p.add_argument("--replica", required=True, help="slot name or application_name of the replica")
@@ -208,14 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
-    try:
-        return args.func(args)
-    except (UsageError, DsnError, ValueError) as exc:
-        fail(f"error: {exc}")
-        return EXIT_USAGE
-    except ReplicationError as exc:
-        fail(f"{args.command} failed: {exc}")
-        return EXIT_FAILED
+    return run_guarded(lambda: args.func(args), [
+        ((UsageError, DsnError, ValueError), EXIT_USAGE, lambda exc: f"error: {exc}"),
+        ((ReplicationError,), EXIT_FAILED, lambda exc: f"{args.command} failed: {exc}"),
+    ])
 
 
 if __name__ == "__main__":
