@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from testsupport.localcluster import free_port
+from testsupport.localcluster import free_port, stop_process
 
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")  # Debian's sshd refuses to start without it
@@ -44,13 +44,7 @@ class LocalSshd:
         return RunResult(done.returncode, done.stdout, done.stderr)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
         self.process = None
 
 
@@ -92,8 +86,9 @@ def start_sshd(workdir: Path, timeout: float = 20.0) -> LocalSshd:
     if check.returncode != 0:
         raise RuntimeError(f"sshd rejected its test config: {check.stderr.strip()}")
     server = LocalSshd(workdir=workdir, port=port, client_key=client_key)
-    log = open(workdir / "sshd.log", "w")
-    server.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    with open(workdir / "sshd.log", "w") as log:  # the child keeps its own copy of the descriptor
+        server.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log,
+                                          stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while True:
         if server.process.poll() is not None:
