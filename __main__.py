@@ -68,10 +68,11 @@ gateway = Gateway(
         port=state.gateway.port,
         health_path=state.gateway.health_path,
         hostnames=[state.traffic.hostname],
-        hosts={name: servers[name] for name in servers_with_role(state, "gateway")},
+        connections={name: connections[name] for name in servers_with_role(state, "gateway")},
         api_upstreams=[f"http://{state.servers[n].address}:{API_NODE_PORT}" for n in servers_with_role(state, "api")],
         tunnel_secret=secret("tunnelSecret"),
     ),
+    pulumi.ResourceOptions(depends_on=[r for name in servers_with_role(state, "gateway") for r in servers[name].ready]),
 )
 
 traffic = WeightedTraffic(

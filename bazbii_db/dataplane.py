@@ -214,7 +214,11 @@ def release_stdin(tarball: Path) -> str:
     return base64.b64encode(tarball.read_bytes()).decode("ascii") + "\n"
 
 
-def install_command(*, digest: str, runtime: Runtime = DEFAULT_RUNTIME, python: str = "python3") -> str:
+# The code needs Python 3.11 (tomllib); Ubuntu 22.04 ships it as the python3.11 package (universe).
+SERVER_PYTHON = "python3.11"
+
+
+def install_command(*, digest: str, runtime: Runtime = DEFAULT_RUNTIME, python: str = SERVER_PYTHON) -> str:
     """As root, with the release tarball on stdin (:func:`release_stdin`): check its digest, unpack it to
     ``<root>/releases/<digest>``, build/refresh the virtualenv from
     its pinned requirements (only when they changed), then switch ``<root>/app`` to it (atomic symlink swap)
@@ -234,7 +238,13 @@ def install_command(*, digest: str, runtime: Runtime = DEFAULT_RUNTIME, python: 
         '  chmod -R go-w,a+rX "$RELEASE.new"',
         '  mv -T "$RELEASE.new" "$RELEASE"',
         "fi",
-        f'[ -x "$ROOT/venv/bin/python" ] || {shlex.quote(python)} -m venv "$ROOT/venv"',
+        'if [ ! -x "$ROOT/venv/bin/python" ]; then',
+        f'  if ! {shlex.quote(python)} -c "import ensurepip, venv" >/dev/null 2>&1; then',
+        f'    DEBIAN_FRONTEND=noninteractive apt-get install -y -q {shlex.quote(python)} {shlex.quote(python + "-venv")} '
+        '>/dev/null || { echo "cannot install ' + python + ' (needed by the data-plane CLIs)" >&2; exit 1; }',
+        "  fi",
+        f'  {shlex.quote(python)} -m venv "$ROOT/venv"',
+        "fi",
         'if ! cmp -s "$RELEASE/requirements.txt" "$ROOT/requirements.installed"; then',
         '  "$ROOT/venv/bin/pip" install --quiet --disable-pip-version-check -r "$RELEASE/requirements.txt"',
         '  cp "$RELEASE/requirements.txt" "$ROOT/requirements.installed"',

@@ -22,7 +22,8 @@ primary or retiring a server is a phase change, never an in-place surprise.
                                 promote, repoint the local pgbouncer.ini, RESUME). Create only: a changed target
                                 is a new switchover; re-running the same one rolls forward, never promotes twice.
 ``<name>-pooler``               remote.Command on the pooler server: ``pgbouncer.ini`` (its ``[databases]``
-                                entry points at the current primary) and ``userlist.txt`` (stdin, secret).
+                                entry points at the current primary), ``userlist.txt`` (stdin, secret) and
+                                ``pgbouncer_hba.conf`` (the admin console from 127.0.0.1 only).
                                 It refuses to move the database to another host with a plain RELOAD: that
                                 only happens inside the switchover, under PAUSE. It depends on the
                                 switchover, so after it the ini already names the new host.
@@ -59,7 +60,8 @@ from bazbii_db.dsn import build_dsn
 from bazbii_plan import models
 from components._util import TYPE_PREFIX, child_opts, inherit_depends_on
 from components.postgres_config import (PGBOUNCER_ADMIN_USER, PGBOUNCER_INI, hba_lines, migration_dsn, ops_dsn,
-                                        pgbouncer_ini, pooler_admin_dsn, userlist, with_password)
+                                        pgbouncer_hba, pgbouncer_ini, pooler_admin_dsn, userlist,
+                                        with_password)
 from components.postgres_scripts import (as_root, pooler_script, primary_script, replica_delete_script,
                                          replica_script, retire_script)
 
@@ -194,7 +196,7 @@ class PostgresCluster(pulumi.ComponentResource):
             create=as_root(pooler_text),
             update=as_root(pooler_text),
             stdin=stdin_userlist,
-            triggers=[self.pgbouncer_ini],
+            triggers=[self.pgbouncer_ini, pgbouncer_hba(db)],
             opts=child_opts(self, depends_on=[self.primary, *after_switchover], additional_secret_outputs=["stdin"]),
         )
 

@@ -12,9 +12,14 @@ from typing import Mapping
 from bazbii_db.dsn import build_dsn
 from bazbii_plan import models
 
-PGBOUNCER_INI = "/etc/pgbouncer/pgbouncer.ini"
-PGBOUNCER_USERLIST = "/etc/pgbouncer/userlist.txt"
+PGBOUNCER_DIR = "/etc/pgbouncer"
+PGBOUNCER_INI = f"{PGBOUNCER_DIR}/pgbouncer.ini"
+PGBOUNCER_USERLIST = f"{PGBOUNCER_DIR}/userlist.txt"
+PGBOUNCER_HBA = f"{PGBOUNCER_DIR}/pgbouncer_hba.conf"
 PGBOUNCER_ADMIN_USER = "pgbouncer_admin"
+# The admin console (the ``pgbouncer`` database) answers only on the pooler host itself: the
+# switchover runs there over SSH, so nothing beyond the server needs it.
+PGBOUNCER_ADMIN_FROM = "127.0.0.1/32"
 HBA_BEGIN = "# BEGIN bazbii (managed by Pulumi)"
 HBA_END = "# END bazbii"
 OPS_APPLICATION_NAME = "bazbii-dataplane"
@@ -48,7 +53,20 @@ def hba_lines(db: models.Database, servers: Mapping[str, models.Server]) -> list
     return lines
 
 
-def pgbouncer_ini(db: models.Database, primary_address: str) -> str:
+def pgbouncer_hba(db: models.Database) -> str:
+    """PgBouncer's ``auth_hba_file``: the admin console from this host only; the application from anywhere
+    it can reach the pooler (its own network rules decide that), always with SCRAM."""
+    return (
+        "# managed by Pulumi (bazbii)\n"
+        f"host pgbouncer {PGBOUNCER_ADMIN_USER} {PGBOUNCER_ADMIN_FROM} scram-sha-256\n"
+        f"host {db.name} {db.user} 0.0.0.0/0 scram-sha-256\n"
+    )
+
+
+def pgbouncer_ini(db: models.Database, primary_address: str, *, directory: str = PGBOUNCER_DIR,
+                  run_dir: str = "/var/run/postgresql", log_dir: str = "/var/log/postgresql",
+                  listen_addr: str = "*") -> str:
+    """The pooler's ini (the paths are parameters so that the tests can run this exact text)."""
     pooler = db.pooler
     return (
         "; managed by Pulumi (bazbii). The [databases] host moves only inside the planned switchover.\n"
@@ -56,19 +74,20 @@ def pgbouncer_ini(db: models.Database, primary_address: str) -> str:
         f"{db.name} = host={primary_address} port={db.port} dbname={db.name}\n"
         "\n"
         "[pgbouncer]\n"
-        "listen_addr = *\n"
+        f"listen_addr = {listen_addr}\n"
         f"listen_port = {pooler.port}\n"
-        "unix_socket_dir = /var/run/postgresql\n"
-        "auth_type = scram-sha-256\n"
-        f"auth_file = {PGBOUNCER_USERLIST}\n"
+        f"unix_socket_dir = {run_dir}\n"
+        "auth_type = hba\n"
+        f"auth_hba_file = {directory}/pgbouncer_hba.conf\n"
+        f"auth_file = {directory}/userlist.txt\n"
         f"admin_users = {PGBOUNCER_ADMIN_USER}\n"
         f"pool_mode = {pooler.pool_mode}\n"
         "max_client_conn = 1000\n"
         "default_pool_size = 20\n"
         "server_reset_query = DISCARD ALL\n"
         "ignore_startup_parameters = extra_float_digits,options\n"
-        "logfile = /var/log/postgresql/pgbouncer.log\n"
-        "pidfile = /var/run/postgresql/pgbouncer.pid\n"
+        f"logfile = {log_dir}/pgbouncer.log\n"
+        f"pidfile = {run_dir}/pgbouncer.pid\n"
     )
 
 

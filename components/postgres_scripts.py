@@ -16,8 +16,8 @@ from bazbii_db.replication.retire import retire_primary_script
 from bazbii_db.dsn import build_dsn
 from bazbii_plan import models
 from components._util import q, script
-from components.postgres_config import (HBA_BEGIN, HBA_END, PGBOUNCER_INI, PGBOUNCER_USERLIST, hba_lines,
-                                        pg_paths, pgbouncer_ini)
+from components.postgres_config import (HBA_BEGIN, HBA_END, PGBOUNCER_HBA, PGBOUNCER_INI, PGBOUNCER_USERLIST,
+                                        hba_lines, pg_paths, pgbouncer_hba, pgbouncer_ini)
 
 
 def as_root(text: str) -> str:
@@ -209,6 +209,7 @@ echo "standby on {server} stopped, slot {replica.slot} dropped on {db.primary}"
 def pooler_script(db: models.Database, primary_address: str) -> str:
     """Runs as root on the pooler host; stdin: the userlist (secret)."""
     ini = pgbouncer_ini(db, primary_address)
+    hba = pgbouncer_hba(db)
     return script(
         """
 USERLIST=$(cat)
@@ -234,6 +235,8 @@ umask 077
 printf '%s' "$USERLIST" > {PGBOUNCER_USERLIST}.new
 unset USERLIST
 chown postgres:postgres {PGBOUNCER_USERLIST}.new; mv -f {PGBOUNCER_USERLIST}.new {PGBOUNCER_USERLIST}
+printf '%s' {q(hba)} > {PGBOUNCER_HBA}.new
+chown postgres:postgres {PGBOUNCER_HBA}.new; chmod 640 {PGBOUNCER_HBA}.new; mv -f {PGBOUNCER_HBA}.new {PGBOUNCER_HBA}
 printf '%s' {q(ini)} > "$INI.new"
 chown postgres:postgres "$INI.new"; chmod 640 "$INI.new"; mv -f "$INI.new" "$INI"
 systemctl enable pgbouncer >/dev/null 2>&1 || true
