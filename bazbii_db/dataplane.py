@@ -192,12 +192,10 @@ def write_release_tarball(repo: Path, directory: Path) -> Path:
     the same code gives the same bytes, so the upload only changes when the code does."""
     digest = release_digest(repo)
     target = directory / f"release-{digest}.tar.gz"
-    if target.is_file():
-        return target
     entries = {rel: path.read_bytes() for rel, path in release_files(repo).items()}
     entries["requirements.txt"] = server_requirements((repo / "requirements.txt").read_text()).encode()
     tmp = target.with_suffix(".partial")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel in sorted(entries):
             info = tarfile.TarInfo(rel)
