@@ -22,7 +22,7 @@ from rich.table import Table
 
 from bazbii_db.migrations.backfill import BackfillConfig, ReplicaLagProbe
 from bazbii_db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliParser, emit, run_guarded
-from bazbii_db.dsn import DsnError, dsn_from_env, read_dsn, redact
+from bazbii_db.dsn import DsnError, read_dsn, redact
 from bazbii_db.migrations.errors import LockRetryExhausted, MigrationError, RunnerLockTimeout
 from bazbii_db.migrations.versions import ContractRefused
 from bazbii_db.migrations.executor import DdlConfig
@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--target-batch-ms", type=int, default=None)
     apply.add_argument("--replica-dsn-env", action="append", default=[], metavar="VAR",
                        help="environment variable with a replica's connection string (lag throttle)")
+    apply.add_argument("--replica-dsn-file", action="append", default=[], metavar="PATH",
+                       help="file with a replica's connection string (lag throttle)")
     apply.add_argument("--max-lag-s", type=float, default=5.0)
     apply.add_argument("--lock-wait-threshold-ms", type=int, default=200)
     apply.add_argument("--progress-interval-s", type=float, default=10.0)
@@ -148,7 +150,7 @@ def _run(args, out: Console, err: Console, migrations_dir, dsns: list[str]) -> i
         if actual != args.expected_checksum:
             raise MigrationSpecError(f"{args.migration}/{args.stage}: the files give checksum {actual[:12]}, "
                                      f"expected {args.expected_checksum[:12]}; nothing was run")
-    replicas = [dsn_from_env(v) for v in args.replica_dsn_env]
+    replicas = [read_dsn(env=v) for v in args.replica_dsn_env] + [read_dsn(file=f) for f in args.replica_dsn_file]
     dsns.extend(replicas)
     backfill = BackfillConfig(batch_size=args.batch_size, pause_ms=args.pause_ms,
                               target_batch_ms=args.target_batch_ms,
