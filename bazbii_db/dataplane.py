@@ -30,8 +30,10 @@ from typing import Sequence
 
 # What the servers need from requirements.txt (the pins stay there, in one place).
 SERVER_REQUIREMENTS = ("psycopg", "psycopg-pool", "pglast", "squawk-cli", "rich")
-# The directories of the repository that make up a release on the servers.
-RELEASE_DIRS = ("bazbii_db", "migrations")
+# The directories of the repository that make up a release on the servers: the CLIs, the pure facts
+# they share with the program (``bazbii_plan.facts``: imported only as needed, no pydantic at run time
+# for the CLIs) and the migrations.
+RELEASE_DIRS = ("bazbii_db", "bazbii_plan", "migrations")
 _SKIPPED_PARTS = {"__pycache__", ".pytest_cache"}
 
 

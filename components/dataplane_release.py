@@ -4,8 +4,8 @@ The apply job reaches the servers only over SSH, so the lag gate, the consistenc
 switchover and the schema runner run *on* the servers (``python -m bazbii_db.replication ...``,
 ``python -m bazbii_db.migrations ...``). This component puts the code there, per server:
 
-``<name>-install-<server>``  remote.Command, stdin: a reproducible tarball of ``bazbii_db/``, ``migrations/``
-                             and the server's pinned requirements (:func:`bazbii_db.dataplane.write_release_tarball`,
+``<name>-install-<server>``  remote.Command, stdin: a reproducible tarball of ``bazbii_db/``, ``bazbii_plan/``,
+                             ``migrations/`` and the server's pinned requirements (:func:`bazbii_db.dataplane.write_release_tarball`,
                              base64, about 100 KB); unpack to ``/opt/bazbii/releases/<digest>``, refresh the
                              virtualenv ``/opt/bazbii/venv`` when the pins changed, switch ``/opt/bazbii/app``
 
