@@ -7,11 +7,13 @@ from bazbii_plan.record import plan_digests, target_record
 from components import preflight
 from components.api_deployment import API_NODE_PORT, ApiDeployment, ApiDeploymentArgs, app_versions
 from components.applied_record import AppliedRecord, AppliedRecordArgs, read_previous_record
+from components.dataplane_release import DataPlaneRelease, DataPlaneReleaseArgs
 from components.dns_records import DnsRecords, DnsRecordsArgs
 from components.gateway import Gateway, GatewayArgs
 from components.metrics_targets import MetricsTargets, MetricsTargetsArgs
 from components.phase_gate import APPLIED_RECORD_OUTPUT, OLD_GATE_NAME, guard_everything_after
 from components.postgres_cluster import PostgresCluster, PostgresClusterArgs
+from components.postgres_config import dataplane_servers
 from components.schema_release import SchemaRelease, SchemaReleaseArgs
 from components.server import Server, ServerArgs
 from components.stack_inputs import load_or_stop, secret
@@ -55,16 +57,27 @@ servers = {
     for name, server in sorted(state.servers.items())
 }
 
+connections = {name: server.connection for name, server in servers.items()}
+servers_ready = [r for server in servers.values() for r in server.ready]
+schema_over_ssh = migration is not None and state.schema_.runner == "ssh"
+# The data plane runs on the servers (the runner needs only SSH): install its CLIs where they run.
+release = DataPlaneRelease(
+    "dataplane",
+    DataPlaneReleaseArgs(servers=dataplane_servers(state.database, schema_over_ssh), connections=connections),
+    pulumi.ResourceOptions(depends_on=servers_ready),
+)
+
 db = PostgresCluster(
     "db",
     PostgresClusterArgs(
         database=state.database,
         servers=state.servers,
-        hosts=servers,
+        connections=connections,
         db_password=secret("dbPassword"),
         replication_password=secret("replicationPassword"),
         pooler_admin_password=secret("poolerAdminPassword"),
     ),
+    pulumi.ResourceOptions(depends_on=[*servers_ready, *release.ready]),
 )
 
 gateway = Gateway(
@@ -76,10 +89,11 @@ gateway = Gateway(
         port=state.gateway.port,
         health_path=state.gateway.health_path,
         hostnames=[state.traffic.hostname],
-        hosts={name: servers[name] for name in servers_with_role(state, "gateway")},
+        connections={name: connections[name] for name in servers_with_role(state, "gateway")},
         api_upstreams=[f"http://{state.servers[n].address}:{API_NODE_PORT}" for n in servers_with_role(state, "api")],
         tunnel_secret=secret("tunnelSecret"),
     ),
+    pulumi.ResourceOptions(depends_on=[r for name in servers_with_role(state, "gateway") for r in servers[name].ready]),
 )
 
 traffic = WeightedTraffic(
@@ -90,13 +104,13 @@ traffic = WeightedTraffic(
         traffic=state.traffic,
         origins=gateway.origins,
     ),
-    pulumi.ResourceOptions(depends_on=list(gateway.ready.values())),
+    pulumi.ResourceOptions(depends_on=gateway.ready),
 )
 
 dns = DnsRecords(
     "dns",
     DnsRecordsArgs(zone_id=state.cloudflare.zone_id, zone=state.cloudflare.zone, records=state.dns.records),
-    pulumi.ResourceOptions(depends_on=list(gateway.ready.values())),
+    pulumi.ResourceOptions(depends_on=gateway.ready),
 )
 
 schema = None
@@ -113,8 +127,9 @@ if migration is not None:
             replica_dsns=db.replica_dsns,
             app_versions=app_versions(state.app),
             drain_seconds=state.app.rollout.termination_grace_period_seconds + 60,
-            depends_on=db.ready,
+            runner_connection=connections[state.database.pooler.server] if schema_over_ssh else None,
         ),
+        pulumi.ResourceOptions(depends_on=[*db.ready, *release.ready]),
     )
 
 app = ApiDeployment(
@@ -135,7 +150,7 @@ app = ApiDeployment(
 
 metrics = MetricsTargets("metrics", MetricsTargetsArgs(state=state, metrics=stack.metrics))
 
-components = [*servers.values(), db, gateway, traffic, dns, *([schema] if schema else []), app, metrics]
+components = [*servers.values(), release, db, gateway, traffic, dns, *([schema] if schema else []), app, metrics]
 
 # --------------------------------------------------------------------------- the record (last)
 record = AppliedRecord(

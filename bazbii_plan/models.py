@@ -294,7 +294,7 @@ class SchemaMigration(Model):
 
 
 class Schema(Model):
-    runner: Literal["job", "provider"] = "job"
+    runner: Literal["job", "ssh"] = "job"  # ssh: the runner CLI on the pooler host, over SSH
     migrations_dir: str = "migrations"
     migration: Optional[SchemaMigration] = None
 

@@ -38,7 +38,6 @@ import pulumi_cloudflare as cloudflare
 from pulumi_command import remote
 
 from components._util import TYPE_PREFIX, child_opts, inherit_depends_on, q, script
-from components.server import Server
 
 CATCH_ALL_SERVICE = "http_status:404"
 CONTAINER_NAME = "bazbii-gateway"
@@ -54,7 +53,7 @@ class GatewayArgs:
     port: int
     health_path: str
     hostnames: Sequence[str]  # hostnames the tunnels route to the gateway (before the catch-all)
-    hosts: Mapping[str, Server]  # gateway hosts by server name
+    connections: Mapping[str, remote.ConnectionArgs]  # SSH to each gateway host, by server name
     api_upstreams: Sequence[str]  # where the gateway sends API requests (http://host:port)
     tunnel_secret: pulumi.Input[str]
 
@@ -147,15 +146,14 @@ class Gateway(pulumi.ComponentResource):
 
     tunnel_ids: dict[str, pulumi.Output[str]]
     origins: dict[str, pulumi.Output[str]]  # server -> "<tunnel id>.cfargotunnel.com"
-    ready: dict[str, pulumi.Resource]
+    ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: GatewayArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TYPE_PREFIX}:Gateway", name, None, opts)
         inherit_depends_on(self, opts)
-        self.tunnel_ids, self.origins, self.ready = {}, {}, {}
+        self.tunnel_ids, self.origins, self.ready = {}, {}, []
         master = pulumi.Output.secret(args.tunnel_secret)
-        for server_name in sorted(args.hosts):
-            host = args.hosts[server_name]
+        for server_name in sorted(args.connections):
             tunnel_name = f"{args.tunnel_name}-{server_name}"
             secret_b64 = pulumi.Output.secret(master.apply(lambda m, t=tunnel_name: derive_tunnel_secret(m, t)))
             tunnel = cloudflare.ZeroTrustTunnelCloudflared(
@@ -183,7 +181,7 @@ class Gateway(pulumi.ComponentResource):
             start = run_script(server_name, args.image, args.port, args.health_path, args.api_upstreams)
             run = remote.Command(
                 f"{name}-{server_name}-run",
-                connection=host.connection,
+                connection=args.connections[server_name],
                 create=start,
                 # An explicit update: a trigger change must update in place, never replace (a replacement
                 # would run the delete script, stopping the gateway, right after the new create).
@@ -191,9 +189,9 @@ class Gateway(pulumi.ComponentResource):
                 delete=STOP_SCRIPT,
                 stdin=token,
                 triggers=[tunnel.id, args.image, args.port, args.health_path, list(args.api_upstreams)],
-                opts=child_opts(self, depends_on=[host.ready, config], additional_secret_outputs=["stdin"]),
+                opts=child_opts(self, depends_on=[config], additional_secret_outputs=["stdin"]),
             )
             self.tunnel_ids[server_name] = tunnel.id
             self.origins[server_name] = tunnel.id.apply(lambda i: f"{i}.cfargotunnel.com")
-            self.ready[server_name] = run
+            self.ready.append(run)
         self.register_outputs({"tunnelIds": self.tunnel_ids, "origins": self.origins})

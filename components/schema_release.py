@@ -14,8 +14,10 @@ Registered only while ``schema.migration`` is set. Order (each depends on the pr
 ``<name>-<id>-<stage>``       runner=job: batch/v1 Job ``migrate-<id>-<stage>-<checksum8>``
                               (backoffLimit 0, parallelism 1, completions 1) running
                               ``python -m bazbii_db.migrations apply --migration <id> --stage <stage>``
-                              with the DSN from the Secret ``<name>-dsn``; runner=provider:
-                              SchemaMigrationStep (components/providers/schema_migration.py)
+                              with the DSN from the Secret ``<name>-dsn``; runner=ssh:
+                              remote.Command on the pooler host running the same CLI from the release
+                              DataPlaneRelease installed there (``--expected-checksum`` refuses files
+                              other than the previewed ones; the DSNs arrive on stdin, never argv)
 ``<name>-resume-workers``     local.Command: waits for the Job's outcome, scales the workers back
                               (always: a failed expand leaves the old schema, on which the running
                               workers work), and fails the update if the Job failed
@@ -40,8 +42,9 @@ from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pulumi_command import local
+from pulumi_command import local, remote
 
+from bazbii_db.dataplane import DEFAULT_RUNTIME, Runtime, schema_apply_command, secrets_stdin
 from bazbii_db.migrations.spec import METADATA_FILE, MigrationSpecError, list_migrations, load_migration
 from bazbii_plan import models
 from bazbii_plan.errors import ConfigError, config_key
@@ -116,7 +119,7 @@ def load_bundle(schema: models.Schema, root: Path = REPO_ROOT) -> Optional[Migra
 @dataclass(frozen=True)
 class SchemaReleaseArgs:
     namespace: str
-    runner: str  # "job" | "provider"
+    runner: str  # "job" | "ssh"
     bundle: MigrationBundle
     image: str  # image with the bazbii_db runner (the stable API image)
     worker_replicas: int  # what the workers come back to
@@ -124,7 +127,8 @@ class SchemaReleaseArgs:
     replica_dsns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # secret: backfill lag throttle
     app_versions: Sequence[str] = ()
     drain_seconds: int = 60  # how long quiet waits for worker pods to finish (grace period + margin)
-    depends_on: Sequence[pulumi.Resource] = ()
+    runner_connection: Optional[remote.ConnectionArgs] = None  # runner=ssh: SSH to the pooler host
+    runtime: Runtime = DEFAULT_RUNTIME  # runner=ssh: where DataPlaneRelease installed the CLI
 
 
 def quiet_script(ns: str, timeout: int) -> str:
@@ -181,14 +185,8 @@ echo "migration done, workers resumed ({replicas})"
     )
 
 
-def _schema_migration_step():
-    from components.providers.schema_migration import SchemaMigrationStep
-
-    return SchemaMigrationStep
-
-
 class SchemaRelease(pulumi.ComponentResource):
-    done: pulumi.Resource
+    ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: SchemaReleaseArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TYPE_PREFIX}:SchemaRelease", name, None, opts)
@@ -208,14 +206,14 @@ class SchemaRelease(pulumi.ComponentResource):
             f"{name}-sql",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=base, namespace=ns, labels=labels, annotations=annotations),
             data=bundle.config_map_data(),
-            opts=child_opts(self, depends_on=list(args.depends_on)),
+            opts=child_opts(self),
         )
         self.quiet = local.Command(
             f"{name}-quiet-workers",
             create=quiet_script(ns, args.drain_seconds),
             update=quiet_script(ns, args.drain_seconds),
             triggers=triggers,
-            opts=child_opts(self, depends_on=[self.sql, *args.depends_on]),
+            opts=child_opts(self, depends_on=[self.sql]),
         )
 
         job_name = None
@@ -285,16 +283,21 @@ class SchemaRelease(pulumi.ComponentResource):
                 opts=child_opts(self, depends_on=[self.quiet, self.sql, self.dsn_secret], ignore_changes=["spec"]),
             )
         else:
-            SchemaMigrationStep = _schema_migration_step()
-            self.step = SchemaMigrationStep(
+            if args.runner_connection is None:
+                raise ValueError("runner=ssh needs runner_connection (SSH to the pooler host)")
+            replica_servers = sorted(args.replica_dsns)
+            command = schema_apply_command(migration_id=bundle.migration_id, stage=bundle.stage,
+                                           expected_checksum=bundle.checksum, app_versions=list(args.app_versions),
+                                           replicas=len(replica_servers), runtime=args.runtime)
+            self.step = remote.Command(
                 f"{name}-{bundle.migration_id}-{bundle.stage}",
-                dsn=pulumi.Output.secret(args.dsn),
-                migration_id=bundle.migration_id,
-                stage=bundle.stage,
-                sql_checksum=bundle.checksum,
-                app_versions=list(args.app_versions),
-                migrations_dir=bundle.migrations_root or None,
-                opts=child_opts(self, depends_on=[self.quiet]),
+                connection=args.runner_connection,
+                create=command,
+                update=command,
+                stdin=pulumi.Output.secret(pulumi.Output.all(
+                    args.dsn, *[args.replica_dsns[s] for s in replica_servers]).apply(secrets_stdin)),
+                triggers=[*triggers, sorted(args.app_versions)],
+                opts=child_opts(self, depends_on=[self.quiet], additional_secret_outputs=["stdin"]),
             )
 
         resume = resume_script(ns, args.worker_replicas, job_name, timeout=3600)
@@ -305,7 +308,7 @@ class SchemaRelease(pulumi.ComponentResource):
             triggers=triggers,
             opts=child_opts(self, depends_on=[self.step]),
         )
-        self.done = self.resume
+        self.ready = [self.resume]
         self.register_outputs({
             "migrationId": bundle.migration_id,
             "stage": bundle.stage,

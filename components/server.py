@@ -114,7 +114,7 @@ class Server(pulumi.ComponentResource):
 
     connection: remote.ConnectionArgs
     address: str
-    ready: pulumi.Resource
+    ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: ServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TYPE_PREFIX}:Server", name, None, opts)
@@ -151,5 +151,5 @@ class Server(pulumi.ComponentResource):
             triggers=[server.os],
             opts=child_opts(self, depends_on=[self.spec_check]),
         )
-        self.ready = self.provision
+        self.ready = [self.provision]
         self.register_outputs({"address": server.address, "spec": spec, "roles": list(server.roles)})

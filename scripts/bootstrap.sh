@@ -26,7 +26,7 @@ as_root() {
 # loopback (never as system services): PostgreSQL 15 + PgBouncer, sshd (the SSH-driven data-plane
 # commands), Prometheus + the PostgreSQL exporter (live-metric gates), HAProxy, nginx, nsd and
 # unbound (the rehearsal's load balancer, gateway and DNS).
-SERVER_PACKAGES="postgresql-15 pgbouncer openssh-server prometheus prometheus-postgres-exporter haproxy nginx-light nsd unbound"
+SERVER_PACKAGES="postgresql-15 pgbouncer openssh-server openssh-client prometheus prometheus-postgres-exporter haproxy nginx-light nsd unbound"
 missing_packages() {
   for package in $SERVER_PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || printf '%s ' "$package"

@@ -282,13 +282,7 @@ class LocalPgBouncer:
         raise TimeoutError(f"pgbouncer did not listen on {self.port}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
     def admin_dsn(self) -> str:
         return (f"host=127.0.0.1 port={self.port} dbname=pgbouncer user={self.admin_user} "
@@ -300,6 +294,18 @@ class LocalPgBouncer:
     def log_text(self) -> str:
         path = self.workdir / "pgbouncer.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
+    """Stop a server started as a plain child process: TERM, then KILL after ``timeout`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def remove_workdir(path: Path) -> None:

@@ -6,15 +6,15 @@ Plain Python: no Pulumi import. The Pulumi dynamic provider in
 
 from bazbii_db.migrations.backfill import (Backfill, BackfillConfig, BackfillResult, BackfillStopped, LagWindow,
                                            PrimaryLagProbe, ReplicaLagProbe)
-from bazbii_db.migrations.errors import (BackfillError, BackfillThrottled, ChecksumMismatch, ContractRefused,
-                                         LockRetryExhausted, MigrationError, RunnerLockTimeout, SqlSafetyError,
-                                         StageOrderError, StatementFailed)
+from bazbii_db.migrations.errors import (BackfillError, BackfillThrottled, ChecksumMismatch, LockRetryExhausted,
+                                         MigrationError, RunnerLockTimeout, StageOrderError, StatementFailed)
 from bazbii_db.migrations.runner import MigrationRunner, RunnerConfig, StepResult
 from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError, PoolerProbe, PrometheusLatency
 from bazbii_db.migrations.spec import (BackfillSpec, DualWriteSpec, Migration, MigrationSpecError,
                                        default_migrations_dir, list_migrations, load_migration, migration_checksum,
                                        read_migration_sql)
-from bazbii_db.migrations.versions import check_contract_allowed, parse_version, version_from_image
+from bazbii_db.migrations.versions import ContractRefused, check_contract_allowed, parse_version, version_from_image
+from bazbii_db.sql_safety import SqlSafetyError
 
 __all__ = [
     "Backfill", "BackfillConfig", "BackfillError", "BackfillResult", "BackfillSpec", "BackfillStopped", "BackfillThrottled",

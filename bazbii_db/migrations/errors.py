@@ -1,13 +1,15 @@
-"""Errors raised by the migration runner. Every message is safe to log (no passwords)."""
+"""The one error root of :mod:`bazbii_db.migrations` and the runner's errors. Messages are safe to log.
+
+A leaf module (imports nothing of the package), so every module can derive its errors from
+:class:`MigrationError`: the spec (``MigrationSpecError``), the contract check
+(``ContractRefused``) and the runner below. ``SqlSafetyError`` belongs to ``bazbii_db.sql_safety``.
+"""
 
 from __future__ import annotations
 
-from bazbii_db.migrations.versions import ContractRefused  # noqa: F401  (re-exported)
-from bazbii_db.sql_safety import SqlSafetyError  # noqa: F401  (re-exported)
-
 
 class MigrationError(Exception):
-    """Base class for runner failures."""
+    """Root of every error this package raises on purpose."""
 
 
 class ChecksumMismatch(MigrationError):

@@ -26,6 +26,7 @@ from pathlib import Path
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
 
+from bazbii_db.migrations.errors import MigrationError
 from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError
 from bazbii_db.migrations.versions import parse_version
 from bazbii_db.sql_safety import ERROR, STAGES, Finding, split_statements
@@ -34,7 +35,7 @@ from bazbii_plan.facts import DOWN_SUFFIX, STAGE_FILES
 METADATA_FILE = "migration.toml"
 
 
-class MigrationSpecError(Exception):
+class MigrationSpecError(MigrationError):
     def __init__(self, message: str, file: str | None = None, line: int | None = None):
         self.file = file
         self.line = line

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from bazbii_plan.facts import VERSION_FORMAT, Version, parse_version, version_from_image
 
+from bazbii_db.migrations.errors import MigrationError
+
 __all__ = ["ContractRefused", "Version", "check_contract_allowed", "parse_version", "version_from_image"]
 
 
-class ContractRefused(Exception):
+class ContractRefused(MigrationError):
     """The contract stage was refused; nothing was changed."""
 
 

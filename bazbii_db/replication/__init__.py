@@ -10,6 +10,7 @@ Modules:
   gradual      weighted move of direct (non-PgBouncer) connection pools, with rollback
   replica      replica setup script (pg_basebackup -R -C -S) and verify_streaming
   retire       retirement script for the old primary
+  errors       the package's one error root (ReplicationError) and its subclasses
 """
 
 from .consistency import ConsistencyReport, check_consistency
@@ -26,6 +27,7 @@ from .retire import reattach_standby_script, retire_primary_script
 from .switchover import (SwitchoverAborted, SwitchoverConfig, SwitchoverError, SwitchoverReport,
                          planned_switchover)
 from ._conn import redact_dsn
+from .errors import ConnectionFailed, ReplicationError, UsageError
 
 __all__ = [
     "ConsistencyReport", "check_consistency",
@@ -38,5 +40,5 @@ __all__ = [
     "ReplicaNotStreaming", "StreamingStatus", "drop_replication_slot", "replica_setup_script", "verify_streaming",
     "reattach_standby_script", "retire_primary_script",
     "SwitchoverAborted", "SwitchoverConfig", "SwitchoverError", "SwitchoverReport", "planned_switchover",
-    "redact_dsn",
+    "redact_dsn", "ConnectionFailed", "ReplicationError", "UsageError",
 ]

@@ -1,95 +1,121 @@
-"""Operator CLI: ``python -m bazbii_db.replication gate|check|switchover|verify-streaming|drop-slot|replica-script|retire-script``.
+"""Operator CLI: ``python -m bazbii_db.replication [--json] gate|check|switchover|verify-streaming|drop-slot|replica-script|retire-script``.
 
-Connection strings come from environment variables only (never arguments, so
-they stay out of shell history and ``ps``); nothing printed contains a password.
+Follows the CLI convention of :mod:`bazbii_db.cli`. Connection strings come from
+the environment or from a file (``--<role>-dsn-file PATH``, which wins), never
+from arguments; nothing printed contains a password.
 
   BAZBII_PRIMARY_DSN          gate, check, verify-streaming, drop-slot
-  BAZBII_REPLICA_DSN          check (required), gate (optional: also ask the replica)
+  BAZBII_REPLICA_DSN          check and gate --check-consistency (required), gate (optional: also ask the replica)
   BAZBII_OLD_PRIMARY_DSN      switchover
   BAZBII_NEW_PRIMARY_DSN      switchover
   BAZBII_PGBOUNCER_ADMIN_DSN  switchover (user listed in admin_users, dbname=pgbouncer)
 
-Exit status: 0 passed/done, 1 gate/check/switchover failed (report printed), 2 usage or configuration error.
+Exit status: 0 passed/done, 1 gate/check/switchover failed (report on stdout, one line on
+stderr), 2 usage or configuration error (one line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 
+from bazbii_db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliParser, emit, fail, run_guarded
+from bazbii_db.dsn import DsnError, read_dsn
+
 from .consistency import check_consistency
+from .errors import ReplicationError, UsageError
 from .gate import GateConfig, run_lag_gate
 from .replica import ReplicaNotStreaming, drop_replication_slot, replica_setup_script, verify_streaming
 from .retire import retire_primary_script
 from .switchover import SwitchoverConfig, SwitchoverError, planned_switchover
-from ._conn import ConnectionFailed
+
+DSN_ROLES = {  # role -> environment variable
+    "primary": "BAZBII_PRIMARY_DSN",
+    "replica": "BAZBII_REPLICA_DSN",
+    "old-primary": "BAZBII_OLD_PRIMARY_DSN",
+    "new-primary": "BAZBII_NEW_PRIMARY_DSN",
+    "pgbouncer-admin": "BAZBII_PGBOUNCER_ADMIN_DSN",
+}
 
 
-class UsageError(Exception):
-    pass
-
-
-def _env(name: str, required: bool = True) -> str | None:
-    value = os.environ.get(name)
-    if required and not value:
-        raise UsageError(f"set {name} in the environment (a libpq connection string)")
-    return value or None
-
-
-def _emit(args, payload: dict, text: str) -> None:
-    if args.json:
-        print(json.dumps(payload, indent=2, default=str))
-    else:
-        print(text)
+def _dsn(args, role: str, required: bool = True) -> str | None:
+    env = DSN_ROLES[role]
+    path = getattr(args, f"{role.replace('-', '_')}_dsn_file")
+    if path is None and not os.environ.get(env):
+        if required:
+            raise UsageError(f"set {env} in the environment or give --{role}-dsn-file (a libpq connection string)")
+        return None
+    return read_dsn(env=env, file=path, what=f"{role} connection string")
 
 
 def cmd_gate(args) -> int:
     cfg = GateConfig(max_lag_bytes=args.max_lag_bytes, window_seconds=args.window, timeout_seconds=args.timeout)
-    report = run_lag_gate(_env("BAZBII_PRIMARY_DSN"), args.replica, replica_dsn=_env("BAZBII_REPLICA_DSN", False),
-                          config=cfg)
-    _emit(args, report.to_dict(), report.to_text())
-    return 0 if report.passed else 1
+    primary = _dsn(args, "primary")
+    replica = _dsn(args, "replica", required=args.check_consistency)
+    report = run_lag_gate(primary, args.replica, replica_dsn=replica, config=cfg)
+    payload = {"passed": report.passed, "gate": report.to_dict(), "consistency": None}
+    text = report.to_text()
+    failure = None if report.passed else f"lag gate failed for replica {args.replica!r}: {report.reason}"
+    if report.passed and args.check_consistency:
+        check = check_consistency(primary, replica, catchup_timeout=args.timeout)
+        payload.update(passed=check.passed, consistency=check.to_dict())
+        text += "\n" + check.to_text()
+        if not check.passed:
+            differing = [d.table for d in check.differing + check.unverified]
+            failure = (f"consistency check failed: {check.error or 'tables differ: ' + ', '.join(differing)}")
+    emit(args.json, payload, text)
+    if failure:
+        fail(failure)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_check(args) -> int:
-    report = check_consistency(_env("BAZBII_PRIMARY_DSN"), _env("BAZBII_REPLICA_DSN"), tables=args.table or None,
+    report = check_consistency(_dsn(args, "primary"), _dsn(args, "replica"), tables=args.table or None,
                                schemas=args.schema or None, attempts=args.attempts,
                                catchup_timeout=args.catchup_timeout)
-    _emit(args, report.to_dict(), report.to_text())
-    return 0 if report.passed else 1
+    emit(args.json, report.to_dict(), report.to_text())
+    if not report.passed:
+        differing = [d.table for d in report.differing + report.unverified]
+        fail(f"consistency check failed: {report.error or 'tables differ: ' + ', '.join(differing)}")
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_switchover(args) -> int:
     cfg = SwitchoverConfig(database_alias=args.alias, pgbouncer_ini_path=args.ini, new_host=args.new_host,
                            new_port=args.new_port, new_dbname=args.new_dbname, pause_timeout=args.pause_timeout,
                            max_lag_bytes=args.max_lag_bytes, catchup_timeout=args.catchup_timeout)
+    old, new, admin = _dsn(args, "old-primary"), _dsn(args, "new-primary"), _dsn(args, "pgbouncer-admin")
     try:
-        report = planned_switchover(_env("BAZBII_OLD_PRIMARY_DSN"), _env("BAZBII_NEW_PRIMARY_DSN"),
-                                    _env("BAZBII_PGBOUNCER_ADMIN_DSN"), cfg)
+        report = planned_switchover(old, new, admin, cfg)
     except SwitchoverError as exc:
-        _emit(args, exc.report.to_dict(), exc.report.to_text())
-        return 1
-    _emit(args, report.to_dict(), report.to_text())
-    return 0
+        emit(args.json, exc.report.to_dict(), exc.report.to_text())
+        verdict = "aborted, old primary serving" if exc.report.aborted else "FAILED after promotion"
+        fail(f"switchover {verdict} at {exc.report.stage}: {exc.report.error}")
+        return EXIT_FAILED
+    emit(args.json, report.to_dict(), report.to_text())
+    return EXIT_OK
 
 
 def cmd_verify(args) -> int:
     try:
-        status = verify_streaming(_env("BAZBII_PRIMARY_DSN"), args.replica, timeout=args.timeout)
+        status = verify_streaming(_dsn(args, "primary"), args.replica, timeout=args.timeout)
     except ReplicaNotStreaming as exc:
-        _emit(args, exc.status.to_dict(), str(exc))
-        return 1
-    _emit(args, status.to_dict(), f"replica {status.replica!r} streaming, replay lag {status.replay_bytes} bytes")
-    return 0
+        emit(args.json, exc.status.to_dict(), str(exc))
+        fail(str(exc))
+        return EXIT_FAILED
+    emit(args.json, status.to_dict(), f"replica {status.replica!r} streaming, replay lag {status.replay_bytes} bytes")
+    return EXIT_OK
 
 
 def cmd_drop_slot(args) -> int:
-    dropped = drop_replication_slot(_env("BAZBII_PRIMARY_DSN"), args.slot, only_if_inactive=not args.force)
-    print(f"slot {args.slot!r} {'dropped' if dropped else 'did not exist'}")
-    return 0
+    dropped = drop_replication_slot(_dsn(args, "primary"), args.slot, only_if_inactive=not args.force)
+    emit(args.json, {"slot": args.slot, "dropped": dropped},
+         f"slot {args.slot!r} {'dropped' if dropped else 'did not exist'}")
+    return EXIT_OK
 
 
 def cmd_replica_script(args) -> int:
@@ -97,27 +123,31 @@ def cmd_replica_script(args) -> int:
                                           replication_user=args.user, slot=args.slot, datadir=args.datadir,
                                           passfile=args.passfile, pg_bin=args.pg_bin,
                                           start_command=args.start_command))
-    return 0
+    return EXIT_OK
 
 
 def cmd_retire_script(args) -> int:
     sys.stdout.write(retire_primary_script(systemd_unit=args.systemd_unit, datadir=args.datadir,
                                            debian_start_conf=args.start_conf, pg_bin=args.pg_bin))
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bazbii_db.replication", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser = CliParser(prog="python -m bazbii_db.replication", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
     parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    for role, env in DSN_ROLES.items():
+        parser.add_argument(f"--{role}-dsn-file", metavar="PATH", help=f"file holding the DSN (instead of ${env})")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CliParser)
 
     p = sub.add_parser("gate", help="replication lag gate (max over a window under a threshold)")
     p.add_argument("--replica", required=True, help="slot name or application_name of the replica")
     p.add_argument("--max-lag-bytes", type=int, default=1024 * 1024)
     p.add_argument("--window", type=float, default=1.0, help="seconds")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    p.add_argument("--check-consistency", action="store_true",
+                   help="after the gate passed, compare row counts and checksums at a known LSN")
     p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser("check", help="row counts + checksums, primary vs replica, at a known LSN")
@@ -127,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catchup-timeout", type=float, default=30.0)
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("switchover", help="planned switchover through PgBouncer")
+    p = sub.add_parser("switchover", help="planned switchover through PgBouncer (run on the pooler host)")
     p.add_argument("--ini", required=True, help="path of the pgbouncer.ini PgBouncer was started with")
     p.add_argument("--alias", required=True, help="[databases] entry to move")
     p.add_argument("--new-host", required=True)
@@ -170,12 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    try:
-        return args.func(args)
-    except (UsageError, ConnectionFailed, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
+                        stream=sys.stderr)
+    return run_guarded(lambda: args.func(args), [
+        ((UsageError, DsnError, ValueError), EXIT_USAGE, lambda exc: f"error: {exc}"),
+        ((ReplicationError,), EXIT_FAILED, lambda exc: f"{args.command} failed: {exc}"),
+    ])
 
 
 if __name__ == "__main__":

@@ -8,32 +8,17 @@ message, a report or a log line.
 
 from __future__ import annotations
 
-import re
-
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-_SECRET_KEYS = {"password", "sslpassword"}
+from bazbii_db.dsn import describe, redact, redact_params as redact_dsn  # noqa: F401  (re-exported)
 
-
-def redact_dsn(dsn: str) -> str:
-    """``host=... password=secret`` -> ``host=... password=***``; URLs keep no userinfo password."""
-    try:
-        params = conninfo_to_dict(dsn)
-    except Exception:  # unparsable: say nothing about it rather than echo it
-        return "<unparsable dsn>"
-    shown = []
-    for key, value in params.items():
-        if key in _SECRET_KEYS:
-            value = "***"
-        shown.append(f"{key}={value}")
-    return " ".join(shown)
+from .errors import ConnectionFailed
 
 
 def dsn_target(dsn: str) -> str:
     """``host:port/dbname as user``: the identity of a DSN, safe to print and to store in state."""
-    params = conninfo_to_dict(dsn)
-    return f"{params.get('host', '')}:{params.get('port', '5432')}/{params.get('dbname', '')} as {params.get('user', '')}"
+    return describe(dsn)
 
 
 def connect(dsn: str, *, connect_timeout: float = 5.0, application_name: str = "bazbii-replication",
@@ -50,17 +35,4 @@ def connect(dsn: str, *, connect_timeout: float = 5.0, application_name: str = "
 
 def scrub(message: str, *dsns: str) -> str:
     """Remove any password that occurs in ``dsns`` from ``message`` (libpq errors may quote conninfo)."""
-    for dsn in dsns:
-        try:
-            params = conninfo_to_dict(dsn)
-        except Exception:
-            continue
-        for key in _SECRET_KEYS:
-            secret = params.get(key)
-            if secret:
-                message = message.replace(str(secret), "***")
-    return re.sub(r"password=\S+", "password=***", message)
-
-
-class ConnectionFailed(RuntimeError):
-    """A server could not be reached; the message names the target but never the password."""
+    return redact(message, *dsns)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import psycopg
 
 from ._conn import ConnectionFailed, connect, dsn_target, scrub
+from .errors import ReplicationError
 from .lag import LagSample, replica_side_status, sample_lag
 
 DEFAULT_MAX_LAG_BYTES = 1024 * 1024
@@ -80,7 +81,7 @@ class GateReport:
         return "\n".join(lines)
 
 
-class LagGateFailed(RuntimeError):
+class LagGateFailed(ReplicationError):
     def __init__(self, report: GateReport):
         super().__init__(report.to_text())
         self.report = report

@@ -24,6 +24,7 @@ import re
 import select
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import psycopg
 from psycopg import pq
 
 from ._conn import connect, dsn_target
+from .errors import IniPermissionError, ReplicationError
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -42,7 +44,7 @@ def _check_name(name: str) -> str:
     return name
 
 
-class PgBouncerError(RuntimeError):
+class PgBouncerError(ReplicationError):
     pass
 
 
@@ -208,9 +210,24 @@ def _find_entry(lines: list[str], alias: str) -> int | None:
     return None
 
 
+@contextmanager
+def ini_permissions(path: Path):
+    """Turn a ``PermissionError`` on the ini or its directory into one clear line (nothing half-written:
+    the new ini is a temporary file until its rename, and the temporary file is removed on failure)."""
+    try:
+        yield
+    except PermissionError as exc:
+        where = "" if exc.filename in (None, str(path)) else f" (on {exc.filename})"
+        raise IniPermissionError(
+            f"{path}: permission denied{where} for uid {os.geteuid()}: replacing PgBouncer's ini needs read "
+            f"permission on it and write permission on its directory {path.parent} (temporary file + atomic "
+            "rename); run as root or as PgBouncer's service user. The ini was not changed") from None
+
+
 def read_database_entry(ini_path: str | Path, alias: str) -> dict[str, str]:
     """The alias's definition as a dict (``host``, ``port``, ``dbname`` ...)."""
-    lines = Path(ini_path).read_text().splitlines(keepends=True)
+    with ini_permissions(Path(ini_path)):
+        lines = Path(ini_path).read_text().splitlines(keepends=True)
     index = _find_entry(lines, alias)
     if index is None:
         raise PgBouncerError(f"{ini_path}: no [databases] entry {alias!r} (entries in %include files are not supported)")
@@ -239,7 +256,12 @@ class StagedIniChange:
         if (st.st_ino, st.st_mtime_ns, st.st_size) != self.original_stat:
             self.discard()
             raise PgBouncerError(f"{self.path} changed after the new version was staged; not overwriting it")
-        os.replace(self.tmp, self.path)
+        try:
+            with ini_permissions(self.path):
+                os.replace(self.tmp, self.path)
+        except IniPermissionError:
+            self.discard()
+            raise
         self.committed = True
         return IniChange(path=str(self.path), alias=self.alias, old_value=self.old_value, new_value=self.new_value)
 
@@ -261,8 +283,9 @@ def stage_database_host(ini_path: str | Path, alias: str, *, host: str, port: in
     if not re.match(r"^[A-Za-z0-9_.:\-\[\]]+$", host):
         raise ValueError(f"invalid host {host!r}")
     path = Path(ini_path)
-    st = path.stat()
-    lines = path.read_text().splitlines(keepends=True)
+    with ini_permissions(path):
+        st = path.stat()
+        lines = path.read_text().splitlines(keepends=True)
     index = _find_entry(lines, alias)
     if index is None:
         raise PgBouncerError(f"{path}: no [databases] entry {alias!r} (entries in %include files are not supported)")
@@ -282,7 +305,8 @@ def stage_database_host(ini_path: str | Path, alias: str, *, host: str, port: in
     out.extend((k, v) for k, v in wanted.items() if k not in seen)
     new_value = " ".join(f"{k}={v}" for k, v in out)
     lines[index] = f"{indent}{key}{equals}{new_value}{newline}"
-    tmp = _write_temp(path, "".join(lines), st)
+    with ini_permissions(path):
+        tmp = _write_temp(path, "".join(lines), st)
     return StagedIniChange(path=path, tmp=tmp, alias=alias, old_value=value, new_value=new_value,
                            original_stat=(st.st_ino, st.st_mtime_ns, st.st_size))
 
@@ -322,13 +346,6 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory + fsync + rename, keeping mode and owner."""
-    tmp = _write_temp(path, text, path.stat())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def repoint_database(admin: PgBouncerAdmin, ini_path: str | Path, alias: str, *, host: str, port: int,

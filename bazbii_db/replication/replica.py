@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from ._conn import connect, dsn_target
+from .errors import ReplicationError, SlotActive
 from .lag import LagSample, sample_lag
 
 PASSWORD_ENV = "BAZBII_REPLICATION_PASSWORD"
@@ -154,7 +155,7 @@ class StreamingStatus:
         return asdict(self)
 
 
-class ReplicaNotStreaming(RuntimeError):
+class ReplicaNotStreaming(ReplicationError):
     def __init__(self, status: StreamingStatus):
         super().__init__(f"replica {status.replica!r} of {status.primary} is not streaming after "
                          f"{status.waited_seconds:.1f} s: {status.detail}")
@@ -189,7 +190,7 @@ def drop_replication_slot(primary_dsn: str, slot: str, *, only_if_inactive: bool
         if row is None:
             return False
         if row[0] and only_if_inactive:
-            raise RuntimeError(f"replication slot {slot!r} on {dsn_target(primary_dsn)} is active; "
+            raise SlotActive(f"replication slot {slot!r} on {dsn_target(primary_dsn)} is active; "
                                "stop its consumer first")
         conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
         return True

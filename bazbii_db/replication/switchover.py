@@ -47,10 +47,11 @@ from typing import Callable
 import psycopg
 
 from ._conn import connect, dsn_target, scrub
+from .errors import CatchUpFailed, ReplicationError, SettingNotApplied
 from .lag import wait_for_replay
 from .lsn import format_lsn, parse_lsn
-from .pgbouncer import (IniChange, PauseTimeout, PgBouncerAdmin, StagedIniChange, read_database_entry,
-                        repoint_database, stage_database_host)
+from .pgbouncer import (IniChange, PauseTimeout, PgBouncerAdmin, StagedIniChange, pause_or_resume,
+                        read_database_entry, repoint_database, stage_database_host)
 
 log = logging.getLogger("bazbii_db.replication.switchover")
 
@@ -115,7 +116,7 @@ class SwitchoverReport:
         return "\n".join(lines)
 
 
-class SwitchoverError(RuntimeError):
+class SwitchoverError(ReplicationError):
     def __init__(self, report: SwitchoverReport):
         super().__init__(report.to_text())
         self.report = report
@@ -123,6 +124,14 @@ class SwitchoverError(RuntimeError):
 
 class SwitchoverAborted(SwitchoverError):
     """Aborted before promotion: the old primary was left (or put back) serving writes."""
+
+
+class PromoteNotSignalled(ReplicationError):
+    """``pg_promote`` returned false: the postmaster was not signalled (nothing changed on the replica)."""
+
+
+class ResumeFailed(ReplicationError):
+    """RESUME failed on both admin connections: PgBouncer still holds the clients."""
 
 
 def _ms(since: float) -> float:
@@ -180,7 +189,7 @@ def _wait_setting(conn: psycopg.Connection, value: str, timeout: float) -> None:
         if current == value:
             return
         if time.monotonic() >= deadline:
-            raise RuntimeError(f"default_transaction_read_only still {current!r} after reload "
+            raise SettingNotApplied(f"default_transaction_read_only still {current!r} after reload "
                                f"({timeout:g} s); is it overridden on the command line or per database/role?")
         time.sleep(0.001)
 
@@ -193,101 +202,163 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
 
     ``on_stage(name)`` is called as each stage starts (progress display; tests use it to inject
     faults between the pre-check and the window)."""
-    report = SwitchoverReport(old_primary=dsn_target(old_primary_dsn), new_primary=dsn_target(new_primary_dsn))
-    secrets = (old_primary_dsn, new_primary_dsn, pgbouncer_admin_dsn)
-    started = time.monotonic()
-    conns: list = []
-    admin: PgBouncerAdmin | None = None
-    backup: PgBouncerAdmin | None = None
-    state = {"paused": False, "fenced": False}
-    alias = config.database_alias
+    return _Switchover(old_primary_dsn, new_primary_dsn, pgbouncer_admin_dsn, config, stop_old_primary,
+                       on_stage).run()
 
-    def enter(stage: str) -> None:
-        report.stage = stage
-        if on_stage is not None:
-            on_stage(stage)
 
-    def event(text: str) -> None:
-        report.events.append(text)
+class _Switchover:
+    """One switchover run: the named steps share the connections, the report and the abort path.
+
+    Steps, in order: :meth:`precheck`, then the window :meth:`pause`, :meth:`fence`,
+    :meth:`fenced_lsn`, :meth:`catch_up`, :meth:`promote`, :meth:`repoint`, :meth:`resume`; then
+    :meth:`retire`. :meth:`roll_forward` replaces the window when the target is already promoted.
+    Every step before promotion runs inside :meth:`step` (timed; any error aborts: un-fence, RESUME).
+    """
+
+    def __init__(self, old_primary_dsn: str, new_primary_dsn: str, pgbouncer_admin_dsn: str,
+                 config: SwitchoverConfig, stop_old_primary: Callable[[], None] | None,
+                 on_stage: Callable[[str], None] | None):
+        self.dsns = (old_primary_dsn, new_primary_dsn, pgbouncer_admin_dsn)
+        self.config = config
+        self.alias = config.database_alias
+        self.stop_old_primary = stop_old_primary
+        self.on_stage = on_stage
+        self.report = SwitchoverReport(old_primary=dsn_target(old_primary_dsn),
+                                       new_primary=dsn_target(new_primary_dsn))
+        self.old: psycopg.Connection | None = None
+        self.new: psycopg.Connection | None = None
+        self.admin: PgBouncerAdmin | None = None
+        self.backup: PgBouncerAdmin | None = None
+        self.staged: StagedIniChange | None = None
+        self.entry: dict = {}
+        self.paused = False
+        self.fenced = False
+        self.fenced_at = 0
+        self.window_started = 0.0
+
+    # ------------------------------------------------------------------ shared machinery
+    def enter(self, stage: str) -> None:
+        self.report.stage = stage
+        if self.on_stage is not None:
+            self.on_stage(stage)
+
+    def event(self, text: str) -> None:
+        self.report.events.append(text)
         log.info("switchover: %s", text)
 
+    def scrub(self, text: str) -> str:
+        return scrub(text, *self.dsns)
+
     @contextmanager
-    def abortable_step(stage: str, failure: str):
+    def step(self, stage: str, failure: str):
         """A timed step before promotion: any error records its time, then aborts (un-fence, RESUME)."""
-        enter(stage)
+        self.enter(stage)
         started = time.monotonic()
         try:
             yield
+        except SwitchoverError:
+            self.report.steps_ms[stage] = _ms(started)
+            raise
         except Exception as exc:
-            report.steps_ms[stage] = _ms(started)
-            raise abort(f"{failure}: {exc}") from None
-        report.steps_ms[stage] = _ms(started)
+            self.report.steps_ms[stage] = _ms(started)
+            raise self.abort(f"{failure}: {exc}") from None
+        self.report.steps_ms[stage] = _ms(started)
 
-    def abort(reason: str) -> SwitchoverAborted:
+    def abort(self, reason: str) -> SwitchoverAborted:
         """Undo everything done so far (un-fence, RESUME). Only valid before pg_promote."""
-        if staged is not None:
-            staged.discard()
+        report = self.report
+        if self.staged is not None:
+            self.staged.discard()
         report.aborted = True
-        report.error = scrub(reason, *secrets)
-        if state["fenced"]:
+        report.error = self.scrub(reason)
+        if self.fenced:
             try:
-                unfence(old)
-                state["fenced"] = False
-                event("abort: old primary un-fenced (default_transaction_read_only reset)")
+                unfence(self.old)
+                self.fenced = False
+                self.event("abort: old primary un-fenced (default_transaction_read_only reset)")
             except Exception as exc:  # loud: the old primary may be stuck read-only
                 report.old_primary_state = "STILL FENCED (read-only): un-fence by hand with ALTER SYSTEM RESET " \
                                            "default_transaction_read_only; SELECT pg_reload_conf();"
-                event(f"abort: un-fence FAILED: {scrub(str(exc), *secrets)}")
-        if state["paused"]:
-            for who in (backup, admin):
-                if who is None:
-                    continue
-                try:
-                    who.resume_if_paused(alias)
-                    state["paused"] = False
-                    event(f"abort: RESUME {alias}")
-                    break
-                except Exception as exc:
-                    event(f"abort: RESUME via one admin connection failed: {scrub(str(exc), *secrets)}")
-            if state["paused"]:
-                report.old_primary_state += "; PgBouncer STILL PAUSED: run RESUME " + alias
+                self.event(f"abort: un-fence FAILED: {self.scrub(str(exc))}")
+        if self.paused:
+            try:
+                _resume_quietly(self.backup, self.admin, self.alias, report)
+                self.paused = False
+                self.event(f"abort: RESUME {self.alias}")
+            except ReplicationError as exc:
+                self.event(f"abort: {self.scrub(str(exc))}")
+            if self.paused:
+                report.old_primary_state += "; PgBouncer STILL PAUSED: run RESUME " + self.alias
         if report.old_primary_state == "serving":
             report.old_primary_state = "serving (unchanged)"
         return SwitchoverAborted(report)
 
-    old = new = None
-    staged: StagedIniChange | None = None
-    try:
-        # --- pre-checks and connections, outside the window -----------------------------------
+    # ------------------------------------------------------------------ the run
+    def run(self) -> SwitchoverReport:
+        started = time.monotonic()
+        try:
+            if not self.precheck():
+                return self.roll_forward()
+            self.pause()
+            self.fence()
+            self.fenced_lsn()
+            self.catch_up()
+            self.promote()
+            self.repoint()
+            self.resume()
+            self.retire()
+            return self.report
+        except SwitchoverError:
+            raise
+        except Exception as exc:
+            if self.report.promoted:
+                self.report.error = self.report.error or self.scrub(f"{type(exc).__name__}: {exc}")
+                raise SwitchoverError(self.report) from None
+            raise self.abort(f"unexpected error at {self.report.stage}: {type(exc).__name__}: {exc}") from None
+        finally:
+            if self.staged is not None and not self.staged.committed:
+                self.staged.discard()
+            self.report.total_ms = _ms(started)
+            for who in (self.admin, self.backup):
+                if who is not None:
+                    who.discard()
+            for conn in (self.old, self.new):
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+
+    # ------------------------------------------------------------------ outside the window
+    def precheck(self) -> bool:
+        """Connections and checks, nothing changed. False: the target is already a primary (roll forward)."""
+        config, alias, report = self.config, self.alias, self.report
+        old_dsn, new_dsn, admin_dsn = self.dsns
         report.stage = "precheck"
         try:
-            new = connect(new_primary_dsn, application_name="bazbii-switchover")
-            conns.append(new)
-            admin = PgBouncerAdmin(pgbouncer_admin_dsn)
-            backup = PgBouncerAdmin(pgbouncer_admin_dsn)
+            self.new = connect(new_dsn, application_name="bazbii-switchover")
+            self.admin = PgBouncerAdmin(admin_dsn)
+            self.backup = PgBouncerAdmin(admin_dsn)
         except Exception as exc:
-            raise abort(f"pre-check: {exc}") from None
+            raise self.abort(f"pre-check: {exc}") from None
         old_error = ""
         try:
-            old = connect(old_primary_dsn, application_name="bazbii-switchover")
-            conns.append(old)
+            self.old = connect(old_dsn, application_name="bazbii-switchover")
         except Exception as exc:
             old_error = str(exc)
-
         try:
-            entry = read_database_entry(config.pgbouncer_ini_path, alias)
+            self.entry = read_database_entry(config.pgbouncer_ini_path, alias)
         except FileNotFoundError:
-            raise abort(f"pre-check: {config.pgbouncer_ini_path} not found on this machine (the switchover "
-                        "rewrites PgBouncer's ini locally: run it on the pooler host)") from None
+            raise self.abort(f"pre-check: {config.pgbouncer_ini_path} not found on this machine (the switchover "
+                             "rewrites PgBouncer's ini locally: run it on the pooler host)") from None
         except Exception as exc:
-            raise abort(f"pre-check: {exc}") from None
+            raise self.abort(f"pre-check: {exc}") from None
+        old, new, entry = self.old, self.new, self.entry
         new_in_recovery = new.execute("SELECT pg_is_in_recovery()").fetchone()[0]
         if old is None and new_in_recovery:
-            raise abort(f"pre-check: {old_error}")
+            raise self.abort(f"pre-check: {old_error}")
         if not new_in_recovery:
-            # Re-run after a completed (or half-completed) switchover: roll forward idempotently.
-            return _finish_after_promotion(report, old, admin, backup, config, entry, stop_old_primary, secrets,
-                                           started)
+            return False
 
         old_recovery, old_ro = old.execute(
             "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')").fetchone()
@@ -312,7 +383,7 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
         report.precheck_lag_bytes = max(0, current - (replayed or 0))
         if report.precheck_lag_bytes >= config.max_lag_bytes:
             problems.append(f"replay lag {report.precheck_lag_bytes} bytes >= {config.max_lag_bytes}")
-        row = admin.database(alias)
+        row = self.admin.database(alias)
         if row is None:
             problems.append(f"PgBouncer has no database {alias!r}")
         elif row.get("paused"):
@@ -324,141 +395,170 @@ def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_adm
         if str(entry.get("host")) == config.new_host and str(entry.get("port")) == str(config.new_port):
             problems.append("the ini already points at the new host while the new host is still a replica")
         if problems:
-            raise abort("pre-check failed: " + "; ".join(problems))
+            raise self.abort("pre-check failed: " + "; ".join(problems))
         try:
-            staged = stage_database_host(config.pgbouncer_ini_path, alias, host=config.new_host,
-                                         port=config.new_port, dbname=config.new_dbname)
+            self.staged = stage_database_host(config.pgbouncer_ini_path, alias, host=config.new_host,
+                                              port=config.new_port, dbname=config.new_dbname)
         except Exception as exc:
-            raise abort(f"pre-check: cannot prepare the new {config.pgbouncer_ini_path}: {exc}") from None
-        event(f"pre-check ok: replay lag {report.precheck_lag_bytes} bytes, replica streaming")
+            raise self.abort(f"pre-check: cannot prepare the new {config.pgbouncer_ini_path}: {exc}") from None
+        self.event(f"pre-check ok: replay lag {report.precheck_lag_bytes} bytes, replica streaming")
+        return True
 
-        # --- the window -------------------------------------------------------------------------
-        enter("pause")
-        window = time.monotonic()
-        report.window_started_at = window
-        t = time.monotonic()
-        state["paused"] = True  # from the moment PAUSE is sent, PgBouncer holds new transactions
-        try:
-            admin.pause(alias, config.pause_timeout)
-        except PauseTimeout as exc:
-            report.steps_ms["pause"] = _ms(t)
-            admin.discard()  # its PAUSE is still pending and would never return
-            raise abort(str(exc)) from None
-        except Exception as exc:
-            report.steps_ms["pause"] = _ms(t)
-            raise abort(f"PAUSE failed: {exc}") from None
-        report.steps_ms["pause"] = _ms(t)
+    # ------------------------------------------------------------------ the window
+    def pause(self) -> None:
+        """PAUSE the alias (bounded); on timeout the pause-or-resume helper RESUMEs and discards."""
+        with self.step("pause", "PAUSE failed"):
+            self.window_started = time.monotonic()
+            self.report.window_started_at = self.window_started
+            self.paused = True  # from the moment PAUSE is sent, PgBouncer holds new transactions
+            try:
+                pause_or_resume(self.admin, self.backup, self.alias, self.config.pause_timeout)
+            except PauseTimeout as exc:
+                self.paused = False  # the helper RESUMEd from the backup connection
+                self.admin = None
+                self.event(f"abort: RESUME {self.alias}")
+                raise self.abort(str(exc)) from None
 
-        with abortable_step("fence", "fence failed"):
-            state["fenced"] = True  # set before: a half-applied ALTER SYSTEM must be undone too
-            fence(old, config.fence_timeout)
+    def fence(self) -> None:
+        with self.step("fence", "fence failed"):
+            self.fenced = True  # set before: a half-applied ALTER SYSTEM must be undone too
+            fence(self.old, self.config.fence_timeout)
 
-        with abortable_step("lsn", "reading the fenced LSN failed"):
-            fenced = parse_lsn(old.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
-            report.fenced_lsn = format_lsn(fenced)
+    def fenced_lsn(self) -> None:
+        """The insert position after the fence (covers asynchronous commits), once flushed."""
+        with self.step("lsn", "reading the fenced LSN failed"):
+            old, config = self.old, self.config
+            self.fenced_at = parse_lsn(old.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
+            self.report.fenced_lsn = format_lsn(self.fenced_at)
             deadline = time.monotonic() + config.catchup_timeout
-            while parse_lsn(old.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0]) < fenced:
+            while parse_lsn(old.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0]) < self.fenced_at:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"old primary did not flush WAL up to {report.fenced_lsn}")
+                    raise CatchUpFailed(f"old primary did not flush WAL up to {self.report.fenced_lsn}")
                 time.sleep(config.poll_interval)
 
-        with abortable_step("catchup", "catch-up failed"):
-            replayed = parse_lsn(new.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]) or 0
+    def catch_up(self) -> None:
+        with self.step("catchup", "catch-up failed"):
+            config, fenced = self.config, self.fenced_at
+            replayed = parse_lsn(self.new.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]) or 0
             if fenced - replayed >= config.max_lag_bytes:
-                raise RuntimeError(f"replica is {fenced - replayed} bytes behind the fenced LSN "
-                                   f"(>= {config.max_lag_bytes}); not waiting inside the window")
-            reached, replayed, _ = wait_for_replay(new, fenced, timeout=config.catchup_timeout,
+                raise CatchUpFailed(f"replica is {fenced - replayed} bytes behind the fenced LSN "
+                                    f"(>= {config.max_lag_bytes}); not waiting inside the window")
+            reached, replayed, _ = wait_for_replay(self.new, fenced, timeout=config.catchup_timeout,
                                                    poll_interval=config.poll_interval)
-            report.replica_replay_lsn = format_lsn(replayed)
+            self.report.replica_replay_lsn = format_lsn(replayed)
             if not reached:
-                raise RuntimeError(f"replica replayed only to {format_lsn(replayed)}, not the fenced "
-                                   f"{report.fenced_lsn}, within {config.catchup_timeout:g} s")
+                raise CatchUpFailed(f"replica replayed only to {format_lsn(replayed)}, not the fenced "
+                                    f"{self.report.fenced_lsn}, within {config.catchup_timeout:g} s")
 
-        enter("promote")
-        t = time.monotonic()
-        try:
-            signalled = new.execute("SELECT pg_promote(wait => false)").fetchone()[0]
-        except Exception as exc:
-            # The request itself failed (e.g. permission): the server was not signalled.
-            report.steps_ms["promote"] = _ms(t)
-            raise abort(f"pg_promote failed: {exc}") from None
-        if not signalled:
-            report.steps_ms["promote"] = _ms(t)
-            raise abort("pg_promote returned false (could not signal the postmaster)")
+    def promote(self) -> None:
+        """``pg_promote(wait => false)`` then poll; from the request on there is no way back."""
+        with self.step("promote", "pg_promote failed"):
+            signalled = self.new.execute("SELECT pg_promote(wait => false)").fetchone()[0]
+            if not signalled:
+                raise PromoteNotSignalled("pg_promote returned false (could not signal the postmaster)")
         # Point of no return: a promotion request is out. Never un-fence the old primary from here on.
-        deadline = time.monotonic() + config.promote_timeout
+        report, config = self.report, self.config
+        t = time.monotonic()
+        deadline = t + config.promote_timeout
         while True:
             try:
-                if not new.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                if not self.new.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                     break
             except psycopg.Error:
                 pass
             if time.monotonic() >= deadline:
-                report.steps_ms["promote"] = _ms(t)
+                report.steps_ms["promote"] += _ms(t)
                 report.error = (f"promotion requested but not confirmed within {config.promote_timeout:g} s; "
                                 "old primary stays FENCED (read-only); PgBouncer resumed onto it. "
                                 "Check the new primary's log, then repoint PgBouncer by re-running.")
                 report.old_primary_state = "fenced (read-only)"
-                staged.discard()
-                _resume_quietly(admin, backup, alias, report)
-                state["paused"] = False
+                self.staged.discard()
+                _resume_quietly(self.admin, self.backup, self.alias, report)
+                self.paused = False
                 raise SwitchoverError(report)
             time.sleep(config.poll_interval)
-        report.steps_ms["promote"] = _ms(t)
+        report.steps_ms["promote"] += _ms(t)
         report.promoted = True
-        state["fenced"] = False  # ownership passes to the retirement of the old primary
+        self.fenced = False  # ownership passes to the retirement of the old primary
         report.old_primary_state = "fenced (read-only)"
 
-        enter("reload")
+    def repoint(self) -> None:
+        """Commit the staged ini (atomic rename) and RELOAD, verified with SHOW DATABASES."""
+        self.enter("reload")
+        report, config = self.report, self.config
         t = time.monotonic()
         try:
-            change = repoint_database(admin, config.pgbouncer_ini_path, alias, host=config.new_host,
-                                      port=config.new_port, dbname=config.new_dbname, staged=staged)
+            change = repoint_database(self.admin, config.pgbouncer_ini_path, self.alias, host=config.new_host,
+                                      port=config.new_port, dbname=config.new_dbname, staged=self.staged)
             report.ini_change = _ini_change_dict(change)
         except Exception as exc:
-            staged.discard()
+            self.staged.discard()
             report.steps_ms["reload"] = _ms(t)
-            report.error = (f"new primary promoted but repointing PgBouncer failed: {scrub(str(exc), *secrets)}. "
+            report.error = (f"new primary promoted but repointing PgBouncer failed: {self.scrub(str(exc))}. "
                             "PgBouncer stays PAUSED (clients wait rather than write to the fenced old primary): "
-                            f"fix the ini, RELOAD, then RESUME {alias}; or re-run the switchover, which rolls forward.")
+                            f"fix the ini, RELOAD, then RESUME {self.alias}; or re-run the switchover, which "
+                            "rolls forward.")
             raise SwitchoverError(report) from None
         report.steps_ms["reload"] = _ms(t)
 
-        enter("resume")
+    def resume(self) -> None:
+        self.enter("resume")
+        report = self.report
         t = time.monotonic()
-        _resume_quietly(admin, backup, alias, report)
-        state["paused"] = False
+        _resume_quietly(self.admin, self.backup, self.alias, report)
+        self.paused = False
         report.steps_ms["resume"] = _ms(t)
         report.window_ended_at = time.monotonic()
-        report.window_ms = (report.window_ended_at - window) * 1000.0
-        staged.sync_dir()  # durability of the rename, outside the window
-        event(f"window {report.window_ms:.1f} ms; fenced at {report.fenced_lsn}, replica at "
-              f"{report.replica_replay_lsn}")
+        report.window_ms = (report.window_ended_at - self.window_started) * 1000.0
+        self.staged.sync_dir()  # durability of the rename, outside the window
+        self.event(f"window {report.window_ms:.1f} ms; fenced at {report.fenced_lsn}, replica at "
+                   f"{report.replica_replay_lsn}")
 
-        enter("retire")
-        _retire_old(report, old, stop_old_primary, secrets)
+    # ------------------------------------------------------------------ after the window
+    def retire(self) -> None:
+        self.enter("retire")
+        _retire_old(self.report, self.old, self.stop_old_primary, self.dsns)
+        self.report.completed = True
+        self.report.stage = "done"
+
+    def roll_forward(self) -> SwitchoverReport:
+        """The target is already a primary: make sure the old one cannot take writes, then repoint PgBouncer."""
+        report, config, old, admin = self.report, self.config, self.old, self.admin
+        report.stage = "roll-forward"
+        report.promoted = True
+        in_recovery, read_only = None, None  # None: the old primary is unreachable (already stopped)
+        if old is not None:
+            try:
+                in_recovery, read_only = old.execute(
+                    "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')").fetchone()
+            except psycopg.Error:
+                pass
+        if in_recovery is False and read_only != "on":
+            report.error = ("the new server is already a primary but the old primary is still writable: "
+                            "two primaries. Refusing to touch PgBouncer; fence or stop one of them by hand.")
+            raise SwitchoverError(report)
+        entry = self.entry
+        if str(entry.get("host")) == config.new_host and str(entry.get("port")) == str(config.new_port) \
+                and not admin.is_paused(self.alias):
+            report.already_done = True
+            report.completed = True
+            report.stage = "done"
+            report.events.append("new primary already promoted and PgBouncer already points at it")
+            return report
+        t = time.monotonic()
+        if not admin.is_paused(self.alias):
+            pause_or_resume(admin, self.backup, self.alias, config.pause_timeout)
+        change = repoint_database(admin, config.pgbouncer_ini_path, self.alias, host=config.new_host,
+                                  port=config.new_port, dbname=config.new_dbname)
+        report.ini_change = _ini_change_dict(change)
+        _resume_quietly(admin, self.backup, self.alias, report)
+        report.steps_ms["roll_forward"] = _ms(t)
+        report.events.append("rolled forward: PgBouncer repointed at the already promoted primary")
+        if in_recovery is False and old is not None:
+            _retire_old(report, old, self.stop_old_primary, self.dsns)
         report.completed = True
         report.stage = "done"
         return report
-    except SwitchoverError:
-        raise
-    except Exception as exc:
-        if report.promoted:
-            report.error = report.error or scrub(f"{type(exc).__name__}: {exc}", *secrets)
-            raise SwitchoverError(report) from None
-        raise abort(f"unexpected error at {report.stage}: {type(exc).__name__}: {exc}") from None
-    finally:
-        if staged is not None and not staged.committed:
-            staged.discard()
-        report.total_ms = _ms(started)
-        for who in (admin, backup):
-            if who is not None:
-                who.discard()
-        for conn in conns:
-            try:
-                conn.close()
-            except Exception:
-                pass
 
 
 def _ini_change_dict(change: IniChange) -> dict:
@@ -481,7 +581,7 @@ def _resume_quietly(admin: PgBouncerAdmin | None, backup: PgBouncerAdmin | None,
             return
         except Exception as exc:
             last = exc
-    raise RuntimeError(f"RESUME {alias} failed on both admin connections: {last}")
+    raise ResumeFailed(f"RESUME {alias} failed on both admin connections: {last}")
 
 
 def _retire_old(report: SwitchoverReport, old: psycopg.Connection, stop_old_primary: Callable[[], None] | None,
@@ -509,43 +609,3 @@ def _retire_old(report: SwitchoverReport, old: psycopg.Connection, stop_old_prim
             report.events.append(f"terminating old-primary sessions failed: {scrub(str(exc), *secrets)}")
         report.old_primary_state = "fenced (read-only), running: retire it"
     report.steps_ms["retire"] = _ms(t)
-
-
-def _finish_after_promotion(report: SwitchoverReport, old: psycopg.Connection | None, admin: PgBouncerAdmin,
-                            backup: PgBouncerAdmin, config: SwitchoverConfig, entry: dict,
-                            stop_old_primary, secrets, started: float) -> SwitchoverReport:
-    """The target is already a primary: make sure the old one cannot take writes, then make PgBouncer point at it."""
-    report.stage = "roll-forward"
-    report.promoted = True
-    in_recovery, read_only = None, None  # None: the old primary is unreachable (already stopped)
-    if old is not None:
-        try:
-            in_recovery, read_only = old.execute(
-                "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')").fetchone()
-        except psycopg.Error:
-            pass
-    if in_recovery is False and read_only != "on":
-        report.error = ("the new server is already a primary but the old primary is still writable: "
-                        "two primaries. Refusing to touch PgBouncer; fence or stop one of them by hand.")
-        raise SwitchoverError(report)
-    if str(entry.get("host")) == config.new_host and str(entry.get("port")) == str(config.new_port) \
-            and not admin.is_paused(config.database_alias):
-        report.already_done = True
-        report.completed = True
-        report.stage = "done"
-        report.events.append("new primary already promoted and PgBouncer already points at it")
-        return report
-    t = time.monotonic()
-    if not admin.is_paused(config.database_alias):
-        admin.pause(config.database_alias, config.pause_timeout)
-    change = repoint_database(admin, config.pgbouncer_ini_path, config.database_alias, host=config.new_host,
-                              port=config.new_port, dbname=config.new_dbname)
-    report.ini_change = _ini_change_dict(change)
-    _resume_quietly(admin, backup, config.database_alias, report)
-    report.steps_ms["roll_forward"] = _ms(t)
-    report.events.append("rolled forward: PgBouncer repointed at the already promoted primary")
-    if in_recovery is False and old is not None:
-        _retire_old(report, old, stop_old_primary, secrets)
-    report.completed = True
-    report.stage = "done"
-    return report

@@ -42,3 +42,26 @@ def test_cli_fails_closed_and_reports_usage_errors(shared_topo):
     assert missing.returncode == 2 and "BAZBII_OLD_PRIMARY_DSN" in missing.stderr
     script = _cli(["replica-script", "--primary-host", "10.0.0.2", "--user", "replicator", "--slot", "server3"], {})
     assert script.returncode == 0 and "pg_basebackup" in script.stdout
+
+
+def test_cli_reads_dsns_from_files_and_reports_usage_in_one_line(shared_topo, tmp_path):
+    primary, replica = tmp_path / "primary.dsn", tmp_path / "replica.dsn"
+    primary.write_text(su(shared_topo) + "\n")
+    replica.write_text(su(shared_topo, "replica"))
+    primary.chmod(0o600)
+    replica.chmod(0o600)
+    files = ["--primary-dsn-file", str(primary), "--replica-dsn-file", str(replica)]
+    gate = _cli([*files, "--json", "gate", "--replica", shared_topo.slot, "--window", "0.3", "--timeout", "10",
+                 "--check-consistency"], {})
+    assert gate.returncode == 0, gate.stderr
+    doc = json.loads(gate.stdout)  # exactly one JSON document
+    assert doc["passed"] is True and doc["consistency"]["passed"] is True
+    assert shared_topo.primary.password not in gate.stdout + gate.stderr
+
+    unreadable = _cli(["--primary-dsn-file", str(tmp_path / "missing.dsn"), "gate", "--replica", "x"], {})
+    assert unreadable.returncode == 2
+    assert unreadable.stderr.strip().splitlines() == [f"error: cannot read DSN file {tmp_path / 'missing.dsn'}: "
+                                                      "No such file or directory"]
+    usage = _cli(["gate"], {})
+    assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
+    assert "--replica" in usage.stderr

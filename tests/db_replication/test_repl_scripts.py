@@ -11,6 +11,7 @@ import pytest
 
 from repl_helpers import execute
 from testsupport.localcluster import LocalCluster, free_port, pg_bin_dir
+from bazbii_db.replication.errors import SlotActive
 from bazbii_db.replication import (GateConfig, drop_replication_slot, replica_setup_script, retire_primary_script,
                                    run_lag_gate, verify_streaming)
 
@@ -72,7 +73,7 @@ def test_replica_script_builds_a_streaming_replica_and_retire_script_stops_it(sh
         assert _run(retire, ENV).returncode == 0  # idempotent on a stopped server
     finally:
         replica.stop()
-    with pytest.raises(RuntimeError, match="active"):
+    with pytest.raises(SlotActive, match="active"):
         drop_replication_slot(primary.dsn(), shared_topo.slot)  # the shared replica is using its slot
     assert drop_replication_slot(primary.dsn(), "script_replica") is True
     assert drop_replication_slot(primary.dsn(), "script_replica") is False

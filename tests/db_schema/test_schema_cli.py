@@ -49,7 +49,7 @@ def test_connection_errors_are_redacted(small_dir):
     dsn = f"host=127.0.0.1 port=1 dbname=x user=u password={PASSWORD} connect_timeout=2"
     proc = run("--migrations-dir", str(small_dir), "apply", "--dsn-env", "CLI_DSN", "--migration", "0001_init",
                "--stage", "expand", env_extra={"CLI_DSN": dsn})
-    assert proc.returncode == 5 and "cannot connect to 127.0.0.1:1/x as u" in proc.stderr
+    assert proc.returncode == 1 and "cannot connect to 127.0.0.1:1/x as u" in proc.stderr  # CLI convention: 1 = failed
 
 
 def test_analyse_reports_file_line_rule_and_fails(small_dir):

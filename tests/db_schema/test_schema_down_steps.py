@@ -8,13 +8,16 @@ step. A stage without a down step is not promised to be undone.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from bazbii_db.migrations import load_migration, migration_checksum
 from bazbii_db.migrations.errors import IrreversibleStage, StageOrderError
 from bazbii_plan.stackfile import read_stack_file
 from bazbii_db.sql_safety import STAGES
-from components.providers.schema_migration import SchemaMigrationProvider
+from bazbii_db.dataplane import Runtime, schema_apply_command, secrets_stdin
 
 from .conftest import MIGRATIONS, REPO, apply_all, execute, fetch, runner
 from .test_schema_cli import run
@@ -119,15 +122,18 @@ def test_0002_contract_down_step_restores_the_migrate_schema_for_1_9_and_2_0(db,
     assert ("category", "NO", "'general'::character varying", "character varying") in _posts_columns(db)
 
 
-def test_the_provider_runs_the_down_step_when_the_track_steps_back(db, mig_dir):
+def test_the_generated_runner_command_runs_the_down_step_when_the_track_steps_back(db, mig_dir):
+    """Setting bazbii:schemaPhase back to 0002-migrate makes the program apply migrate again, on the server,
+    with the command the schema component generates (tests/ssh runs it over a real SSH connection)."""
     _base(db, mig_dir)
     apply_all(db, mig_dir, "0002_add_category", app_versions=V2)
-    def props(stage):
-        return {"dsn": db, "migrationId": "0002_add_category", "stage": stage, "appVersions": V2,
-                "sqlChecksum": migration_checksum(mig_dir, "0002_add_category", stage), "migrationsDir": str(mig_dir)}
-
-    p = SchemaMigrationProvider()
-    p.update("0002_add_category/contract", props("contract"), props("migrate"))
+    command = schema_apply_command(
+        migration_id="0002_add_category", stage="migrate", app_versions=V2,
+        expected_checksum=migration_checksum(mig_dir, "0002_add_category", "migrate"), migrations_dir=str(mig_dir),
+        runtime=Runtime(python=sys.executable, app_dir=str(REPO)))
+    done = subprocess.run(["bash", "-c", command], input=secrets_stdin([db]), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
     assert fetch(db, "SELECT is_nullable FROM information_schema.columns WHERE table_name = 'posts' "
                      "AND column_name = 'category'") == [("YES",)]
 

@@ -7,12 +7,14 @@ would actually run. Addresses: server1 203.0.113.11, server2 .12, server3 .13.
 
 from __future__ import annotations
 
+from bazbii_db.dataplane import lag_gate_command, release_digest, switchover_command
+from offline_preview.harness import REPO_ROOT
 from tests.program.helpers import (CONFIG_MAP, DNS, JOB, LOCAL, POOL, REMOTE, TUNNEL, dep_names, mentions, names,
                                    pool_weights_by_name, resource_id)
 
 S1, S2, S3 = "203.0.113.11", "203.0.113.12", "203.0.113.13"
-LAG_GATE = "pulumi-python:dynamic/bazbii:ReplicaLagGate"
-SWITCHOVER = "pulumi-python:dynamic/bazbii:PlannedSwitchover"
+# The data plane runs on the servers (bazbii_db.dataplane builds the exact command text).
+DATAPLANE = ("db-lag-gate-", "db-switchover", "dataplane-install-")
 CHECKS = {}
 
 
@@ -79,7 +81,7 @@ def _mvp(ev):
     assert pool_weights_by_name(ev) == {"server1": 1.0}
     assert connection_host(ev.named("db-primary")) == S2
     assert ini_host(ev) == S2
-    assert not [r.name for r in ev.resources if r.type in (LAG_GATE, SWITCHOVER)]
+    assert not [r.name for r in ev.resources if r.name.startswith(DATAPLANE)]
 
 
 @check("infra", "server3-provisioned")
@@ -104,11 +106,16 @@ def _replica(ev):
     assert "pg_drop_replication_slot" in replica.inputs["delete"]
     assert dep_names(replica) >= {"db-primary", "server3-provision"}
     gate = ev.named("db-lag-gate-server3")
-    assert gate.type == LAG_GATE and dep_names(gate) >= {"db-replica-server3"}
-    assert prop(gate, "slot") == "server3"
-    assert prop(gate, "max_lag_bytes") == 1048576 and prop(gate, "window_seconds") == 1.0
-    assert prop(gate, "check_consistency") is True
-    assert secret_prop(gate, "primary_dsn") and secret_prop(gate, "replica_dsn")
+    # on the replica's host, after the replica was built and the CLI installed there
+    assert gate.type == REMOTE and connection_host(gate) == S3
+    assert dep_names(gate) >= {"db-replica-server3", "dataplane-install-server3"}
+    assert gate.inputs["create"] == lag_gate_command(slot="server3", max_lag_bytes=1048576, window_seconds=1.0,
+                                                     timeout_seconds=300, check_consistency=True)
+    assert ev.named("dataplane-install-server3").inputs["triggers"] == [release_digest(REPO_ROOT)]
+    # DSNs (with the replication password) only on the secret stdin: primary first, the local replica second
+    assert secret_prop(gate, "stdin") and not secret_prop(gate, "create")
+    primary_dsn, replica_dsn = gate.inputs["stdin"].splitlines()
+    assert f"host={S2}" in primary_dsn and "host=127.0.0.1" in replica_dsn and "password=" in replica_dsn
     assert f"host replication replicator {S3}/32 scram-sha-256" in ev.named("db-primary").inputs["triggers"][2]
     assert ini_host(ev) == S2  # the application still writes to server2
 
@@ -172,14 +179,16 @@ def _resized(ev):
 @check("infra", "db-switchover")
 def _switchover(ev):
     switchover = ev.named("db-switchover")
-    assert switchover.type == SWITCHOVER
-    assert "host=127.0.0.1" in prop(switchover, "pgbouncer_admin_dsn")  # runs on the pooler host
-    assert prop(switchover, "new_host") == S3 and prop(switchover, "new_port") == 5432
-    assert prop(switchover, "database_alias") == "bazbii"
-    assert prop(switchover, "pgbouncer_ini_path") == "/etc/pgbouncer/pgbouncer.ini"
-    assert prop(switchover, "pause_timeout_seconds") == 5.0
-    assert all(secret_prop(switchover, k) for k in ("old_primary_dsn", "new_primary_dsn", "pgbouncer_admin_dsn"))
-    assert f"host={S2}" in prop(switchover, "old_primary_dsn") and f"host={S3}" in prop(switchover, "new_primary_dsn")
+    # on the pooler host (server1): PgBouncer's admin console and ini are local there
+    assert switchover.type == REMOTE and connection_host(switchover) == S1
+    assert "dataplane-install-server1" in dep_names(switchover)
+    assert switchover.inputs["create"] == switchover_command(
+        ini_path="/etc/pgbouncer/pgbouncer.ini", alias="bazbii", new_host=S3, new_port=5432,
+        pause_timeout_seconds=5.0, max_lag_bytes=1048576)
+    assert "update" not in switchover.inputs  # an event: a changed target replaces it (a new switchover)
+    assert secret_prop(switchover, "stdin")
+    old_dsn, new_dsn, admin_dsn = switchover.inputs["stdin"].splitlines()
+    assert f"host={S2}" in old_dsn and f"host={S3}" in new_dsn and "host=127.0.0.1" in admin_dsn
     # the app's database host is the pooler (server1), which now points at server3
     assert ini_host(ev) == S3
     api_env = env(ev.named("app-api"))

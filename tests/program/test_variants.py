@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from bazbii_db.dataplane import schema_apply_command
 from bazbii_db.migrations.spec import migration_checksum
 from offline_preview.harness import REPO_ROOT
-from tests.program.helpers import DEPLOYMENT, JOB, POOL, dep_names, names
+from tests.program.helpers import DEPLOYMENT, JOB, POOL, REMOTE, dep_names, names
 
 S1, S2, S3 = "203.0.113.11", "203.0.113.12", "203.0.113.13"
 
@@ -21,15 +22,22 @@ def run(program, steps=None, edit=None):
     return program.run(values)
 
 
-def test_provider_runner_replaces_the_job(program):
-    ev = run(program, edit=lambda v: v["schema"].update(runner="provider"))
+def test_ssh_runner_replaces_the_job(program):
+    ev = run(program, edit=lambda v: v["schema"].update(runner="ssh"))
     assert not ev.by_type(JOB) and "schema-dsn" not in names(ev)
     step = ev.named("schema-0002_add_category-migrate")
-    assert step.inputs["migrationId"] == "0002_add_category" and step.inputs["stage"] == "migrate"
-    assert step.inputs["sqlChecksum"] == migration_checksum(REPO_ROOT / "migrations", "0002_add_category", "migrate")
-    assert ("dsn",) in step.secret_paths and "host=203.0.113.12" in step.inputs["dsn"]
-    assert set(step.inputs["appVersions"]) == {"1.9.0", "2.0.0"}
-    assert "schema-quiet-workers" in dep_names(step)
+    # the runner CLI on the pooler host (server1), from the release installed there
+    assert step.type == REMOTE and step.inputs["connection"]["host"] == S1
+    checksum = migration_checksum(REPO_ROOT / "migrations", "0002_add_category", "migrate")
+    versions = next(t for t in step.inputs["triggers"] if isinstance(t, list))
+    assert set(versions) == {"1.9.0", "2.0.0"}
+    assert step.inputs["create"] == schema_apply_command(
+        migration_id="0002_add_category", stage="migrate", expected_checksum=checksum, app_versions=versions,
+        replicas=1)
+    assert ("stdin",) in step.secret_paths and ("create",) not in step.secret_paths
+    app_dsn, replica_dsn = step.inputs["stdin"].splitlines()
+    assert "host=203.0.113.12" in app_dsn and "host=203.0.113.13" in replica_dsn
+    assert {"schema-quiet-workers", "dataplane-install-server1"} <= dep_names(step)
     assert step.name in dep_names(ev.named("schema-resume-workers"))
     assert "schema-resume-workers" in dep_names(ev.named("app-worker"))
 

@@ -1,0 +1,65 @@
+"""The one convention of the operator CLIs (``python -m bazbii_db.replication``, ``python -m bazbii_db.migrations``).
+
+* Exit codes: 0 ok, 1 a check failed or the operation was refused/failed, 2 bad arguments or input.
+* Connection strings come from an environment variable or a file (:func:`bazbii_db.dsn.read_dsn`),
+  never from argv: argv is visible in ``ps`` and shell history.
+* Output: human text by default; with ``--json`` exactly one JSON document on stdout, so a
+  caller (a Pulumi ``remote.Command`` over SSH, a script) can parse it.
+* A failure also prints **one line** on stderr saying what failed; nothing printed holds a password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence, TextIO
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def one_line(text: str) -> str:
+    """Collapse a multi-line message into one line (stderr is read line by line by CI logs)."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def emit(as_json: bool, payload: dict[str, Any], text: str, out: TextIO | None = None) -> None:
+    """The command's result: one JSON document (``--json``) or the human report."""
+    out = out or sys.stdout
+    if as_json:
+        out.write(json.dumps(payload, default=str, sort_keys=True) + "\n")
+    else:
+        out.write(text.rstrip("\n") + "\n")
+    out.flush()
+
+
+def fail(message: str, err: TextIO | None = None) -> None:
+    """The one-line failure message on stderr."""
+    err = err or sys.stderr
+    err.write(one_line(message) + "\n")
+    err.flush()
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse with the convention's usage error: one line on stderr, exit 2 (not the whole usage text)."""
+
+    def error(self, message: str):
+        fail(f"error: {message} (see --help)")
+        raise SystemExit(EXIT_USAGE)
+
+
+Handler = tuple[tuple[type[BaseException], ...], int, Callable[[BaseException], str]]
+
+
+def run_guarded(body: Callable[[], int], handlers: Sequence[Handler]) -> int:
+    """Run a command; the first handler whose exception types match prints its one line and gives the exit code."""
+    try:
+        return body()
+    except Exception as exc:
+        for types, code, message in handlers:
+            if isinstance(exc, types):
+                fail(message(exc))
+                return code
+        raise
