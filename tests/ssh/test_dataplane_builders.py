@@ -46,9 +46,10 @@ def test_server_requirements_are_the_pinned_lines():
     assert names == {"psycopg", "psycopg-pool", "pglast", "squawk-cli", "rich", "httpx", "pydantic"}
     assert "pulumi" not in text
     with pytest.raises(ValueError, match="not pinned"):
-        server_requirements("psycopg[binary]\npsycopg-pool==1\npglast==1\nsquawk-cli==1\nrich==1\n")
+        server_requirements("psycopg[binary]\npsycopg-pool==1\npglast==1\nsquawk-cli==1\nrich==1\nhttpx==1\n"
+                            "pydantic==1\n")
     with pytest.raises(ValueError, match="lacks pglast"):
-        server_requirements("psycopg==1\npsycopg-pool==1\nsquawk-cli==1\nrich==1\n")
+        server_requirements("psycopg==1\npsycopg-pool==1\nsquawk-cli==1\nrich==1\nhttpx==1\npydantic==1\n")
 
 
 def test_secrets_never_in_the_command_and_one_per_line():
