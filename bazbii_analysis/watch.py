@@ -36,6 +36,7 @@ from typing import Callable, Optional
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from bazbii_plan.errors import ConfigError
 from bazbii_plan.gates import GateCriteria, MetricsConfig, Scope, duration_seconds, format_duration, rollback_signals
@@ -166,14 +167,14 @@ def render(setup: WatchSetup, results: list[SignalResult], elapsed: float, round
     for column in ("trigger", "scope", "value", "threshold", "window", "samples", "status"):
         table.add_column(column)
     for result in results:
-        table.add_row(result.name, result.scope, result.shown_value(), result.threshold(),
+        table.add_row(Text(result.name), Text(result.scope), result.shown_value(), result.threshold(),
                       format_duration(result.window_seconds) if result.kind not in UNWINDOWED else "-",
                       f"{result.samples:.0f}" if result.samples is not None else "-",
                       f"[{STATUS_STYLE[result.status]}]{result.status}[/]")
     notes = [r for r in results if r.reason]
     reasons = Table.grid()
     for result in notes:
-        reasons.add_row(f"[dim]{result.name}: {result.reason}[/]")
+        reasons.add_row(Text(f"{result.name}: {result.reason}", style="dim"))
     return Group(table, reasons)
 
 
@@ -197,7 +198,7 @@ def watch(setup: WatchSetup, args: argparse.Namespace, console: Console,
                 break
             time.sleep(args.interval)
     for result in results:
-        console.print(f"  {result.line()}", highlight=False)
+        console.print(f"  {result.line()}", highlight=False, markup=False)
     if overall(results) == FAIL:
         return _roll_back(setup, args, console, [r for r in results if r.status == FAIL], clock())
     if healthy_rounds == 0 or overall(results) != PASS:
