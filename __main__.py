@@ -2,19 +2,21 @@
 
 import pulumi
 
+from bazbii_analysis import live_gate_inputs
 from bazbii_plan.crosscheck import servers_with_role
-from bazbii_plan.record import next_record, now_iso
+from bazbii_plan.record import plan_digests, target_record
 from components import preflight
 from components.api_deployment import API_NODE_PORT, ApiDeployment, ApiDeploymentArgs, app_versions
-from components.applied_record import read_previous_record
+from components.applied_record import AppliedRecord, AppliedRecordArgs, read_previous_record
 from components.dns_records import DnsRecords, DnsRecordsArgs
 from components.gateway import Gateway, GatewayArgs
 from components.metrics_targets import MetricsTargets, MetricsTargetsArgs
-from components.phase_gate import APPLIED_RECORD_OUTPUT, PhaseGate, PhaseGateArgs
+from components.phase_gate import APPLIED_RECORD_OUTPUT, OLD_GATE_NAME, guard_everything_after
 from components.postgres_cluster import PostgresCluster, PostgresClusterArgs
 from components.schema_release import SchemaRelease, SchemaReleaseArgs
 from components.server import Server, ServerArgs
 from components.stack_inputs import load_or_stop, secret
+from components.transition_check import TransitionCheck, TransitionCheckArgs
 from components.weighted_traffic import WeightedTraffic, WeightedTrafficArgs
 
 stack = load_or_stop()
@@ -23,10 +25,30 @@ if stack.override:
     pulumi.log.warn(f"phase override in effect: {stack.override}")
 migration = preflight.check_or_stop(stack)  # nothing is registered before this passes
 
+# --------------------------------------------------------------------------- the check (first)
+# Registered before anything it guards; every later resource depends on it (phase_gate.py).
 previous, previous_source = read_previous_record()
-evaluated_at = now_iso()
-step_names = {name: track.names() for name, track in stack.plan.tracks.items()}
-target = previous.apply(lambda prev: next_record(stack.current, state.to_config(), prev, evaluated_at))
+digests = plan_digests(stack.plan)
+target = target_record(stack.current, state.to_config(), digests)
+check = TransitionCheck(
+    "transition-check",
+    TransitionCheckArgs(
+        step_names={name: track.names() for name, track in stack.plan.tracks.items()},
+        track_keys={name: track.key for name, track in stack.plan.tracks.items()},
+        target=target,
+        previous=previous,
+        previous_source=previous_source,
+        override=stack.override,
+        step_digests=digests,
+        step_requires={
+            name: {step.name: dict(step.requires) for step in track.steps if step.requires}
+            for name, track in stack.plan.tracks.items()
+        },
+        live_gate=live_gate_inputs(stack),
+    ),
+    pulumi.ResourceOptions(aliases=[pulumi.Alias(name=OLD_GATE_NAME)]),
+)
+guard_everything_after(check)
 
 # --------------------------------------------------------------------------- components
 ssh_key = secret("sshPrivateKey")
@@ -114,27 +136,14 @@ app = ApiDeployment(
 
 components = [*servers.values(), db, gateway, traffic, dns, *([schema] if schema else []), app]
 
-# --------------------------------------------------------------------------- the gate (last)
-gate = PhaseGate(
-    "phase-gate",
-    PhaseGateArgs(
-        step_names=step_names,
-        track_keys={name: track.key for name, track in stack.plan.tracks.items()},
-        target=target,
-        previous=previous,
-        previous_source=previous_source,
-        override=stack.override,
-        evaluated_at=evaluated_at,
-        depends_on=components,
-        step_requires={
-            name: {step.name: dict(step.requires) for step in track.steps if step.requires}
-            for name, track in stack.plan.tracks.items()
-        },
-    ),
+# --------------------------------------------------------------------------- the record (last)
+record = AppliedRecord(
+    "applied-record",
+    AppliedRecordArgs(target=target, previous=previous, depends_on=[check, *components]),
 )
 
 pulumi.export("steps", stack.current)
-pulumi.export(APPLIED_RECORD_OUTPUT, gate.target)
+pulumi.export(APPLIED_RECORD_OUTPUT, record.applied)
 pulumi.export("lbHostname", state.traffic.hostname)
 pulumi.export("poolWeights", traffic.weights)
 pulumi.export("dbHost", db.app_host)

@@ -30,6 +30,9 @@ SECRET_KEYS: dict[str, str] = {
     "tunnelSecret": "Cloudflare Tunnel secret (base64, >= 32 bytes)",
 }
 OVERRIDE_KEY = "phaseOverride"
+# Name of the StackReference to this very stack (default <org>/<project>/<stack>); the legacy
+# DIY backend layout (before CLI 3.61, no `pulumi state upgrade`) accepts only the bare stack name.
+SELF_REFERENCE_KEY = "selfReference"
 PLAN_KEY = "plan"
 METRICS_KEY = "metrics"
 
@@ -167,7 +170,8 @@ def load_stack_config(
     problems += plan_problems
 
     pointer_keys = {track.key: name for name, track in plan.tracks.items()} if plan else {}
-    known = set(STATE_SECTIONS) | {PLAN_KEY, OVERRIDE_KEY, METRICS_KEY} | set(SECRET_KEYS) | set(pointer_keys)
+    known = (set(STATE_SECTIONS) | {PLAN_KEY, OVERRIDE_KEY, SELF_REFERENCE_KEY, METRICS_KEY} | set(SECRET_KEYS)
+             | set(pointer_keys))
     for key in values:
         # Without a valid plan the track pointer keys are unknown, so only judge keys once it is valid.
         if plan is not None and key not in known:

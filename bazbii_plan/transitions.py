@@ -9,7 +9,11 @@ an explicit override reason is given.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Optional
+
+from .record import applied_digests, is_record
+from .timegates import dns_switch_problems
 
 
 @dataclass(frozen=True)
@@ -90,4 +94,70 @@ def transition_problems(
                 f"track {move.track!r} goes back {-move.distance} steps ({move.before} -> {move.after}); "
                 f"roll back one step at a time, to {previous_one!r} first"
             )
+    return problems
+
+
+def history_problems(
+    plan_digests: dict[str, list[list[str]]],
+    applied: Optional[dict[str, list[list[str]]]],
+    override: Optional[str] = None,
+) -> list[str]:
+    """Applied steps are history: editing, removing or reordering one is refused unless overridden.
+
+    ``plan_digests``: track -> ``[[step, digest], ...]`` of the plan as it is now;
+    ``applied``: the same for the steps the applied record says were applied (None: the
+    record predates digests, nothing to compare). Changes to the plan go in new steps.
+    """
+    if applied is None or override:
+        return []
+    problems = []
+    for track, entries in applied.items():
+        plan = plan_digests.get(track)
+        if plan is None:
+            problems.append(f"track {track!r} has applied steps {[n for n, _ in entries]} but is no longer in the plan")
+            continue
+        names = [name for name, _digest in plan]
+        for index, (name, digest) in enumerate(entries):
+            if name not in names:
+                problems.append(f"applied step {name!r} of track {track!r} was removed from the plan")
+            elif names.index(name) != index:
+                problems.append(
+                    f"applied step {name!r} of track {track!r} moved from position {index + 1} to "
+                    f"{names.index(name) + 1} (steps were inserted, removed or reordered before it)")
+            elif plan[index][1] != digest:
+                problems.append(
+                    f"applied step {name!r} of track {track!r} was edited after it was applied "
+                    f"(definition digest {digest} -> {plan[index][1]})")
+    return problems
+
+
+def is_one_step_rollback(step_names: dict[str, list[str]], previous: Optional[dict[str, str]], target: dict[str, str]) -> bool:
+    if previous is None:
+        return False
+    changed = moves(step_names, previous, target)
+    return len(changed) == 1 and changed[0].is_rollback
+
+
+def check_problems(inputs: dict, now: datetime) -> list[str]:
+    """Everything the transition check refuses, from its resource inputs, judged at ``now``.
+
+    The transition check's provider runs this in ``check(olds, news)``; the policy
+    pack reports the same findings rule by rule (plan-*, dns-lower-ttl-before-switch).
+    """
+    step_names = {k: list(v) for k, v in (inputs.get("stepNames") or {}).items()}
+    target = inputs.get("target") or {}
+    previous = inputs.get("previous") if is_record(inputs.get("previous")) else None
+    override = inputs.get("override") or None
+    previous_steps = previous["steps"] if previous else None
+    target_steps = target.get("steps") or {}
+    problems = transition_problems(step_names, previous_steps, target_steps, override)
+    problems += history_problems(inputs.get("stepDigests") or {}, applied_digests(previous), override)
+    problems += [
+        f"{p.what}. Fix: {p.fix}"
+        for p in dns_switch_problems(
+            previous, target.get("state") or {}, now=now,
+            previous_source=str(inputs.get("previousSource") or "none"),
+            is_rollback=is_one_step_rollback(step_names, previous_steps, target_steps),
+        )
+    ]
     return problems

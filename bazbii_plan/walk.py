@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .errors import ConfigError
-from .record import next_record
+from .record import next_record, plan_digests
 from .stackconfig import StackConfig
 
 
@@ -52,16 +52,25 @@ def walk(config: StackConfig, until: Optional[dict[str, str]] = None) -> list[di
     return sequence
 
 
-def record_by_walking(config: StackConfig, at_last: Optional[str] = None) -> dict:
+def record_by_walking(
+    config: StackConfig,
+    at_last: Optional[str] = None,
+    applied_at: Optional[dict[tuple[str, str], str]] = None,
+) -> dict:
     """The applied record of ``config.current`` as if the plan had been applied step by step.
 
-    Times are unknown (None) unless ``at_last`` says when the last step was
-    applied; every earlier step was applied no later than that, so using
-    ``at_last`` for all of them errs on the safe side (elapsed times are
-    never overstated).
+    ``applied_at`` gives the time a ``(track, step)`` was applied, where it is
+    known. Any other step gets ``at_last`` (or None: unknown). Using ``at_last``,
+    the time of the last step, for every earlier step errs on the safe side
+    (elapsed times are never overstated).
     """
-    record = None
+    applied_at = applied_at or {}
+    digests = plan_digests(config.plan)
+    record, before = None, None
     for steps in walk(config, until=config.current):
+        moved = [(track, step) for track, step in steps.items() if before is None or before.get(track) != step]
+        at = next((applied_at[m] for m in moved if m in applied_at), at_last)
         state = config.with_steps(**steps).state().to_config()
-        record = next_record(steps, state, record, at_last)
+        record = next_record(steps, state, record, at, digests)
+        before = steps
     return record

@@ -1,90 +1,56 @@
-"""The phase gate: the last applied record next to the target record, where policies can read both.
+"""The phase gate, split in two: a check registered first, a record registered last.
 
-CrossGuard sees only new inputs (pulumi-policy#154). The program therefore
-reads its own last applied record back (a StackReference to this very stack,
-output ``appliedRecord``) and registers it, together with the target record
-of this update, as inputs of one resource: this gate. Policies judge the
-transition from those inputs; both are config-derived, so they are known at
-preview time and a MANDATORY policy stays mandatory.
+Under the real engine a resource is registered only after everything it
+depends on was *applied* (pulumi-engine-ordering.md). The gate of earlier
+versions depended on every other resource, so its check and every gate policy
+ran only after the load balancer, DNS, Deployments, switchover and migration
+Job had already changed. Now:
 
-The gate is also a dynamic resource, and its provider's ``check(olds, news)``
-sees the inputs of the last *successful* update, independent of the stack
-output: a second, engine-side line of defence that works even when no policy
-pack is passed. The gate depends on every other resource of the stack, so its
-record (and the exported ``appliedRecord``) only advances once everything
-else of the step was applied.
+* :class:`components.transition_check.TransitionCheck` is registered first and
+  :func:`guard_everything_after` makes every later resource of the stack depend
+  on it (children of components included: the SDK does not hand a component's
+  ``depends_on`` to its children, a stack transformation reaches each of them);
+* :class:`components.applied_record.AppliedRecord` is registered last, depends on
+  everything, stamps the applied times and is exported as ``appliedRecord``.
+
+Existing stacks: the check takes over the old ``phase-gate`` resource through an
+alias (same type, updated in place), and :class:`PhaseGateProvider` stays
+importable here because the engine unpickles a dynamic resource's provider from
+its *old* state for a delete (a renamed class would break it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from bazbii_plan.transitions import transition_problems
+from components.applied_record import APPLIED_RECORD_OUTPUT
+from components.transition_check import GATE_MARKER, TransitionCheck, TransitionCheckProvider
 
-GATE_MARKER = "bazbii-phase-gate"
-APPLIED_RECORD_OUTPUT = "appliedRecord"
+OLD_GATE_NAME = "phase-gate"
+STACK_REFERENCE_TYPE = "pulumi:pulumi:StackReference"
 
-
-class PhaseGateProvider(ResourceProvider):
-    """Engine-side check of the step transition; create/update only store the record."""
-
-    def check(self, _olds: dict, news: dict) -> CheckResult:
-        olds = _olds or {}
-        applied = (olds.get("target") or {}).get("steps") if olds else None
-        target = (news.get("target") or {}).get("steps") or {}
-        step_names = news.get("stepNames") or {}
-        problems = transition_problems(step_names, applied, target, news.get("override"))
-        failures = [CheckFailure("target", problem) for problem in problems]
-        return CheckResult(news, failures)
-
-    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        changed = [k for k in ("target", "previous", "override", "stepNames") if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=[], stables=["gate"], delete_before_replace=False)
-
-    def create(self, props: dict) -> CreateResult:
-        return CreateResult(id_=GATE_MARKER, outs=dict(props))
-
-    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
-        return UpdateResult(outs=dict(news))
+__all__ = ["APPLIED_RECORD_OUTPUT", "GATE_MARKER", "OLD_GATE_NAME", "PhaseGateProvider", "guard_everything_after"]
 
 
-@dataclass(frozen=True)
-class PhaseGateArgs:
-    step_names: dict[str, list[str]]
-    track_keys: dict[str, str]
-    target: dict[str, Any]
-    previous: pulumi.Input[Optional[dict[str, Any]]]
-    previous_source: pulumi.Input[str]
-    override: Optional[str]
-    evaluated_at: str
-    depends_on: Sequence[pulumi.Resource] = ()
-    # track -> step -> {other track: step it requires}; policies check them against the applied steps
-    step_requires: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+class PhaseGateProvider(TransitionCheckProvider):
+    """Shim: the provider class pickled into the state of the old ``phase-gate`` resource."""
 
 
-class PhaseGate(pulumi.dynamic.Resource):
-    """One record of (previous applied, target) per update; see the module docstring."""
+def guard_everything_after(check: TransitionCheck) -> None:
+    """Every resource constructed from now on depends on ``check`` (a stack transformation).
 
-    target: pulumi.Output[dict]
+    The transformation runs in the SDK at construction, so it also holds under the
+    mocks of the offline harness. The self StackReference is exempt (the check reads
+    it, a dependency would be a cycle); it is constructed before the check anyway.
+    """
 
-    def __init__(self, name: str, args: PhaseGateArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__(
-            PhaseGateProvider(),
-            name,
-            {
-                "gate": GATE_MARKER,
-                "stepNames": args.step_names,
-                "trackKeys": args.track_keys,
-                "target": args.target,
-                "previous": args.previous,
-                "previousSource": args.previous_source,
-                "override": args.override,
-                "evaluatedAt": args.evaluated_at,
-                "stepRequires": args.step_requires,
-            },
-            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(args.depends_on))),
+    def transform(args: pulumi.ResourceTransformationArgs) -> Any:
+        if args.resource is check or args.type_ == STACK_REFERENCE_TYPE:
+            return None
+        return pulumi.ResourceTransformationResult(
+            args.props, pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(depends_on=[check]))
         )
+
+    pulumi.runtime.register_stack_transformation(transform)

@@ -4,6 +4,8 @@
     python -m offline_preview --phase traffic-50   # what setting that step now would do
     python -m offline_preview --all                # every step of the plan, forward and one-step rollback
     python -m offline_preview --base old.yaml --config new.yaml   # what a pull request proposes
+    python -m offline_preview --base none          # against a stack that was never deployed
+    python -m offline_preview --phase dns=switched --applied dns=ttl-lowered@2026-11-28T10:00Z
     add --json for machine-readable output
 
 Needs no Pulumi CLI and no cloud credentials. Exit status: 0 when every
@@ -31,8 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m offline_preview", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", default="prod", help="stack name; reads Pulumi.<stack>.yaml (default: prod)")
     parser.add_argument("--config", type=Path, help="stack file to preview (default: Pulumi.<stack>.yaml)")
-    parser.add_argument("--base", type=Path, help="stack file that is applied now; the preview judges base -> --config")
-    parser.add_argument("--base-age", help="how long ago the base was applied (e.g. 2h); needed for time gates such as DNS TTL expiry")
+    parser.add_argument("--base", type=Path, help="stack file that is applied now; the preview judges base -> --config "
+                        "(`--base none`: a stack that was never deployed)")
+    parser.add_argument("--base-age", help="how long ago the base was applied (e.g. 2h); the time of every applied "
+                        "step not given with --applied, for time gates such as DNS TTL expiry")
+    parser.add_argument("--applied", action="append", default=[], metavar="TRACK=STEP@TIME",
+                        help="when an applied step was applied (e.g. dns=ttl-lowered@2026-11-28T10:00Z); repeatable")
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("--phase", help="preview moving to this step now (NAME or TRACK=NAME)")
     scope.add_argument("--all", action="store_true", help="check every step of the plan and its one-step rollback")
@@ -55,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         console.width = 160  # logs and CI: do not wrap tables at the 80-column default
     stack_file = args.config or (REPO_ROOT / f"Pulumi.{args.stack}.yaml")
     try:
-        if args.base_age and not args.base and not args.phase:
-            raise ConfigError(["--base-age applies to --base or --phase previews"])
+        never_deployed = args.base is not None and str(args.base) == scenarios.NEVER_DEPLOYED
+        if (args.base_age or args.applied) and (never_deployed or (not args.base and not args.phase)):
+            raise ConfigError(["--base-age and --applied apply to --base FILE or --phase previews"])
         policy_config = json.loads(args.policy_config.read_text()) if args.policy_config else None
         if policy_config is not None:
             from policies.offline import PolicyConfigError, resolve_config
@@ -66,14 +73,19 @@ def main(argv: list[str] | None = None) -> int:
             except PolicyConfigError as exc:
                 raise ConfigError([f"--policy-config {args.policy_config}: {exc}"]) from None
         side = scenarios.load_side(stack_file)
-        if args.base:
+        if never_deployed:
+            transitions = [scenarios.never_deployed(side)]
+        elif args.base:
             base_age = scenarios.parse_age(args.base_age) if args.base_age else None
-            transitions = [scenarios.between_files(scenarios.load_side(args.base), side, base_age)]
+            base = scenarios.load_side(args.base)
+            applied = scenarios.parse_applied(base.config, args.applied)
+            transitions = [scenarios.between_files(base, side, base_age, applied)]
         elif args.all:
             transitions = scenarios.whole_plan(side)
         elif args.phase:
             base_age = scenarios.parse_age(args.base_age) if args.base_age else None
-            transitions = [scenarios.to_step(side, args.phase, scenarios.applied_at_from_age(base_age))]
+            applied = scenarios.parse_applied(side.config, args.applied)
+            transitions = [scenarios.to_step(side, args.phase, scenarios.applied_at_from_age(base_age), applied)]
         else:
             if args.track not in side.config.plan.tracks:
                 raise ConfigError([f"--track {args.track}: tracks are {list(side.config.plan.tracks)}"])

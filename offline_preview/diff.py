@@ -6,12 +6,13 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from components.applied_record import RECORD_MARKER
 from components.phase_gate import GATE_MARKER
 
 from .harness import Evaluation, RegisteredResource
 
-# Inputs that change on every evaluation or that no operator reads in a plan.
-IGNORED_INPUTS = {"__provider", "evaluatedAt"}
+# Inputs that no operator reads in a plan (the pickled provider changes with any code edit).
+IGNORED_INPUTS = {"__provider"}
 
 
 @dataclass
@@ -76,6 +77,9 @@ def _comparable(resource: RegisteredResource, ids: dict[str, str]) -> dict[str, 
     if inputs.get("gate") == GATE_MARKER:
         # The gate carries whole records; its change is the step move (state changes are listed apart).
         inputs = {"steps": (inputs.get("target") or {}).get("steps"), "override": inputs.get("override")}
+    elif inputs.get("record") == RECORD_MARKER:
+        # Likewise the applied record (registered last): the steps it will record.
+        inputs = {"steps": (inputs.get("applied") or {}).get("steps")}
     return _normalise(inputs, ids)
 
 

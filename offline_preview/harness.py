@@ -10,19 +10,33 @@ Each evaluation runs in a fresh ``contextvars.Context`` so that many phases
 can be evaluated in one process (the SDKs are imported once).
 
 What the mocks return for a resource's outputs: its inputs, plus a
-deterministic fake ``id``; for the program's own StackReference (the phase
-gate reading the last applied record) the caller supplies the outputs, which
-is how the "previous applied state" of an offline preview is injected.
+deterministic fake ``id``; for the program's own StackReference (the
+transition check reading the last applied record) the caller supplies the
+outputs, which is how the "previous applied state" of an offline preview is
+injected.
+
+Engine-ordering mode (``engine_order=True``). Mocks answer every registration
+at once; the real engine's ``RegisterResource`` returns only after the
+resource was applied, and the SDK sends a registration only once everything
+it depends on has returned (pulumi-engine-ordering.md). In this mode a
+registration counts as *applied* only after its dependencies were (a
+registration that arrives before one of its dependencies is an error), the
+caller's ``admit`` hook runs when each resource registers (the offline
+preview runs the check's provider ``check()`` and the gate policies there),
+and a rejected registration stops the update: it is not applied, nothing that
+waits for it is ever sent (the SDK awaits its URN), and every registration
+that still arrives afterwards is refused as the engine refuses it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
@@ -55,13 +69,45 @@ class RegisteredResource:
         return _redact(self.inputs, self.secret_paths, ())
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A registration the engine would reject (a failing provider check, a MANDATORY policy violation)."""
+
+    urn: str
+    reasons: tuple[str, ...]
+
+
+class RegistrationRejected(Exception):
+    """Raised to the SDK for a rejected registration (engine-ordering mode)."""
+
+    def __init__(self, rejection: Rejection):
+        super().__init__(f"{rejection.urn}: " + "; ".join(rejection.reasons))
+        self.rejection = rejection
+
+
+class OrderingError(AssertionError):
+    """A registration reached the engine before one of its dependencies was applied."""
+
+
+# Called for each registration in engine-ordering mode: the reasons to reject it (empty: admit).
+AdmitHook = Callable[["RegisteredResource"], list[str]]
+
+
 @dataclass
 class Evaluation:
     project: str
     stack: str
-    resources: list[RegisteredResource]
+    resources: list[RegisteredResource]  # every registration that reached the engine, in order
     outputs: dict[str, Any]
     logs: list[tuple[str, str]]
+    applied: list[str] = field(default_factory=list)  # URNs in the order they were applied (engine-ordering mode)
+    rejected: Optional[Rejection] = None  # the registration that stopped the update
+    refused: list[str] = field(default_factory=list)  # URNs that arrived after the stop
+    reads: list[tuple[str, str, dict]] = field(default_factory=list)  # (type, name, inputs) of each read
+
+    @property
+    def stopped(self) -> bool:
+        return self.rejected is not None
 
     def by_type(self, type_: str) -> list[RegisteredResource]:
         return [r for r in self.resources if r.type == type_]
@@ -126,11 +172,33 @@ class ProgramMocks(pulumi.runtime.Mocks):
 class CapturingMonitor(pulumi_mocks.MockMonitor):
     """The SDK's mock monitor, also recording parent, dependencies and options of each registration."""
 
-    def __init__(self, mocks: ProgramMocks):
+    def __init__(self, mocks: ProgramMocks, engine_order: bool = False, admit: Optional[AdmitHook] = None):
         super().__init__(mocks)
         self.captured: list[RegisteredResource] = []
+        self.engine_order = engine_order
+        self.admit = admit
+        self.applied: list[str] = []
+        self.rejected: Optional[Rejection] = None
+        self.refused: list[str] = []
+        self.reads: list[tuple[str, str, dict]] = []
+
+    def ReadResource(self, request):
+        # A read (the self StackReference) is done once the engine answers it.
+        response = super().ReadResource(request)
+        self.reads.append((request.type, request.name, rpc.deserialize_properties(request.properties)))
+        self.applied.append(response.urn)
+        return response
 
     def RegisterResource(self, request):
+        if self.engine_order and request.type != "pulumi:pulumi:Stack":
+            urn = self.make_urn(request.parent, request.type, request.name)
+            if self.rejected is not None:
+                # The engine stops the update at the first failed step; later registrations are refused.
+                self.refused.append(urn)
+                raise RegistrationRejected(self.rejected)
+            missing = [d for d in request.dependencies if d not in self.applied]
+            if missing:
+                raise OrderingError(f"{request.type} {request.name} registered before its dependencies {missing}")
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             secret_paths: set = set()
@@ -155,6 +223,12 @@ class CapturingMonitor(pulumi_mocks.MockMonitor):
                     },
                 )
             )
+            if self.engine_order:
+                reasons = self.admit(self.captured[-1]) if self.admit else []
+                if reasons:
+                    self.rejected = Rejection(response.urn, tuple(reasons))
+                    raise RegistrationRejected(self.rejected)
+                self.applied.append(response.urn)
         return response
 
 
@@ -201,9 +275,11 @@ def _evaluate(
     stack: str,
     stack_reference_outputs: Optional[dict[str, Any]],
     preview: bool,
+    engine_order: bool = False,
+    admit: Optional[AdmitHook] = None,
 ) -> Evaluation:
     mocks = ProgramMocks(stack_reference_outputs)
-    monitor = CapturingMonitor(mocks)
+    monitor = CapturingMonitor(mocks, engine_order, admit)
     logs = _LogCollector()
     pulumi.runtime.set_all_config(config, secret_keys)
     pulumi.runtime.settings.ROOT.set(None)
@@ -223,8 +299,38 @@ def _evaluate(
             resolved = await output.future(with_unknowns=True)
             exported[name] = SECRET_MARKER if await output.is_secret() else resolved
 
-    _sync_await(run_pulumi_func(run))
-    return Evaluation(project=project, stack=stack, resources=monitor.captured, outputs=exported, logs=logs.records)
+    if engine_order:
+        _quiet_rejections()
+    try:
+        _sync_await(run_pulumi_func(run))
+    except Exception as exc:  # noqa: BLE001 - a rejection surfaces through whichever task awaited it first
+        if monitor.rejected is None:
+            raise
+        # The update stopped at the rejected registration; what is captured is what the engine saw.
+        del exc
+    return Evaluation(project=project, stack=stack, resources=monitor.captured, outputs=exported, logs=logs.records,
+                      applied=list(monitor.applied), rejected=monitor.rejected, refused=list(monitor.refused),
+                      reads=list(monitor.reads))
+
+
+def _quiet_rejections() -> None:
+    """Every task that awaited the rejected check fails with the same rejection, and asyncio logs each
+    such future when it is collected ("exception was never retrieved"); the rejection is reported once."""
+    loop = asyncio.get_event_loop()
+    if getattr(loop, "_bazbii_quiet_rejections", False):
+        return
+    fallback = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if isinstance(context.get("exception"), RegistrationRejected):
+            return
+        if fallback is not None:
+            fallback(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    loop._bazbii_quiet_rejections = True
 
 
 def evaluate_program(
@@ -236,12 +342,17 @@ def evaluate_program(
     stack_reference_outputs: Optional[dict[str, Any]] = None,
     preview: bool = True,
     program: Path = PROGRAM,
+    engine_order: bool = False,
+    admit: Optional[AdmitHook] = None,
 ) -> Evaluation:
     """Evaluate the program once for ``config`` (full ``ns:key`` strings) in an isolated context.
 
-    Raises whatever the program raises (e.g. ``SystemExit`` for bad config).
+    ``engine_order``: model the engine's ordering (see the module docstring); ``admit``
+    decides on each registration. Raises whatever the program raises (e.g.
+    ``SystemExit`` for bad config), except the stop caused by a rejected registration.
     """
     context = contextvars.Context()
     return context.run(
-        _evaluate, program, dict(config), list(secret_keys), project, stack, stack_reference_outputs, preview
+        _evaluate, program, dict(config), list(secret_keys), project, stack, stack_reference_outputs, preview,
+        engine_order, admit,
     )

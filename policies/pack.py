@@ -34,6 +34,8 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+from bazbii_plan import timegates
+
 from .rules import database, dns, kubernetes, plan, schema, traffic
 from .rules.common import Finding, Transition, cfg_ladder, cfg_number, dig, has_key, is_gate, number, plain
 
@@ -44,8 +46,8 @@ DEFAULT_ENFORCEMENT = EnforcementLevel.MANDATORY
 DEFAULTS: dict[str, Any] = {
     "trafficLadder": [0, 10, 50, 100],
     "canaryLadder": [0, 10, 50, 100],
-    "maxTtlForSwitch": 300,
-    "assumedOldTtlSeconds": 86400,
+    "maxTtlForSwitch": timegates.MAX_TTL_FOR_SWITCH,
+    "assumedOldTtlSeconds": timegates.ASSUMED_OLD_TTL_SECONDS,
     "maxReplicaLagBytes": 1024 * 1024,
     "drainSeconds": 15,
     "minRevisionHistory": 2,
@@ -307,6 +309,11 @@ POLICIES = [
         "plan-one-step-at-a-time",
         "At most one track moves per update, by exactly one step forward or one step back.",
         lambda t, c: plan.one_step_at_a_time(t),
+    ),
+    gate_policy(
+        "plan-applied-history-immutable",
+        "Applied steps are history: editing, removing or reordering one needs an override; changes go in new steps.",
+        lambda t, c: plan.applied_history_immutable(t),
     ),
     gate_policy(
         "plan-requires-met",

@@ -18,20 +18,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Optional
 
-from bazbii_plan.record import parse_time
-from bazbii_plan.transitions import Move, moves
+from bazbii_plan.record import applied_digests
+from bazbii_plan.transitions import Move, is_one_step_rollback, moves
 
 GATE_TYPE = "pulumi-python:dynamic:Resource"
-GATE_MARKER = "bazbii-phase-gate"  # components.phase_gate.GATE_MARKER (not imported: that module imports pulumi.dynamic)
-
-# Where the gate's ``previous`` record came from. With these, the record's times are real
-# (the program's own stack output, or an offline "base" stack file with a stated age).
-TIMED_SOURCES = frozenset({"stack-output", "base-file"})
-# A static walk of the plan: no times at all, only the order of steps is known.
-PLAN_WALK = "plan-walk"
+# components.transition_check.GATE_MARKER (not imported: that module imports pulumi.dynamic)
+GATE_MARKER = "bazbii-phase-gate"
 
 
 @dataclass(frozen=True)
@@ -159,8 +154,9 @@ def next_rung(ladder: Sequence[int], weight: float) -> int:
     return ladder[-1]
 
 
-# --------------------------------------------------------------------------- the phase gate
+# --------------------------------------------------------------------------- the transition check
 def is_gate(resource_type: str, props: Any) -> bool:
+    """Whether this resource is the transition check (registered first; every gate policy reads it)."""
     if resource_type != GATE_TYPE or not isinstance(props, Mapping):
         return False
     return has_key(props, "gate") and props["gate"] == GATE_MARKER
@@ -168,38 +164,43 @@ def is_gate(resource_type: str, props: Any) -> bool:
 
 @dataclass(frozen=True)
 class Transition:
-    """The phase gate's view of this update: last applied record -> target record."""
+    """The transition check's view of this update: last applied record -> target record.
+
+    ``now`` is when the policy judges (never a resource input: an input that changes
+    between preview and update breaks ``pulumi up --plan``).
+    """
 
     step_names: dict[str, list[str]]
     target: dict[str, Any]
     previous: Optional[dict[str, Any]]
     previous_source: str
     override: Optional[str]
-    evaluated_at: Optional[datetime]
+    now: datetime
     step_requires: Optional[dict[str, dict[str, dict[str, str]]]] = None
+    step_digests: Optional[dict[str, list[list[str]]]] = None
 
     @classmethod
-    def from_gate(cls, props: Any) -> "Transition":
-        """Build from the gate's props. Every value read here is config-derived, hence known at preview."""
+    def from_gate(cls, props: Any, now: Optional[datetime] = None) -> "Transition":
+        """Build from the check's props. Every value read here is config-derived, hence known at preview."""
         data = plain(props)
         previous = data.get("previous")
         if not (isinstance(previous, dict) and isinstance(previous.get("state"), dict)
                 and isinstance(previous.get("steps"), dict)):
             previous = None
-        evaluated = None
-        try:
-            evaluated = parse_time(data.get("evaluatedAt"))
-        except (TypeError, ValueError):
-            evaluated = None
         return cls(
             step_names={k: list(v) for k, v in (data.get("stepNames") or {}).items()},
             target=data.get("target") or {},
             previous=previous,
             previous_source=str(data.get("previousSource") or "none"),
             override=data.get("override") or None,
-            evaluated_at=evaluated,
+            now=now or datetime.now(timezone.utc),
             step_requires=data.get("stepRequires"),
+            step_digests=data.get("stepDigests"),
         )
+
+    @property
+    def applied_digests(self) -> Optional[dict[str, list[list[str]]]]:
+        return applied_digests(self.previous)
 
     # --- states -------------------------------------------------------
     @property
@@ -227,13 +228,7 @@ class Transition:
     @property
     def is_rollback(self) -> bool:
         """Exactly one track goes back exactly one step: the target is a state that was already checked."""
-        changed = self.moves()
-        return len(changed) == 1 and changed[0].is_rollback
-
-    @property
-    def times_enforced(self) -> bool:
-        """Whether elapsed-time rules apply; a static plan walk has no times and checks structure only."""
-        return self.previous_source != PLAN_WALK
+        return is_one_step_rollback(self.step_names, self.previous_steps, self.target_steps)
 
     def moving_description(self) -> str:
         changed = self.moves()

@@ -3,8 +3,9 @@
 A record's content (or type) may change only when, in the *applied* record,
 its TTL was already at most ``maxTtlForSwitch`` and had been so for at least
 one old-TTL period (``previous.dnsTtl[name].since`` + ``previousTtl``). The
-gate carries both the applied state and those times; everything read here is
-config-derived and known at preview.
+transition check carries both the applied state and those times (stamped by
+the record resource when the TTL step was applied); the rule itself lives in
+:mod:`bazbii_plan.timegates`, which the check's provider runs too.
 
 Proxied records are answered by Cloudflare's edge (their TTL is "automatic"):
 resolvers never see the origin, so they move with load-balancer weights, not TTL.
@@ -12,113 +13,34 @@ resolvers never see the origin, so they move with load-balancer weights, not TTL
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
-from bazbii_plan.record import parse_time
+from bazbii_plan.timegates import AUTOMATIC_TTL, dns_records, dns_switch_problems, switched
 
-from .common import TIMED_SOURCES, Finding, Transition, dig, fmt, number
-
-AUTOMATIC_TTL = 1
-AUTOMATIC_TTL_SECONDS = 300  # Cloudflare's "automatic" TTL for DNS-only records
-
-
-def _records(state: Optional[Mapping[str, Any]]) -> dict[str, dict]:
-    return dict(dig(state, "dns", "records", default={}) or {})
-
-
-def effective_ttl(ttl: Any) -> Optional[float]:
-    value = number(ttl)
-    if value is None:
-        return None
-    return float(AUTOMATIC_TTL_SECONDS) if value == AUTOMATIC_TTL else value
-
-
-def _switched(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    return old.get("content") != new.get("content") or old.get("type") != new.get("type")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds % 3600 == 0 and seconds >= 3600:
-        return f"{seconds // 3600} h"
-    if seconds % 60 == 0 and seconds >= 60:
-        return f"{seconds // 60} min"
-    return f"{seconds} s"
-
+from .common import Finding, Transition, fmt, number
 
 def lower_ttl_before_switch(t: Transition, max_ttl: float, assumed_old_ttl: float) -> list[Finding]:
-    """dns-lower-ttl-before-switch (see the module docstring)."""
-    if t.previous is None:
-        return []
-    before, after = _records(t.previous_state), _records(t.target_state)
-    ttl_times = (t.previous or {}).get("dnsTtl") or {}
-    out = []
-    for name, new in sorted(after.items()):
-        old = before.get(name)
-        if old is None or not _switched(old, new):
-            continue
-        if old.get("proxied") or new.get("proxied"):
-            continue  # dns-proxied-moves-with-load-balancer
-        what = (f"record {name!r} switches {old.get('type')} {old.get('content')} -> "
-                f"{new.get('type')} {new.get('content')}")
-        old_ttl, new_ttl = effective_ttl(old.get("ttl")), effective_ttl(new.get("ttl"))
-        if old_ttl is None or old_ttl > max_ttl:
-            out.append(Finding(
-                f"{what} while its applied TTL is {fmt(old.get('ttl'))} s (> {fmt(max_ttl)} s): resolvers may keep "
-                "the old answer that long",
-                f"first apply a step that only lowers dns.records.{name}.ttl to {fmt(max_ttl)} or less, wait at "
-                "least the old TTL, then switch the content",
-            ))
-            continue
-        if new_ttl is not None and new_ttl < old_ttl:
-            out.append(Finding(
-                f"{what} and lowers its TTL {fmt(old.get('ttl'))} -> {fmt(new.get('ttl'))} in the same step",
-                "lower the TTL in its own step, apply it, wait at least the old TTL, then switch the content",
-            ))
-            continue
-        if not t.times_enforced:
-            continue  # static plan walk: the structural part (TTL lowered in an earlier step) holds
-        timing = ttl_times.get(name) or {}
-        previous_ttl = number(timing.get("previousTtl"))
-        wait = effective_ttl(previous_ttl) if previous_ttl is not None else assumed_old_ttl
-        since = None
-        try:
-            since = parse_time(timing.get("since"))
-        except (TypeError, ValueError):
-            since = None
-        if since is None or t.evaluated_at is None:
-            out.append(Finding(
-                f"{what}, but when its TTL became {fmt(old.get('ttl'))} s is not recorded (source "
-                f"{t.previous_source!r}), so it is unknown whether the old TTL of {_duration(wait)} has passed",
-                f"wait {_duration(wait)} after the TTL change was applied before switching; for an offline preview "
-                "pass --base-age <how long ago the base was applied>",
-            ))
-            continue
-        elapsed = t.evaluated_at - since
-        if elapsed < timedelta(seconds=wait):
-            left = timedelta(seconds=wait) - elapsed
-            out.append(Finding(
-                f"{what} only {_duration(elapsed.total_seconds())} after its TTL was lowered to "
-                f"{fmt(old.get('ttl'))} s; resolvers may still cache the old answer for the old TTL of "
-                f"{_duration(wait)}",
-                f"wait another {_duration(left.total_seconds())} (until {(since + timedelta(seconds=wait)).isoformat()}) "
-                "and preview again",
-            ))
-    return out
+    """dns-lower-ttl-before-switch: the time gate of :mod:`bazbii_plan.timegates`, judged at ``t.now``."""
+    return [
+        Finding(problem.what, problem.fix)
+        for problem in dns_switch_problems(
+            t.previous, t.target_state, now=t.now, previous_source=t.previous_source,
+            is_rollback=t.is_rollback, max_ttl=max_ttl, assumed_old_ttl=assumed_old_ttl,
+        )
+    ]
 
 
 def proxied_moves_with_load_balancer(t: Transition) -> list[Finding]:
     """dns-proxied-moves-with-load-balancer: a proxied record's target is not switched through DNS."""
     if t.previous is None:
         return []
-    before, after = _records(t.previous_state), _records(t.target_state)
+    before, after = dns_records(t.previous_state), dns_records(t.target_state)
     out = []
     for name, new in sorted(after.items()):
         old = before.get(name)
         if old is None or not (old.get("proxied") or new.get("proxied")):
             continue
-        if _switched(old, new) or bool(old.get("proxied")) != bool(new.get("proxied")):
+        if switched(old, new) or bool(old.get("proxied")) != bool(new.get("proxied")):
             out.append(Finding(
                 f"proxied record {name!r} changes ({old.get('type')} {old.get('content')} proxied="
                 f"{bool(old.get('proxied'))} -> {new.get('type')} {new.get('content')} proxied={bool(new.get('proxied'))})",

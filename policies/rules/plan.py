@@ -8,7 +8,7 @@ so the policy pack and the engine-side check can never disagree.
 
 from __future__ import annotations
 
-from bazbii_plan.transitions import transition_problems
+from bazbii_plan.transitions import history_problems, transition_problems
 
 from .common import Finding, Transition
 
@@ -57,6 +57,17 @@ def one_step_at_a_time(t: Transition) -> list[Finding]:
             fix = "set every step key to a step of its track in bazbii:plan"
         out.append(Finding(problem, fix))
     return out
+
+
+def applied_history_immutable(t: Transition) -> list[Finding]:
+    """plan-applied-history-immutable: an applied step's definition is never edited, removed or reordered."""
+    if t.previous is None or t.step_digests is None:
+        return []
+    return [
+        Finding(problem, "restore the applied step as it was and put the change in a new step after the current "
+                         f"one; if the applied history really changed outside this plan, set {OVERRIDE_FIX}")
+        for problem in history_problems(t.step_digests, t.applied_digests, t.override)
+    ]
 
 
 def requires_met(t: Transition) -> list[Finding]:

@@ -45,7 +45,7 @@ def test_components_parent_their_children(evaluations):
     for steps, ev in evaluations:
         by_urn = {r.urn: r for r in ev.resources}
         for r in ev.resources:
-            if r.type.startswith("bazbii:index:") or r.name == "phase-gate":
+            if r.type.startswith("bazbii:index:") or r.name in ("transition-check", "applied-record"):
                 assert r.parent.endswith("pulumi:pulumi:Stack::bazbii-prod"), (steps, r.name)
                 continue
             parent = by_urn.get(r.parent)
@@ -133,11 +133,11 @@ def test_tunnel_ingress_ends_with_catch_all(evaluations):
             assert all("hostname" in rule for rule in ingresses[:-1])
 
 
-def test_phase_gate_depends_on_everything(evaluations):
+def test_applied_record_depends_on_everything(evaluations):
     for steps, ev in evaluations:
-        gate = ev.named("phase-gate")
-        custom = {r.urn for r in ev.resources if r.custom and r.name != "phase-gate"}
-        assert custom <= set(gate.dependencies), steps
+        record = ev.named("applied-record")
+        custom = {r.urn for r in ev.resources if r.custom and r.name != "applied-record"}
+        assert custom <= set(record.dependencies), steps
 
 
 # --------------------------------------------------------------------------- generated scripts

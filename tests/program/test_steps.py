@@ -68,9 +68,10 @@ def connection_host(resource) -> str:
 @check("infra", "mvp")
 def _mvp(ev):
     assert names(ev, "bazbii:index:Server") == {"server1", "server2"}
-    # (the phase gate lists the plan's step names, which mention server3: it is not on a server)
+    # (the transition check and the applied record list the plan's step names, which mention server3:
+    # they are not on a server)
     on_server3 = [r.name for r in ev.resources
-                  if r.name != "phase-gate" and (mentions(r, "server3") or mentions(r, S3))]
+                  if r.name not in ("transition-check", "applied-record") and (mentions(r, "server3") or mentions(r, S3))]
     assert on_server3 == [], f"nothing may exist on server3 at mvp: {on_server3}"
     assert spec_trigger(ev, "server1") == {"vcpu": 2, "memoryGb": 4, "diskGb": 100, "os": "ubuntu-22.04"}
     assert names(ev, TUNNEL) == {"gateway-server1-tunnel"}

@@ -1,0 +1,100 @@
+"""The transition check: registered first, every other resource of the stack waits for it.
+
+Under ``pulumi up`` the engine's ``RegisterResource`` returns only after a
+resource was applied, and a resource waits for everything it depends on. This
+resource therefore carries the last applied record (read back through the self
+StackReference) next to the target record of this update, the step names,
+requirements and the digests of the plan's steps, and is registered before
+anything it guards:
+
+* its provider's ``check(olds, news)`` runs the transition check, the applied
+  history check and every time gate (:func:`bazbii_plan.transitions.check_problems`)
+  with the current time taken *inside* ``check()``; a failure rejects this
+  registration and nothing that depends on it is ever registered;
+* every gate policy of the pack reads this resource (its inputs are all
+  config-derived, hence known at preview, so MANDATORY stays mandatory), and a
+  MANDATORY violation on it stops the update the same way.
+
+No input is a wall-clock value, so ``pulumi preview --save-plan`` followed by
+``pulumi up --plan`` sees identical inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import pulumi
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
+
+from bazbii_analysis.gatecheck import LIVE_GATE_INPUT, check_input_problems
+from bazbii_plan.transitions import check_problems
+
+GATE_MARKER = "bazbii-phase-gate"
+# The inputs whose change is a change of the check (the provider pickle changes with any code edit).
+COMPARED_INPUTS = ("target", "previous", "override", "stepNames", "stepRequires", "stepDigests", "trackKeys",
+                   LIVE_GATE_INPUT)
+
+
+class TransitionCheckProvider(ResourceProvider):
+    """Engine-side check of the transition; create/update only store the inputs."""
+
+    def check(self, _olds: dict, news: dict) -> CheckResult:
+        # The previous record comes from the stack output of the last *successful* update
+        # (news["previous"]), not from _olds: this resource is applied first, so its old
+        # inputs may belong to an update that failed further on.
+        now = datetime.now(timezone.utc)
+        failures = [CheckFailure("target", problem) for problem in check_problems(news, now)]
+        # The live-metric gate of the step this update applies (bazbii_analysis; fails closed).
+        failures += [CheckFailure(LIVE_GATE_INPUT, problem) for problem in check_input_problems(news, now)]
+        return CheckResult(news, failures)
+
+    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
+        changed = [k for k in COMPARED_INPUTS if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[], stables=["gate"], delete_before_replace=False)
+
+    def create(self, props: dict) -> CreateResult:
+        return CreateResult(id_=GATE_MARKER, outs=dict(props))
+
+    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
+        return UpdateResult(outs=dict(news))
+
+
+@dataclass(frozen=True)
+class TransitionCheckArgs:
+    step_names: dict[str, list[str]]
+    track_keys: dict[str, str]
+    target: dict[str, Any]
+    previous: pulumi.Input[Optional[dict[str, Any]]]
+    previous_source: pulumi.Input[str]
+    override: Optional[str]
+    # track -> [[step, digest], ...] of the plan now; the applied record holds those of the applied steps
+    step_digests: dict[str, list[list[str]]]
+    # track -> step -> {other track: step it requires}; policies check them against the applied steps
+    step_requires: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    # every step's live-metric criteria, the metrics config and the rollback triggers (bazbii_analysis.live_gate_inputs)
+    live_gate: Optional[dict[str, Any]] = None
+
+
+class TransitionCheck(pulumi.dynamic.Resource):
+    """(previous applied record, target record) of this update, checked before anything changes."""
+
+    def __init__(self, name: str, args: TransitionCheckArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(
+            TransitionCheckProvider(),
+            name,
+            {
+                "gate": GATE_MARKER,
+                "stepNames": args.step_names,
+                "trackKeys": args.track_keys,
+                "target": args.target,
+                "previous": args.previous,
+                "previousSource": args.previous_source,
+                "override": args.override,
+                "stepRequires": args.step_requires,
+                "stepDigests": args.step_digests,
+                LIVE_GATE_INPUT: args.live_gate,
+            },
+            opts,
+        )
