@@ -112,9 +112,28 @@ def test_error_rate_3_percent_denies_naming_signal_value_threshold_window(metric
     # A rollback is never held back by metrics: it is the remedy.
     at_50 = {"steps": dict(config.current, infra="traffic-50"), "since": {"infra": phase.started.isoformat()}}
     assert live_gate_problems(live_gate_inputs(config), at_50, dict(config.current), None, now) == []
+    # The program registers the criteria on the transition check, and its provider's check() (the engine's
+    # call in `pulumi preview`/`up`) refuses the step on the same numbers.
+    failures = _provider_check_failures(path, phase, metrics_stack.prometheus_url)
+    assert [f.property for f in failures] == ["liveGate"], [f.reason for f in failures]
+    assert "FAIL         error-ratio [pool server2]" in failures[0].reason
     # bazbii:phaseOverride with a reason lets the step through, and says so.
     overridden = _gate(config, phase.started, override="incident 42: accepted by the on-call lead")
     assert not overridden.passed and overridden.allowed and "phaseOverride" in overridden.headline()
+
+
+def _provider_check_failures(stack_path, phase, endpoint):
+    """Evaluate the real program (SDK mocks) for traffic-10 -> traffic-50 and run the check resource's provider."""
+    from components.transition_check import TransitionCheckProvider
+    from offline_preview import scenarios
+
+    side = scenarios.load_side(stack_path)
+    transition = scenarios.to_step(side, "traffic-50", phase.started.replace(microsecond=0).isoformat())
+    evaluation, _failures = scenarios._evaluate(transition.after, transition.previous_record)
+    (check,) = [r for r in evaluation.resources if "liveGate" in r.inputs]
+    assert check.inputs["liveGate"]["criteria"]["infra"]["traffic-50"]["scope"] == {"kind": "pool", "name": "server2"}
+    assert check.inputs["liveGate"]["metrics"]["endpoint"] == endpoint  # from the stack's bazbii:metrics
+    return TransitionCheckProvider().check({}, json.loads(json.dumps(check.inputs))).failures
 
 
 def test_prometheus_down_denies_fail_closed(tmp_path, capsys):
