@@ -266,6 +266,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None, console: Optional[Console] = None) -> int:
     args = _parser().parse_args(argv)
     console = console or Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 160  # logs and CI: one line per trigger
     if args.interval <= 0:
         print("--interval: must be > 0", file=sys.stderr)
         return EXIT_BAD_INPUT
