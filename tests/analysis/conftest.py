@@ -80,6 +80,9 @@ elif args[:2] == ["stack", "history"]:
     print(json.dumps([{{"kind": "update", "startTime": "2026-01-01T00:00:00.000Z", "message": "",
                        "environment": {{}}, "config": {{}}, "result": "succeeded",
                        "endTime": "2026-01-01T00:00:01.000Z", "version": 2}}]))
+elif args[:1] == ["up"] and os.environ.get("BAZBII_PULUMI_FAIL_UP"):
+    print("error: update failed: policy violation", file=sys.stderr)
+    sys.exit(255)
 elif args[:1] == ["up"]:
     print("Updating (prod):")
     print("Resources: 3 updated")
