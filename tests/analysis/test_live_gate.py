@@ -241,3 +241,25 @@ def test_watch_of_a_healthy_step_ends_ok_without_rollback(metrics_stack, tmp_pat
     assert "HEALTHY: infra at 'traffic-50'" in out
     assert [c for c in recorded_calls(recording_pulumi) if c[:1] != ["version"]] == []
     assert not (tmp_path / "rollbacks.jsonl").exists()
+
+
+def test_latency_against_the_baseline_before_the_step(metrics_stack, tmp_path):
+    """p95 <= 2x the p95 of the same-length window just before the step: a 10x slower service fails it."""
+    from bazbii_analysis import evaluate_criteria
+    from bazbii_plan.gates import GateCriteria
+
+    criteria = GateCriteria.model_validate({
+        "scope": {"kind": "pool", "name": "server2"}, "minSamples": 20,
+        "signals": [{"name": "p95-vs-baseline", "kind": "latencyQuantile", "quantile": 0.95,
+                     "against": "baseline", "factor": 2}],
+    })
+    _path, config = _config(tmp_path, metrics_stack.prometheus_url)
+    run_phase(metrics_stack, error_percent=0, latency=0.003)
+    slower = run_phase(metrics_stack, error_percent=0, latency=0.04)
+    verdict = evaluate_criteria(criteria, config.state().rollback, config.metrics, track="infra", step="x",
+                                since=slower.started, now=datetime.now(timezone.utc))
+    (signal,) = verdict.signals
+    print(signal.line())
+    assert signal.status == "fail", signal.line()
+    assert signal.baseline < 0.025 and signal.value > 0.04 and signal.max == pytest.approx(2 * signal.baseline)
+    assert "(baseline " in signal.threshold()
