@@ -126,3 +126,14 @@ def test_watch_bad_arguments_exit_2(capsys):
     assert capsys.readouterr().err.strip().startswith("--track nope: tracks are")
     assert watch_cli.main(["--duration", "soon", "--metrics", "http://127.0.0.1:9"]) == 2
     assert "--duration: 'soon' is not a duration" in capsys.readouterr().err
+
+
+def test_analysis_package_imports_no_pulumi():
+    """Only the rollback boundary imports pulumi.automation, and only when it runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, bazbii_analysis, bazbii_analysis.watch, bazbii_analysis.triggers, bazbii_analysis.rollback; "
+            "print(sorted(m for m in sys.modules if m == 'pulumi' or m.startswith('pulumi.')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
