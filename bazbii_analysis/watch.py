@@ -191,6 +191,10 @@ def watch(setup: WatchSetup, args: argparse.Namespace, console: Console,
             rounds += 1
             live.update(render(setup, results, (now - start).total_seconds(), rounds), refresh=True)
             status = overall(results)
+            if not console.is_terminal:  # logs get one line per round instead of the live table
+                console.print(f"round {rounds} ({format_duration((now - start).total_seconds())}): {status}; "
+                              + "; ".join(f"{r.name} {r.shown_value()} {r.status}" for r in results),
+                              highlight=False, markup=False)
             if status == FAIL:
                 break
             healthy_rounds += status == PASS
