@@ -38,7 +38,8 @@ class Problem(NamedTuple):
     fix: str
 
 
-def _number(value: Any) -> Optional[float]:
+def number(value: Any) -> Optional[float]:
+    """Numbers arrive as floats through protobuf (and the mocks); bools are not numbers."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
@@ -66,7 +67,7 @@ def duration(seconds: float, round_up: bool = False) -> str:
 
 
 def effective_ttl(ttl: Any) -> Optional[float]:
-    value = _number(ttl)
+    value = number(ttl)
     if value is None:
         return None
     return float(AUTOMATIC_TTL_SECONDS) if value == AUTOMATIC_TTL else value
@@ -127,7 +128,7 @@ def dns_switch_problems(
         if is_rollback:
             continue  # returning to the answer that was served until the last step: nothing to wait out
         timing = ttl_times.get(name) or {}
-        previous_ttl = _number(timing.get("previousTtl"))
+        previous_ttl = number(timing.get("previousTtl"))
         wait = effective_ttl(previous_ttl) if previous_ttl is not None else assumed_old_ttl
         try:
             since = parse_time(timing.get("since"))

@@ -172,15 +172,20 @@ class ProgramMocks(pulumi.runtime.Mocks):
 class CapturingMonitor(pulumi_mocks.MockMonitor):
     """The SDK's mock monitor, also recording parent, dependencies and options of each registration."""
 
-    def __init__(self, mocks: ProgramMocks, engine_order: bool = False, admit: Optional[AdmitHook] = None):
+    def __init__(self, mocks: ProgramMocks):
         super().__init__(mocks)
         self.captured: list[RegisteredResource] = []
-        self.engine_order = engine_order
-        self.admit = admit
+        self.engine_order = False
+        self.admit: Optional[AdmitHook] = None
         self.applied: list[str] = []
         self.rejected: Optional[Rejection] = None
         self.refused: list[str] = []
         self.reads: list[tuple[str, str, dict]] = []
+
+    def order_like_the_engine(self, admit: Optional[AdmitHook]) -> None:
+        """Switch to engine-ordering mode (see the module docstring)."""
+        self.engine_order = True
+        self.admit = admit
 
     def ReadResource(self, request):
         # A read (the self StackReference) is done once the engine answers it.
@@ -279,7 +284,9 @@ def _evaluate(
     admit: Optional[AdmitHook] = None,
 ) -> Evaluation:
     mocks = ProgramMocks(stack_reference_outputs)
-    monitor = CapturingMonitor(mocks, engine_order, admit)
+    monitor = CapturingMonitor(mocks)
+    if engine_order:
+        monitor.order_like_the_engine(admit)
     logs = _LogCollector()
     pulumi.runtime.set_all_config(config, secret_keys)
     pulumi.runtime.settings.ROOT.set(None)

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from bazbii_plan.record import applied_digests
+from bazbii_plan.timegates import fmt, number  # noqa: F401  (the rules' shared number helpers)
 from bazbii_plan.transitions import Move, is_one_step_rollback, moves
 
 GATE_TYPE = "pulumi-python:dynamic:Resource"
@@ -115,20 +116,6 @@ def dig(data: Any, *path: Any, default: Any = None) -> Any:
         else:
             return default
     return node
-
-
-def number(value: Any) -> Optional[float]:
-    """Numbers arrive as floats through protobuf; bools are not numbers."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def fmt(value: Any) -> str:
-    """A number as the user wrote it (10, not 10.0)."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 # --------------------------------------------------------------------------- policy config

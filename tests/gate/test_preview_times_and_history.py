@@ -8,17 +8,9 @@ import copy
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import yaml
 
-from offline_preview.__main__ import main
-from offline_preview.harness import REPO_ROOT
-
-PROD = REPO_ROOT / "Pulumi.prod.yaml"
-
-
-@pytest.fixture(scope="module")
-def prod_doc():
-    return yaml.safe_load(PROD.read_text())
+from tests.preview.test_cli import PROD, prod_doc, run, step  # noqa: F401  (prod_doc: the shared fixture)
+from tests.preview.test_cli import write as write_path
 
 
 def ago(**delta) -> str:
@@ -26,19 +18,7 @@ def ago(**delta) -> str:
 
 
 def write(tmp_path, name, doc):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return str(path)
-
-
-def step(doc, track, name):
-    return next(s for s in doc["config"]["bazbii:plan"][track]["steps"] if s["name"] == name)
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+    return str(write_path(tmp_path, name, doc))
 
 
 def mandatory(out, rule):
@@ -94,7 +74,7 @@ def test_urgent_dns_rollback_minutes_after_the_switch_passes(capsys, tmp_path, p
     ("dns=ttl-lowered", "--applied dns=ttl-lowered: write TRACK=STEP@TIME"),
     ("dns=ttl-lowered@yesterday", "--applied dns=ttl-lowered@yesterday: 'yesterday' is not an ISO 8601 time"),
     ("dns=switched@2026-01-01T00:00Z", "--applied dns=switched: step 'switched' is not applied in the base"),
-    ("dns=nope@2026-01-01T00:00Z", "--applied dns=nope@2026-01-01T00:00Z: unknown step 'nope' on track 'dns'"),
+    ("dns=nope@2026-01-01T00:00Z", "--applied dns=nope: unknown step 'nope' on track 'dns'"),
     ("dns=baseline@2999-01-01T00:00Z", "--applied dns=baseline@2999-01-01T00:00Z: 2999-01-01T00:00Z is in the future"),
 ])
 def test_bad_applied_times_are_one_line_errors_with_exit_2(capsys, value, message):

@@ -77,3 +77,47 @@ def test_record_by_walking_knows_the_ttl_before_lowering(prod):
     record = record_by_walking(prod, "2026-11-20T10:00:00+00:00")
     assert record["steps"] == prod.current
     assert record["dnsTtl"]["direct"] == {"ttl": 300, "since": "2026-11-20T10:00:00+00:00", "previousTtl": 3600}
+
+
+# --------------------------------------------------------------------------- applied history and times
+def test_target_record_has_no_times_and_lists_the_applied_steps_with_digests(prod):
+    from bazbii_plan.record import plan_digests, target_record
+
+    target = target_record(prod.current, prod.state().to_config(), plan_digests(prod.plan))
+    assert set(target) == {"version", "steps", "state", "history"}
+    assert [e["step"] for e in target["history"]["dns"]] == ["baseline", "ttl-lowered"]
+    assert all(set(e) == {"step", "digest"} for entries in target["history"].values() for e in entries)
+
+
+def test_step_digest_covers_what_a_step_does_not_its_texts(prod):
+    from bazbii_plan.record import step_digest
+
+    step = prod.plan.tracks["dns"].steps[1]
+    assert step_digest(step) == step_digest(step.model_copy(update={"summary": "reworded", "gate": "reworded"}))
+    assert step_digest(step) != step_digest(step.model_copy(update={"changes": {"dns": {"records": {"direct": {"ttl": 120}}}}}))
+    assert step_digest(step) != step_digest(step.model_copy(update={"reversible": False}))
+
+
+def test_record_by_walking_uses_the_given_time_of_each_step(prod):
+    lowered_at, base_at = "2026-11-20T10:00:00+00:00", "2026-11-25T10:00:00+00:00"
+    record = record_by_walking(prod, base_at, {("dns", "ttl-lowered"): lowered_at})
+    assert record["dnsTtl"]["direct"] == {"ttl": 300, "since": lowered_at, "previousTtl": 3600}
+    assert record["since"]["dns"] == lowered_at and record["since"]["infra"] == base_at
+    dns = {e["step"]: e["appliedAt"] for e in record["history"]["dns"]}
+    assert dns == {"baseline": base_at, "ttl-lowered": lowered_at}
+
+
+def test_history_problems_name_the_edited_removed_or_moved_step():
+    from bazbii_plan.transitions import history_problems
+
+    applied = {"dns": [["baseline", "a"], ["ttl-lowered", "b"]]}
+    assert history_problems({"dns": [["baseline", "a"], ["ttl-lowered", "b"], ["switched", "c"]]}, applied) == []
+    (edited,) = history_problems({"dns": [["baseline", "a"], ["ttl-lowered", "B"]]}, applied)
+    assert "applied step 'ttl-lowered' of track 'dns' was edited after it was applied (definition digest b -> B)" == edited
+    (removed,) = history_problems({"dns": [["baseline", "a"]]}, applied)
+    assert "applied step 'ttl-lowered' of track 'dns' was removed from the plan" == removed
+    moved = history_problems({"dns": [["baseline", "a"], ["new", "n"], ["ttl-lowered", "b"]]}, applied)
+    assert moved == ["applied step 'ttl-lowered' of track 'dns' moved from position 2 to 3 "
+                     "(steps were inserted, removed or reordered before it)"]
+    assert history_problems({"dns": [["baseline", "a"]]}, applied, override="history rewritten by hand") == []
+    assert history_problems({"dns": []}, None) == []  # a record from before digests: nothing to compare
