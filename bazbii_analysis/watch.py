@@ -44,7 +44,7 @@ from bazbii_plan.record import parse_time
 from bazbii_plan.stackconfig import SECRET_KEYS, StackConfig, load_stack_config
 from bazbii_plan.stackfile import OFFLINE_SECRET_PLACEHOLDER, read_stack_file
 
-from .evaluate import evaluate_signals
+from .evaluate import evaluate_signals, unmeasured
 from .prometheus import PrometheusClient
 from .rollback import RollbackFailed, RollbackPlan, record_rollback, run_rollback
 from .triggers import DataTrigger, MigrationJournal, ReplicaConsistency, refuse_password
@@ -153,8 +153,7 @@ def evaluate_triggers(setup: WatchSetup, client: PrometheusClient, now: datetime
     window = min(setup.window, max(0.0, (now - setup.since).total_seconds()))
     signals = rollback_signals(setup.config.state().rollback)
     if window < 1:
-        results = [SignalResult(s.name, s.kind, setup.scope.describe(), INCONCLUSIVE, max=s.max,
-                                reason="the step was applied less than 1 s ago") for s in signals]
+        results = unmeasured(signals, setup.scope, "the step was applied less than 1 s ago")
     else:
         results = evaluate_signals(client, setup.metrics, signals, setup.scope, window_seconds=window, now=now,
                                    min_samples=setup.min_samples)

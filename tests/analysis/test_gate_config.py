@@ -11,7 +11,7 @@ import yaml
 from bazbii_analysis import evaluate_step_gate, live_gate_inputs
 from bazbii_analysis.watch import load_offline_config
 from bazbii_plan.errors import ConfigError
-from bazbii_plan.gates import GateCriteria, MetricsConfig, describe_criteria, rollback_signals, scrape_targets
+from bazbii_plan.gates import GateCriteria, describe_criteria, rollback_signals, scrape_targets
 from bazbii_plan.models import Rollback
 from offline_preview.__main__ import main as preview_main
 

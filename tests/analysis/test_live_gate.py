@@ -149,9 +149,11 @@ def test_prometheus_down_denies_fail_closed(tmp_path, capsys):
 
 def test_too_few_samples_is_inconclusive_and_denied(metrics_stack, tmp_path):
     phase = run_phase(metrics_stack, error_percent=0, max_requests=12)
-    _path, config = _config(tmp_path, metrics_stack.prometheus_url)
+    # The phase is short (12 requests): a 1 s soak, so only the sample count can make it inconclusive.
+    _path, config = _config(tmp_path, metrics_stack.prometheus_url, criteria={"traffic-50": dict(GATE, soak="1s")})
     verdict = _gate(config, phase.started)
-    assert verdict.status == "inconclusive" and not verdict.allowed
+    assert verdict.status == "inconclusive" and not verdict.allowed, verdict.lines()
+    assert _by_name(verdict)["soak"].status == "pass"
     error_ratio = _by_name(verdict)["error-ratio"]
     assert error_ratio.samples < 50 and error_ratio.value is None
     assert re.search(r"too few samples: \d+ requests < minSamples 50", error_ratio.reason)

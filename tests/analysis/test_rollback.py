@@ -6,8 +6,6 @@ a failure or an irreversible step is reported.
 
 from __future__ import annotations
 
-import argparse
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
