@@ -137,3 +137,13 @@ def test_analysis_package_imports_no_pulumi():
             "print(sorted(m for m in sys.modules if m == 'pulumi' or m.startswith('pulumi.')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_program_exports_the_scrape_targets(tmp_path):
+    from offline_preview import scenarios
+
+    side = scenarios.load_side(REPO / "Pulumi.prod.yaml")
+    evaluation, _failures = scenarios._evaluate(side, None)
+    assert evaluation.outputs["metricsTargets"] == scrape_targets(side.config.state(), side.config.metrics)
+    (component,) = [r for r in evaluation.resources if r.type == "bazbii:index:MetricsTargets"]
+    assert component.name == "metrics"
