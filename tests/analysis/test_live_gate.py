@@ -72,6 +72,19 @@ def metrics_stack_config():
 
 
 # --------------------------------------------------------------------------- gate verdicts
+def _custom_verdict(config, phase):
+    from bazbii_analysis import evaluate_criteria
+    from bazbii_plan.gates import GateCriteria
+
+    metrics = config.metrics.model_copy(update={"queries": {
+        "appErrors": 'sum(increase(http_requests_total{code="500",${scope}}[${window}])) or vector(0)'}})
+    criteria = GateCriteria.model_validate({"scope": {"kind": "pool", "name": "server2"}, "signals": [
+        {"name": "traffic", "kind": "requestCount", "min": 50, "counted": False},
+        {"name": "app-errors", "kind": "appErrors", "max": 0, "counted": False}]})
+    return evaluate_criteria(criteria, config.state().rollback, metrics, track="infra", step="traffic-50",
+                             since=phase.started, now=datetime.now(timezone.utc))
+
+
 def test_healthy_service_passes_the_gate_and_the_check(metrics_stack, tmp_path):
     phase = run_phase(metrics_stack, error_percent=0)
     _path, config = _config(tmp_path, metrics_stack.prometheus_url)
@@ -83,6 +96,10 @@ def test_healthy_service_passes_the_gate_and_the_check(metrics_stack, tmp_path):
     assert 0 < signals["p95-latency"].value < 0.1 and signals["p95-latency"].max == pytest.approx(0.6)
     assert signals["error-ratio"].samples >= 50
     assert signals["soak"].value >= 3
+    # A request-count floor and a custom named PromQL query (the service's own status counter).
+    custom = _custom_verdict(config, phase)
+    assert custom.passed, custom.lines()
+    assert _by_name(custom)["traffic"].value >= 50 and _by_name(custom)["app-errors"].value == 0
     # The check resource's call: moving traffic-10 -> traffic-50 is let through.
     previous = {"steps": dict(config.current), "since": {"infra": phase.started.isoformat()}}
     target = dict(config.current, infra="traffic-50")
@@ -109,6 +126,8 @@ def test_error_rate_3_percent_denies_naming_signal_value_threshold_window(metric
     previous = {"steps": dict(config.current), "since": {"infra": phase.started.isoformat()}}
     problems = live_gate_problems(live_gate_inputs(config), previous, dict(config.current, infra="traffic-50"), None, now)
     assert len(problems) == 1 and "error-ratio [pool server2]" in problems[0] and "threshold <= 1.00 %" in problems[0]
+    custom = _by_name(_custom_verdict(config, phase))
+    assert custom["app-errors"].status == "fail" and custom["app-errors"].value >= 1
     # A rollback is never held back by metrics: it is the remedy.
     at_50 = {"steps": dict(config.current, infra="traffic-50"), "since": {"infra": phase.started.isoformat()}}
     assert live_gate_problems(live_gate_inputs(config), at_50, dict(config.current), None, now) == []
