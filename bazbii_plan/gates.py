@@ -97,7 +97,6 @@ DEFAULT_QUERIES: dict[str, str] = {
     "longestTransactionSeconds": "max(max_over_time(pg_stat_activity_max_tx_duration{${scope}}[${window}]))",
     "poolerWaitingClients": "max(max_over_time(pgbouncer_pools_client_waiting_connections{${scope}}[${window}]))",
 }
-BUILTIN_KINDS = ("errorRatio", "requestCount", "latencyQuantile")
 
 DEFAULT_SCOPES: dict[str, str] = {
     "service": "",
