@@ -93,7 +93,7 @@ def test_watch_rolls_back_on_a_data_trigger_with_healthy_metrics(clusters, metri
     driver.start()
     started = time.monotonic()
     try:
-        rc = watch_cli.main(["--config", str(path), "--interval", "1", "--window", "4s", "--dry-run",
+        rc = watch_cli.main(["--config", str(path), "--interval", "1", "--window", "4s", "--dry-run", "--min-samples", "20",
                              "--journal-dsn", _no_password(primary), "--log-file", str(tmp_path / "rb.jsonl")])
     finally:
         stop.set()

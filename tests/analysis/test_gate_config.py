@@ -147,3 +147,29 @@ def test_program_exports_the_scrape_targets(tmp_path):
     assert evaluation.outputs["metricsTargets"] == scrape_targets(side.config.state(), side.config.metrics)
     (component,) = [r for r in evaluation.resources if r.type == "bazbii:index:MetricsTargets"]
     assert component.name == "metrics"
+
+
+@pytest.mark.parametrize("track, step, scope, soak", [
+    ("infra", "traffic-10", "pool server2", 86400),     # traffic-50's gate measures what traffic-10 moved
+    ("infra", "traffic-100", "pool server2", 1800),     # gateway-off-server1 counts server1's requests instead
+    ("release", "canary-10", "canary", 86400),
+    ("infra", "server3-provisioned", "service", None),  # nothing measured: --duration is required
+])
+def test_watch_measures_what_the_step_moved_for_the_next_soak(tmp_path, track, step, scope, soak):
+    from bazbii_analysis.watch import next_soak_seconds, watched_scope
+
+    document = _prod()
+    key = document["config"]["bazbii:plan"][track]["key"]
+    document["config"][f"bazbii:{key}"] = step
+    if step == "canary-10":  # its requires: the schema expanded
+        document["config"]["bazbii:schemaPhase"] = "0002-migrate"
+    config = _load(tmp_path, document)
+    assert watched_scope(config, track).describe() == scope
+    assert next_soak_seconds(config, track) == soak
+
+
+def test_watch_scope_flag(capsys):
+    from bazbii_analysis import watch as watch_cli
+
+    assert watch_cli.main(["--scope", "pool", "--duration", "1m", "--metrics", "http://127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err.strip() == "--scope 'pool': use service, canary, pool=NAME or server=NAME"
