@@ -100,7 +100,8 @@ DEFAULT_QUERIES: dict[str, str] = {
 
 DEFAULT_SCOPES: dict[str, str] = {
     "service": "",
-    "pool": 'pool="${name}"',
+    # A target's `pool` label lists every pool it serves, comma-separated (see scrape_targets).
+    "pool": 'pool=~"(.+,)?${name}(,.+)?"',
     "canary": 'track="canary"',
     "server": 'server="${name}"',
 }
@@ -255,7 +256,10 @@ def unknown_queries(criteria: GateCriteria, metrics: MetricsConfig) -> list[tupl
 def scrape_targets(state: StackState, metrics: MetricsConfig) -> list[dict]:
     """Prometheus ``file_sd`` target groups for every exporter of the stack, with the labels scopes use.
 
-    Gateway targets carry the ``pool`` label of the load-balancer pool(s) whose origin they are.
+    ``pool`` lists, comma-separated, the load-balancer pools a target serves: a gateway serves the
+    pool(s) whose origin it is; an API server serves every pool, because every gateway forwards to
+    every API server. So a pool's latency (from the API histogram) is that of the API servers behind
+    it, which today is the whole API.
     """
     pools_by_server: dict[str, list[str]] = {}
     for pool_name, pool in state.traffic.pools.items():
@@ -269,7 +273,8 @@ def scrape_targets(state: StackState, metrics: MetricsConfig) -> list[dict]:
             host = f"[{server.address}]" if ":" in server.address else server.address
             labels = {"job": job, "server": server_name, "__metrics_path__": exporter.path}
             pools = pools_by_server.get(server_name, [])
-            if job == "gateway" and pools:
-                labels["pool"] = ",".join(sorted(pools))
+            served = pools if job == "gateway" else (sorted(state.traffic.pools) if job == "api" else [])
+            if served:
+                labels["pool"] = ",".join(sorted(served))
             groups.append({"targets": [f"{host}:{exporter.port}"], "labels": labels})
     return groups

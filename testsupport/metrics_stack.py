@@ -6,8 +6,9 @@
 - HAProxy 2.6 (Debian) forwards to it as backend ``api`` / server ``server2`` and
   serves its built-in Prometheus exporter (the gateway's default queries).
 - Prometheus (Debian ``/usr/bin/prometheus``) with a temporary TSDB and
-  ``scrape_interval: 1s`` scrapes both, labelling them ``pool="server2"`` as
-  the stack's declared scrape targets label a pool's gateway.
+  ``scrape_interval: 1s`` scrapes both, labelled as the stack's declared scrape
+  targets are: the gateway ``pool="server2"``, the API every pool it serves
+  (``pool="server1,server2"``).
 
 Nothing here is mocked; every process is started as a plain process on 127.0.0.1
 and stopped by :meth:`MetricsStack.stop`.
@@ -211,7 +212,7 @@ scrape_configs:
   - job_name: api
     static_configs:
       - targets: ["127.0.0.1:{service.port}"]
-        labels: {{pool: {POOL}, server: {POOL}}}
+        labels: {{pool: "server1,{POOL}", server: {POOL}}}
 """)
     stack = MetricsStack(service, f"http://127.0.0.1:{lb_port}", f"http://127.0.0.1:{prom_port}", workdir)
     try:

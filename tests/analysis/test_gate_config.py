@@ -73,7 +73,7 @@ def test_program_declares_where_the_exporters_run(tmp_path):
     assert by_job["gateway"] == [("203.0.113.11:8405", "server1"), ("203.0.113.12:8405", "server2")]
     assert by_job["postgres"] == [("203.0.113.12:9187", None), ("203.0.113.13:9187", None)]
     assert by_job["pgbouncer"] == [("203.0.113.11:9127", None)]
-    assert by_job["api"] == [("203.0.113.11:8080", None)]
+    assert by_job["api"] == [("203.0.113.11:8080", "server1,server2")]  # every gateway forwards to the API
 
 
 def test_check_inputs_carry_no_clock_and_no_verdict(tmp_path):
@@ -173,3 +173,15 @@ def test_watch_scope_flag(capsys):
 
     assert watch_cli.main(["--scope", "pool", "--duration", "1m", "--metrics", "http://127.0.0.1:9"]) == 2
     assert capsys.readouterr().err.strip() == "--scope 'pool': use service, canary, pool=NAME or server=NAME"
+
+
+def test_pool_scope_matches_a_pool_in_a_comma_list_only():
+    import re
+
+    from bazbii_plan.gates import MetricsConfig
+
+    matcher = MetricsConfig().scope_matchers("pool", "server2")
+    pattern = re.fullmatch(r'pool=~"(.*)"', matcher).group(1)  # PromQL anchors regex matchers at both ends
+    for label, expected in [("server2", True), ("server1,server2", True), ("server2,server3", True),
+                            ("server20", False), ("server1", False), ("xserver2", False)]:
+        assert bool(re.fullmatch(pattern, label)) is expected, label
