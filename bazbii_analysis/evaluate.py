@@ -27,7 +27,7 @@ def render_query(metrics: MetricsConfig, kind: str, scope: Scope, window_seconds
                  quantile: Optional[float] = None) -> str:
     """The PromQL of a builtin or named query, for one scope and window."""
     matchers = metrics.scope_matchers(scope.kind, scope.name)
-    return Template(metrics.query(kind)).substitute(
+    return Template(metrics.query(kind, scope.kind)).substitute(
         scope=matchers, window=f"{max(1, int(window_seconds))}s", quantile=f"{quantile if quantile is not None else 0.95:g}"
     )
 

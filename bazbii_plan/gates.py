@@ -93,6 +93,13 @@ DEFAULT_QUERIES: dict[str, str] = {
     "latencyQuantile": (
         "histogram_quantile(${quantile}, sum by (le) (rate(http_request_duration_seconds_bucket{${scope}}[${window}])))"
     ),
+    # A canary is pods behind the same gateway: only the API's own counter tells them apart
+    # (`NAME@KIND` is the query for a scope kind; Kubernetes discovery labels the pods `track`).
+    "errorRatio@canary": (
+        'sum(rate(http_requests_total{code=~"5..",${scope}}[${window}]))'
+        ' / sum(rate(http_requests_total{${scope}}[${window}]))'
+    ),
+    "requestCount@canary": "sum(increase(http_requests_total{${scope}}[${window}]))",
     # PostgreSQL exporter and the PgBouncer exporter (prometheus-community metric names).
     "longestTransactionSeconds": "max(max_over_time(pg_stat_activity_max_tx_duration{${scope}}[${window}]))",
     "poolerWaitingClients": "max(max_over_time(pgbouncer_pools_client_waiting_connections{${scope}}[${window}]))",
@@ -147,11 +154,13 @@ class MetricsConfig(Model):
     scopes: dict[ScopeKind, str] = Field(default_factory=dict)
     exporters: dict[Literal["gateway", "api", "pgbouncer", "postgres"], Exporter] = Field(default_factory=dict)
 
-    def query(self, name: str) -> str:
-        return {**DEFAULT_QUERIES, **self.queries}[name]
+    def query(self, name: str, scope_kind: str = "service") -> str:
+        """The template of ``name``, or of ``name@<scope kind>`` when there is one for that kind of scope."""
+        queries = {**DEFAULT_QUERIES, **self.queries}
+        return queries.get(f"{name}@{scope_kind}", queries[name])
 
     def query_names(self) -> list[str]:
-        return sorted({**DEFAULT_QUERIES, **self.queries})
+        return sorted(name for name in {**DEFAULT_QUERIES, **self.queries} if "@" not in name)
 
     def scope_matchers(self, kind: str, name: str) -> str:
         return Template({**DEFAULT_SCOPES, **self.scopes}[kind]).safe_substitute(name=name)

@@ -8,7 +8,8 @@
 - Prometheus (Debian ``/usr/bin/prometheus``) with a temporary TSDB and
   ``scrape_interval: 1s`` scrapes both, labelled as the stack's declared scrape
   targets are: the gateway ``pool="server2"``, the API every pool it serves
-  (``pool="server1,server2"``).
+  (``pool="server1,server2"``) and, as Kubernetes discovery labels canary
+  pods, ``track="canary"``.
 
 Nothing here is mocked; every process is started as a plain process on 127.0.0.1
 and stopped by :meth:`MetricsStack.stop`.
@@ -212,7 +213,7 @@ scrape_configs:
   - job_name: api
     static_configs:
       - targets: ["127.0.0.1:{service.port}"]
-        labels: {{pool: "server1,{POOL}", server: {POOL}}}
+        labels: {{pool: "server1,{POOL}", server: {POOL}, track: canary}}
 """)
     stack = MetricsStack(service, f"http://127.0.0.1:{lb_port}", f"http://127.0.0.1:{prom_port}", workdir)
     try:

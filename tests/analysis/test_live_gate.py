@@ -128,6 +128,16 @@ def test_error_rate_3_percent_denies_naming_signal_value_threshold_window(metric
     assert len(problems) == 1 and "error-ratio [pool server2]" in problems[0] and "threshold <= 1.00 %" in problems[0]
     custom = _by_name(_custom_verdict(config, phase))
     assert custom["app-errors"].status == "fail" and custom["app-errors"].value >= 1
+    # A canary is measured on the API's own counter (the gateway cannot tell canary pods apart).
+    from bazbii_analysis import evaluate_criteria
+    from bazbii_plan.gates import GateCriteria
+
+    canary = evaluate_criteria(GateCriteria.model_validate({"scope": {"kind": "canary"}, "minSamples": 50}),
+                               config.state().rollback, config.metrics, track="release", step="canary-50",
+                               since=phase.started, now=datetime.now(timezone.utc))
+    canary_error = _by_name(canary)["error-ratio"]
+    assert canary_error.status == "fail" and 0.02 <= canary_error.value <= 0.05, canary_error.line()
+    assert "http_requests_total" in canary_error.query and 'track="canary"' in canary_error.query
     # A rollback is never held back by metrics: it is the remedy.
     at_50 = {"steps": dict(config.current, infra="traffic-50"), "since": {"infra": phase.started.isoformat()}}
     assert live_gate_problems(live_gate_inputs(config), at_50, dict(config.current), None, now) == []
