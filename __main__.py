@@ -2,6 +2,7 @@
 
 import pulumi
 
+from bazbii_analysis import live_gate_inputs
 from bazbii_plan.crosscheck import servers_with_role
 from bazbii_plan.record import plan_digests, target_record
 from components import preflight
@@ -45,6 +46,7 @@ check = TransitionCheck(
             name: {step.name: dict(step.requires) for step in track.steps if step.requires}
             for name, track in stack.plan.tracks.items()
         },
+        live_gate=live_gate_inputs(stack),
     ),
     pulumi.ResourceOptions(aliases=[pulumi.Alias(name=OLD_GATE_NAME)]),
 )

@@ -17,9 +17,10 @@ Public API, kept small on purpose (the rehearsal and the backfill use it too):
 ``evaluate_criteria(criteria, rollback, metrics, track=, step=, since=, now=, client=)``
     -> ``Verdict`` for criteria that are not (yet) part of a plan step (the rehearsal).
 
-``live_gate_inputs(stack)`` / ``live_gate_problems(live_gate, previous_record, target_steps, override, now)``
-    The check resource's integration: inputs to register (no clock, no verdict) and
-    the one call its provider's ``check()`` makes.
+``live_gate_inputs(stack)`` / ``check_input_problems(inputs, now)``
+    The transition check's integration: the ``liveGate`` input to register (no clock,
+    no verdict) and the one call its provider's ``check()`` makes
+    (``live_gate_problems``/``live_gate_verdict`` take the parts separately).
 
 ``Verdict`` / ``SignalResult``
     ``status`` pass | fail | inconclusive (inconclusive denies: gates fail closed),
@@ -31,7 +32,7 @@ rollback triggers after ``pulumi up`` and rolls back exactly one step on a breac
 """
 
 from .evaluate import evaluate_criteria, evaluate_signals, evaluate_step_gate, render_query
-from .gatecheck import live_gate_inputs, live_gate_problems, live_gate_verdict
+from .gatecheck import LIVE_GATE_INPUT, check_input_problems, live_gate_inputs, live_gate_problems, live_gate_verdict
 from .prometheus import (BadQuery, EmptyResult, MetricsError, MetricsHTTPError, MetricsUnreachable,
                          PrometheusClient, Sample, Series)
 from .verdict import FAIL, INCONCLUSIVE, PASS, SignalResult, Verdict
@@ -40,6 +41,6 @@ __all__ = [
     "PrometheusClient", "Sample", "Series",
     "MetricsError", "MetricsUnreachable", "MetricsHTTPError", "BadQuery", "EmptyResult",
     "evaluate_step_gate", "evaluate_criteria", "evaluate_signals", "render_query",
-    "live_gate_inputs", "live_gate_problems", "live_gate_verdict",
+    "LIVE_GATE_INPUT", "check_input_problems", "live_gate_inputs", "live_gate_problems", "live_gate_verdict",
     "Verdict", "SignalResult", "PASS", "FAIL", "INCONCLUSIVE",
 ]

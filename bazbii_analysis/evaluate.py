@@ -27,7 +27,7 @@ def render_query(metrics: MetricsConfig, kind: str, scope: Scope, window_seconds
                  quantile: Optional[float] = None) -> str:
     """The PromQL of a builtin or named query, for one scope and window."""
     matchers = metrics.scope_matchers(scope.kind, scope.name)
-    return Template(metrics.query(kind)).substitute(
+    return Template(metrics.query(kind, scope.kind)).substitute(
         scope=matchers, window=f"{max(1, int(window_seconds))}s", quantile=f"{quantile if quantile is not None else 0.95:g}"
     )
 
@@ -101,6 +101,12 @@ def evaluate_signals(
     return results
 
 
+def unmeasured(signals: list[Signal], scope: Scope, reason: str, window_seconds: float = 0.0) -> list[SignalResult]:
+    """Inconclusive results for signals that could not be measured at all."""
+    return [SignalResult(s.name, s.kind, (s.scope or scope).describe(), INCONCLUSIVE, max=s.max, min=s.min,
+                         window_seconds=window_seconds, reason=reason) for s in signals]
+
+
 def _soak_result(criteria: GateCriteria, since: Optional[datetime], now: datetime) -> Optional[SignalResult]:
     soak = criteria.soak_seconds()
     if soak <= 0:
@@ -140,13 +146,9 @@ def evaluate_criteria(
     signals = effective_signals(criteria, rollback)
     if client is None and metrics.endpoint is None:
         verdict.note = "bazbii:metrics.endpoint is not set, so nothing can be measured"
-        verdict.signals += [SignalResult(s.name, s.kind, (s.scope or criteria.scope).describe(), INCONCLUSIVE,
-                                         max=s.max, min=s.min, window_seconds=window, reason="no metrics endpoint")
-                            for s in signals]
+        verdict.signals += unmeasured(signals, criteria.scope, "no metrics endpoint", window)
     elif window < 1:
-        verdict.signals += [SignalResult(s.name, s.kind, (s.scope or criteria.scope).describe(), INCONCLUSIVE,
-                                         max=s.max, min=s.min, reason="the previous step was applied less than 1 s ago")
-                            for s in signals]
+        verdict.signals += unmeasured(signals, criteria.scope, "the previous step was applied less than 1 s ago")
     else:
         own = client is None
         client = client or PrometheusClient(metrics.endpoint, timeout=metrics.timeout_seconds)

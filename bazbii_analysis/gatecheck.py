@@ -1,11 +1,11 @@
 """The live gate as the phase gate's check resource (and ``./preview``) call it: one function.
 
 The Pulumi program puts :func:`live_gate_inputs` (config-derived, no clock, no
-verdict) into the check resource's inputs, so ``--save-plan``/``--plan`` keep
-working. The provider's ``check(olds, news)`` then calls::
+verdict) into the transition check's inputs (``liveGate``), so
+``--save-plan``/``--plan`` keep working. The provider's ``check(olds, news)``
+then makes one call, with the time read inside ``check()``::
 
-    problems = live_gate_problems(news["liveGate"], previous_record, news["target"]["steps"],
-                                  news.get("override"), now=datetime.now(timezone.utc))
+    problems = check_input_problems(news, datetime.now(timezone.utc))
 
 and turns each line into a ``CheckFailure``. Only a track moving exactly one
 step forward is gated; a rollback is never held back by metrics (it is the
@@ -20,6 +20,7 @@ from typing import Any, Optional
 from bazbii_plan.gates import MetricsConfig
 from bazbii_plan.models import Rollback
 from bazbii_plan.plan import Step
+from bazbii_plan.record import is_record
 from bazbii_plan.stackconfig import StackConfig
 from bazbii_plan.transitions import moves
 
@@ -91,3 +92,10 @@ def live_gate_problems(
         return []
     verdict = live_gate_verdict(live_gate, previous_record, target_steps, override, now)
     return verdict.problems() if verdict else []
+
+
+def check_input_problems(inputs: dict[str, Any], now: datetime) -> list[str]:
+    """The live gate from the transition check's own inputs (``liveGate``, ``previous``, ``target``, ``override``)."""
+    previous = inputs.get("previous") if is_record(inputs.get("previous")) else None
+    target_steps = (inputs.get("target") or {}).get("steps") or {}
+    return live_gate_problems(inputs.get(LIVE_GATE_INPUT), previous, target_steps, inputs.get("override"), now)

@@ -8,9 +8,10 @@
 Run it right after ``pulumi up``. Every ``--interval`` seconds it re-evaluates
 the rollback triggers of ``bazbii:rollback`` (error ratio, p95 against 2x its
 target) over the last ``--window`` (never reaching back before the step was
-applied), scoped like the next step's gate (what this step moved), plus the
-data-consistency triggers given (replica consistency, migration journal). It
-runs for ``--duration``, by default the soak the next step's gate requires.
+applied), scoped to what this step moved (the next step's gate measures it;
+``--scope`` overrides), plus the data-consistency triggers given (replica
+consistency, migration journal). It runs for ``--duration``, by default the
+soak the next step's gate requires.
 
 On a breach it rolls back exactly one step: ``pulumi config set`` of the
 previous step and ``pulumi up`` with the policy pack (Automation API), writes
@@ -33,17 +34,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from bazbii_plan.errors import ConfigError
-from bazbii_plan.gates import GateCriteria, MetricsConfig, Scope, duration_seconds, format_duration, rollback_signals
+from bazbii_plan.gates import MetricsConfig, Scope, duration_seconds, format_duration, rollback_signals
 from bazbii_plan.record import parse_time
 from bazbii_plan.stackconfig import SECRET_KEYS, StackConfig, load_stack_config
 from bazbii_plan.stackfile import OFFLINE_SECRET_PLACEHOLDER, read_stack_file
 
-from .evaluate import evaluate_signals
+from .evaluate import evaluate_signals, unmeasured
 from .prometheus import PrometheusClient
 from .rollback import RollbackFailed, RollbackPlan, record_rollback, run_rollback
 from .triggers import DataTrigger, MigrationJournal, ReplicaConsistency, refuse_password
@@ -80,14 +83,38 @@ def load_offline_config(path: Path) -> StackConfig:
     return load_stack_config(values, secret_keys)
 
 
-def watched_criteria(config: StackConfig, track: str) -> Optional[GateCriteria]:
-    """The next step's gate measures what the current step moved; fall back to the current step's own."""
+def watched_scope(config: StackConfig, track: str) -> Scope:
+    """What the step just applied moved: what the next step's rollback-trigger gate measures, else its own gate's scope.
+
+    The next step's gate is used only when its signals are the rollback triggers (``signals`` omitted): a gate
+    with its own signals (e.g. "no requests reached server1") measures something else.
+    """
     steps = config.plan.tracks[track].steps
     index = config.plan.tracks[track].index(config.current[track])
-    for candidate in steps[index + 1: index + 2] + [steps[index]]:
-        if candidate.criteria is not None:
-            return candidate.criteria
-    return None
+    following = steps[index + 1] if index + 1 < len(steps) else None
+    if following is not None and following.criteria is not None and following.criteria.signals is None:
+        return following.criteria.scope
+    own = steps[index].criteria
+    return own.scope if own is not None else Scope()
+
+
+def next_soak_seconds(config: StackConfig, track: str) -> Optional[float]:
+    """The soak the next step's gate requires (how long to watch by default)."""
+    steps = config.plan.tracks[track].steps
+    index = config.plan.tracks[track].index(config.current[track])
+    following = steps[index + 1] if index + 1 < len(steps) else None
+    if following is None or following.criteria is None or following.criteria.soak_seconds() <= 0:
+        return None
+    return float(following.criteria.soak_seconds())
+
+
+def parse_scope(text: str) -> Scope:
+    """``service``, ``canary``, ``pool=server2``, ``server=server3`` -> Scope (ValueError otherwise)."""
+    kind, _, name = text.partition("=")
+    try:
+        return Scope(kind=kind, name=name)
+    except ValidationError:
+        raise ValueError(f"--scope {text!r}: use service, canary, pool=NAME or server=NAME") from None
 
 
 def setup_from_args(args: argparse.Namespace, now: datetime) -> WatchSetup:
@@ -95,7 +122,6 @@ def setup_from_args(args: argparse.Namespace, now: datetime) -> WatchSetup:
     config = load_offline_config(args.config or REPO_ROOT / f"Pulumi.{args.stack}.yaml")
     if args.track not in config.plan.tracks:
         raise ConfigError([f"--track {args.track}: tracks are {list(config.plan.tracks)}"])
-    criteria = watched_criteria(config, args.track)
     metrics = config.metrics
     if args.metrics:
         metrics = metrics.model_copy(update={"endpoint": args.metrics})
@@ -112,8 +138,14 @@ def setup_from_args(args: argparse.Namespace, now: datetime) -> WatchSetup:
             return None
 
     duration = seconds("--duration", args.duration)
-    if duration is None and criteria is not None and criteria.soak_seconds() > 0:
-        duration = float(criteria.soak_seconds())
+    if duration is None and not args.duration:
+        duration = next_soak_seconds(config, args.track)
+    scope = watched_scope(config, args.track)
+    if args.scope:
+        try:
+            scope = parse_scope(args.scope)
+        except ValueError as exc:
+            problems.append(str(exc))
     if duration is None and not args.duration:
         problems.append(f"--duration: the {args.track} track's next step has no soak; say how long to watch (e.g. 1h)")
     window = seconds("--window", args.window) or 300.0
@@ -141,8 +173,8 @@ def setup_from_args(args: argparse.Namespace, now: datetime) -> WatchSetup:
         triggers.append(MigrationJournal(args.journal_dsn))
     return WatchSetup(
         stack=args.stack, config=config, track=args.track, step=config.current[args.track],
-        previous=config.previous_step(args.track), scope=criteria.scope if criteria else Scope(),
-        min_samples=args.min_samples if args.min_samples is not None else (criteria.min_samples if criteria else 100),
+        previous=config.previous_step(args.track), scope=scope,
+        min_samples=args.min_samples if args.min_samples is not None else 100,
         duration=duration or 0.0, window=window, since=since, metrics=metrics, data_triggers=triggers,
     )
 
@@ -152,8 +184,7 @@ def evaluate_triggers(setup: WatchSetup, client: PrometheusClient, now: datetime
     window = min(setup.window, max(0.0, (now - setup.since).total_seconds()))
     signals = rollback_signals(setup.config.state().rollback)
     if window < 1:
-        results = [SignalResult(s.name, s.kind, setup.scope.describe(), INCONCLUSIVE, max=s.max,
-                                reason="the step was applied less than 1 s ago") for s in signals]
+        results = unmeasured(signals, setup.scope, "the step was applied less than 1 s ago")
     else:
         results = evaluate_signals(client, setup.metrics, signals, setup.scope, window_seconds=window, now=now,
                                    min_samples=setup.min_samples)
@@ -166,14 +197,14 @@ def render(setup: WatchSetup, results: list[SignalResult], elapsed: float, round
     for column in ("trigger", "scope", "value", "threshold", "window", "samples", "status"):
         table.add_column(column)
     for result in results:
-        table.add_row(result.name, result.scope, result.shown_value(), result.threshold(),
+        table.add_row(Text(result.name), Text(result.scope), result.shown_value(), result.threshold(),
                       format_duration(result.window_seconds) if result.kind not in UNWINDOWED else "-",
                       f"{result.samples:.0f}" if result.samples is not None else "-",
                       f"[{STATUS_STYLE[result.status]}]{result.status}[/]")
     notes = [r for r in results if r.reason]
     reasons = Table.grid()
     for result in notes:
-        reasons.add_row(f"[dim]{result.name}: {result.reason}[/]")
+        reasons.add_row(Text(f"{result.name}: {result.reason}", style="dim"))
     return Group(table, reasons)
 
 
@@ -190,6 +221,10 @@ def watch(setup: WatchSetup, args: argparse.Namespace, console: Console,
             rounds += 1
             live.update(render(setup, results, (now - start).total_seconds(), rounds), refresh=True)
             status = overall(results)
+            if not console.is_terminal:  # logs get one line per round instead of the live table
+                console.print(f"round {rounds} ({format_duration((now - start).total_seconds())}): {status}; "
+                              + "; ".join(f"{r.name} {r.shown_value()} {r.status}" for r in results),
+                              highlight=False, markup=False)
             if status == FAIL:
                 break
             healthy_rounds += status == PASS
@@ -197,7 +232,7 @@ def watch(setup: WatchSetup, args: argparse.Namespace, console: Console,
                 break
             time.sleep(args.interval)
     for result in results:
-        console.print(f"  {result.line()}", highlight=False)
+        console.print(f"  {result.line()}", highlight=False, markup=False)
     if overall(results) == FAIL:
         return _roll_back(setup, args, console, [r for r in results if r.status == FAIL], clock())
     if healthy_rounds == 0 or overall(results) != PASS:
@@ -251,7 +286,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", help="how long to watch (default: the next step's soak), e.g. 24h")
     parser.add_argument("--window", help="sliding window of each evaluation (default 5m)")
     parser.add_argument("--since", help="when the step was applied, ISO time (default: now)")
-    parser.add_argument("--min-samples", type=int, help="requests a window needs to be conclusive")
+    parser.add_argument("--scope", help="what to measure: service, canary, pool=NAME or server=NAME "
+                        "(default: what the step moved, from the plan's criteria)")
+    parser.add_argument("--min-samples", type=int, help="requests a window needs to be conclusive (default 100)")
     parser.add_argument("--primary-dsn", help="replica consistency trigger: primary (no password; use ~/.pgpass)")
     parser.add_argument("--replica-dsn", help="replica consistency trigger: replica (no password)")
     parser.add_argument("--journal-dsn", help="migration journal trigger: database holding bazbii_migrations (no password)")
@@ -265,6 +302,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None, console: Optional[Console] = None) -> int:
     args = _parser().parse_args(argv)
     console = console or Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 160  # logs and CI: one line per trigger
     if args.interval <= 0:
         print("--interval: must be > 0", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -93,15 +93,22 @@ DEFAULT_QUERIES: dict[str, str] = {
     "latencyQuantile": (
         "histogram_quantile(${quantile}, sum by (le) (rate(http_request_duration_seconds_bucket{${scope}}[${window}])))"
     ),
+    # A canary is pods behind the same gateway: only the API's own counter tells them apart
+    # (`NAME@KIND` is the query for a scope kind; Kubernetes discovery labels the pods `track`).
+    "errorRatio@canary": (
+        'sum(rate(http_requests_total{code=~"5..",${scope}}[${window}]))'
+        ' / sum(rate(http_requests_total{${scope}}[${window}]))'
+    ),
+    "requestCount@canary": "sum(increase(http_requests_total{${scope}}[${window}]))",
     # PostgreSQL exporter and the PgBouncer exporter (prometheus-community metric names).
     "longestTransactionSeconds": "max(max_over_time(pg_stat_activity_max_tx_duration{${scope}}[${window}]))",
     "poolerWaitingClients": "max(max_over_time(pgbouncer_pools_client_waiting_connections{${scope}}[${window}]))",
 }
-BUILTIN_KINDS = ("errorRatio", "requestCount", "latencyQuantile")
 
 DEFAULT_SCOPES: dict[str, str] = {
     "service": "",
-    "pool": 'pool="${name}"',
+    # A target's `pool` label lists every pool it serves, comma-separated (see scrape_targets).
+    "pool": 'pool=~"(.+,)?${name}(,.+)?"',
     "canary": 'track="canary"',
     "server": 'server="${name}"',
 }
@@ -147,11 +154,13 @@ class MetricsConfig(Model):
     scopes: dict[ScopeKind, str] = Field(default_factory=dict)
     exporters: dict[Literal["gateway", "api", "pgbouncer", "postgres"], Exporter] = Field(default_factory=dict)
 
-    def query(self, name: str) -> str:
-        return {**DEFAULT_QUERIES, **self.queries}[name]
+    def query(self, name: str, scope_kind: str = "service") -> str:
+        """The template of ``name``, or of ``name@<scope kind>`` when there is one for that kind of scope."""
+        queries = {**DEFAULT_QUERIES, **self.queries}
+        return queries.get(f"{name}@{scope_kind}", queries[name])
 
     def query_names(self) -> list[str]:
-        return sorted({**DEFAULT_QUERIES, **self.queries})
+        return sorted(name for name in {**DEFAULT_QUERIES, **self.queries} if "@" not in name)
 
     def scope_matchers(self, kind: str, name: str) -> str:
         return Template({**DEFAULT_SCOPES, **self.scopes}[kind]).safe_substitute(name=name)
@@ -256,7 +265,10 @@ def unknown_queries(criteria: GateCriteria, metrics: MetricsConfig) -> list[tupl
 def scrape_targets(state: StackState, metrics: MetricsConfig) -> list[dict]:
     """Prometheus ``file_sd`` target groups for every exporter of the stack, with the labels scopes use.
 
-    Gateway targets carry the ``pool`` label of the load-balancer pool(s) whose origin they are.
+    ``pool`` lists, comma-separated, the load-balancer pools a target serves: a gateway serves the
+    pool(s) whose origin it is; an API server serves every pool, because every gateway forwards to
+    every API server. So a pool's latency (from the API histogram) is that of the API servers behind
+    it, which today is the whole API.
     """
     pools_by_server: dict[str, list[str]] = {}
     for pool_name, pool in state.traffic.pools.items():
@@ -270,7 +282,8 @@ def scrape_targets(state: StackState, metrics: MetricsConfig) -> list[dict]:
             host = f"[{server.address}]" if ":" in server.address else server.address
             labels = {"job": job, "server": server_name, "__metrics_path__": exporter.path}
             pools = pools_by_server.get(server_name, [])
-            if job == "gateway" and pools:
-                labels["pool"] = ",".join(sorted(pools))
+            served = pools if job == "gateway" else (sorted(state.traffic.pools) if job == "api" else [])
+            if served:
+                labels["pool"] = ",".join(sorted(served))
             groups.append({"targets": [f"{host}:{exporter.port}"], "labels": labels})
     return groups

@@ -170,7 +170,8 @@ def load_stack_config(
     problems += plan_problems
 
     pointer_keys = {track.key: name for name, track in plan.tracks.items()} if plan else {}
-    known = set(STATE_SECTIONS) | {PLAN_KEY, OVERRIDE_KEY, METRICS_KEY, SELF_REFERENCE_KEY} | set(SECRET_KEYS) | set(pointer_keys)
+    known = (set(STATE_SECTIONS) | {PLAN_KEY, OVERRIDE_KEY, SELF_REFERENCE_KEY, METRICS_KEY} | set(SECRET_KEYS)
+             | set(pointer_keys))
     for key in values:
         # Without a valid plan the track pointer keys are unknown, so only judge keys once it is valid.
         if plan is not None and key not in known:

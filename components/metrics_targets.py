@@ -4,7 +4,7 @@ The live step gates (``bazbii_analysis``) read a Prometheus-compatible API;
 this component says what that Prometheus must scrape for the default PromQL
 of ``bazbii:metrics`` to find its series: the gateway's HAProxy exporter on
 every gateway server (labelled with its load-balancer ``pool``), the API's
-``/metrics`` on API servers, the PgBouncer exporter on the pooler and the
+``/metrics`` on API servers (labelled with every pool, since every gateway forwards to them), the PgBouncer exporter on the pooler and the
 PostgreSQL exporter on every database server. The ``targets`` output is a
 ``file_sd`` document (``pulumi stack output metricsTargets --json >
 /etc/prometheus/file_sd/bazbii.json``), so the labels the gates' scopes

@@ -28,10 +28,12 @@ from typing import Any, Optional
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 
+from bazbii_analysis.gatecheck import LIVE_GATE_INPUT, check_input_problems
 from bazbii_plan.facts import GATE_MARKER
 from bazbii_plan.transitions import check_problems
 # The inputs whose change is a change of the check (the provider pickle changes with any code edit).
-COMPARED_INPUTS = ("target", "previous", "override", "stepNames", "stepRequires", "stepDigests", "trackKeys")
+COMPARED_INPUTS = ("target", "previous", "override", "stepNames", "stepRequires", "stepDigests", "trackKeys",
+                   LIVE_GATE_INPUT)
 
 
 class TransitionCheckProvider(ResourceProvider):
@@ -43,6 +45,8 @@ class TransitionCheckProvider(ResourceProvider):
         # inputs may belong to an update that failed further on.
         now = datetime.now(timezone.utc)
         failures = [CheckFailure("target", problem) for problem in check_problems(news, now)]
+        # The live-metric gate of the step this update applies (bazbii_analysis; fails closed).
+        failures += [CheckFailure(LIVE_GATE_INPUT, problem) for problem in check_input_problems(news, now)]
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
@@ -68,6 +72,8 @@ class TransitionCheckArgs:
     step_digests: dict[str, list[list[str]]]
     # track -> step -> {other track: step it requires}; policies check them against the applied steps
     step_requires: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    # every step's live-metric criteria, the metrics config and the rollback triggers (bazbii_analysis.live_gate_inputs)
+    live_gate: Optional[dict[str, Any]] = None
 
 
 class TransitionCheck(pulumi.dynamic.Resource):
@@ -87,6 +93,7 @@ class TransitionCheck(pulumi.dynamic.Resource):
                 "override": args.override,
                 "stepRequires": args.step_requires,
                 "stepDigests": args.step_digests,
+                LIVE_GATE_INPUT: args.live_gate,
             },
             opts,
         )

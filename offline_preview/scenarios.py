@@ -333,6 +333,12 @@ def _evaluate(
     return _EVALUATIONS[key]
 
 
+def without_live_gate(inputs: dict) -> dict:
+    from bazbii_analysis.gatecheck import LIVE_GATE_INPUT
+
+    return {key: value for key, value in inputs.items() if key != LIVE_GATE_INPUT}
+
+
 class CheckAdmission:
     """The engine's view of each registration: the transition check's provider ``check()`` and the
     resource policies on it decide whether the update goes on (every other resource waits for it)."""
@@ -354,7 +360,9 @@ class CheckAdmission:
         self.failures = [
             Violation(CHECK_FAILURE, "mandatory", resource.type, resource.name, resource.urn,
                       f"{CHECK_FAILURE}: {failure.reason}")
-            for failure in TransitionCheckProvider().check({}, resource.inputs).failures
+            # Without the live-metric gate: offline it is evaluated only against an endpoint asked for
+            # with --metrics (offline_preview/live_gate.py), never the configured production one.
+            for failure in TransitionCheckProvider().check({}, without_live_gate(resource.inputs)).failures
         ]
         on_resource = {p.name for p in POLICIES if isinstance(p, ResourceValidationPolicy)}
         violations = [v for v in run_policies([resource], self.policy_config)

@@ -6,8 +6,10 @@
 - HAProxy 2.6 (Debian) forwards to it as backend ``api`` / server ``server2`` and
   serves its built-in Prometheus exporter (the gateway's default queries).
 - Prometheus (Debian ``/usr/bin/prometheus``) with a temporary TSDB and
-  ``scrape_interval: 1s`` scrapes both, labelling them ``pool="server2"`` as
-  the stack's declared scrape targets label a pool's gateway.
+  ``scrape_interval: 1s`` scrapes both, labelled as the stack's declared scrape
+  targets are: the gateway ``pool="server2"``, the API every pool it serves
+  (``pool="server1,server2"``) and, as Kubernetes discovery labels canary
+  pods, ``track="canary"``.
 
 Nothing here is mocked; every process is started as a plain process on 127.0.0.1
 and stopped by :meth:`MetricsStack.stop`.
@@ -73,8 +75,13 @@ class ControlledService:
                     service._observe(code, time.monotonic() - start)
                     self._send(code, b"error" if code >= 500 else b"ok")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address) -> None:
+                pass  # clients (HAProxy, the load loop) closing keep-alive connections is normal here
+
+        self.server = Server(("127.0.0.1", free_port()), Handler)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
@@ -87,7 +94,10 @@ class ControlledService:
         with self._lock:
             index = self._served
             self._served += 1
-            return 500 if index % 100 < self.error_percent else 200
+            # Errors spread evenly (Bresenham), not bunched at the start of each hundred: exactly
+            # error_percent of every 100 requests, none among the very first ones of a phase.
+            rate = self.error_percent
+            return 500 if (index * rate + 50) // 100 > ((index - 1) * rate + 50) // 100 else 200
 
     def _observe(self, code: int, seconds: float) -> None:
         with self._lock:
@@ -132,15 +142,16 @@ class MetricsStack:
     workdir: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
 
-    def drive(self, seconds: float, *, threads: int = 2, max_requests: int | None = None) -> int:
-        """Send real requests through HAProxy for ``seconds`` (or until ``max_requests``); returns how many were sent."""
+    def drive(self, seconds: float, *, threads: int = 2, max_requests: int | None = None,
+              stop: threading.Event | None = None) -> int:
+        """Send real requests through HAProxy for ``seconds`` (or until ``max_requests`` or ``stop``); returns how many."""
         sent = [0]
         lock = threading.Lock()
         deadline = time.monotonic() + seconds
 
         def loop() -> None:
             with httpx.Client(base_url=self.gateway_url, timeout=5) as client:
-                while time.monotonic() < deadline:
+                while time.monotonic() < deadline and not (stop and stop.is_set()):
                     with lock:
                         if max_requests is not None and sent[0] >= max_requests:
                             return
@@ -202,7 +213,7 @@ scrape_configs:
   - job_name: api
     static_configs:
       - targets: ["127.0.0.1:{service.port}"]
-        labels: {{pool: {POOL}, server: {POOL}}}
+        labels: {{pool: "server1,{POOL}", server: {POOL}, track: canary}}
 """)
     stack = MetricsStack(service, f"http://127.0.0.1:{lb_port}", f"http://127.0.0.1:{prom_port}", workdir)
     try:
