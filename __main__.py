@@ -4,6 +4,7 @@ import pulumi
 
 from bazbii_plan.crosscheck import servers_with_role
 from bazbii_plan.record import next_record, now_iso
+from bazbii_plan.scope import step_scopes
 from components import preflight
 from components.api_deployment import API_NODE_PORT, ApiDeployment, ApiDeploymentArgs, app_versions
 from components.applied_record import read_previous_record
@@ -129,6 +130,7 @@ gate = PhaseGate(
             name: {step.name: dict(step.requires) for step in track.steps if step.requires}
             for name, track in stack.plan.tracks.items()
         },
+        step_scopes=step_scopes(stack.plan),
     ),
 )
 

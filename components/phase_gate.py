@@ -64,6 +64,8 @@ class PhaseGateArgs:
     depends_on: Sequence[pulumi.Resource] = ()
     # track -> step -> {other track: step it requires}; policies check them against the applied steps
     step_requires: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    # track -> step -> state paths (lists of keys) the step may change; plan-step-scope judges the effective change
+    step_scopes: dict[str, dict[str, list[list[str]]]] = field(default_factory=dict)
 
 
 class PhaseGate(pulumi.dynamic.Resource):
@@ -85,6 +87,7 @@ class PhaseGate(pulumi.dynamic.Resource):
                 "override": args.override,
                 "evaluatedAt": args.evaluated_at,
                 "stepRequires": args.step_requires,
+                "stepScopes": args.step_scopes,
             },
             pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(args.depends_on))),
         )

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from .common import Finding, Transition, dig, fmt, number
+from ..builders import DEPLOYMENT, gate_of, gate_policy, number_setting, resource_label, stack_policy
+from .common import Finding, Transition, dig, fmt, has_key, number
 
 ALLOWED_AT_SWITCHOVER = ("primary", "replicas", "switchover")
 
@@ -194,3 +195,62 @@ def _to_number(value: Any) -> Any:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+# --------------------------------------------------------------------------- the policies
+def apps_through_pooler(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
+    """db-apps-through-pooler (stack): the registered Deployments' plain DB_HOST/DB_PORT, judged against the gate."""
+    t = gate_of(resources)
+    if t is None:
+        return []
+    deployments = []
+    for r in resources:
+        if r.resource_type != DEPLOYMENT:
+            continue
+        env = {}
+        for container in dig(r.props, "spec", "template", "spec", "containers", default=[]) or []:
+            for var in container.get("env") or []:
+                if has_key(var, "value"):  # reading an unknown DB_HOST raises: advisory, never a guess
+                    env[var["name"]] = var["value"] if var["name"] in ("DB_HOST", "DB_PORT") else None
+        deployments.append((r.urn, resource_label(r.props, r.name), env))
+    return deployments_through_pooler(t, deployments)
+
+
+CONFIG = {
+    "maxReplicaLagBytes": {"type": "integer", "minimum": 1, "default": 1024 * 1024,
+                           "description": "upper bound for database.lagGate.maxBytes"},
+}
+
+POLICIES = [
+    gate_policy(
+        "db-promote-only-gated-replica",
+        "A server becomes primary only if it was applied as a streaming replica with a lag gate.",
+        lambda t, c: promote_only_gated_replica(t),
+    ),
+    gate_policy(
+        "db-replica-lag-gate",
+        "The replication lag gate is no looser than maxReplicaLagBytes.",
+        lambda t, c: replica_lag_gate(t, number_setting(c, CONFIG, "maxReplicaLagBytes")),
+        CONFIG,
+    ),
+    gate_policy(
+        "db-switchover-alone",
+        "The step that moves the primary changes nothing else.",
+        lambda t, c: switchover_alone(t),
+    ),
+    gate_policy(
+        "db-switchover-through-pooler",
+        "Applications reach PostgreSQL only through PgBouncer before and during a switchover.",
+        lambda t, c: through_pooler(t),
+    ),
+    stack_policy(
+        "db-apps-through-pooler",
+        "During a switchover every Deployment reaches PostgreSQL through PgBouncer (DB_HOST/DB_PORT).",
+        apps_through_pooler,
+    ),
+    gate_policy(
+        "db-retire-after-switchover",
+        "An old primary is retired only after the switchover away from it was applied.",
+        lambda t, c: retire_after_switchover(t),
+    ),
+]

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional
 
 from bazbii_plan.record import parse_time
 
+from ..builders import DNS_RECORD, gate_policy, number_setting, resource_policy
 from .common import TIMED_SOURCES, Finding, Transition, dig, fmt, number
 
 AUTOMATIC_TTL = 1
@@ -138,3 +139,33 @@ def proxied_record_ttl(props: Mapping[str, Any]) -> list[Finding]:
         )]
     return []
 
+
+
+# --------------------------------------------------------------------------- the policies
+CONFIG = {
+    "maxTtlForSwitch": {"type": "integer", "minimum": 1, "maximum": 86400, "default": 300,
+                        "description": "a DNS-only record's content may change only at this TTL (s) or lower"},
+    "assumedOldTtlSeconds": {"type": "integer", "minimum": 0, "default": 86400,
+                             "description": "the old TTL to wait out when the record does not say what it was"},
+}
+
+POLICIES = [
+    gate_policy(
+        "dns-lower-ttl-before-switch",
+        "A DNS-only record's content changes only after an applied step at a low TTL that has lasted one old TTL.",
+        lambda t, c: lower_ttl_before_switch(
+            t, number_setting(c, CONFIG, "maxTtlForSwitch"), number_setting(c, CONFIG, "assumedOldTtlSeconds")),
+        CONFIG,
+    ),
+    gate_policy(
+        "dns-proxied-moves-with-load-balancer",
+        "Proxied records are moved with load-balancer weights, not by changing their content.",
+        lambda t, c: proxied_moves_with_load_balancer(t),
+    ),
+    resource_policy(
+        "dns-proxied-record-ttl",
+        "Proxied DNS records use the automatic TTL.",
+        (DNS_RECORD,),
+        lambda props, _t, _n, _c: proxied_record_ttl(props),
+    ),
+]

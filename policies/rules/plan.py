@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bazbii_plan.transitions import transition_problems
 
+from ..builders import gate_policy
 from .common import Finding, Transition
 
 OVERRIDE_FIX = "`pulumi config set bazbii:phaseOverride '<reason>'` (logged and recorded)"
@@ -82,3 +83,23 @@ def requires_met(t: Transition) -> list[Finding]:
                     ))
                     break
     return out
+
+
+# --------------------------------------------------------------------------- the policies
+POLICIES = [
+    gate_policy(
+        "plan-fail-closed",
+        "When the last applied state cannot be read, only the first step of every track (or an explicit override) is allowed.",
+        lambda t, c: fail_closed(t),
+    ),
+    gate_policy(
+        "plan-one-step-at-a-time",
+        "At most one track moves per update, by exactly one step forward or one step back.",
+        lambda t, c: one_step_at_a_time(t),
+    ),
+    gate_policy(
+        "plan-requires-met",
+        "A step's `requires` (other tracks at or past a step) hold in the applied and the target steps.",
+        lambda t, c: requires_met(t),
+    ),
+]

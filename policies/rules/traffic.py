@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from .common import UNKNOWN, Finding, Transition, dig, fmt, next_rung, number, peek
+from ..builders import LOAD_BALANCER, LOAD_BALANCER_POOL, gate_of, gate_policy, ladder_setting, ladder_schema, \
+    resource_policy, stack_policy
+from .common import UNKNOWN, Finding, Transition, dig, fmt, next_rung, number, peek, plain
 
 DEFAULT_LADDER = (0, 10, 50, 100)
 
@@ -155,3 +157,65 @@ def pool_has_monitor(props: Mapping[str, Any]) -> list[Finding]:
         f"pool {peek(props, 'name')!r} has no health monitor",
         "attach the load-balancer monitor (monitor=<monitor id>) before the pool gets any weight",
     )]
+
+
+# --------------------------------------------------------------------------- the policies
+def pool_monitor_attached(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
+    """traffic-pool-monitor-attached (stack): pools whose server has weight > 0 in the gate's target carry a monitor."""
+    t = gate_of(resources)
+    if t is None:
+        return []
+    serving = {p.get("server") for p in _pools(t.target_state).values() if _weight(p) > 0}
+    out = []
+    for r in resources:
+        if r.resource_type != LOAD_BALANCER_POOL:
+            continue
+        origins = plain(r.props.get("origins") or [], strict=False)
+        servers = {o.get("name") for o in origins if isinstance(o, dict)}
+        if servers & serving:
+            out += [Finding(f.what + f" although {sorted(servers & serving)} gets traffic in this step", f.fix, r.urn)
+                    for f in pool_has_monitor(r.props)]
+    return out
+
+
+CONFIG = {"trafficLadder": ladder_schema(list(DEFAULT_LADDER))}
+
+POLICIES = [
+    gate_policy(
+        "traffic-weight-ladder",
+        "A load-balancer pool's weight rises at most to the next rung of the ladder per update.",
+        lambda t, c: weight_ladder(t, ladder_setting(c, CONFIG, "trafficLadder")),
+        CONFIG,
+    ),
+    gate_policy(
+        "traffic-new-pool-at-zero",
+        "A pool gets traffic only after it was applied, health-checked, at weight 0.",
+        lambda t, c: new_pool_at_zero(t),
+    ),
+    gate_policy(
+        "traffic-pool-health-monitor",
+        "Every pool with weight > 0 is health-checked.",
+        lambda t, c: health_monitor(t),
+    ),
+    gate_policy(
+        "traffic-drain-before-remove",
+        "A pool or its origin is removed only after an applied step in which its weight was 0.",
+        lambda t, c: drain_before_remove(t),
+    ),
+    gate_policy(
+        "traffic-never-zero",
+        "The pool weights never sum to 0.",
+        lambda t, c: never_zero(t),
+    ),
+    resource_policy(
+        "traffic-load-balancer-weights",
+        "The load balancer uses random steering with pool weights that do not sum to 0.",
+        (LOAD_BALANCER,),
+        lambda props, _t, _n, _c: load_balancer_weights(props),
+    ),
+    stack_policy(
+        "traffic-pool-monitor-attached",
+        "The LoadBalancerPool of every server that gets traffic has its health monitor attached.",
+        pool_monitor_attached,
+    ),
+]
