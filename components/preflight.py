@@ -32,15 +32,20 @@ def state_problems(state: StackState) -> list[str]:
 
 
 def check(stack: StackConfig) -> list[str]:
+    """One line per problem: a problem of the current steps once, a problem only some step brings named by it."""
     lines = state_problems(stack.state())
+    seen = set(lines)
     firsts = stack.plan.first_steps()
     for track_name, track in stack.plan.tracks.items():
         for step in track.names():
             if stack.current[track_name] == step:
                 continue
             other = stack.with_steps(**dict(firsts, **{track_name: step}))
-            lines += [f"{line} (at step {track_name}={step})" for line in state_problems(other.state())]
-    return list(dict.fromkeys(lines))
+            for line in state_problems(other.state()):
+                if line not in seen:  # the same problem in every step is one problem, reported once
+                    seen.add(line)
+                    lines.append(f"{line} (at step {track_name}={step})")
+    return lines
 
 
 def check_or_stop(stack: StackConfig) -> Optional[MigrationBundle]:

@@ -8,7 +8,10 @@
 
 Needs no Pulumi CLI and no cloud credentials. Exit status: 0 when every
 transition passes the policies, 1 on any mandatory violation, 2 on bad
-config or arguments.
+config or arguments: every config and pre-flight problem (the same checks the
+program runs before it registers anything) is one line naming its key
+(``bazbii:...``), or the option and file it comes from; with ``--json`` the
+same problems are the ``errors`` list.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
+from pulumi.errors import RunError
 from rich.console import Console
 
-from bazbii_plan.errors import ConfigError
+from bazbii_plan.errors import NAMESPACE, ConfigError
 
 from .harness import REPO_ROOT
 
@@ -43,6 +48,93 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(path: Path, option: str, prefix_keys: bool = False) -> "scenarios.Side":
+    """A stack file, validated like the program does (config loader, then pre-flight); errors name their key.
+
+    A problem with the file itself names the option (``--base FILE: not valid YAML ...``). Key problems of
+    the ``--base`` file (``prefix_keys``) are prefixed with the option and file, so the key is never mistaken
+    for one of the proposed file.
+    """
+    from components import preflight
+
+    from . import scenarios
+
+    try:
+        side = scenarios.load_side(path)
+        problems = preflight.check(side.config)
+    except ConfigError as exc:
+        problems = exc.problems
+    if problems:
+        raise ConfigError([
+            f"{option} {line}" if line.startswith(f"{path}: ")
+            else (f"{option} {path}: {line}" if prefix_keys else line)
+            for line in problems
+        ])
+    return side
+
+
+def _policy_config(path: Optional[Path]) -> Optional[dict]:
+    if path is None:
+        return None
+    from policies.offline import PolicyConfigError, resolve_config
+
+    where = f"--policy-config {path}"
+    try:
+        config = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError([f"{where}: cannot read: {exc.strerror or exc}"]) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{where}: not valid JSON: {exc}"]) from None
+    if not isinstance(config, dict):
+        raise ConfigError([f"{where}: must be a JSON object of policy name -> level or settings"])
+    try:
+        resolve_config(config)
+    except PolicyConfigError as exc:
+        raise ConfigError([f"{where}: {exc}"]) from None
+    return config
+
+
+def _transitions(args: argparse.Namespace, stack_file: Path) -> list:
+    from . import scenarios
+
+    if args.base_age and not args.base and not args.phase:
+        raise ConfigError(["--base-age: applies to --base or --phase previews"])
+    base_age = scenarios.parse_age(args.base_age) if args.base_age else None
+    side = _load(stack_file, "--config")
+    if args.base:
+        return [scenarios.between_files(_load(args.base, "--base", prefix_keys=True), side, base_age)]
+    if args.all:
+        return scenarios.whole_plan(side)
+    if args.phase:
+        return [scenarios.to_step(side, args.phase, scenarios.applied_at_from_age(base_age))]
+    if args.track not in side.config.plan.tracks:
+        raise ConfigError([f"--track {args.track}: tracks are {list(side.config.plan.tracks)}"])
+    return scenarios.current_and_next(side, args.track)
+
+
+def error_entry(line: str) -> dict[str, str]:
+    """``[--base FILE: ]<key>: <message>`` -> ``{"key", "message"[, "file"]}`` for --json."""
+    entry: dict[str, str] = {}
+    option, _, rest = line.partition(" ")
+    if option in ("--base", "--config") and ": " in rest:
+        entry["file"], _, line = rest.partition(": ")
+        if not line.startswith(f"{NAMESPACE}:"):  # a problem with the file itself
+            return dict(entry, key=option, message=line)
+    key, _, message = line.partition(": ")
+    return dict(entry, key=key, message=message)
+
+
+def _bad_input(problems: list[str], as_json: bool) -> int:
+    lines = [" ".join(str(p).split()) for p in problems]  # one line per problem, whatever the source wrote
+    if as_json:
+        print(json.dumps({"errors": [error_entry(line) for line in lines], "transitions": [],
+                          "failedTransitions": 0}, indent=2))
+    else:
+        for line in lines:
+            print(line, file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import scenarios
@@ -53,41 +145,18 @@ def main(argv: list[str] | None = None) -> int:
         console.width = 160  # logs and CI: do not wrap tables at the 80-column default
     stack_file = args.config or (REPO_ROOT / f"Pulumi.{args.stack}.yaml")
     try:
-        if args.base_age and not args.base and not args.phase:
-            raise ConfigError(["--base-age applies to --base or --phase previews"])
-        policy_config = json.loads(args.policy_config.read_text()) if args.policy_config else None
-        if policy_config is not None:
-            from policies.offline import PolicyConfigError, resolve_config
-
-            try:
-                resolve_config(policy_config)
-            except PolicyConfigError as exc:
-                raise ConfigError([f"--policy-config {args.policy_config}: {exc}"]) from None
-        side = scenarios.load_side(stack_file)
-        if args.base:
-            base_age = scenarios.parse_age(args.base_age) if args.base_age else None
-            transitions = [scenarios.between_files(scenarios.load_side(args.base), side, base_age)]
-        elif args.all:
-            transitions = scenarios.whole_plan(side)
-        elif args.phase:
-            base_age = scenarios.parse_age(args.base_age) if args.base_age else None
-            transitions = [scenarios.to_step(side, args.phase, scenarios.applied_at_from_age(base_age))]
-        else:
-            if args.track not in side.config.plan.tracks:
-                raise ConfigError([f"--track {args.track}: tracks are {list(side.config.plan.tracks)}"])
-            transitions = scenarios.current_and_next(side, args.track)
+        policy_config = _policy_config(args.policy_config)
+        transitions = _transitions(args, stack_file)
+        results = [scenarios.run_transition(t, policy_config) for t in transitions]
     except ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _bad_input(exc.problems, args.json)
+    except RunError as exc:  # the program refused its config in a way the pre-flight above did not foresee
+        return _bad_input([f"the program stopped before registering anything: {exc}"], args.json)
 
-    results = [scenarios.run_transition(t, policy_config) for t in transitions]
     failed = sum(1 for r in results if r.failed)
     if args.json:
-        print(json.dumps({"transitions": as_json(results), "failedTransitions": failed}, indent=2, default=str))
+        print(json.dumps({"errors": [], "transitions": as_json(results), "failedTransitions": failed},
+                         indent=2, default=str))
     else:
         if args.all:
             console.print(summary_table(results))
