@@ -177,6 +177,7 @@ class Transition:
     override: Optional[str]
     evaluated_at: Optional[datetime]
     step_requires: Optional[dict[str, dict[str, dict[str, str]]]] = None
+    track_keys: Optional[dict[str, str]] = None  # track -> its step key (bazbii:<key>), for fixes that name it
 
     @classmethod
     def from_gate(cls, props: Any) -> "Transition":
@@ -199,6 +200,7 @@ class Transition:
             override=data.get("override") or None,
             evaluated_at=evaluated,
             step_requires=data.get("stepRequires"),
+            track_keys=data.get("trackKeys"),
         )
 
     # --- states -------------------------------------------------------

@@ -19,6 +19,7 @@ from bazbii_plan.record import parse_time
 
 from ..builders import DNS_RECORD, gate_policy, number_setting, resource_policy
 from .common import TIMED_SOURCES, Finding, Transition, dig, fmt, number
+from .keys import state_key, track_key
 
 AUTOMATIC_TTL = 1
 AUTOMATIC_TTL_SECONDS = 300  # Cloudflare's "automatic" TTL for DNS-only records
@@ -48,6 +49,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds} s"
 
 
+def _switch_key(t: Transition) -> str:
+    """The step key whose move switches the record (the moving track's, normally bazbii:dnsPhase)."""
+    changed = t.moves()
+    return track_key(t, changed[0].track) if changed else state_key("dns", "records")
+
+
 def lower_ttl_before_switch(t: Transition, max_ttl: float, assumed_old_ttl: float) -> list[Finding]:
     """dns-lower-ttl-before-switch (see the module docstring)."""
     if t.previous is None:
@@ -68,14 +75,15 @@ def lower_ttl_before_switch(t: Transition, max_ttl: float, assumed_old_ttl: floa
             out.append(Finding(
                 f"{what} while its applied TTL is {fmt(old.get('ttl'))} s (> {fmt(max_ttl)} s): resolvers may keep "
                 "the old answer that long",
-                f"first apply a step that only lowers dns.records.{name}.ttl to {fmt(max_ttl)} or less, wait at "
-                "least the old TTL, then switch the content",
+                f"first apply a step that only lowers {state_key('dns', 'records', name, 'ttl')} to {fmt(max_ttl)} or "
+                "less, wait at least the old TTL, then switch the content",
             ))
             continue
         if new_ttl is not None and new_ttl < old_ttl:
             out.append(Finding(
                 f"{what} and lowers its TTL {fmt(old.get('ttl'))} -> {fmt(new.get('ttl'))} in the same step",
-                "lower the TTL in its own step, apply it, wait at least the old TTL, then switch the content",
+                f"lower {state_key('dns', 'records', name, 'ttl')} in its own step, apply it, wait at least the old "
+                "TTL, then switch the content",
             ))
             continue
         if not t.times_enforced:
@@ -92,8 +100,8 @@ def lower_ttl_before_switch(t: Transition, max_ttl: float, assumed_old_ttl: floa
             out.append(Finding(
                 f"{what}, but when its TTL became {fmt(old.get('ttl'))} s is not recorded (source "
                 f"{t.previous_source!r}), so it is unknown whether the old TTL of {_duration(wait)} has passed",
-                f"wait {_duration(wait)} after the TTL change was applied before switching; for an offline preview "
-                "pass --base-age <how long ago the base was applied>",
+                f"keep {_switch_key(t)} at the applied step until {_duration(wait)} after the TTL change was applied; "
+                "for an offline preview pass --base-age <how long ago the base was applied>",
             ))
             continue
         elapsed = t.evaluated_at - since
@@ -104,7 +112,7 @@ def lower_ttl_before_switch(t: Transition, max_ttl: float, assumed_old_ttl: floa
                 f"{fmt(old.get('ttl'))} s; resolvers may still cache the old answer for the old TTL of "
                 f"{_duration(wait)}",
                 f"wait another {_duration(left.total_seconds())} (until {(since + timedelta(seconds=wait)).isoformat()}) "
-                "and preview again",
+                f"before setting {_switch_key(t)} to this step, and preview again",
             ))
     return out
 
@@ -123,8 +131,8 @@ def proxied_moves_with_load_balancer(t: Transition) -> list[Finding]:
             out.append(Finding(
                 f"proxied record {name!r} changes ({old.get('type')} {old.get('content')} proxied="
                 f"{bool(old.get('proxied'))} -> {new.get('type')} {new.get('content')} proxied={bool(new.get('proxied'))})",
-                "keep the proxied record as it is and move its traffic with load-balancer pool weights "
-                "(traffic.pools) instead",
+                f"keep {state_key('dns', 'records', name)} as applied and move its traffic with load-balancer pool "
+                f"weights ({state_key('traffic', 'pools')}) instead",
             ))
     return out
 
@@ -135,7 +143,8 @@ def proxied_record_ttl(props: Mapping[str, Any]) -> list[Finding]:
         return [Finding(
             f"proxied record {props.get('name')!r} sets ttl {fmt(props.get('ttl'))}; a proxied record's TTL is not "
             "what resolvers see, so lowering it does not prepare a move",
-            "set ttl 1 (automatic) and move traffic with load-balancer weights",
+            f"set bazbii:dns.records.<record {props.get('name')}>.ttl: 1 (automatic) and move traffic with "
+            "load-balancer weights (bazbii:traffic.pools)",
         )]
     return []
 

@@ -15,6 +15,8 @@ from bazbii_plan import rollout
 from ..builders import CRON_JOB, DAEMON_SET, DEPLOYMENT, JOB, PDB, STATEFUL_SET, gate_policy, ladder_schema, \
     ladder_setting, number_setting, resource_label, resource_policy, stack_policy
 from .common import Finding, Transition, dig, fmt, image_tag, next_rung, number, plain
+from .keys import step_changes_key
+from .traffic import goes_back
 
 SERVING_LABEL = "bazbii.io/serving"
 TRACK_LABEL = "bazbii.io/track"
@@ -183,7 +185,7 @@ def canary_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
     No canary counts as weight 0; a canary whose image changes starts again at 0
     (a new version may only appear at the first rung). A one-step rollback is exempt.
     """
-    if t.previous is None or t.is_rollback:
+    if t.previous is None or goes_back(t):
         return []
     old = dig(t.previous_state, "app", "canary", default=None) or {}
     new = dig(t.target_state, "app", "canary", default=None) or {}
@@ -200,7 +202,8 @@ def canary_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
     what = (f"canary {new.get('image')} appears at weight {fmt(new_weight)}" if fresh
             else f"canary weight jumps {fmt(old_weight)} -> {fmt(new_weight)}")
     return [Finding(f"{what}, past the next rung {rung} of the canary ladder {ladder}",
-                    f"set bazbii:app.canary.weight to {rung} (or less) in this step and raise it in later steps")]
+                    f"set {step_changes_key(t, 'app', 'canary', 'weight')} to {rung} (or less) in this step and "
+                    "raise it in later steps")]
 
 
 def pod_disruption_budgets(

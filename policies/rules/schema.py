@@ -23,6 +23,7 @@ from bazbii_db.sql_safety import ERROR, STAGES, analyse_sql, validated_checks_af
 from ..builders import CONFIG_MAP, DEPLOYMENT, JOB, gate_of, gate_policy, metadata_labels, resource_label, \
     resource_policy, stack_policy
 from .common import Finding, Transition, dig, image_tag, plain, semver
+from .keys import state_key, track_key
 
 MIGRATION_ID_LABEL = "bazbii.io/migration-id"
 MIGRATION_STAGE_LABEL = "bazbii.io/migration-stage"
@@ -83,8 +84,8 @@ def contract_after_app_rollout(t: Transition) -> list[Finding]:
         out.append(Finding(
             f"migration {migration.get('id')!r} contracts, but {where} runs {image} ({why}); contract requires every "
             f"Deployment at {required} or later",
-            "finish the release track first (every Deployment at or above the version, no canary on the old one), "
-            "apply it, then move the schema track to contract",
+            f"finish the release track first ({track_key(t, 'release')}: every Deployment at or above the version, "
+            f"no canary on the old one), apply it, then set {track_key(t, 'schema')} to the contract step",
         ))
     return out
 
@@ -100,13 +101,14 @@ def contract_after_deployments_rollout(
         return []
     if not required:
         return [Finding("the contract stage runs but no contractRequiresAppVersion is known",
-                        "set schema.migration.contractRequiresAppVersion")]
+                        f"set {state_key('schema', 'migration', 'contractRequiresAppVersion')}")]
     out = []
     for urn, name, images in deployments:
         for where, image, why in images_below([(f"Deployment {name}", i) for i in images], required):
             out.append(Finding(
                 f"the contract stage runs while {where} runs {image} ({why})",
-                f"roll every Deployment to {required} or later and apply that before contracting",
+                f"roll every Deployment to {required} or later through the release track (bazbii:app.api.image, "
+                "bazbii:app.worker.image, no bazbii:app.canary) and apply that before contracting",
                 urn,
             ))
     return out
@@ -154,8 +156,9 @@ def analyse_configmap(
 
 
 def _finding(sql_finding: Any) -> Finding:
+    fix = (sql_finding.fix or "rewrite the statement").rstrip(".")
     return Finding(f"{sql_finding.file}:{sql_finding.line}: [{sql_finding.rule}] {sql_finding.message}",
-                   sql_finding.fix or "rewrite the statement")
+                   f"{fix} (in the migration's file under {state_key('schema', 'migrationsDir')})")
 
 
 def destructive_only_in_contract(sql_findings: list[Any]) -> list[Finding]:
@@ -195,7 +198,8 @@ def runs_through_runner(kind_and_name: str, commands: list[list[str]]) -> list[F
     return [Finding(
         f"{kind_and_name} runs migration SQL with {commands[0] if commands else 'no command'}, not the migration "
         f"runner (python -m {RUNNER_MODULE})",
-        f"run `python -m {RUNNER_MODULE} apply --migration <id> --stage <stage>` (it sets lock_timeout and "
+        f"set {state_key('schema', 'runner')} to job or provider and keep the program's Job command: both run "
+        f"`python -m {RUNNER_MODULE} apply --migration <id> --stage <stage>` (it sets lock_timeout and "
         "statement_timeout, retries lock timeouts and journals progress)",
     )]
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 from ..builders import LOAD_BALANCER, LOAD_BALANCER_POOL, gate_of, gate_policy, ladder_setting, ladder_schema, \
     resource_policy, stack_policy
 from .common import UNKNOWN, Finding, Transition, dig, fmt, next_rung, number, peek, plain
+from .keys import state_key, step_changes_key
 
 DEFAULT_LADDER = (0, 10, 50, 100)
 
@@ -26,13 +27,20 @@ def _weight(pool: Mapping[str, Any]) -> float:
     return number(pool.get("weight")) or 0.0
 
 
+def goes_back(t: Transition) -> bool:
+    """Some track moves back: a one-step rollback (a state already checked on the way up), or a jump back that
+    plan-one-step-at-a-time denies on its own. Rules about climbing forward have nothing to say about either."""
+    return any(m.distance < 0 for m in t.moves())
+
+
 def weight_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
     """traffic-weight-ladder: a pool's weight rises at most to the next rung; decreases are free.
 
     A one-step rollback restores a state that was already checked on the way
-    up, so it is exempt (it may raise a weight by more than one rung).
+    up, so it is exempt (it may raise a weight by more than one rung); a jump
+    back of more steps is the plan rule's alone (see :func:`goes_back`).
     """
-    if t.previous is None or t.is_rollback:
+    if t.previous is None or goes_back(t):
         return []
     before, after = _pools(t.previous_state), _pools(t.target_state)
     out = []
@@ -43,15 +51,15 @@ def weight_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
         if new > old and new > rung:
             out.append(Finding(
                 f"pool {name!r} weight jumps {fmt(old)} -> {fmt(new)}, past the next rung {rung} of the ladder {ladder}",
-                f"set traffic.pools.{name}.weight to {rung} (or less) in this step and raise it further in a "
-                "later step, once the gate of this one holds",
+                f"set {step_changes_key(t, 'traffic', 'pools', name, 'weight')} to {rung} (or less) in this step and "
+                "raise it further in a later step, once the gate of this one holds",
             ))
     return out
 
 
 def new_pool_at_zero(t: Transition) -> list[Finding]:
     """traffic-new-pool-at-zero: a pool gets traffic only after an applied step in which it existed at weight 0."""
-    if t.previous is None:
+    if t.previous is None or goes_back(t):
         return []
     before, after = _pools(t.previous_state), _pools(t.target_state)
     out = []
@@ -60,13 +68,15 @@ def new_pool_at_zero(t: Transition) -> list[Finding]:
             out.append(Finding(
                 f"pool {name!r} gets weight {fmt(_weight(pool))} but was not applied before (no health-checked "
                 "step at weight 0)",
-                f"add pool {name!r} with weight 0 in one step, apply it and see it healthy, then raise the weight",
+                f"add pool {name!r} at weight 0 in a step of its own ({state_key('traffic', 'pools', name, 'weight')}: "
+                "0), apply it and see it healthy, then raise the weight",
             ))
         elif _weight(pool) > 0 and name in before and before[name].get("server") != pool.get("server"):
             out.append(Finding(
                 f"pool {name!r} moves its origin {before[name].get('server')!r} -> {pool.get('server')!r} "
                 f"while getting weight {fmt(_weight(pool))}",
-                "add a new pool for the new origin at weight 0 and shift weight to it step by step",
+                f"keep {state_key('traffic', 'pools', name, 'server')} as applied; add a new pool for the new origin at "
+                "weight 0 and shift weight to it step by step",
             ))
     return out
 
@@ -78,7 +88,8 @@ def health_monitor(t: Transition) -> list[Finding]:
         if _weight(pool) > 0 and pool.get("monitored") is False:
             out.append(Finding(
                 f"pool {name!r} has weight {fmt(_weight(pool))} but monitored: false",
-                f"set traffic.pools.{name}.monitored: true (and apply it at weight 0 first), or set its weight to 0",
+                f"set {step_changes_key(t, 'traffic', 'pools', name, 'monitored')}: true (and apply it at weight 0 "
+                "first), or set its weight to 0",
             ))
     return out
 
@@ -94,13 +105,15 @@ def drain_before_remove(t: Transition) -> list[Finding]:
         if name not in after and old > 0:
             out.append(Finding(
                 f"pool {name!r} is removed while its applied weight is {fmt(old)}",
-                f"set traffic.pools.{name}.weight to 0 in one step, apply it, let connections drain, then remove it",
+                f"set {state_key('traffic', 'pools', name, 'weight')} to 0 in one step, apply it, let connections "
+                "drain, then remove the pool",
             ))
         elif name in after and after[name].get("server") != pool.get("server") and old > 0:
             out.append(Finding(
                 f"pool {name!r} replaces its origin {pool.get('server')!r} -> {after[name].get('server')!r} while "
                 f"its applied weight is {fmt(old)}",
-                "drain the pool to weight 0 first, or add a separate pool for the new origin",
+                f"drain the pool to weight 0 first ({state_key('traffic', 'pools', name, 'weight')}: 0), or keep "
+                f"{state_key('traffic', 'pools', name, 'server')} and add a separate pool for the new origin",
             ))
     return out
 
@@ -113,7 +126,7 @@ def never_zero(t: Transition) -> list[Finding]:
         return []
     return [Finding(
         f"the target pool weights sum to {fmt(total)}: the load balancer would have no pool to send traffic to",
-        "keep at least one healthy pool with weight > 0",
+        f"keep at least one healthy pool with weight > 0 in {state_key('traffic', 'pools')}",
     )]
 
 
@@ -130,15 +143,18 @@ def load_balancer_weights(props: Mapping[str, Any]) -> list[Finding]:
     if steering != "random":
         out.append(Finding(
             f"steeringPolicy is {steering!r}; pool weights only apply with 'random' steering",
-            "set steering_policy='random' and random_steering.pool_weights",
+            f"set {state_key('traffic', 'steering')}: random (the program then sets the pool weights from "
+            f"{state_key('traffic', 'pools')})",
         ))
     weights = dig(props, "randomSteering", "poolWeights")
     if not isinstance(weights, Mapping) or not weights:
-        out.append(Finding("randomSteering.poolWeights is missing", "set a weight for every pool"))
+        out.append(Finding("randomSteering.poolWeights is missing",
+                           f"set a weight for every pool in {state_key('traffic', 'pools')}"))
         return out
     values = [number(weights[k]) for k in list(weights.__iter__())]
     if sum(v or 0.0 for v in values) <= 0:
-        out.append(Finding("every pool weight is 0: no pool would receive traffic", "keep one pool with weight > 0"))
+        out.append(Finding("every pool weight is 0: no pool would receive traffic",
+                           f"keep one pool with weight > 0 in {state_key('traffic', 'pools')}"))
     return out
 
 
@@ -155,7 +171,8 @@ def pool_has_monitor(props: Mapping[str, Any]) -> list[Finding]:
         return []
     return [Finding(
         f"pool {peek(props, 'name')!r} has no health monitor",
-        "attach the load-balancer monitor (monitor=<monitor id>) before the pool gets any weight",
+        "set bazbii:traffic.pools.<pool>.monitored: true (the program then attaches the load-balancer monitor) "
+        "before the pool gets any weight",
     )]
 
 
