@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from pulumi.errors import RunError
 from rich.console import Console
@@ -28,6 +28,9 @@ from rich.console import Console
 from bazbii_plan.errors import NAMESPACE, ConfigError
 
 from .harness import REPO_ROOT
+
+if TYPE_CHECKING:  # the scenarios import the program's harness; loaded only when a preview runs
+    from .scenarios import Side
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -48,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: Path, option: str, prefix_keys: bool = False) -> "scenarios.Side":
+def _load(path: Path, option: str, prefix_keys: bool = False) -> "Side":
     """A stack file, validated like the program does (config loader, then pre-flight); errors name their key.
 
     A problem with the file itself names the option (``--base FILE: not valid YAML ...``). Key problems of

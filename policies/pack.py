@@ -39,8 +39,8 @@ def _schemas() -> dict[str, dict[str, Any]]:
     """Every config property of the pack (property -> JSON schema with its default); one meaning per name."""
     out: dict[str, dict[str, Any]] = {}
     for policy in POLICIES:
-        for key, schema in (policy.config_schema.properties if policy.config_schema else {}).items():
-            if out.setdefault(key, schema) != schema:
+        for key, property_schema in (policy.config_schema.properties if policy.config_schema else {}).items():
+            if out.setdefault(key, property_schema) != property_schema:
                 raise ImportError(f"config property {key!r} is declared with two different schemas")
     return out
 

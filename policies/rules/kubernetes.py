@@ -8,7 +8,7 @@ registered). A Deployment *serves* when its labels say
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from bazbii_plan import rollout
 

@@ -10,34 +10,16 @@ import copy
 import json
 
 import pytest
-import yaml
 
-from offline_preview.__main__ import main
-from offline_preview.harness import REPO_ROOT
 from bazbii_plan.stackfile import OFFLINE_SECRET_PLACEHOLDER
+from offline_preview.harness import REPO_ROOT
 
-PROD = REPO_ROOT / "Pulumi.prod.yaml"
-
-
-@pytest.fixture(scope="module")
-def prod_doc():
-    return yaml.safe_load(PROD.read_text())
-
-
-def write(tmp_path, name, doc):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-def step(doc, track, name):
-    return next(s for s in doc["config"]["bazbii:plan"][track]["steps"] if s["name"] == name)
+from . import prs
+from .prs import step, write
 
 
 def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
+    code, out, err = prs.run(capsys, *argv)
     assert OFFLINE_SECRET_PLACEHOLDER not in out + err  # the offline stand-in for every secret is never printed
     return code, out, err
 
