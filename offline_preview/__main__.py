@@ -35,8 +35,15 @@ if TYPE_CHECKING:  # the scenarios import the program's harness; loaded only whe
 EXIT_OK, EXIT_VIOLATIONS, EXIT_BAD_INPUT = 0, 1, 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are a ConfigError like any other bad input (one line, exit 2, in JSON with --json)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError([f"arguments: {message} (see --help)"])
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m offline_preview", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="python -m offline_preview", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", default="prod", help="stack name; reads Pulumi.<stack>.yaml (default: prod)")
     parser.add_argument("--config", type=Path, help="stack file to preview (default: Pulumi.<stack>.yaml)")
     parser.add_argument("--base", type=Path, help="stack file that is applied now; the preview judges base -> --config")
@@ -139,7 +146,10 @@ def _bad_input(problems: list[str], as_json: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except ConfigError as exc:
+        return _bad_input(exc.problems, "--json" in (sys.argv[1:] if argv is None else argv))
     from . import scenarios
     from .report import as_json, print_results, summary_table
 

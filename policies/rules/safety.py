@@ -181,8 +181,19 @@ def _moved(old: Any, new: Any, fields: tuple[str, ...]) -> bool:
                                                           for f in fields) for name in names)
 
 
+def _traffic_moved(old_pools: Any, new_pools: Any) -> bool:
+    """A pool's weight changes (an absent pool weighs 0), or a pool that carries traffic changes its origin."""
+    old_pools, new_pools = old_pools or {}, new_pools or {}
+    for name in set(old_pools) | set(new_pools):
+        old, new = old_pools.get(name) or {}, new_pools.get(name) or {}
+        old_weight, new_weight = number(old.get("weight")) or 0.0, number(new.get("weight")) or 0.0
+        if old_weight != new_weight or (max(old_weight, new_weight) > 0 and old.get("server") != new.get("server")):
+            return True
+    return False
+
+
 MOVES: tuple[tuple[str, Callable[[Mapping[str, Any], Mapping[str, Any]], bool]], ...] = (
-    ("traffic", lambda o, n: _moved(dig(o, "traffic", "pools"), dig(n, "traffic", "pools"), ("weight", "server"))),
+    ("traffic", lambda o, n: _traffic_moved(dig(o, "traffic", "pools"), dig(n, "traffic", "pools"))),
     ("the canary", lambda o, n: (dig(o, "app", "canary") or {}).get("weight") != (dig(n, "app", "canary") or {}).get("weight")
      or (dig(o, "app", "canary") or {}).get("image") != (dig(n, "app", "canary") or {}).get("image")),
     ("DNS", lambda o, n: _moved(dig(o, "dns", "records"), dig(n, "dns", "records"), ("content", "type", "proxied"))),

@@ -102,6 +102,14 @@ def test_every_kind_of_move_counts(what, edit, prod_state):
     assert safety.not_weakened(_transition(prod_state, weakened))
 
 
+def test_a_new_pool_at_weight_zero_moves_no_traffic(prod_state):
+    added = copy.deepcopy(prod_state)
+    added["traffic"]["pools"]["server3"] = {"server": "server3", "weight": 0, "monitored": True}
+    assert safety.what_moves(prod_state, added) == []
+    added["traffic"]["pools"]["server3"]["weight"] = 10
+    assert safety.what_moves(prod_state, added) == ["traffic"]
+
+
 def test_a_one_step_rollback_is_exempt(prod_state):
     weakened = _set(_moving_traffic(prod_state), ("traffic", "monitor", "interval"), 300)
     assert not safety.not_weakened(_transition(prod_state, weakened, before="b", after="a"))

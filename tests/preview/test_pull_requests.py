@@ -263,3 +263,10 @@ def test_a_weight_jump_names_the_steps_key(capsys, tmp_path, prod_doc):
                                                                           "server2": {"weight": 100}}
     out = assert_denied_by(capsys, tmp_path, prod_doc, proposed, {"traffic-weight-ladder"})
     assert "Fix: set bazbii:plan.infra.steps[5].changes.traffic.pools.server2.weight to 50 (or less)" in out
+
+
+def test_bad_arguments_are_json_too(capsys):
+    code, out, _ = run(capsys, "--phase", "traffic-50", "--all", "--json")
+    assert code == 2
+    [error] = json.loads(out)["errors"]
+    assert error["key"] == "arguments" and "not allowed with argument --phase" in error["message"]
