@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+from bazbii_plan.errors import config_key
+
 from ..builders import default_of, gate_policy, list_setting, number_setting
 from .common import Finding, Transition, dig, fmt, number
 
@@ -33,18 +35,38 @@ LARGER = "larger"  # a larger value is weaker (a longer interval, more retries, 
 SMALLER = "smaller"  # a smaller value is weaker (a shorter window, a shorter drain)
 MORE_CODES = "more-codes"  # accepting more HTTP status codes as healthy is weaker
 CHANGED = "changed"  # any other value is weaker (the health path: another path checks something else)
+RANKED = "ranked"  # a value earlier in ``ranks`` (weakest first) is weaker: https -> http, true -> false
+WILDCARD = "*"  # a path segment standing for every key of a map (each replica)
 
 
 @dataclass(frozen=True)
 class Parameter:
-    path: tuple[str, ...]  # in the desired state (camelCase), = the bazbii: config key
-    weaker: str  # LARGER | SMALLER | MORE_CODES | CHANGED
-    bound: Optional[str]  # the policy-config property bounding it (None: another policy bounds it)
+    path: tuple[str, ...]  # in the desired state (camelCase), = the bazbii: config key; "*": every map key
+    weaker: str  # LARGER | SMALLER | MORE_CODES | CHANGED | RANKED
+    bound: Optional[str]  # the policy-config property bounding it (None: another policy bounds it, or none needed)
     why: str  # what a weaker value costs
+    ranks: tuple = ()  # RANKED: the values, weakest first
 
     @property
     def key(self) -> str:
         return "bazbii:" + ".".join(self.path)
+
+    def instances(self, *states: Optional[Mapping[str, Any]]) -> list[tuple[str, ...]]:
+        """The concrete paths of this parameter in any of ``states`` (a wildcard expands to every key)."""
+        paths: list[tuple[str, ...]] = [()]
+        for part in self.path:
+            if part != WILDCARD:
+                paths = [p + (part,) for p in paths]
+                continue
+            expanded = []
+            for p in paths:
+                keys = set()
+                for state in states:
+                    node = dig(state, *p)
+                    keys.update(node if isinstance(node, Mapping) else ())
+                expanded += [p + (k,) for k in sorted(keys)]
+            paths = expanded
+        return paths
 
 
 PARAMETERS: tuple[Parameter, ...] = (
@@ -55,6 +77,10 @@ PARAMETERS: tuple[Parameter, ...] = (
               "a shorter window lets a momentary dip in lag pass the gate"),
     Parameter(("database", "lagGate", "timeoutSeconds"), LARGER, "maxLagTimeoutSeconds",
               "the gate waits longer for a lagging replica before it fails, holding the step (and a switchover) up"),
+    Parameter(("database", "replicas", WILDCARD, "lagGate"), RANKED, None,
+              "the replica could be promoted without its lag having been gated", ranks=(False, True)),
+    Parameter(("database", "replicas", WILDCARD, "consistencyCheck"), RANKED, None,
+              "the replica's data is no longer compared with the primary's at a fixed LSN", ranks=(False, True)),
     Parameter(("database", "pooler", "pauseTimeoutSeconds"), LARGER, "maxPauseTimeoutSeconds",
               "PgBouncer may hold every client's writes that long during a switchover"),
     Parameter(("traffic", "monitor", "interval"), LARGER, "maxMonitorIntervalSeconds",
@@ -67,6 +93,8 @@ PARAMETERS: tuple[Parameter, ...] = (
               "error responses would count as healthy"),
     Parameter(("traffic", "monitor", "path"), CHANGED, "monitorPaths",
               "the monitor would check something other than the gateway's health endpoint"),
+    Parameter(("traffic", "monitor", "type"), RANKED, "monitorTypes",
+              "the health check no longer verifies the origin's TLS", ranks=("http", "https")),
     # Bounded by k8s-graceful-shutdown (drainSeconds) and k8s-revision-history (minRevisionHistory).
     Parameter(("app", "rollout", "drainSeconds"), SMALLER, None,
               "pods stop while the gateway still sends them requests"),
@@ -105,6 +133,9 @@ CONFIG: dict[str, dict[str, Any]] = {
     "monitorPaths": {"type": "array", "minItems": 1, "default": ["/healthz"],
                      "items": {"type": "string", "pattern": "^/"},
                      "description": "paths traffic.monitor.path may check"},
+    "monitorTypes": {"type": "array", "minItems": 1, "default": ["https"],
+                     "items": {"type": "string", "enum": ["http", "https"]},
+                     "description": "protocols traffic.monitor.type may use"},
     "minGracePeriodSeconds": {"type": "integer", "minimum": 1, "default": 30,
                               "description": "shortest app.rollout.terminationGracePeriodSeconds (s)"},
     "minReadySeconds": {"type": "integer", "minimum": 0, "default": 5,
@@ -133,6 +164,8 @@ def accepted_codes(codes: Any) -> frozenset[int]:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as written in the stack file
     return fmt(value) if number(value) is not None else repr(value)
 
 
@@ -143,6 +176,9 @@ def is_weaker(parameter: Parameter, old: Any, new: Any) -> bool:
         return not accepted_codes(new) <= accepted_codes(old)
     if parameter.weaker == CHANGED:
         return old != new
+    if parameter.weaker == RANKED:
+        ranks = list(parameter.ranks)
+        return old in ranks and (new not in ranks or ranks.index(new) < ranks.index(old))
     old_n, new_n = number(old), number(new)
     if old_n is None or new_n is None:
         return old != new
@@ -159,7 +195,7 @@ def out_of_bound(parameter: Parameter, value: Any, config: Mapping[str, Any]) ->
         if not extra:
             return None
         return f"accepts {len(extra)} status code(s) outside {list_setting(config, CONFIG, parameter.bound)}"
-    if parameter.weaker == CHANGED:
+    if parameter.weaker in (CHANGED, RANKED):
         allowed_values = list_setting(config, CONFIG, parameter.bound)
         return None if value in allowed_values else f"is not one of {allowed_values}"
     bound = number_setting(config, CONFIG, parameter.bound)
@@ -212,14 +248,15 @@ def parameter_bounds(t: Transition, config: Mapping[str, Any]) -> list[Finding]:
     """safety-parameter-bounds: every bounded safety parameter of the target state is within its bound."""
     out = []
     for parameter in PARAMETERS:
-        value = dig(t.target_state, *parameter.path)
-        problem = out_of_bound(parameter, value, config)
-        if problem:
-            out.append(Finding(
-                f"{parameter.key} is {_show(value)}, which {problem} (policy config {parameter.bound}): "
-                f"{parameter.why}",
-                f"set {parameter.key} back within the bound (e.g. {_show(default_of(CONFIG, parameter.bound))})",
-            ))
+        for path in parameter.instances(t.target_state):
+            value = dig(t.target_state, *path)
+            problem = out_of_bound(parameter, value, config)
+            if problem:
+                key = config_key(path)
+                out.append(Finding(
+                    f"{key} is {_show(value)}, which {problem} (policy config {parameter.bound}): {parameter.why}",
+                    f"set {key} back within the bound (e.g. {_show(default_of(CONFIG, parameter.bound))})",
+                ))
     return out
 
 
@@ -232,14 +269,16 @@ def not_weakened(t: Transition) -> list[Finding]:
         return []
     out = []
     for parameter in PARAMETERS:
-        old, new = dig(t.previous_state, *parameter.path), dig(t.target_state, *parameter.path)
-        if is_weaker(parameter, old, new):
-            out.append(Finding(
-                f"{parameter.key} is weakened {_show(old)} -> {_show(new)} in a step that moves "
-                f"{' and '.join(moving)} ({t.moving_description()}): {parameter.why}",
-                f"keep {parameter.key} at {_show(old)} in this step; loosen it, if at all, in a step of its own "
-                "that moves nothing",
-            ))
+        for path in parameter.instances(t.previous_state, t.target_state):
+            old, new = dig(t.previous_state, *path), dig(t.target_state, *path)
+            if is_weaker(parameter, old, new):
+                key = config_key(path)
+                out.append(Finding(
+                    f"{key} is weakened {_show(old)} -> {_show(new)} in a step that moves "
+                    f"{' and '.join(moving)} ({t.moving_description()}): {parameter.why}",
+                    f"keep {key} at {_show(old)} in this step; loosen it, if at all, in a step of its own "
+                    "that moves nothing",
+                ))
     return out
 
 

@@ -53,20 +53,21 @@ def _set(state, path, value):
 
 def _weaker(parameter, value):
     return {safety.LARGER: lambda: value * 2 if value else 1, safety.SMALLER: lambda: value / 2,
-            safety.MORE_CODES: lambda: "2xx", safety.CHANGED: lambda: "/other"}[parameter.weaker]()
+            safety.MORE_CODES: lambda: "2xx", safety.CHANGED: lambda: "/other",
+            safety.RANKED: lambda: parameter.ranks[0]}[parameter.weaker]()
 
 
 def _stronger(parameter, value):
     return {safety.LARGER: lambda: value / 2, safety.SMALLER: lambda: value * 2, safety.MORE_CODES: lambda: value,
-            safety.CHANGED: lambda: value}[parameter.weaker]()
+            safety.CHANGED: lambda: value, safety.RANKED: lambda: parameter.ranks[-1]}[parameter.weaker]()
 
 
 # --------------------------------------------------------------------------- safety parameters
 def test_every_safety_parameter_of_the_model_is_listed():
     assert {".".join(p.path) for p in safety.PARAMETERS} == {
         "database.lagGate.maxBytes", "database.lagGate.windowSeconds", "database.lagGate.timeoutSeconds",
-        "database.pooler.pauseTimeoutSeconds",
-        "traffic.monitor.interval", "traffic.monitor.timeout", "traffic.monitor.retries",
+        "database.pooler.pauseTimeoutSeconds", "database.replicas.*.lagGate", "database.replicas.*.consistencyCheck",
+        "traffic.monitor.type", "traffic.monitor.interval", "traffic.monitor.timeout", "traffic.monitor.retries",
         "traffic.monitor.expectedCodes", "traffic.monitor.path",
         "app.rollout.drainSeconds", "app.rollout.terminationGracePeriodSeconds", "app.rollout.minReadySeconds",
         "app.rollout.revisionHistoryLimit", "app.rollout.pdbMaxUnavailable",
@@ -78,14 +79,15 @@ def test_every_safety_parameter_of_the_model_is_listed():
 
 @pytest.mark.parametrize("parameter", safety.PARAMETERS, ids=lambda p: ".".join(p.path))
 def test_weakening_while_traffic_moves_is_denied_strengthening_is_not(parameter, prod_state):
-    value = dig(prod_state, *parameter.path)
+    [path] = parameter.instances(prod_state)  # the prod state at traffic-10 has one replica (server3)
+    key, value = "bazbii:" + ".".join(path), dig(prod_state, *path)
     moving = _moving_traffic(prod_state)
-    [finding] = safety.not_weakened(_transition(prod_state, _set(moving, parameter.path, _weaker(parameter, value))))
-    assert f"{parameter.key} is weakened" in finding.what and "moves traffic" in finding.what
-    assert f"keep {parameter.key} at" in finding.fix
-    assert not safety.not_weakened(_transition(prod_state, _set(moving, parameter.path, _stronger(parameter, value))))
+    [finding] = safety.not_weakened(_transition(prod_state, _set(moving, path, _weaker(parameter, value))))
+    assert f"{key} is weakened" in finding.what and "moves traffic" in finding.what
+    assert f"keep {key} at" in finding.fix
+    assert not safety.not_weakened(_transition(prod_state, _set(moving, path, _stronger(parameter, value))))
     # nothing moves: loosening a guard in a step of its own is the reviewed way
-    assert not safety.not_weakened(_transition(prod_state, _set(prod_state, parameter.path, _weaker(parameter, value))))
+    assert not safety.not_weakened(_transition(prod_state, _set(prod_state, path, _weaker(parameter, value))))
 
 
 @pytest.mark.parametrize("what, edit", [
@@ -120,7 +122,8 @@ def test_bounds_hold_at_the_default_and_deny_past_it(parameter, prod_state):
     assert not safety.parameter_bounds(_transition(prod_state, prod_state), {})
     default = builders.default_of(safety.CONFIG, parameter.bound)
     past = {safety.LARGER: lambda: default * 2 + 1, safety.SMALLER: lambda: default / 2,
-            safety.MORE_CODES: lambda: "5xx", safety.CHANGED: lambda: "/nope"}[parameter.weaker]()
+            safety.MORE_CODES: lambda: "5xx", safety.CHANGED: lambda: "/nope",
+            safety.RANKED: lambda: parameter.ranks[0]}[parameter.weaker]()
     [finding] = safety.parameter_bounds(_transition(prod_state, _set(prod_state, parameter.path, past)), {})
     assert finding.what.startswith(f"{parameter.key} is ") and parameter.bound in finding.what
 
