@@ -178,6 +178,7 @@ class Transition:
     evaluated_at: Optional[datetime]
     step_requires: Optional[dict[str, dict[str, dict[str, str]]]] = None
     track_keys: Optional[dict[str, str]] = None  # track -> its step key (bazbii:<key>), for fixes that name it
+    step_scopes: Optional[dict[str, dict[str, list[list[str]]]]] = None  # track -> step -> paths it may change
 
     @classmethod
     def from_gate(cls, props: Any) -> "Transition":
@@ -201,6 +202,7 @@ class Transition:
             evaluated_at=evaluated,
             step_requires=data.get("stepRequires"),
             track_keys=data.get("trackKeys"),
+            step_scopes=data.get("stepScopes"),
         )
 
     # --- states -------------------------------------------------------

@@ -17,21 +17,20 @@ for the first update after a program upgrade adds a setting with a default.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
 
 from bazbii_plan.errors import config_key
 from bazbii_plan.scope import Path, changed_paths, dotted, moved_steps, outside
 
-from ..builders import resource_policy
-from .common import GATE_TYPE, Finding, Transition, is_gate, plain
+from ..builders import gate_policy
+from .common import Finding, Transition
 
 MAX_LISTED = 8
 
 
-def _scopes(props: Any) -> dict[str, dict[str, list[Path]]]:
-    raw = plain(props.get("stepScopes") or {}) if isinstance(props, Mapping) else {}
+def scopes_of(t: Transition) -> dict[str, dict[str, list[Path]]]:
+    """The gate's ``stepScopes`` as tuples of keys."""
     return {track: {step: [tuple(p) for p in paths] for step, paths in (steps or {}).items()}
-            for track, steps in raw.items()}
+            for track, steps in (t.step_scopes or {}).items()}
 
 
 def _step_key(t: Transition, track: str, step: str, *path: str) -> str:
@@ -74,19 +73,11 @@ def step_scope(t: Transition, scopes: dict[str, dict[str, list[Path]]]) -> list[
     )]
 
 
-def _on_gate(props: Any, _type: str, _name: str, _config: Mapping[str, Any]) -> list[Finding]:
-    if not is_gate(GATE_TYPE, props):
-        return []
-    return step_scope(Transition.from_gate(props), _scopes(props))
-
-
 POLICIES = [
-    # A gate rule that also reads the gate's stepScopes, hence built on the gate's resource type directly.
-    resource_policy(
+    gate_policy(
         "plan-step-scope",
         "A step's effective change (applied state -> target state) touches only what the step declares in `touches`, "
         "or else the sections its track owns; with no step moving, nothing changes.",
-        (GATE_TYPE,),
-        _on_gate,
+        lambda t, c: step_scope(t, scopes_of(t)),
     ),
 ]
