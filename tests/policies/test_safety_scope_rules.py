@@ -70,7 +70,8 @@ def test_every_safety_parameter_of_the_model_is_listed():
         "traffic.monitor.type", "traffic.monitor.interval", "traffic.monitor.timeout", "traffic.monitor.retries",
         "traffic.monitor.expectedCodes", "traffic.monitor.path",
         "app.rollout.drainSeconds", "app.rollout.terminationGracePeriodSeconds", "app.rollout.minReadySeconds",
-        "app.rollout.revisionHistoryLimit", "app.rollout.pdbMaxUnavailable",
+        "app.rollout.revisionHistoryLimit", "app.rollout.pdbMaxUnavailable", "app.rollout.readinessPath",
+        "gateway.healthPath",
         "rollback.maxErrorRate", "rollback.p95Factor", "rollback.p95TargetMs",
     }
     for parameter in safety.PARAMETERS:
