@@ -99,6 +99,12 @@ def _report(name: str, report_violation: Callable, findings: Iterable[Finding]) 
 
 
 # --------------------------------------------------------------------------- policy builders
+def _resource_policy(name: str, description: str, validate: Callable, config: Optional[Mapping[str, Mapping[str, Any]]],
+                     enforcement: EnforcementLevel) -> ResourceValidationPolicy:
+    return ResourceValidationPolicy(name=name, description=description, validate=validate,
+                                    enforcement_level=enforcement, config_schema=_schema(config))
+
+
 def gate_policy(
     name: str,
     description: str,
@@ -113,10 +119,7 @@ def gate_policy(
             return
         _report(name, report_violation, rule(Transition.from_gate(args.props), _config(args)))
 
-    return ResourceValidationPolicy(
-        name=name, description=description, validate=validate, enforcement_level=enforcement,
-        config_schema=_schema(config),
-    )
+    return _resource_policy(name, description, validate, config, enforcement)
 
 
 def resource_policy(
@@ -138,10 +141,7 @@ def resource_policy(
             return
         _report(name, report_violation, rule(args.props, args.resource_type, args.name, _config(args)))
 
-    return ResourceValidationPolicy(
-        name=name, description=description, validate=validate, enforcement_level=enforcement,
-        config_schema=_schema(config),
-    )
+    return _resource_policy(name, description, validate, config, enforcement)
 
 
 def stack_policy(
