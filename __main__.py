@@ -5,6 +5,7 @@ import pulumi
 from bazbii_analysis import live_gate_inputs
 from bazbii_plan.crosscheck import servers_with_role
 from bazbii_plan.record import plan_digests, target_record
+from bazbii_plan.scope import step_scopes
 from components import preflight
 from components.api_deployment import API_NODE_PORT, ApiDeployment, ApiDeploymentArgs, app_versions
 from components.applied_record import AppliedRecord, AppliedRecordArgs, read_previous_record
@@ -46,6 +47,7 @@ check = TransitionCheck(
             name: {step.name: dict(step.requires) for step in track.steps if step.requires}
             for name, track in stack.plan.tracks.items()
         },
+        step_scopes=step_scopes(stack.plan),
         live_gate=live_gate_inputs(stack),
     ),
     pulumi.ResourceOptions(aliases=[pulumi.Alias(name=OLD_GATE_NAME)]),

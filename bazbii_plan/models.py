@@ -29,6 +29,20 @@ HOSTNAME_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?[a-z0-9._/-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 
 
+def _image_ref(value: str) -> str:
+    """An image reference with an explicit tag; the error says so in words (not as the pattern)."""
+    if re.fullmatch(IMAGE_PATTERN, value):
+        return value
+    if ":" not in value.rsplit("/", 1)[-1]:
+        raise ValueError(f"{value!r} has no version tag; write registry/repository:version, e.g. "
+                         "registry.example.com/bazbii/api:2.0.0 (an untagged image means 'latest', which a rollback "
+                         "cannot bring back)")
+    raise ValueError(f"{value!r} is not an image reference of the form registry/repository:tag (lower-case "
+                     "registry and repository; a tag of letters, digits, '.', '_' or '-')")
+
+
+ImageRef = Annotated[str, AfterValidator(_image_ref)]
+
 
 def between(low: int, high: int) -> AfterValidator:
     """An inclusive integer range whose error reads ``must be low..high``."""
@@ -149,7 +163,7 @@ class Tunnel(Model):
 
 
 class Gateway(Model):
-    image: str = Field(pattern=IMAGE_PATTERN)
+    image: ImageRef
     port: Annotated[int, between(1, 65535)] = Field(default=8080)
     health_path: str = Field(default="/healthz", pattern=r"^/[A-Za-z0-9._/-]*$")
     tunnel: Tunnel
@@ -258,7 +272,7 @@ class Rollout(Model):
 
 
 class Workload(Model):
-    image: str = Field(pattern=IMAGE_PATTERN)
+    image: ImageRef
     replicas: Annotated[int, between(0, 100)]
     port: Annotated[int, between(1, 65535)] = Field(default=8080)
 
@@ -268,7 +282,7 @@ class Worker(Workload):
 
 
 class Canary(Model):
-    image: str = Field(pattern=IMAGE_PATTERN)
+    image: ImageRef
     weight: Annotated[int, between(0, 100)] = Field(description="percent of API pods running the canary image")
 
 

@@ -38,6 +38,11 @@ class Step(Model):
         default=True,
         description="false when setting the previous step again cannot undo this one (the policies refuse it)",
     )
+    touches: list[str] = Field(
+        default_factory=list,
+        description="state paths (dotted, e.g. traffic.pools) this step may change; empty: its track's sections "
+        "(the plan-step-scope policy denies any other change)",
+    )
 
 
 class Track(Model):
@@ -50,6 +55,10 @@ class Track(Model):
         unknown = [s for s in self.owns if s not in STATE_SECTIONS]
         if unknown:
             raise ValueError(f"owns unknown sections {unknown}; sections are {list(STATE_SECTIONS)}")
+        for step in self.steps:
+            foreign = [p for p in step.touches if p.split(".", 1)[0] not in self.owns]
+            if foreign:
+                raise ValueError(f"step {step.name!r} touches {foreign} outside the track's sections {self.owns}")
         names = [s.name for s in self.steps]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:

@@ -24,8 +24,13 @@ def read_stack_file(path: str | Path) -> tuple[dict[str, Any], set[str], dict[st
         document = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError([f"{path}: stack file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read the stack file: {getattr(exc, 'strerror', None) or exc}"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{path}: not valid YAML{where}: {what}"]) from None
     if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
         raise ConfigError([f"{path}: expected a mapping with a 'config:' mapping"])
     values: dict[str, Any] = {}

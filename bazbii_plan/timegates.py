@@ -19,6 +19,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Any, Mapping, NamedTuple, Optional
 
+from .errors import config_key
 from .record import parse_time
 
 # Defaults of the policy config keys of the same names (policies/pack.py), and what the
@@ -90,10 +91,12 @@ def dns_switch_problems(
     is_rollback: bool,
     max_ttl: float = MAX_TTL_FOR_SWITCH,
     assumed_old_ttl: float = ASSUMED_OLD_TTL_SECONDS,
+    switch_key: str = "bazbii:dnsPhase",
 ) -> list[Problem]:
     """A DNS-only record's content may change only at a TTL <= ``max_ttl`` applied for one old TTL.
 
-    ``previous`` is the applied record (None: unknown, decided by the fail-closed rule).
+    ``previous`` is the applied record (None: unknown, decided by the fail-closed rule);
+    ``switch_key`` is the step key whose move switches the record (named by the fixes).
     """
     if previous is None:
         return []
@@ -113,14 +116,15 @@ def dns_switch_problems(
             out.append(Problem(
                 f"{what} while its applied TTL is {fmt(old.get('ttl'))} s (> {fmt(max_ttl)} s): resolvers may keep "
                 "the old answer that long",
-                f"first apply a step that only lowers dns.records.{name}.ttl to {fmt(max_ttl)} or less, wait at "
-                "least the old TTL, then switch the content",
+                f"first apply a step that only lowers {config_key(('dns', 'records', name, 'ttl'))} to "
+                f"{fmt(max_ttl)} or less, wait at least the old TTL, then switch the content",
             ))
             continue
         if new_ttl is not None and new_ttl < old_ttl:
             out.append(Problem(
                 f"{what} and lowers its TTL {fmt(old.get('ttl'))} -> {fmt(new.get('ttl'))} in the same step",
-                "lower the TTL in its own step, apply it, wait at least the old TTL, then switch the content",
+                f"lower {config_key(('dns', 'records', name, 'ttl'))} in its own step, apply it, wait at least the "
+                "old TTL, then switch the content",
             ))
             continue
         if previous_source == PLAN_WALK:
@@ -138,7 +142,8 @@ def dns_switch_problems(
             out.append(Problem(
                 f"{what}, but when its TTL became {fmt(old.get('ttl'))} s is not recorded (source "
                 f"{previous_source!r}), so it is unknown whether the old TTL of {duration(wait)} has passed",
-                f"wait {duration(wait)} after the TTL change was applied before switching; for an offline preview "
+                f"keep {switch_key} at the applied step until {duration(wait)} after the TTL change was applied; "
+                "for an offline preview "
                 "pass --applied <track>=<step>@<time> for the step that changed the TTL, or --base-age "
                 "<how long ago the base was applied>",
             ))
@@ -151,6 +156,6 @@ def dns_switch_problems(
                 f"{fmt(old.get('ttl'))} s; resolvers may still cache the old answer for the old TTL of "
                 f"{duration(wait)}",
                 f"wait another {duration(left.total_seconds(), round_up=True)} (until {(since + timedelta(seconds=wait)).isoformat()}) "
-                "and preview again",
+                f"before setting {switch_key} to this step, and preview again",
             ))
     return out

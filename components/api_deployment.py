@@ -16,8 +16,8 @@ Every Deployment: RollingUpdate with the configured ``maxSurge`` (>= 1) and
 ``progressDeadlineSeconds``, ``revisionHistoryLimit`` (>= 2, so ``kubectl rollout
 undo`` works), a native ``preStop`` sleep of ``drainSeconds`` (endpoints are removed
 while the pod still serves; Kubernetes >= 1.30) and a termination grace period
-longer than that drain. :func:`rollout_problems` rejects config that breaks these
-before anything is registered.
+longer than that drain. :func:`bazbii_plan.rollout.rollout_problems` (run by the
+pre-flight) rejects config that breaks these before anything is registered.
 
 Canary: the canary's share of API *pods* is ``app.canary.weight`` percent
 (both Deployments sit behind the one Service, so the request share follows the
@@ -79,29 +79,6 @@ def app_versions(app: models.App) -> list[str]:
     """Versions (image tags) of every Deployment of this step: what a contract migration must wait for."""
     images = [app.api.image, app.worker.image] + ([app.canary.image] if app.canary else [])
     return sorted({image_tag(i) for i in images})
-
-
-def _is_zero(value) -> bool:
-    return value in (0, "0%")
-
-
-def rollout_problems(app: models.App) -> list[tuple[tuple, str]]:
-    """Rollout settings a zero-downtime Deployment cannot have (path under the state, message)."""
-    r = app.rollout
-    where = ("app", "rollout")
-    problems = []
-    if not _is_zero(r.max_unavailable):
-        problems.append((where + ("maxUnavailable",), "must be 0: a rolling update may not remove a serving pod before its replacement is ready"))
-    if _is_zero(r.max_surge):
-        problems.append((where + ("maxSurge",), "must be >= 1 (with maxUnavailable 0, a surge of 0 can never progress)"))
-    if r.revision_history_limit < 2:
-        problems.append((where + ("revisionHistoryLimit",), "must be >= 2 so `kubectl rollout undo` has a revision to go back to"))
-    if r.termination_grace_period_seconds <= r.drain_seconds:
-        problems.append((where + ("terminationGracePeriodSeconds",),
-                         f"must be longer than drainSeconds ({r.drain_seconds}): the preStop sleep counts against it"))
-    if r.progress_deadline_seconds <= r.min_ready_seconds:
-        problems.append((where + ("progressDeadlineSeconds",), f"must be longer than minReadySeconds ({r.min_ready_seconds})"))
-    return problems
 
 
 def _labels(component: str, image: str, track: Optional[str] = None) -> dict[str, str]:

@@ -33,7 +33,7 @@ from bazbii_plan.facts import GATE_MARKER
 from bazbii_plan.transitions import check_problems
 # The inputs whose change is a change of the check (the provider pickle changes with any code edit).
 COMPARED_INPUTS = ("target", "previous", "override", "stepNames", "stepRequires", "stepDigests", "trackKeys",
-                   LIVE_GATE_INPUT)
+                   "stepScopes", LIVE_GATE_INPUT)
 
 
 class TransitionCheckProvider(ResourceProvider):
@@ -72,6 +72,8 @@ class TransitionCheckArgs:
     step_digests: dict[str, list[list[str]]]
     # track -> step -> {other track: step it requires}; policies check them against the applied steps
     step_requires: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    # track -> step -> state paths (lists of keys) the step may change; plan-step-scope judges the effective change
+    step_scopes: dict[str, dict[str, list[list[str]]]] = field(default_factory=dict)
     # every step's live-metric criteria, the metrics config and the rollback triggers (bazbii_analysis.live_gate_inputs)
     live_gate: Optional[dict[str, Any]] = None
 
@@ -93,6 +95,7 @@ class TransitionCheck(pulumi.dynamic.Resource):
                 "override": args.override,
                 "stepRequires": args.step_requires,
                 "stepDigests": args.step_digests,
+                "stepScopes": args.step_scopes,
                 LIVE_GATE_INPUT: args.live_gate,
             },
             opts,

@@ -10,7 +10,10 @@
 
 Needs no Pulumi CLI and no cloud credentials. Exit status: 0 when every
 transition passes the policies, 1 on any mandatory violation, 2 on bad
-config or arguments.
+config or arguments: every config and pre-flight problem (the same checks the
+program runs before it registers anything) is one line naming its key
+(``bazbii:...``), or the option and file it comes from; with ``--json`` the
+same problems are the ``errors`` list.
 """
 
 from __future__ import annotations
@@ -19,18 +22,30 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
+from pulumi.errors import RunError
 from rich.console import Console
 
-from bazbii_plan.errors import ConfigError
+from bazbii_plan.errors import NAMESPACE, ConfigError
 
 from .harness import REPO_ROOT
+
+if TYPE_CHECKING:  # the scenarios import the program's harness; loaded only when a preview runs
+    from .scenarios import Side
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_BAD_INPUT = 0, 1, 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are a ConfigError like any other bad input (one line, exit 2, in JSON with --json)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError([f"arguments: {message} (see --help)"])
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m offline_preview", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="python -m offline_preview", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", default="prod", help="stack name; reads Pulumi.<stack>.yaml (default: prod)")
     parser.add_argument("--config", type=Path, help="stack file to preview (default: Pulumi.<stack>.yaml)")
     parser.add_argument("--base", type=Path, help="stack file that is applied now; the preview judges base -> --config "
@@ -51,8 +66,103 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(path: Path, option: str, prefix_keys: bool = False) -> "Side":
+    """A stack file, validated like the program does (config loader, then pre-flight); errors name their key.
+
+    A problem with the file itself names the option (``--base FILE: not valid YAML ...``). Key problems of
+    the ``--base`` file (``prefix_keys``) are prefixed with the option and file, so the key is never mistaken
+    for one of the proposed file.
+    """
+    from components import preflight
+
+    from . import scenarios
+
+    try:
+        side = scenarios.load_side(path)
+        problems = preflight.check(side.config)
+    except ConfigError as exc:
+        problems = exc.problems
+    if problems:
+        raise ConfigError([
+            f"{option} {line}" if line.startswith(f"{path}: ")
+            else (f"{option} {path}: {line}" if prefix_keys else line)
+            for line in problems
+        ])
+    return side
+
+
+def _policy_config(path: Optional[Path]) -> Optional[dict]:
+    if path is None:
+        return None
+    from policies.offline import PolicyConfigError, resolve_config
+
+    where = f"--policy-config {path}"
+    try:
+        config = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError([f"{where}: cannot read: {exc.strerror or exc}"]) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{where}: not valid JSON: {exc}"]) from None
+    if not isinstance(config, dict):
+        raise ConfigError([f"{where}: must be a JSON object of policy name -> level or settings"])
+    try:
+        resolve_config(config)
+    except PolicyConfigError as exc:
+        raise ConfigError([f"{where}: {exc}"]) from None
+    return config
+
+
+def _transitions(args: argparse.Namespace, stack_file: Path) -> list:
+    from . import scenarios
+
+    never_deployed = args.base is not None and str(args.base) == scenarios.NEVER_DEPLOYED
+    if (args.base_age or args.applied) and (never_deployed or (not args.base and not args.phase)):
+        raise ConfigError(["--base-age and --applied apply to --base FILE or --phase previews"])
+    base_age = scenarios.parse_age(args.base_age) if args.base_age else None
+    side = _load(stack_file, "--config")
+    if never_deployed:
+        return [scenarios.never_deployed(side)]
+    if args.base:
+        base = _load(args.base, "--base", prefix_keys=True)
+        return [scenarios.between_files(base, side, base_age, scenarios.parse_applied(base.config, args.applied))]
+    if args.all:
+        return scenarios.whole_plan(side)
+    if args.phase:
+        applied = scenarios.parse_applied(side.config, args.applied)
+        return [scenarios.to_step(side, args.phase, scenarios.applied_at_from_age(base_age), applied)]
+    if args.track not in side.config.plan.tracks:
+        raise ConfigError([f"--track {args.track}: tracks are {list(side.config.plan.tracks)}"])
+    return scenarios.current_and_next(side, args.track)
+
+
+def error_entry(line: str) -> dict[str, str]:
+    """``[--base FILE: ]<key>: <message>`` -> ``{"key", "message"[, "file"]}`` for --json."""
+    entry: dict[str, str] = {}
+    option, _, rest = line.partition(" ")
+    if option in ("--base", "--config") and ": " in rest:
+        entry["file"], _, line = rest.partition(": ")
+        if not line.startswith(f"{NAMESPACE}:"):  # a problem with the file itself
+            return dict(entry, key=option, message=line)
+    key, _, message = line.partition(": ")
+    return dict(entry, key=key, message=message)
+
+
+def _bad_input(problems: list[str], as_json: bool) -> int:
+    lines = [" ".join(str(p).split()) for p in problems]  # one line per problem, whatever the source wrote
+    if as_json:
+        print(json.dumps({"errors": [error_entry(line) for line in lines], "transitions": [],
+                          "failedTransitions": 0}, indent=2))
+    else:
+        for line in lines:
+            print(line, file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except ConfigError as exc:
+        return _bad_input(exc.problems, "--json" in (sys.argv[1:] if argv is None else argv))
     from . import scenarios
     from .report import as_json, print_results, summary_table
 
@@ -61,58 +171,25 @@ def main(argv: list[str] | None = None) -> int:
         console.width = 160  # logs and CI: do not wrap tables at the 80-column default
     stack_file = args.config or (REPO_ROOT / f"Pulumi.{args.stack}.yaml")
     try:
-        never_deployed = args.base is not None and str(args.base) == scenarios.NEVER_DEPLOYED
-        if (args.base_age or args.applied) and (never_deployed or (not args.base and not args.phase)):
-            raise ConfigError(["--base-age and --applied apply to --base FILE or --phase previews"])
-        policy_config = json.loads(args.policy_config.read_text()) if args.policy_config else None
-        if policy_config is not None:
-            from policies.offline import PolicyConfigError, resolve_config
-
-            try:
-                resolve_config(policy_config)
-            except PolicyConfigError as exc:
-                raise ConfigError([f"--policy-config {args.policy_config}: {exc}"]) from None
-        side = scenarios.load_side(stack_file)
-        if never_deployed:
-            transitions = [scenarios.never_deployed(side)]
-        elif args.base:
-            base_age = scenarios.parse_age(args.base_age) if args.base_age else None
-            base = scenarios.load_side(args.base)
-            applied = scenarios.parse_applied(base.config, args.applied)
-            transitions = [scenarios.between_files(base, side, base_age, applied)]
-        elif args.all:
-            transitions = scenarios.whole_plan(side)
-        elif args.phase:
-            base_age = scenarios.parse_age(args.base_age) if args.base_age else None
-            applied = scenarios.parse_applied(side.config, args.applied)
-            transitions = [scenarios.to_step(side, args.phase, scenarios.applied_at_from_age(base_age), applied)]
-        else:
-            if args.track not in side.config.plan.tracks:
-                raise ConfigError([f"--track {args.track}: tracks are {list(side.config.plan.tracks)}"])
-            transitions = scenarios.current_and_next(side, args.track)
+        policy_config = _policy_config(args.policy_config)
+        transitions = _transitions(args, stack_file)
+        results = [scenarios.run_transition(t, policy_config) for t in transitions]
     except ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _bad_input(exc.problems, args.json)
+    except RunError as exc:  # the program refused its config in a way the pre-flight above did not foresee
+        return _bad_input([f"the program stopped before registering anything: {exc}"], args.json)
 
-    results = [scenarios.run_transition(t, policy_config) for t in transitions]
-    failed = sum(1 for r in results if r.failed)
     # live-metric gates (bazbii_analysis), see offline_preview/live_gate.py
     from .live_gate import evaluate_live_gates, print_live_gates
 
     try:
         live_gates = [] if args.all else evaluate_live_gates(transitions, args.metrics)
     except ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _bad_input(exc.problems, args.json)
     denied_by_metrics = {gate.title for gate in live_gates if gate.denied}
     failed = sum(1 for r in results if r.failed or r.transition.title in denied_by_metrics)
     if args.json:
-        print(json.dumps({"transitions": as_json(results), "liveGates": [g.to_json() for g in live_gates],
+        print(json.dumps({"errors": [], "transitions": as_json(results), "liveGates": [g.to_json() for g in live_gates],
                           "failedTransitions": failed}, indent=2, default=str))
     else:
         if args.all:

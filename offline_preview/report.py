@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .diff import ResourceChange
@@ -17,12 +18,13 @@ MAX_CREATE_PROPS = 6
 
 
 def _fmt(value: Any) -> str:
+    """A value for one line of rich output (escaped: ``[secret]`` is text, not markup)."""
     if value is None:
         return "(none)"
     text = json.dumps(value) if not isinstance(value, str) else value
     if "\n" in text:  # scripts and SQL: a fingerprint, not the whole text (--json has it all)
         text = text.splitlines()[0] + f" ... ({text.count(chr(10)) + 1} lines)"
-    return text if len(text) <= 70 else text[:67] + "..."
+    return escape(text if len(text) <= 70 else text[:67] + "...")
 
 
 def _short_type(type_: str) -> str:
@@ -52,12 +54,12 @@ def print_results(results: list[TransitionResult], console: Console, verbose: bo
         }.get(transition.origin, transition.origin)
         console.print(f"applied state judged against: {origin}")
         for note in result.notes:
-            console.print(f"[dim]note: {note}[/dim]")
+            console.print(f"[dim]note: {escape(note)}[/dim]")
         for track, name, gate, rollback in _step_docs(result):
             action = "rolls back" if transition.rollback else "applies"
             console.print(f"[bold]{track}[/bold] {action} [bold]{name}[/bold]")
-            console.print(f"  gate: {gate}")
-            console.print(f"  rollback: {rollback}")
+            console.print(f"  gate: {escape(gate)}")
+            console.print(f"  rollback: {escape(rollback)}")
 
         if result.state_changes:
             table = Table(title="desired state changes", show_edge=False, title_justify="left")
@@ -65,7 +67,7 @@ def print_results(results: list[TransitionResult], console: Console, verbose: bo
             table.add_column("before")
             table.add_column("after")
             for change in result.state_changes:
-                table.add_row(change.path, _fmt(change.before), _fmt(change.after))
+                table.add_row(escape(change.path), _fmt(change.before), _fmt(change.after))
             console.print(table)
 
         counts = {op: sum(1 for c in result.resource_changes if c.op == op) for op in OP_SIGNS}
@@ -84,7 +86,7 @@ def print_results(results: list[TransitionResult], console: Console, verbose: bo
             style = "red" if violation.enforcement == "mandatory" else "yellow"
             console.print(
                 f"[{style}]{violation.enforcement} {violation.policy_name}[/{style}] "
-                f"({_short_type(violation.resource_type)} {violation.resource_name}): {violation.message}"
+                f"({_short_type(violation.resource_type)} {violation.resource_name}): {escape(violation.message)}"
             )
 
 
@@ -99,9 +101,9 @@ def _print_change(change: ResourceChange, console: Console, verbose: bool) -> No
         shown = []
     for prop in shown:
         if change.op == "update":
-            console.print(f"      {prop.path}: {_fmt(prop.before)} -> {_fmt(prop.after)}")
+            console.print(f"      {escape(prop.path)}: {_fmt(prop.before)} -> {_fmt(prop.after)}")
         else:
-            console.print(f"      {prop.path}: {_fmt(prop.after if change.op == 'create' else prop.before)}")
+            console.print(f"      {escape(prop.path)}: {_fmt(prop.after if change.op == 'create' else prop.before)}")
     if len(shown) < len(change.changes) and change.op == "create":
         console.print(f"      ... {len(change.changes) - len(shown)} more (--verbose)")
 
@@ -147,5 +149,5 @@ def summary_table(results: list[TransitionResult]) -> Table:
             verdict = "[green]refused, as declared (irreversible step)[/green]" if bad else "[red]ALLOWED but the step is irreversible[/red]"
         else:
             verdict = "[red]denied[/red]" if bad else "[green]ok[/green]"
-        table.add_row(str(index), result.transition.title, counts, str(bad), verdict)
+        table.add_row(str(index), escape(result.transition.title), counts, str(bad), verdict)
     return table

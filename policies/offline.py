@@ -95,7 +95,11 @@ def _validate_properties(policy: Policy, properties: dict[str, Any]) -> None:
         jsonschema.validate(properties, document)
     except jsonschema.ValidationError as exc:
         path = ".".join(str(p) for p in exc.absolute_path)
-        raise PolicyConfigError(f"{policy.name}: config {path or '(root)'}: {exc.message}") from None
+        message = exc.message
+        if exc.validator == "not":  # jsonschema's text for `not` prints the sub-schema; say what the bound is
+            described = schema.get(str(exc.absolute_path[0]), {}) if exc.absolute_path else {}
+            message = f"{exc.instance!r} is not allowed ({described.get('description', 'outside the bounds')})"
+        raise PolicyConfigError(f"{policy.name}: config {path or '(root)'}: {message}") from None
 
 
 def resolve_config(

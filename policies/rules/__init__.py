@@ -1,4 +1,6 @@
-"""Zero-downtime rules as pure functions, grouped by concern (plan, traffic, dns, database, schema, kubernetes).
+"""Zero-downtime rules as pure functions, grouped by concern (plan, scope, traffic, dns, database, schema, kubernetes,
+safety).
 
-Nothing here imports ``pulumi_policy``; the policy objects wrapping these rules are in :mod:`policies.pack`.
+Each module holds pure rule functions and, at its bottom, ``POLICIES``: the policy objects wrapping them
+(built with :mod:`policies.builders`), which :mod:`policies.pack` concatenates.
 """

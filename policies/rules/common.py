@@ -168,6 +168,8 @@ class Transition:
     now: datetime
     step_requires: Optional[dict[str, dict[str, dict[str, str]]]] = None
     step_digests: Optional[dict[str, list[list[str]]]] = None
+    track_keys: Optional[dict[str, str]] = None  # track -> its step key (bazbii:<key>), for fixes that name it
+    step_scopes: Optional[dict[str, dict[str, list[list[str]]]]] = None  # track -> step -> paths it may change
 
     @classmethod
     def from_gate(cls, props: Any, now: Optional[datetime] = None) -> "Transition":
@@ -186,6 +188,8 @@ class Transition:
             now=now or datetime.now(timezone.utc),
             step_requires=data.get("stepRequires"),
             step_digests=data.get("stepDigests"),
+            track_keys=data.get("trackKeys"),
+            step_scopes=data.get("stepScopes"),
         )
 
     @property

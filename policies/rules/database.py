@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from .common import Finding, Transition, dig, fmt, number
+from bazbii_plan.facts import DEFAULT_MAX_LAG_BYTES
+
+from ..builders import DEPLOYMENT, gate_of, gate_policy, number_setting, resource_label, stack_policy
+from .common import Finding, Transition, dig, fmt, has_key, number
+from .keys import state_key, step_changes_key
 
 ALLOWED_AT_SWITCHOVER = ("primary", "replicas", "switchover")
 
@@ -43,18 +47,21 @@ def promote_only_gated_replica(t: Transition) -> list[Finding]:
         out.append(Finding(
             f"{new_primary!r} becomes primary (replacing {old_primary!r}) but was not applied as a streaming replica "
             f"(applied replicas: {sorted(replicas) or 'none'})",
-            f"add database.replicas.{new_primary} with lagGate: true in an earlier step and apply it; {way_back}",
+            f"add {state_key('database', 'replicas', new_primary)} with lagGate: true in an earlier step and apply "
+            f"it; {way_back}",
         ))
     elif replica.get("lagGate") is not True:
         out.append(Finding(
             f"{new_primary!r} becomes primary but its applied replica has lagGate: {replica.get('lagGate')}",
-            f"apply database.replicas.{new_primary}.lagGate: true (and let the lag gate pass) in an earlier step",
+            f"apply {state_key('database', 'replicas', new_primary, 'lagGate')}: true (and let the lag gate pass) in "
+            "an earlier step",
         ))
     switchover_from = (new.get("switchover") or {}).get("from")
     if switchover_from != old_primary:
         out.append(Finding(
             f"the primary moves {old_primary!r} -> {new_primary!r} but database.switchover.from is {switchover_from!r}",
-            f"set database.switchover: {{from: {old_primary}}} in the same step (it drives the PgBouncer switchover)",
+            f"set {step_changes_key(t, 'database', 'switchover')}: {{from: {old_primary}}} in the same step (it "
+            "drives the PgBouncer switchover)",
         ))
     return out
 
@@ -70,7 +77,7 @@ def replica_lag_gate(t: Transition, max_lag_bytes: float) -> list[Finding]:
     return [Finding(
         f"database.lagGate.maxBytes is {fmt(gate)}, above the policy limit {fmt(max_lag_bytes)}: a replica that far "
         "behind would lose that much on promotion",
-        f"set database.lagGate.maxBytes to {fmt(max_lag_bytes)} or less",
+        f"set {step_changes_key(t, 'database', 'lagGate', 'maxBytes')} to {fmt(max_lag_bytes)} or less",
     )]
 
 
@@ -110,7 +117,8 @@ def switchover_alone(t: Transition) -> list[Finding]:
     shown = sorted(dict.fromkeys(others))
     return [Finding(
         f"the switchover {old_primary!r} -> {new_primary!r} also changes {shown[:8]}{' ...' if len(shown) > 8 else ''}",
-        "make the switchover a step of its own: move those changes to an earlier or a later step",
+        "make the switchover a step of its own: move the changes of "
+        f"{', '.join('bazbii:' + p for p in shown[:4])}{' ...' if len(shown) > 4 else ''} to an earlier or a later step",
     )]
 
 
@@ -125,7 +133,7 @@ def through_pooler(t: Transition) -> list[Finding]:
             out.append(Finding(
                 f"the {label} database.appConnection is {connection!r} during a switchover: direct connections are "
                 "not paused and would keep writing to the old primary",
-                "apply database.appConnection: pooler in an earlier step, then switch over",
+                f"apply {state_key('database', 'appConnection')}: pooler in an earlier step, then switch over",
             ))
     return out
 
@@ -142,18 +150,21 @@ def retire_after_switchover(t: Transition) -> list[Finding]:
         if old.get("primary") == server:
             out.append(Finding(
                 f"{server!r} is retired but it is the applied primary",
-                f"switch over away from {server!r} in its own step first, apply it, then retire it",
+                f"keep {server!r} out of {state_key('database', 'retired')} until a switchover away from it "
+                f"({state_key('database', 'primary')}) was applied in its own step",
             ))
         elif server in (old.get("replicas") or {}):
             out.append(Finding(
                 f"{server!r} is retired while it is an applied replica",
-                f"remove database.replicas.{server} in an earlier step (its slot is dropped), then retire it",
+                f"remove {state_key('database', 'replicas', server)} in an earlier step (its slot is dropped), then "
+                "retire it",
             ))
         elif applied_from != server:
             out.append(Finding(
                 f"{server!r} is retired but no applied switchover moved the primary away from it "
                 f"(applied switchover.from: {applied_from!r})",
-                f"apply the switchover from {server!r} first and retire it in a later step",
+                f"apply the switchover from {server!r} first ({state_key('database', 'switchover', 'from')}: "
+                f"{server}) and retire it in a later step",
             ))
     return out
 
@@ -183,7 +194,8 @@ def deployments_through_pooler(
             out.append(Finding(
                 f"Deployment {name} connects to {env.get('DB_HOST')}:{env.get('DB_PORT')} during the switchover, not "
                 f"through PgBouncer on {pooler.get('server')} ({host}:{fmt(port)})",
-                "point DB_HOST/DB_PORT at the pooler (database.appConnection: pooler) in an earlier step",
+                f"set {state_key('database', 'appConnection')}: pooler in an earlier step (the program then points "
+                "DB_HOST/DB_PORT at PgBouncer)",
                 urn,
             ))
     return out
@@ -194,3 +206,62 @@ def _to_number(value: Any) -> Any:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+# --------------------------------------------------------------------------- the policies
+def apps_through_pooler(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
+    """db-apps-through-pooler (stack): the registered Deployments' plain DB_HOST/DB_PORT, judged against the gate."""
+    t = gate_of(resources)
+    if t is None:
+        return []
+    deployments = []
+    for r in resources:
+        if r.resource_type != DEPLOYMENT:
+            continue
+        env = {}
+        for container in dig(r.props, "spec", "template", "spec", "containers", default=[]) or []:
+            for var in container.get("env") or []:
+                if has_key(var, "value"):  # reading an unknown DB_HOST raises: advisory, never a guess
+                    env[var["name"]] = var["value"] if var["name"] in ("DB_HOST", "DB_PORT") else None
+        deployments.append((r.urn, resource_label(r.props, r.name), env))
+    return deployments_through_pooler(t, deployments)
+
+
+CONFIG = {
+    "maxReplicaLagBytes": {"type": "integer", "minimum": 1, "default": DEFAULT_MAX_LAG_BYTES,
+                           "description": "upper bound for database.lagGate.maxBytes"},
+}
+
+POLICIES = [
+    gate_policy(
+        "db-promote-only-gated-replica",
+        "A server becomes primary only if it was applied as a streaming replica with a lag gate.",
+        lambda t, c: promote_only_gated_replica(t),
+    ),
+    gate_policy(
+        "db-replica-lag-gate",
+        "The replication lag gate is no looser than maxReplicaLagBytes.",
+        lambda t, c: replica_lag_gate(t, number_setting(c, CONFIG, "maxReplicaLagBytes")),
+        CONFIG,
+    ),
+    gate_policy(
+        "db-switchover-alone",
+        "The step that moves the primary changes nothing else.",
+        lambda t, c: switchover_alone(t),
+    ),
+    gate_policy(
+        "db-switchover-through-pooler",
+        "Applications reach PostgreSQL only through PgBouncer before and during a switchover.",
+        lambda t, c: through_pooler(t),
+    ),
+    stack_policy(
+        "db-apps-through-pooler",
+        "During a switchover every Deployment reaches PostgreSQL through PgBouncer (DB_HOST/DB_PORT).",
+        apps_through_pooler,
+    ),
+    gate_policy(
+        "db-retire-after-switchover",
+        "An old primary is retired only after the switchover away from it was applied.",
+        lambda t, c: retire_after_switchover(t),
+    ),
+]

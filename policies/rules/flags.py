@@ -22,6 +22,7 @@ from bazbii_plan.record import parse_time
 from bazbii_plan.timegates import PLAN_WALK
 from bazbii_plan.workloads import running_images
 
+from ..builders import CONFIG_MAP, gate_policy, ladder_schema, ladder_setting, stack_policy
 from .common import Finding, Transition, dig, fmt, is_gate, number, plain, rung_passed
 from .schema import images_below
 
@@ -44,13 +45,9 @@ POLICY_SPECS: dict[str, str] = {
     DELIVERED: "Every Deployment reads the target flags from the flags ConfigMap and rolls when they change.",
 }
 CONFIG: dict[str, dict[str, Any]] = {
-    "flagLadder": {
-        "type": "array",
-        "items": {"type": "integer", "minimum": 0, "maximum": 100},
-        "minItems": 1,
-        "default": list(DEFAULT_FLAG_LADDER),
-        "description": "rollout rungs of a feature flag in percent of users; 0 and 100 are always rungs",
-    },
+    "flagLadder": dict(ladder_schema(list(DEFAULT_FLAG_LADDER)),
+                       description="rollout rungs of a feature flag in percent of users; 0 and 100 are always "
+                                   "rungs, and at least one rung lies between them"),
 }
 
 
@@ -101,7 +98,7 @@ def rollout_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
                 else f"flag {name!r} rollout jumps {fmt(old)} -> {fmt(new)} %")
         out.append(Finding(
             f"{what}, past the next rung {rung} of the flag ladder {ladder}",
-            f"set flags.{name}.rollout to {rung} (or less) in this step and raise it in a later step, once this "
+            f"set bazbii:flags.{name}.rollout to {rung} (or less) in this step and raise it in a later step, once this "
             "one has held its soak",
         ))
     return out
@@ -124,7 +121,7 @@ def on_only_where_understood(t: Transition) -> list[Finding]:
             out.append(Finding(
                 f"flag {name!r} is on for {fmt(rollout)} % of users while {where} runs {image} ({why}), which does "
                 "not read the flag",
-                f"keep flags.{name}.rollout at 0 until the release track (bazbii:releasePhase) has every Deployment "
+                f"keep bazbii:flags.{name}.rollout at 0 until the release track (bazbii:releasePhase) has every Deployment "
                 f"(app.api, app.canary, app.worker) at {required} or later and it is applied; or lower the flag "
                 "before rolling the release back",
             ))
@@ -135,7 +132,7 @@ def on_only_where_understood(t: Transition) -> list[Finding]:
             out.append(Finding(
                 f"flag {name!r} is on for {fmt(rollout)} % of users but the schema is at {shown}, before "
                 f"{needs.get('migration')} {needs.get('stage')} (flags.{name}.needsSchema)",
-                f"keep flags.{name}.rollout at 0 until bazbii:schemaPhase is at {needs.get('migration')} "
+                f"keep bazbii:flags.{name}.rollout at 0 until bazbii:schemaPhase is at {needs.get('migration')} "
                 f"{needs.get('stage')} or later; or lower the flag before rolling the schema back",
             ))
     return out
@@ -149,8 +146,8 @@ def _soak_problem(t: Transition, name: str, flag: Mapping[str, Any]) -> Optional
     if applied is None or _rollout(applied) < 100:
         return Finding(
             f"{what} but its applied rollout is {fmt(_rollout(applied))} %, not 100 %",
-            f"raise flags.{name}.rollout to 100 in its own step, apply it, let it hold flags.{name}.soakHours "
-            f"({_hours(soak)}), then set flags.{name}.oldPath.removed: true",
+            f"raise bazbii:flags.{name}.rollout to 100 in its own step, apply it, let it hold bazbii:flags.{name}.soakHours "
+            f"({_hours(soak)}), then set bazbii:flags.{name}.oldPath.removed: true",
         )
     if t.previous_source == PLAN_WALK:
         return None  # static plan walk: the order is right; times are checked against the real record
@@ -164,7 +161,7 @@ def _soak_problem(t: Transition, name: str, flag: Mapping[str, Any]) -> Optional
         return Finding(
             f"{what}, but when it reached 100 % is not recorded (source {t.previous_source!r}), so its soak of "
             f"{_hours(soak)} cannot be shown to have passed",
-            f"wait flags.{name}.soakHours ({_hours(soak)}) after the 100 % step was applied; for an offline preview "
+            f"wait bazbii:flags.{name}.soakHours ({_hours(soak)}) after the 100 % step was applied; for an offline preview "
             "pass --base-age <how long ago the base was applied>",
         )
     elapsed = t.now - since
@@ -173,7 +170,7 @@ def _soak_problem(t: Transition, name: str, flag: Mapping[str, Any]) -> Optional
         return Finding(
             f"{what} after only {_hours(elapsed.total_seconds())} at 100 %, less than its soak of {_hours(soak)}",
             f"wait another {_hours(left.total_seconds())} (until {(since + timedelta(seconds=soak)).isoformat()}) "
-            f"and preview again; the soak is flags.{name}.soakHours",
+            f"and preview again; the soak is bazbii:flags.{name}.soakHours",
         )
     return None
 
@@ -199,7 +196,7 @@ def old_path_after_soak(t: Transition) -> list[Finding]:
             out.append(Finding(
                 f"flag {name!r} is deleted although its old path was removed: the app reads a missing flag as 0 % "
                 "and would send every user to a path that is gone",
-                f"keep flags.{name} (rollout 100, oldPath.removed: true) in the state",
+                f"keep bazbii:flags.{name} (rollout 100, oldPath.removed: true) in the state",
             ))
     return out
 
@@ -231,7 +228,7 @@ def contract_after_old_path(t: Transition) -> list[Finding]:
             if _rollout(flag) < 100:
                 out.append(Finding(
                     f"{what}, but the {side} rollout of the flag is {fmt(_rollout(flag))} %",
-                    f"keep flags.{name}.rollout at 100 while {migration.get('id')} is contracted; contract only after "
+                    f"keep bazbii:flags.{name}.rollout at 100 while {migration.get('id')} is contracted; contract only after "
                     "the flag's 100 % step and its old-path removal are applied",
                 ))
         removal_applied = _old_path_removed(before.get(name) if t.previous is not None else after.get(name))
@@ -239,7 +236,7 @@ def contract_after_old_path(t: Transition) -> list[Finding]:
             out.append(Finding(
                 f"{what}, but the flag's old path was not removed in an applied step (removal order: front end, "
                 "then API, then DB)",
-                f"apply a flags step that sets flags.{name}.oldPath.removed: true (after its soak at 100 %), then move "
+                f"apply a flags step that sets bazbii:flags.{name}.oldPath.removed: true (after its soak at 100 %), then move "
                 "bazbii:schemaPhase to the contract",
             ))
         required = str(dig(declared, "minAppVersion", default="") or "")
@@ -274,8 +271,8 @@ def reach_every_pod(
         found = ", ".join(f"{n}" for _, n, _ in config_maps) or "none"
         out.append(Finding(
             f"no flags ConfigMap {expected_name} holds the target flags {document} (flags ConfigMaps: {found})",
-            "declare the flags through components.api_deployment (ApiDeploymentArgs.flags = state.flags); never "
-            "edit the flags ConfigMap by hand",
+            "set the flags only through bazbii:flags and the flags track (bazbii:flagsPhase), which the program "
+            "declares as this ConfigMap; never edit the flags ConfigMap by hand",
         ))
     for urn, name, template in deployments:
         annotations = dict(dig(template, "metadata", "annotations", default={}) or {})
@@ -284,8 +281,8 @@ def reach_every_pod(
                 f"Deployment {name}'s pod template carries flags checksum "
                 f"{annotations.get(feature_flags.CHECKSUM_ANNOTATION)!r}, not {checksum[:12]}...: its pods would not "
                 "roll to the new flags",
-                f"set the pod template annotation {feature_flags.CHECKSUM_ANNOTATION} to the flags document's sha256 "
-                "(components.api_deployment does)", urn,
+                f"let the program roll the pods: set the flags only through bazbii:flags and the flags track "
+                f"(bazbii:flagsPhase), which stamps {feature_flags.CHECKSUM_ANNOTATION} on every pod template", urn,
             ))
         refs = []
         for container in dig(template, "spec", "containers", default=[]) or []:
@@ -298,14 +295,14 @@ def reach_every_pod(
             out.append(Finding(
                 f"Deployment {name} does not read {feature_flags.ENV_VAR} from {expected_name}/"
                 f"{feature_flags.DOCUMENT_KEY} in every container",
-                f"give each container the env var {feature_flags.ENV_VAR} from configMapKeyRef {expected_name} "
-                f"key {feature_flags.DOCUMENT_KEY}", urn,
+                f"let the program declare the Deployments (bazbii:app with the flags track, bazbii:flagsPhase): each "
+                f"container gets {feature_flags.ENV_VAR} from configMapKeyRef {expected_name} key "
+                f"{feature_flags.DOCUMENT_KEY}", urn,
             ))
     return out
 
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 
 
 def reach_every_pod_in(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
@@ -324,3 +321,14 @@ def reach_every_pod_in(resources: list, _config: Mapping[str, Any]) -> list[Find
         elif r.resource_type == DEPLOYMENT:
             deployments.append((r.urn, name, plain(dig(r.props, "spec", "template", default={}) or {})))
     return reach_every_pod(target_flags, config_maps, deployments)
+
+
+# --------------------------------------------------------------------------- the policies
+POLICIES = [
+    gate_policy(LADDER, POLICY_SPECS[LADDER], lambda t, c: rollout_ladder(t, ladder_setting(c, CONFIG, "flagLadder")),
+                CONFIG),
+    gate_policy(UNDERSTOOD, POLICY_SPECS[UNDERSTOOD], lambda t, c: on_only_where_understood(t)),
+    gate_policy(SOAK, POLICY_SPECS[SOAK], lambda t, c: old_path_after_soak(t)),
+    gate_policy(CONTRACT, POLICY_SPECS[CONTRACT], lambda t, c: contract_after_old_path(t)),
+    stack_policy(DELIVERED, POLICY_SPECS[DELIVERED], reach_every_pod_in),
+]

@@ -8,12 +8,20 @@ registered). A Deployment *serves* when its labels say
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
-from bazbii_plan.facts import NAME_LABEL, SERVING_LABEL, TRACK_LABEL  # noqa: F401  (rules select on them)
+from bazbii_plan import rollout
+from bazbii_plan.facts import DEFAULT_CANARY_LADDER, SERVING_LABEL
 
-from .common import Finding, Transition, dig, fmt, image_tag, next_rung, number
+from ..builders import CRON_JOB, DAEMON_SET, DEPLOYMENT, JOB, PDB, STATEFUL_SET, gate_policy, ladder_schema, \
+    ladder_setting, number_setting, resource_label, resource_policy, stack_policy
+from .common import Finding, Transition, dig, fmt, image_tag, next_rung, number, plain
+from .keys import step_changes_key
+from .traffic import goes_back
 
+# Where each Deployment's image is configured (the migration Job runs the API image).
+IMAGE_KEYS = {"api": "bazbii:app.api.image", "api-canary": "bazbii:app.canary.image",
+              "worker": "bazbii:app.worker.image"}
 
 
 def _labels(props: Mapping[str, Any]) -> dict:
@@ -41,12 +49,6 @@ def _pod_spec(props: Mapping[str, Any]) -> dict:
     return dict(dig(props, "spec", "template", "spec", default={}) or {})
 
 
-def _is_zero(value: Any) -> bool:
-    if number(value) is not None:
-        return number(value) == 0
-    return isinstance(value, str) and value.strip() in ("0", "0%")
-
-
 def zero_unavailable(props: Mapping[str, Any], name: str) -> list[Finding]:
     """k8s-zero-unavailable: serving Deployments roll with maxUnavailable 0 (and a surge so they can progress)."""
     if not is_serving(props):
@@ -56,21 +58,14 @@ def zero_unavailable(props: Mapping[str, Any], name: str) -> list[Finding]:
     kind = strategy.get("type", "RollingUpdate")
     if kind != "RollingUpdate":
         return [Finding(f"serving Deployment {name} uses strategy {kind!r}, which stops every pod at once",
-                        "use strategy RollingUpdate with maxUnavailable 0 and maxSurge >= 1")]
+                        f"remove the strategy override so the program's RollingUpdate applies, with "
+                        f"{rollout.key('maxUnavailable')}: 0 and {rollout.key('maxSurge')} >= 1")]
     rolling = strategy.get("rollingUpdate") or {}
-    out = []
-    unavailable = rolling.get("maxUnavailable", "25%")  # Kubernetes' default when unset
-    if not _is_zero(unavailable):
-        out.append(Finding(
-            f"serving Deployment {name} has rollingUpdate.maxUnavailable {fmt(unavailable)}: a rollout takes serving "
-            "pods away before their replacements are ready",
-            "set app.rollout.maxUnavailable: 0 (spec.strategy.rollingUpdate.maxUnavailable: 0)",
-        ))
-    surge = rolling.get("maxSurge", "25%")
-    if _is_zero(surge):
-        out.append(Finding(f"serving Deployment {name} has maxSurge 0 with maxUnavailable 0: the rollout cannot progress",
-                           "set app.rollout.maxSurge to 1 or more"))
-    return out
+    unavailable = rolling.get("maxUnavailable", rollout.KUBERNETES_DEFAULTS["maxUnavailable"])
+    surge = rolling.get("maxSurge", rollout.KUBERNETES_DEFAULTS["maxSurge"])
+    shown = {"maxUnavailable": unavailable, "maxSurge": surge}
+    return [Finding(f"serving Deployment {name} has rollingUpdate.{p.key} {fmt(shown[p.key])}: {p.why}", p.fix)
+            for p in rollout.surge_problems(surge, unavailable)]
 
 
 def readiness_probe(props: Mapping[str, Any], name: str) -> list[Finding]:
@@ -80,7 +75,8 @@ def readiness_probe(props: Mapping[str, Any], name: str) -> list[Finding]:
     name = _name(props, name)
     return [
         Finding(f"container {c.get('name')!r} of serving Deployment {name} has no readinessProbe: it gets traffic "
-                "before it can serve", "add a readinessProbe (httpGet on app.rollout.readinessPath)")
+                "before it can serve", f"set {rollout.key('readinessPath')} (the program adds an httpGet readinessProbe on it) "
+                "and do not replace the container's probes")
         for c in _containers(_pod_spec(props)) if not c.get("readinessProbe")
     ]
 
@@ -106,7 +102,7 @@ def graceful_shutdown(props: Mapping[str, Any], name: str, drain_seconds: float)
     name = _name(props, name)
     pod = _pod_spec(props)
     grace = number(pod.get("terminationGracePeriodSeconds"))
-    grace = 30.0 if grace is None else grace  # Kubernetes' default
+    grace = float(rollout.KUBERNETES_DEFAULTS["terminationGracePeriodSeconds"]) if grace is None else grace
     out = []
     for c in _containers(pod):
         wait = _prestop_seconds(c)
@@ -114,32 +110,29 @@ def graceful_shutdown(props: Mapping[str, Any], name: str, drain_seconds: float)
             out.append(Finding(
                 f"container {c.get('name')!r} of serving Deployment {name} has no preStop hook: it stops while "
                 "endpoints and the gateway still send it requests",
-                f"add lifecycle.preStop that sleeps at least {fmt(drain_seconds)} s (app.rollout.drainSeconds)",
+                f"set {rollout.key('drainSeconds')} to {fmt(drain_seconds)} or more (the program adds the preStop "
+                "sleep) and do not replace the container's lifecycle",
             ))
             continue
-        if wait < drain_seconds:
-            out.append(Finding(
-                f"container {c.get('name')!r} of serving Deployment {name} drains {fmt(wait)} s in preStop, less than "
-                f"the required {fmt(drain_seconds)} s",
-                f"set app.rollout.drainSeconds to {fmt(drain_seconds)} or more",
-            ))
-        if grace <= max(wait, drain_seconds):
-            out.append(Finding(
-                f"serving Deployment {name} has terminationGracePeriodSeconds {fmt(grace)}, not more than its drain "
-                f"time {fmt(max(wait, drain_seconds))} s: the pod is killed before it finishes in-flight requests",
-                "set app.rollout.terminationGracePeriodSeconds above drainSeconds plus the longest request",
-            ))
+        for p in rollout.drain_problems(wait, grace, drain_seconds):
+            if p.key == "drainSeconds":
+                what = (f"container {c.get('name')!r} of serving Deployment {name} drains {fmt(wait)} s in preStop, "
+                        f"less than the required {fmt(drain_seconds)} s")
+            else:
+                what = (f"serving Deployment {name} has terminationGracePeriodSeconds {fmt(grace)}, not more than its "
+                        f"drain time {fmt(max(wait, drain_seconds))} s: the pod is killed before it finishes in-flight "
+                        "requests")
+            out.append(Finding(what, p.fix))
     return out
 
 
 def revision_history(props: Mapping[str, Any], name: str, minimum: float) -> list[Finding]:
     """k8s-revision-history: keep enough ReplicaSets for ``kubectl rollout undo``."""
     limit = number(dig(props, "spec", "revisionHistoryLimit"))
-    limit = 10.0 if limit is None else limit
-    if limit >= minimum:
-        return []
+    limit = float(rollout.KUBERNETES_DEFAULTS["revisionHistoryLimit"]) if limit is None else limit
     return [Finding(f"Deployment {_name(props, name)} keeps {fmt(limit)} old ReplicaSets (revisionHistoryLimit), "
-                    f"fewer than {fmt(minimum)}", f"set app.rollout.revisionHistoryLimit to {fmt(minimum)} or more")]
+                    f"fewer than {fmt(minimum)}", p.fix)
+            for p in rollout.revision_history_problems(limit, minimum)]
 
 
 def _images(pod_spec: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -164,9 +157,10 @@ def no_latest_tag(props: Mapping[str, Any], kind: str, name: str) -> list[Findin
     for container, image in _images(pod):
         problem = _tag_problem(image)
         if problem:
+            key = IMAGE_KEYS.get(_name(props, name), IMAGE_KEYS["api"])
             out.append(Finding(f"{kind} {_name(props, name)} container {container!r} image {image!r} {problem}: "
                                "a rollback would not bring the old code back",
-                               "pin the image to an explicit version tag (or a sha256 digest)"))
+                               f"set {key} to an image with an explicit version tag (e.g. :2.0.0)"))
     return out
 
 
@@ -178,7 +172,7 @@ def state_images_pinned(t: Transition) -> list[Finding]:
         image = dig(state, *where.split("."), "image")
         if image and _tag_problem(image):
             out.append(Finding(f"{where}.image {image!r} {_tag_problem(image)}",
-                               "pin the image to an explicit version tag"))
+                               f"set bazbii:{where}.image to an image with an explicit version tag (e.g. :2.0.0)"))
     return out
 
 
@@ -188,7 +182,7 @@ def canary_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
     No canary counts as weight 0; a canary whose image changes starts again at 0
     (a new version may only appear at the first rung). A one-step rollback is exempt.
     """
-    if t.previous is None or t.is_rollback:
+    if t.previous is None or goes_back(t):
         return []
     old = dig(t.previous_state, "app", "canary", default=None) or {}
     new = dig(t.target_state, "app", "canary", default=None) or {}
@@ -205,7 +199,8 @@ def canary_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
     what = (f"canary {new.get('image')} appears at weight {fmt(new_weight)}" if fresh
             else f"canary weight jumps {fmt(old_weight)} -> {fmt(new_weight)}")
     return [Finding(f"{what}, past the next rung {rung} of the canary ladder {ladder}",
-                    f"set app.canary.weight to {rung} (or less) now and raise it in later steps")]
+                    f"set {step_changes_key(t, 'app', 'canary', 'weight')} to {rung} (or less) in this step and "
+                    "raise it in later steps")]
 
 
 def pod_disruption_budgets(
@@ -226,12 +221,96 @@ def pod_disruption_budgets(
         if not covering:
             out.append(Finding(f"serving Deployment {name} has no PodDisruptionBudget selecting its pods: a node drain "
                                "may evict them all at once",
-                               "add a PodDisruptionBudget (app.rollout.pdbMaxUnavailable) whose selector matches "
-                               "the Deployment's pod labels", urn))
+                               f"set {rollout.key('pdbMaxUnavailable')} (the program adds a PodDisruptionBudget "
+                               "selecting the API pods) and keep the Deployment's pod labels", urn))
             continue
         for pdb_name, _ns, _sel, min_available, max_unavailable in covering:
-            if (min_available is not None and _is_zero(min_available)) or \
+            if (min_available is not None and rollout.is_zero(min_available)) or \
                     (max_unavailable is not None and str(max_unavailable).strip() == "100%"):
                 out.append(Finding(f"PodDisruptionBudget {pdb_name} for {name} allows every pod to be evicted",
-                                   "set maxUnavailable: 1 (or minAvailable >= 1)", urn))
+                                   f"set {rollout.key('pdbMaxUnavailable')}: 1", urn))
     return out
+
+
+# --------------------------------------------------------------------------- the policies
+def registered_pdbs(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
+    """k8s-pod-disruption-budget (stack): the registered serving Deployments and PodDisruptionBudgets."""
+    deployments, pdbs = [], []
+    for r in resources:
+        if r.resource_type == DEPLOYMENT and is_serving(r.props):
+            props = r.props
+            labels = plain(dig(props, "spec", "template", "metadata", "labels", default={}) or {})
+            namespace = dig(props, "metadata", "namespace", default="default")
+            deployments.append((r.urn, resource_label(props, r.name), namespace, labels,
+                                number(dig(props, "spec", "replicas"))))
+        elif r.resource_type == PDB:
+            spec = plain(dig(r.props, "spec", default={}) or {})
+            pdbs.append((resource_label(r.props, r.name), dig(r.props, "metadata", "namespace", default="default"),
+                         dict((spec.get("selector") or {}).get("matchLabels") or {}),
+                         spec.get("minAvailable"), spec.get("maxUnavailable")))
+    return pod_disruption_budgets(deployments, pdbs)
+
+
+CONFIG = {
+    "canaryLadder": ladder_schema(list(DEFAULT_CANARY_LADDER)),
+    "drainSeconds": {"type": "integer", "minimum": 0, "default": rollout.MIN_DRAIN_SECONDS,
+                     "description": "minimum preStop drain of serving containers (s)"},
+    "minRevisionHistory": {"type": "integer", "minimum": 0, "default": rollout.MIN_REVISION_HISTORY,
+                           "description": "minimum Deployment revisionHistoryLimit (rollback targets kept)"},
+}
+
+
+def _only(*keys: str) -> dict:
+    return {k: CONFIG[k] for k in keys}
+
+
+POLICIES = [
+    resource_policy(
+        "k8s-zero-unavailable",
+        "Serving Deployments roll out with maxUnavailable 0.",
+        (DEPLOYMENT,),
+        lambda props, _t, name, _c: zero_unavailable(props, name),
+    ),
+    resource_policy(
+        "k8s-readiness-probe",
+        "Every container of a serving Deployment has a readiness probe.",
+        (DEPLOYMENT,),
+        lambda props, _t, name, _c: readiness_probe(props, name),
+    ),
+    resource_policy(
+        "k8s-graceful-shutdown",
+        "Serving containers drain in preStop for at least drainSeconds, within the termination grace period.",
+        (DEPLOYMENT,),
+        lambda props, _t, name, c: graceful_shutdown(props, name, number_setting(c, CONFIG, "drainSeconds")),
+        _only("drainSeconds"),
+    ),
+    resource_policy(
+        "k8s-revision-history",
+        "Deployments keep enough old ReplicaSets to roll back.",
+        (DEPLOYMENT,),
+        lambda props, _t, name, c: revision_history(props, name, number_setting(c, CONFIG, "minRevisionHistory")),
+        _only("minRevisionHistory"),
+    ),
+    stack_policy(
+        "k8s-pod-disruption-budget",
+        "Every serving Deployment is covered by a PodDisruptionBudget that keeps pods up.",
+        registered_pdbs,
+    ),
+    gate_policy(
+        "k8s-canary-ladder",
+        "The canary's share of API pods rises at most one rung of the ladder per update.",
+        lambda t, c: canary_ladder(t, ladder_setting(c, CONFIG, "canaryLadder")),
+        _only("canaryLadder"),
+    ),
+    resource_policy(
+        "k8s-no-latest-tag",
+        "Container images are pinned to a version, never `latest`.",
+        (DEPLOYMENT, JOB, CRON_JOB, STATEFUL_SET, DAEMON_SET),
+        lambda props, rtype, name, _c: no_latest_tag(props, rtype.rsplit(":", 1)[-1], name),
+    ),
+    gate_policy(
+        "k8s-no-latest-tag-in-state",
+        "Images named in the stack config are pinned to a version, never `latest`.",
+        lambda t, c: state_images_pinned(t),
+    ),
+]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from bazbii_plan.transitions import history_problems, transition_problems
 
+from ..builders import gate_policy
 from .common import Finding, Transition
+from .keys import step_keys, track_key
 
 OVERRIDE_FIX = "`pulumi config set bazbii:phaseOverride '<reason>'` (logged and recorded)"
 
@@ -44,13 +46,18 @@ def one_step_at_a_time(t: Transition) -> list[Finding]:
     if t.previous is None:
         return []  # plan-fail-closed decides
     out = []
+    changed = t.moves()
     for problem in transition_problems(t.step_names, t.previous_steps, t.target_steps, t.override):
+        move = next((m for m in changed if problem.startswith(f"track {m.track!r}")), None)
+        names = t.step_names.get(move.track, []) if move else []
         if "more than one track" in problem:
-            fix = "split this into one update per track; set only one of the step keys now"
-        elif "jumps" in problem:
-            fix = "apply the skipped steps in order, one update each"
-        elif "goes back" in problem:
-            fix = "roll back one step per update"
+            fix = f"split this into one update per track: change only one of {step_keys(t, [m.track for m in changed])} now"
+        elif "jumps" in problem and move:
+            fix = (f"set {track_key(t, move.track)} to {names[names.index(move.before) + 1]!r} (the next step) and "
+                   "apply the skipped steps in order, one update each")
+        elif "goes back" in problem and move:
+            fix = (f"set {track_key(t, move.track)} to {names[names.index(move.before) - 1]!r} (one step back) and "
+                   "roll back one step per update")
         elif "no longer in the plan" in problem:
             fix = f"restore the applied step in bazbii:plan, or set {OVERRIDE_FIX}"
         else:
@@ -89,7 +96,33 @@ def requires_met(t: Transition) -> list[Finding]:
                     out.append(Finding(
                         f"step {step!r} of track {track!r} requires track {other!r} at {needed!r} or later, "
                         f"but its {label} step is {at!r}",
-                        f"apply {other!r} up to {needed!r} first, then move {track!r}",
+                        f"set {track_key(t, other)} up to {needed!r} first (one step per update), then "
+                        f"{track_key(t, track)}",
                     ))
                     break
     return out
+
+
+# --------------------------------------------------------------------------- the policies
+POLICIES = [
+    gate_policy(
+        "plan-fail-closed",
+        "When the last applied state cannot be read, only the first step of every track (or an explicit override) is allowed.",
+        lambda t, c: fail_closed(t),
+    ),
+    gate_policy(
+        "plan-one-step-at-a-time",
+        "At most one track moves per update, by exactly one step forward or one step back.",
+        lambda t, c: one_step_at_a_time(t),
+    ),
+    gate_policy(
+        "plan-applied-history-immutable",
+        "Applied steps are history: editing, removing or reordering one needs an override; changes go in new steps.",
+        lambda t, c: applied_history_immutable(t),
+    ),
+    gate_policy(
+        "plan-requires-met",
+        "A step's `requires` (other tracks at or past a step) hold in the applied and the target steps.",
+        lambda t, c: requires_met(t),
+    ),
+]

@@ -12,14 +12,20 @@ which are only used to know which NOT NULL checks were already validated).
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+from pulumi_policy import EnforcementLevel
 
 from bazbii_db.migrations.lint import migration_file_label
 from bazbii_db.sql_safety import ERROR, STAGES, analyse_sql, validated_checks_after
 from bazbii_plan.facts import MIGRATION_ID_LABEL, MIGRATION_STAGE_LABEL, STAGE_FILES, VERSION_FORMAT, version_from_image
 
-from .common import Finding, Transition, dig, image_tag, parse_version
+from ..builders import CONFIG_MAP, DEPLOYMENT, JOB, gate_of, gate_policy, metadata_labels, resource_label, \
+    resource_policy, stack_policy
+from .common import Finding, Transition, dig, image_tag, parse_version, plain
+from .keys import state_key, track_key
 
 DESTRUCTIVE_RULE = "destructive-ddl-outside-contract"
 
@@ -68,8 +74,8 @@ def contract_after_app_rollout(t: Transition) -> list[Finding]:
         out.append(Finding(
             f"migration {migration.get('id')!r} contracts, but {where} runs {image} ({why}); contract requires every "
             f"Deployment at {required} or later",
-            "finish the release track first (every Deployment at or above the version, no canary on the old one), "
-            "apply it, then move the schema track to contract",
+            f"finish the release track first ({track_key(t, 'release')}: every Deployment at or above the version, "
+            f"no canary on the old one), apply it, then set {track_key(t, 'schema')} to the contract step",
         ))
     return out
 
@@ -85,13 +91,14 @@ def contract_after_deployments_rollout(
         return []
     if not required:
         return [Finding("the contract stage runs but no contractRequiresAppVersion is known",
-                        "set schema.migration.contractRequiresAppVersion")]
+                        f"set {state_key('schema', 'migration', 'contractRequiresAppVersion')}")]
     out = []
     for urn, name, images in deployments:
         for where, image, why in images_below([(f"Deployment {name}", i) for i in images], required):
             out.append(Finding(
                 f"the contract stage runs while {where} runs {image} ({why})",
-                f"roll every Deployment to {required} or later and apply that before contracting",
+                f"roll every Deployment to {required} or later through the release track (bazbii:app.api.image, "
+                "bazbii:app.worker.image, no bazbii:app.canary) and apply that before contracting",
                 urn,
             ))
     return out
@@ -139,8 +146,9 @@ def analyse_configmap(
 
 
 def _finding(sql_finding: Any) -> Finding:
+    fix = (sql_finding.fix or "rewrite the statement").rstrip(".")
     return Finding(f"{sql_finding.file}:{sql_finding.line}: [{sql_finding.rule}] {sql_finding.message}",
-                   sql_finding.fix or "rewrite the statement")
+                   f"{fix} (in the migration's file under {state_key('schema', 'migrationsDir')})")
 
 
 def destructive_only_in_contract(sql_findings: list[Any]) -> list[Finding]:
@@ -180,7 +188,8 @@ def runs_through_runner(kind_and_name: str, commands: list[list[str]]) -> list[F
     return [Finding(
         f"{kind_and_name} runs migration SQL with {commands[0] if commands else 'no command'}, not the migration "
         f"runner (python -m {RUNNER_MODULE})",
-        f"run `python -m {RUNNER_MODULE} apply --migration <id> --stage <stage>` (it sets lock_timeout and "
+        f"set {state_key('schema', 'runner')} to job or provider and keep the program's Job command: both run "
+        f"`python -m {RUNNER_MODULE} apply --migration <id> --stage <stage>` (it sets lock_timeout and "
         "statement_timeout, retries lock timeouts and journals progress)",
     )]
 
@@ -205,3 +214,113 @@ def stage_matches_plan(
                 urn,
             ))
     return out
+
+
+# --------------------------------------------------------------------------- the policies
+@functools.lru_cache(maxsize=64)
+def _analyse(stage: str, migration_id: str, files: tuple[tuple[str, str], ...]) -> tuple:
+    return tuple(analyse_configmap(stage, migration_id, dict(files)))
+
+
+def _configmap_findings(props: Mapping[str, Any]) -> Optional[tuple]:
+    """The SQL analyser's findings for a labelled migration ConfigMap (None: not a migration ConfigMap)."""
+    labels = metadata_labels(props)
+    migration_id = labels.get(MIGRATION_ID_LABEL)
+    stage = labels.get(MIGRATION_STAGE_LABEL)
+    if not migration_id or not stage:
+        return None
+    data = plain(props.get("data") or {})
+    files = tuple(sorted((k, v) for k, v in data.items() if isinstance(v, str) and k.endswith(".sql")))
+    return _analyse(stage, migration_id, files)
+
+
+def _sql_rule(select: Callable[[list], list[Finding]]) -> Callable:
+    def rule(props: Mapping[str, Any], _type: str, _name: str, _config: Mapping[str, Any]) -> list[Finding]:
+        findings = _configmap_findings(props)
+        return select(list(findings)) if findings is not None else []
+
+    return rule
+
+
+def job_runs_runner(props: Mapping[str, Any], _type: str, name: str, _config: Mapping[str, Any]) -> list[Finding]:
+    """schema-migrations-through-runner (Job): the labelled migration Job's commands."""
+    if MIGRATION_ID_LABEL not in metadata_labels(props):
+        return []
+    containers = dig(props, "spec", "template", "spec", "containers", default=[]) or []
+    commands = [list(plain(c.get("command") or [])) + list(plain(c.get("args") or [])) for c in containers]
+    return runs_through_runner(f"Job {resource_label(props, name)}", commands)
+
+
+def registered_deployments_rollout(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
+    """schema-contract-after-deployments-rollout (stack): the registered Deployments' images, judged against the gate."""
+    t = gate_of(resources)
+    if t is None:
+        return []
+    migration = _migration(t.target_state)
+    deployments = []
+    for r in resources:
+        if r.resource_type == DEPLOYMENT:
+            pod = plain(dig(r.props, "spec", "template", "spec", default={}) or {})
+            images = [str(c.get("image") or "") for c in (pod.get("containers") or [])]
+            deployments.append((r.urn, resource_label(r.props, r.name), images))
+    return contract_after_deployments_rollout(
+        migration.get("stage"), migration.get("contractRequiresAppVersion"), deployments)
+
+
+def registered_stage_matches_plan(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
+    """schema-stage-matches-plan (stack): the labelled migration Job/ConfigMap, judged against the gate."""
+    t = gate_of(resources)
+    if t is None:
+        return []
+    labelled = []
+    for r in resources:
+        if r.resource_type in (CONFIG_MAP, JOB):
+            labels = metadata_labels(r.props)
+            if MIGRATION_ID_LABEL in labels or MIGRATION_STAGE_LABEL in labels:
+                labelled.append((r.urn, f"{r.resource_type.rsplit(':', 1)[-1]} {resource_label(r.props, r.name)}",
+                                 labels.get(MIGRATION_ID_LABEL), labels.get(MIGRATION_STAGE_LABEL)))
+    return stage_matches_plan(_migration(t.target_state), labelled)
+
+
+POLICIES = [
+    gate_policy(
+        "schema-contract-after-app-rollout",
+        "A contract stage runs only when every app image (applied and target) is at or above the required version.",
+        lambda t, c: contract_after_app_rollout(t),
+    ),
+    stack_policy(
+        "schema-contract-after-deployments-rollout",
+        "A contract stage runs only when every registered Deployment runs the required version or later.",
+        registered_deployments_rollout,
+    ),
+    stack_policy(
+        "schema-stage-matches-plan",
+        "The migration Job runs the migration and stage the schema track is at.",
+        registered_stage_matches_plan,
+    ),
+    resource_policy(
+        "schema-destructive-ddl-in-contract-only",
+        "Destructive DDL (DROP/RENAME COLUMN, DROP TABLE, ...) runs only in a contract stage.",
+        (CONFIG_MAP,),
+        _sql_rule(destructive_only_in_contract),
+    ),
+    resource_policy(
+        "schema-safe-ddl",
+        "Migration SQL takes no long locks and rewrites nothing (CONCURRENTLY, NOT VALID + VALIDATE, no rewrites, lock_timeout).",
+        (CONFIG_MAP,),
+        _sql_rule(safe_ddl),
+    ),
+    resource_policy(
+        "schema-migrations-through-runner",
+        "A migration Job runs its SQL through the bazbii_db runner (timeouts, retries, single runner, journal).",
+        (JOB,),
+        job_runs_runner,
+    ),
+    resource_policy(
+        "schema-ddl-lint",
+        "Advice from the SQL linters (squawk) on migration SQL.",
+        (CONFIG_MAP,),
+        _sql_rule(ddl_lint),
+        enforcement=EnforcementLevel.ADVISORY,
+    ),
+]

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from .common import UNKNOWN, Finding, Transition, dig, fmt, next_rung, number, peek
+from bazbii_plan.facts import DEFAULT_TRAFFIC_LADDER
+
+from ..builders import LOAD_BALANCER, LOAD_BALANCER_POOL, gate_of, gate_policy, ladder_setting, ladder_schema, \
+    resource_policy, stack_policy
+from .common import UNKNOWN, Finding, Transition, dig, fmt, next_rung, number, peek, plain
+from .keys import state_key, step_changes_key
 
 
 
@@ -23,13 +28,20 @@ def _weight(pool: Mapping[str, Any]) -> float:
     return number(pool.get("weight")) or 0.0
 
 
+def goes_back(t: Transition) -> bool:
+    """Some track moves back: a one-step rollback (a state already checked on the way up), or a jump back that
+    plan-one-step-at-a-time denies on its own. Rules about climbing forward have nothing to say about either."""
+    return any(m.distance < 0 for m in t.moves())
+
+
 def weight_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
     """traffic-weight-ladder: a pool's weight rises at most to the next rung; decreases are free.
 
     A one-step rollback restores a state that was already checked on the way
-    up, so it is exempt (it may raise a weight by more than one rung).
+    up, so it is exempt (it may raise a weight by more than one rung); a jump
+    back of more steps is the plan rule's alone (see :func:`goes_back`).
     """
-    if t.previous is None or t.is_rollback:
+    if t.previous is None or goes_back(t):
         return []
     before, after = _pools(t.previous_state), _pools(t.target_state)
     out = []
@@ -40,15 +52,15 @@ def weight_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
         if new > old and new > rung:
             out.append(Finding(
                 f"pool {name!r} weight jumps {fmt(old)} -> {fmt(new)}, past the next rung {rung} of the ladder {ladder}",
-                f"set traffic.pools.{name}.weight to {rung} (or less) in this step and raise it further in a "
-                "later step, once the gate of this one holds",
+                f"set {step_changes_key(t, 'traffic', 'pools', name, 'weight')} to {rung} (or less) in this step and "
+                "raise it further in a later step, once the gate of this one holds",
             ))
     return out
 
 
 def new_pool_at_zero(t: Transition) -> list[Finding]:
     """traffic-new-pool-at-zero: a pool gets traffic only after an applied step in which it existed at weight 0."""
-    if t.previous is None:
+    if t.previous is None or goes_back(t):
         return []
     before, after = _pools(t.previous_state), _pools(t.target_state)
     out = []
@@ -57,13 +69,15 @@ def new_pool_at_zero(t: Transition) -> list[Finding]:
             out.append(Finding(
                 f"pool {name!r} gets weight {fmt(_weight(pool))} but was not applied before (no health-checked "
                 "step at weight 0)",
-                f"add pool {name!r} with weight 0 in one step, apply it and see it healthy, then raise the weight",
+                f"add pool {name!r} at weight 0 in a step of its own ({state_key('traffic', 'pools', name, 'weight')}: "
+                "0), apply it and see it healthy, then raise the weight",
             ))
         elif _weight(pool) > 0 and name in before and before[name].get("server") != pool.get("server"):
             out.append(Finding(
                 f"pool {name!r} moves its origin {before[name].get('server')!r} -> {pool.get('server')!r} "
                 f"while getting weight {fmt(_weight(pool))}",
-                "add a new pool for the new origin at weight 0 and shift weight to it step by step",
+                f"keep {state_key('traffic', 'pools', name, 'server')} as applied; add a new pool for the new origin at "
+                "weight 0 and shift weight to it step by step",
             ))
     return out
 
@@ -75,7 +89,8 @@ def health_monitor(t: Transition) -> list[Finding]:
         if _weight(pool) > 0 and pool.get("monitored") is False:
             out.append(Finding(
                 f"pool {name!r} has weight {fmt(_weight(pool))} but monitored: false",
-                f"set traffic.pools.{name}.monitored: true (and apply it at weight 0 first), or set its weight to 0",
+                f"set {step_changes_key(t, 'traffic', 'pools', name, 'monitored')}: true (and apply it at weight 0 "
+                "first), or set its weight to 0",
             ))
     return out
 
@@ -91,13 +106,15 @@ def drain_before_remove(t: Transition) -> list[Finding]:
         if name not in after and old > 0:
             out.append(Finding(
                 f"pool {name!r} is removed while its applied weight is {fmt(old)}",
-                f"set traffic.pools.{name}.weight to 0 in one step, apply it, let connections drain, then remove it",
+                f"set {state_key('traffic', 'pools', name, 'weight')} to 0 in one step, apply it, let connections "
+                "drain, then remove the pool",
             ))
         elif name in after and after[name].get("server") != pool.get("server") and old > 0:
             out.append(Finding(
                 f"pool {name!r} replaces its origin {pool.get('server')!r} -> {after[name].get('server')!r} while "
                 f"its applied weight is {fmt(old)}",
-                "drain the pool to weight 0 first, or add a separate pool for the new origin",
+                f"drain the pool to weight 0 first ({state_key('traffic', 'pools', name, 'weight')}: 0), or keep "
+                f"{state_key('traffic', 'pools', name, 'server')} and add a separate pool for the new origin",
             ))
     return out
 
@@ -110,7 +127,7 @@ def never_zero(t: Transition) -> list[Finding]:
         return []
     return [Finding(
         f"the target pool weights sum to {fmt(total)}: the load balancer would have no pool to send traffic to",
-        "keep at least one healthy pool with weight > 0",
+        f"keep at least one healthy pool with weight > 0 in {state_key('traffic', 'pools')}",
     )]
 
 
@@ -127,15 +144,18 @@ def load_balancer_weights(props: Mapping[str, Any]) -> list[Finding]:
     if steering != "random":
         out.append(Finding(
             f"steeringPolicy is {steering!r}; pool weights only apply with 'random' steering",
-            "set steering_policy='random' and random_steering.pool_weights",
+            f"set {state_key('traffic', 'steering')}: random (the program then sets the pool weights from "
+            f"{state_key('traffic', 'pools')})",
         ))
     weights = dig(props, "randomSteering", "poolWeights")
     if not isinstance(weights, Mapping) or not weights:
-        out.append(Finding("randomSteering.poolWeights is missing", "set a weight for every pool"))
+        out.append(Finding("randomSteering.poolWeights is missing",
+                           f"set a weight for every pool in {state_key('traffic', 'pools')}"))
         return out
     values = [number(weights[k]) for k in list(weights.__iter__())]
     if sum(v or 0.0 for v in values) <= 0:
-        out.append(Finding("every pool weight is 0: no pool would receive traffic", "keep one pool with weight > 0"))
+        out.append(Finding("every pool weight is 0: no pool would receive traffic",
+                           f"keep one pool with weight > 0 in {state_key('traffic', 'pools')}"))
     return out
 
 
@@ -152,5 +172,68 @@ def pool_has_monitor(props: Mapping[str, Any]) -> list[Finding]:
         return []
     return [Finding(
         f"pool {peek(props, 'name')!r} has no health monitor",
-        "attach the load-balancer monitor (monitor=<monitor id>) before the pool gets any weight",
+        "set bazbii:traffic.pools.<pool>.monitored: true (the program then attaches the load-balancer monitor) "
+        "before the pool gets any weight",
     )]
+
+
+# --------------------------------------------------------------------------- the policies
+def pool_monitor_attached(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
+    """traffic-pool-monitor-attached (stack): pools whose server has weight > 0 in the gate's target carry a monitor."""
+    t = gate_of(resources)
+    if t is None:
+        return []
+    serving = {p.get("server") for p in _pools(t.target_state).values() if _weight(p) > 0}
+    out = []
+    for r in resources:
+        if r.resource_type != LOAD_BALANCER_POOL:
+            continue
+        origins = plain(r.props.get("origins") or [], strict=False)
+        servers = {o.get("name") for o in origins if isinstance(o, dict)}
+        if servers & serving:
+            out += [Finding(f.what + f" although {sorted(servers & serving)} gets traffic in this step", f.fix, r.urn)
+                    for f in pool_has_monitor(r.props)]
+    return out
+
+
+CONFIG = {"trafficLadder": ladder_schema(list(DEFAULT_TRAFFIC_LADDER))}
+
+POLICIES = [
+    gate_policy(
+        "traffic-weight-ladder",
+        "A load-balancer pool's weight rises at most to the next rung of the ladder per update.",
+        lambda t, c: weight_ladder(t, ladder_setting(c, CONFIG, "trafficLadder")),
+        CONFIG,
+    ),
+    gate_policy(
+        "traffic-new-pool-at-zero",
+        "A pool gets traffic only after it was applied, health-checked, at weight 0.",
+        lambda t, c: new_pool_at_zero(t),
+    ),
+    gate_policy(
+        "traffic-pool-health-monitor",
+        "Every pool with weight > 0 is health-checked.",
+        lambda t, c: health_monitor(t),
+    ),
+    gate_policy(
+        "traffic-drain-before-remove",
+        "A pool or its origin is removed only after an applied step in which its weight was 0.",
+        lambda t, c: drain_before_remove(t),
+    ),
+    gate_policy(
+        "traffic-never-zero",
+        "The pool weights never sum to 0.",
+        lambda t, c: never_zero(t),
+    ),
+    resource_policy(
+        "traffic-load-balancer-weights",
+        "The load balancer uses random steering with pool weights that do not sum to 0.",
+        (LOAD_BALANCER,),
+        lambda props, _t, _n, _c: load_balancer_weights(props),
+    ),
+    stack_policy(
+        "traffic-pool-monitor-attached",
+        "The LoadBalancerPool of every server that gets traffic has its health monitor attached.",
+        pool_monitor_attached,
+    ),
+]

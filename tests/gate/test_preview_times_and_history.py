@@ -9,8 +9,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.preview.test_cli import PROD, prod_doc, run, step  # noqa: F401  (prod_doc: the shared fixture)
-from tests.preview.test_cli import write as write_path
+from tests.preview.conftest import prod_doc  # noqa: F401  (the shared fixture)
+from tests.preview.prs import PROD, run, step
+from tests.preview.prs import write as write_path
 
 
 def ago(**delta) -> str:

@@ -132,7 +132,18 @@ def preview(
     if mutate:
         resources = copy.deepcopy(resources)
         mutate(resources)
-    return Preview(evaluation, run_policies(resources, policy_config), record)
+    violations = run_policies(resources, policy_config)
+    assert_fixes_name_keys(violations)
+    return Preview(evaluation, violations, record)
+
+
+def assert_fixes_name_keys(violations: list[Violation]) -> None:
+    """Every violation any policy test provokes tells the user which ``bazbii:`` key to change (issue 9.7)."""
+    for v in violations:
+        if "during preview" in v.message:  # the SDK's own advisory for an unknown value: no rule text
+            continue
+        what, sep, fix = v.message.partition(". Fix: ")
+        assert sep and "bazbii:" in fix, f"the fix of {v.policy_name} names no bazbii: key: {v.message}"
 
 
 def plan_walk_records(stack: Stack) -> list[tuple[StackConfig, dict]]:

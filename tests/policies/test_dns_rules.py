@@ -43,7 +43,7 @@ def test_switch_without_lowering_the_ttl_first_is_denied():
     result = preview(edited.at(dns="switched"), edited.at(dns="ttl-lowered"), origin="plan-walk")
     [message] = result.messages("dns-lower-ttl-before-switch")
     assert "while its applied TTL is 3600 s (> 300 s)" in message
-    assert "only lowers dns.records.direct.ttl to 300" in message
+    assert "only lowers bazbii:dns.records.direct.ttl to 300" in message
 
 
 def test_lowering_the_ttl_and_switching_in_the_same_step_is_denied():

@@ -54,7 +54,7 @@ def test_skipping_a_rung_is_denied_naming_the_key():
     [message] = result.messages("flags-rollout-ladder")
     assert "flag 'new_category_ui' rollout jumps 0 -> 50 %, past the next rung 10 of the flag ladder [0, 10, 50, 100]" \
         in message
-    assert "Fix: set flags.new_category_ui.rollout to 10 (or less)" in message
+    assert "Fix: set bazbii:flags.new_category_ui.rollout to 10 (or less)" in message
 
 
 def test_a_flag_appearing_above_the_first_rung_is_denied():
@@ -89,7 +89,7 @@ def test_enabling_before_the_version_rolled_out_is_denied():
     assert any("flag 'new_category_ui' is on for 10 % of users while target app.api runs "
                "registry.example.com/bazbii/api:1.9.0 (1.9.0 < 2.0.0), which does not read the flag" in m
                for m in messages), messages
-    assert all("keep flags.new_category_ui.rollout at 0 until the release track" in m for m in messages)
+    assert all("keep bazbii:flags.new_category_ui.rollout at 0 until the release track" in m for m in messages)
     # the canary (2.0.0) and the workers (2.0.0) read it: only the stable 1.9.0 pods are named
     whats = [m.split(". Fix: ")[0] for m in messages]
     assert not any("app.canary" in w or "app.worker" in w for w in whats), whats
@@ -117,7 +117,7 @@ def test_enabling_before_the_schema_it_needs_is_denied():
     [message] = only(result, "flags-on-only-where-understood")
     assert "the schema is at 0002_add_category migrate, before 0002_add_category contract " \
            "(flags.new_category_ui.needsSchema)" in message
-    assert "keep flags.new_category_ui.rollout at 0 until bazbii:schemaPhase is at 0002_add_category contract" in message
+    assert "keep bazbii:flags.new_category_ui.rollout at 0 until bazbii:schemaPhase is at 0002_add_category contract" in message
 
 
 # --------------------------------------------------------------------------- old path after the soak
@@ -163,7 +163,7 @@ def test_removing_the_old_path_below_100_is_denied():
                      applied_at=ago(days=3))
     [message] = only(result, "flags-old-path-after-soak")
     assert "its applied rollout is 50 %, not 100 %" in message
-    assert "raise flags.new_category_ui.rollout to 100 in its own step" in message
+    assert "raise bazbii:flags.new_category_ui.rollout to 100 in its own step" in message
 
 
 def test_deleting_a_flag_whose_old_path_is_gone_is_denied():
@@ -175,7 +175,7 @@ def test_deleting_a_flag_whose_old_path_is_gone_is_denied():
     result = preview(at(edited, flags="new-category-ui-retired"), at(edited, flags="new-category-ui-old-path-removed"))
     [message] = only(result, "flags-old-path-after-soak")
     assert "flag 'new_category_ui' is deleted although its old path was removed" in message
-    assert "keep flags.new_category_ui (rollout 100, oldPath.removed: true)" in message
+    assert "keep bazbii:flags.new_category_ui (rollout 100, oldPath.removed: true)" in message
 
 
 # --------------------------------------------------------------------------- removal order: front end -> API -> DB
@@ -195,7 +195,7 @@ def test_contract_before_the_flag_held_100_is_denied():
     assert any("migration '0002_add_category' contracts, which removes what flag 'new_category_ui''s old path needs" in m
                and "the target rollout of the flag is 50 %" in m for m in messages), messages
     assert any("the applied rollout of the flag is 50 %" in m for m in messages), messages
-    assert any("keep flags.new_category_ui.rollout at 100 while 0002_add_category is contracted" in m for m in messages)
+    assert any("keep bazbii:flags.new_category_ui.rollout at 100 while 0002_add_category is contracted" in m for m in messages)
 
 
 def test_contract_at_100_before_the_old_path_removal_was_applied_is_denied():
@@ -204,7 +204,7 @@ def test_contract_at_100_before_the_old_path_removal_was_applied_is_denied():
     [message] = only(result, "flags-contract-after-old-path")
     assert "the flag's old path was not removed in an applied step (removal order: front end, then API, then DB)" \
         in message
-    assert "apply a flags step that sets flags.new_category_ui.oldPath.removed: true" in message
+    assert "apply a flags step that sets bazbii:flags.new_category_ui.oldPath.removed: true" in message
 
 
 def test_flag_rollback_after_the_contract_is_refused_by_the_plan_but_100_would_pass_the_policy():
@@ -290,7 +290,7 @@ def test_a_first_deployment_is_judged_on_the_target_alone():
     assert old_path_after_soak(_transition(_state(100, removed=True))) == []
     findings = contract_after_old_path(_transition(_state(100, stage="contract")))
     assert [f.fix.split(" (")[0] for f in findings] == [
-        "apply a flags step that sets flags.new_category_ui.oldPath.removed: true"]
+        "apply a flags step that sets bazbii:flags.new_category_ui.oldPath.removed: true"]
     assert contract_after_old_path(_transition(_state(100, removed=True, stage="contract"))) == []
 
 

@@ -24,7 +24,7 @@ def test_jumping_past_a_rung_is_denied():
     assert result.names() == {"traffic-weight-ladder"}, result.explain()
     [message] = result.messages("traffic-weight-ladder")
     assert "pool 'server2' weight jumps 0 -> 50, past the next rung 10" in message
-    assert "set traffic.pools.server2.weight to 10" in message
+    assert "set bazbii:plan.infra.steps[4].changes.traffic.pools.server2.weight to 10" in message
 
 
 def test_ladder_is_configurable():

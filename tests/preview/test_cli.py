@@ -10,36 +10,10 @@ import copy
 import json
 import os
 import subprocess
-import sys
 
-import pytest
-import yaml
-
-from offline_preview.__main__ import main
 from offline_preview.harness import REPO_ROOT
 
-PROD = REPO_ROOT / "Pulumi.prod.yaml"
-
-
-@pytest.fixture(scope="module")
-def prod_doc():
-    return yaml.safe_load(PROD.read_text())
-
-
-def write(tmp_path, name, doc):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-def step(doc, track, name):
-    return next(s for s in doc["config"]["bazbii:plan"][track]["steps"] if s["name"] == name)
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from .prs import run, step, write
 
 
 def test_default_previews_current_and_next_infra_step(capsys):
