@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from pydantic import Field, model_validator
 
+from .gates import GateCriteria
 from .models import STATE_SECTIONS, Model
 
 STEP_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,40}$"
@@ -25,6 +26,9 @@ class Step(Model):
     name: str = Field(pattern=STEP_NAME_PATTERN)
     summary: str = Field(min_length=1)
     gate: str = Field(min_length=1, description="what must be true before this step is applied")
+    criteria: Optional[GateCriteria] = Field(
+        default=None, description="the measurable part of the gate, checked on live metrics (bazbii_plan.gates)"
+    )
     rollback: str = Field(min_length=1, description="how to return to the previous step")
     changes: dict[str, Any] = Field(default_factory=dict)
     requires: dict[str, str] = Field(

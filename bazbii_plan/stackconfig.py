@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from .crosscheck import cross_check
 from .errors import ConfigError, config_key, format_path, pydantic_problems, render
+from .gates import MetricsConfig, unknown_queries
 from .models import STATE_SECTIONS, StackState
 from .plan import Plan, fold, patch_touches
 
@@ -30,6 +31,7 @@ SECRET_KEYS: dict[str, str] = {
 }
 OVERRIDE_KEY = "phaseOverride"
 PLAN_KEY = "plan"
+METRICS_KEY = "metrics"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class StackConfig:
     base: dict[str, Any]
     current: dict[str, str]
     override: Optional[str] = None
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     states: dict[tuple, StackState] = field(default_factory=dict, compare=False, repr=False)
 
     # --- steps -----------------------------------------------------------
@@ -53,7 +56,7 @@ class StackConfig:
             if step not in self.plan.tracks[track].names():
                 raise KeyError(f"unknown step {step!r} on track {track!r}")
             current[track] = step
-        return StackConfig(self.plan, self.base, current, self.override, self.states)
+        return StackConfig(self.plan, self.base, current, self.override, self.metrics, self.states)
 
     def next_step(self, track: str) -> Optional[str]:
         names = self.plan.tracks[track].names()
@@ -132,6 +135,25 @@ def _validate_states(base: dict[str, Any], plan: Plan) -> list[str]:
     return lines
 
 
+def _validate_metrics(raw: Any, plan: Optional[Plan]) -> tuple[MetricsConfig, list[str]]:
+    """``bazbii:metrics`` and the step criteria that name its queries."""
+    try:
+        metrics = MetricsConfig.model_validate(raw if raw is not None else {})
+    except ValidationError as exc:
+        return MetricsConfig(), render([((METRICS_KEY,) + path, message) for path, message in pydantic_problems(exc)])
+    problems = []
+    for track_name, track in (plan.tracks.items() if plan else ()):
+        for index, step in enumerate(track.steps):
+            if step.criteria is None:
+                continue
+            for signal_index, kind in unknown_queries(step.criteria, metrics):
+                problems.append((
+                    (PLAN_KEY, track_name, "steps", index, "criteria", "signals", signal_index, "kind"),
+                    f"unknown query {kind!r}; builtins and bazbii:metrics.queries give {metrics.query_names()}",
+                ))
+    return metrics, render(problems)
+
+
 def load_stack_config(
     values: Mapping[str, Any],
     secret_keys: set[str] = frozenset(),
@@ -145,7 +167,7 @@ def load_stack_config(
     problems += plan_problems
 
     pointer_keys = {track.key: name for name, track in plan.tracks.items()} if plan else {}
-    known = set(STATE_SECTIONS) | {PLAN_KEY, OVERRIDE_KEY} | set(SECRET_KEYS) | set(pointer_keys)
+    known = set(STATE_SECTIONS) | {PLAN_KEY, OVERRIDE_KEY, METRICS_KEY} | set(SECRET_KEYS) | set(pointer_keys)
     for key in values:
         # Without a valid plan the track pointer keys are unknown, so only judge keys once it is valid.
         if plan is not None and key not in known:
@@ -160,6 +182,9 @@ def load_stack_config(
     override = values.get(OVERRIDE_KEY) or None  # Pulumi.yaml declares "" as the default
     if override is not None and (not isinstance(override, str) or len(override.strip()) < 10):
         problems.append(f"{config_key((OVERRIDE_KEY,))}: must be a reason of at least 10 characters (it is logged and recorded)")
+
+    metrics, metrics_problems = _validate_metrics(values.get(METRICS_KEY), plan)
+    problems += metrics_problems
 
     base: dict[str, Any] = {}
     for section in STATE_SECTIONS:
@@ -203,7 +228,7 @@ def load_stack_config(
     if problems:
         raise ConfigError(problems)
 
-    config = StackConfig(plan=plan, base=base, current=current, override=override)
+    config = StackConfig(plan=plan, base=base, current=current, override=override, metrics=metrics)
     try:
         state = config.state()
     except ValidationError as exc:  # combinations of tracks can still clash

@@ -1,0 +1,45 @@
+"""Live-metric gates and rollback triggers (no Pulumi import).
+
+Public API, kept small on purpose (the rehearsal and the backfill use it too):
+
+``PrometheusClient(endpoint, timeout)``
+    ``.query(promql, at)`` -> [Sample], ``.query_range(promql, start, end, step)`` -> [Series],
+    ``.scalar(promql, at)`` -> float. Failures raise a ``MetricsError`` subclass with a
+    one-line message: ``MetricsUnreachable``, ``MetricsHTTPError``, ``BadQuery``, ``EmptyResult``
+    (no series, or NaN: no requests in the window).
+    A p99 for a backfill throttle: ``client.scalar(render_query(metrics, "latencyQuantile",
+    Scope(), 60, quantile=0.99))``.
+
+``evaluate_step_gate(step, track, applied_since, metrics, rollback, now, client=None, override=None)``
+    -> ``Verdict``: the live gate of applying one plan step. Pure apart from the
+    metrics it reads: the clock is the ``now`` argument.
+
+``evaluate_criteria(criteria, rollback, metrics, track=, step=, since=, now=, client=)``
+    -> ``Verdict`` for criteria that are not (yet) part of a plan step (the rehearsal).
+
+``live_gate_inputs(stack)`` / ``live_gate_problems(live_gate, previous_record, target_steps, override, now)``
+    The check resource's integration: inputs to register (no clock, no verdict) and
+    the one call its provider's ``check()`` makes.
+
+``Verdict`` / ``SignalResult``
+    ``status`` pass | fail | inconclusive (inconclusive denies: gates fail closed),
+    ``allowed`` (passed, or ``bazbii:phaseOverride``), ``lines()``, ``problems()``, ``to_dict()``;
+    each signal has its value, threshold, window, sample count and reason.
+
+The ``watch`` command (``python -m bazbii_analysis.watch``) re-evaluates the
+rollback triggers after ``pulumi up`` and rolls back exactly one step on a breach.
+"""
+
+from .evaluate import evaluate_criteria, evaluate_signals, evaluate_step_gate, render_query
+from .gatecheck import live_gate_inputs, live_gate_problems, live_gate_verdict
+from .prometheus import (BadQuery, EmptyResult, MetricsError, MetricsHTTPError, MetricsUnreachable,
+                         PrometheusClient, Sample, Series)
+from .verdict import FAIL, INCONCLUSIVE, PASS, SignalResult, Verdict
+
+__all__ = [
+    "PrometheusClient", "Sample", "Series",
+    "MetricsError", "MetricsUnreachable", "MetricsHTTPError", "BadQuery", "EmptyResult",
+    "evaluate_step_gate", "evaluate_criteria", "evaluate_signals", "render_query",
+    "live_gate_inputs", "live_gate_problems", "live_gate_verdict",
+    "Verdict", "SignalResult", "PASS", "FAIL", "INCONCLUSIVE",
+]

@@ -1,0 +1,241 @@
+"""Machine-checkable step gates and the metrics config they are measured with.
+
+A step's ``gate`` text says what must be true before the step is applied;
+its optional ``criteria`` (this module) is the part of that which live
+metrics can check, as data (like an Argo Rollouts AnalysisTemplate):
+
+``soak``        how long the previous step of the track must have been applied
+``window``      the span the signals are computed over, ending now (never
+                reaching back before the previous step was applied)
+``scope``       what is measured: the pool, canary or server the previous step
+                moved, or the whole service
+``minSamples``  fewer requests than this in the window: inconclusive (fails closed)
+``signals``     thresholds; omitted, they default from ``bazbii:rollback``
+                (error ratio <= maxErrorRate, p95 <= p95TargetMs x p95Factor)
+
+``bazbii:metrics`` says where the Prometheus HTTP API is and holds the PromQL
+templates. Templates use ``${scope}`` (label matchers, possibly empty),
+``${window}`` (a PromQL duration) and ``${quantile}``; the defaults match the
+exporters the stack runs (:data:`EXPORTERS`): the gateway's HAProxy exporter,
+the API's request histogram, PgBouncer's and PostgreSQL's exporters.
+"""
+
+from __future__ import annotations
+
+import re
+from string import Template
+from typing import Annotated, Literal, Optional
+
+from pydantic import AfterValidator, Field, model_validator
+
+from .models import NAME_PATTERN, Model, Rollback, StackState
+
+_DURATION = re.compile(r"^([0-9]+)(s|m|h|d)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """``90s``, ``15m``, ``24h``, ``2d`` -> seconds (ValueError otherwise)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; use a number with s, m, h or d (e.g. 24h)")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> a short human form (``1d2h``, ``15m``, ``42s``)."""
+    seconds = int(round(seconds))
+    if seconds <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts[:2])
+
+
+def _check_duration(text: str) -> str:
+    duration_seconds(text)
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+
+
+# --------------------------------------------------------------------------- metrics config
+ScopeKind = Literal["service", "pool", "canary", "server"]
+
+DEFAULT_QUERIES: dict[str, str] = {
+    # Gateway (HAProxy's built-in Prometheus exporter; backend-level series carry no `server` label,
+    # so the scrape target's `pool` label scopes them). No traffic gives NaN: inconclusive.
+    "errorRatio": (
+        'sum(rate(haproxy_backend_http_responses_total{code="5xx",${scope}}[${window}]))'
+        ' / sum(rate(haproxy_backend_http_responses_total{${scope}}[${window}]))'
+    ),
+    "requestCount": "sum(increase(haproxy_backend_http_responses_total{${scope}}[${window}]))",
+    # HAProxy has no latency histogram; quantiles come from the API's request histogram.
+    "latencyQuantile": (
+        "histogram_quantile(${quantile}, sum by (le) (rate(http_request_duration_seconds_bucket{${scope}}[${window}])))"
+    ),
+    # PostgreSQL exporter and the PgBouncer exporter (prometheus-community metric names).
+    "longestTransactionSeconds": "max(max_over_time(pg_stat_activity_max_tx_duration{${scope}}[${window}]))",
+    "poolerWaitingClients": "max(max_over_time(pgbouncer_pools_client_waiting_connections{${scope}}[${window}]))",
+}
+BUILTIN_KINDS = ("errorRatio", "requestCount", "latencyQuantile")
+
+DEFAULT_SCOPES: dict[str, str] = {
+    "service": "",
+    "pool": 'pool="${name}"',
+    "canary": 'track="canary"',
+    "server": 'server="${name}"',
+}
+
+
+class Exporter(Model):
+    """Where one kind of exporter listens on each server that runs it."""
+
+    port: int = Field(ge=1, le=65535)
+    path: str = Field(default="/metrics", pattern=r"^/[A-Za-z0-9._/-]*$")
+
+
+def _default_exporters() -> dict[str, Exporter]:
+    return {
+        "gateway": Exporter(port=8405),    # HAProxy `http-request use-service prometheus-exporter`
+        "api": Exporter(port=8080),        # the API's own /metrics (request histogram)
+        "pgbouncer": Exporter(port=9127),  # PgBouncer exporter (SHOW POOLS / SHOW STATS)
+        "postgres": Exporter(port=9187),   # prometheus-postgres-exporter
+    }
+
+
+# Which server role runs which exporter (the declared scrape targets follow the roles).
+EXPORTER_ROLES: dict[str, str] = {"gateway": "gateway", "api": "api", "pgbouncer": "pooler", "postgres": "database"}
+
+
+def _check_template(text: str) -> str:
+    try:
+        Template(text).substitute(scope="", window="1m", quantile="0.95")
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"bad template {text!r}: placeholders are ${{scope}}, ${{window}}, ${{quantile}} ({exc})") from None
+    return text
+
+
+QueryTemplate = Annotated[str, AfterValidator(_check_template)]
+
+
+class MetricsConfig(Model):
+    """``bazbii:metrics``: the Prometheus-compatible HTTP API and the PromQL the gates use."""
+
+    endpoint: Optional[str] = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    queries: dict[str, QueryTemplate] = Field(default_factory=dict)
+    scopes: dict[ScopeKind, str] = Field(default_factory=dict)
+    exporters: dict[Literal["gateway", "api", "pgbouncer", "postgres"], Exporter] = Field(default_factory=dict)
+
+    def query(self, name: str) -> str:
+        return {**DEFAULT_QUERIES, **self.queries}[name]
+
+    def query_names(self) -> list[str]:
+        return sorted({**DEFAULT_QUERIES, **self.queries})
+
+    def scope_matchers(self, kind: str, name: str) -> str:
+        return Template({**DEFAULT_SCOPES, **self.scopes}[kind]).safe_substitute(name=name)
+
+    def exporter(self, kind: str) -> Exporter:
+        return {**_default_exporters(), **self.exporters}[kind]
+
+
+# --------------------------------------------------------------------------- gate criteria
+class Scope(Model):
+    kind: ScopeKind = "service"
+    name: str = Field(default="", pattern=r"^$|" + NAME_PATTERN)
+
+    @model_validator(mode="after")
+    def _name_when_needed(self) -> "Scope":
+        if self.kind in ("pool", "server") and not self.name:
+            raise ValueError(f"a {self.kind} scope needs a name")
+        return self
+
+    def describe(self) -> str:
+        return self.kind if not self.name else f"{self.kind} {self.name}"
+
+
+class Signal(Model):
+    """One measured value and its bound. ``kind`` is a builtin or the name of a query in ``bazbii:metrics.queries``."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    kind: str = Field(description="errorRatio, latencyQuantile, requestCount, or a named query")
+    quantile: Optional[float] = Field(default=None, gt=0, lt=1)
+    max: Optional[float] = None
+    min: Optional[float] = None
+    against: Literal["threshold", "baseline"] = "threshold"
+    factor: float = Field(default=2.0, gt=0, description="baseline comparisons: value <= baseline x factor")
+    scope: Optional[Scope] = Field(default=None, description="overrides the criteria's scope for this signal")
+    counted: bool = Field(default=True, description="needs the minimum number of requests to be conclusive")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Signal":
+        if self.against == "threshold" and self.max is None and self.min is None:
+            raise ValueError("a threshold signal needs max or min")
+        if self.kind == "latencyQuantile" and self.quantile is None:
+            raise ValueError("latencyQuantile needs a quantile (e.g. 0.95)")
+        return self
+
+
+class GateCriteria(Model):
+    soak: Duration = "0s"
+    window: Optional[Duration] = Field(default=None, description="default: the soak, or 10m without one")
+    scope: Scope = Field(default_factory=Scope)
+    min_samples: int = Field(default=100, ge=0)
+    signals: Optional[list[Signal]] = Field(default=None, description="default: the bazbii:rollback triggers")
+
+    def soak_seconds(self) -> int:
+        return duration_seconds(self.soak)
+
+    def window_seconds(self) -> int:
+        if self.window is not None:
+            return duration_seconds(self.window)
+        return self.soak_seconds() or 600
+
+
+def rollback_signals(rollback: Rollback) -> list[Signal]:
+    """The rollback triggers of ``bazbii:rollback`` as signals (the default gate and what `watch` checks)."""
+    return [
+        Signal(name="error-ratio", kind="errorRatio", max=rollback.max_error_rate),
+        Signal(name="p95-latency", kind="latencyQuantile", quantile=0.95,
+               max=rollback.p95_target_ms * rollback.p95_factor / 1000.0),
+    ]
+
+
+def effective_signals(criteria: GateCriteria, rollback: Rollback) -> list[Signal]:
+    return list(criteria.signals) if criteria.signals is not None else rollback_signals(rollback)
+
+
+def unknown_queries(criteria: GateCriteria, metrics: MetricsConfig) -> list[tuple[int, str]]:
+    """``(signal index, kind)`` of signals naming a query that ``bazbii:metrics`` does not have."""
+    known = set(metrics.query_names())
+    return [(i, s.kind) for i, s in enumerate(criteria.signals or []) if s.kind not in known]
+
+
+# --------------------------------------------------------------------------- where the exporters run
+def scrape_targets(state: StackState, metrics: MetricsConfig) -> list[dict]:
+    """Prometheus ``file_sd`` target groups for every exporter of the stack, with the labels scopes use.
+
+    Gateway targets carry the ``pool`` label of the load-balancer pool(s) whose origin they are.
+    """
+    pools_by_server: dict[str, list[str]] = {}
+    for pool_name, pool in state.traffic.pools.items():
+        pools_by_server.setdefault(pool.server, []).append(pool_name)
+    groups = []
+    for job, role in EXPORTER_ROLES.items():
+        exporter = metrics.exporter(job)
+        for server_name, server in sorted(state.servers.items()):
+            if role not in server.roles:
+                continue
+            host = f"[{server.address}]" if ":" in server.address else server.address
+            labels = {"job": job, "server": server_name, "__metrics_path__": exporter.path}
+            pools = pools_by_server.get(server_name, [])
+            if job == "gateway" and pools:
+                labels["pool"] = ",".join(sorted(pools))
+            groups.append({"targets": [f"{host}:{exporter.port}"], "labels": labels})
+    return groups
