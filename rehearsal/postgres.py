@@ -40,8 +40,13 @@ class PgServer:
 
     def write_conf(self) -> None:
         include = self.datadir / "rehearsal.conf"
+        # Every server uses the same port on its own address, so each needs its own socket directory
+        # (outside the data directory: pg_rewind copies data directories and cannot read a socket).
+        sockets = self.datadir.parent / f"sockets-{self.name}"
+        sockets.mkdir(exist_ok=True)
+        _chown_to_service_user(sockets)
         settings = dict(SETTINGS, listen_addresses=f"'{self.host}'", port=str(self.port),
-                        unix_socket_directories=f"'{self.datadir.parent / 'sockets'}'")
+                        unix_socket_directories=f"'{sockets}'")
         include.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
         conf = self.datadir / "postgresql.conf"
         text = conf.read_text()
@@ -54,9 +59,6 @@ class PgServer:
     @classmethod
     def init(cls, name: str, host: str, port: int, workdir: Path) -> "PgServer":
         server = cls(name, host, port, workdir / f"pg-{name}")
-        sockets = workdir / "sockets"
-        sockets.mkdir(exist_ok=True)
-        _chown_to_service_user(sockets)
         run_as_service_user([str(pg_bin_dir() / "initdb"), "-D", str(server.datadir), "-U", "postgres",
                              "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"])
         server.write_conf()
