@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stop_on_signals()
     try:
-        result = run(options, lambda text: console.print(text, markup=False, highlight=False), prepared)
+        result = run(options, lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True), prepared)
     except Interrupted as exc:
         console.print(f"interrupted ({exc}); every started process was stopped")
         return 1

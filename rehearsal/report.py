@@ -102,6 +102,7 @@ def summary(result: RunResult, records: Records, rows: list[dict]) -> dict:
         "first_failures": records.failures(),
         "error": result.error,
         "processes_stopped": result.stopped,
+        "run_dir": result.run_dir,
     }
 
 

@@ -66,6 +66,7 @@ class RunResult:
     ended: float = 0.0
     error: str = ""
     stopped: list[str] = field(default_factory=list)
+    run_dir: str = ""
 
 
 def load_config(path: Path) -> StackConfig:
@@ -115,7 +116,7 @@ def run(options: Options, say: Callable[[str], None], prepared: Prepared) -> Run
     registry = ProcessRegistry(run_dir)
     records_path = options.out_dir / "requests.csv"
     result = RunResult(started=time.time(), baseline=(0, 0), steps=[], records_path=records_path, ports={},
-                       options=options)
+                       options=options, run_dir=str(run_dir))
     first = _fresh(config, config.plan.first_steps())
     try:
         services = Services(run_dir, registry, options.ttl_scale)
@@ -123,7 +124,8 @@ def run(options: Options, say: Callable[[str], None], prepared: Prepared) -> Run
         ctx = Context(services, faults, say, options.soak, options.gate_timeout)
         reconcilers = build_reconcilers()
         say(f"topology: servers {', '.join(f'{k}={v}' for k, v in ADDRESSES.items())}; load balancer, DNS, "
-            f"resolver and Prometheus on {EDGE}; run directory {run_dir}")
+            f"resolver and Prometheus on {EDGE}")
+        say(f"run directory {run_dir}")
         primary = first.database.primary
         services.start_primary(primary)
         bootstrap_database(services.pg[primary])

@@ -259,7 +259,10 @@ http {{
             rules.append(f"    use_backend pool_{name} if {{ nbsrv(pool_{name}) gt 0 }}")
         backends = []
         for name, pool in pools.items():
+            # One connection per request to the gateway: a gateway reload closes idle keep-alive
+            # connections, and a POST sent on one at that instant cannot be retried safely.
             backends.append(f"""backend pool_{name}
+    option http-server-close
     option httpchk
     http-check send meth GET uri /healthz
     http-check expect status 200
