@@ -60,55 +60,58 @@ def _injected_fault() -> bool:
     return FAULT_RATE > 0 and random.random() < FAULT_RATE
 
 
-async def get_post(request: Request) -> Response:
-    started = time.perf_counter()
-    status = 200
-    try:
-        if _injected_fault():
-            status = 500
-            return JSONResponse({"error": "injected fault"}, status_code=500, headers=_headers())
-        post_id = int(request.path_params["post_id"])
-        columns = "id, title, content, category" if READS_CATEGORY else "id, title, content"
-        async with pool.connection() as conn:
-            row = await (await conn.execute(f"SELECT {columns} FROM posts WHERE id = %s", (post_id,))).fetchone()
-        if row is None:
-            status = 404
-            return JSONResponse({"error": "not found"}, status_code=404, headers=_headers())
-        body = {"id": row[0], "title": row[1], "content": row[2]}
+def observed(route: str):
+    """Time and count a handler; the injected fault and any database error are answered here.
+
+    The handler returns ``(status, body)``; an exception (PgBouncer paused past its timeout, a
+    server gone) becomes a 503 that the load generator records.
+    """
+
+    def wrap(handler):
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            status, body = 500, {"error": "injected fault"}
+            try:
+                if not _injected_fault():
+                    status, body = await handler(request)
+            except Exception as exc:
+                status, body = 503, {"error": type(exc).__name__}
+            _observe(route, status, time.perf_counter() - started)
+            return JSONResponse(body, status_code=status, headers=_headers())
+
+        return endpoint
+
+    return wrap
+
+
+@observed("get_post")
+async def get_post(request: Request) -> tuple[int, dict]:
+    post_id = int(request.path_params["post_id"])
+    columns = "id, title, content, category" if READS_CATEGORY else "id, title, content"
+    async with pool.connection() as conn:
+        row = await (await conn.execute(f"SELECT {columns} FROM posts WHERE id = %s", (post_id,))).fetchone()
+    if row is None:
+        return 404, {"error": "not found"}
+    body = {"id": row[0], "title": row[1], "content": row[2]}
+    if READS_CATEGORY:
+        body["category"] = row[3]
+    return 200, body
+
+
+@observed("create_post")
+async def create_post(request: Request) -> tuple[int, dict]:
+    data = await request.json()
+    async with pool.connection() as conn:
         if READS_CATEGORY:
-            body["category"] = row[3]
-        return JSONResponse(body, headers=_headers())
-    except Exception as exc:  # counted and answered; the load generator records the status
-        status = 503
-        return JSONResponse({"error": type(exc).__name__}, status_code=503, headers=_headers())
-    finally:
-        _observe("get_post", status, time.perf_counter() - started)
-
-
-async def create_post(request: Request) -> Response:
-    started = time.perf_counter()
-    status = 201
-    try:
-        if _injected_fault():
-            status = 500
-            return JSONResponse({"error": "injected fault"}, status_code=500, headers=_headers())
-        data = await request.json()
-        async with pool.connection() as conn:
-            if READS_CATEGORY:
-                cur = await conn.execute(
-                    "INSERT INTO posts (user_id, title, content, category) VALUES (%s, %s, %s, %s) RETURNING id",
-                    (data.get("user_id"), data["title"], data.get("content"), data.get("category") or "general"))
-            else:
-                cur = await conn.execute("INSERT INTO posts (user_id, title, content) VALUES (%s, %s, %s) RETURNING id",
-                                         (data.get("user_id"), data["title"], data.get("content")))
-            (post_id,) = await cur.fetchone()
-            await conn.execute("INSERT INTO jobs (post_id, kind) VALUES (%s, 'index')", (post_id,))
-        return JSONResponse({"id": post_id}, status_code=201, headers=_headers())
-    except Exception as exc:
-        status = 503
-        return JSONResponse({"error": type(exc).__name__}, status_code=503, headers=_headers())
-    finally:
-        _observe("create_post", status, time.perf_counter() - started)
+            cur = await conn.execute(
+                "INSERT INTO posts (user_id, title, content, category) VALUES (%s, %s, %s, %s) RETURNING id",
+                (data.get("user_id"), data["title"], data.get("content"), data.get("category") or "general"))
+        else:
+            cur = await conn.execute("INSERT INTO posts (user_id, title, content) VALUES (%s, %s, %s) RETURNING id",
+                                     (data.get("user_id"), data["title"], data.get("content")))
+        (post_id,) = await cur.fetchone()
+        await conn.execute("INSERT INTO jobs (post_id, kind) VALUES (%s, 'index')", (post_id,))
+    return 201, {"id": post_id}
 
 
 async def healthz(request: Request) -> Response:

@@ -33,6 +33,10 @@ class StepRefused(RuntimeError):
     """A gate inside a reconciler refused the step before anything changed (nothing to undo)."""
 
 
+class CheckFailed(RuntimeError):
+    """A check after part of the step was applied failed (roll back to the previous state)."""
+
+
 @dataclass
 class Context:
     services: Services
@@ -103,9 +107,11 @@ class DatabaseReconciler:
             if replica.lag_gate:
                 self._gate(new, ctx, db_new.primary, name, replica.slot)
             if replica.consistency_check:
-                report = check_consistency(svc.pg[db_new.primary].dsn(), svc.pg[name].dsn())
+                # Under live writes a table can change during every attempt ("unverified"): retry more.
+                report = check_consistency(svc.pg[db_new.primary].dsn(), svc.pg[name].dsn(), attempts=8)
                 if not report.passed:
-                    raise RuntimeError(f"consistency check failed: {report.differing or report.unverified}")
+                    bad = [f"{t.table} {t.status}" for t in report.differing + report.unverified]
+                    raise CheckFailed(f"consistency check failed after {report.attempts} attempts: {', '.join(bad)}")
                 ctx.act(f"database: consistency check passed, {report.tables_compared} tables equal at "
                         f"{report.checked_lsn}")
         if db_new.primary != db_old.primary:

@@ -78,6 +78,7 @@ def step_rows(result: RunResult, records: Records) -> list[dict]:
         w = records.window(s.started, s.ended)
         ratio = round(w.p95_ms / base.p95_ms, 2) if (w.p95_ms and base.p95_ms) else None
         rows.append({"track": s.track, "step": s.step, "action": s.action, "outcome": s.outcome, "fault": s.fault,
+                     "started": round(s.started, 3), "ended": round(s.ended, 3),
                      "duration_s": round(s.ended - s.started, 1), "apply_s": round(s.applied - s.started, 2),
                      **asdict(w), "p95_vs_baseline": ratio, "served_by": records.served_by(s.started, s.ended),
                      "timings": {k: v for k, v in s.timings.items() if k != "switchover_window"},
@@ -146,12 +147,14 @@ def timeline_png(path: Path, result: RunResult, records: Records) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     if not len(records):
         return
     t0 = result.baseline[0]
     sec = np.floor(records.scheduled - t0).astype(int)
-    keep = sec >= 0
+    last = int(np.floor(records.scheduled.max() - t0))  # the last second is cut short by the stop
+    keep = (sec >= 0) & (sec < last)
     sec, lat, failed = sec[keep], records.latency_ms[keep], records.failed[keep]
     n = int(sec.max()) + 1
     count = np.bincount(sec, minlength=n)
@@ -173,9 +176,13 @@ def timeline_png(path: Path, result: RunResult, records: Records) -> None:
     axes[1].set_ylabel("failed %")
     axes[1].set_ylim(0, max(5.0, float(np.nanmax(rate)) * 1.2))
     axes[2].semilogy(x, p95, color="tab:green", lw=1)
-    axes[2].set_ylabel("p95 ms (log)")
+    axes[2].yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[2].set_ylabel("p95 ms per second (log)")
     axes[2].set_xlabel(f"seconds since the baseline started (rate {result.options.rate:g}/s, soak "
                        f"{result.options.soak:g} s, TTLs time-scaled 1/{result.options.ttl_scale:g})")
+    base_a, base_b = 0, result.baseline[1] - t0
+    axes[0].text((base_a + base_b) / 2, axes[0].get_ylim()[1] * 0.98, "baseline", rotation=90, ha="center",
+                 va="top", fontsize=7, color="dimgray")
     colors = {"apply": "#dddddd", "retry": "#cfe8cf", "rollback": "#f6c6c6"}
     for i, s in enumerate(result.steps):
         a, b = s.started - t0, s.ended - t0

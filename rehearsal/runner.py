@@ -21,7 +21,7 @@ from .bootstrap import SEED_POSTS, bootstrap_database
 from .faults import Faults, parse_injections
 from .gate import evaluate_step
 from .procs import ProcessRegistry, wait_until
-from .reconcile import Context, StepRefused, build_reconcilers, reconcile
+from .reconcile import CheckFailed, Context, StepRefused, build_reconcilers, reconcile
 from .services import ADDRESSES, EDGE, PY, Services
 
 
@@ -192,16 +192,26 @@ def _apply(track, step, action, old, new, ctx, reconcilers, options, result, ser
     run.fault = ctx.faults.arm(step, services) if action == "apply" else None
     if run.fault:
         say(f"  fault injected: {run.fault}")
+    check_failed = False
     try:
         reconcile(reconcilers, old, new, ctx)
         refused = False
+    except CheckFailed as exc:
+        refused, check_failed = False, True
+        ctx.act(f"check failed: {exc}")
     except StepRefused as exc:
         refused = True
-        say(f"  step refused before any change: {exc}")
+        say(f"  step refused: {exc}")
+    except Exception as exc:  # a half-applied step: reported, the walk stops (no blind rollback)
+        run.notes, run.timings = list(ctx.notes) + [f"ERROR: {type(exc).__name__}: {exc}"], dict(ctx.timings)
+        run.applied = run.ended = time.time()
+        run.outcome = "error"
+        say(f"  step failed with an error, stopping the walk: {type(exc).__name__}: {exc}")
+        return run, False
     run.applied = time.time()
     run.notes, run.timings = list(ctx.notes), dict(ctx.timings)
     time.sleep(options.soak)
-    passed = (not refused) and _gate(services, new, track, step, options, run, say)
+    passed = not (refused or check_failed) and _gate(services, new, track, step, options, run, say)
     run.outcome = "passed" if passed else ("refused" if refused else "failed")
     run.ended = time.time()
     return run, refused
@@ -212,6 +222,8 @@ def _walk_step(track, step, old, new, config, ctx, reconcilers, options, result,
     run, refused = _apply(track, step, "apply", old, new, ctx, reconcilers, options, result, services, say)
     if run.outcome == "passed":
         return True
+    if run.outcome == "error":
+        return False
     # One-step rollback to the previous step's desired state (nothing to undo after a refusal).
     back = StepRun(track, step, "rollback", started=time.time())
     result.steps.append(back)
