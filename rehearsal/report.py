@@ -176,7 +176,16 @@ def timeline_png(path: Path, result: RunResult, records: Records) -> None:
     axes[1].set_ylabel("failed %")
     axes[1].set_ylim(0, max(5.0, float(np.nanmax(rate)) * 1.2))
     axes[2].semilogy(x, p95, color="tab:green", lw=1)
-    axes[2].yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    axes[2].yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
+    axes[2].yaxis.set_major_formatter(plain)
+    axes[2].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    base_sel = (records.scheduled >= result.baseline[0]) & (records.scheduled < result.baseline[1])
+    if base_sel.any():
+        base_p95 = float(np.percentile(records.latency_ms[base_sel], 95))
+        for factor, style in ((1.0, "--"), (1.5, ":")):
+            axes[2].axhline(base_p95 * factor, color="gray", ls=style, lw=0.8)
+            axes[2].text(0, base_p95 * factor, f" {factor:g}x baseline p95", color="gray", va="bottom", fontsize=8)
     axes[2].set_ylabel("p95 ms per second (log)")
     axes[2].set_xlabel(f"seconds since the baseline started (rate {result.options.rate:g}/s, soak "
                        f"{result.options.soak:g} s, TTLs time-scaled 1/{result.options.ttl_scale:g})")

@@ -166,6 +166,9 @@ def run(options: Options, say: Callable[[str], None], prepared: Prepared) -> Run
         result.error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        # A second Ctrl-C must not cut the clean-up short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         result.ended = time.time()
         result.stopped = registry.stop_all()
         if options.keep_run_dir:
