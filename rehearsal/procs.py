@@ -93,8 +93,11 @@ class ProcessRegistry:
         return "\n".join(managed.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-class Interrupted(Exception):
-    """SIGTERM/SIGINT arrived: unwind through ``finally`` blocks so every process is stopped."""
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT arrived: unwind through ``finally`` blocks so every process is stopped.
+
+    A BaseException (like KeyboardInterrupt), so that no ``except Exception`` swallows it.
+    """
 
 
 def stop_on_signals() -> None:

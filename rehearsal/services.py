@@ -108,16 +108,17 @@ class Services:
     # --------------------------------------------------------------- PostgreSQL
     def start_primary(self, server: str) -> PgServer:
         pg = PgServer.init(server, ADDRESSES[server], self.ports["pg"], self.run_dir)
-        pg.start()
+        # Registered before the start: an interrupt while pg_ctl waits must still stop the server.
         self.registry.add_cleanup(f"postgres@{server}", lambda: pg.stop("immediate"))
+        pg.start()
         self.pg[server] = pg
         self.start_pg_exporter(server)
         return pg
 
     def start_replica(self, server: str, primary: str, slot: str) -> PgServer:
         pg = PgServer.basebackup(server, ADDRESSES[server], self.ports["pg"], self.run_dir, self.pg[primary], slot)
-        pg.start()
         self.registry.add_cleanup(f"postgres@{server}", lambda: pg.stop("immediate"))
+        pg.start()
         self.pg[server] = pg
         self.start_pg_exporter(server)
         return pg
