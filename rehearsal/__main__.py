@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{summ['baseline_p95_ms']} ms, worst step p95 {summ['max_p95_vs_baseline']}x baseline; "
                       f"switchover window {summ['switchover_window_ms']} ms, write stall "
                       f"{summ['switchover_write_stall_ms']} ms; {summ['duration_s']} s in all")
+        for t in summ["targets"]:
+            console.print(f"  target {'met' if t['met'] else 'MISSED'}: {t['target']}: {t['value']}",
+                          markup=False, highlight=False)
         console.print(f"report: {options.out_dir}/report.json, {options.out_dir}/report.md, "
                       f"{options.out_dir}/timeline.png; processes stopped: {len(summ['processes_stopped'])}")
     return exit_code(result, summ)

@@ -90,7 +90,7 @@ def summary(result: RunResult, records: Records, rows: list[dict]) -> dict:
     total_failed = int(records.failed.sum())
     steps = [r for r in rows[1:]]
     switch = [r for r in steps if "switchover_window_ms" in r.get("timings", {})]
-    return {
+    summ = {
         "requests": len(records), "failed": total_failed,
         "rate": result.options.rate, "soak_s": result.options.soak, "ttl_scale": result.options.ttl_scale,
         "duration_s": round(result.ended - result.started, 1),
@@ -105,6 +105,32 @@ def summary(result: RunResult, records: Records, rows: list[dict]) -> dict:
         "processes_stopped": result.stopped,
         "run_dir": result.run_dir,
     }
+    summ["targets"] = targets(result, rows, summ)
+    return summ
+
+
+P95_TARGET_FACTOR = 1.5
+SWITCHOVER_STALL_TARGET_MS = 100.0
+
+
+def targets(result: RunResult, rows: list[dict], summ: dict) -> list[dict]:
+    """Issue 11's targets, each with its measured value and whether it was met."""
+    steps = [r for r in rows[1:] if r["action"] != "rollback"]
+    slow = [f"{r['step']} ({r['p95_vs_baseline']}x)" for r in steps
+            if r["p95_vs_baseline"] is not None and r["p95_vs_baseline"] > P95_TARGET_FACTOR]
+    out = []
+    if not result.options.inject:
+        out.append({"target": "0 failed requests", "value": summ["failed"], "met": summ["failed"] == 0})
+    out.append({"target": f"p95 of each step <= {P95_TARGET_FACTOR}x baseline", "value": ", ".join(slow) or "all",
+                "met": not slow})
+    stall = summ["switchover_write_stall_ms"]
+    if stall is not None:
+        out.append({"target": f"longest write stall at the switchover <= {SWITCHOVER_STALL_TARGET_MS:g} ms",
+                    "value": stall, "met": stall <= SWITCHOVER_STALL_TARGET_MS})
+    for r in summ["rollbacks"]:
+        out.append({"target": f"rollback of {r['step']} recovers (< 1 % errors) within two soak intervals",
+                    "value": r["outcome"], "met": r["outcome"] == "recovered"})
+    return out
 
 
 def write_json(path: Path, result: RunResult, rows: list[dict], summ: dict) -> None:

@@ -53,6 +53,7 @@ def test_short_rehearsal_serves_every_request(tmp_path):
     assert steps == [("server3-provisioned", "apply", "passed"), ("replica-streaming", "apply", "passed"),
                      ("gateway-on-server2", "apply", "passed"), ("traffic-10", "apply", "passed")]
     assert summary["failed"] == 0, summary["first_failures"]
+    assert {"target": "0 failed requests", "value": 0, "met": True} in summary["targets"]
     # open loop at 40/s: the requests were sent whatever happened (within 10 % of the schedule)
     assert summary["requests"] >= 0.9 * 40 * sum(s["duration_s"] for s in report["steps"])
     # both pools served once traffic-10 applied, through both gateways
@@ -80,6 +81,8 @@ def test_injected_gateway_fault_is_caught_rolled_back_and_recovers(tmp_path):
     failures = report["summary"]["first_failures"]
     assert failures and all(f["gateway"] == "server2" and f["status"] == 500 for f in failures)
     assert report["steps"][-1]["failed"] == 0
+    assert {"target": "rollback of traffic-10 recovers (< 1 % errors) within two soak intervals",
+            "value": "recovered", "met": True} in report["summary"]["targets"]
     assert leftover_processes(report["summary"]["run_dir"]) == []
 
 
