@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runner import RunResult, StepRun
+from .runner import RunResult
 
 
 @dataclass

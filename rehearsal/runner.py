@@ -3,10 +3,8 @@ trigger, and stop everything at the end (also on Ctrl-C or an error)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from .bootstrap import SEED_POSTS, bootstrap_database
 from .faults import Faults, parse_injections
 from .gate import evaluate_step
 from .procs import ProcessRegistry, wait_until
-from .reconcile import CheckFailed, Context, StepRefused, build_reconcilers, reconcile
+from .reconcilers import CheckFailed, Context, StepRefused, build_reconcilers, reconcile
 from .services import ADDRESSES, EDGE, PY, Services
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rehearsal.faults import BadInjection, Faults, parse_injections
-from rehearsal.reconcile import desired_deployments, gateway_servers
+from rehearsal.reconcilers import desired_deployments, gateway_servers
 from rehearsal.runner import Options, prepare
 
 

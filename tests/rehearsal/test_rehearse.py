@@ -8,7 +8,6 @@ consistency check, a new gateway and pool, a weight change) at a lower rate and 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
