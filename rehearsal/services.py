@@ -22,6 +22,7 @@ import psycopg
 
 from testsupport.localcluster import _chown_to_service_user, _as_service_user, pgbouncer_binary
 
+from . import configs
 from .postgres import PgServer
 from .procs import Managed, ProcessRegistry, wait_until
 
@@ -192,34 +193,9 @@ class Services:
     def _nginx_conf(self, server: str) -> Path:
         d = self.run_dir / f"nginx-{server}"
         d.mkdir(exist_ok=True)
-        fault = self.nginx_faults.get(server, 0.0)
-        fault_split = (f'split_clients "${{request_id}}" $bazbii_fault {{ {fault * 100:.1f}% 1; * 0; }}\n'
-                       if fault > 0 else "")
-        fault_rule = "if ($bazbii_fault) { return 500; }" if fault > 0 else ""
-        temps = "".join(f"{t}_temp_path {d}/{t};\n" for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        conf = f"""worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log notice;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  {temps}
-  {fault_split}
-  upstream api {{ include {self.run_dir}/api_upstream.conf; keepalive 32; }}
-  server {{
-    listen {ADDRESSES[server]}:{self.ports['nginx']};
-    add_header X-Gateway {server} always;
-    location = /healthz {{ proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; }}
-    location / {{
-      {fault_rule}
-      proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_next_upstream error timeout http_502 non_idempotent;
-    }}
-  }}
-}}
-"""
         path = d / "nginx.conf"
-        path.write_text(conf)
+        path.write_text(configs.nginx_conf(d, self.run_dir / "api_upstream.conf", server, ADDRESSES[server],
+                                           self.ports["nginx"], self.nginx_faults.get(server, 0.0)))
         return path
 
     def _nginx_cmd(self, server: str, *extra: str) -> list[str]:
@@ -248,60 +224,13 @@ http {{
     # --------------------------------------------------------------- HAProxy (the Cloudflare load balancer)
     def haproxy_conf(self, pools: dict[str, dict]) -> None:
         hap = self.run_dir / "hap"
-        order = list(pools)
-        rules = ["    http-request set-var(txn.r) rand(100)"]
-        for name in order:
-            rules.append(f"    http-request set-var(txn.c_{name}) str({name}),map({hap}/split.map,0)")
-        for name in order:
-            rules.append(f"    use_backend pool_{name} if {{ var(txn.r),sub(txn.c_{name}) -m int lt 0 }} "
-                         f"{{ nbsrv(pool_{name}) gt 0 }}")
-        for name in order:  # steering skips unhealthy pools: any healthy pool, in order
-            rules.append(f"    use_backend pool_{name} if {{ nbsrv(pool_{name}) gt 0 }}")
-        backends = []
-        for name, pool in pools.items():
-            # One connection per request to the gateway: a gateway reload closes idle keep-alive
-            # connections, and a POST sent on one at that instant cannot be retried safely.
-            backends.append(f"""backend pool_{name}
-    option http-server-close
-    option httpchk
-    http-check send meth GET uri /healthz
-    http-check expect status 200
-    default-server inter 500ms fall 2 rise 2 check
-    server gw {ADDRESSES[pool['server']]}:{self.ports['nginx']}
-""")
-        conf = f"""global
-    stats socket {hap}/admin.sock mode 600 level admin expose-fd listeners
-    server-state-file {hap}/server.state
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    retries 2
-    option redispatch
-    load-server-state-from-file global
-frontend lb
-    bind {EDGE}:{self.ports['lb']}
-    http-response set-header X-LB-Pool %b
-{chr(10).join(rules)}
-    default_backend pool_{order[0]}
-frontend metrics
-    bind {EDGE}:{self.ports['lb_metrics']}
-    http-request use-service prometheus-exporter if {{ path /metrics }}
-{chr(10).join(backends)}"""
-        (hap / "haproxy.cfg").write_text(conf)
+        (hap / "haproxy.cfg").write_text(configs.haproxy_cfg(
+            hap, {n: ADDRESSES[p["server"]] for n, p in pools.items()}, f"{EDGE}:{self.ports['lb']}",
+            f"{EDGE}:{self.ports['lb_metrics']}", self.ports["nginx"]))
         self.write_split_map(pools)
 
-    @staticmethod
-    def cumulative(pools: dict[str, dict]) -> dict[str, int]:
-        total, out = 0, {}
-        for name, pool in pools.items():
-            total += int(pool["weight"])
-            out[name] = total
-        return out
-
     def write_split_map(self, pools: dict[str, dict]) -> None:
-        cum = self.cumulative(pools)
+        cum = configs.cumulative(pools)
         (self.run_dir / "hap" / "split.map").write_text("".join(f"{k} {v}\n" for k, v in cum.items()))
 
     def start_haproxy(self, pools: dict[str, dict]) -> None:
@@ -327,7 +256,7 @@ frontend metrics
     def set_weights(self, pools: dict[str, dict]) -> None:
         """Weights through the runtime API (applies from the next request); the file keeps them for reloads."""
         self.write_split_map(pools)
-        for name, value in self.cumulative(pools).items():
+        for name, value in configs.cumulative(pools).items():
             self.haproxy_cmd(f"set map {self.run_dir}/hap/split.map {name} {value}")
 
     def reload_haproxy(self, pools: dict[str, dict]) -> None:
@@ -354,60 +283,15 @@ frontend metrics
         return max(1, round(ttl / self.ttl_scale))
 
     def write_zone(self, records: dict[str, dict], serial: int) -> None:
-        dns = self.run_dir / "dns"
-        lines = ["$ORIGIN bazbii.example.", "$TTL 60",
-                 f"@ IN SOA ns1 hostmaster {serial} 60 60 600 5", "@ IN NS ns1", f"ns1 IN A {EDGE}",
-                 f"api 1 IN A {EDGE}"]
-        for record in records.values():
-            if record.get("proxied"):
-                continue  # proxied records live in Cloudflare's proxy, i.e. HAProxy here
-            lines.append(f"{record['name']} {self.scaled_ttl(record['ttl'])} IN {record['type']} {record['content']}")
-        (dns / "bazbii.example.zone").write_text("\n".join(lines) + "\n")
+        (self.run_dir / "dns" / "bazbii.example.zone").write_text(
+            configs.zone_text(records, serial, EDGE, self.scaled_ttl))
 
     def start_dns(self, records: dict[str, dict]) -> None:
         dns = self.run_dir / "dns"
         self.write_zone(records, 1)
-        (dns / "nsd.conf").write_text(f"""server:
-  ip-address: {EDGE}@{self.ports['nsd']}
-  username: ""
-  chroot: ""
-  database: ""
-  zonesdir: "{dns}"
-  pidfile: "{dns}/nsd.pid"
-  xfrdfile: "{dns}/xfrd.state"
-  xfrdir: "{dns}"
-  zonelistfile: "{dns}/zone.list"
-  logfile: "{dns}/nsd.log"
-  rrl-ratelimit: 0
-  verbosity: 1
-remote-control:
-  control-enable: yes
-  control-interface: "{dns}/nsd.ctl"
-zone:
-  name: bazbii.example
-  zonefile: "{dns}/bazbii.example.zone"
-""")
-        (dns / "unbound.conf").write_text(f"""server:
-  interface: {EDGE}@{self.ports['unbound']}
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "{dns}"
-  pidfile: "{dns}/unbound.pid"
-  use-syslog: no
-  logfile: ""
-  access-control: 127.0.0.0/8 allow
-  module-config: "iterator"
-  do-not-query-localhost: no
-  do-ip6: no
-  prefetch: no
-  verbosity: 0
-remote-control:
-  control-enable: no
-stub-zone:
-  name: "bazbii.example"
-  stub-addr: {EDGE}@{self.ports['nsd']}
-""")
+        (dns / "nsd.conf").write_text(configs.nsd_conf(dns, f"{EDGE}@{self.ports['nsd']}"))
+        (dns / "unbound.conf").write_text(configs.unbound_conf(dns, f"{EDGE}@{self.ports['unbound']}",
+                                                               f"{EDGE}@{self.ports['nsd']}"))
         self.nsd = self.registry.start("nsd", ["nsd", "-d", "-c", str(dns / "nsd.conf")])
         self.registry.start("unbound", ["unbound", "-d", "-c", str(dns / "unbound.conf")])
         wait_until(lambda: self.resolve("direct") is not None, 15, "DNS resolver")
@@ -445,19 +329,8 @@ stub-zone:
     def start_prometheus(self) -> None:
         prom = self.run_dir / "prom"
         self.write_prom_targets()
-        (prom / "prometheus.yml").write_text(f"""global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: haproxy
-    static_configs: [{{targets: ["{EDGE}:{self.ports['lb_metrics']}"]}}]
-  - job_name: api
-    file_sd_configs: [{{files: ["{prom}/api.json"], refresh_interval: 1s}}]
-  - job_name: postgres
-    file_sd_configs: [{{files: ["{prom}/postgres.json"], refresh_interval: 1s}}]
-  - job_name: pgbouncer
-    static_configs: [{{targets: ["{EDGE}:{self.ports['pgb_exporter']}"]}}]
-""")
+        (prom / "prometheus.yml").write_text(configs.prometheus_yml(
+            prom, f"{EDGE}:{self.ports['lb_metrics']}", f"{EDGE}:{self.ports['pgb_exporter']}"))
         self.registry.start("prometheus", ["prometheus", f"--config.file={prom}/prometheus.yml",
                                            f"--storage.tsdb.path={prom}/data",
                                            f"--web.listen-address={EDGE}:{self.ports['prometheus']}"])
