@@ -1,0 +1,69 @@
+"""The rehearsal's gate after each step: the plan's rollback triggers on live metrics.
+
+Measured with ``bazbii_analysis`` (its Prometheus client and criteria evaluation) against the
+rehearsal's own Prometheus. The PromQL templates are adapted to the rehearsal's exporters (the
+gateway's HAProxy exporter has one backend per pool, ``proxy="pool_<name>"``; the API exports
+``bazbii_api_requests_total`` and ``bazbii_api_request_duration_seconds``). Signals, each over
+the compressed soak window, from ``bazbii:rollback``:
+
+* the whole service: load-balancer 5xx ratio and API p95 latency;
+* every pool that carries traffic: its 5xx ratio (a pool's own errors must not hide in the mix);
+* the canary, when there is one: its API error ratio.
+
+An inconclusive signal fails the gate (gates fail closed).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from bazbii_analysis import PrometheusClient, Verdict, evaluate_criteria
+from bazbii_plan.gates import GateCriteria, MetricsConfig, Scope, Signal
+from bazbii_plan.models import StackState
+from bazbii_db.migrations.versions import version_from_image
+
+QUERIES = {
+    "errorRatio": (
+        'sum(increase(haproxy_backend_http_responses_total{code="5xx",proxy=~"pool_.*",${scope}}[${window}]))'
+        ' / sum(increase(haproxy_backend_http_responses_total{proxy=~"pool_.*",${scope}}[${window}]))'
+    ),
+    "requestCount": 'sum(increase(haproxy_backend_http_responses_total{proxy=~"pool_.*",${scope}}[${window}]))',
+    "apiErrorRatio": (
+        '(sum(increase(bazbii_api_requests_total{status=~"5..",${scope}}[${window}])) or vector(0))'
+        ' / sum(increase(bazbii_api_requests_total{${scope}}[${window}]))'
+    ),
+    "latencyQuantile": (
+        "histogram_quantile(${quantile}, sum by (le) (rate(bazbii_api_request_duration_seconds_bucket{${scope}}[${window}])))"
+    ),
+}
+
+
+def metrics_config(endpoint: str, canary_version: str = "") -> MetricsConfig:
+    return MetricsConfig(endpoint=endpoint, queries=QUERIES, scopes={
+        "service": "", "pool": 'proxy="pool_${name}"', "canary": f'version="{canary_version}"'})
+
+
+def evaluate_step(endpoint: str, state: StackState, track: str, step: str, window_seconds: float,
+                  min_samples: int) -> list[Verdict]:
+    """One verdict per scope (service, each pool with traffic, the canary)."""
+    rollback = state.rollback
+    p95_max = rollback.p95_target_ms * rollback.p95_factor / 1000.0
+    window = f"{max(1, int(window_seconds))}s"
+    canary_version = str(version_from_image(state.app.canary.image)) if state.app.canary else ""
+    metrics = metrics_config(endpoint, canary_version)
+    criteria = [GateCriteria(window=window, min_samples=min_samples, signals=[
+        Signal(name="error-ratio", kind="errorRatio", max=rollback.max_error_rate),
+        Signal(name="p95-latency", kind="latencyQuantile", quantile=0.95, max=p95_max, counted=False)])]
+    for name, pool in state.traffic.pools.items():
+        if pool.weight > 0 and len(state.traffic.pools) > 1:
+            criteria.append(GateCriteria(window=window, min_samples=max(1, min_samples // 10),
+                                         scope=Scope(kind="pool", name=name),
+                                         signals=[Signal(name="error-ratio", kind="errorRatio",
+                                                         max=rollback.max_error_rate)]))
+    if state.app.canary and state.app.canary.weight > 0:
+        criteria.append(GateCriteria(window=window, scope=Scope(kind="canary"), signals=[
+            Signal(name="canary-error-ratio", kind="apiErrorRatio", max=rollback.max_error_rate, counted=False)]))
+    now = datetime.now(timezone.utc)
+    with PrometheusClient(endpoint, timeout=5) as client:
+        return [evaluate_criteria(c, rollback, metrics, track=track, step=step, since=None, now=now, client=client)
+                for c in criteria]
