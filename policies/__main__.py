@@ -3,7 +3,10 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: bazbii_plan, bazbii_db, policies
+# The CLI starts a local pack as `<venv>/bin/python -m pulumi.policy` with cwd = policies/, so the
+# repository root (bazbii_plan, bazbii_db, policies) is not importable otherwise: the one path entry
+# the project adds, at its one entry point that runs outside the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pulumi_policy import PolicyPack  # noqa: E402
 

@@ -7,7 +7,6 @@ Modules:
   consistency  per-table row counts + checksums, primary vs replica, at a known LSN
   pgbouncer    admin console (PAUSE with timeout, RESUME, RELOAD) and atomic ini rewrite
   switchover   PAUSE -> fence -> catch-up -> promote -> repoint -> RESUME, with abort paths
-  gradual      weighted move of direct (non-PgBouncer) connection pools, with rollback
   replica      replica setup script (pg_basebackup -R -C -S) and verify_streaming
   retire       retirement script for the old primary
   errors       the package's one error root (ReplicationError) and its subclasses
@@ -15,7 +14,6 @@ Modules:
 
 from .consistency import ConsistencyReport, check_consistency
 from .gate import GateConfig, GateReport, LagGateFailed, require_lag_gate, run_lag_gate
-from .gradual import GradualMoveReport, WeightedPools, gradual_move
 from .grants import apply_ops_grants, ops_grants_sql
 from .lag import LagSample, replica_side_status, sample_lag, wait_for_replay
 from .lsn import format_lsn, lsn_diff, parse_lsn
@@ -32,7 +30,7 @@ from .errors import ConnectionFailed, ReplicationError, UsageError
 __all__ = [
     "ConsistencyReport", "check_consistency",
     "GateConfig", "GateReport", "LagGateFailed", "require_lag_gate", "run_lag_gate",
-    "GradualMoveReport", "WeightedPools", "gradual_move", "apply_ops_grants", "ops_grants_sql",
+    "apply_ops_grants", "ops_grants_sql",
     "LagSample", "replica_side_status", "sample_lag", "wait_for_replay",
     "format_lsn", "lsn_diff", "parse_lsn",
     "NotPaused", "PauseTimeout", "PgBouncerAdmin", "read_database_entry", "repoint_database",

@@ -15,7 +15,7 @@ from bazbii_plan.facts import DEFAULT_CANARY_LADDER, SERVING_LABEL
 
 from ..builders import CRON_JOB, DAEMON_SET, DEPLOYMENT, JOB, PDB, STATEFUL_SET, gate_policy, ladder_schema, \
     ladder_setting, number_setting, resource_label, resource_policy, stack_policy
-from .common import Finding, Transition, dig, fmt, image_tag, next_rung, number, plain
+from .common import Finding, Transition, dig, fmt, image_tag, number, plain, rung_passed
 from .keys import step_changes_key
 from .traffic import goes_back
 
@@ -193,8 +193,8 @@ def canary_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
     fresh = not old or old.get("image") != new.get("image")
     if fresh:
         old_weight = 0.0
-    rung = next_rung(ladder, old_weight)
-    if new_weight <= old_weight or new_weight <= rung:
+    rung = rung_passed(ladder, old_weight, new_weight)
+    if rung is None:
         return []
     what = (f"canary {new.get('image')} appears at weight {fmt(new_weight)}" if fresh
             else f"canary weight jumps {fmt(old_weight)} -> {fmt(new_weight)}")

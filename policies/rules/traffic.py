@@ -15,7 +15,7 @@ from bazbii_plan.facts import DEFAULT_TRAFFIC_LADDER
 
 from ..builders import LOAD_BALANCER, LOAD_BALANCER_POOL, gate_of, gate_policy, ladder_setting, ladder_schema, \
     resource_policy, stack_policy
-from .common import UNKNOWN, Finding, Transition, dig, fmt, next_rung, number, peek, plain
+from .common import UNKNOWN, Finding, Transition, dig, fmt, number, peek, plain, rung_passed
 from .keys import state_key, step_changes_key
 
 
@@ -48,8 +48,8 @@ def weight_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
     for name, pool in sorted(after.items()):
         new = _weight(pool)
         old = _weight(before[name]) if name in before else 0.0
-        rung = next_rung(ladder, old)
-        if new > old and new > rung:
+        rung = rung_passed(ladder, old, new)
+        if rung is not None:
             out.append(Finding(
                 f"pool {name!r} weight jumps {fmt(old)} -> {fmt(new)}, past the next rung {rung} of the ladder {ladder}",
                 f"set {step_changes_key(t, 'traffic', 'pools', name, 'weight')} to {rung} (or less) in this step and "

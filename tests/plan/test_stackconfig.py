@@ -7,6 +7,7 @@ import pytest
 from bazbii_plan.errors import ConfigError
 from bazbii_plan.plan import merge_patch
 from bazbii_plan.stackconfig import load_stack_config
+from testsupport.plansteps import step_key, step_of
 
 
 def load(values, secret_keys, mutate=None):
@@ -54,8 +55,8 @@ def test_mvp_has_no_server3_and_switchover_moves_primary(prod_values):
 
 
 def test_bad_weight_in_a_step_names_the_step_key(prod_values):
-    lines = problems(*prod_values, lambda v, s: v["plan"]["infra"]["steps"][4]["changes"]["traffic"]["pools"]["server2"].update(weight=150))
-    assert lines == ["bazbii:plan.infra.steps[4].changes.traffic.pools.server2.weight: must be 0..100"]
+    lines = problems(*prod_values, lambda v, s: step_of(v, "infra", "traffic-10")["changes"]["traffic"]["pools"]["server2"].update(weight=150))
+    assert lines == [f"{step_key(prod_values[0], 'infra', 'traffic-10')}.changes.traffic.pools.server2.weight: must be 0..100"]
 
 
 def test_bad_base_value_names_the_base_key(prod_values):
@@ -89,8 +90,8 @@ def test_step_requirements_across_tracks(prod_values):
 
 
 def test_track_may_only_patch_its_own_sections(prod_values):
-    lines = problems(*prod_values, lambda v, s: v["plan"]["dns"]["steps"][1].update(changes={"traffic": {}}))
-    assert lines[0].startswith("bazbii:plan.dns.steps[1].changes.traffic: is owned by track 'infra'")
+    lines = problems(*prod_values, lambda v, s: step_of(v, "dns", "ttl-lowered").update(changes={"traffic": {}}))
+    assert lines[0].startswith(f"{step_key(prod_values[0], 'dns', 'ttl-lowered')}.changes.traffic: is owned by track 'infra'")
 
 
 def test_cross_section_reference_is_checked(prod_values):
@@ -99,8 +100,8 @@ def test_cross_section_reference_is_checked(prod_values):
 
 
 def test_weights_must_sum_to_100(prod_values):
-    lines = problems(*prod_values, lambda v, s: v["plan"]["infra"]["steps"][4]["changes"]["traffic"]["pools"]["server1"].update(weight=80))
-    assert lines == ["bazbii:plan.infra.steps[4].changes.traffic: pool weights are percentages and must sum to 100 (got 90)"]
+    lines = problems(*prod_values, lambda v, s: step_of(v, "infra", "traffic-10")["changes"]["traffic"]["pools"]["server1"].update(weight=80))
+    assert lines == [f"{step_key(prod_values[0], 'infra', 'traffic-10')}.changes.traffic: pool weights are percentages and must sum to 100 (got 90)"]
 
 
 def test_override_needs_a_reason(prod_values):

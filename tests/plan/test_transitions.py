@@ -59,7 +59,8 @@ def test_walk_moves_one_track_one_step_at_a_time_and_honours_requires(prod):
 def test_walk_reports_a_requires_cycle(prod):
     plan = prod.plan.model_copy(deep=True)
     broken = type(prod)(plan, prod.base, prod.current)
-    plan.tracks["infra"].steps[1].requires["dns"] = "switched"   # dns switched itself needs infra gateway-on-server2
+    infra = plan.tracks["infra"]
+    infra.steps[infra.index("server3-provisioned")].requires["dns"] = "switched"   # dns switched itself needs infra gateway-on-server2
     with pytest.raises(ConfigError, match="wait on each other"):
         walk(broken)
 
@@ -92,7 +93,8 @@ def test_target_record_has_no_times_and_lists_the_applied_steps_with_digests(pro
 def test_step_digest_covers_what_a_step_does_not_its_texts(prod):
     from bazbii_plan.record import step_digest
 
-    step = prod.plan.tracks["dns"].steps[1]
+    dns = prod.plan.tracks["dns"]
+    step = dns.steps[dns.index("ttl-lowered")]
     assert step_digest(step) == step_digest(step.model_copy(update={"summary": "reworded", "gate": "reworded"}))
     assert step_digest(step) != step_digest(step.model_copy(update={"changes": {"dns": {"records": {"direct": {"ttl": 120}}}}}))
     assert step_digest(step) != step_digest(step.model_copy(update={"reversible": False}))

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from bazbii_plan.errors import ConfigError
 from bazbii_plan.stackconfig import load_stack_config
+from testsupport.plansteps import step_key, step_of
 from components import preflight
 from offline_preview.harness import REPO_ROOT
 
@@ -50,9 +51,10 @@ def test_missing_secret_is_refused(program, captured):
 
 def test_weights_not_summing_to_100_name_the_step(program, captured):
     values = program.values_for()
-    values["plan"]["infra"]["steps"][4]["changes"]["traffic"]["pools"]["server2"]["weight"] = 20
+    step_of(values, "infra", "traffic-10")["changes"]["traffic"]["pools"]["server2"]["weight"] = 20
     errors = stopped(program, captured, values)
-    assert any(line.startswith("bazbii:plan.infra.steps[4]") and "sum to 100" in line for line in errors), errors
+    key = step_key(values, "infra", "traffic-10")
+    assert any(line.startswith(key) and "sum to 100" in line for line in errors), errors
 
 
 def test_unknown_key_is_named(program, captured):
