@@ -302,7 +302,7 @@ class App(Model):
 
 # --------------------------------------------------------------------------- schema
 class SchemaMigration(Model):
-    id: str = Field(pattern=r"^[0-9]{4}_[a-z0-9_]+$")
+    id: str = Field(pattern=r"^[0-9]{4}_[a-z0-9_]{0,57}[a-z0-9]$")  # also a Kubernetes label value: <= 63, ends alphanumeric
     stage: Literal["expand", "migrate", "contract"]
     contract_requires_app_version: str = Field(pattern=RELEASE_VERSION_PATTERN)
 

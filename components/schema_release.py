@@ -194,7 +194,7 @@ class SchemaRelease(pulumi.ComponentResource):
         bundle = args.bundle
         ns = args.namespace
         labels = {
-            ID_LABEL: k8s_name(bundle.migration_id),
+            ID_LABEL: bundle.migration_id,  # the real id (label values allow "_"): findings cite migrations/<id>/<file>
             STAGE_LABEL: bundle.stage,
             **PART_OF_LABELS,
         }

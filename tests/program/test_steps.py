@@ -307,7 +307,7 @@ def _schema_common(ev, stage: str, sql_file: str):
     assert job.type == JOB
     meta = job.inputs["metadata"]
     assert meta["name"].startswith(f"migrate-0002-add-category-{stage}-")
-    assert meta["labels"]["bazbii.io/migration-id"] == "0002-add-category"
+    assert meta["labels"]["bazbii.io/migration-id"] == "0002_add_category"
     assert meta["labels"]["bazbii.io/migration-stage"] == stage
     spec = job.inputs["spec"]
     assert (spec["backoffLimit"], spec["parallelism"], spec["completions"]) == (0, 1, 1)
