@@ -223,7 +223,9 @@ def watch(setup: WatchSetup, args: argparse.Namespace, console: Console,
             status = overall(results)
             if not console.is_terminal:  # logs get one line per round instead of the live table
                 console.print(f"round {rounds} ({format_duration((now - start).total_seconds())}): {status}; "
-                              + "; ".join(f"{r.name} {r.shown_value()} {r.status}" for r in results),
+                              + "; ".join(f"{r.name} {r.shown_value()} {r.status}"
+                                          + (f" ({r.reason})" if r.reason and r.status != PASS else "")
+                                          for r in results),
                               highlight=False, markup=False)
             if status == FAIL:
                 break
