@@ -3,6 +3,14 @@
 The stack (``testsupport.metrics_stack``): an API-like HTTP service whose latency the test sets,
 HAProxy in front of it, Prometheus scraping it every second, all on 127.0.0.1. A thread sends
 requests through HAProxy the whole time; the backfill's only latency source is the PromQL p99.
+
+Prometheus is read once a second (its scrape interval), so the controller decides about once a
+second and the test's three phases take tens of seconds. The backfill must not run out of rows
+before that: every batch is given a fixed cost in the database (a statement-level trigger, standing
+in for a real backfill's index and WAL work), which caps its speed whatever the machine's load.
+Without it an idle machine updated all 500,000 rows in about 5 s, after four readings, and the test
+then waited on a setting that could no longer change. Every wait also ends at once, with the
+throttle's control log, if the backfill stops by itself.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from bazbii_db.migrations.throttle import LatencyBudget, PrometheusLatency, Sett
 from testsupport.localcluster import free_port
 from testsupport.metrics_stack import start_metrics_stack
 
-from .conftest import fetch
+from .conftest import execute, fetch
 from .test_schema_backfill import counters_db, hits_spec, quiet
 from .test_schema_backfill_latency import run_until_stopped, wait_for
 
@@ -25,6 +33,12 @@ pytestmark = pytest.mark.timeout(240)
 
 P99 = 'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{job="api"}[5s])))'
 FAST, SLOW = 0.002, 0.2  # service latency, seconds
+BATCH_COST_S = 0.025  # each batch's floor: at most 40 batches/s, i.e. 40 x batch size rows/s
+BATCH_COST = f"""
+CREATE FUNCTION batch_cost() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep({BATCH_COST_S}); RETURN NULL; END $$;
+CREATE TRIGGER counters_batch_cost AFTER UPDATE ON counters FOR EACH STATEMENT EXECUTE FUNCTION batch_cost();
+"""
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +87,7 @@ def test_prometheus_source_reads_the_p99_and_fails_closed(stack):
 
 def test_backfill_follows_the_prometheus_p99_down_and_up(db, stack):
     counters_db(db, n=500_000, step=1)
+    execute(db, BATCH_COST)
     stack.service.set(error_percent=0, latency=FAST)
     budget = LatencyBudget(budget_ms=60.0, baseline_s=1.0, probe=False, prometheus_query=P99, prometheus_interval_s=1.0,
                            control_interval_s=0.25, max_pause_ms=100, max_hold_ms=2000)
@@ -84,7 +99,12 @@ def test_backfill_follows_the_prometheus_p99_down_and_up(db, stack):
     worker = threading.Thread(target=run_until_stopped, args=(backfill, box), daemon=True)
     worker.start()
     try:
-        setting = lambda: backfill.throttle.setting if backfill.throttle else Setting(0, 0)  # noqa: E731
+        def setting() -> Setting:
+            if not worker.is_alive():  # finished or failed: its setting can no longer change
+                log = backfill.throttle.log[-5:] if backfill.throttle else []
+                pytest.fail(f"the backfill ended before the test stopped it: {box}; last decisions: {log}")
+            return backfill.throttle.setting if backfill.throttle else Setting(0, 0)
+
         wait_for("batches grow while the app is fast", lambda: setting().batch_size >= 300, 60)
         fast = setting()
         stack.service.set(error_percent=0, latency=SLOW)
@@ -95,6 +115,7 @@ def test_backfill_follows_the_prometheus_p99_down_and_up(db, stack):
         stack.service.set(error_percent=0, latency=FAST)
         wait_for("the backfill speeds up once the app is fast again",
                  lambda: setting().pause_ms == 0 and setting().batch_size > 100, 60)
+        assert worker.is_alive(), box  # rows were left: the run ends by stop, not by running out
     finally:
         stack.service.set(error_percent=0, latency=FAST)
         stop.set()
