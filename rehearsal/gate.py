@@ -8,7 +8,9 @@ the compressed soak window, from ``bazbii:rollback``:
 
 * the whole service: load-balancer 5xx ratio and API p95 latency;
 * every pool that carries traffic: its 5xx ratio (a pool's own errors must not hide in the mix);
-* the canary, when there is one: its API error ratio.
+* the canary, when there is one: its API error ratio;
+* every flag with a cohort (rollout > 0): the API error ratio of the requests that took its new
+  path (the API labels them ``flag_<name>="on"``), so the cohort's errors do not hide in the mix.
 
 An inconclusive signal fails the gate (gates fail closed).
 """
@@ -38,9 +40,18 @@ QUERIES = {
 }
 
 
-def metrics_config(endpoint: str, canary_version: str = "") -> MetricsConfig:
-    return MetricsConfig(endpoint=endpoint, queries=QUERIES, scopes={
-        "service": "", "pool": 'proxy="pool_${name}"', "canary": f'version="{canary_version}"'})
+def cohort_query_name(flag: str) -> str:
+    return f"cohortErrorRatio:{flag}"
+
+
+def cohort_query(flag: str) -> str:
+    """The API error ratio, of the requests that took ``flag``'s new path only."""
+    return QUERIES["apiErrorRatio"].replace("${scope}", f'flag_{flag}="on",${{scope}}')
+
+
+def metrics_config(endpoint: str, canary_version: str = "", flags: tuple[str, ...] = ()) -> MetricsConfig:
+    return MetricsConfig(endpoint=endpoint, queries={**QUERIES, **{cohort_query_name(f): cohort_query(f) for f in flags}},
+                         scopes={"service": "", "pool": 'proxy="pool_${name}"', "canary": f'version="{canary_version}"'})
 
 
 def evaluate_step(endpoint: str, state: StackState, track: str, step: str, window_seconds: float,
@@ -50,7 +61,8 @@ def evaluate_step(endpoint: str, state: StackState, track: str, step: str, windo
     p95_max = rollback.p95_target_ms * rollback.p95_factor / 1000.0
     window = f"{max(1, int(window_seconds))}s"
     canary_version = str(version_from_image(state.app.canary.image)) if state.app.canary else ""
-    metrics = metrics_config(endpoint, canary_version)
+    cohorts = tuple(name for name, flag in state.flags.items() if flag.rollout > 0)
+    metrics = metrics_config(endpoint, canary_version, cohorts)
     criteria = [GateCriteria(window=window, min_samples=min_samples, signals=[
         Signal(name="error-ratio", kind="errorRatio", max=rollback.max_error_rate),
         Signal(name="p95-latency", kind="latencyQuantile", quantile=0.95, max=p95_max, counted=False)])]
@@ -63,6 +75,10 @@ def evaluate_step(endpoint: str, state: StackState, track: str, step: str, windo
     if state.app.canary and state.app.canary.weight > 0:
         criteria.append(GateCriteria(window=window, scope=Scope(kind="canary"), signals=[
             Signal(name="canary-error-ratio", kind="apiErrorRatio", max=rollback.max_error_rate, counted=False)]))
+    for name in cohorts:
+        criteria.append(GateCriteria(window=window, signals=[
+            Signal(name=f"{name.replace('_', '-')}-cohort-errors"[:41], kind=cohort_query_name(name),
+                   max=rollback.max_error_rate, counted=False)]))
     now = datetime.now(timezone.utc)
     with PrometheusClient(endpoint, timeout=5) as client:
         return [evaluate_criteria(c, rollback, metrics, track=track, step=step, since=None, now=now, client=client)

@@ -5,7 +5,9 @@ happened to the earlier ones, so a stall shows up as latency measured from the *
 time, never as fewer requests (no coordinated omission). The mix: reads and writes through the
 load balancer (HAProxy), and a share of reads and writes to the ``direct`` DNS record, resolved
 through the caching resolver with a TTL-honouring client cache (like a partner's webhook
-sender). Every request is written as one CSV line: kind, scheduled, start, end (wall-clock
+sender). Every request is sent as a user (``X-User-Id``, the post's ``user_id`` for a write,
+drawn uniformly so every flag cohort bucket gets traffic); a write picks a category. Every
+request is written as one CSV line: kind, scheduled, start, end (wall-clock
 seconds), status (0 = no response), pool, gateway, API version, error. Stops on SIGTERM.
 """
 
@@ -28,6 +30,8 @@ FIELDS = ("kind", "scheduled", "start", "end", "status", "pool", "gateway", "ver
 # 20 slots: 14 reads and 4 writes through the load balancer, 1 read and 1 write to the direct record.
 MIX = ["lb_read"] * 14 + ["lb_write"] * 4 + ["direct_read", "direct_write"]
 LOOPBACK_PREFIX = "127."
+USERS = 10_000                     # user ids 1..USERS: every id % 100 bucket of a flag's cohort
+CATEGORIES = ("news", "howto", "offtopic")   # what the new post form's picker offers
 
 
 class DirectTarget:
@@ -70,10 +74,13 @@ async def run(args) -> None:
         status, pool, gateway, version, error = 0, "", "", "", ""
         try:
             base = await direct.base() if kind.startswith("direct") else args.lb
+            user = rng.randint(1, USERS)
+            headers = {"X-User-Id": str(user)}
             if kind.endswith("read"):
-                request = session.get(f"{base}/posts/{rng.randint(1, args.read_ids)}")
+                request = session.get(f"{base}/posts/{rng.randint(1, args.read_ids)}", headers=headers)
             else:
-                request = session.post(f"{base}/posts", json={"title": f"load {scheduled:.3f}", "user_id": 1})
+                request = session.post(f"{base}/posts", headers=headers, json={
+                    "title": f"load {scheduled:.3f}", "user_id": user, "category": rng.choice(CATEGORIES)})
             async with request as response:
                 await response.read()
                 status = response.status

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bazbii_plan.flags import ENV_VAR as FLAGS_ENV_VAR
 from testsupport.localcluster import _chown_to_service_user, _as_service_user, pgbouncer_binary
 
 from . import configs
@@ -94,6 +95,7 @@ class Services:
     nginx_faults: dict[str, float] = field(default_factory=dict)      # server -> injected 5xx fraction
     apis: dict[str, tuple[Managed, str, int]] = field(default_factory=dict)  # instance -> (proc, version, port)
     workers: list[tuple[Managed, str]] = field(default_factory=list)
+    worker_flags: str = "{}"   # the flags document the worker Deployment reads (its ConfigMap), BAZBII_FLAGS
     haproxy: Managed | None = None
     nsd: Managed | None = None
 
@@ -153,10 +155,10 @@ class Services:
         return self.bouncer
 
     # --------------------------------------------------------------- API and workers
-    def start_api(self, instance: str, version: str, fault_rate: float = 0.0) -> int:
+    def start_api(self, instance: str, version: str, fault_rate: float = 0.0, flags: str = "{}") -> int:
         port = free_port(ADDRESSES["server1"])
         env = dict(os.environ, BAZBII_DSN=self.bouncer.app_dsn(), BAZBII_API_VERSION=version,
-                   BAZBII_API_INSTANCE=instance, BAZBII_FAULT_ERROR_RATE=str(fault_rate))
+                   BAZBII_API_INSTANCE=instance, BAZBII_FAULT_ERROR_RATE=str(fault_rate), **{FLAGS_ENV_VAR: flags})
         managed = self.registry.start(
             f"api-{instance}", [PY, "-m", "uvicorn", "rehearsal.api_app:app", "--host", ADDRESSES["server1"],
                                 "--port", str(port), "--no-access-log", "--loop", "uvloop",
@@ -172,9 +174,14 @@ class Services:
         self.write_prom_targets()
 
     def start_worker(self, version: str) -> None:
-        env = dict(os.environ, BAZBII_DSN=self.bouncer.app_dsn(), BAZBII_WORKER_VERSION=version)
+        env = dict(os.environ, BAZBII_DSN=self.bouncer.app_dsn(), BAZBII_WORKER_VERSION=version,
+                   **{FLAGS_ENV_VAR: self.worker_flags})
         self.workers.append((self.registry.start(f"worker-{version}-{len(self.workers)}",
                                                  [PY, "-m", "rehearsal.worker"], env=env), version))
+
+    def stop_worker(self, managed: Managed) -> None:
+        self.registry.stop(managed)
+        self.workers = [(m, v) for m, v in self.workers if m is not managed]
 
     def stop_workers(self, version: str | None = None) -> int:
         stopping = [(m, v) for m, v in self.workers if version is None or v == version]

@@ -4,6 +4,10 @@ Takes queued jobs with ``FOR UPDATE SKIP LOCKED`` (several workers never take th
 marks them done; version 2.0 also fills ``posts.category`` of the job's post when it is empty.
 Stops after its current batch on SIGTERM. Connects through PgBouncer and retries on errors
 (a paused pool only makes it wait).
+
+Like every pod of the app it gets the flags document (``BAZBII_FLAGS``) at start and is rolled
+when it changes; its category fill reads no flag: it gives the old path's NULL categories the
+default, the catch-up that keeps 0002's contract (NOT NULL) valid once the old path is gone.
 """
 
 from __future__ import annotations

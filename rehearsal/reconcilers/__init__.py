@@ -7,6 +7,10 @@ before break: every reconciler first ``prepare``s (start what the new state adds
 changes) in the order servers, database, gateway, app, schema, traffic, dns; then ``finish``es
 (stop what the new state no longer has) in the reverse order, so a gateway stops only after its
 pool left the load balancer and the DNS record moved away from it.
+
+The flags track has no reconciler of its own: its ``flags`` are the app's ConfigMap, so the app
+reconciler rolls the API processes and the workers onto a new flags document, as the program
+rolls the pods (``app.py``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bazbii_plan.flags import flags_document
 from rehearsal.faults import BadInjection, Faults, parse_injections
 from rehearsal.reconcilers import desired_deployments, gateway_servers
 from rehearsal.runner import Options, prepare
@@ -14,9 +15,9 @@ def prepared():
     return prepare(Options())
 
 
-def test_walk_covers_all_four_tracks_in_an_order_the_requires_allow(prepared):
+def test_walk_covers_every_track_of_the_plan_in_an_order_the_requires_allow(prepared):
     order = [(track, step) for track, step, _, _ in prepared.sequence]
-    assert {t for t, _ in order} == {"infra", "dns", "release", "schema"}
+    assert {t for t, _ in order} == set(prepared.config.plan.tracks)
     assert len(order) == sum(len(t.steps) - 1 for t in prepared.config.plan.tracks.values())
     position = {step: i for i, (_, step) in enumerate(order)}
     for track, step in order:
@@ -52,3 +53,19 @@ def test_gateways_follow_the_gateway_role(prepared):
     before, after = prepared.step_states["gateway-on-server2"]
     assert gateway_servers(before) == {"server1"} and gateway_servers(after) == {"server1", "server2"}
     assert gateway_servers(prepared.step_states["gateway-off-server1"][1]) == {"server2"}
+
+
+def test_api_deployments_carry_the_flags_document_so_a_flags_step_rolls_them(prepared):
+    """A flags step changes only the flags document of the Deployments (new processes, same shares)."""
+    flag_steps = [step for track, step, _, _ in prepared.sequence if track == "flags"]
+    assert flag_steps
+    for step in flag_steps:
+        before, after = (desired_deployments(s, Faults()) for s in prepared.step_states[step])
+        assert {(d.version, d.faulty): w for d, w in before.items()} == \
+            {(d.version, d.faulty): w for d, w in after.items()}
+        assert {d.flags for d in after} == {flags_document(prepared.step_states[step][1].flags)}
+        assert {d.flags for d in before} != {d.flags for d in after}
+    other = [step for track, step, _, _ in prepared.sequence if track != "flags"]
+    for step in other:
+        before, after = prepared.step_states[step]
+        assert {d.flags for d in desired_deployments(after, Faults())} == {flags_document(before.flags)}
