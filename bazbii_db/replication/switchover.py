@@ -149,6 +149,23 @@ def fence(conn: psycopg.Connection, timeout: float = 2.0) -> None:
     _wait_setting(conn, "on", timeout)
 
 
+def flush_wal(conn: psycopg.Connection) -> None:
+    """Flush the server's WAL now, even though the fence made new transactions read-only by default.
+
+    Under PAUSE no commit follows the fence. A WAL writer that had nothing to do
+    (every commit flushed itself) hibernates, and then leaves a last non-commit
+    record (a page prune by a read, ...) unflushed for up to 25 x
+    ``wal_writer_delay``: longer than the switchover may wait, so it aborted. A
+    transactional logical message committed synchronously flushes all WAL before it
+    (``pg_logical_emit_message`` is executable by PUBLIC and works at
+    ``wal_level = replica``); the replica replays it as an empty transaction.
+    """
+    with conn.transaction():
+        conn.execute("SET TRANSACTION READ WRITE")
+        conn.execute("SET LOCAL synchronous_commit = on")
+        conn.execute("SELECT pg_logical_emit_message(true, 'bazbii', 'switchover: flush the fenced WAL')")
+
+
 def unfence(conn: psycopg.Connection, timeout: float = 2.0) -> None:
     conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
     try:
@@ -428,6 +445,7 @@ class _Switchover:
         """The insert position after the fence (covers asynchronous commits), once flushed."""
         with self.step("lsn", "reading the fenced LSN failed"):
             old, config = self.old, self.config
+            flush_wal(old)  # everything written before the fence is flushed now, not when the WAL writer wakes
             self.fenced_at = parse_lsn(old.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
             self.report.fenced_lsn = format_lsn(self.fenced_at)
             deadline = time.monotonic() + config.catchup_timeout

@@ -182,3 +182,24 @@ def test_precheck_refuses_paused_or_stopped_replica_without_touching_anything(fr
     assert "postgres-test-password" not in str(caught.value)
     assert _read_only(su(topo)) == "off" and topo.bouncer.ini_path.read_text() == ini_before
     assert _write_through_bouncer(topo, 802, 1) == topo.primary.port
+
+
+def test_flush_wal_flushes_a_non_commit_record_on_a_fenced_primary(shared_topo):
+    """Under PAUSE nothing commits after the fence; a last non-commit WAL record would wait for a hibernating WAL
+    writer (up to 25 x wal_writer_delay) and the switchover would abort. flush_wal flushes it at once."""
+    from bazbii_db.replication._conn import connect
+    from bazbii_db.replication.lsn import parse_lsn
+    from bazbii_db.replication.switchover import fence, flush_wal, unfence
+
+    with connect(su(shared_topo)) as conn:
+        fence(conn)
+        try:
+            conn.execute("SELECT pg_logical_emit_message(false, 'test', 'a record no commit follows')")
+            target = parse_lsn(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
+            flush_wal(conn)
+            flushed = parse_lsn(conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0])
+            assert flushed >= target
+            # the fence still holds for every other transaction
+            assert conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()[0] == "on"
+        finally:
+            unfence(conn)
