@@ -44,7 +44,7 @@ from bazbii_plan.errors import ConfigError
 from bazbii_plan.gates import MetricsConfig, Scope, duration_seconds, format_duration, rollback_signals
 from bazbii_plan.record import parse_time
 from bazbii_plan.stackconfig import SECRET_KEYS, StackConfig, load_stack_config
-from bazbii_plan.stackfile import OFFLINE_SECRET_PLACEHOLDER, read_stack_file
+from bazbii_plan.stackfile import fill_secret_placeholders, read_stack_file
 
 from .evaluate import evaluate_signals, unmeasured
 from .prometheus import PrometheusClient
@@ -76,10 +76,7 @@ class WatchSetup:
 def load_offline_config(path: Path) -> StackConfig:
     """The validated stack config of a stack file; secrets are never needed here (placeholders)."""
     values, secret_keys, _others = read_stack_file(path)
-    for key in SECRET_KEYS:
-        if key not in values:
-            values[key] = OFFLINE_SECRET_PLACEHOLDER
-            secret_keys.add(key)
+    fill_secret_placeholders(values, secret_keys, SECRET_KEYS)
     return load_stack_config(values, secret_keys)
 
 

@@ -49,3 +49,13 @@ def read_stack_file(path: str | Path) -> tuple[dict[str, Any], set[str], dict[st
         else:
             others[full_key] = value
     return values, secrets, others
+
+
+def fill_secret_placeholders(values: dict[str, Any], secret_keys: set[str], names) -> list[str]:
+    """Give every secret in ``names`` that the stack file does not hold (it is set with the CLI) a marked
+    placeholder, as a secret, for offline tools; returns the keys filled, in order."""
+    filled = [key for key in names if key not in values]
+    for key in filled:
+        values[key] = OFFLINE_SECRET_PLACEHOLDER
+        secret_keys.add(key)
+    return filled

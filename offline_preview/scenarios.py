@@ -30,7 +30,7 @@ from typing import Any, Optional
 from bazbii_plan.errors import ConfigError
 from bazbii_plan.record import next_record, parse_time, plan_digests
 from bazbii_plan.stackconfig import SECRET_KEYS, StackConfig, load_stack_config
-from bazbii_plan.stackfile import OFFLINE_SECRET_PLACEHOLDER, read_stack_file
+from bazbii_plan.stackfile import fill_secret_placeholders, read_stack_file
 from bazbii_plan.transitions import Move, moves
 from bazbii_plan.walk import record_by_walking, walk
 
@@ -61,12 +61,7 @@ class Side:
 def load_side(path: str | Path) -> Side:
     """Read and validate a stack file. Secrets it does not hold (they are set with the CLI) get placeholders."""
     values, secret_keys, _others = read_stack_file(path)
-    placeholders = []
-    for key in SECRET_KEYS:
-        if key not in values:
-            values[key] = OFFLINE_SECRET_PLACEHOLDER
-            secret_keys.add(key)
-            placeholders.append(key)
+    placeholders = fill_secret_placeholders(values, secret_keys, SECRET_KEYS)
     config = load_stack_config(values, secret_keys)
     return Side(str(path), values, frozenset(secret_keys), config, tuple(placeholders))
 
