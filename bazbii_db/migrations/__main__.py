@@ -32,6 +32,7 @@ from bazbii_db.migrations.spec import MigrationSpecError, default_migrations_dir
 from bazbii_db.migrations.errors import IrreversibleStage, StageOrderError
 from bazbii_db.migrations.lint import analyse_migration_dir
 from bazbii_db.sql_safety import STAGES, SqlSafetyError, format_findings, has_errors
+from bazbii_db.sql_safety.timeouts import RUNNER_LOCK_TIMEOUT_MS
 
 
 def _dsn(args, env_attr: str = "dsn_env", file_attr: str = "dsn_file") -> str | None:
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--stage", required=True, choices=STAGES)
     apply.add_argument("--app-version", action="append", default=[], metavar="VERSION_OR_IMAGE",
                        help="a running application version or image reference (repeat for each)")
-    apply.add_argument("--lock-timeout-ms", type=int, default=500)
+    apply.add_argument("--lock-timeout-ms", type=int, default=RUNNER_LOCK_TIMEOUT_MS)
     apply.add_argument("--statement-timeout-ms", type=int, default=600_000)
     apply.add_argument("--ddl-max-attempts", type=int, default=10)
     apply.add_argument("--lock-wait-s", type=float, default=60.0, help="how long to wait for another runner")
