@@ -5,12 +5,15 @@ open-loop OLTP load (``testsupport.schema_load``: point SELECTs and UPDATEs on t
 backfilled), backfills a freshly built table once per setting:
 
 * the adaptive backfill (``latency`` budget: batch size and pause adapt to the load's latency,
-  read by a probe query; budget ``--budget-ratio`` x the baseline it measures itself);
+  read by a probe query through the same server and from the load's own transactions as they
+  finish, as Prometheus would give the application's p99 in production; budget ``--budget-ratio``
+  x the baseline it measures itself);
 * every fixed ``BATCH:PAUSE_MS`` setting of ``--sweep``;
 * for contrast (not a candidate), one ``UPDATE`` of the whole table (``--no-single`` skips it).
 
 Each run stops after ``--run-s`` seconds at most (its throughput is keys per second over the time
-it ran); the load's p99 counts only the transactions scheduled while the backfill ran. The
+it ran); the load's p99 counts only the transactions scheduled while the backfill ran, never a new
+load's first second (fresh connections, cold caches). The
 baseline is the same load alone on a fresh table, half before the first and half after the last
 setting (pooled), so drift on a shared machine does not land on one side only. Every figure is
 the median over ``--rounds`` (3) rounds, each ratio against its own round's baseline. Printed against the targets:
@@ -28,6 +31,7 @@ import argparse
 import io
 import json
 import os
+import signal
 import statistics
 import sys
 import threading
@@ -40,6 +44,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from bench.backfill_plot import plot
 from bazbii_db.migrations.backfill import Backfill, BackfillConfig, BackfillResult, BackfillStopped
 from bazbii_db.migrations.journal import Journal
 from bazbii_db.migrations.spec import BackfillSpec
@@ -49,6 +54,8 @@ from testsupport.schema_load import LoadResult, OltpLoad, start_cluster, stop_cl
 TARGET_P99, TARGET_THROUGHPUT, TARGET_HOLD_MS = 1.5, 0.9, 50.0
 TABLE = "bench_fill"
 ADAPTIVE = "adaptive"
+WARMUP_S = 1.0  # a new load's first transactions (fresh connections, cold caches) count nowhere
+APP_MIN_SAMPLES = 100  # the load's own p99 is read over at least this many transactions
 SINGLE = "single UPDATE"
 QUICK = dict(rows=50_000, sweep="200:0,2000:0", run_s=4.0, baseline_s=3.0, workers=2, rate=50.0, latency_baseline_s=1.0,
              rounds=1)
@@ -97,16 +104,17 @@ def build_table(dsn: str, rows: int) -> None:
     os.sync()
 
 
-def new_load(dsn: str, args) -> OltpLoad:
-    return OltpLoad(dsn, TABLE, args.rows, args.workers, args.rate, args.update_ratio)
+def new_load(dsn: str, args, live: bool = False) -> OltpLoad:
+    return OltpLoad(dsn, TABLE, args.rows, args.workers, args.rate, args.update_ratio, live=live)
 
 
 def measure_baseline(dsn: str, args, seconds: float) -> LoadResult:
     build_table(dsn, args.rows)
     load = new_load(dsn, args)
-    load.start(seconds)
-    time.sleep(seconds)
-    return load.join()
+    load.start(WARMUP_S + seconds)
+    time.sleep(WARMUP_S + seconds)
+    started = time.time() - seconds
+    return load.join().between(started, time.time())
 
 
 def run_backfill(dsn: str, args, label: str, batch: int, pause_ms: int, latency: LatencyBudget | None,
@@ -115,8 +123,13 @@ def run_backfill(dsn: str, args, label: str, batch: int, pause_ms: int, latency:
     spec = BackfillSpec(name="bench", kind="update", table=TABLE, key="id", set={"category": "'general'"},
                         where="category IS NULL", batch_size=batch, pause_ms=pause_ms)
     stop = threading.Event()
+    load = new_load(dsn, args, live=latency is not None)
+    # the adaptive run reads the load's own p99 as it happens (Prometheus's role in production,
+    # without its scrape interval) besides its probe through the same server
+    sources = (load.latency_source(latency.window_s, APP_MIN_SAMPLES),) if latency is not None else ()
     backfill = Backfill(dsn, "bench", spec, "bench",
-                        BackfillConfig(latency=latency, stop=stop, console=console, progress_interval_s=5))
+                        BackfillConfig(latency=latency, latency_sources=sources, stop=stop, console=console,
+                                       progress_interval_s=5))
 
     def time_box() -> None:
         # the clock starts at the first batch: the adaptive run first measures its own baseline
@@ -125,8 +138,8 @@ def run_backfill(dsn: str, args, label: str, batch: int, pause_ms: int, latency:
         stop.wait(args.run_s)
         stop.set()
 
-    load = new_load(dsn, args)
     load.start(args.run_s + 60)
+    time.sleep(WARMUP_S)
     threading.Thread(target=time_box, daemon=True).start()
     try:
         try:
@@ -149,6 +162,7 @@ def run_single(dsn: str, args) -> RunFigures:
     build_table(dsn, args.rows)
     load = new_load(dsn, args)
     load.start(600)
+    time.sleep(WARMUP_S)
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             start = time.time()
@@ -176,7 +190,11 @@ def run_round(dsn: str, args, n: int, settings: list[tuple[int, int]], console: 
         figures, result = run_backfill(dsn, args, label, batch, pause, budget, console)
         if budget is not None:
             usage = dict(budget_ms=result.latency_budget_ms, baseline_ms=result.latency_baseline_ms,
-                         max_usage=result.max_budget_usage, decisions=len(result.control_log))
+                         max_usage=result.max_budget_usage, decisions=len(result.control_log),
+                         log=[dict(at_s=round(c.at_s, 2), usage=round(c.usage, 2),
+                                   readings_ms={k: round(v, 3) for k, v in c.readings_ms.items()},
+                                   batch=c.setting.batch_size, pause_ms=round(c.setting.pause_ms, 1))
+                              for c in result.control_log])
         runs.append(figures)
         print(f"  {label:<16} {figures.rows_per_s:>10,.0f} rows/s  load p99 {figures.load_p99_ms:7.2f} ms  "
               f"hold max {figures.hold_max_ms:6.1f} ms  final {figures.final}", flush=True)
@@ -230,7 +248,8 @@ def summarise(rounds: list[dict]) -> dict:
         dict(target=f"adaptive longest batch lock hold <= {TARGET_HOLD_MS:.0f} ms",
              figure=f"{adaptive['hold_max_ms']:.1f} ms", met=adaptive["hold_max_ms"] <= TARGET_HOLD_MS),
     ]
-    return dict(baseline_p99_ms=statistics.median(r["baseline_p99_ms"] for r in rounds), settings=settings,
+    return dict(baseline_p99_ms=statistics.median(r["baseline_p99_ms"] for r in rounds), target_p99=TARGET_P99,
+                settings=settings,
                 best_fixed_meeting_p99=best["setting"] if best else None, targets=targets,
                 probe=[r["probe"] for r in rounds])
 
@@ -270,12 +289,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--sweep", default="500:0,1000:0,2000:0,5000:0,500:2,1000:5,2000:10,5000:20",
+    ap.add_argument("--sweep", default="500:0,1000:0,200:10,500:10,500:20,500:40,1000:40,1000:80",
                     help="fixed settings, BATCH:PAUSE_MS,...")
     ap.add_argument("--run-s", type=float, default=20.0, help="each backfill stops after this long at most")
     ap.add_argument("--rounds", type=int, default=3, help="repeat everything; figures are medians over rounds")
     ap.add_argument("--budget-ratio", type=float, default=1.5, help="the adaptive run's budget over its baseline")
-    ap.add_argument("--latency-baseline-s", type=float, default=3.0, help="the adaptive run's own baseline")
+    ap.add_argument("--latency-baseline-s", type=float, default=10.0, help="the adaptive run's own baseline")
     ap.add_argument("--adaptive-start", type=int, default=1000, help="the adaptive run's first batch size")
     ap.add_argument("--update-ratio", type=float, default=0.2, help="share of point UPDATEs in the OLTP load")
     ap.add_argument("--workers", type=int, default=4, help="OLTP load processes")
@@ -284,6 +303,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-single", dest="single", action="store_false",
                     help="skip the single-UPDATE contrast run")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON ('-' for stdout)")
+    ap.add_argument("--plot", metavar="PNG", help="also draw the figures (bench.backfill_plot)")
     ap.add_argument("--progress", action="store_true", help="show each backfill's progress output")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
@@ -309,6 +329,8 @@ def main(argv=None) -> int:
           f"adaptive budget {args.budget_ratio:g}x its baseline; fixed settings (batch:pause ms) {args.sweep}",
           flush=True)
     progress = Console(stderr=True) if args.progress else Console(file=io.StringIO())
+    # stopped with SIGTERM (timeout, kill): still stop the throwaway cluster on the way out
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cluster, workdir = start_cluster()
     try:
         dsn = cluster.dsn()
@@ -317,6 +339,7 @@ def main(argv=None) -> int:
         rounds = [run_round(dsn, args, n + 1, settings, progress) for n in range(args.rounds)]
     finally:
         stop_cluster(cluster, workdir)
+        signal.signal(signal.SIGTERM, previous)
     summary = summarise(rounds)
     summary["conditions"] = dict(rows=args.rows, workers=args.workers, rate=args.rate, update_ratio=args.update_ratio,
                                  run_s=args.run_s, rounds=args.rounds, budget_ratio=args.budget_ratio,
@@ -331,6 +354,9 @@ def main(argv=None) -> int:
         else:
             with open(args.json, "w") as fh:
                 fh.write(text + "\n")
+    if args.plot:
+        plot(summary, args.plot)
+        print(f"wrote {args.plot}")
     missed = any(t["met"] is False for t in summary["targets"])
     return 1 if missed and args.strict else 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import psycopg
@@ -40,9 +41,9 @@ def stop_cluster(cluster: LocalCluster, workdir) -> None:
     remove_workdir(workdir)
 
 
-def _worker(dsn: str, table: str, max_id: int, rate: float, seconds: float, start_at: float, seed: int, conn_out,
-            stop, update_ratio: float = 0.2):
-    rng = random.Random(seed)
+def _worker(dsn: str, table: str, max_id: int, rate: float, seconds: float, start_at: float, index: int, conn_out,
+            stop, update_ratio: float = 0.2, live=None):
+    rng = random.Random(1000 + index)  # the same requests in every run
     samples: list[tuple[float, float]] = []  # (scheduled start, epoch s; latency ms)
     select = f"SELECT title, category FROM {table} WHERE id = %s"
     update = f"UPDATE {table} SET updated_at = now() WHERE id = %s"
@@ -65,7 +66,10 @@ def _worker(dsn: str, table: str, max_id: int, rate: float, seconds: float, star
                 conn.execute(select, (key,)).fetchone()
             else:
                 conn.execute(update, (key,))
-            samples.append((scheduled, (time.time() - scheduled) * 1000.0))
+            ms = (time.time() - scheduled) * 1000.0
+            samples.append((scheduled, ms))
+            if live is not None:  # the application's latency as it happens (LoadLatency)
+                live.record(index, time.monotonic(), ms)
             n += 1
     conn_out.send(samples)
     conn_out.close()
@@ -100,15 +104,80 @@ class LoadResult:
         return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
 
 
+class LiveLatencies:
+    """Each worker's finished transactions, (monotonic time, ms), in a ring of shared memory: a
+    plain store per transaction, no pipe or feeder thread (which cost the load itself latency)."""
+
+    CAPACITY = 1 << 14  # per worker: 40 s at 400 tx/s
+
+    def __init__(self, workers: int):
+        ctx = mp.get_context("fork")
+        self.workers = workers
+        self.values = ctx.RawArray("d", workers * self.CAPACITY * 2)
+        self.counts = ctx.RawArray("q", workers)
+
+    def record(self, worker: int, at: float, ms: float) -> None:
+        n = self.counts[worker]
+        slot = (worker * self.CAPACITY + n % self.CAPACITY) * 2
+        self.values[slot], self.values[slot + 1] = at, ms
+        self.counts[worker] = n + 1  # after the values: a reader never sees a slot before it is written
+
+    def read_new(self, seen: list[int]) -> list[tuple[float, float]]:
+        """The samples recorded since ``seen`` (per worker counts, updated in place)."""
+        out = []
+        for w in range(self.workers):
+            n = self.counts[w]
+            for k in range(max(seen[w], n - self.CAPACITY), n):
+                slot = (w * self.CAPACITY + k % self.CAPACITY) * 2
+                out.append((self.values[slot], self.values[slot + 1]))
+            seen[w] = n
+        return out
+
+
+class LoadLatency:
+    """A latency source (``bazbii_db.migrations.throttle.LatencySource``) reading the load's own
+    transactions as they finish: the application's p99, as Prometheus gives it in production, but
+    without a scrape interval. Its reading is the p99 of the transactions finished since ``since``
+    (it keeps the last ``max(window_s, 30 s)``), once there are ``min_samples`` of them."""
+
+    name = "app"
+
+    def __init__(self, live: LiveLatencies, window_s: float = 2.0, min_samples: int = 100):
+        self.live, self.window_s, self.min_samples = live, window_s, min_samples
+        self.samples: deque[tuple[float, float]] = deque()
+        self._seen = [0] * live.workers
+
+    def start(self) -> None:
+        pass
+
+    def read(self, since: float) -> float | None:
+        self.samples.extend(sorted(self.live.read_new(self._seen)))
+        horizon = time.monotonic() - max(self.window_s, 30.0)
+        while self.samples and self.samples[0][0] < horizon:
+            self.samples.popleft()
+        recent = [ms for t, ms in self.samples if t >= since]
+        return percentile(recent, 99) if len(recent) >= self.min_samples else None
+
+    def close(self) -> None:
+        pass
+
+
 class OltpLoad:
-    """``workers`` processes, ``rate`` transactions/s each (80 % point SELECT, 20 % point UPDATE)."""
+    """``workers`` processes, ``rate`` transactions/s each (80 % point SELECT, 20 % point UPDATE).
+    With ``live``, each transaction's latency is also streamed as it finishes (``latency_source()``)."""
 
     def __init__(self, dsn: str, table: str, max_id: int, workers: int = 4, rate: float = 100.0,
-                 update_ratio: float = 0.2):
+                 update_ratio: float = 0.2, live: bool = False):
         self.dsn, self.table, self.max_id, self.workers, self.rate = dsn, table, max_id, workers, rate
         self.update_ratio = update_ratio
         self._procs: list[tuple[mp.Process, object]] = []
         self.seconds = 0.0
+        self._live = LiveLatencies(workers) if live else None
+
+    def latency_source(self, window_s: float = 2.0, min_samples: int = 100) -> LoadLatency:
+        if self._live is None:
+            raise ValueError("OltpLoad(live=True) streams its latencies; this one does not")
+        return LoadLatency(self._live, window_s, min_samples)
 
     def start(self, seconds: float) -> None:
         """Run for ``seconds`` at most; ``join()`` earlier stops it."""
@@ -119,7 +188,8 @@ class OltpLoad:
         for i in range(self.workers):
             recv, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_worker, args=(self.dsn, self.table, self.max_id, self.rate, seconds, start_at,
-                                                     1000 + i, send, self._stop, self.update_ratio), daemon=True)
+                                                     i, send, self._stop, self.update_ratio, self._live),
+                              daemon=True)
             proc.start()
             self._procs.append((proc, recv))
         time.sleep(0.5)
@@ -130,6 +200,7 @@ class OltpLoad:
         samples: list[tuple[float, float]] = []
         for proc, recv in self._procs:
             samples.extend(recv.recv())
+        for proc, _ in self._procs:
             proc.join(timeout=30)
         self._procs.clear()
         return LoadResult(samples, self.seconds)

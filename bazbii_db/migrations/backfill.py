@@ -374,7 +374,7 @@ class Backfill:
         sources: list[LatencySource] = []
         if budget.probe:
             sources.append(PoolerProbe(cfg.probe_dsn or self.dsn, budget.probe_query, budget.probe_interval_ms,
-                                       budget.window_s, budget.min_samples))
+                                       max(budget.window_s, budget.baseline_s + 5), budget.min_samples))
         if budget.prometheus_query and cfg.prometheus_url:
             sources.append(PrometheusLatency.connect(cfg.prometheus_url, budget.prometheus_query,
                                                      budget.prometheus_interval_s))
@@ -386,7 +386,7 @@ class Backfill:
         if not sources:
             raise BackfillError(f"backfill {spec.name}: latency.probe is false and no other latency source is "
                                 "configured; the budget would have nothing to measure")
-        return LatencyThrottle(budget, sources, Setting(batch_size, pause_s * 1000.0),
+        return LatencyThrottle(budget, sources, Setting(batch_size, max(pause_s * 1000.0, budget.cycle_ms)),
                                budget.bounds(cfg.min_batch_size, cfg.max_batch_size))
 
     def _start_latency_throttle(self, throttle: LatencyThrottle, progress: BackfillProgress) -> None:

@@ -8,6 +8,8 @@ latency sources (plain objects with scripted readings: no server is involved or 
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -19,17 +21,19 @@ from bazbii_db.migrations.throttle import (ControlBounds, LatencyBudget, Latency
                                            percentile)
 
 BOUNDS = ControlBounds(min_batch_size=50, max_batch_size=10_000, max_pause_ms=500, pause_step_ms=5,
-                       decrease=0.5, increase=0.15, headroom=0.8, max_hold_ms=40)
+                       decrease=0.5, increase=0.15, headroom=0.8, max_hold_ms=40, cycle_ms=40)
 
 
 @st.composite
 def bounds(draw) -> ControlBounds:
     lo = draw(st.integers(1, 5000))
     step = draw(st.floats(0.1, 100))
+    longest = draw(st.floats(step, 10_000))
     return ControlBounds(min_batch_size=lo, max_batch_size=draw(st.integers(lo, 200_000)),
-                         max_pause_ms=draw(st.floats(step, 10_000)), pause_step_ms=step,
+                         max_pause_ms=longest, pause_step_ms=step,
                          decrease=draw(st.floats(0.05, 0.95)), increase=draw(st.floats(0.01, 2.0)),
-                         headroom=draw(st.floats(0.1, 1.0)), max_hold_ms=draw(st.floats(1, 1000)))
+                         headroom=draw(st.floats(0.1, 1.0)), max_hold_ms=draw(st.floats(1, 1000)),
+                         cycle_ms=draw(st.floats(0, longest)))
 
 
 settings_ = st.builds(Setting, st.integers(-10, 500_000), st.floats(-100, 50_000, allow_nan=False))
@@ -84,23 +88,32 @@ def test_a_long_lock_hold_caps_the_next_batch_proportionally(b, setting, usage, 
     assert new.batch_size <= max(b.min_batch_size, math.floor(current.batch_size / over) + 1)
 
 
-def test_aimd_sequence_halves_then_pauses_then_recovers_pause_first():
-    s = Setting(400, 0)
-    seen = []
+def test_aimd_sequence_in_cycles_batch_first_then_a_longer_cycle_and_back():
+    seen, s, hold = [], Setting(400, 0), 2.0  # 400 rows in 2 ms
     for _ in range(5):
-        s = decide(s, Measurement(2.0), BOUNDS)
+        s = decide(s, Measurement(2.0, hold), BOUNDS)
         seen.append((s.batch_size, s.pause_ms))
-    assert seen == [(200, 0), (100, 0), (50, 0), (50, 5), (50, 10)]
-    s = decide(s, Measurement(0.5), BOUNDS)
-    assert (s.batch_size, s.pause_ms) == (50, 5)
-    s = decide(s, Measurement(0.5), BOUNDS)
-    assert (s.batch_size, s.pause_ms) == (50, 0)
-    s = decide(s, Measurement(0.5), BOUNDS)
-    assert (s.batch_size, s.pause_ms) == (58, 0)  # + 15 %, rounded up
+        hold = hold * s.batch_size / seen[-2][0] if len(seen) > 1 else 1.0  # the rows take as long each
+    # the batch halves and its pause keeps the 40 ms cycle; at the smallest batch the cycle lengthens
+    assert seen == [(200, 39.0), (100, 39.5), (50, 39.75), (50, 79.5), (50, 159.0)]
+    # with headroom, the stretched cycle shortens first, not below the cycle's own pause
+    assert decide(Setting(50, 159), Measurement(0.5, 0.25), BOUNDS).pause_ms == pytest.approx(159 / 1.15)
+    assert decide(Setting(50, 46), Measurement(0.5, 0.25), BOUNDS) == Setting(50, 40)
+    # a pause within one step of the cycle's is jitter in the batches' duration, not a stretched cycle
+    assert decide(Setting(50, 42), Measurement(0.5, 0.25), BOUNDS).batch_size == 58
+    # then the batch grows 15 % and its pause shrinks to keep the cycle
+    s = decide(Setting(50, 39.75), Measurement(0.5, 0.25), BOUNDS)
+    assert s.batch_size == 58 and s.pause_ms == pytest.approx(40 - 0.25 * 58 / 50)
+    s = decide(Setting(4000, 20), Measurement(0.5, 20.0), BOUNDS)
+    assert s == Setting(4600, 17.0)
+    assert decide(Setting(8000, 0), Measurement(0.5, 40.0), BOUNDS) == Setting(9200, 0)  # a batch fills the cycle
+    # a mild breach shrinks in proportion: x 0.8 at 125 % of the budget
+    assert decide(Setting(1000, 35), Measurement(1.25, 5.0), BOUNDS) == Setting(800, 36.0)
     assert decide(Setting(1000, 0), Measurement(0.1, hold_ms=80), BOUNDS).batch_size == 500
-    # a mild breach cuts in proportion, aiming at headroom x budget: 1000 x 0.8 / 1.25
-    assert decide(Setting(1000, 0), Measurement(1.25), BOUNDS).batch_size == 640
-    assert decide(Setting(1000, 0), Measurement(1.01), BOUNDS).batch_size == 792
+    # no cycle (cycle_ms 0): the pause only once the smallest batch is not enough
+    no_cycle = replace(BOUNDS, cycle_ms=0)
+    assert decide(Setting(400, 0), Measurement(2.0, 2.0), no_cycle) == Setting(200, 0)
+    assert decide(Setting(50, 0), Measurement(2.0, 2.0), no_cycle) == Setting(50, 5)
 
 
 @settings(max_examples=300, deadline=None)
@@ -128,6 +141,11 @@ def test_a_breach_cuts_the_batch_by_at_most_the_decrease_factor(b, setting, usag
     ("increase", 0, "positive"),
     ("headroom", 1.5, "in (0, 1]"),
     ("max_pause_ms", 1, "at least pause_step_ms"),
+    ("cycle_ms", 5000, "between 0 and max_pause_ms"),
+    ("cycle_ms", -1, "between 0 and max_pause_ms"),
+    ("start_duty", 0, "in (0, 1]"),
+    ("start_duty", 1.5, "in (0, 1]"),
+    ("target", 0, "in (0, 1]"),
     ("max_hold_ms", float("nan"), "a number"),
     ("window_s", True, "a number"),
     ("prometheus_query", "", "a PromQL query"),
@@ -189,21 +207,80 @@ class Scripted:
 
 def test_throttle_budgets_from_the_baseline_and_uses_the_worst_source():
     probe, prom = Scripted("probe", 2.0), Scripted("prometheus", 10.0)
-    budget = LatencyBudget(baseline_s=0.01, window_s=0.005, control_interval_s=0.0)
+    budget = LatencyBudget(baseline_s=0.01, window_s=0.005, control_interval_s=0.0, start_duty=1.0, target=1.0)
     t = LatencyThrottle(budget, [probe, prom], Setting(1000, 0), BOUNDS)
     t.measure_baseline()
     assert t.baseline_ms == {"probe": 2.0, "prometheus": 10.0}
     assert t.budget_ms == {"probe": 3.0, "prometheus": 15.0}
     prom.value = 18.0  # 120 % of its budget; the probe is fine
-    assert t.after_batch(5.0) == Setting(666, 0)  # 1000 x 0.8 / 1.2
+    time.sleep(0.01)  # each setting is judged on a whole window
+    assert t.after_batch(5.0) == Setting(833, 40 - 5.0 * 833 / 1000)
     assert t.usage == pytest.approx(1.2) and "120% of budget" in t.status()
     prom.value, probe.value = 3.0, 1.0
-    assert t.after_batch(5.0) == Setting(766, 0)
+    time.sleep(0.01)
+    assert t.after_batch(5.0) == Setting(958, 40 - 5.0 * 958 / 833)  # a bigger batch, in the same cycle
     assert t.max_usage == pytest.approx(1.2) and [round(s.usage, 2) for s in t.log] == [1.2, 0.33]
     probe.value = prom.value = None  # no reading: hold
-    assert t.after_batch(5.0) == Setting(766, 0) and len(t.log) == 2
+    time.sleep(0.01)
+    assert t.after_batch(5.0) == Setting(958, 40 - 5.0 * 958 / 833) and len(t.log) == 2
     t.close()
     assert probe.closed and prom.closed
+
+
+def test_throttle_judges_each_setting_on_a_whole_window_of_its_own():
+    probe = Scripted("probe", 1.0)
+    t = LatencyThrottle(LatencyBudget(baseline_s=0.01, window_s=0.3, control_interval_s=0.0, target=1.0), [probe],
+                        Setting(1000, 0), BOUNDS)
+    t.measure_baseline()
+    probe.value = 1.8  # 120 % of the 1.5 ms budget, but the setting has not been watched for a window
+    assert t.after_batch(None) == Setting(1000, 0) and t.log == []
+    time.sleep(0.1)  # a quarter window: not a gross breach, still waits
+    assert t.after_batch(None) == Setting(1000, 0) and t.log == []
+    probe.value = 3.0  # 200 %: gross, acted on after a quarter window
+    assert t.after_batch(None) == Setting(500, 40)
+    assert t.after_batch(None) == Setting(500, 40)  # the new setting gets its own (quarter) window
+    t._last_change -= 0.3  # (as if a whole window passed)
+    probe.value = 1.8
+    assert t.after_batch(None) == Setting(416, 40)
+    probe.value = 3.0
+    t._last_change -= 0.3
+    assert t.after_batch(None) == Setting(208, 40)
+    probe.value = 0.5  # a third of the budget: speeding up waits for a whole window
+    time.sleep(0.1)
+    assert t.after_batch(None) == Setting(208, 40)
+    time.sleep(0.21)
+    assert t.after_batch(None) == Setting(240, 40)
+    assert [round(step.usage, 2) for step in t.log] == [2.0, 1.2, 2.0, 0.33]
+
+
+def test_throttle_aims_each_window_below_the_budget():
+    probe = Scripted("probe", 1.0)
+    t = LatencyThrottle(LatencyBudget(baseline_s=0.01, window_s=0.01, control_interval_s=0.0), [probe],
+                        Setting(1000, 40), BOUNDS)
+    t.measure_baseline()
+    assert t.budget.target == 0.8
+    probe.value = 1.35  # 90 % of the 1.5 ms budget: over the 80 % aimed at, so it slows down
+    time.sleep(0.02)
+    assert t.after_batch(None).batch_size == int(1000 * 0.8 / 0.9)
+    assert t.usage == pytest.approx(0.9) and "90% of budget" in t.status()  # shown against the budget
+    probe.value = 0.9  # 60 %: under headroom x target (64 %): faster
+    time.sleep(0.02)
+    assert t.after_batch(None).batch_size > int(1000 * 0.8 / 0.9)
+
+
+def test_the_first_batch_sizes_the_start_to_a_share_of_the_cycle():
+    budget = LatencyBudget(baseline_s=0.01, window_s=0.3, control_interval_s=0.0, start_duty=0.1)
+    t = LatencyThrottle(budget, [Scripted("probe", 1.0)], Setting(1000, 40), BOUNDS)
+    t.measure_baseline()
+    # 1000 rows took 8 ms: 10 % of the 40 ms cycle is 4 ms, 500 rows; the pause fills the cycle
+    assert t.after_batch(8.0) == Setting(500, 40)
+    assert t.after_batch(4.0) == Setting(500, 40)  # once only; then the controller, a window later
+    cheap = LatencyThrottle(budget, [Scripted("probe", 1.0)], Setting(100, 40), BOUNDS)
+    cheap.measure_baseline()
+    assert cheap.after_batch(0.5) == Setting(100, 40)  # already small enough: never grown by this
+    tiny = LatencyThrottle(budget, [Scripted("probe", 1.0)], Setting(1000, 0), BOUNDS)
+    tiny.measure_baseline()
+    assert tiny.after_batch(400.0) == Setting(50, 20)  # not below the smallest batch (50 rows: 20 ms)
 
 
 def test_throttle_refuses_a_source_without_a_baseline_reading():
@@ -217,7 +294,8 @@ def test_throttle_refuses_a_source_without_a_baseline_reading():
 
 def test_absolute_budget_and_non_finite_baseline_readings():
     prom = Scripted("prometheus", float("inf"))  # e.g. Prometheus unreachable: not a baseline
-    t = LatencyThrottle(LatencyBudget(budget_ms=8.0, baseline_s=0.01, window_s=0.005, control_interval_s=0.0),
+    t = LatencyThrottle(LatencyBudget(budget_ms=8.0, baseline_s=0.01, window_s=0.005, control_interval_s=0.0,
+                                      target=1.0),
                         [prom], Setting(100, 0), BOUNDS)
     from bazbii_db.migrations.throttle import LatencyProbeFailed
 
@@ -227,11 +305,18 @@ def test_absolute_budget_and_non_finite_baseline_readings():
     t.measure_baseline()
     assert t.budget_ms == {"prometheus": 8.0} and t.baseline_ms == {"prometheus": 4.0}
     prom.value = 9.0
-    assert t.after_batch(None) == Setting(71, 0)  # 100 x 0.8 / 1.125
+    time.sleep(0.01)
+    assert t.after_batch(None) == Setting(88, 40)
     assert t.usage == pytest.approx(9.0 / 8.0)
     prom.value = float("inf")  # fails closed: backs off, as far as it goes
-    assert t.after_batch(None) == Setting(50, 0)
-    assert t.after_batch(None) == Setting(50, 5)
+
+    def later() -> Setting:
+        time.sleep(0.01)
+        return t.after_batch(None)
+
+    seen = [later() for _ in range(8)]
+    assert seen[:5] == [Setting(50, p) for p in (40, 80, 160, 320, 500)]
+    assert seen[5:] == [Setting(50, 500)] * 3
 
 
 def test_percentile_nearest_rank():

@@ -104,11 +104,31 @@ def test_probe_measures_real_waits_and_counts_a_stall(db):
     assert probe.backend_pid and not fetch(db, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (probe.backend_pid,))
 
 
+def test_a_write_probe_times_commits(db):
+    """A backfill's WAL slows the application's commits: a probe may be a write without RETURNING."""
+    app_table(db)
+    probe = PoolerProbe(db, "UPDATE app_hot SET id = id WHERE id = 1", interval_ms=5, window_s=1.0, min_samples=5)
+    probe.start()
+    try:
+        t0 = time.monotonic()
+        wait_for("the write probe has a reading", lambda: probe.read(t0) is not None, 10)
+        assert probe.error is None
+        with psycopg.connect(db) as holder:  # a row lock held elsewhere: the probe's UPDATE waits
+            holder.execute("SELECT id FROM app_hot WHERE id = 1 FOR UPDATE")
+            locked_at = time.monotonic()
+            time.sleep(0.3)
+            holder.commit()
+        wait_for("the write probe recorded the wait", lambda: (probe.read(locked_at) or 0) >= 250, 10)
+    finally:
+        probe.close()
+
+
 def test_latency_budget_slows_the_backfill_when_latency_rises_and_speeds_it_up_when_it_falls(db):
     counters_db(db, n=300_000, step=1)
     app_table(db)
     budget = LatencyBudget(budget_ms=50.0, baseline_s=0.5, probe_query=APP_READ, probe_interval_ms=10,
-                           window_s=0.5, min_samples=5, control_interval_s=0.1, max_pause_ms=200, max_hold_ms=2000)
+                           window_s=0.15, min_samples=5, control_interval_s=0.05, max_pause_ms=100,
+                           max_hold_ms=2000)
     stop = threading.Event()
     backfill = Backfill(db, "m", hits_spec(batch_size=100), "c",
                         quiet(latency=budget, stop=stop, max_batch_size=1000, lock_wait_threshold_ms=None))
@@ -118,20 +138,21 @@ def test_latency_budget_slows_the_backfill_when_latency_rises_and_speeds_it_up_w
         worker.start()
         try:
             setting = lambda: backfill.throttle.setting if backfill.throttle else Setting(0, 0)  # noqa: E731
-            # quiet: latency is far under budget, the batches grow
-            wait_for("batches grow while latency is low", lambda: setting().batch_size >= 300)
+            # quiet: latency is far under budget, the batches grow (one per 40 ms cycle)
+            wait_for("the backfill speeds up while latency is low", lambda: setting().batch_size >= 300)
             fast = setting()
             # contended: the app's read waits up to 120 ms behind the lock, over the 50 ms budget
             contention.on.set()
-            wait_for("the backfill backs off to its smallest batch and pauses",
-                     lambda: setting().batch_size == 50 and setting().pause_ms > 0)
+            # the batch first, down to the smallest; then a longer cycle, up to the longest pause
+            wait_for("the backfill backs off to its smallest batch and longest pause",
+                     lambda: setting().batch_size == 50 and setting().pause_ms == 100)
             slow = setting()
             assert slow.slower_than(fast)
             assert backfill.throttle.usage > 1.0
-            # quiet again: the pause goes first, then the batches grow back
+            # quiet again: the stretched cycle shortens first, then the batches grow back
             contention.on.clear()
-            wait_for("the backfill speeds up again", lambda: setting().pause_ms == 0 and setting().batch_size > 100)
-            assert slow.slower_than(setting())
+            wait_for("the backfill speeds up again", lambda: setting().batch_size > 100, 60)
+            assert slow.slower_than(setting()) and setting().pause_ms < 100
         finally:
             stop.set()
             worker.join(60)
@@ -140,6 +161,11 @@ def test_latency_budget_slows_the_backfill_when_latency_rises_and_speeds_it_up_w
     assert result.stopped and result.latency_budget_ms == {"probe": 50.0}
     usages = [step.usage for step in result.control_log]
     assert max(usages) > 1.0 and min(usages) < budget.headroom
+    steps = [step.setting for step in result.control_log]
+    slowest = steps.index(Setting(50, 100))
+    assert steps.index(next(st for st in steps if st.batch_size == 50)) < slowest  # the batch went first
+    regrown = next(i for i in range(slowest, len(steps)) if steps[i].batch_size > 50)
+    assert any(st.batch_size == 50 and st.pause_ms < 100 for st in steps[slowest:regrown])  # the cycle came back first
     # stopped cleanly: the checkpoint is kept and a rerun finishes exactly once per row
     assert fetch(db, "SELECT finished_at IS NULL FROM bazbii_migrations.backfill_checkpoint") == [(True,)]
     rest = Backfill(db, "m", hits_spec(batch_size=5000), "c", quiet()).run()

@@ -90,7 +90,7 @@ def test_backfill_follows_the_prometheus_p99_down_and_up(db, stack):
     execute(db, BATCH_COST)
     stack.service.set(error_percent=0, latency=FAST)
     budget = LatencyBudget(budget_ms=60.0, baseline_s=1.0, probe=False, prometheus_query=P99, prometheus_interval_s=1.0,
-                           control_interval_s=0.25, max_pause_ms=100, max_hold_ms=2000)
+                           control_interval_s=0.25, window_s=1.0, max_pause_ms=100, max_hold_ms=2000)
     stop = threading.Event()
     backfill = Backfill(db, "m", hits_spec(batch_size=100), "c",
                         quiet(latency=budget, prometheus_url=stack.prometheus_url, stop=stop, max_batch_size=1000,
@@ -113,8 +113,7 @@ def test_backfill_follows_the_prometheus_p99_down_and_up(db, stack):
         slow = setting()
         assert slow.slower_than(fast)
         stack.service.set(error_percent=0, latency=FAST)
-        wait_for("the backfill speeds up once the app is fast again",
-                 lambda: setting().pause_ms == 0 and setting().batch_size > 100, 60)
+        wait_for("the backfill speeds up once the app is fast again", lambda: setting().batch_size > 100, 60)
         assert worker.is_alive(), box  # rows were left: the run ends by stop, not by running out
     finally:
         stack.service.set(error_percent=0, latency=FAST)
