@@ -108,7 +108,7 @@ class LiveLatencies:
     """Each worker's finished transactions, (monotonic time, ms), in a ring of shared memory: a
     plain store per transaction, no pipe or feeder thread (which cost the load itself latency)."""
 
-    CAPACITY = 1 << 14  # per worker: 40 s at 400 tx/s
+    CAPACITY = 1 << 14  # per worker: 160 s at the default 100 tx/s; a slower reader loses only the oldest
 
     def __init__(self, workers: int):
         ctx = mp.get_context("fork")
