@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bazbii_db.migrations.throttle import percentile
+from bazbii_db.migrations.throttle import p99_since, percentile
 from testsupport.localcluster import LocalCluster, make_workdir, remove_workdir
 
 BENCH_CONF = {
@@ -155,8 +155,7 @@ class LoadLatency:
         horizon = time.monotonic() - max(self.window_s, 30.0)
         while self.samples and self.samples[0][0] < horizon:
             self.samples.popleft()
-        recent = [ms for t, ms in self.samples if t >= since]
-        return percentile(recent, 99) if len(recent) >= self.min_samples else None
+        return p99_since(self.samples, since, self.min_samples)
 
     def close(self) -> None:
         pass

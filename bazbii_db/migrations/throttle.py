@@ -57,7 +57,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import psycopg
 
@@ -260,6 +260,12 @@ def percentile(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, int(round(p / 100.0 * (len(s) - 1)))))]
 
 
+def p99_since(samples: Iterable[tuple[float, float]], since: float, min_samples: int) -> float | None:
+    """The p99 of the (finished at, ms) samples from ``since`` on; None with fewer than ``min_samples``."""
+    recent = [ms for t, ms in samples if t >= since]
+    return percentile(recent, 99) if len(recent) >= min_samples else None
+
+
 class PoolerProbe:
     """Times ``query`` every ``interval_ms`` from a background thread on its own autocommit connection."""
 
@@ -344,10 +350,9 @@ class PoolerProbe:
             raise LatencyProbeFailed(f"latency probe failed: {self.error}")
         now = time.monotonic()
         with self._lock:
-            recent = [ms for t, ms in self.samples if t >= since]
+            p99 = p99_since(self.samples, since, self.min_samples)
             inflight = self._inflight_since
         stalled = (now - inflight) * 1000.0 if inflight is not None and now - inflight > self.interval_s else None
-        p99 = percentile(recent, 99) if len(recent) >= self.min_samples else None
         readings = [r for r in (p99, stalled) if r is not None]
         return max(readings) if readings else None
 
@@ -506,12 +511,13 @@ class LatencyThrottle:
         if now - self._last_decision >= self.budget.control_interval_s and watched >= self.budget.window_s / 4:
             readings = {s.name: s.read(self._last_change) for s in self.sources}
             readings = {k: v for k, v in readings.items() if v is not None}
-            if readings and watched < self.budget.window_s and \
-                    max(v / self.budget_ms[k] for k, v in readings.items()) < self.budget.target / self.budget.decrease:
-                readings = {}  # not a whole window yet, and no gross breach: wait for the window
-            if readings:
+            worst = max((v / self.budget_ms[k] for k, v in readings.items()), default=None)
+            if worst is not None and watched < self.budget.window_s and \
+                    worst < self.budget.target / self.budget.decrease:
+                worst = None  # not a whole window yet, and no gross breach: wait for the window
+            if worst is not None:
                 self.readings_ms.update(readings)  # a source without a new reading shows its last one
-                reading = max(v / self.budget_ms[k] for k, v in readings.items())
+                reading = worst
                 self.usage = reading
                 self.max_usage = max(self.max_usage, reading)
                 self._last_decision = now
