@@ -386,7 +386,7 @@ class Backfill:
         if not sources:
             raise BackfillError(f"backfill {spec.name}: latency.probe is false and no other latency source is "
                                 "configured; the budget would have nothing to measure")
-        return LatencyThrottle(budget, sources, Setting(batch_size, max(pause_s * 1000.0, budget.cycle_ms)),
+        return LatencyThrottle(budget, sources, Setting(batch_size, pause_s * 1000.0),
                                budget.bounds(cfg.min_batch_size, cfg.max_batch_size))
 
     def _start_latency_throttle(self, throttle: LatencyThrottle, progress: BackfillProgress) -> None:
@@ -427,7 +427,7 @@ class Backfill:
                 throttle.close()
                 result.latency_baseline_ms = dict(throttle.baseline_ms)
                 result.latency_budget_ms = dict(throttle.budget_ms)
-                result.max_budget_usage = throttle.max_usage if throttle.log else None
+                result.max_budget_usage = throttle.max_usage if throttle.usage is not None else None
                 result.control_log = list(throttle.log)
 
     def _run(self, result: BackfillResult, batch_size: int, pause_s: float, target_ms: int | None,

@@ -13,6 +13,8 @@ Sources (:class:`LatencySource`):
   the p99 of the samples taken since the last change of setting (it keeps the last
   ``max(window_s, 10 s)``; ``Backfill`` passes ``baseline_s`` + 5 s, enough for the baseline); a
   probe stuck for longer than its interval counts with its elapsed time (a stall is latency too).
+  It also counts its samples slower than the budget (``count_slow``), a stuck probe as every probe
+  its schedule would have sent meanwhile.
 * :class:`PrometheusLatency`: the application's own p99 from Prometheus (``prometheus_query``,
   read with the ``bazbii_analysis`` client from the endpoint the run is given).
 
@@ -20,33 +22,41 @@ The budget of each source is ``budget_ratio`` (default 1.5) times its baseline, 
 first batch as that source's p99 over the whole ``baseline_s`` (pooled, like the p99 the budget
 holds; the p99 of one short window is far noisier); or ``budget_ms`` when set.
 
-The controller (:func:`decide`, a pure function) is AIMD on the backfill's rate, in *cycles*: one
-batch, then a pause that fills the rest of ``cycle_ms`` (40 ms). Measured on a 2-core machine
-(``bench/bench_backfill.py``, docs/schema-migrations.md), the load's p99 answers to two things: how
-long each batch keeps the database busy (the delay of a request that lands in it) and the share of
-time batches run (how many requests land in one). Back to back, even 200-row batches raised it
-2-3x; 1000-row batches, 5 ms each, did so even with 40 ms pauses; 100 to 500 rows with a pause of
-ten times their duration stayed near the baseline. Within a fixed cycle, the batch size sets both
-at once, and the rate:
+The controller (:func:`decide`, a pure function) is AIMD on the backfill's rate. Measured on a
+2-core machine (``bench/bench_backfill.py``, docs/schema-migrations.md), the load's p99 answers
+more to how many batches run than to how many rows they hold, up to ~5 ms a batch: 200-row batches
+every 40 ms (4,700 rows/s) raised it 1.6x where 1000-row batches every 160 ms (6,000 rows/s) raised
+it 1.15x. So the batch is sized to hold its locks about ``batch_ms`` (5 ms), and the rate is set
+mostly by the pause:
 
-* over budget: shrink the batch in proportion to the breach (x 0.8 at 125 % of the budget), by at
-  most ``decrease`` (half) at once; the pause grows to keep the cycle. At the smallest batch, the
-  cycle itself lengthens: the pause grows by the same factor (at least to ``pause_step_ms``);
-* under ``headroom`` x budget: a stretched cycle shortens first (the pause by ``increase``, 15 %);
-  then the batch grows by ``increase``, its pause shrinking to keep the cycle, down to none once a
-  batch takes the whole cycle;
+* over budget: the cycle (one batch and its pause) lengthens in proportion to the breach (x 1.25 at
+  125 % of the budget), by at most 1/``decrease`` (twice) at once; a batch that ran longer than
+  ``batch_ms`` is cut toward it by as much; at ``max_pause_ms`` the batch makes up the rest;
+* under ``headroom`` x budget: a batch shorter than ``batch_ms`` grows first (by ``increase``, 15 %),
+  then the cycle shortens by as much, down to no pause;
 * in between: hold;
 * on every batch, a batch that held its row locks longer than ``max_hold_ms`` caps the next one
   proportionally (lock hold is a target of its own, independent of latency).
 
-:class:`LatencyThrottle` judges each setting once it has been watched for a whole ``window_s``, on
-the samples taken since it began, at most every ``control_interval_s``; a gross breach (one that
-halves the batch) after a quarter window. It aims each window's p99 at ``target`` (80 %) of the
-budget, not at the budget itself: one window's p99 scatters around the true level, and a backfill
-held right at the budget window by window ended over it for the whole run (measured: 2.03x
-against a 1.5x budget). The first batch runs with a full cycle's pause, and its hold cuts the
-batch to at most ``start_duty`` (25 %) of the cycle (the configured size is a guess made without
-this machine's row cost).
+:class:`LatencyThrottle` judges the current setting on every source, at most every
+``control_interval_s`` and not before a quarter ``window_s``, and aims at ``target`` (80 %) of the
+budget. A source that keeps its samples (the probe; the benchmark's load) is judged on the *share*
+of its requests since the setting began that were slower than the budget, against the 1 % a p99
+allows (usage 1.0 = at the budget). The counts add up over the whole time a setting runs; a
+breach is acted on once it is plain: the share is ``evidence_z`` (2) standard errors over the aim,
+the error taken from the spread between quarter-window bins (the load's slow requests come in
+bursts, so they are not independent; never under the Poisson error). A setting watched for a whole
+``window_s`` without a plain breach, and under ``headroom`` x the aim on its count so far, speeds
+up (additive increase); so does a plain headroom earlier. One window's p99 cannot do this: a short
+window that holds a burst reads far over the p99 of the whole run, one that holds none reads
+under, and a backfill answering every window sank to its smallest batch while the run's p99 had
+room to spare (measured: 0.20x the throughput of the best fixed setting, at 1.01x the baseline).
+A source that gives a p99 only (Prometheus, over its own range) is judged on a whole window, or
+after a quarter window on a gross breach. Any source's plain breach slows down; speeding up needs
+one source's headroom and every other source plain too, or at least under the aim (a probe's few
+hundred samples are rarely plain either way). The first batch sizes the start: ``batch_ms`` batches taking
+``start_duty`` (5 %) of the time (the configured size is a guess made without this machine's row
+cost).
 """
 
 from __future__ import annotations
@@ -63,6 +73,12 @@ import psycopg
 
 from bazbii_analysis.prometheus import EmptyResult, MetricsError, PrometheusClient
 from bazbii_db.migrations.dsn import redact, with_params
+
+
+QUANTILE = 0.99  # the budget holds the application's p99 ...
+ALLOWED_SLOW_SHARE = 1.0 - QUANTILE  # ... so at most this share of requests may be slower than it
+OVER, UNDER, HOLD = "over", "under", "hold"  # a source's verdict on the current setting
+EVIDENCE_WINDOWS = 4  # a count covers the current setting's last this many window_s, at most
 
 
 class LatencyConfigError(ValueError):
@@ -88,11 +104,11 @@ class ControlBounds:
     max_batch_size: int = 50_000
     max_pause_ms: float = 1000.0
     pause_step_ms: float = 5.0  # the first pause after running back to back, and the shortest one
-    decrease: float = 0.5  # the smallest rate multiplier of one budget breach (the batch halved at most)
+    decrease: float = 0.5  # the smallest rate multiplier of one budget breach (the rate halved at most)
     increase: float = 0.15  # the rate's growth per decision with headroom
     headroom: float = 0.8  # speed up only while usage is under this share of the budget
     max_hold_ms: float = 40.0  # cap on one batch's row-lock hold
-    cycle_ms: float = 40.0  # one batch and its pause; 0: pause only at the smallest batch
+    batch_ms: float = 5.0  # a batch grows only while it holds its row locks shorter than this
 
 
 @dataclass(frozen=True)
@@ -107,43 +123,39 @@ def clamp_setting(setting: Setting, bounds: ControlBounds) -> Setting:
     return Setting(batch, pause)
 
 
-def cycle_pause(batch: float, m: Measurement, last_batch: int, bounds: ControlBounds) -> float:
-    """The pause that fills the rest of the cycle after ``batch`` rows, which take about as long per
-    row as the last batch (``last_batch`` rows in ``m.hold_ms``; unknown: the whole cycle)."""
-    took = m.hold_ms * batch / last_batch if m.hold_ms is not None and last_batch > 0 else 0.0
-    return max(0.0, bounds.cycle_ms - took)
-
-
 def decide(setting: Setting, m: Measurement, bounds: ControlBounds) -> Setting:
     """The next (batch size, pause) from the current one and the latest measurement."""
     current = clamp_setting(setting, bounds)
     batch, pause = float(current.batch_size), current.pause_ms
-
-    def fill(rows: float) -> float:
-        return cycle_pause(rows, m, current.batch_size, bounds)
+    took = m.hold_ms if m.hold_ms is not None and m.hold_ms > 0 else 0.0  # one batch, one cycle = took + pause
 
     if m.usage is not None and m.usage > 1.0:
         # slow down in proportion to the breach, aiming back at the budget, by at most ``decrease``
-        # (a mild breach, a mild slow-down: the p99 of a window is noisy, and a harsher answer to it
-        # than to a window with headroom would ratchet the backfill down to a crawl)
+        # (a mild breach, a mild slow-down): the cycle lengthens by 1/factor, the batch keeps its
+        # size; a batch over batch_ms is also cut toward it, and at the longest pause it is the batch
         factor = max(bounds.decrease, 1.0 / m.usage)
-        if current.batch_size > bounds.min_batch_size:  # always by at least one row
-            batch = max(bounds.min_batch_size, int(min(batch * factor, current.batch_size - 1)))
-            pause = max(pause, fill(batch))
-        else:  # the smallest batch is still too much: a longer cycle
-            pause = max(bounds.pause_step_ms, pause / factor, fill(batch))
+        pause = max(bounds.pause_step_ms, (pause + took) / factor - took)
+        if pause <= current.pause_ms:  # (a breach a rounding error over the budget)
+            pause = current.pause_ms + bounds.pause_step_ms
+        if took > bounds.batch_ms > 0:
+            batch = max(batch * factor, batch * bounds.batch_ms / took)
+        if pause > bounds.max_pause_ms:  # the longest pause: the batch makes up the rest of the factor
+            batch = batch * factor * (bounds.max_pause_ms + took) / (current.pause_ms + took) \
+                if current.pause_ms + took > 0 else batch * factor
+            pause = bounds.max_pause_ms
+        if current.pause_ms >= bounds.max_pause_ms:  # always by at least one row
+            batch = min(batch, current.batch_size - 1)
     elif m.usage is not None and m.usage < bounds.headroom:
-        # a stretched cycle first (at the largest batch, whatever pause is left); stretched by at
-        # least one pause step, or one batch's jitter in duration would pass for a stretched cycle
-        # and spend the decision on a trim of the pause instead of a bigger batch
-        at_largest = current.batch_size >= bounds.max_batch_size
-        if pause > 0 and (pause >= fill(batch) + bounds.pause_step_ms or at_largest):
-            floor = 0.0 if at_largest else fill(batch)
-            pause = max(floor, pause / (1.0 + bounds.increase))
-            pause = pause if pause >= bounds.pause_step_ms else 0.0
+        # speed up: a batch shorter than batch_ms grows first (fewer, larger batches: measured, the
+        # load's p99 answered more to how many batches ran than to how many rows they held, up to
+        # ~5 ms a batch); then the cycle shortens, the pause by as much, down to none
+        grown = batch + max(1.0, math.ceil(batch * bounds.increase))
+        fits = took * grown / batch <= bounds.batch_ms if m.hold_ms is not None else pause == 0
+        if (fits or pause == 0) and current.batch_size < bounds.max_batch_size:
+            batch = grown
         else:
-            batch = batch + max(1.0, math.ceil(batch * bounds.increase))
-            pause = min(pause, fill(batch))
+            pause = (pause + took) / (1.0 + bounds.increase) - took
+            pause = pause if pause >= bounds.pause_step_ms else 0.0
     if m.hold_ms is not None and m.hold_ms > bounds.max_hold_ms:
         batch = min(batch, current.batch_size * bounds.max_hold_ms / m.hold_ms)
     return clamp_setting(Setting(int(batch), pause), bounds)
@@ -162,19 +174,21 @@ class LatencyBudget:
     probe_interval_ms: float = 10.0
     prometheus_query: str | None = None  # PromQL giving the app's p99 in seconds; used where an endpoint is given
     prometheus_interval_s: float = 15.0  # read it at most this often: its scrape interval
-    window_s: float = 2.0  # each setting is watched this long before it is judged, on the samples
-    # taken since it began
-    min_samples: int = 50  # a probe reading needs this many samples
+    window_s: float = 2.0  # a setting is judged after a quarter of this at the earliest (counts in
+    # quarter-window bins), a p99-only source's reading after a whole one; and with no plain breach
+    # for a whole one, a setting under headroom speeds up
+    min_samples: int = 50  # a probe's p99 (the baseline, the display) needs this many samples
     control_interval_s: float = 0.25  # at most one latency decision per interval
     max_pause_ms: float = 1000.0
     pause_step_ms: float = 5.0
     decrease: float = 0.5
     increase: float = 0.15
     headroom: float = 0.8
-    target: float = 0.8  # aim each window's p99 at this share of the budget (see LatencyThrottle)
+    target: float = 0.8  # aim at this share of the budget (see LatencyThrottle)
+    evidence_z: float = 2.0  # a count of slow requests is plain this many standard deviations off the aim
     max_hold_ms: float = 40.0
-    cycle_ms: float = 40.0
-    start_duty: float = 0.25  # the first batch is cut to take at most this share of the cycle
+    batch_ms: float = 5.0  # a batch grows only while it holds its row locks shorter than this
+    start_duty: float = 0.05  # the first batch sizes the start: batch_ms batches, this share of the time
 
     def __post_init__(self) -> None:
         def need(key: str, ok: bool, what: str) -> None:
@@ -198,11 +212,11 @@ class LatencyBudget:
                 need(f.name, _is_number(value) and math.isfinite(value), "a number")
         need("budget_ratio", self.budget_ratio > 1.0, "above 1.0 (a budget at the baseline cannot be met)")
         for key in ("baseline_s", "probe_interval_ms", "window_s", "pause_step_ms", "max_hold_ms",
-                    "prometheus_interval_s"):
+                    "prometheus_interval_s", "evidence_z"):
             need(key, getattr(self, key) > 0, "positive")
         need("control_interval_s", self.control_interval_s >= 0, "0 or more")
         need("max_pause_ms", self.max_pause_ms >= self.pause_step_ms, "at least pause_step_ms")
-        need("cycle_ms", 0 <= self.cycle_ms <= self.max_pause_ms, "between 0 and max_pause_ms")
+        need("batch_ms", 0 < self.batch_ms <= self.max_hold_ms, "positive and at most max_hold_ms")
         need("start_duty", 0 < self.start_duty <= 1, "in (0, 1]")
         need("decrease", 0 < self.decrease < 1, "between 0 and 1 (exclusive)")
         need("increase", self.increase > 0, "positive")
@@ -229,7 +243,7 @@ class LatencyBudget:
         return ControlBounds(min_batch_size=min_batch_size, max_batch_size=max_batch_size,
                              max_pause_ms=self.max_pause_ms, pause_step_ms=self.pause_step_ms,
                              decrease=self.decrease, increase=self.increase, headroom=self.headroom,
-                             max_hold_ms=self.max_hold_ms, cycle_ms=self.cycle_ms)
+                             max_hold_ms=self.max_hold_ms, batch_ms=self.batch_ms)
 
 
 def _is_number(value: object) -> bool:
@@ -251,6 +265,10 @@ class LatencySource(Protocol):
 
     def close(self) -> None: ...
 
+    # optional: ``count_slow(since, limit_ms, bin_s) -> [[slow, all], ...]``, per ``bin_s`` from
+    # ``since`` on, the requests finished that were slower than ``limit_ms``, and all of them; a
+    # source that has it is judged on that share (see LatencyThrottle)
+
 
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile; 0.0 for no values."""
@@ -263,7 +281,39 @@ def percentile(values: list[float], p: float) -> float:
 def p99_since(samples: Iterable[tuple[float, float]], since: float, min_samples: int) -> float | None:
     """The p99 of the (finished at, ms) samples from ``since`` on; None with fewer than ``min_samples``."""
     recent = [ms for t, ms in samples if t >= since]
-    return percentile(recent, 99) if len(recent) >= min_samples else None
+    return percentile(recent, QUANTILE * 100) if len(recent) >= min_samples else None
+
+
+def slow_by_bin(samples: Iterable[tuple[float, float]], since: float, limit_ms: float,
+                bin_s: float) -> list[list[int]]:
+    """[slow, all] per ``bin_s`` bin, from ``since`` on, of the (finished at, ms) samples slower than
+    ``limit_ms``; every bin up to the last sample's."""
+    bins: list[list[int]] = []
+    for t, ms in samples:
+        if t < since:
+            continue
+        k = int((t - since) / bin_s)
+        while len(bins) <= k:
+            bins.append([0, 0])
+        bins[k][0] += ms > limit_ms
+        bins[k][1] += 1
+    return bins
+
+
+def share_over(bins: list[list[int]], allowed: float) -> tuple[float, float]:
+    """The share of slow samples over all bins, and its standard error: from the spread between the
+    bins (slow requests come in bursts, so they are not independent), never under the Poisson error
+    of a count at the ``allowed`` share (a few quiet bins prove little)."""
+    slow, total = sum(b[0] for b in bins), sum(b[1] for b in bins)
+    if total == 0:
+        return 0.0, math.inf
+    share = slow / total
+    poisson = math.sqrt(max(total * allowed, 1.0)) / total
+    full = [b for b in bins if b[1]]
+    if len(full) < 2:
+        return share, poisson
+    spread = math.sqrt(len(full) / (len(full) - 1) * sum((k - share * n) ** 2 for k, n in full)) / total
+    return share, max(spread, poisson)
 
 
 class PoolerProbe:
@@ -356,6 +406,22 @@ class PoolerProbe:
         readings = [r for r in (p99, stalled) if r is not None]
         return max(readings) if readings else None
 
+    def count_slow(self, since: float, limit_ms: float, bin_s: float) -> list[list[int]]:
+        """[probes slower than ``limit_ms``, all probes] per ``bin_s`` from ``since`` on. A probe in
+        flight for longer than the limit counts as every probe its schedule would have sent
+        meanwhile, all slow: the application's requests wait behind the same stall."""
+        if self.error is not None:
+            raise LatencyProbeFailed(f"latency probe failed: {self.error}")
+        now = time.monotonic()
+        with self._lock:
+            bins = slow_by_bin(self.samples, since, limit_ms, bin_s)
+            inflight = self._inflight_since
+        if inflight is not None and (now - inflight) * 1000.0 > limit_ms:
+            missed = int((now - max(inflight, since)) / self.interval_s) + 1
+            bins = bins or [[0, 0]]
+            bins[-1] = [bins[-1][0] + missed, bins[-1][1] + missed]
+        return bins
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -445,24 +511,25 @@ class LatencyThrottle:
     _last_change: float = 0.0
     _last_decision: float = 0.0
     _sized: bool = False  # the first batch's hold has sized the start
+    _shown_at: float = 0.0  # the counted sources' p99 was last read for the display
 
     def __post_init__(self) -> None:
         self.setting = clamp_setting(self.setting, self.bounds)
 
     def _size_the_start(self, hold_ms: float | None, now: float) -> bool:
-        """After the first batch: cut the batch so one takes at most ``start_duty`` of the cycle (the
-        configured size is a guess made without this machine's row cost); it grows on evidence."""
-        if self._sized or hold_ms is None or hold_ms <= 0 or not self.bounds.cycle_ms:
+        """After the first batch: size the batch to hold its locks about ``batch_ms`` and the pause
+        so batches take ``start_duty`` of the time (the configured size is a guess made without this
+        machine's row cost); from there the controller moves on evidence."""
+        if self._sized or hold_ms is None or hold_ms <= 0:
             return False
         self._sized = True
-        rows = int(self.setting.batch_size * self.budget.start_duty * self.bounds.cycle_ms / hold_ms)
-        if rows >= self.setting.batch_size:
+        rows = self.setting.batch_size * self.bounds.batch_ms / hold_ms
+        batch = clamp_setting(Setting(int(rows), 0), self.bounds).batch_size
+        took = hold_ms * batch / self.setting.batch_size
+        sized = clamp_setting(Setting(batch, took * (1.0 / self.budget.start_duty - 1.0)), self.bounds)
+        if sized == self.setting:
             return False
-        measured = Measurement(None, hold_ms)
-        batch = max(self.bounds.min_batch_size, rows)
-        self.setting = clamp_setting(Setting(batch, max(self.setting.pause_ms, cycle_pause(
-            batch, measured, self.setting.batch_size, self.bounds))), self.bounds)
-        self._last_change = now
+        self.setting, self._last_change = sized, now
         return True
 
     def measure_baseline(self, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -497,31 +564,77 @@ class LatencyThrottle:
                                          "set latency.budget_ms")
         self._started = self._last_change = self._last_decision = time.monotonic()
 
+    def _verdict(self, source: LatencySource, watched: float, now: float) -> tuple[float, str | None] | None:
+        """One source's usage (1.0: at its budget) and verdict on the current setting, watched for
+        ``watched`` seconds: OVER the aim, UNDER ``headroom`` x the aim, HOLD in between, or None:
+        not plain yet. None for both: no reading."""
+        aim, budget_ms = self.budget.target, self.budget_ms[source.name]
+        count_slow = getattr(source, "count_slow", None)
+        if count_slow is not None:
+            # the share of requests slower than the budget, against the share a p99 allows: a
+            # count adds up over the time the setting ran, where one window's p99 is at the mercy
+            # of a burst; plain once it differs from the aim by evidence_z standard errors, so a
+            # setting near the aim is held on until the evidence is in (over the last
+            # EVIDENCE_WINDOWS windows: the load may have changed since, and each judgement walks
+            # every sample it counts, in the process whose probe thread waits for the GIL meanwhile)
+            since = max(self._last_change, now - EVIDENCE_WINDOWS * self.budget.window_s)
+            bins = count_slow(since, budget_ms, self.budget.window_s / 4)
+            if not any(n for _, n in bins):
+                return None
+            share, error = share_over(bins, ALLOWED_SLOW_SHARE)
+            usage = share / ALLOWED_SLOW_SHARE
+            expected = ALLOWED_SLOW_SHARE * aim
+            low = expected * self.bounds.headroom
+            if share - expected >= self.budget.evidence_z * error:
+                return usage, OVER
+            if low - share >= self.budget.evidence_z * error:
+                return usage, UNDER
+            # additive increase: a setting watched a whole window without a plain breach, and under
+            # headroom on the count so far, speeds up; only a breach must be plain to slow down
+            return usage, (UNDER if watched >= self.budget.window_s and share < low else None)
+        reading = source.read(self._last_change)
+        if reading is None:
+            return None
+        self.readings_ms[source.name] = reading
+        usage = reading / budget_ms
+        # a p99 (Prometheus's) is judged on a whole window of the setting's own: a p99 of fewer
+        # samples (their maximum) reads high and would throttle for nothing; but a gross breach
+        # (one that halves the rate) is plain after a quarter window
+        if watched < self.budget.window_s and usage < aim / self.budget.decrease:
+            return usage, None
+        return usage, (OVER if usage > aim else UNDER if usage < aim * self.bounds.headroom else HOLD)
+
     def after_batch(self, hold_ms: float | None) -> Setting:
         """The setting for the next batch; a latency decision at most every ``control_interval_s``."""
         now = time.monotonic()
         if self._size_the_start(hold_ms, now):
             return self.setting
         usage = reading = None
-        # a setting is judged on a whole window of its own: the budget is a p99 over such windows,
-        # and a p99 of fewer samples (their maximum) reads high and would throttle for nothing; but
-        # a gross breach (one that halves the batch) is plain after a quarter window, and waiting
-        # out the rest would spend it over budget
         watched = now - self._last_change
         if now - self._last_decision >= self.budget.control_interval_s and watched >= self.budget.window_s / 4:
-            readings = {s.name: s.read(self._last_change) for s in self.sources}
-            readings = {k: v for k, v in readings.items() if v is not None}
-            worst = max((v / self.budget_ms[k] for k, v in readings.items()), default=None)
-            if worst is not None and watched < self.budget.window_s and \
-                    worst < self.budget.target / self.budget.decrease:
-                worst = None  # not a whole window yet, and no gross breach: wait for the window
-            if worst is not None:
-                self.readings_ms.update(readings)  # a source without a new reading shows its last one
-                reading = worst
-                self.usage = reading
-                self.max_usage = max(self.max_usage, reading)
+            verdicts = {}
+            for source in self.sources:
+                found = self._verdict(source, watched, now)
+                if found is not None:
+                    verdicts[source.name] = found
+            if verdicts:
+                self.usage = max(u for u, _ in verdicts.values())
+                self.max_usage = max(self.max_usage, self.usage)
+            over = [u for u, v in verdicts.values() if v == OVER]
+            # slow down on any source's plain breach; otherwise move once every source is plain,
+            # or one has headroom and the others are not plain but under the aim (a probe of a few
+            # hundred samples rarely is plain, and would hold back what the application's own
+            # latencies show)
+            undecided = [u for u, v in verdicts.values() if v is None]
+            headroom = any(v == UNDER for _, v in verdicts.values()) and all(
+                u <= self.budget.target for u in undecided)
+            if over or (verdicts and not undecided) or headroom:
+                reading = max(over) if over else self.usage if not undecided else \
+                    max(u for u, v in verdicts.values() if v == UNDER)
                 self._last_decision = now
                 usage = reading / self.budget.target
+        if reading is not None or now - self._shown_at >= self.budget.window_s:
+            self._show_p99(now)
         new = decide(self.setting, Measurement(usage, hold_ms), self.bounds)
         if reading is not None:
             self.log.append(ControlStep(now - self._started, dict(self.readings_ms), reading, new))
@@ -529,6 +642,16 @@ class LatencyThrottle:
             self._last_change = now
             self.setting = new
         return new
+
+    def _show_p99(self, now: float) -> None:
+        """The counted sources' p99 for the display and the log (a source without a new reading
+        shows its last one); once per window, as it sorts every sample since the change of setting."""
+        self._shown_at = now
+        for source in self.sources:
+            if getattr(source, "count_slow", None) is not None:
+                value = source.read(self._last_change)
+                if value is not None:
+                    self.readings_ms[source.name] = value
 
     def force_batch_size(self, batch_size: int) -> None:
         """A lock-timeout retry shrank the batch outside the controller."""

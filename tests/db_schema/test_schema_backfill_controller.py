@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from bazbii_db.migrations.spec import BackfillSpec, MigrationSpecError
 from bazbii_db.migrations.throttle import (ControlBounds, LatencyBudget, LatencyConfigError, LatencyThrottle,
                                            Measurement, Setting, clamp_setting, decide,
-                                           percentile)
+                                           percentile, share_over, slow_by_bin)
 
 BOUNDS = ControlBounds(min_batch_size=50, max_batch_size=10_000, max_pause_ms=500, pause_step_ms=5,
-                       decrease=0.5, increase=0.15, headroom=0.8, max_hold_ms=40, cycle_ms=40)
+                       decrease=0.5, increase=0.15, headroom=0.8, max_hold_ms=40, batch_ms=5)
 
 
 @st.composite
@@ -33,7 +33,7 @@ def bounds(draw) -> ControlBounds:
                          max_pause_ms=longest, pause_step_ms=step,
                          decrease=draw(st.floats(0.05, 0.95)), increase=draw(st.floats(0.01, 2.0)),
                          headroom=draw(st.floats(0.1, 1.0)), max_hold_ms=draw(st.floats(1, 1000)),
-                         cycle_ms=draw(st.floats(0, longest)))
+                         batch_ms=draw(st.floats(0.1, 1000)))
 
 
 settings_ = st.builds(Setting, st.integers(-10, 500_000), st.floats(-100, 50_000, allow_nan=False))
@@ -88,32 +88,26 @@ def test_a_long_lock_hold_caps_the_next_batch_proportionally(b, setting, usage, 
     assert new.batch_size <= max(b.min_batch_size, math.floor(current.batch_size / over) + 1)
 
 
-def test_aimd_sequence_in_cycles_batch_first_then_a_longer_cycle_and_back():
-    seen, s, hold = [], Setting(400, 0), 2.0  # 400 rows in 2 ms
-    for _ in range(5):
-        s = decide(s, Measurement(2.0, hold), BOUNDS)
+def test_aimd_sequence_a_longer_cycle_then_a_smaller_batch_and_back():
+    # a breach lengthens the cycle (batch + pause) in proportion, the batch keeping its size
+    seen, s = [], Setting(1000, 15)  # 1000 rows in 5 ms, a 20 ms cycle
+    for _ in range(6):
+        s = decide(s, Measurement(2.0, 5.0), BOUNDS)
         seen.append((s.batch_size, s.pause_ms))
-        hold = hold * s.batch_size / seen[-2][0] if len(seen) > 1 else 1.0  # the rows take as long each
-    # the batch halves and its pause keeps the 40 ms cycle; at the smallest batch the cycle lengthens
-    assert seen == [(200, 39.0), (100, 39.5), (50, 39.75), (50, 79.5), (50, 159.0)]
-    # with headroom, the stretched cycle shortens first, not below the cycle's own pause
-    assert decide(Setting(50, 159), Measurement(0.5, 0.25), BOUNDS).pause_ms == pytest.approx(159 / 1.15)
-    assert decide(Setting(50, 46), Measurement(0.5, 0.25), BOUNDS) == Setting(50, 40)
-    # a pause within one step of the cycle's is jitter in the batches' duration, not a stretched cycle
-    assert decide(Setting(50, 42), Measurement(0.5, 0.25), BOUNDS).batch_size == 58
-    # then the batch grows 15 % and its pause shrinks to keep the cycle
-    s = decide(Setting(50, 39.75), Measurement(0.5, 0.25), BOUNDS)
-    assert s.batch_size == 58 and s.pause_ms == pytest.approx(40 - 0.25 * 58 / 50)
-    s = decide(Setting(4000, 20), Measurement(0.5, 20.0), BOUNDS)
-    assert s == Setting(4600, 17.0)
-    assert decide(Setting(8000, 0), Measurement(0.5, 40.0), BOUNDS) == Setting(9200, 0)  # a batch fills the cycle
-    # a mild breach shrinks in proportion: x 0.8 at 125 % of the budget
-    assert decide(Setting(1000, 35), Measurement(1.25, 5.0), BOUNDS) == Setting(800, 36.0)
-    assert decide(Setting(1000, 0), Measurement(0.1, hold_ms=80), BOUNDS).batch_size == 500
-    # no cycle (cycle_ms 0): the pause only once the smallest batch is not enough
-    no_cycle = replace(BOUNDS, cycle_ms=0)
-    assert decide(Setting(400, 0), Measurement(2.0, 2.0), no_cycle) == Setting(200, 0)
-    assert decide(Setting(50, 0), Measurement(2.0, 2.0), no_cycle) == Setting(50, 5)
+    # at the longest pause, the batch makes up the rest of the factor
+    assert seen == [(1000, 35), (1000, 75), (1000, 155), (1000, 315), (789, 500), (394, 500)]
+    # a mild breach, a mild slow-down: x 0.8 of the rate at 125 % of the budget
+    assert decide(Setting(1000, 35), Measurement(1.25, 5.0), BOUNDS) == Setting(1000, 45)
+    # a batch that ran longer than batch_ms is cut toward it as well, by at most the same factor
+    assert decide(Setting(1000, 35), Measurement(1.25, 6.25), BOUNDS) == Setting(800, (35 + 6.25) / 0.8 - 6.25)
+    assert decide(Setting(1000, 0), Measurement(2.0, None), BOUNDS) == Setting(1000, 5)  # back to back: one step
+    # with headroom, a batch shorter than batch_ms grows first (fewer, larger batches) ...
+    assert decide(Setting(400, 80), Measurement(0.5, 2.0), BOUNDS) == Setting(460, 80)
+    # ... then the cycle shortens by the same 15 %, down to none
+    assert decide(Setting(1000, 80), Measurement(0.5, 5.0), BOUNDS).pause_ms == pytest.approx(85 / 1.15 - 5)
+    assert decide(Setting(1000, 4.5), Measurement(0.5, 5.0), BOUNDS) == Setting(1000, 0)
+    assert decide(Setting(1000, 0), Measurement(0.5, 5.0), BOUNDS) == Setting(1150, 0)  # back to back: bigger
+    assert decide(Setting(1000, 0), Measurement(0.1, hold_ms=80), BOUNDS).batch_size == 500  # the hold cap
 
 
 @settings(max_examples=300, deadline=None)
@@ -141,8 +135,9 @@ def test_a_breach_cuts_the_batch_by_at_most_the_decrease_factor(b, setting, usag
     ("increase", 0, "positive"),
     ("headroom", 1.5, "in (0, 1]"),
     ("max_pause_ms", 1, "at least pause_step_ms"),
-    ("cycle_ms", 5000, "between 0 and max_pause_ms"),
-    ("cycle_ms", -1, "between 0 and max_pause_ms"),
+    ("batch_ms", 0, "positive and at most max_hold_ms"),
+    ("batch_ms", 50, "positive and at most max_hold_ms"),
+    ("evidence_z", 0, "positive"),
     ("start_duty", 0, "in (0, 1]"),
     ("start_duty", 1.5, "in (0, 1]"),
     ("target", 0, "in (0, 1]"),
@@ -214,15 +209,15 @@ def test_throttle_budgets_from_the_baseline_and_uses_the_worst_source():
     assert t.budget_ms == {"probe": 3.0, "prometheus": 15.0}
     prom.value = 18.0  # 120 % of its budget; the probe is fine
     time.sleep(0.01)  # each setting is judged on a whole window
-    assert t.after_batch(5.0) == Setting(833, 40 - 5.0 * 833 / 1000)
+    assert t.after_batch(5.0) == Setting(1000, 5)  # back to back: one pause step
     assert t.usage == pytest.approx(1.2) and "120% of budget" in t.status()
     prom.value, probe.value = 3.0, 1.0
     time.sleep(0.01)
-    assert t.after_batch(5.0) == Setting(958, 40 - 5.0 * 958 / 833)  # a bigger batch, in the same cycle
+    assert t.after_batch(4.0) == Setting(1150, 5)  # a batch shorter than batch_ms grows first
     assert t.max_usage == pytest.approx(1.2) and [round(s.usage, 2) for s in t.log] == [1.2, 0.33]
     probe.value = prom.value = None  # no reading: hold
     time.sleep(0.01)
-    assert t.after_batch(5.0) == Setting(958, 40 - 5.0 * 958 / 833) and len(t.log) == 2
+    assert t.after_batch(4.0) == Setting(1150, 5) and len(t.log) == 2
     t.close()
     assert probe.closed and prom.closed
 
@@ -237,19 +232,19 @@ def test_throttle_judges_each_setting_on_a_whole_window_of_its_own():
     time.sleep(0.1)  # a quarter window: not a gross breach, still waits
     assert t.after_batch(None) == Setting(1000, 0) and t.log == []
     probe.value = 3.0  # 200 %: gross, acted on after a quarter window
-    assert t.after_batch(None) == Setting(500, 40)
-    assert t.after_batch(None) == Setting(500, 40)  # the new setting gets its own (quarter) window
+    assert t.after_batch(None) == Setting(1000, 5)
+    assert t.after_batch(None) == Setting(1000, 5)  # the new setting gets its own (quarter) window
     t._last_change -= 0.3  # (as if a whole window passed)
     probe.value = 1.8
-    assert t.after_batch(None) == Setting(416, 40)
+    assert t.after_batch(None) == Setting(1000, 6)
     probe.value = 3.0
     t._last_change -= 0.3
-    assert t.after_batch(None) == Setting(208, 40)
+    assert t.after_batch(None) == Setting(1000, 12)
     probe.value = 0.5  # a third of the budget: speeding up waits for a whole window
     time.sleep(0.1)
-    assert t.after_batch(None) == Setting(208, 40)
+    assert t.after_batch(None) == Setting(1000, 12)
     time.sleep(0.21)
-    assert t.after_batch(None) == Setting(240, 40)
+    assert t.after_batch(None).pause_ms == pytest.approx(12 / 1.15)
     assert [round(step.usage, 2) for step in t.log] == [2.0, 1.2, 2.0, 0.33]
 
 
@@ -261,26 +256,90 @@ def test_throttle_aims_each_window_below_the_budget():
     assert t.budget.target == 0.8
     probe.value = 1.35  # 90 % of the 1.5 ms budget: over the 80 % aimed at, so it slows down
     time.sleep(0.02)
-    assert t.after_batch(None).batch_size == int(1000 * 0.8 / 0.9)
+    assert t.after_batch(None) == Setting(1000, pytest.approx(40 * 0.9 / 0.8))
     assert t.usage == pytest.approx(0.9) and "90% of budget" in t.status()  # shown against the budget
     probe.value = 0.9  # 60 %: under headroom x target (64 %): faster
     time.sleep(0.02)
-    assert t.after_batch(None).batch_size > int(1000 * 0.8 / 0.9)
+    assert t.after_batch(None).pause_ms < 40 * 0.9 / 0.8
 
 
-def test_the_first_batch_sizes_the_start_to_a_share_of_the_cycle():
+def test_the_first_batch_sizes_the_start_to_batch_ms_and_a_share_of_the_time():
     budget = LatencyBudget(baseline_s=0.01, window_s=0.3, control_interval_s=0.0, start_duty=0.1)
     t = LatencyThrottle(budget, [Scripted("probe", 1.0)], Setting(1000, 40), BOUNDS)
     t.measure_baseline()
-    # 1000 rows took 8 ms: 10 % of the 40 ms cycle is 4 ms, 500 rows; the pause fills the cycle
-    assert t.after_batch(8.0) == Setting(500, 40)
-    assert t.after_batch(4.0) == Setting(500, 40)  # once only; then the controller, a window later
-    cheap = LatencyThrottle(budget, [Scripted("probe", 1.0)], Setting(100, 40), BOUNDS)
+    # 1000 rows took 8 ms: 625 rows take batch_ms (5 ms); 10 % of the time is a 45 ms pause after each
+    assert t.after_batch(8.0) == Setting(625, 45)
+    assert t.after_batch(4.0) == Setting(625, 45)  # once only; then the controller, a window later
+    cheap = LatencyThrottle(budget, [Scripted("probe", 1.0)], Setting(100, 0), BOUNDS)
     cheap.measure_baseline()
-    assert cheap.after_batch(0.5) == Setting(100, 40)  # already small enough: never grown by this
+    assert cheap.after_batch(0.5) == Setting(1000, 45)  # a configured size too small for batch_ms grows
     tiny = LatencyThrottle(budget, [Scripted("probe", 1.0)], Setting(1000, 0), BOUNDS)
     tiny.measure_baseline()
-    assert tiny.after_batch(400.0) == Setting(50, 20)  # not below the smallest batch (50 rows: 20 ms)
+    assert tiny.after_batch(400.0) == Setting(50, 180)  # not below the smallest batch (50 rows: 20 ms)
+
+
+class Counted(Scripted):
+    """A source that also counts its samples slower than a limit, per bin (as the probe and the
+    load do): ``bins`` is what it answers, [slow, all] per bin since the last change of setting."""
+
+    def __init__(self, name: str, value: float):
+        super().__init__(name, value)
+        self.bins: list[list[int]] = []
+
+    def count_slow(self, since: float, limit_ms: float, bin_s: float) -> list[list[int]]:
+        return [list(b) for b in self.bins]
+
+
+def test_share_over_takes_its_error_from_the_spread_between_bins():
+    steady, bursty = [[15, 1000]] * 4, [[60, 1000], [0, 1000], [0, 1000], [0, 1000]]
+    assert share_over(steady, 0.01) == (pytest.approx(0.015), pytest.approx(math.sqrt(40) / 4000))  # Poisson
+    share, error = share_over(bursty, 0.01)
+    assert share == pytest.approx(0.015) and error == pytest.approx(0.015)  # one burst: the same share, unsure
+    assert share_over([], 0.01) == (0.0, math.inf) and share_over([[0, 0]], 0.01) == (0.0, math.inf)
+    assert slow_by_bin([(0.05, 3.0), (0.1, 1.0), (0.35, 2.5)], 0.0, 2.0, 0.1) == [[1, 1], [0, 1], [0, 0], [1, 1]]
+    assert slow_by_bin([(0.05, 3.0)], 0.1, 2.0, 0.1) == []
+
+
+def test_counted_sources_are_judged_on_the_share_of_slow_requests_once_it_is_plain():
+    app = Counted("app", 1.0)
+    budget = LatencyBudget(baseline_s=0.01, window_s=0.4, control_interval_s=0.0)
+    # (5 ms batches at 5 % of the time: as the first batch sizes the start)
+    t = LatencyThrottle(budget, [app], Setting(1000, 95), BOUNDS)
+    t.measure_baseline()
+    assert budget.target == 0.8 and budget.evidence_z == 2.0
+    time.sleep(0.11)  # a quarter window: the first judgement
+    # 1 % of the requests slower than the budget, the share a p99 at the budget allows (usage
+    # 100 %), over the 0.8 % aimed at; but within 2 standard errors of 2000 requests: not plain
+    app.bins = [[5, 500]] * 4
+    assert t.after_batch(5.0) == Setting(1000, 95) and t.log == [] and t.usage == pytest.approx(1.0)
+    app.bins = [[30, 500], [0, 500], [0, 500], [0, 500]]  # 1.5 %, all in one burst: not plain either
+    assert t.after_batch(5.0) == Setting(1000, 95) and t.log == []
+    app.bins = [[15, 1000]] * 4  # 1.5 % in every bin: plain, slows down in proportion
+    assert t.after_batch(5.0) == Setting(1000, pytest.approx(100 / (0.8 / 1.5) - 5))
+    assert t.log[-1].usage == pytest.approx(1.5) and "150% of budget" in t.status()
+    slowed = t.setting
+    time.sleep(0.11)
+    app.bins = [[5, 1000]] * 2  # 0.5 %: under headroom x aim (0.64 %), not plain, not a whole window yet
+    assert t.after_batch(4.0) == slowed and len(t.log) == 1
+    time.sleep(0.3)  # a whole window without a plain breach, under headroom: one additive increase
+    assert t.after_batch(4.0) == Setting(1150, slowed.pause_ms) and len(t.log) == 2
+    time.sleep(0.11)
+    app.bins = [[0, 5000]] * 4  # none slow of 20,000: plain at once
+    assert t.after_batch(4.0).batch_size == 1323 and len(t.log) == 3
+    # one plain breach of any source slows down; speeding up needs one source's headroom and every
+    # other source plain too, or at least under the aim
+    probe = Counted("probe", 1.0)
+    both = LatencyThrottle(budget, [app, probe], Setting(1000, 95), BOUNDS)
+    both.measure_baseline()
+    time.sleep(0.11)
+    probe.bins = [[0, 50]]  # no slow probe: 50 probes prove nothing, but do not hold back the app's headroom
+    assert both.after_batch(5.0) == Setting(1000, pytest.approx(100 / 1.15 - 5)) and len(both.log) == 1
+    assert both.log[-1].usage == 0.0
+    time.sleep(0.11)
+    probe.bins = [[1, 50]]  # 2 %: over the aim, though not plainly: holds the speed-up back
+    assert both.after_batch(5.0).pause_ms == pytest.approx(100 / 1.15 - 5) and len(both.log) == 1
+    probe.bins = [[5, 50]]  # 10 %: plain
+    assert both.after_batch(5.0).pause_ms > 95
 
 
 def test_throttle_refuses_a_source_without_a_baseline_reading():
@@ -306,7 +365,7 @@ def test_absolute_budget_and_non_finite_baseline_readings():
     assert t.budget_ms == {"prometheus": 8.0} and t.baseline_ms == {"prometheus": 4.0}
     prom.value = 9.0
     time.sleep(0.01)
-    assert t.after_batch(None) == Setting(88, 40)
+    assert t.after_batch(None) == Setting(100, 5)
     assert t.usage == pytest.approx(9.0 / 8.0)
     prom.value = float("inf")  # fails closed: backs off, as far as it goes
 
@@ -314,9 +373,9 @@ def test_absolute_budget_and_non_finite_baseline_readings():
         time.sleep(0.01)
         return t.after_batch(None)
 
-    seen = [later() for _ in range(8)]
-    assert seen[:5] == [Setting(50, p) for p in (40, 80, 160, 320, 500)]
-    assert seen[5:] == [Setting(50, 500)] * 3
+    seen = [later() for _ in range(9)]
+    assert seen[:6] == [Setting(100, p) for p in (10, 20, 40, 80, 160, 320)]
+    assert seen[6:] == [Setting(78, 500), Setting(50, 500), Setting(50, 500)]
 
 
 def test_percentile_nearest_rank():

@@ -95,8 +95,12 @@ def test_probe_measures_real_waits_and_counts_a_stall(db):
             time.sleep(0.4)
             # the probe is stuck behind the lock: its reading is the stall so far, not "no data"
             stalled = probe.read(locked_at)
+            # and counted as every probe it should have sent meanwhile, all slower than a 100 ms budget
+            bins = probe.count_slow(locked_at, 100.0, 1.0)
             holder.commit()
         assert stalled is not None and stalled >= 300, (quiet_ms, stalled)
+        (slow, total), = bins
+        assert slow >= 30 and total - slow <= 1, bins  # 400 ms at 10 ms; at most one probe before the lock
         wait_for("the probe recorded the finished wait", lambda: (probe.read(locked_at) or 0) >= 350, 10)
         assert quiet_ms < stalled
     finally:
@@ -138,21 +142,21 @@ def test_latency_budget_slows_the_backfill_when_latency_rises_and_speeds_it_up_w
         worker.start()
         try:
             setting = lambda: backfill.throttle.setting if backfill.throttle else Setting(0, 0)  # noqa: E731
-            # quiet: latency is far under budget, the batches grow (one per 40 ms cycle)
+            # quiet: latency is far under budget, the backfill speeds up
             wait_for("the backfill speeds up while latency is low", lambda: setting().batch_size >= 300)
             fast = setting()
             # contended: the app's read waits up to 120 ms behind the lock, over the 50 ms budget
             contention.on.set()
-            # the batch first, down to the smallest; then a longer cycle, up to the longest pause
+            # a longer cycle first, up to the longest pause; then the batch, down to the smallest
             wait_for("the backfill backs off to its smallest batch and longest pause",
                      lambda: setting().batch_size == 50 and setting().pause_ms == 100)
             slow = setting()
             assert slow.slower_than(fast)
             assert backfill.throttle.usage > 1.0
-            # quiet again: the stretched cycle shortens first, then the batches grow back
+            # quiet again: the batches grow back first (each holds its locks shorter than batch_ms)
             contention.on.clear()
             wait_for("the backfill speeds up again", lambda: setting().batch_size > 100, 60)
-            assert slow.slower_than(setting()) and setting().pause_ms < 100
+            assert slow.slower_than(setting())
         finally:
             stop.set()
             worker.join(60)
@@ -163,9 +167,9 @@ def test_latency_budget_slows_the_backfill_when_latency_rises_and_speeds_it_up_w
     assert max(usages) > 1.0 and min(usages) < budget.headroom
     steps = [step.setting for step in result.control_log]
     slowest = steps.index(Setting(50, 100))
-    assert steps.index(next(st for st in steps if st.batch_size == 50)) < slowest  # the batch went first
+    assert steps.index(next(st for st in steps if st.pause_ms == 100)) < slowest  # the cycle went first
     regrown = next(i for i in range(slowest, len(steps)) if steps[i].batch_size > 50)
-    assert any(st.batch_size == 50 and st.pause_ms < 100 for st in steps[slowest:regrown])  # the cycle came back first
+    assert steps[regrown].pause_ms == 100  # the batch came back first
     # stopped cleanly: the checkpoint is kept and a rerun finishes exactly once per row
     assert fetch(db, "SELECT finished_at IS NULL FROM bazbii_migrations.backfill_checkpoint") == [(True,)]
     rest = Backfill(db, "m", hits_spec(batch_size=5000), "c", quiet()).run()
@@ -183,7 +187,7 @@ def test_default_budget_is_one_and_a_half_times_the_measured_baseline_and_progre
                             progress_interval_s=0.2)).run()
     (baseline,) = result.latency_baseline_ms.values()
     assert baseline > 0 and result.latency_budget_ms["probe"] == pytest.approx(1.5 * baseline)
-    assert result.control_log and result.max_budget_usage is not None
+    assert result.max_budget_usage is not None  # (decisions wait for plain evidence: a short run may make none)
     text = out.getvalue()
     assert "latency baseline" in text and "% of budget" in text, text
     assert hits_histogram(db) == [(1, 3000)]
