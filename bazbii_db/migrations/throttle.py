@@ -663,8 +663,10 @@ class LatencyThrottle:
         s = self.setting
         if self.usage is None:
             return f"latency budget {_fmt_ms(self.budget_ms)}, batch {s.batch_size}, pause {s.pause_ms:g} ms"
-        return (f"latency {_fmt_ms(self.readings_ms)} = {self.usage:.0%} of budget {_fmt_ms(self.budget_ms)}, "
-                f"batch {s.batch_size}, pause {s.pause_ms:g} ms")
+        # usage: a counted source's share of requests over its budget against the 1 % a p99 allows,
+        # a p99-only source's reading against its budget; either way 100 % is at the budget
+        return (f"latency p99 {_fmt_ms(self.readings_ms)}, budget {_fmt_ms(self.budget_ms)}: {self.usage:.0%} of "
+                f"budget in use, batch {s.batch_size}, pause {s.pause_ms:g} ms")
 
     def close(self) -> None:
         for source in self.sources:
