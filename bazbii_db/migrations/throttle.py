@@ -41,8 +41,9 @@ mostly by the pause:
 :class:`LatencyThrottle` judges the current setting on every source, at most every
 ``control_interval_s`` and not before a quarter ``window_s``, and aims at ``target`` (80 %) of the
 budget. A source that keeps its samples (the probe; the benchmark's load) is judged on the *share*
-of its requests since the setting began that were slower than the budget, against the 1 % a p99
-allows (usage 1.0 = at the budget). The counts add up over the whole time a setting runs; a
+of its requests since the setting began (its last ``EVIDENCE_WINDOWS`` windows at most) that were
+slower than the budget, against the 1 % a p99 allows (usage 1.0 = at the budget). The counts add
+up over the time a setting runs; a
 breach is acted on once it is plain: the share is ``evidence_z`` (2) standard errors over the aim,
 the error taken from the spread between quarter-window bins (the load's slow requests come in
 bursts, so they are not independent; never under the Poisson error). A setting watched for a whole
@@ -54,9 +55,9 @@ room to spare (measured: 0.20x the throughput of the best fixed setting, at 1.01
 A source that gives a p99 only (Prometheus, over its own range) is judged on a whole window, or
 after a quarter window on a gross breach. Any source's plain breach slows down; speeding up needs
 one source's headroom and every other source plain too, or at least under the aim (a probe's few
-hundred samples are rarely plain either way). The first batch sizes the start: ``batch_ms`` batches taking
-``start_duty`` (5 %) of the time (the configured size is a guess made without this machine's row
-cost).
+hundred samples are rarely plain either way). The first batch sizes the start: ``batch_ms``
+batches taking ``start_duty`` (5 %) of the time (the configured size is a guess made without this
+machine's row cost).
 """
 
 from __future__ import annotations
@@ -270,6 +271,11 @@ class LatencySource(Protocol):
     # source that has it is judged on that share (see LatencyThrottle)
 
 
+def counts_slow(source: LatencySource) -> bool:
+    """The source counts its slow requests (``count_slow``): judged on that share, not on a p99."""
+    return getattr(source, "count_slow", None) is not None
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile; 0.0 for no values."""
     if not values:
@@ -445,9 +451,9 @@ class PrometheusLatency:
     ignored: keep that range short, or the throttle reacts late. Its value changes only once per
     scrape, so it is read at most once per ``interval_s`` (set it to the scrape interval); between
     reads there is no new reading, and the controller does not act on one stale value again and
-    again. No traffic in the range (an empty or NaN result) is no reading; an unreachable or failing Prometheus reads as infinitely slow, so
-    the backfill backs off rather than speeding up blind (like an unreachable replica for the lag
-    throttle)."""
+    again. No traffic in the range (an empty or NaN result) is no reading; an unreachable or
+    failing Prometheus reads as infinitely slow, so the backfill backs off rather than speeding up
+    blind (like an unreachable replica for the lag throttle)."""
 
     name = "prometheus"
 
@@ -569,8 +575,7 @@ class LatencyThrottle:
         ``watched`` seconds: OVER the aim, UNDER ``headroom`` x the aim, HOLD in between, or None:
         not plain yet. None for both: no reading."""
         aim, budget_ms = self.budget.target, self.budget_ms[source.name]
-        count_slow = getattr(source, "count_slow", None)
-        if count_slow is not None:
+        if counts_slow(source):
             # the share of requests slower than the budget, against the share a p99 allows: a
             # count adds up over the time the setting ran, where one window's p99 is at the mercy
             # of a burst; plain once it differs from the aim by evidence_z standard errors, so a
@@ -578,7 +583,7 @@ class LatencyThrottle:
             # EVIDENCE_WINDOWS windows: the load may have changed since, and each judgement walks
             # every sample it counts, in the process whose probe thread waits for the GIL meanwhile)
             since = max(self._last_change, now - EVIDENCE_WINDOWS * self.budget.window_s)
-            bins = count_slow(since, budget_ms, self.budget.window_s / 4)
+            bins = source.count_slow(since, budget_ms, self.budget.window_s / 4)
             if not any(n for _, n in bins):
                 return None
             share, error = share_over(bins, ALLOWED_SLOW_SHARE)
@@ -628,9 +633,13 @@ class LatencyThrottle:
             undecided = [u for u, v in verdicts.values() if v is None]
             headroom = any(v == UNDER for _, v in verdicts.values()) and all(
                 u <= self.budget.target for u in undecided)
-            if over or (verdicts and not undecided) or headroom:
-                reading = max(over) if over else self.usage if not undecided else \
-                    max(u for u, v in verdicts.values() if v == UNDER)
+            if over:  # the worst breach
+                reading = max(over)
+            elif verdicts and not undecided:  # every source plain: the worst reading
+                reading = self.usage
+            elif headroom:  # the sources with headroom, the others not plain but under the aim
+                reading = max(u for u, v in verdicts.values() if v == UNDER)
+            if reading is not None:
                 self._last_decision = now
                 usage = reading / self.budget.target
         if reading is not None or now - self._shown_at >= self.budget.window_s:
@@ -648,7 +657,7 @@ class LatencyThrottle:
         shows its last one); once per window, as it sorts every sample since the change of setting."""
         self._shown_at = now
         for source in self.sources:
-            if getattr(source, "count_slow", None) is not None:
+            if counts_slow(source):
                 value = source.read(self._last_change)
                 if value is not None:
                     self.readings_ms[source.name] = value
