@@ -121,3 +121,20 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
         if time.monotonic() - start > timeout:
             raise TimeoutError(f"{what} not ready after {timeout:g} s")
         time.sleep(interval)
+
+
+def child_pids(pid: int) -> set[int]:
+    """The live children of ``pid`` (from /proc: e.g. an nginx master's workers)."""
+    children = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.add(int(entry))
+    return children

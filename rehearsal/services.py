@@ -25,7 +25,7 @@ from testsupport.localcluster import _chown_to_service_user, _as_service_user, p
 
 from . import configs
 from .postgres import PgServer
-from .procs import Managed, ProcessRegistry, wait_until
+from .procs import Managed, ProcessRegistry, child_pids, wait_until
 
 ADDRESSES = {"server1": "127.0.1.1", "server2": "127.0.1.2", "server3": "127.0.1.3"}
 EDGE = ADDRESSES["server1"]  # load balancer, DNS, resolver, Prometheus
@@ -217,8 +217,15 @@ class Services:
                    f"gateway on {server}")
 
     def reload_gateway(self, server: str) -> None:
+        """Rewrite the gateway's config and return once only workers with it serve: ``nginx -s reload``
+        returns at once, and the old workers answer with the old config meanwhile (a fault cleared
+        this way still failed a request of the next step)."""
         self._nginx_conf(server)
+        master = self.nginx[server].popen.pid
+        old = child_pids(master)
         subprocess.run(self._nginx_cmd(server, "-s", "reload"), check=True, capture_output=True, timeout=15)
+        wait_until(lambda: not (child_pids(master) & old) and bool(child_pids(master)), 15,
+                   f"gateway on {server} reloaded (its old workers gone)")
 
     def reload_gateways(self) -> None:
         for server in list(self.nginx):

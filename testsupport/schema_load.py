@@ -151,7 +151,13 @@ class LoadLatency:
         pass
 
     def _refresh(self) -> None:
-        self.samples.extend(sorted(self.live.read_new(self._seen)))
+        new = self.live.read_new(self._seen)
+        # kept in time order (the throttle walks them from the newest back): a worker's transaction
+        # that finished before the last one read, but was recorded after it, is merged in
+        first = min(new)[0] if new else None
+        while first is not None and self.samples and self.samples[-1][0] > first:
+            new.append(self.samples.pop())
+        self.samples.extend(sorted(new))
         horizon = time.monotonic() - max(self.window_s, 30.0)
         while self.samples and self.samples[0][0] < horizon:
             self.samples.popleft()

@@ -20,7 +20,10 @@ Sources (:class:`LatencySource`):
 
 The budget of each source is ``budget_ratio`` (default 1.5) times its baseline, measured before the
 first batch as that source's p99 over the whole ``baseline_s`` (pooled, like the p99 the budget
-holds; the p99 of one short window is far noisier); or ``budget_ms`` when set.
+holds; the p99 of one short window is far noisier); or ``budget_ms`` when set. A *proxy* (the
+probe times the database's part of a request) is budgeted with the application's slack in ms where
+a source of the application's own latency gives it: the milliseconds a backfill adds to the one, it
+adds to the other, and 1.5 x a 0.3 ms probe is under a busy machine's scheduling jitter.
 
 The controller (:func:`decide`, a pure function) is AIMD on the backfill's rate. Measured on a
 2-core machine (``bench/bench_backfill.py``, docs/schema-migrations.md), the load's p99 answers
@@ -32,14 +35,16 @@ mostly by the pause:
 * over budget: the cycle (one batch and its pause) lengthens in proportion to the breach (x 1.25 at
   125 % of the budget), by at most 1/``decrease`` (twice) at once; a batch that ran longer than
   ``batch_ms`` is cut toward it by as much; at ``max_pause_ms`` the batch makes up the rest;
-* under ``headroom`` x budget: a batch shorter than ``batch_ms`` grows first (by ``increase``, 15 %),
-  then the cycle shortens by as much, down to no pause;
+* under ``headroom`` x budget: a batch shorter than ``batch_ms`` grows first (by ``increase``, 15 %;
+  ``start_increase``, 50 %, until the first breach: a slow start), then the cycle shortens by as
+  much, down to no pause;
 * in between: hold;
 * on every batch, a batch that held its row locks longer than ``max_hold_ms`` caps the next one
   proportionally (lock hold is a target of its own, independent of latency).
 
 :class:`LatencyThrottle` judges the current setting on every source, at most every
-``control_interval_s`` and not before a quarter ``window_s``, and aims at ``target`` (80 %) of the
+``control_interval_s``, not before a quarter ``window_s`` nor before a whole one since the first
+batch (the start's own transients), and aims at ``target`` (80 %) of the
 budget. A source that keeps its samples (the probe; the benchmark's load) is judged on the *share*
 of its requests since the setting began (its last ``EVIDENCE_WINDOWS`` windows at most) that were
 slower than the budget, against the 1 % a p99 allows (usage 1.0 = at the budget). The counts add
@@ -54,8 +59,8 @@ under, and a backfill answering every window sank to its smallest batch while th
 room to spare (measured: 0.20x the throughput of the best fixed setting, at 1.01x the baseline).
 A source that gives a p99 only (Prometheus, over its own range) is judged on a whole window, or
 after a quarter window on a gross breach. Any source's plain breach slows down; speeding up needs
-one source's headroom and every other source plain too, or at least under the aim (a probe's few
-hundred samples are rarely plain either way). The first batch sizes the start: ``batch_ms``
+one source's headroom, none holding, and every undecided one under the aim (a probe's few hundred
+samples are rarely plain either way). The first batch sizes the start: ``batch_ms``
 batches taking ``start_duty`` (5 %) of the time (the configured size is a guess made without this
 machine's row cost).
 """
@@ -68,7 +73,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import psycopg
 
@@ -184,6 +189,7 @@ class LatencyBudget:
     pause_step_ms: float = 5.0
     decrease: float = 0.5
     increase: float = 0.15
+    start_increase: float = 0.5  # the growth per decision with headroom until the first breach
     headroom: float = 0.8
     target: float = 0.8  # aim at this share of the budget (see LatencyThrottle)
     evidence_z: float = 2.0  # a count of slow requests is plain this many standard deviations off the aim
@@ -221,6 +227,7 @@ class LatencyBudget:
         need("start_duty", 0 < self.start_duty <= 1, "in (0, 1]")
         need("decrease", 0 < self.decrease < 1, "between 0 and 1 (exclusive)")
         need("increase", self.increase > 0, "positive")
+        need("start_increase", self.start_increase >= self.increase, "at least increase")
         need("headroom", 0 < self.headroom <= 1, "in (0, 1]")
         need("target", 0 < self.target <= 1, "in (0, 1]")
 
@@ -266,9 +273,16 @@ class LatencySource(Protocol):
 
     def close(self) -> None: ...
 
+    # optional: ``proxy = True``, the source times a stand-in for the application's requests (the
+    # probe): with a source that is not, it is budgeted with that one's slack in ms (LatencyThrottle)
     # optional: ``count_slow(since, limit_ms, bin_s) -> [[slow, all], ...]``, per ``bin_s`` from
     # ``since`` on, the requests finished that were slower than ``limit_ms``, and all of them; a
     # source that has it is judged on that share (see LatencyThrottle)
+
+
+def is_proxy(source: LatencySource) -> bool:
+    """The source times a stand-in for the application's requests (``proxy = True``: the probe)."""
+    return getattr(source, "proxy", False) is True
 
 
 def counts_slow(source: LatencySource) -> bool:
@@ -284,20 +298,32 @@ def percentile(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, int(round(p / 100.0 * (len(s) - 1)))))]
 
 
-def p99_since(samples: Iterable[tuple[float, float]], since: float, min_samples: int) -> float | None:
-    """The p99 of the (finished at, ms) samples from ``since`` on; None with fewer than ``min_samples``."""
-    recent = [ms for t, ms in samples if t >= since]
+def samples_since(samples: Sequence[tuple[float, float]], since: float) -> list[tuple[float, float]]:
+    """The (finished at, ms) samples from ``since`` on, of samples kept in time order: walked from the
+    newest back, so a judgement costs the samples it counts, not every sample kept (the throttle
+    runs in the process whose probe thread waits for the GIL meanwhile)."""
+    out = []
+    for sample in reversed(samples):
+        if sample[0] < since:
+            break
+        out.append(sample)
+    out.reverse()
+    return out
+
+
+def p99_since(samples: Sequence[tuple[float, float]], since: float, min_samples: int) -> float | None:
+    """The p99 of the time-ordered (finished at, ms) samples from ``since`` on; None with fewer than
+    ``min_samples``."""
+    recent = [ms for _, ms in samples_since(samples, since)]
     return percentile(recent, QUANTILE * 100) if len(recent) >= min_samples else None
 
 
-def slow_by_bin(samples: Iterable[tuple[float, float]], since: float, limit_ms: float,
+def slow_by_bin(samples: Sequence[tuple[float, float]], since: float, limit_ms: float,
                 bin_s: float) -> list[list[int]]:
-    """[slow, all] per ``bin_s`` bin, from ``since`` on, of the (finished at, ms) samples slower than
-    ``limit_ms``; every bin up to the last sample's."""
+    """[slow, all] per ``bin_s`` bin, from ``since`` on, of the time-ordered (finished at, ms) samples
+    slower than ``limit_ms``; every bin up to the last sample's."""
     bins: list[list[int]] = []
-    for t, ms in samples:
-        if t < since:
-            continue
+    for t, ms in samples_since(samples, since):
         k = int((t - since) / bin_s)
         while len(bins) <= k:
             bins.append([0, 0])
@@ -326,6 +352,7 @@ class PoolerProbe:
     """Times ``query`` every ``interval_ms`` from a background thread on its own autocommit connection."""
 
     name = "probe"
+    proxy = True  # a stand-in for the application's requests: budgeted with its slack where it is known
 
     def __init__(self, dsn: str, query: str = "SELECT 1", interval_ms: float = 10.0, window_s: float = 1.0,
                  min_samples: int = 10, application_name: str = "bazbii-migrate latency probe"):
@@ -517,6 +544,7 @@ class LatencyThrottle:
     _last_change: float = 0.0
     _last_decision: float = 0.0
     _sized: bool = False  # the first batch's hold has sized the start
+    _breached: bool = False  # a plain breach ended the slow start
     _shown_at: float = 0.0  # the counted sources' p99 was last read for the display
 
     def __post_init__(self) -> None:
@@ -565,6 +593,15 @@ class LatencyThrottle:
             baseline = pooled if pooled is not None and math.isfinite(pooled) else statistics.median(values)
             self.baseline_ms[source.name] = baseline
             self.budget_ms[source.name] = self.budget.budget_ms or self.budget.budget_ratio * baseline
+        # a proxy (the probe) measures the database's part of a request: the milliseconds a backfill
+        # adds to it, it adds to the application's requests too. With the application's own latency
+        # at hand, the proxy may spend the application's slack in ms, not budget_ratio x its own
+        # baseline (measured: 1.5 x a 0.3 ms probe left 0.15 ms, under a busy 2-core machine's
+        # scheduling jitter, and 5-13 % of probes broke it while the load's p99 stayed in budget)
+        slack = [self.budget_ms[s.name] - self.baseline_ms[s.name] for s in self.sources if not is_proxy(s)]
+        for source in self.sources:
+            if is_proxy(source) and slack and not self.budget.budget_ms:
+                self.budget_ms[source.name] = self.baseline_ms[source.name] + min(slack)
             if self.budget_ms[source.name] <= 0:
                 raise LatencyProbeFailed(f"latency source {source.name}: baseline 0 ms gives no budget to hold; "
                                          "set latency.budget_ms")
@@ -596,6 +633,8 @@ class LatencyThrottle:
                 return usage, UNDER
             # additive increase: a setting watched a whole window without a plain breach, and under
             # headroom on the count so far, speeds up; only a breach must be plain to slow down
+            # (measured: speeding up under the aim itself, the backfill broke it plainly, cut by a
+            # third and climbed back, for less throughput at a higher p99)
             return usage, (UNDER if watched >= self.budget.window_s and share < low else None)
         reading = source.read(self._last_change)
         if reading is None:
@@ -616,7 +655,11 @@ class LatencyThrottle:
             return self.setting
         usage = reading = None
         watched = now - self._last_change
-        if now - self._last_decision >= self.budget.control_interval_s and watched >= self.budget.window_s / 4:
+        # the first judgement waits a whole window: the start's own transients (new connections,
+        # the first batch at the configured size) broke the budget in the first quarter window of
+        # most benchmark runs, and halved a start that then ran clean
+        judged = watched >= self.budget.window_s / 4 and now - self._started >= self.budget.window_s
+        if now - self._last_decision >= self.budget.control_interval_s and judged:
             verdicts = {}
             for source in self.sources:
                 found = self._verdict(source, watched, now)
@@ -626,25 +669,31 @@ class LatencyThrottle:
                 self.usage = max(u for u, _ in verdicts.values())
                 self.max_usage = max(self.max_usage, self.usage)
             over = [u for u, v in verdicts.values() if v == OVER]
-            # slow down on any source's plain breach; otherwise move once every source is plain,
-            # or one has headroom and the others are not plain but under the aim (a probe of a few
-            # hundred samples rarely is plain, and would hold back what the application's own
-            # latencies show)
+            # slow down on any source's plain breach; speed up once one source has headroom and no
+            # other holds, the undecided ones under the aim (a probe of a few hundred samples rarely
+            # is plain, and would hold back what the application's own latencies show); hold once
+            # every source is plain
             undecided = [u for u, v in verdicts.values() if v is None]
-            headroom = any(v == UNDER for _, v in verdicts.values()) and all(
-                u <= self.budget.target for u in undecided)
-            if over:  # the worst breach
-                reading = max(over)
-            elif verdicts and not undecided:  # every source plain: the worst reading
+            under = [u for u, v in verdicts.values() if v == UNDER]
+            if over:  # in proportion to the worst breach (measured: a cut of only what a count
+                # proves, its share less its margin of error, kept the backfill far over the budget
+                # through plain breaches; see docs/schema-migrations.md, versions v13 and v14)
+                reading, usage = max(over), max(over) / self.budget.target
+            elif under and HOLD not in (v for _, v in verdicts.values()) and all(
+                    u <= self.budget.target for u in undecided):
+                reading, usage = max(under), 0.0  # the verdicts found headroom: usage 0 speeds up
+            elif verdicts and not undecided:
                 reading = self.usage
-            elif headroom:  # the sources with headroom, the others not plain but under the aim
-                reading = max(u for u, v in verdicts.values() if v == UNDER)
             if reading is not None:
                 self._last_decision = now
-                usage = reading / self.budget.target
         if reading is not None or now - self._shown_at >= self.budget.window_s:
             self._show_p99(now)
-        new = decide(self.setting, Measurement(usage, hold_ms), self.bounds)
+        # slow start: until the first breach, headroom grows the rate by start_increase, not
+        # increase (the start is a guess; the climb to the frontier at 15 % a window took most of a
+        # 20 s run), then by increase around the frontier the breach found
+        self._breached = self._breached or (usage is not None and usage > 1.0)
+        bounds = self.bounds if self._breached else replace(self.bounds, increase=self.budget.start_increase)
+        new = decide(self.setting, Measurement(usage, hold_ms), bounds)
         if reading is not None:
             self.log.append(ControlStep(now - self._started, dict(self.readings_ms), reading, new))
         if new != self.setting:

@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 from pulumi_policy import EnforcementLevel
 
-from bazbii_db.migrations.lint import migration_file_label
+from bazbii_db.migrations.lint import DOWN_ANALYSED_AS, migration_file_label
 from bazbii_db.sql_safety import ERROR, STAGES, analyse_sql, validated_checks_after
-from bazbii_plan.facts import MIGRATION_ID_LABEL, MIGRATION_STAGE_LABEL, STAGE_FILES, VERSION_FORMAT, version_from_image
+from bazbii_plan.facts import DOWN_SUFFIX, MIGRATION_ID_LABEL, MIGRATION_STAGE_LABEL, STAGE_FILES, VERSION_FORMAT, version_from_image
 
 from ..builders import CONFIG_MAP, DEPLOYMENT, JOB, gate_of, gate_policy, metadata_labels, resource_label, \
     resource_policy, stack_policy
@@ -105,43 +105,44 @@ def contract_after_deployments_rollout(
 
 
 # --------------------------------------------------------------------------- SQL
-def _ordered_files(data: Mapping[str, str]) -> list[tuple[str, str]]:
-    """``(stage, filename)`` for the SQL files in ``data``, in run order (unknown files last, as the labelled stage)."""
-    out = []
-    for stage in STAGES:
-        for filename in STAGE_FILES[stage]:
-            if filename in data:
-                out.append((stage, filename))
-    return out
-
-
 def analyse_configmap(
     stage: str, migration_id: str, data: Mapping[str, str], use_squawk: bool = True
 ) -> list[Any]:
     """Findings of :func:`analyse_sql` for the files the labelled ``stage`` runs.
 
     Earlier stages' files present in ``data`` only feed the validated NOT NULL
-    checks (they ran in earlier steps). A ``.sql`` file that belongs to no
-    stage is analysed as part of the labelled stage.
+    checks (they ran in earlier steps). Later stages' ``<stage>.down.sql`` run in
+    this stage's Job on a rollback and are analysed as down steps
+    (``DOWN_ANALYSED_AS``). A ``.sql`` file that belongs to no stage is analysed
+    as part of the labelled stage.
     """
     if stage not in STAGES:
         return []
     known: set = set()
+    known_after: dict[str, set] = {}  # the validated checks once each stage has run
     findings = []
-    files = _ordered_files(data)
-    extra = sorted(k for k in data if k.endswith(".sql") and k not in {f for _, f in files})
-    for file_stage, filename in files + [(stage, k) for k in extra]:
-        sql = data[filename]
-        if not isinstance(sql, str):
-            continue
-        if STAGES.index(file_stage) < STAGES.index(stage):
+    downs = {f"{s}{DOWN_SUFFIX}" for s in STAGES}
+    staged = {f for s in STAGES for f in STAGE_FILES[s]}
+    extra = sorted(k for k in data if k.endswith(".sql") and k not in staged and k not in downs)
+    for file_stage in STAGES:
+        for filename in [f for f in STAGE_FILES[file_stage] if f in data] + (extra if file_stage == stage else []):
+            sql = data[filename]
+            if not isinstance(sql, str):
+                continue
+            if file_stage == stage:
+                findings += analyse_sql(sql, stage, migration_file_label(migration_id, filename),
+                                        known_validated_checks=known, use_squawk=use_squawk)
             known = validated_checks_after(sql, known)
-            continue
-        if file_stage != stage:
-            continue
-        findings += analyse_sql(sql, stage, migration_file_label(migration_id, filename),
-                                known_validated_checks=known, use_squawk=use_squawk)
-        known = validated_checks_after(sql, known)
+        known_after[file_stage] = known
+    # a later stage's down step runs in this stage's Job when the schema track rolls back to it (the
+    # runner reverts the later applied stages first), and is judged as the runner's lint judges it:
+    # the down of contract restores what contract removed, as an expand would (DOWN_ANALYSED_AS),
+    # not as the stage the Job is labelled with; this stage's own down does not run here
+    for later in STAGES[STAGES.index(stage) + 1:]:
+        down = f"{later}{DOWN_SUFFIX}"
+        if isinstance(data.get(down), str):
+            findings += analyse_sql(data[down], DOWN_ANALYSED_AS[later], migration_file_label(migration_id, down),
+                                    known_validated_checks=known_after[later], use_squawk=use_squawk)
     return findings
 
 

@@ -45,6 +45,23 @@ def test_the_load_streams_its_latencies_as_they_happen(db):
         OltpLoad(db, "t", 1000).latency_source()
 
 
+def test_the_live_stream_keeps_its_samples_in_time_order():
+    # the throttle walks a source's samples from the newest back and stops at the first too old:
+    # a transaction recorded after a later one (another worker's) must be merged in, not lost
+    from testsupport.schema_load import LiveLatencies, LoadLatency
+
+    live = LiveLatencies(2)
+    source = LoadLatency(live)
+    now = time.monotonic()
+    live.record(0, now - 3.0, 1.0)
+    live.record(0, now - 1.0, 9.0)
+    source.count_slow(now - 10, 5.0, 1.0)
+    live.record(1, now - 2.0, 9.0)  # finished before the last one read, recorded after it
+    live.record(1, now - 0.5, 1.0)
+    assert source.count_slow(now - 2.5, 5.0, 1.0) == [[1, 1], [1, 1], [0, 1]]
+    assert [t for t, _ in source.samples] == [now - 3.0, now - 2.0, now - 1.0, now - 0.5]
+
+
 def test_quick_benchmark_run_prints_targets_and_writes_json_and_picture(tmp_path, capsys):
     from bench import bench_backfill
 

@@ -217,6 +217,39 @@ def test_destructive_ddl_in_expand_is_denied(migrations):
     assert "/expand.sql:3: [destructive-ddl-outside-contract] DROP COLUMN title on posts in the expand stage" in message
 
 
+def test_a_down_step_is_judged_as_the_runner_runs_it(migrations):
+    # expand.down.sql drops what expand added: it never runs in the expand stage's Job, and is not
+    # destructive DDL in the expand stage
+    folder = migrations / "0002_add_category"
+    (folder / "expand.down.sql").write_text("ALTER TABLE posts DROP COLUMN IF EXISTS category;\n")
+    result = steady(_with_dir(BASE, migrations).at(schema="0002-expand", release="api-1.9"))
+    assert "schema-destructive-ddl-in-contract-only" not in result.names(), result.explain()
+    # contract.down.sql runs in the migrate stage's Job when the schema track rolls back to migrate:
+    # its unsafe DDL is denied there, cited by its own file
+    down = folder / "contract.down.sql"
+    down.write_text(down.read_text() + "CREATE INDEX posts_category_idx ON posts (category);\n")
+    result = steady(_with_dir(BASE, migrations))
+    assert any("contract.down.sql" in m and "[require-concurrent-index-creation]" in m
+               for m in result.messages("schema-safe-ddl")), result.explain()
+
+
+def test_down_steps_run_only_in_earlier_stages_jobs():
+    from policies.rules.schema import analyse_configmap
+
+    data = {"expand.sql": "ALTER TABLE posts ADD COLUMN category text;\n",
+            "contract.sql": "ALTER TABLE posts DROP COLUMN legacy;\n",
+            "contract.down.sql": "ALTER TABLE posts ADD COLUMN legacy text;\nALTER TABLE posts DROP COLUMN category;\n"
+                                 "CREATE INDEX posts_legacy_idx ON posts (legacy);\n"}
+    rules = lambda stage: {(f.file.split("/")[-1], f.rule) for f in analyse_configmap(stage, "0009_x", data, False)}
+    # in the expand and migrate Jobs the down of contract may run: judged as an expand (no drops)
+    assert ("contract.down.sql", "destructive-ddl-outside-contract") in rules("expand")
+    assert ("contract.down.sql", "destructive-ddl-outside-contract") in rules("migrate")
+    assert ("contract.down.sql", "require-concurrent-index-creation") in rules("migrate")
+    # in the contract Job it does not run; contract.sql's own drop is the contract's to make
+    assert not any(name == "contract.down.sql" for name, _ in rules("contract"))
+    assert ("contract.sql", "destructive-ddl-outside-contract") not in rules("contract")
+
+
 def test_destructive_ddl_in_contract_passes(migrations):
     path = migrations / "0002_add_category" / "contract.sql"
     path.write_text(path.read_text() + "ALTER TABLE posts DROP COLUMN IF EXISTS legacy_tag;\n")
