@@ -24,6 +24,15 @@ def config_key(path: Iterable) -> str:
     return f"{NAMESPACE}:{format_path(path)}"
 
 
+PATTERN_WORDS: dict[str, str] = {}  # a Field pattern -> what it asks for, in words (see pattern())
+
+
+def pattern(regex: str, words: str) -> str:
+    """A Field pattern, registered with the words a config error says instead of the regex."""
+    PATTERN_WORDS[regex] = words
+    return regex
+
+
 class ConfigError(Exception):
     """Bad stack config: every problem is one line ``bazbii:<key path>: <what is wrong>``."""
 
@@ -54,7 +63,10 @@ def _friendly(error: dict) -> str:
     if kind == "missing":
         return "is required"
     if kind == "string_pattern_mismatch":
-        return f"does not match the expected form {ctx.get('pattern')}"
+        words = PATTERN_WORDS.get(ctx.get("pattern"))
+        got = error.get("input")
+        shown = f" (got {got!r})" if isinstance(got, str) else ""
+        return f"must be {words}{shown}" if words else f"does not match the expected form {ctx.get('pattern')}{shown}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}"
     return _clean_message(error.get("msg", "invalid"))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import total_ordering
 from typing import Optional
 
+from bazbii_plan.errors import pattern
+
 # --------------------------------------------------------------------------- Kubernetes labels
 NAME_LABEL = "app.kubernetes.io/name"
 VERSION_LABEL = "app.kubernetes.io/version"
@@ -102,7 +104,7 @@ def pg_paths(version: int = DEFAULT_PG_VERSION) -> PgPaths:
 SEMVER = re.compile(r"^[vV]?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 VERSION_FORMAT = "MAJOR.MINOR.PATCH (e.g. 2.0.0 or 2.0.0-rc.1)"
 # A minimum version named in config (a flag's minAppVersion, a contract's required app version): a release.
-RELEASE_VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+RELEASE_VERSION_PATTERN = pattern(r"^[0-9]+\.[0-9]+\.[0-9]+$", "a version MAJOR.MINOR.PATCH, e.g. 2.0.0")
 
 
 @total_ordering

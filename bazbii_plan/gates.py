@@ -28,7 +28,8 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import AfterValidator, Field, model_validator
 
-from .models import NAME_PATTERN, Model, Rollback, StackState
+from .errors import PATTERN_WORDS, pattern
+from .models import NAME_PATTERN, PATH_PATTERN, Model, Rollback, StackState
 
 _DURATION = re.compile(r"^([0-9]+)(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -118,7 +119,7 @@ class Exporter(Model):
     """Where one kind of exporter listens on each server that runs it."""
 
     port: int = Field(ge=1, le=65535)
-    path: str = Field(default="/metrics", pattern=r"^/[A-Za-z0-9._/-]*$")
+    path: str = Field(default="/metrics", pattern=PATH_PATTERN)
 
 
 def _default_exporters() -> dict[str, Exporter]:
@@ -148,7 +149,8 @@ QueryTemplate = Annotated[str, AfterValidator(_check_template)]
 class MetricsConfig(Model):
     """``bazbii:metrics``: the Prometheus-compatible HTTP API and the PromQL the gates use."""
 
-    endpoint: Optional[str] = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    endpoint: Optional[str] = Field(default=None, pattern=pattern(r"^https?://[^\s/]+(/[^\s]*)?$",
+                                                                          "an http:// or https:// URL"))
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     queries: dict[str, QueryTemplate] = Field(default_factory=dict)
     scopes: dict[ScopeKind, str] = Field(default_factory=dict)
@@ -172,7 +174,7 @@ class MetricsConfig(Model):
 # --------------------------------------------------------------------------- gate criteria
 class Scope(Model):
     kind: ScopeKind = "service"
-    name: str = Field(default="", pattern=r"^$|" + NAME_PATTERN)
+    name: str = Field(default="", pattern=pattern(r"^$|" + NAME_PATTERN, "empty, or " + PATTERN_WORDS[NAME_PATTERN]))
 
     @model_validator(mode="after")
     def _name_when_needed(self) -> "Scope":

@@ -19,12 +19,19 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from bazbii_plan.errors import PATTERN_WORDS, pattern
 from bazbii_plan.facts import (DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_LAG_BYTES, DEFAULT_PAUSE_TIMEOUT_SECONDS, DEFAULT_PG_VERSION,
                                RELEASE_VERSION_PATTERN, SUPPORTED_PG_VERSIONS)
 
-NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
-SLOT_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
-HOSTNAME_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+NAME_PATTERN = pattern(r"^[a-z][a-z0-9-]{0,40}$",
+                       "a name of lowercase letters, digits and '-', starting with a letter, at most 41 long")
+IDENTIFIER_PATTERN = pattern(r"^[a-z_][a-z0-9_]{0,62}$",
+                             "lowercase letters, digits and '_', not starting with a digit, at most 63 long")
+SLOT_PATTERN = IDENTIFIER_PATTERN
+HOSTNAME_PATTERN = pattern(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+                           "a lowercase DNS name with a dot, e.g. api.example.com")
+PATH_PATTERN = pattern(r"^/[A-Za-z0-9._/-]*$", "a path starting with '/' (letters, digits, '.', '_', '/', '-')")
+CLOUDFLARE_ID_PATTERN = pattern(r"^[0-9a-f]{32}$", "32 lowercase hex digits (the id Cloudflare shows)")
 # registry/repo:tag, tag required (a missing tag means "latest", which policies forbid anyway)
 IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?[a-z0-9._/-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 
@@ -63,8 +70,8 @@ class Model(BaseModel):
 
 # --------------------------------------------------------------------------- cloudflare
 class Cloudflare(Model):
-    account_id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    zone_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    account_id: str = Field(pattern=CLOUDFLARE_ID_PATTERN)
+    zone_id: str = Field(pattern=CLOUDFLARE_ID_PATTERN)
     zone: str = Field(pattern=HOSTNAME_PATTERN)
 
 
@@ -81,7 +88,8 @@ class Server(Model):
     disk_gb: Annotated[int, between(10, 10000)]
     roles: list[Role] = Field(default_factory=list)
     os: Literal["ubuntu-22.04", "ubuntu-24.04"] = "ubuntu-22.04"
-    ssh_user: str = Field(default="deploy", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ssh_user: str = Field(default="deploy", pattern=pattern(
+        r"^[a-z_][a-z0-9_-]{0,31}$", "a Unix user name: lowercase letters, digits, '_' and '-', at most 32 long"))
     ssh_port: Annotated[int, between(1, 65535)] = Field(default=22)
 
     @field_validator("address")
@@ -132,9 +140,9 @@ class Switchover(Model):
 
 
 class Database(Model):
-    name: str = Field(default="bazbii", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    user: str = Field(default="bazbii", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    replication_user: str = Field(default="replicator", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    name: str = Field(default="bazbii", pattern=IDENTIFIER_PATTERN)
+    user: str = Field(default="bazbii", pattern=IDENTIFIER_PATTERN)
+    replication_user: str = Field(default="replicator", pattern=IDENTIFIER_PATTERN)
     port: Annotated[int, between(1, 65535)] = Field(default=5432)
     version: Literal[SUPPORTED_PG_VERSIONS] = DEFAULT_PG_VERSION  # type: ignore[valid-type]
     primary: str = Field(pattern=NAME_PATTERN)
@@ -165,7 +173,7 @@ class Tunnel(Model):
 class Gateway(Model):
     image: ImageRef
     port: Annotated[int, between(1, 65535)] = Field(default=8080)
-    health_path: str = Field(default="/healthz", pattern=r"^/[A-Za-z0-9._/-]*$")
+    health_path: str = Field(default="/healthz", pattern=PATH_PATTERN)
     tunnel: Tunnel
     # Where the gateway runs is not listed here: it runs on every server with the "gateway" role.
 
@@ -173,8 +181,9 @@ class Gateway(Model):
 # --------------------------------------------------------------------------- traffic
 class Monitor(Model):
     type: Literal["http", "https"] = "https"
-    path: str = Field(default="/healthz", pattern=r"^/[A-Za-z0-9._/-]*$")
-    expected_codes: str = Field(default="200", pattern=r"^[1-5]([0-9]{2}|xx)$")
+    path: str = Field(default="/healthz", pattern=PATH_PATTERN)
+    expected_codes: str = Field(default="200", pattern=pattern(r"^[1-5]([0-9]{2}|xx)$",
+                                                               "an HTTP status or class, e.g. 200 or 2xx"))
     interval: Annotated[int, between(10, 3600)] = Field(default=60)
     timeout: Annotated[int, between(1, 10)] = Field(default=5)
     retries: Annotated[int, between(0, 5)] = Field(default=2)
@@ -213,7 +222,8 @@ class Traffic(Model):
 
 # --------------------------------------------------------------------------- dns
 class DnsRecord(Model):
-    name: str = Field(pattern=r"^(@|[a-z0-9*]([a-z0-9.-]{0,61}[a-z0-9])?)$")
+    name: str = Field(pattern=pattern(r"^(@|[a-z0-9*]([a-z0-9.-]{0,61}[a-z0-9])?)$",
+                                      "'@' or a lowercase record name (letters, digits, '.', '-', '*')"))
     type: Literal["A", "AAAA", "CNAME", "TXT"]
     content: str = Field(min_length=1)
     ttl: int = Field(description="seconds; 1 means automatic (required for proxied records)")
@@ -256,7 +266,7 @@ class Rollout(Model):
     revision_history_limit: Annotated[int, between(0, 50)] = Field(default=5)
     drain_seconds: Annotated[int, between(0, 600)] = Field(default=DEFAULT_DRAIN_SECONDS, description="preStop sleep while endpoints drain")
     termination_grace_period_seconds: Annotated[int, between(1, 3600)] = Field(default=45)
-    readiness_path: str = Field(default="/readyz", pattern=r"^/[A-Za-z0-9._/-]*$")
+    readiness_path: str = Field(default="/readyz", pattern=PATH_PATTERN)
     pdb_max_unavailable: int = Field(default=1, ge=0)
 
     @field_validator("max_surge", "max_unavailable")
@@ -287,7 +297,9 @@ class Canary(Model):
 
 
 class App(Model):
-    namespace: str = Field(default="bazbii", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    namespace: str = Field(default="bazbii", pattern=pattern(
+        r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        "a Kubernetes namespace: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63"))
     api: Workload
     worker: Worker
     canary: Optional[Canary] = None
@@ -302,7 +314,8 @@ class App(Model):
 
 # --------------------------------------------------------------------------- schema
 class SchemaMigration(Model):
-    id: str = Field(pattern=r"^[0-9]{4}_[a-z0-9_]{0,57}[a-z0-9]$")  # also a Kubernetes label value: <= 63, ends alphanumeric
+    id: str = Field(pattern=pattern(r"^[0-9]{4}_[a-z0-9_]{0,57}[a-z0-9]$", "a migration id: 4 digits, '_', lowercase "
+                                    "letters, digits and '_', e.g. 0002_add_category (at most 63, ending with a letter or digit)"))  # also a Kubernetes label value: <= 63, ends alphanumeric
     stage: Literal["expand", "migrate", "contract"]
     contract_requires_app_version: str = Field(pattern=RELEASE_VERSION_PATTERN)
 
@@ -315,8 +328,10 @@ class Schema(Model):
 
 
 # --------------------------------------------------------------------------- feature flags
-FLAG_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
-MIGRATION_ID_PATTERN = r"^[0-9]{4}_[a-z0-9_]+$"
+FLAG_NAME_PATTERN = pattern(r"^[a-z][a-z0-9_]{0,62}$",
+                            "a flag name of lowercase letters, digits and '_', starting with a letter, at most 63 long")
+MIGRATION_ID_PATTERN = pattern(r"^[0-9]{4}_[a-z0-9_]+$",
+                               "a migration id: 4 digits, '_', lowercase letters, digits and '_', e.g. 0002_add_category")
 
 
 class SchemaPoint(Model):
@@ -361,11 +376,11 @@ class Rollback(Model):
 
 
 # --------------------------------------------------------------------------- the whole state
-def _names_match(value: dict, pattern: str, what: str) -> dict:
-    """The keys of a map of named things (servers, flags) all match ``pattern``."""
+def _names_match(value: dict, regex: str, what: str) -> dict:
+    """The keys of a map of named things (servers, flags) all match ``regex`` (a registered pattern)."""
     for name in value:
-        if not re.fullmatch(pattern, name):
-            raise ValueError(f"{what} name {name!r} must match {pattern}")
+        if not re.fullmatch(regex, name):
+            raise ValueError(f"{what} name {name!r} must be {PATTERN_WORDS.get(regex, 'like ' + regex)}")
     return value
 
 

@@ -16,10 +16,12 @@ from typing import Any, Optional
 
 from pydantic import Field, model_validator
 
+from .errors import pattern
 from .gates import GateCriteria
 from .models import STATE_SECTIONS, Model
 
-STEP_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,40}$"
+STEP_NAME_PATTERN = pattern(r"^[a-z0-9][a-z0-9.-]{0,40}$",
+                            "a step name of lowercase letters, digits, '.' and '-', at most 41 long")
 
 
 class Step(Model):
@@ -46,7 +48,7 @@ class Step(Model):
 
 
 class Track(Model):
-    key: str = Field(pattern=r"^[a-z][A-Za-z0-9]{0,40}$", description="config key holding the current step")
+    key: str = Field(pattern=pattern(r"^[a-z][A-Za-z0-9]{0,40}$", "a camelCase config key, e.g. schemaPhase"), description="config key holding the current step")
     owns: list[str] = Field(min_length=1)
     steps: list[Step] = Field(min_length=1)
 

@@ -34,7 +34,9 @@ def _infra_step(document, name):
 
 @pytest.mark.parametrize("edit, expected", [
     (lambda d: d["config"]["bazbii:metrics"].update(endpoint="prometheus:9090"),
-     "bazbii:metrics.endpoint: does not match the expected form"),
+     "bazbii:metrics.endpoint: must be an http:// or https:// URL (got 'prometheus:9090')"),
+    (lambda d: d["config"]["bazbii:metrics"].update(exporters={"api": {"port": 9100, "path": "metrics"}}),
+     "bazbii:metrics.exporters.api.path: must be a path starting with '/'"),
     (lambda d: d["config"]["bazbii:metrics"].update(queries={"errorRatio": "sum(rate(x[${windw}]))"}),
      "bazbii:metrics.queries.errorRatio: bad template"),
     (lambda d: _infra_step(d, "traffic-50")["criteria"].update(soak="1 day"),

@@ -112,3 +112,24 @@ def test_override_needs_a_reason(prod_values):
 def test_merge_patch_follows_rfc7396():
     assert merge_patch({"a": {"b": 1, "c": 2}}, {"a": {"b": None, "d": 3}}) == {"a": {"c": 2, "d": 3}}
     assert merge_patch({"a": [1, 2]}, {"a": [3]}) == {"a": [3]}
+
+
+def test_every_config_pattern_is_explained_in_words():
+    # a config error says what a key must be, not its regular expression: every Field pattern of
+    # the stack config is registered with its words (bazbii_plan.errors.pattern)
+    import inspect
+
+    from pydantic import BaseModel
+
+    import bazbii_plan.gates
+    import bazbii_plan.models
+    import bazbii_plan.plan
+    from bazbii_plan.errors import PATTERN_WORDS
+
+    patterns = {(cls.__name__, name): meta.pattern
+                for module in (bazbii_plan.models, bazbii_plan.plan, bazbii_plan.gates)
+                for cls in vars(module).values() if inspect.isclass(cls) and issubclass(cls, BaseModel)
+                for name, field in cls.model_fields.items()
+                for meta in field.metadata if getattr(meta, "pattern", None)}
+    assert len(patterns) > 20
+    assert {key: regex for key, regex in patterns.items() if regex not in PATTERN_WORDS} == {}

@@ -47,8 +47,8 @@ def test_an_unknown_flag_key_names_it(program):
 
 def test_a_flag_needs_a_semver_minimum_version(program):
     lines = problems(program, lambda v: declared(v).update(minAppVersion="2.0"))
-    assert any(line.startswith("bazbii:plan.flags.steps[1].changes.flags.new_category_ui.minAppVersion: does not "
-                               "match") for line in lines), lines
+    assert "bazbii:plan.flags.steps[1].changes.flags.new_category_ui.minAppVersion: must be a version " \
+           "MAJOR.MINOR.PATCH, e.g. 2.0.0 (got '2.0')" in lines, lines
 
 
 def test_needs_schema_names_a_stage(program):
@@ -70,7 +70,8 @@ def test_a_bad_flag_name_is_refused(program):
         changes = flag_steps(values)[1]["changes"]["flags"]
         changes["New-Category"] = changes.pop(FLAG)
     lines = problems(program, edit)
-    assert any("flag name 'New-Category' must match" in line for line in lines), lines
+    assert any("flag name 'New-Category' must be a flag name of lowercase letters, digits and '_'" in line
+               for line in lines), lines
 
 
 def test_the_flags_pointer_is_checked(program):
