@@ -29,7 +29,8 @@ PATTERN_WORDS: dict[str, str] = {}  # a Field pattern -> what it asks for, in wo
 
 def pattern(regex: str, words: str) -> str:
     """A Field pattern, registered with the words a config error says instead of the regex."""
-    PATTERN_WORDS[regex] = words
+    if PATTERN_WORDS.setdefault(regex, words) != words:  # one regex, one meaning in every error
+        raise ValueError(f"pattern {regex!r} is already registered as {PATTERN_WORDS[regex]!r}")
     return regex
 
 

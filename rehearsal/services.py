@@ -224,7 +224,7 @@ class Services:
         master = self.nginx[server].popen.pid
         old = child_pids(master)
         subprocess.run(self._nginx_cmd(server, "-s", "reload"), check=True, capture_output=True, timeout=15)
-        wait_until(lambda: not (child_pids(master) & old) and bool(child_pids(master)), 15,
+        wait_until(lambda: (workers := child_pids(master)) and not workers & old, 15,
                    f"gateway on {server} reloaded (its old workers gone)")
 
     def reload_gateways(self) -> None:
