@@ -1,5 +1,6 @@
 """The backfill benchmark as a picture: every setting's throughput against the load's p99, and how
-the adaptive run steered (its batch size, pause and budget in use over time).
+the adaptive run steered (its batch size, pause and budget in use over time, and the share of the
+time its batches' cost allowed them to run).
 
     venv/bin/python -m bench.backfill_plot RESULTS.json OUT.png     # from bench_backfill --json
     venv/bin/python -m bench.bench_backfill --plot OUT.png           # at the end of a run
@@ -21,7 +22,11 @@ def plot(summary: dict, path: str) -> None:
     import matplotlib.ticker
 
     target = summary.get("target_p99", 1.5)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw=dict(width_ratios=[1, 1.3]))
+    log = next((p["log"] for p in summary.get("probe", []) if p and p.get("log")), [])
+    costed = [(step["at_s"], 100 * step["allowed_duty"]) for step in log if step.get("allowed_duty") is not None]
+    fig, axes = plt.subplots(1, 3 if costed else 2, figsize=(18 if costed else 13, 5),
+                             gridspec_kw=dict(width_ratios=[1, 1.3, 0.8] if costed else [1, 1.3]))
+    left, right = axes[0], axes[1]
     for s in summary["settings"]:
         if s["setting"] == SINGLE:
             continue
@@ -42,7 +47,6 @@ def plot(summary: dict, path: str) -> None:
     left.set_title("each setting: throughput against the load's p99")
     left.grid(True, alpha=0.3)
 
-    log = next((p["log"] for p in summary.get("probe", []) if p and p.get("log")), [])
     if log:
         t = [step["at_s"] for step in log]
         right.step(t, [100 * step["usage"] for step in log], where="post", color="tab:red", label="budget in use, %")
@@ -59,6 +63,14 @@ def plot(summary: dict, path: str) -> None:
         right.grid(True, alpha=0.3)
     else:
         right.set_axis_off()
+    if costed:  # what the batches' cost allowed (batchcost), once it was plain
+        duty = axes[2]
+        duty.step(*zip(*costed), where="post", color="tab:purple")
+        duty.set_ylim(bottom=0)
+        duty.set_xlabel("seconds since the first batch")
+        duty.set_ylabel("% of the time batches may run")
+        duty.set_title("what the batches' cost allowed (first round)")
+        duty.grid(True, alpha=0.3)
     fig.suptitle(f"latency-aware backfill vs fixed settings, load p99 baseline {summary['baseline_p99_ms']:.2f} ms")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

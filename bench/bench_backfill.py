@@ -193,7 +193,8 @@ def run_round(dsn: str, args, n: int, settings: list[tuple[int, int]], console: 
                          max_usage=result.max_budget_usage, decisions=len(result.control_log),
                          log=[dict(at_s=round(c.at_s, 2), usage=round(c.usage, 2),
                                    readings_ms={k: round(v, 3) for k, v in c.readings_ms.items()},
-                                   batch=c.setting.batch_size, pause_ms=round(c.setting.pause_ms, 1))
+                                   batch=c.setting.batch_size, pause_ms=round(c.setting.pause_ms, 1),
+                                   allowed_duty=None if c.allowed_duty is None else round(c.allowed_duty, 4))
                               for c in result.control_log])
         runs.append(figures)
         print(f"  {label:<16} {figures.rows_per_s:>10,.0f} rows/s  load p99 {figures.load_p99_ms:7.2f} ms  "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bazbii_db.migrations.throttle import p99_since, percentile, slow_by_bin
+from bazbii_db.migrations.throttle import overlap_by_bin, p99_since, percentile, slow_by_bin
 from testsupport.localcluster import LocalCluster, make_workdir, remove_workdir
 
 BENCH_CONF = {
@@ -170,6 +170,12 @@ class LoadLatency:
         """[transactions slower than ``limit_ms``, all] per ``bin_s``, finished from ``since`` on."""
         self._refresh()
         return slow_by_bin(self.samples, since, limit_ms, bin_s)
+
+    def count_overlap(self, since: float, limit_ms: float, bin_s: float, spans) -> list[list[int]]:
+        """[slow busy, busy, slow idle, idle] per ``bin_s``, finished from ``since`` on: busy ones
+        overlapped one of the batches' (start, end) ``spans``, timed from their scheduled start."""
+        self._refresh()
+        return overlap_by_bin(self.samples, since, limit_ms, bin_s, spans)
 
     def close(self) -> None:
         pass

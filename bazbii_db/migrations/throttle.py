@@ -63,6 +63,21 @@ one source's headroom, none holding, and every undecided one under the aim (a pr
 samples are rarely plain either way). The first batch sizes the start: ``batch_ms``
 batches taking ``start_duty`` (5 %) of the time (the configured size is a guess made without this
 machine's row cost).
+
+**What a batch costs** (``batchcost``) takes over from those verdicts once it is plain. A source
+that can tell which of its requests overlapped a batch (``count_overlap``: the probe; the
+benchmark's load) counts the slow requests the batches add: those among the overlapping requests
+beyond the share of the others in the same quarter window, per second of batches, pooled over
+``horizon_s`` (30 s). Measured, the requests that overlapped no batch were slow at the baseline's
+own share at every fixed setting, and the backfill's whole effect was on the ones that did; the
+share of slow requests in a window swings with the batches' own impact, their cost per second of
+batches much less. With the cost plainly above none (``evidence_z`` errors), batches run the
+share of the time that keeps the share of slow requests at the aim: (aim - the share slow during
+the baseline) x requests a second / cost (:func:`retime`; at most 1 + ``start_increase`` times
+faster, or ``decrease`` times slower, a decision). The application's own source decides over a
+proxy's. The counted sources' plain breaches still slow down (a burst, or a load that changed;
+the cost then leads the way back), but their hold band no longer holds a speed-up back; a p99-only
+source (Prometheus) keeps its full say.
 """
 
 from __future__ import annotations
@@ -71,6 +86,7 @@ import math
 import statistics
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Protocol, Sequence
@@ -78,6 +94,7 @@ from typing import Callable, Protocol, Sequence
 import psycopg
 
 from bazbii_analysis.prometheus import EmptyResult, MetricsError, PrometheusClient
+from bazbii_db.migrations.batchcost import BUSY, IDLE, SLOW_BUSY, SLOW_IDLE, BatchCost, CostLedger
 from bazbii_db.migrations.dsn import redact, with_params
 
 
@@ -85,6 +102,7 @@ QUANTILE = 0.99  # the budget holds the application's p99 ...
 ALLOWED_SLOW_SHARE = 1.0 - QUANTILE  # ... so at most this share of requests may be slower than it
 OVER, UNDER, HOLD = "over", "under", "hold"  # a source's verdict on the current setting
 EVIDENCE_WINDOWS = 4  # a count covers the current setting's last this many window_s, at most
+RECENT_BATCHES = 20  # a cycle is timed with the mean of this many batches' durations
 
 
 class LatencyConfigError(ValueError):
@@ -162,9 +180,43 @@ def decide(setting: Setting, m: Measurement, bounds: ControlBounds) -> Setting:
         else:
             pause = (pause + took) / (1.0 + bounds.increase) - took
             pause = pause if pause >= bounds.pause_step_ms else 0.0
-    if m.hold_ms is not None and m.hold_ms > bounds.max_hold_ms:
-        batch = min(batch, current.batch_size * bounds.max_hold_ms / m.hold_ms)
-    return clamp_setting(Setting(int(batch), pause), bounds)
+    return cap_hold(Setting(int(batch), pause), current, m.hold_ms, bounds)
+
+
+def cap_hold(setting: Setting, current: Setting, hold_ms: float | None, bounds: ControlBounds) -> Setting:
+    """A batch that held its row locks longer than ``max_hold_ms`` caps the next one proportionally."""
+    if hold_ms is not None and hold_ms > bounds.max_hold_ms:
+        setting = replace(setting, batch_size=int(min(setting.batch_size,
+                                                      current.batch_size * bounds.max_hold_ms / hold_ms)))
+    return clamp_setting(setting, bounds)
+
+
+def retime(setting: Setting, duty: float, took_ms: float, hold_ms: float | None, bounds: ControlBounds,
+           increase: float, faster: bool = True) -> Setting:
+    """Toward batches running ``duty`` of the time (what their cost allows), from batches that take
+    ``took_ms``: at most 1 + ``increase`` times the current share or ``decrease`` times it at once
+    (the cost is an estimate that firms up as batches run), and no more without ``faster``. The
+    cost is per second of batches, so a batch shorter than ``batch_ms`` grows toward it first (fewer,
+    larger batches: less overhead per row); the pause sets the share; at ``max_pause_ms`` the batch
+    makes up the rest. A change of the pause under half a pause step is not made."""
+    current = clamp_setting(setting, bounds)
+    took = max(0.0, took_ms)
+    if took <= 0:
+        return cap_hold(current, current, hold_ms, bounds)
+    now = took / (took + current.pause_ms)
+    share = min(1.0, max(duty, now * bounds.decrease), now * (1.0 + increase) if faster else now)
+    grow = min(1.0 + increase, bounds.batch_ms / took) if took < bounds.batch_ms else 1.0
+    batch = float(min(bounds.max_batch_size, int(current.batch_size * grow)))
+    took *= batch / current.batch_size
+    pause = took / share - took if share > 0 else math.inf
+    if pause < bounds.pause_step_ms:
+        pause = 0.0 if share > now else bounds.pause_step_ms
+    if pause > bounds.max_pause_ms:  # the longest pause: smaller batches make up the rest
+        batch *= share * bounds.max_pause_ms / (1.0 - share) / took if share < 1 else 1.0
+        pause = bounds.max_pause_ms
+    if int(batch) == current.batch_size and 0 < pause and abs(pause - current.pause_ms) < bounds.pause_step_ms / 2:
+        pause = current.pause_ms  # (each change restarts the other sources' evidence)
+    return cap_hold(Setting(int(batch), pause), current, hold_ms, bounds)
 
 
 # --------------------------------------------------------------------------------------
@@ -196,6 +248,7 @@ class LatencyBudget:
     max_hold_ms: float = 40.0
     batch_ms: float = 5.0  # a batch grows only while it holds its row locks shorter than this
     start_duty: float = 0.05  # the first batch sizes the start: batch_ms batches, this share of the time
+    horizon_s: float = 30.0  # a batch's cost (slow requests it adds) is pooled over this long (batchcost)
 
     def __post_init__(self) -> None:
         def need(key: str, ok: bool, what: str) -> None:
@@ -219,7 +272,7 @@ class LatencyBudget:
                 need(f.name, _is_number(value) and math.isfinite(value), "a number")
         need("budget_ratio", self.budget_ratio > 1.0, "above 1.0 (a budget at the baseline cannot be met)")
         for key in ("baseline_s", "probe_interval_ms", "window_s", "pause_step_ms", "max_hold_ms",
-                    "prometheus_interval_s", "evidence_z"):
+                    "prometheus_interval_s", "evidence_z", "horizon_s"):
             need(key, getattr(self, key) > 0, "positive")
         need("control_interval_s", self.control_interval_s >= 0, "0 or more")
         need("max_pause_ms", self.max_pause_ms >= self.pause_step_ms, "at least pause_step_ms")
@@ -278,11 +331,20 @@ class LatencySource(Protocol):
     # optional: ``count_slow(since, limit_ms, bin_s) -> [[slow, all], ...]``, per ``bin_s`` from
     # ``since`` on, the requests finished that were slower than ``limit_ms``, and all of them; a
     # source that has it is judged on that share (see LatencyThrottle)
+    # optional: ``count_overlap(since, limit_ms, bin_s, spans) -> [[slow busy, busy, slow idle, idle],
+    # ...]``, the same split by whether the request overlapped one of the batches' (start, end)
+    # ``spans`` (``overlap_by_bin``): the batches' cost is counted from it (batchcost)
 
 
 def is_proxy(source: LatencySource) -> bool:
     """The source times a stand-in for the application's requests (``proxy = True``: the probe)."""
     return getattr(source, "proxy", False) is True
+
+
+def attributes(source: LatencySource) -> bool:
+    """The source can tell the requests that overlapped a batch (``count_overlap``): the batches'
+    cost is counted from it."""
+    return getattr(source, "count_overlap", None) is not None
 
 
 def counts_slow(source: LatencySource) -> bool:
@@ -329,6 +391,26 @@ def slow_by_bin(samples: Sequence[tuple[float, float]], since: float, limit_ms: 
             bins.append([0, 0])
         bins[k][0] += ms > limit_ms
         bins[k][1] += 1
+    return bins
+
+
+def overlap_by_bin(samples: Sequence[tuple[float, float]], since: float, limit_ms: float, bin_s: float,
+                   spans: Sequence[tuple[float, float]]) -> list[list[int]]:
+    """[slow busy, busy, slow idle, idle] per ``bin_s`` bin (``batchcost``'s columns), from ``since``
+    on, of the time-ordered (finished at, ms) samples: a *busy* request ran while a batch did (its
+    interval met one of the time-ordered, disjoint (start, end) ``spans``), a *slow* one took longer
+    than ``limit_ms``; every bin up to the last sample's."""
+    starts = [start for start, _ in spans]
+    bins: list[list[int]] = []
+    for t, ms in samples_since(samples, since):
+        k = int((t - since) / bin_s)
+        while len(bins) <= k:
+            bins.append([0, 0, 0, 0])
+        # the spans are disjoint: the last to start before the request ended is the last to end
+        i = bisect_left(starts, t) - 1
+        busy = i >= 0 and spans[i][1] > t - ms / 1000.0
+        bins[k][BUSY if busy else IDLE] += 1
+        bins[k][SLOW_BUSY if busy else SLOW_IDLE] += ms > limit_ms
     return bins
 
 
@@ -455,6 +537,15 @@ class PoolerProbe:
             bins[-1] = [bins[-1][0] + missed, bins[-1][1] + missed]
         return bins
 
+    def count_overlap(self, since: float, limit_ms: float, bin_s: float,
+                      spans: Sequence[tuple[float, float]]) -> list[list[int]]:
+        """[slow busy, busy, slow idle, idle] probes per ``bin_s`` from ``since`` on (``overlap_by_bin``);
+        a probe in flight counts once it returns."""
+        if self.error is not None:
+            raise LatencyProbeFailed(f"latency probe failed: {self.error}")
+        with self._lock:
+            return overlap_by_bin(self.samples, since, limit_ms, bin_s, spans)
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -526,6 +617,7 @@ class ControlStep:
     readings_ms: dict[str, float]
     usage: float
     setting: Setting  # the setting chosen by this step
+    allowed_duty: float | None = None  # the share of the time batches may run, by their cost; None: not known
 
 
 @dataclass
@@ -536,6 +628,7 @@ class LatencyThrottle:
     bounds: ControlBounds
     baseline_ms: dict[str, float] = field(default_factory=dict)
     budget_ms: dict[str, float] = field(default_factory=dict)
+    baseline_share: dict[str, float] = field(default_factory=dict)  # of a counted source's, slower than its budget
     readings_ms: dict[str, float] = field(default_factory=dict)
     usage: float | None = None
     max_usage: float = 0.0
@@ -546,6 +639,10 @@ class LatencyThrottle:
     _sized: bool = False  # the first batch's hold has sized the start
     _breached: bool = False  # a plain breach ended the slow start
     _shown_at: float = 0.0  # the counted sources' p99 was last read for the display
+    costs: dict[str, BatchCost] = field(default_factory=dict)  # per source that attributes (batchcost)
+    allowed_duty: float | None = None  # the share of the time the batches' cost allowed at the last decision
+    _ledgers: dict[str, CostLedger] = field(default_factory=dict)
+    _spans: list[tuple[float, float]] = field(default_factory=list)  # the batches' (start, end) lately
 
     def __post_init__(self) -> None:
         self.setting = clamp_setting(self.setting, self.bounds)
@@ -605,6 +702,14 @@ class LatencyThrottle:
             if self.budget_ms[source.name] <= 0:
                 raise LatencyProbeFailed(f"latency source {source.name}: baseline 0 ms gives no budget to hold; "
                                          "set latency.budget_ms")
+        # the share of requests that are slow with no backfill running: what the batches may add to it
+        # is the aim less this (measured: the requests that overlapped no batch were slow at this
+        # share at every fixed setting; a share measured during the run would carry its bursts)
+        for source in self.sources:
+            if counts_slow(source):
+                counted = source.count_slow(started, self.budget_ms[source.name], self.budget.baseline_s)
+                total = sum(n for _, n in counted)
+                self.baseline_share[source.name] = sum(k for k, _ in counted) / total if total else 0.0
         self._started = self._last_change = self._last_decision = time.monotonic()
 
     def _verdict(self, source: LatencySource, watched: float, now: float) -> tuple[float, str | None] | None:
@@ -651,9 +756,11 @@ class LatencyThrottle:
     def after_batch(self, hold_ms: float | None) -> Setting:
         """The setting for the next batch; a latency decision at most every ``control_interval_s``."""
         now = time.monotonic()
+        if hold_ms is not None and hold_ms > 0:
+            self._spans.append((now - hold_ms / 1000.0, now))
         if self._size_the_start(hold_ms, now):
             return self.setting
-        usage = reading = None
+        usage = reading = allowed = new = None
         watched = now - self._last_change
         # the first judgement waits a whole window: the start's own transients (new connections,
         # the first batch at the configured size) broke the budget in the first quarter window of
@@ -669,18 +776,28 @@ class LatencyThrottle:
                 self.usage = max(u for u, _ in verdicts.values())
                 self.max_usage = max(self.max_usage, self.usage)
             over = [u for u, v in verdicts.values() if v == OVER]
+            allowed = self.allowed_duty = self._allowed_duty(now)
+            if allowed is not None:  # the batches' cost is known: the sources that count it hold no
+                # speed-up back (it is theirs: a held band under the aim kept v12 at half the frontier);
+                # a plain breach of theirs still slows down
+                verdicts = {s.name: verdicts[s.name] for s in self.sources if s.name in verdicts and not attributes(s)}
             # slow down on any source's plain breach; speed up once one source has headroom and no
             # other holds, the undecided ones under the aim (a probe of a few hundred samples rarely
             # is plain, and would hold back what the application's own latencies show); hold once
             # every source is plain
             undecided = [u for u, v in verdicts.values() if v is None]
             under = [u for u, v in verdicts.values() if v == UNDER]
+            holding = HOLD in (v for _, v in verdicts.values()) or any(u > self.budget.target for u in undecided)
             if over:  # in proportion to the worst breach (measured: a cut of only what a count
                 # proves, its share less its margin of error, kept the backfill far over the budget
                 # through plain breaches; see docs/schema-migrations.md, versions v13 and v14)
                 reading, usage = max(over), max(over) / self.budget.target
-            elif under and HOLD not in (v for _, v in verdicts.values()) and all(
-                    u <= self.budget.target for u in undecided):
+            elif allowed is not None:  # batches as much of the time as their cost allows; faster
+                # only if no other source holds
+                reading = self.usage if self.usage is not None else 0.0
+                new = retime(self.setting, allowed, self._took_ms(), hold_ms, self.bounds,
+                             self.budget.start_increase, faster=not holding)
+            elif under and not holding:
                 reading, usage = max(under), 0.0  # the verdicts found headroom: usage 0 speeds up
             elif verdicts and not undecided:
                 reading = self.usage
@@ -688,18 +805,52 @@ class LatencyThrottle:
                 self._last_decision = now
         if reading is not None or now - self._shown_at >= self.budget.window_s:
             self._show_p99(now)
-        # slow start: until the first breach, headroom grows the rate by start_increase, not
-        # increase (the start is a guess; the climb to the frontier at 15 % a window took most of a
-        # 20 s run), then by increase around the frontier the breach found
-        self._breached = self._breached or (usage is not None and usage > 1.0)
+        # slow start: until the first breach (or the batches' cost is known), headroom grows the
+        # rate by start_increase, not increase (the start is a guess; the climb to the frontier at
+        # 15 % a window took most of a 20 s run), then by increase around the frontier the breach found
+        self._breached = self._breached or (usage is not None and usage > 1.0) or allowed is not None
         bounds = self.bounds if self._breached else replace(self.bounds, increase=self.budget.start_increase)
-        new = decide(self.setting, Measurement(usage, hold_ms), bounds)
+        if new is None:
+            new = decide(self.setting, Measurement(usage, hold_ms), bounds)
         if reading is not None:
-            self.log.append(ControlStep(now - self._started, dict(self.readings_ms), reading, new))
+            self.log.append(ControlStep(now - self._started, dict(self.readings_ms), reading, new, allowed))
         if new != self.setting:
             self._last_change = now
             self.setting = new
         return new
+
+    def _allowed_duty(self, now: float) -> float | None:
+        """The share of the time batches may run and keep the share of slow requests at the aim,
+        given what a second of batches costs (``batchcost``): the strictest source's, of the sources
+        that count it, the application's own over a proxy's (a probe's hundred samples a second are
+        noisier); None: no cost is plain yet. Each source's bins are taken once, as they complete,
+        and pooled over ``horizon_s``."""
+        horizon = self.budget.horizon_s
+        del self._spans[:bisect_left(self._spans, now - horizon, key=lambda span: span[1])]
+        counting = [s for s in self.sources if attributes(s)]
+        duties = {}
+        for source in counting:
+            bin_s, limit_ms = self.budget.window_s / 4, self.budget_ms[source.name]
+            # (from the end of the first window on: the start's own transients are no batch's cost)
+            ledger = self._ledgers.setdefault(source.name, CostLedger(self._started + self.budget.window_s, bin_s,
+                                                                      horizon))
+            ledger.account(lambda since: source.count_overlap(since, limit_ms, bin_s, self._spans), self._spans, now)
+            cost = ledger.cost()
+            if cost is None:
+                continue
+            self.costs[source.name] = cost
+            if cost.plain(self.budget.evidence_z):
+                duties[source.name] = cost.duty(ALLOWED_SLOW_SHARE * self.budget.target,
+                                                self.baseline_share.get(source.name, cost.background))
+        own = [duties[s.name] for s in counting if s.name in duties and not is_proxy(s)]
+        return min(own or duties.values(), default=None)
+
+    def _took_ms(self) -> float:
+        """How long the current setting's batches ran, on average (one batch's time jitters); the
+        last batch's before one of them ends."""
+        recent = [end - start for start, end in self._spans[-RECENT_BATCHES:] if start >= self._last_change]
+        recent = recent or [end - start for start, end in self._spans[-1:]]
+        return 1000.0 * sum(recent) / len(recent) if recent else 0.0
 
     def _show_p99(self, now: float) -> None:
         """The counted sources' p99 for the display and the log (a source without a new reading
@@ -723,8 +874,9 @@ class LatencyThrottle:
             return f"latency budget {_fmt_ms(self.budget_ms)}, batch {s.batch_size}, pause {s.pause_ms:g} ms"
         # usage: a counted source's share of requests over its budget against the 1 % a p99 allows,
         # a p99-only source's reading against its budget; either way 100 % is at the budget
+        allowed = "" if self.allowed_duty is None else f" (cost allows batches {self.allowed_duty:.1%} of the time)"
         return (f"latency p99 {_fmt_ms(self.readings_ms)}, budget {_fmt_ms(self.budget_ms)}: {self.usage:.0%} of "
-                f"budget in use, batch {s.batch_size}, pause {s.pause_ms:g} ms")
+                f"budget in use, batch {s.batch_size}, pause {s.pause_ms:g} ms{allowed}")
 
     def close(self) -> None:
         for source in self.sources:

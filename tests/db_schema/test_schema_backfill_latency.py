@@ -19,6 +19,7 @@ from rich.console import Console
 
 from bazbii_db.migrations import BackfillError
 from bazbii_db.migrations.backfill import Backfill, BackfillStopped
+from bazbii_db.migrations.batchcost import CostLedger
 from bazbii_db.migrations.throttle import LatencyBudget, PoolerProbe, Setting
 
 from .conftest import apply_all, execute, fetch, runner, write_migration
@@ -106,6 +107,36 @@ def test_probe_measures_real_waits_and_counts_a_stall(db):
     finally:
         probe.close()
     assert probe.backend_pid and not fetch(db, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (probe.backend_pid,))
+
+
+def test_probe_tells_the_probes_a_batch_held_up_from_the_others(db):
+    """What a batch costs (batchcost) is counted from which probes overlapped a batch: here six
+    150 ms "batches" that lock the probe's table, 200 ms apart."""
+    app_table(db)
+    probe = PoolerProbe(db, APP_READ, interval_ms=10, window_s=5.0, min_samples=5)
+    probe.start()
+    spans = []
+    try:
+        since = time.monotonic()
+        with psycopg.connect(db) as holder:
+            for _ in range(6):
+                time.sleep(0.2)
+                holder.execute("LOCK TABLE app_hot IN ACCESS EXCLUSIVE MODE")
+                start = time.monotonic()
+                time.sleep(0.15)
+                holder.commit()
+                spans.append((start, time.monotonic()))
+        time.sleep(0.3)
+        wait_for("the probe ran on after the last batch", lambda: probe.samples[-1][0] > spans[-1][1] + 0.2, 10)
+        (slow_busy, busy, slow_idle, idle), = probe.count_overlap(since, 50.0, 10.0, spans)
+    finally:
+        probe.close()
+    assert slow_busy >= 6 and slow_idle == 0, (slow_busy, busy, slow_idle, idle)  # one stuck probe per batch
+    assert idle >= 60  # the probes between the batches, on schedule
+    ledger = CostLedger(since, 10.0, 60.0)
+    ledger.account(lambda s: probe.count_overlap(s, 50.0, 10.0, spans) + [[0, 0, 0, 0]], spans, time.monotonic())
+    cost = ledger.cost()
+    assert cost.plain(2.0) and cost.per_batch_s == pytest.approx(slow_busy / sum(e - s for s, e in spans))
 
 
 def test_a_write_probe_times_commits(db):
