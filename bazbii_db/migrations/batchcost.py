@@ -28,21 +28,21 @@ SLOW_BUSY, BUSY, SLOW_IDLE, IDLE = range(4)  # the columns of a bin (throttle.ov
 
 @dataclass(frozen=True)
 class BatchCost:
-    per_batch_s: float  # the slow requests a second of batches adds
+    per_batch_second: float  # the slow requests a second of batches adds
     error: float  # its standard error (from the spread between bins; never under the Poisson error)
     background: float  # the share of requests slow while no batch ran, over the horizon
     requests_per_s: float
 
     def plain(self, z: float) -> bool:
         """The batches plainly cost slow requests: ``z`` standard errors over none."""
-        return self.per_batch_s - z * self.error > 0
+        return self.per_batch_second - z * self.error > 0
 
     def duty(self, share: float, background: float) -> float:
         """The share of the time batches may run and keep the share of slow requests at ``share``,
         where ``background`` is slow with no batch running: the slow requests the backfill may add a
         second, over what a second of batches adds (0: the background alone is over it)."""
         room = max(0.0, share - background) * self.requests_per_s
-        return room / self.per_batch_s if self.per_batch_s > 0 else math.inf
+        return room / self.per_batch_second if self.per_batch_second > 0 else math.inf
 
 
 class CostLedger:
@@ -80,10 +80,13 @@ class CostLedger:
         # each bin's busy requests against the same bin's idle ones: a burst from elsewhere lands on both
         excess = [(c[SLOW_BUSY] - c[BUSY] * (c[SLOW_IDLE] / c[IDLE] if c[IDLE] else background), b)
                   for _, c, b in self.bins]
-        per_batch_s = sum(e for e, _ in excess) / ran
+        per_batch_second = sum(e for e, _ in excess) / ran
         error = math.sqrt(max(sum(c[SLOW_BUSY] for _, c, _ in self.bins), 1.0)) / ran  # Poisson
         n = len(excess)
         if n >= 2:  # slow requests come in bursts: the spread between bins, where it is wider
-            spread = math.sqrt(n / (n - 1) * sum((e - per_batch_s * b) ** 2 for e, b in excess)) / ran
+            spread = math.sqrt(n / (n - 1) * sum((e - per_batch_second * b) ** 2 for e, b in excess)) / ran
             error = max(spread, error)
-        return BatchCost(per_batch_s, error, background, requests / (n * self.bin_s))
+        # requests a second while there were requests: a stretch with none (the source's samples lost
+        # while the backfill waited on a lag or lock-wait throttle) is no quieter application
+        served = sum(1 for _, c, _ in self.bins if c[BUSY] + c[IDLE])
+        return BatchCost(per_batch_second, error, background, requests / (served * self.bin_s))

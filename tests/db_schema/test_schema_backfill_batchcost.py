@@ -60,15 +60,18 @@ def test_the_ledger_counts_each_bin_once_and_a_batch_seconds_cost_beyond_the_idl
     assert count.asked == [10.0] and ledger.cursor == 12.0  # the last bin may still fill: left for later
     cost = ledger.cost()
     # (11 - 1) + (6 - 0) slow requests the batches added, over 0.3 s of batches
-    assert cost.per_batch_s == pytest.approx(16 / 0.3)
+    assert cost.per_batch_second == pytest.approx(16 / 0.3)
     assert cost.requests_per_s == pytest.approx(1000.0) and cost.background == pytest.approx(9 / 1850)
     count.bins = [[0, 0, 20, 980], [0, 0, 0, 0]]  # the third bin, now complete: a burst with no batch running
     ledger.account(count, spans, now=13.5)
     assert count.asked[-1] == 12.0 and ledger.cursor == 13.0
     cost = ledger.cost()
-    assert cost.per_batch_s == pytest.approx(16 / 0.3)  # no batch ran in it: the cost is the same
+    assert cost.per_batch_second == pytest.approx(16 / 0.3)  # no batch ran in it: the cost is the same
     assert cost.background == pytest.approx(29 / 2830)
-    count.bins = [[0, 0, 0, 1000]] * 5 + [[0, 0, 0, 0]]
+    count.bins = [[0, 0, 0, 0]] * 2 + [[0, 0, 0, 1000]] + [[0, 0, 0, 0]]  # a gap with no samples at all
+    ledger.account(count, spans, now=16.1)
+    assert ledger.cost().requests_per_s == pytest.approx((980 + 1000) / 2)  # the two bins with requests: no dilution
+    count.bins = [[0, 0, 0, 1000]] * 2 + [[0, 0, 0, 0]]
     ledger.account(count, spans, now=18.5)
     assert [start for start, _, _ in ledger.bins] == [14.0, 15.0, 16.0, 17.0]  # horizon_s: 5 s
     assert ledger.cost() is None  # no batch in the horizon: no cost to tell
@@ -79,10 +82,10 @@ def test_the_cost_is_plain_only_beyond_its_error_and_sets_the_share_of_time_batc
     steady.account(lambda since: [[11, 100, 2, 900]] * 10 + [[0, 0, 0, 0]], [(k + 0.5, k + 0.6) for k in range(10)],
                    10.0)
     cost = steady.cost()
-    assert cost.per_batch_s == pytest.approx((11 - 100 * 2 / 900) / 0.1)
+    assert cost.per_batch_second == pytest.approx((11 - 100 * 2 / 900) / 0.1)
     assert cost.plain(2.0)
     # 0.8 % aimed at, 0.3 % slow anyway: 5 slow requests a second to spend, at 108 a second of batches
-    assert cost.duty(0.008, 0.003) == pytest.approx(0.005 * 1000 / cost.per_batch_s)
+    assert cost.duty(0.008, 0.003) == pytest.approx(0.005 * 1000 / cost.per_batch_second)
     assert cost.duty(0.008, 0.009) == 0.0  # the background alone is over the aim: no room for batches
     assert BatchCost(0.0, 1.0, 0.0, 1000.0).duty(0.008, 0.0) == math.inf
     assert not BatchCost(0.0, 1.0, 0.0, 1.0).plain(2)
@@ -90,7 +93,7 @@ def test_the_cost_is_plain_only_beyond_its_error_and_sets_the_share_of_time_batc
     bursty = CostLedger(0.0, 1.0, 60.0)
     bursty.account(lambda since: [[110, 100, 20, 900]] + [[0, 100, 0, 900]] * 9 + [[0, 0, 0, 0]],
                    [(k + 0.5, k + 0.6) for k in range(10)], 10.0)
-    assert bursty.cost().per_batch_s == pytest.approx(cost.per_batch_s, rel=0.05) and not bursty.cost().plain(2.0)
+    assert bursty.cost().per_batch_second == pytest.approx(cost.per_batch_second, rel=0.05) and not bursty.cost().plain(2.0)
 
 
 def within(s: Setting, b: ControlBounds) -> bool:

@@ -136,7 +136,7 @@ def test_probe_tells_the_probes_a_batch_held_up_from_the_others(db):
     ledger = CostLedger(since, 10.0, 60.0)
     ledger.account(lambda s: probe.count_overlap(s, 50.0, 10.0, spans) + [[0, 0, 0, 0]], spans, time.monotonic())
     cost = ledger.cost()
-    assert cost.plain(2.0) and cost.per_batch_s == pytest.approx(slow_busy / sum(e - s for s, e in spans))
+    assert cost.plain(2.0) and cost.per_batch_second == pytest.approx(slow_busy / sum(e - s for s, e in spans))
 
 
 def test_a_write_probe_times_commits(db):
