@@ -93,7 +93,8 @@ def test_the_cost_is_plain_only_beyond_its_error_and_sets_the_share_of_time_batc
     bursty = CostLedger(0.0, 1.0, 60.0)
     bursty.account(lambda since: [[110, 100, 20, 900]] + [[0, 100, 0, 900]] * 9 + [[0, 0, 0, 0]],
                    [(k + 0.5, k + 0.6) for k in range(10)], 10.0)
-    assert bursty.cost().per_batch_second == pytest.approx(cost.per_batch_second, rel=0.05) and not bursty.cost().plain(2.0)
+    burst = bursty.cost()
+    assert burst.per_batch_second == pytest.approx(cost.per_batch_second, rel=0.05) and not burst.plain(2.0)
 
 
 def within(s: Setting, b: ControlBounds) -> bool:

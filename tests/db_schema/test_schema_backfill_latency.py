@@ -131,12 +131,14 @@ def test_probe_tells_the_probes_a_batch_held_up_from_the_others(db):
         (slow_busy, busy, slow_idle, idle), = probe.count_overlap(since, 50.0, 10.0, spans)
     finally:
         probe.close()
-    assert slow_busy >= 6 and slow_idle == 0, (slow_busy, busy, slow_idle, idle)  # one stuck probe per batch
+    # one stuck probe per batch; between them the probes are quick (a loaded machine may slow one or two)
+    assert slow_busy >= 6 and slow_idle <= 2, (slow_busy, busy, slow_idle, idle)
     assert idle >= 60  # the probes between the batches, on schedule
     ledger = CostLedger(since, 10.0, 60.0)
     ledger.account(lambda s: probe.count_overlap(s, 50.0, 10.0, spans) + [[0, 0, 0, 0]], spans, time.monotonic())
     cost = ledger.cost()
-    assert cost.plain(2.0) and cost.per_batch_second == pytest.approx(slow_busy / sum(e - s for s, e in spans))
+    ran = sum(end - start for start, end in spans)
+    assert cost.plain(2.0) and cost.per_batch_second == pytest.approx((slow_busy - busy * slow_idle / idle) / ran)
 
 
 def test_a_write_probe_times_commits(db):
