@@ -79,3 +79,22 @@ def test_quick_benchmark_run_prints_targets_and_writes_json_and_picture(tmp_path
     with pytest.raises(SystemExit):
         bench_backfill.main(["--sweep", "fast"])
     assert "--sweep: 'fast' is not BATCH:PAUSE_MS" in capsys.readouterr().err
+
+
+def test_the_picture_shows_what_the_batches_cost_allowed(tmp_path):
+    """A third panel once the adaptive run's log carries what the cost allowed (allowed_duty)."""
+    import matplotlib.image
+
+    from bench.backfill_plot import plot
+
+    step = dict(at_s=2.0, usage=0.5, readings_ms={"app": 1.0}, batch=1000, pause_ms=150.0, allowed_duty=None)
+    summary = dict(baseline_p99_ms=0.8, target_p99=1.5,
+                   settings=[dict(setting="adaptive", rows_per_s=7000, p99_ratio=1.2),
+                             dict(setting="fixed 1000:80", rows_per_s=11000, p99_ratio=2.0)],
+                   probe=[dict(log=[step, dict(step, at_s=2.5, allowed_duty=0.031),
+                                    dict(step, at_s=3.0, allowed_duty=0.035)])])
+    plot(summary, str(tmp_path / "three.png"))
+    summary["probe"][0]["log"] = [step]
+    plot(summary, str(tmp_path / "two.png"))
+    three, two = (matplotlib.image.imread(tmp_path / name) for name in ("three.png", "two.png"))
+    assert three.shape[1] > two.shape[1] * 1.3  # the wider figure, with the cost's panel
