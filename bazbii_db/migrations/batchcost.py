@@ -82,11 +82,19 @@ class CostLedger:
                   for _, c, b in self.bins]
         per_batch_second = sum(e for e, _ in excess) / ran
         error = math.sqrt(max(sum(c[SLOW_BUSY] for _, c, _ in self.bins), 1.0)) / ran  # Poisson
-        n = len(excess)
-        if n >= 2:  # slow requests come in bursts: the spread between bins, where it is wider
-            spread = math.sqrt(n / (n - 1) * sum((e - per_batch_second * b) ** 2 for e, b in excess)) / ran
-            error = max(spread, error)
+        spread = spread_error(excess, per_batch_second)  # slow requests come in bursts: where it is wider
+        error = error if spread is None else max(spread, error)
         # requests a second while there were requests: a stretch with none (the source's samples lost
         # while the backfill waited on a lag or lock-wait throttle) is no quieter application
         served = sum(1 for _, c, _ in self.bins if c[BUSY] + c[IDLE])
         return BatchCost(per_batch_second, error, background, requests / (served * self.bin_s))
+
+
+def spread_error(bins: Sequence[tuple[float, float]], ratio: float) -> float | None:
+    """The standard error of ``ratio``, the sum of the bins' numerators over the sum of their
+    denominators, from the spread between the (numerator, denominator) ``bins``: slow requests come
+    in bursts, so they are not independent; None under two bins."""
+    n = len(bins)
+    if n < 2:
+        return None
+    return math.sqrt(n / (n - 1) * sum((k - ratio * d) ** 2 for k, d in bins)) / sum(d for _, d in bins)

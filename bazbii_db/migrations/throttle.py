@@ -94,7 +94,7 @@ from typing import Callable, Protocol, Sequence
 import psycopg
 
 from bazbii_analysis.prometheus import EmptyResult, MetricsError, PrometheusClient
-from bazbii_db.migrations.batchcost import BUSY, IDLE, SLOW_BUSY, SLOW_IDLE, BatchCost, CostLedger
+from bazbii_db.migrations.batchcost import BUSY, IDLE, SLOW_BUSY, SLOW_IDLE, BatchCost, CostLedger, spread_error
 from bazbii_db.migrations.dsn import redact, with_params
 
 
@@ -383,15 +383,8 @@ def p99_since(samples: Sequence[tuple[float, float]], since: float, min_samples:
 def slow_by_bin(samples: Sequence[tuple[float, float]], since: float, limit_ms: float,
                 bin_s: float) -> list[list[int]]:
     """[slow, all] per ``bin_s`` bin, from ``since`` on, of the time-ordered (finished at, ms) samples
-    slower than ``limit_ms``; every bin up to the last sample's."""
-    bins: list[list[int]] = []
-    for t, ms in samples_since(samples, since):
-        k = int((t - since) / bin_s)
-        while len(bins) <= k:
-            bins.append([0, 0])
-        bins[k][0] += ms > limit_ms
-        bins[k][1] += 1
-    return bins
+    slower than ``limit_ms``; every bin up to the last sample's (``overlap_by_bin`` with no batch)."""
+    return [[b[SLOW_IDLE], b[IDLE]] for b in overlap_by_bin(samples, since, limit_ms, bin_s, ())]
 
 
 def overlap_by_bin(samples: Sequence[tuple[float, float]], since: float, limit_ms: float, bin_s: float,
@@ -423,11 +416,8 @@ def share_over(bins: list[list[int]], allowed: float) -> tuple[float, float]:
         return 0.0, math.inf
     share = slow / total
     poisson = math.sqrt(max(total * allowed, 1.0)) / total
-    full = [b for b in bins if b[1]]
-    if len(full) < 2:
-        return share, poisson
-    spread = math.sqrt(len(full) / (len(full) - 1) * sum((k - share * n) ** 2 for k, n in full)) / total
-    return share, max(spread, poisson)
+    spread = spread_error([(b[0], b[1]) for b in bins if b[1]], share)
+    return share, poisson if spread is None else max(spread, poisson)
 
 
 class PoolerProbe:
@@ -708,8 +698,7 @@ class LatencyThrottle:
         for source in self.sources:
             if counts_slow(source):
                 counted = source.count_slow(started, self.budget_ms[source.name], self.budget.baseline_s)
-                total = sum(n for _, n in counted)
-                self.baseline_share[source.name] = sum(k for k, _ in counted) / total if total else 0.0
+                self.baseline_share[source.name] = share_over(counted, ALLOWED_SLOW_SHARE)[0]
         self._started = self._last_change = self._last_decision = time.monotonic()
 
     def _verdict(self, source: LatencySource, watched: float, now: float) -> tuple[float, str | None] | None:
