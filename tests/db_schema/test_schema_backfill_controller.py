@@ -138,6 +138,7 @@ def test_a_breach_cuts_the_batch_by_at_most_the_decrease_factor(b, setting, usag
     ("batch_ms", 0, "positive and at most max_hold_ms"),
     ("batch_ms", 50, "positive and at most max_hold_ms"),
     ("evidence_z", 0, "positive"),
+    ("horizon_s", 0, "positive"),
     ("start_increase", 0.1, "at least increase"),
     ("start_duty", 0, "in (0, 1]"),
     ("start_duty", 1.5, "in (0, 1]"),
