@@ -189,15 +189,14 @@ def release_digest(repo: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_release_tarball(repo: Path, directory: Path) -> Path:
-    """A reproducible ``release-<digest>.tar.gz`` (sorted entries, fixed times and owners) of the release:
-    the same code gives the same bytes, so the upload only changes when the code does."""
-    digest = release_digest(repo)
-    target = directory / f"release-{digest}.tar.gz"
+def release_tarball(repo: Path) -> bytes:
+    """A reproducible ``.tar.gz`` (sorted entries, fixed times and owners) of the release, built in memory:
+    the same code gives the same bytes, so the upload only changes when the code does. Nothing is written
+    to disk, so any number of evaluations of the program may build it at once."""
     entries = {rel: path.read_bytes() for rel, path in release_files(repo).items()}
     entries["requirements.txt"] = server_requirements((repo / "requirements.txt").read_text()).encode()
-    tmp = target.with_suffix(".partial")
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="", fileobj=buffer, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel in sorted(entries):
             info = tarfile.TarInfo(rel)
@@ -205,13 +204,12 @@ def write_release_tarball(repo: Path, directory: Path) -> Path:
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
             tar.addfile(info, io.BytesIO(entries[rel]))
-    tmp.replace(target)
-    return target
+    return buffer.getvalue()
 
 
-def release_stdin(tarball: Path) -> str:
+def release_stdin(tarball: bytes) -> str:
     """The install command's stdin: the release tarball, base64 (the SSH session carries it, no extra port)."""
-    return base64.b64encode(tarball.read_bytes()).decode("ascii") + "\n"
+    return base64.b64encode(tarball).decode("ascii") + "\n"
 
 
 # The code needs Python 3.11 (tomllib); Ubuntu 22.04 ships it as the python3.11 package (universe).

@@ -5,7 +5,7 @@ switchover and the schema runner run *on* the servers (``python -m bazbii_db.rep
 ``python -m bazbii_db.migrations ...``). This component puts the code there, per server:
 
 ``<name>-install-<server>``  remote.Command, stdin: a reproducible tarball of ``bazbii_db/``, ``bazbii_plan/``,
-                             ``migrations/`` and the server's pinned requirements (:func:`bazbii_db.dataplane.write_release_tarball`,
+                             ``migrations/`` and the server's pinned requirements (:func:`bazbii_db.dataplane.release_tarball`,
                              base64, about 100 KB); unpack to ``/opt/bazbii/releases/<digest>``, refresh the
                              virtualenv ``/opt/bazbii/venv`` when the pins changed, switch ``/opt/bazbii/app``
 
@@ -18,7 +18,6 @@ exactly when the code, the migrations or the pins change. The components whose c
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -27,7 +26,7 @@ import pulumi
 from pulumi_command import remote
 
 from bazbii_db.dataplane import (DEFAULT_RUNTIME, Runtime, install_command, release_digest, release_stdin,
-                                 write_release_tarball)
+                                 release_tarball)
 from components._util import TYPE_PREFIX, child_opts, inherit_depends_on
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +47,9 @@ class DataPlaneRelease(pulumi.ComponentResource):
         super().__init__(f"{TYPE_PREFIX}:DataPlaneRelease", name, None, opts)
         inherit_depends_on(self, opts)
         self.digest = release_digest(args.repo)
-        tarball = write_release_tarball(args.repo, _cache_dir())
         command = install_command(digest=self.digest, runtime=args.runtime)
         self.installed: dict[str, remote.Command] = {}
-        release = release_stdin(tarball)
+        release = release_stdin(release_tarball(args.repo))
         for server in args.servers:
             self.installed[server] = remote.Command(
                 f"{name}-install-{server}",
@@ -65,8 +63,3 @@ class DataPlaneRelease(pulumi.ComponentResource):
         self.ready = list(self.installed.values())
         self.register_outputs({"digest": self.digest, "servers": list(args.servers)})
 
-
-def _cache_dir() -> Path:
-    directory = Path(tempfile.gettempdir()) / "bazbii-releases"
-    directory.mkdir(exist_ok=True)
-    return directory

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bazbii_db.dataplane import Runtime, install_command, release_stdin, server_requirements, write_release_tarball
+from bazbii_db.dataplane import Runtime, install_command, release_digest, release_stdin, release_tarball, server_requirements
 from bazbii_db.replication import apply_ops_grants
 from testsupport.replication_topology import APP_DB, Topology, build_topology, wait_streaming
 
@@ -51,8 +51,8 @@ def install_release(sshd: LocalSshd, root: Path) -> tuple[Runtime, dict]:
     root.mkdir(parents=True, exist_ok=True)
     (root / "venv").symlink_to(Path(REPO / "venv").resolve())
     (root / "requirements.installed").write_text(server_requirements((REPO / "requirements.txt").read_text()))
-    tarball = write_release_tarball(REPO, root.parent)
-    digest = tarball.name.removeprefix("release-").removesuffix(".tar.gz")
+    tarball = release_tarball(REPO)
+    digest = release_digest(REPO)
     runtime = Runtime(root=str(root))
     result = sshd.run(install_command(digest=digest, runtime=runtime), stdin=release_stdin(tarball))
     return runtime, {"digest": digest, "result": result, "tarball": tarball}
