@@ -1,0 +1,3 @@
+module bazbii.local/engine
+
+go 1.24
