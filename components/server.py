@@ -62,12 +62,14 @@ mem_kb=$(awk '/^MemTotal:/ {{print $2}}' /proc/meminfo)
 if [ "$mem_kb" -lt {mem_low} ] || [ "$mem_kb" -gt {mem_high} ]; then
   problems+=("memory is $((mem_kb / 1024)) MiB, declared {server.memory_gb} GB")
 fi
-disk_bytes=$(lsblk -b -d -n -e 7,11 -o SIZE | awk '{{s += $1}} END {{print s + 0}}')
+# %.0f: with a plain print mawk (Ubuntu's awk) writes a sum past 2^31 as 1.07374e+11, which [ -lt ] refuses
+disk_bytes=$(lsblk -b -d -n -e 7,11 -o SIZE | awk '{{s += $1}} END {{printf "%.0f\\n", s}}')
 if [ "$disk_bytes" -lt {disk_low} ] || [ "$disk_bytes" -gt {disk_high} ]; then
   problems+=("disk is $((disk_bytes / 1000000000)) GB, declared {server.disk_gb} GB")
 fi
-. /etc/os-release
-[ "${{ID}}-${{VERSION_ID}}" = {q("ubuntu-" + version)} ] || problems+=("OS is ${{ID}}-${{VERSION_ID}}, declared {server.os}")
+# In a subshell: os-release sets NAME (and more), which would replace this script's NAME.
+os_id=$(. /etc/os-release && echo "${{ID}}-${{VERSION_ID}}")
+[ "$os_id" = {q("ubuntu-" + version)} ] || problems+=("OS is $os_id, declared {server.os}")
 if [ "${{#problems[@]}}" -ne 0 ]; then
   echo "$NAME does not match its declared spec ($DECLARED):" >&2
   printf '  - %s\\n' "${{problems[@]}}" >&2
