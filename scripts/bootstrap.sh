@@ -5,14 +5,17 @@
 #   scripts/bootstrap.sh            runtime packages (offline preview)
 #   scripts/bootstrap.sh --dev      + test tools
 #   scripts/bootstrap.sh --with-db  + the real servers from apt (PostgreSQL, PgBouncer, sshd, Prometheus, HAProxy, nginx, nsd, unbound)
+#   scripts/bootstrap.sh --with-engine  + the real Pulumi engine and the twin's Kubernetes, built from the Go
+#                                         module proxy once per version (python -m engine.build; cache outside the repo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-dev=0; with_db=0
+dev=0; with_db=0; with_engine=0
 for arg in "$@"; do
   case "$arg" in
     --dev) dev=1 ;;
     --with-db) with_db=1 ;;
+    --with-engine) with_engine=1 ;;
     *) echo "bootstrap: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -26,7 +29,9 @@ as_root() {
 # loopback (never as system services): PostgreSQL 15 + PgBouncer, sshd (the SSH-driven data-plane
 # commands), Prometheus + the PostgreSQL exporter (live-metric gates), HAProxy, nginx, nsd and
 # unbound (the rehearsal's load balancer, gateway and DNS).
-SERVER_PACKAGES="postgresql-15 pgbouncer openssh-server openssh-client prometheus prometheus-postgres-exporter haproxy nginx-light nsd unbound"
+# The twin's servers (twin/) also need sudo (the program's scripts run through it, as on the VPSs),
+# Debian's python3.11 with venv (the data-plane virtualenv) and iproute2 (its network namespaces).
+SERVER_PACKAGES="postgresql-15 pgbouncer openssh-server openssh-client prometheus prometheus-postgres-exporter haproxy nginx-light nsd unbound sudo python3.11-venv iproute2"
 missing_packages() {
   for package in $SERVER_PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || printf '%s ' "$package"
@@ -61,4 +66,10 @@ if [ ! -f "$stamp" ]; then
   venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
   touch "$stamp"
+fi
+
+if [ "$with_engine" = 1 ]; then
+  # Says what it builds and how long each part took; a part that cannot be built is named with its
+  # module and the error (the tests that need it are then skipped with that reason).
+  venv/bin/python -m engine.build
 fi

@@ -52,6 +52,15 @@ def engine_bin() -> Path:
     return installed_bin()
 
 
+def engine_plugins() -> Optional[Path]:
+    """The ``plugins`` directory the build installed the provider plugins into (None with BAZBII_ENGINE_BIN)."""
+    if os.environ.get("BAZBII_ENGINE_BIN"):
+        return None
+    from engine.build import installed
+
+    return installed().plugins_home / "plugins"
+
+
 @dataclass
 class Workspace:
     root: Path
@@ -77,6 +86,10 @@ class Workspace:
             path.write_text(text)
         (root / "home").mkdir()
         (root / "state").mkdir()
+        plugins = engine_plugins() if bin_dir is None else None
+        if plugins is not None and plugins.is_dir():
+            # Each workspace has its own PULUMI_HOME (credentials, workspaces, locks); the built plugins are shared.
+            (root / "home" / "plugins").symlink_to(plugins)
         return cls(root=root, project=project, home=root / "home", backend=root / "state",
                    bin=bin_dir or engine_bin())
 
