@@ -41,26 +41,37 @@ PROJECT = "cmdtest"
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
+GO_ENV = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+
+
+def go(module: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([shutil.which("go") or "go", *args], cwd=module, env=GO_ENV, capture_output=True,
+                          text=True, timeout=600)
+
+
 @pytest.fixture(scope="session")
-def command_plugin(tmp_path_factory) -> Path:
-    """The plugin built from this tree's engine/go, as the engine build does (its pins added in a copy)."""
-    go = shutil.which("go")
-    if go is None:
+def engine_go_module(tmp_path_factory) -> Path:
+    """A copy of this tree's engine/go with the pinned requires added, as the engine build makes it."""
+    if shutil.which("go") is None:
         pytest.skip("go is not installed: pulumi-resource-command cannot be built")
     module = tmp_path_factory.mktemp("engine-go")
     shutil.copytree(REPO / "engine" / "go", module, dirs_exist_ok=True)
-    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
-    steps = [
-        [go, "mod", "edit", f"-require=github.com/pulumi/pulumi/pkg/v3@v{PULUMI_VERSION}",
-         f"-require=github.com/pulumi/pulumi/sdk/v3@v{PULUMI_VERSION}"],
-        [go, "mod", "tidy"],
-        [go, "build", "-o", "bin/", "./cmd/pulumi-resource-command"],
-    ]
-    for argv in steps:
-        done = subprocess.run(argv, cwd=module, env=env, capture_output=True, text=True, timeout=600)
+    for args in (["mod", "edit", f"-require=github.com/pulumi/pulumi/pkg/v3@v{PULUMI_VERSION}",
+                  f"-require=github.com/pulumi/pulumi/sdk/v3@v{PULUMI_VERSION}"],
+                 ["mod", "tidy"]):
+        done = go(module, *args)
         if done.returncode != 0:
-            pytest.fail(f"{' '.join(argv[1:])} failed:\n{done.stdout}{done.stderr}")
-    return module / "bin" / "pulumi-resource-command"
+            pytest.fail(f"go {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return module
+
+
+@pytest.fixture(scope="session")
+def command_plugin(engine_go_module: Path) -> Path:
+    """The plugin built from this tree's sources."""
+    done = go(engine_go_module, "build", "-o", "bin/", "./cmd/pulumi-resource-command")
+    if done.returncode != 0:
+        pytest.fail(f"go build failed:\n{done.stdout}{done.stderr}")
+    return engine_go_module / "bin" / "pulumi-resource-command"
 
 
 @pytest.fixture(scope="session")
@@ -139,8 +150,21 @@ class Stack:
         return log.read_text().splitlines() if log.exists() else []
 
 
+@pytest.fixture(scope="session")
+def plugin_home(command_plugin, engine, tmp_path_factory) -> Path:
+    """A PULUMI_HOME holding the plugin, installed once and shared (read only) by the test workspaces."""
+    ws = Workspace.create(bin_dir=engine)
+    try:
+        ws.install_plugin("resource", "command", PLUGIN_VERSION, command_plugin)
+        home = tmp_path_factory.mktemp("pulumi-home")
+        shutil.copytree(ws.home, home, dirs_exist_ok=True)
+        return home
+    finally:
+        ws.cleanup()
+
+
 @pytest.fixture
-def stack(command_plugin, engine, ssh_server: LocalSshd, tmp_path):
+def stack(plugin_home: Path, engine: Path, ssh_server: LocalSshd, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     ws = Workspace.create(files={
@@ -148,10 +172,10 @@ def stack(command_plugin, engine, ssh_server: LocalSshd, tmp_path):
                        f"    virtualenv: {REPO / 'venv'}\n",
         "__main__.py": PRELUDE,
     }, bin_dir=engine)
-    # The plugin installed below, never one that happens to be on PATH (the engine prefers those).
-    ws.extra_env["PULUMI_IGNORE_AMBIENT_PLUGINS"] = "true"
-    try:  # (the workspace's environment names its backend: no `pulumi login` needed)
-        ws.install_plugin("resource", "command", PLUGIN_VERSION, command_plugin)
+    # The plugin built for this session (never one that happens to be on PATH: the engine prefers
+    # those). The workspace's environment names its own backend, so no `pulumi login` is needed.
+    ws.extra_env.update({"PULUMI_HOME": str(plugin_home), "PULUMI_IGNORE_AMBIENT_PLUGINS": "true"})
+    try:
         ws.stack_init("dev")
         ws.run("config", "set-all", "--stack", "dev", "--plaintext", f"{PROJECT}:work={work}",
                "--plaintext", f"{PROJECT}:sshPort={ssh_server.port}")
@@ -168,6 +192,12 @@ def status_line(resource_type: str, name: str, operation: str, text: str) -> re.
 
 
 # ------------------------------------------------------------------------------------------------- tests
+def test_go_unit_tests_of_the_plugin(engine_go_module: Path):
+    """Check, Diff and the run helpers on property maps (what the SDK hides from the engine tests)."""
+    done = go(engine_go_module, "test", "-count=1", "./cmd/pulumi-resource-command")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_create_runs_over_ssh_records_stdout_and_stderr_and_streams_lines(stack: Stack):
     stack.program("""
         hello = remote.Command("hello", connection=connection,
@@ -260,6 +290,8 @@ def test_input_change_without_an_update_command_reruns_create_in_place(stack: St
     stack.program(body.replace("{VERSION}", "v1"))
     stack.up()
     first_id = stack.resources()["step"]["id"]
+    stack.up()
+    assert stack.ops() == ["create v1"]  # inputs unchanged: nothing runs again
     stack.program(body.replace("{VERSION}", "v2"))
     stack.up()
     assert stack.ops() == ["create v1", "create v2"]

@@ -9,6 +9,8 @@ package main
 //     prefixed to the command line.
 //   - `stdin`, when not empty, is the session's standard input; the command string is run by the
 //     remote user's login shell (the "exec" request).
+//   - Cancellation and customTimeouts stop the dialling, not a command already running (upstream
+//     waits for the session to end either way).
 
 import (
 	"context"
