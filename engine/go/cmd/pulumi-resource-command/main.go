@@ -19,21 +19,25 @@
 //     whole, which replaces. (Changing a trigger's value replaces too, but that is the SDK's doing:
 //     pulumi_command registers both resources with replace_on_changes=["triggers[*]"], so the engine
 //     replaces even when `update` is set; see pulumi/pulumi-command#855.)
-//   - lifecycle.go Create/Update/Delete/Read: which command runs, PULUMI_COMMAND_STDOUT/STDERR of the
+//   - lifecycle.go Create/Update/Delete: which command runs, PULUMI_COMMAND_STDOUT/STDERR of the
 //     previous run, stdout/stderr outputs (one trailing newline trimmed), unknown outputs in preview,
 //     and nothing recorded when a command fails (upstream returns no partial state);
 //   - output.go   output capture and streaming: each line goes to the engine as an ephemeral info
 //     status of the resource while the command runs (per `logging`), and a failure's error carries
 //     the command and its combined output;
-//   - remote.go, dial.go, local.go: the two ways of running a command.
+//   - remote.go, dial.go, local.go: the two ways of running a command;
+//   - provider.go, server.go: the provider calls (version, cancellation, customTimeouts as operation
+//     deadlines) and the gRPC server, whose Diff answers in upstream's wire shape.
 //
-// Deliberately left out (none is used by the program; each answers a clear error, never a silent no-op):
+// Deliberately left out (the program uses none of them; each answers a clear error, never a no-op):
 //
 //   - command:remote:CopyToRemote, command:remote:CopyFile and the command:local:run invoke;
 //   - local.Command assetPaths/archivePaths (Check refuses them: globbing into assets is not built);
-//   - GetSchema (the engine does not need it for preview/up/destroy/refresh);
-//   - upstream's hang on an output line longer than 64 KiB (its line scanner stops reading and the
-//     command blocks on a full pipe): such a line is logged cut at 64 KiB and the command goes on.
+//   - GetSchema (the engine does not need it for preview/up/destroy/refresh).
+//
+// Deliberately different: upstream hangs on an output line longer than 64 KiB (its line scanner
+// stops reading and the command blocks on a full pipe); here such a line is logged cut at 64 KiB
+// and the command goes on.
 package main
 
 import (
