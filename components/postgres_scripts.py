@@ -25,8 +25,17 @@ def as_root(text: str) -> str:
     return f"sudo -n bash -c {q(text)}"
 
 
-def install_fragment(version: int, create_main_cluster: bool) -> str:
+def install_fragment(version: int, create_main_cluster: bool, port: int = 5432) -> str:
     create = "true" if create_main_cluster else "false"
+    # A server where PostgreSQL was installed without its main cluster (e.g. once a replica, built with
+    # create_main_cluster = false) gets the cluster a primary needs, started, instead of a psql error later.
+    ensure_cluster = f"""
+if [ ! -d /etc/postgresql/{version}/main ]; then
+  pg_createcluster {version} main --port={port}
+  FRESH_CLUSTER=1
+fi
+systemctl enable --now postgresql@{version}-main
+""" if create_main_cluster else ""
     return f"""
 export DEBIAN_FRONTEND=noninteractive
 if [ ! -x /usr/lib/postgresql/{version}/bin/postgres ]; then
@@ -38,7 +47,7 @@ if [ ! -x /usr/lib/postgresql/{version}/bin/postgres ]; then
   echo "create_main_cluster = {create}" >> /etc/postgresql-common/createcluster.conf
   apt-get install -y -q postgresql-{version}
 fi
-"""
+{ensure_cluster}"""
 
 
 def access_fragment(db: models.Database, servers: Mapping[str, models.Server]) -> str:
@@ -68,9 +77,12 @@ chown postgres:postgres "$hba.new"; chmod 640 "$hba.new"; mv -f "$hba.new" "$hba
 """
 
 
-def reload_fragment() -> str:
-    return """
-if runuser -u postgres -- psql -XtAc 'SELECT 1' >/dev/null 2>&1; then
+def reload_fragment(unit: str) -> str:
+    return f"""
+if [ "${{FRESH_CLUSTER:-0}}" = 1 ]; then
+  # Created by this run: nothing connects to it yet, so a restart applies every setting (listen_addresses too).
+  systemctl restart {unit}
+elif runuser -u postgres -- psql -XtAc 'SELECT 1' >/dev/null 2>&1; then
   runuser -u postgres -- psql -XtAc 'SELECT pg_reload_conf()' >/dev/null
   sleep 1
   pending=$(runuser -u postgres -- psql -XtAc "SELECT string_agg(name, ', ') FROM pg_settings WHERE pending_restart")
@@ -98,7 +110,7 @@ def primary_script(db: models.Database, servers: Mapping[str, models.Server]) ->
 IFS= read -r APP_PASSWORD
 IFS= read -r REPLICATION_PASSWORD
 """,
-        install_fragment(db.version, create_main_cluster=True),
+        install_fragment(db.version, create_main_cluster=True, port=db.port),
         f"""
 if [ "$(runuser -u postgres -- psql -XtAc 'SELECT pg_is_in_recovery()')" != "f" ]; then
   echo "{db.primary} is not a writable primary (still in recovery?); the switchover must come first" >&2
@@ -106,7 +118,7 @@ if [ "$(runuser -u postgres -- psql -XtAc 'SELECT pg_is_in_recovery()')" != "f" 
 fi
 """,
         access_fragment(db, servers),
-        reload_fragment(),
+        reload_fragment(paths["unit"]),
         f"""
 psql_admin() {{ runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -q "$@"; }}
 # Passwords reach psql through its environment (\\getenv), never its command line.
@@ -161,12 +173,15 @@ if [ -f "$DATADIR/standby.signal" ]; then
   echo "{server} is already a standby; refreshing its settings only"
   unset BAZBII_REPLICATION_PASSWORD
 else
+  if [ ! -d {q(paths["confdir"])} ]; then
+    # The cluster's configuration (Debian keeps it in /etc, which a base backup does not carry), then its
+    # freshly initialised, never started data directory emptied for the base backup.
+    pg_createcluster {db.version} main --datadir="$DATADIR" --port={db.port}
+    rm -rf "$DATADIR"
+  fi
   install -d -o postgres -g postgres -m 0700 {q(paths["passfile"].rsplit("/", 1)[0])}
   bash -c {q(setup)}
   unset BAZBII_REPLICATION_PASSWORD
-  if [ ! -d {q(paths["confdir"])} ]; then
-    pg_createcluster {db.version} main --datadir="$DATADIR" --port={db.port}
-  fi
 fi
 """,
         access_fragment(db, servers),

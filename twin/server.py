@@ -123,6 +123,9 @@ class TwinServer:
             "AllowTcpForwarding no",
             "MaxStartups 64:30:128",  # an update opens many sessions at once
             "MaxSessions 64",
+            # Ubuntu's sshd sets the locale from /etc/default/locale through PAM, which the twin's sshd runs
+            # without: the same C.UTF-8 (initdb then picks UTF8, as on the VPSs).
+            "SetEnv LANG=C.UTF-8",
             "",
         ]))
         self._write_console()

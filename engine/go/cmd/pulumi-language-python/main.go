@@ -292,7 +292,11 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	}
 	args = append(args, req.GetArgs()...)
 
-	config, err := json.Marshal(req.GetConfig())
+	configMap := req.GetConfig()
+	if configMap == nil {
+		configMap = map[string]string{} // a stack with no config: "{}", which the SDK reads, never "null"
+	}
+	config, err := json.Marshal(configMap)
 	if err != nil {
 		return nil, err
 	}
