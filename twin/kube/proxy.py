@@ -2,9 +2,12 @@
 listened on at each ``--nodeport-address`` of the agent and forwarded to the Service's ready endpoints.
 
 An endpoint is chosen per connection, round-robin over the endpoints ready at that moment
-(:func:`twin.kube.endpoints.ready_endpoints`), trying the next one if a connection is refused; with
-none ready the connection is closed at once. A pod that stops being ready (or starts terminating)
-gets no new connection, while the connections it already has carry on, as with kube-proxy's conntrack.
+(:func:`twin.kube.endpoints.ready_endpoints`). As with kube-proxy's iptables rules there is no second
+try: an endpoint that refuses fails that connection (closed at once, as with no endpoint ready), so
+a rollout that sends traffic to a pod not serving shows up as failed requests. A pod that stops being
+ready (or starts terminating) gets no new connection, while the connections it already has carry on,
+as with kube-proxy's conntrack.
+
 UDP/SCTP ports and ClusterIPs are not proxied.
 """
 
@@ -91,18 +94,18 @@ class NodePortProxy:
     async def _forward(self, client_reader, client_writer, target) -> None:
         try:
             endpoints = self._endpoints(target)
-            if endpoints:
-                first = next(self._turn) % len(endpoints)
-                for ip, port in endpoints[first:] + endpoints[:first]:
-                    try:
-                        reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), CONNECT_SECONDS)
-                    except (OSError, asyncio.TimeoutError):
-                        continue
-                    try:
-                        await asyncio.gather(_pipe(client_reader, writer), _pipe(reader, client_writer))
-                    finally:
-                        writer.close()
-                    break
+            if not endpoints:
+                return
+            ip, port = endpoints[next(self._turn) % len(endpoints)]
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), CONNECT_SECONDS)
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.info("node port connection to %s:%d failed: %s", ip, port, exc)
+                return
+            try:
+                await asyncio.gather(_pipe(client_reader, writer), _pipe(reader, client_writer))
+            finally:
+                writer.close()
         finally:
             client_writer.close()
 
