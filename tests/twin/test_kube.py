@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -412,6 +413,32 @@ def test_node_port_endpoints_are_the_ready_pods_that_are_not_terminating():
     publishing = {**service, "spec": {**service["spec"], "publishNotReadyAddresses": True}}
     assert [ip for ip, _ in ready_endpoints(publishing, port, pods_now)] == \
         ["127.9.0.2", "127.9.0.3", "127.9.0.4", "127.9.0.5"]
+
+
+def test_a_pod_ip_not_local_in_the_network_namespace_is_added_to_lo_while_held():
+    """As in the twin's own network namespace, whose lo has only 127.0.0.1/32 (here a throwaway one)."""
+    held = """
+import asyncio, json, subprocess
+from twin.kube.network import PodNetwork, is_local
+
+def lo():
+    return subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout
+
+async def main():
+    network = PodNetwork("127.0.2.0/24", node_ip="127.0.2.1")
+    before = is_local("127.0.2.2")
+    ip = await network.acquire(taken_elsewhere={"127.0.2.2"})
+    held = (ip, is_local(ip), f"{ip}/32" in lo())
+    await network.release(ip)
+    print(json.dumps({"before": before, "held": held, "after": f"{ip}/32" in lo()}))
+
+asyncio.run(main())
+"""
+    setup = "ip link set lo up && ip addr del 127.0.0.1/8 dev lo && ip addr add 127.0.0.1/32 dev lo"
+    done = subprocess.run(["unshare", "--net", "sh", "-c", f'{setup} && exec "$0" -c "$1"', sys.executable, held],
+                          capture_output=True, text=True, timeout=30, cwd=nodeagent.PROJECT_ROOT)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"before": False, "held": ["127.0.2.3", True, True], "after": False}
 
 
 def test_pulumi_up_creates_a_deployment_and_the_real_provider_awaits_it(cluster, api, node, namespace, database_url):

@@ -140,7 +140,7 @@ class ControlPlane:
         for component in self.components:
             if not component.alive():
                 raise ComponentDied(f"{component.name} exited with {component.popen.returncode} while starting; "
-                                    f"last lines of {component.log_path}:\n{component.log_tail()}")
+                                    f"its log ends:\n{component.log_tail()}")
 
     def _wait(self, what: str, url: str, deadline: float, *, verify) -> None:
         def answers_ok() -> bool:
