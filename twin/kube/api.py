@@ -34,6 +34,10 @@ class ApiError(Exception):
         self.status = status
 
 
+# What a request may raise: the API answered an error, or could not be reached (worth another try later).
+API_ERRORS = (ApiError, httpx.HTTPError)
+
+
 def ssl_context(credentials: kubeconfig.Credentials) -> ssl.SSLContext:
     """TLS to the API server with the kubeconfig's client certificate.
 
@@ -151,7 +155,7 @@ class Reflector:
                     version = await self._watch_from(version)
             except asyncio.CancelledError:
                 raise
-            except (httpx.HTTPError, ApiError, ValueError, KeyError) as exc:
+            except (*API_ERRORS, ValueError, KeyError) as exc:
                 log.warning("%s: %s; listing again", self.path, exc)
             await asyncio.sleep(RETRY_SECONDS)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -183,7 +184,7 @@ class ControlPlane:
         ])
         # The controller-manager gives up when the API is not healthy within seconds of its start: start it after.
         self._wait("kube-apiserver /readyz", f"{self.server}/readyz", deadline,
-                   verify=httpx.create_ssl_context(verify=str(pki.ca.cert)))
+                   verify=ssl.create_default_context(cafile=str(pki.ca.cert)))
         self._launch("kube-controller-manager", [
             str(bin_dir / "kube-controller-manager"), f"--kubeconfig={cm_kubeconfig}",
             f"--bind-address={a}", f"--secure-port={cm_port}", f"--cert-dir={state / 'controller-manager'}",

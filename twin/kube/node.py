@@ -16,7 +16,7 @@ import os
 import platform
 from dataclasses import dataclass
 
-from twin.kube.api import MERGE, Api, ApiError
+from twin.kube.api import API_ERRORS, MERGE, Api, ApiError
 
 log = logging.getLogger("twin.kube.node")
 
@@ -126,5 +126,5 @@ class NodeRegistration:
                 if loop.time() >= status_due:
                     await self.report_status()
                     status_due = loop.time() + STATUS_SECONDS
-            except (ApiError, OSError) as exc:
+            except API_ERRORS as exc:
                 log.warning("heartbeat: %s", exc)

@@ -14,8 +14,10 @@ State dir: ``pods/<namespace>_<name>_<uid>/<container>/<restartCount>.log`` hold
 output (``kubectl logs`` does not work: there is no kubelet API to serve it) and ``.../volumes/`` the
 pod's volumes while it runs.
 
-The agent needs root (mount namespaces, ``ip addr`` when a pod IP is not local). It authenticates with
-the kubeconfig's client certificate (the control plane's admin kubeconfig does).
+The agent needs root (mount namespaces, ``ip addr`` when a pod IP is not local); every container runs
+as the agent's user, in the agent's network namespace, with no resource limits (``securityContext``,
+``resources``, ``imagePullPolicy``, ``dnsPolicy`` are read by nobody). It authenticates with the
+kubeconfig's client certificate (the control plane's admin kubeconfig does).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from twin.kube import procs
-from twin.kube.api import Api, Reflector
+from twin.kube.api import API_ERRORS, Api, Reflector
 from twin.kube.endpoints import ready_endpoints
 from twin.kube.network import PodNetwork
 from twin.kube.node import NodeRegistration, NodeSpec, machine_memory
@@ -42,6 +44,7 @@ log = logging.getLogger("twin.kube.nodeagent")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHUTDOWN_GRACE_SECONDS = 5.0
+REGISTER_SECONDS = 60.0
 
 
 class NodeAgent:
@@ -90,10 +93,23 @@ class NodeAgent:
             self._proxy_dirty.clear()
             await self.proxy.sync()
 
+    @staticmethod
+    async def _register(registration: NodeRegistration) -> None:
+        """Register the Node, trying again while the API is not there yet (bounded)."""
+        deadline = asyncio.get_running_loop().time() + REGISTER_SECONDS
+        while True:
+            try:
+                return await registration.register()
+            except API_ERRORS as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.warning("registering the node: %s; trying again", exc)
+                await asyncio.sleep(1.0)
+
     async def run(self, stop: asyncio.Event) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         registration = NodeRegistration(self.api, self.spec)
-        await registration.register()
+        await self._register(registration)
         tasks = [asyncio.create_task(coro) for coro in (
             registration.heartbeat(), self.pods.run(), self.services.run(), self._keep_proxy_in_sync())]
         log.info("node %s registered (%s); running its pods", self.spec.name, self.spec.ip)

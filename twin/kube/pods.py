@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from twin.kube import envvars, images, probes, volumes
-from twin.kube.api import Api, ApiError
+from twin.kube.api import API_ERRORS, Api, ApiError
 from twin.kube.container import ContainerRunner, now_rfc3339
 from twin.kube.network import PodNetwork
 from twin.kube.objects import PodSetupError
@@ -133,7 +133,11 @@ class PodWorker:
         try:
             while not self.deleting:
                 self.wake.clear()
-                retry = await self._step() if not self.finished else IDLE_SECONDS
+                try:
+                    retry = await self._step() if not self.finished else IDLE_SECONDS
+                except API_ERRORS as exc:
+                    log.warning("pod %s: %s; trying again", self.path, exc)
+                    retry = SETUP_RETRY_SECONDS
                 if not await self._report():
                     retry = min(retry, 1.0)
                 try:
@@ -141,8 +145,6 @@ class PodWorker:
                 except asyncio.TimeoutError:
                     pass
             await self._terminate()
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("pod %s: worker failed; stopping its containers", self.path)
             await self.shutdown(grace_seconds=2)
@@ -159,7 +161,11 @@ class PodWorker:
         if self.ip is None and self.pod["spec"].get("hostNetwork"):
             self.ip = self.node.node_ip
         elif self.ip is None:
-            self.ip = await self.node.network.acquire(self.node.taken_ips())
+            try:
+                self.ip = await self.node.network.acquire(self.node.taken_ips())
+            except (RuntimeError, OSError) as exc:  # the network is full, or `ip addr add` failed
+                self.setup_error = PodSetupError("ContainerCreating", f"no pod IP: {exc}")
+                return SETUP_RETRY_SECONDS
             self.holds_ip = True
         if self.sources is None:
             try:
@@ -287,13 +293,10 @@ class PodWorker:
             return True
         try:
             await self.node.api.patch(f"{self.path}/status", {"metadata": {"uid": self.uid}, "status": status})
-        except ApiError as exc:
-            if exc.status == 404:
+        except API_ERRORS as exc:
+            if isinstance(exc, ApiError) and exc.status == 404:
                 self.gone = True
                 return True
-            log.warning("pod %s: status not reported: %s", self.path, exc)
-            return False
-        except OSError as exc:
             log.warning("pod %s: status not reported: %s", self.path, exc)
             return False
         self.reported = status
@@ -308,14 +311,17 @@ class PodWorker:
         grace = self._grace()
         await asyncio.gather(*(runner.stop(grace) for runner in self.runners.values()))
         await self._release()
-        if self.gone:
-            return
-        await self._report(deleted=True)
-        try:
-            await self.node.api.delete(self.path, {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}})
-        except ApiError as exc:
-            if exc.status not in (404, 409):
-                log.warning("pod %s: not deleted: %s", self.path, exc)
+        while not self.gone:  # until the API has the final status and the pod is gone, as the kubelet insists
+            try:
+                if await self._report(deleted=True):
+                    await self.node.api.delete(self.path, {"gracePeriodSeconds": 0,
+                                                           "preconditions": {"uid": self.uid}})
+                    return
+            except API_ERRORS as exc:
+                if isinstance(exc, ApiError) and exc.status in (404, 409):  # gone, or another pod by that name
+                    return
+                log.warning("pod %s: not deleted yet: %s", self.path, exc)
+            await asyncio.sleep(1.0)
 
     async def _release(self) -> None:
         """Give back what the pod held on this machine (its processes must be gone or going)."""
