@@ -11,7 +11,10 @@ running the api image with ``command: [python, -m, bazbii_db.migrations, ...]`` 
     --timeout-graceful-shutdown 10`` (as the rehearsal runs it), with ``BAZBII_API_VERSION=<version>``
     and ``BAZBII_API_INSTANCE=<pod name>``
 ``…/bazbii/worker:<version>``
-    ``python -m rehearsal.worker``, with ``BAZBII_WORKER_VERSION=<version>``
+    ``python -m rehearsal.worker``, with ``BAZBII_WORKER_VERSION=<version>``; when the container has a
+    port, run by ``python -m twin.kube.health --listen <pod IP>:<port> --module rehearsal.worker``,
+    which answers the probes the program gives every container on its port (that worker serves no
+    HTTP): 200 to any GET while the process runs
 
 ``<port>`` is the container's first ``containerPort`` (also given as ``PORT``; ``HOST`` is the pod IP).
 
@@ -63,7 +66,11 @@ def _api(tag: str, launch: Launch) -> ImageProgram:
 
 
 def _worker(tag: str, launch: Launch) -> ImageProgram:
-    return ImageProgram(["python", "-m", "rehearsal.worker"], [], {"BAZBII_WORKER_VERSION": tag},
+    env = {"BAZBII_WORKER_VERSION": tag}
+    if launch.port is None:
+        return ImageProgram(["python", "-m", "rehearsal.worker"], [], env, wants_database=True)
+    return ImageProgram(["python", "-m", "twin.kube.health"],
+                        ["--listen", f"{launch.pod_ip}:{launch.port}", "--module", "rehearsal.worker"], env,
                         wants_database=True)
 
 
