@@ -100,6 +100,8 @@ class ControlPlane:
               timeout: float = START_TIMEOUT) -> "ControlPlane":
         """Start every component and wait until each one answers healthy; on any failure nothing is left running.
 
+        ``state_dir``: an empty directory, kept after :meth:`stop` (default: a temporary one, removed).
+
         ``node_monitor_grace_seconds``: how long a node may go without a heartbeat before the
         node-lifecycle controller marks it not ready (the controller-manager's default is 40).
         """
@@ -107,6 +109,8 @@ class ControlPlane:
         owns = state_dir is None
         root = Path(tempfile.mkdtemp(prefix="bazbii-kube-")) if owns else Path(state_dir)
         root.mkdir(parents=True, exist_ok=True)
+        if not owns and any(root.iterdir()):  # etcd would reuse old data under a new CA and keys
+            raise ValueError(f"{root}: the state dir of a new control plane must be empty")
         ports = procs.PortReservation(address)
         try:
             service_ip = str(next(ipaddress.ip_network(service_cidr).hosts()))  # the `kubernetes` Service's
