@@ -48,6 +48,14 @@ What it refuses, and the rule each refusal comes from (codes in each module's do
   failed: The last ingress rule must match all URLs (i.e. it should not have a hostname or path
   filter)").
 
+Error codes: those Cloudflare is seen answering (in its docs, its providers' issue trackers and
+client test suites) are used as they are: 1002, 1005, 1056, 6003/6103/6111, 6007, 7000/7003, 9000,
+9004, 9005, 9006, 9007, 9021, 10000, 81044, 81053/81054/81058. Where Cloudflare's own code could not
+be found the twin chose one, and says so here: 1003 (a load-balancing object or tunnel that does not
+exist), 1001 (a tunnel body that does not fit), 1013 (a duplicate tunnel name), 1004 (a DNS body that
+does not fit the record shape), 10405 (a method a route does not have). Messages carry the field and
+the value, so a refusal names what was refused.
+
 Running it: ``python -m twin.cloudflare --listen HOST:PORT --token-file F --account ID --zone ID=NAME
 [--state FILE]`` (prints its URL), or from Python :class:`CloudflareEmulator` (``start()``/``stop()``,
 ``url``, ``state()``, ``requests``, ``add_observer()``). ``GET /_twin/state`` is the read-only view of

@@ -71,7 +71,8 @@ def build_record(store: Store, zone_id: str, body: dict, previous: Optional[dict
     if proxied and ttl != 1:
         # The API stores a proxied record's TTL as 1 (automatic) whatever was sent; the twin refuses
         # instead, so a declared TTL that Cloudflare would silently drop is caught.
-        raise dns_error(9021, f"Invalid TTL {ttl:g} for a proxied record. Proxied records always use TTL 1 (automatic).")
+        raise dns_error(9021, f"Invalid TTL {ttl:g} for a proxied record. "
+                              "Proxied records always use TTL 1 (automatic).")
     if record_type == "MX" and body.get("priority") is None:
         raise dns_error(1004, "DNS Validation Error: priority is required for MX records")
     _check_conflicts(store, zone_id, name, record_type, content, body.get("data"), previous)

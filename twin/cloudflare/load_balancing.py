@@ -3,7 +3,7 @@
 Refusals answer like Cloudflare's load-balancing API: HTTP 400, code 1002, ``"<what>: validation
 failed"``; deleting a monitor a pool uses or a pool a load balancer uses is HTTP 412, code 1005
 "This object is referenced by other objects, delete them first."; an id that names nothing is
-HTTP 404, code 1003.
+HTTP 404, code 1003 (the twin's choice: Cloudflare's own code for it is not documented).
 
 PUT replaces the whole object (fields not sent go back to their defaults), PATCH changes only the
 fields sent, as on api.cloudflare.com.
@@ -56,7 +56,8 @@ POOL = f.obj(
 )
 RANDOM_STEERING = f.obj(default_weight=WEIGHT, pool_weights=f.map_of(WEIGHT))
 ADAPTIVE_ROUTING = f.obj(failover_across_pools=f.boolean())
-LOCATION_STRATEGY = f.obj(mode=f.string("pop", "resolver_ip"), prefer_ecs=f.string("always", "never", "proximity", "geo"))
+LOCATION_STRATEGY = f.obj(mode=f.string("pop", "resolver_ip"),
+                          prefer_ecs=f.string("always", "never", "proximity", "geo"))
 AFFINITY_ATTRIBUTES = f.obj(
     drain_duration=f.number(0), headers=f.STRING_LIST, require_all_headers=f.boolean(),
     samesite=f.string("Auto", "Lax", "None", "Strict"), secure=f.string("Auto", "Always", "Never"),
@@ -66,12 +67,14 @@ STEERING_FIELDS = dict(
     adaptive_routing=ADAPTIVE_ROUTING, country_pools=f.POOL_MAP, default_pools=f.STRING_LIST,
     fallback_pool=f.string(), location_strategy=LOCATION_STRATEGY, pop_pools=f.POOL_MAP,
     random_steering=RANDOM_STEERING, region_pools=f.POOL_MAP, session_affinity=f.string(*SESSION_AFFINITIES),
-    session_affinity_attributes=AFFINITY_ATTRIBUTES, session_affinity_ttl=f.number(), steering_policy=f.string(*STEERING_POLICIES),
+    session_affinity_attributes=AFFINITY_ATTRIBUTES, session_affinity_ttl=f.number(),
+    steering_policy=f.string(*STEERING_POLICIES),
     ttl=f.number(),
 )
 RULE = f.obj(
     condition=f.string(), disabled=f.boolean(), name=f.string(), priority=f.integer(0), terminates=f.boolean(),
-    fixed_response=f.obj(content_type=f.string(), location=f.string(), message_body=f.string(), status_code=f.integer()),
+    fixed_response=f.obj(content_type=f.string(), location=f.string(), message_body=f.string(),
+                         status_code=f.integer()),
     overrides=f.obj(**STEERING_FIELDS),
 )
 LOAD_BALANCER = f.obj(
@@ -132,9 +135,11 @@ def build_monitor(body: dict) -> dict:
     return {
         "type": kind, "description": given(body, "description", ""), "method": method,
         "path": given(body, "path", "/" if web else ""), "header": body.get("header"), "port": port,
-        "timeout": given(body, "timeout", 5), "retries": given(body, "retries", 2), "interval": given(body, "interval", 60),
-        "expected_body": given(body, "expected_body", ""), "expected_codes": given(body, "expected_codes", "200" if web else ""),
-        "follow_redirects": given(body, "follow_redirects", False), "allow_insecure": given(body, "allow_insecure", False),
+        "timeout": given(body, "timeout", 5), "retries": given(body, "retries", 2),
+        "interval": given(body, "interval", 60), "expected_body": given(body, "expected_body", ""),
+        "expected_codes": given(body, "expected_codes", "200" if web else ""),
+        "follow_redirects": given(body, "follow_redirects", False),
+        "allow_insecure": given(body, "allow_insecure", False),
         "probe_zone": given(body, "probe_zone", ""), "consecutive_up": given(body, "consecutive_up", 0),
         "consecutive_down": given(body, "consecutive_down", 0),
     }
@@ -176,7 +181,8 @@ def build_pool(store: Store, account: str, body: dict, previous: Optional[dict])
     pool = {
         "name": name, "description": given(body, "description", ""), "enabled": enabled, "minimum_origins": minimum,
         "monitor": monitor, "monitor_group": None, "check_regions": body.get("check_regions"), "origins": built_origins,
-        "notification_email": given(body, "notification_email", ""), "notification_filter": body.get("notification_filter"),
+        "notification_email": given(body, "notification_email", ""),
+        "notification_filter": body.get("notification_filter"),
         "load_shedding": merged({"default_percent": 0, "default_policy": "random", "session_percent": 0,
                                  "session_policy": "hash"}, body.get("load_shedding")),
         "origin_steering": merged({"policy": "random"}, body.get("origin_steering")),
@@ -198,7 +204,8 @@ def _previous_origin(previous: Optional[dict], name) -> Optional[dict]:
 def build_origin(origin: dict, previous: Optional[dict]) -> dict:
     enabled = given(origin, "enabled", True)
     built = {
-        "name": origin.get("name"), "address": origin["address"], "enabled": enabled, "weight": given(origin, "weight", 1),
+        "name": origin.get("name"), "address": origin["address"], "enabled": enabled,
+        "weight": given(origin, "weight", 1),
         "header": origin.get("header"), "virtual_network_id": origin.get("virtual_network_id"),
         "port": given(origin, "port", 0), "flatten_cname": given(origin, "flatten_cname", True),
     }
@@ -239,8 +246,9 @@ def build_load_balancer(store: Store, zone_id: str, body: dict) -> dict:
         "adaptive_routing": merged({"failover_across_pools": False}, body.get("adaptive_routing")),
         "location_strategy": merged({"mode": "pop", "prefer_ecs": "proximity"}, body.get("location_strategy")),
         "session_affinity": affinity, "session_affinity_ttl": affinity_ttl,
-        "session_affinity_attributes": merged({"samesite": "Auto", "secure": "Auto", "drain_duration": 0,
-                                               "zero_downtime_failover": "none"}, body.get("session_affinity_attributes")),
+        "session_affinity_attributes": merged(
+            {"samesite": "Auto", "secure": "Auto", "drain_duration": 0, "zero_downtime_failover": "none"},
+            body.get("session_affinity_attributes")),
         "rules": given(body, "rules", []), "networks": given(body, "networks", ["cloudflare"]), "zone_name": zone,
     }
 
@@ -258,7 +266,8 @@ def _check_affinity_ttl(affinity: str, ttl) -> None:
     # Accepted ranges per policy, from the API's session_affinity_ttl description.
     bounds = {"cookie": (1800, 604800), "ip_cookie": (1800, 604800), "header": (30, 3600)}.get(affinity)
     if bounds and not bounds[0] <= ttl <= bounds[1]:
-        raise invalid(f"session_affinity_ttl {ttl} is not in range [{bounds[0]}, {bounds[1]}] for session_affinity {affinity}")
+        raise invalid(f"session_affinity_ttl {ttl} is not in range [{bounds[0]}, {bounds[1]}] "
+                      f"for session_affinity {affinity}")
 
 
 def _check_steering(store: Store, body: dict, prefix: str) -> None:
@@ -296,7 +305,8 @@ def pools_named_by(lb: dict) -> set:
 # ----------------------------------------------------------------------------------- handlers
 def _stamp(data: dict, object_id: str, previous: Optional[dict]) -> dict:
     moment = now()
-    return {"id": object_id, "created_on": previous["created_on"] if previous else moment, "modified_on": moment, **data}
+    created = previous["created_on"] if previous else moment
+    return {"id": object_id, "created_on": created, "modified_on": moment, **data}
 
 
 def _existing(store: Store, kind: str, what: str, call: Call, key: str, scope_key: str) -> dict:

@@ -181,7 +181,7 @@ def check_ingress(config: dict) -> None:
 def _check_service(index: int, service: Optional[str]) -> None:
     if not service:
         raise bad_configuration(f"ingress rule #{index + 1} has no service")
-    if service in ("hello_world", "bastion", "socks5") or service.startswith("unix:") or service.startswith("unix+tls:"):
+    if service in ("hello_world", "bastion", "socks5") or service.startswith(("unix:", "unix+tls:")):
         return
     status = HTTP_STATUS.match(service)
     if status:
