@@ -26,7 +26,8 @@ import pytest
 from testsupport.pulumi_cli import Workspace, engine_bin
 from twin.cloudflare import CloudflareEmulator
 
-pytestmark = pytest.mark.engine
+# Building the plugin (a cold Go build cache) and deploying take longer than the suite's default timeout.
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE_ENGINE_BIN = Path("/root/.cache/bazbii-probe/enginebin")
@@ -288,11 +289,11 @@ def test_changing_a_pool_weight_updates_the_load_balancer_in_place(deployed, wor
 
     calls = len(emulator.requests)
     steps = preview_steps(workspace, STACK)
-    assert len(emulator.requests) == calls  # the preview's Diff called nothing
+    shown = workspace.run("preview", "--stack", STACK, "--diff", "--non-interactive").output
+    assert len(emulator.requests) == calls  # the previews' Diff called nothing
+    assert steps == {"traffic-lb": ("update", ["randomSteering"])}
     pool_ids = deployed["outputs"]["poolIds"]
-    assert steps["traffic-lb"] == ("update", sorted(f"randomSteering.poolWeights.{pool_ids[name]}"
-                                                    for name in ("server1", "server2")))
-    assert {name for name, (op, _) in steps.items() if op != "same"} == {"traffic-lb"}
+    assert f"~ {pool_ids['server1']}: 0.9 => 0.5" in shown and f"~ {pool_ids['server2']}: 0.1 => 0.5" in shown
 
     workspace.run("up", "--stack", STACK, "--yes", "--non-interactive")
     (lb,) = objects(emulator, "load_balancer").values()
@@ -304,13 +305,15 @@ def test_changing_a_pool_weight_updates_the_load_balancer_in_place(deployed, wor
 def test_a_weight_cloudflare_refuses_fails_the_update_naming_it(deployed, workspace, emulator):
     (lb_before,) = objects(emulator, "load_balancer").values()
     configure(workspace, STACK, emulator, {"server1": 1.5, "server2": 0.5})
-    result = workspace.run("up", "--stack", STACK, "--yes", "--non-interactive", check=False)
+    try:
+        result = workspace.run("up", "--stack", STACK, "--yes", "--non-interactive", check=False)
+    finally:
+        configure(workspace, STACK, emulator, {"server1": 0.5, "server2": 0.5})  # back to what is deployed
     assert result.returncode != 0
     assert "random_steering.pool_weights" in result.output and "1.5 is not in range [0, 1]" in result.output
     assert "[1002]" in result.output and "traffic-lb" in result.output
     (lb,) = objects(emulator, "load_balancer").values()
     assert lb == lb_before  # Cloudflare refused: nothing changed
-    configure(workspace, STACK, emulator, {"server1": 0.5, "server2": 0.5})
 
 
 def test_check_refuses_an_origin_weight_outside_its_range_before_any_api_call(workspace, emulator, cloudflare_plugin):
@@ -335,9 +338,7 @@ def test_refresh_finds_drift_and_up_repairs_it(deployed, workspace, emulator):
     assert status == 200
 
     workspace.run("refresh", "--stack", STACK, "--yes", "--non-interactive")
-    steps = preview_steps(workspace, STACK)
-    assert steps == {"traffic-lb": ("update", sorted(f"randomSteering.poolWeights.{pool_ids[name]}"
-                                                     for name in ("server1", "server2")))}
+    assert preview_steps(workspace, STACK) == {"traffic-lb": ("update", ["randomSteering"])}
     workspace.run("up", "--stack", STACK, "--yes", "--non-interactive")
     (lb,) = objects(emulator, "load_balancer").values()
     assert lb["random_steering"]["pool_weights"] == {pool_ids["server1"]: 0.5, pool_ids["server2"]: 0.5}

@@ -163,15 +163,21 @@ func TestDiffReplacesOnlyWhatTerraformReplaces(t *testing.T) {
 	}
 }
 
-func TestDiffOfAWeightIsADetailedInPlaceUpdate(t *testing.T) {
+func TestDiffOfAWeightIsAnInPlaceUpdateOfItsProperty(t *testing.T) {
 	r := mustType(t, lbToken)
 	lb := func(weight float64) resource.PropertyMap {
 		return props(map[string]any{"zoneId": "z", "name": "api.example", "defaultPools": []any{"p1"},
 			"fallbackPool": "p1", "randomSteering": map[string]any{"poolWeights": map[string]any{"p1": weight}}})
 	}
 	d := diffInputs(r, lb(0.9), lb(0.5))
-	if len(d.ReplaceKeys) != 0 || d.DetailedDiff["randomSteering.poolWeights.p1"].Kind != plugin.DiffUpdate {
-		t.Errorf("want an in-place update of randomSteering.poolWeights.p1, got %+v", d)
+	if len(d.ReplaceKeys) != 0 || len(d.DetailedDiff) != 1 || d.DetailedDiff["randomSteering"].Kind != plugin.DiffUpdate ||
+		!d.DetailedDiff["randomSteering"].InputDiff {
+		t.Errorf("want an in-place update of randomSteering, got %+v", d)
+	}
+	removed := lb(0.9)
+	delete(removed, "fallbackPool")
+	if d := diffInputs(r, lb(0.9), removed); d.DetailedDiff["fallbackPool"].Kind != plugin.DiffDelete {
+		t.Errorf("a property no longer set is a delete, got %+v", d)
 	}
 	unknown := lb(0.9)
 	unknown["randomSteering"] = resource.MakeComputed(resource.NewStringProperty(""))
