@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 )
@@ -41,7 +42,7 @@ func (a *restAPI) collectionPath(known resource.PropertyMap) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("%s is not known", a.scope)
 	}
-	return fmt.Sprintf("%s/%s/%s", a.scopeSegment, scope, a.collection), nil
+	return fmt.Sprintf("%s/%s/%s", a.scopeSegment, url.PathEscape(scope), a.collection), nil
 }
 
 func (a *restAPI) create(ctx context.Context, c *client, r *resourceType, inputs resource.PropertyMap) (string, map[string]any, error) {
@@ -65,7 +66,7 @@ func (a *restAPI) read(ctx context.Context, c *client, r *resourceType, id strin
 	if err != nil {
 		return nil, err
 	}
-	result, err := c.call(ctx, "GET", path+"/"+id, nil)
+	result, err := c.call(ctx, "GET", path+"/"+url.PathEscape(id), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +85,7 @@ func (a *restAPI) update(ctx context.Context, c *client, r *resourceType, id str
 	if a.updateMethod == "PATCH" {
 		omit = a.notPatched
 	}
-	return c.call(ctx, a.updateMethod, path+"/"+id, requestBody(r.schema, inputs, omit...))
+	return c.call(ctx, a.updateMethod, path+"/"+url.PathEscape(id), requestBody(r.schema, inputs, omit...))
 }
 
 func (a *restAPI) delete(ctx context.Context, c *client, r *resourceType, id string, known resource.PropertyMap) error {
@@ -92,7 +93,7 @@ func (a *restAPI) delete(ctx context.Context, c *client, r *resourceType, id str
 	if err != nil {
 		return err
 	}
-	_, err = c.call(ctx, "DELETE", path+"/"+id, nil)
+	_, err = c.call(ctx, "DELETE", path+"/"+url.PathEscape(id), nil)
 	if isNotFound(err) {
 		return nil // already gone: what a delete wants
 	}
@@ -118,7 +119,7 @@ func (tunnelConfigurationAPI) path(known resource.PropertyMap, id string) (strin
 			return "", fmt.Errorf("tunnelId is not known")
 		}
 	}
-	return fmt.Sprintf("accounts/%s/cfd_tunnel/%s/configurations", account, id), nil
+	return fmt.Sprintf("accounts/%s/cfd_tunnel/%s/configurations", url.PathEscape(account), url.PathEscape(id)), nil
 }
 
 func (t tunnelConfigurationAPI) create(ctx context.Context, c *client, r *resourceType, inputs resource.PropertyMap) (string, map[string]any, error) {
