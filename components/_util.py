@@ -50,5 +50,12 @@ def k8s_name(text: str) -> str:
 
 
 def script(*parts: str) -> str:
-    """Join script fragments under the strict-mode header."""
+    """Join script fragments under the strict-mode header.
+
+    Why the program's commands carry no ``triggers``: what a command depends on is in its text (or its
+    stdin), so a change runs its ``update`` in place. pulumi_command's SDK registers every Command with
+    ``replace_on_changes=["triggers[*]"]``: a changed trigger *replaces* the resource, which runs the new
+    ``create`` and then the old resource's ``delete`` (for the gateway, its stop script). Only the
+    create-only switchover keeps triggers: a changed target there is a new switchover, as meant.
+    """
     return SCRIPT_HEADER + "\n".join(p.strip("\n") for p in parts if p) + "\n"

@@ -54,10 +54,9 @@ class DataPlaneRelease(pulumi.ComponentResource):
             self.installed[server] = remote.Command(
                 f"{name}-install-{server}",
                 connection=args.connections[server],
-                create=command,
+                create=command,  # names the release's digest: a new release runs it again
                 update=command,
                 stdin=release,
-                triggers=[self.digest],
                 opts=child_opts(self),
             )
         self.ready = list(self.installed.values())

@@ -182,13 +182,13 @@ class Gateway(pulumi.ComponentResource):
             run = remote.Command(
                 f"{name}-{server_name}-run",
                 connection=args.connections[server_name],
+                # The image, port, health path and upstreams are in the script, the tunnel in the token on stdin:
+                # a change of any runs `update` in place. Never `triggers`: a changed trigger replaces the
+                # resource, and the replacement runs STOP_SCRIPT right after the new start (components._util.script).
                 create=start,
-                # An explicit update: a trigger change must update in place, never replace (a replacement
-                # would run the delete script, stopping the gateway, right after the new create).
                 update=start,
                 delete=STOP_SCRIPT,
                 stdin=token,
-                triggers=[tunnel.id, args.image, args.port, args.health_path, list(args.api_upstreams)],
                 opts=child_opts(self, depends_on=[config], additional_secret_outputs=["stdin"]),
             )
             self.tunnel_ids[server_name] = tunnel.id

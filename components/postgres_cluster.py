@@ -143,10 +143,9 @@ class PostgresCluster(pulumi.ComponentResource):
         self.primary = remote.Command(
             f"{name}-primary",
             connection=connections[db.primary],
-            create=as_root(primary_text),
+            create=as_root(primary_text),  # the version and the pg_hba lines are in it: a change updates in place
             update=as_root(primary_text),
             stdin=passwords,
-            triggers=[db.primary, db.version, hba_lines(db, servers)],
             opts=child_opts(self, depends_on=after_switchover, additional_secret_outputs=["stdin"]),
         )
 
@@ -159,11 +158,12 @@ class PostgresCluster(pulumi.ComponentResource):
             self.replicas[server] = remote.Command(
                 f"{name}-replica-{server}",
                 connection=connections[server],
+                # The primary's address, the slot and the version are in the script: a change updates in place.
+                # No triggers: a replacement would run the delete script (stop the standby, drop its slot).
                 create=as_root(text),
                 update=as_root(text),
                 delete=as_root(replica_delete_script(db, servers, server, replica)),
                 stdin=replication_pw,
-                triggers=[db.primary, replica.slot, db.version],
                 opts=child_opts(self, depends_on=[self.primary], additional_secret_outputs=["stdin"]),
             )
             if replica.lag_gate:
@@ -175,13 +175,11 @@ class PostgresCluster(pulumi.ComponentResource):
                 self.lag_gates[server] = remote.Command(
                     f"{name}-lag-gate-{server}",
                     connection=connections[server],
-                    create=gate,
+                    create=gate,  # its thresholds are its arguments, the primary is in the DSN on stdin
                     update=gate,
                     stdin=secret_stdin([args.replication_password],
                                        lambda pw: [with_password(ops_dsn(db, primary.address), pw[0]),
                                                    with_password(ops_dsn(db, "127.0.0.1"), pw[0])]),
-                    triggers=[db.primary, replica.slot, db.lag_gate.max_bytes, db.lag_gate.window_seconds,
-                              db.lag_gate.timeout_seconds, replica.consistency_check],
                     opts=child_opts(self, depends_on=[self.replicas[server]], additional_secret_outputs=["stdin"]),
                 )
 
@@ -193,10 +191,9 @@ class PostgresCluster(pulumi.ComponentResource):
         self.pooler = remote.Command(
             f"{name}-pooler",
             connection=connections[db.pooler.server],
-            create=as_root(pooler_text),
+            create=as_root(pooler_text),  # writes the ini and the hba file: a change of either updates in place
             update=as_root(pooler_text),
             stdin=stdin_userlist,
-            triggers=[self.pgbouncer_ini, pgbouncer_hba(db)],
             opts=child_opts(self, depends_on=[self.primary, *after_switchover], additional_secret_outputs=["stdin"]),
         )
 
@@ -208,7 +205,6 @@ class PostgresCluster(pulumi.ComponentResource):
                 connection=connections[server],
                 create=as_root(text),
                 update=as_root(text),
-                triggers=[server, db.version],
                 opts=child_opts(self, depends_on=[self.pooler, self.primary, *after_switchover]),
             )
 

@@ -131,9 +131,12 @@ class SchemaReleaseArgs:
     runtime: Runtime = DEFAULT_RUNTIME  # runner=ssh: where DataPlaneRelease installed the CLI
 
 
-def quiet_script(ns: str, timeout: int) -> str:
+def quiet_script(ns: str, timeout: int, stage_label: str) -> str:
+    """Scale the workers to 0 and wait until none is left. ``stage_label`` names the stage (id, stage,
+    checksum): a new stage changes the text, so the command runs again, in place (components._util.script)."""
     return script(
         f"""
+echo {q(f"quieting the workers for {stage_label}")}
 NS={q(ns)}
 if ! kubectl -n "$NS" get deployment/worker >/dev/null 2>&1; then
   echo "no worker Deployment yet: nothing to quiet"; exit 0
@@ -152,7 +155,7 @@ echo "workers quiet"
     )
 
 
-def resume_script(ns: str, replicas: int, job_name: Optional[str], timeout: int) -> str:
+def resume_script(ns: str, replicas: int, job_name: Optional[str], timeout: int, stage_label: str) -> str:
     wait_job = ""
     if job_name:
         wait_job = f"""
@@ -170,6 +173,7 @@ kubectl -n "$NS" logs job/{job_name} --tail=50 || true
 """
     return script(
         f"""
+echo {q(f"resuming the workers after {stage_label}")}
 NS={q(ns)}
 outcome=succeeded
 {wait_job}
@@ -200,7 +204,7 @@ class SchemaRelease(pulumi.ComponentResource):
         }
         annotations = {CHECKSUM_ANNOTATION: bundle.checksum}
         base = f"migration-{k8s_name(bundle.migration_id)}-{bundle.stage}"
-        triggers = [bundle.migration_id, bundle.stage, bundle.checksum]
+        stage_label = f"{bundle.migration_id} {bundle.stage} ({bundle.checksum[:12]})"
 
         self.sql = k8s.core.v1.ConfigMap(
             f"{name}-sql",
@@ -208,11 +212,11 @@ class SchemaRelease(pulumi.ComponentResource):
             data=bundle.config_map_data(),
             opts=child_opts(self),
         )
+        quiet = quiet_script(ns, args.drain_seconds, stage_label)
         self.quiet = local.Command(
             f"{name}-quiet-workers",
-            create=quiet_script(ns, args.drain_seconds),
-            update=quiet_script(ns, args.drain_seconds),
-            triggers=triggers,
+            create=quiet,
+            update=quiet,
             opts=child_opts(self, depends_on=[self.sql]),
         )
 
@@ -292,20 +296,18 @@ class SchemaRelease(pulumi.ComponentResource):
             self.step = remote.Command(
                 f"{name}-{bundle.migration_id}-{bundle.stage}",
                 connection=args.runner_connection,
-                create=command,
+                create=command,  # id, stage, checksum and app versions are its arguments
                 update=command,
                 stdin=pulumi.Output.secret(pulumi.Output.all(
                     args.dsn, *[args.replica_dsns[s] for s in replica_servers]).apply(secrets_stdin)),
-                triggers=[*triggers, sorted(args.app_versions)],
                 opts=child_opts(self, depends_on=[self.quiet], additional_secret_outputs=["stdin"]),
             )
 
-        resume = resume_script(ns, args.worker_replicas, job_name, timeout=3600)
+        resume = resume_script(ns, args.worker_replicas, job_name, timeout=3600, stage_label=stage_label)
         self.resume = local.Command(
             f"{name}-resume-workers",
             create=resume,
             update=resume,
-            triggers=triggers,
             opts=child_opts(self, depends_on=[self.step]),
         )
         self.ready = [self.resume]

@@ -7,8 +7,8 @@ spec (vCPU, memory, disk, OS) is *declared* in config, and the
 Its create/update fails with a message saying what to do in the console when
 the machine does not match, which stops the update before anything that needs
 the machine is touched: that is the manual gate for "create server3" and
-"resize server1". Its triggers are the declared spec, so changing the spec in a
-step re-runs the check.
+"resize server1". The declared spec is part of the check's text, so changing the
+spec in a step runs the check again (in place: see :func:`components._util.script`).
 
 ``<name>-provision`` then installs the base packages, the container runtime
 (Docker from Ubuntu's archive) and cloudflared (Cloudflare's apt repository).
@@ -85,8 +85,7 @@ echo "$NAME matches $DECLARED"
     )
 
 
-PROVISION_SCRIPT = script(
-    """
+PROVISION_STEPS = """
 export DEBIAN_FRONTEND=noninteractive
 sudo -n true  # the SSH user needs passwordless sudo
 sudo apt-get update -q
@@ -108,7 +107,14 @@ fi
 docker --version
 cloudflared --version
 """
-)
+
+
+def provision_script(os_name: str) -> str:
+    """Base packages, container runtime and cloudflared; its text names the OS, so a reinstalled OS runs it again."""
+    return script(
+        f"echo provisioning {q(os_name)}",
+        PROVISION_STEPS,
+    )
 
 
 class Server(pulumi.ComponentResource):
@@ -142,15 +148,14 @@ class Server(pulumi.ComponentResource):
             connection=self.connection,
             create=check,
             update=check,
-            triggers=[spec],
             opts=child_opts(self),
         )
+        provision = provision_script(server.os)
         self.provision = remote.Command(
             f"{name}-provision",
             connection=self.connection,
-            create=PROVISION_SCRIPT,
-            update=PROVISION_SCRIPT,
-            triggers=[server.os],
+            create=provision,
+            update=provision,
             opts=child_opts(self, depends_on=[self.spec_check]),
         )
         self.ready = [self.provision]

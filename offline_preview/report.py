@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any
 
@@ -25,6 +26,23 @@ def _fmt(value: Any) -> str:
     if "\n" in text:  # scripts and SQL: a fingerprint, not the whole text (--json has it all)
         text = text.splitlines()[0] + f" ... ({text.count(chr(10)) + 1} lines)"
     return escape(text if len(text) <= 70 else text[:67] + "...")
+
+
+def _is_multiline(value: Any) -> bool:
+    return isinstance(value, str) and "\n" in value
+
+
+def line_diff(before: str, after: str) -> list[str]:
+    """The changed lines of a multi-line value (a script, SQL, a config file), with one line of context around
+    each change, as a unified diff without its file headers."""
+    return list(difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=1))[2:]
+
+
+def _print_line_diff(before: str, after: str, console: Console) -> None:
+    for line in line_diff(before, after):
+        style = {"+": "green", "-": "red", "@": "dim"}.get(line[:1], "")
+        text = escape(line)
+        console.print(f"        [{style}]{text}[/{style}]" if style else f"        {text}", highlight=False)
 
 
 def _short_type(type_: str) -> str:
@@ -96,16 +114,22 @@ def _print_change(change: ResourceChange, console: Console, verbose: bool) -> No
     if change.op == "update" or verbose:
         shown = change.changes
     elif change.op == "create":
-        shown = change.changes[:MAX_CREATE_PROPS]
+        # A created resource's unset inputs are no news: only what it is created with.
+        shown = [prop for prop in change.changes if prop.after is not None][:MAX_CREATE_PROPS]
     else:
         shown = []
     for prop in shown:
-        if change.op == "update":
+        if change.op == "update" and _is_multiline(prop.before) and _is_multiline(prop.after):
+            # A change inside a script or a generated file is what a reviewer needs: its lines, not its first one.
+            console.print(f"      {escape(prop.path)}: {prop.after.count(chr(10)) + 1} lines, changed:")
+            _print_line_diff(prop.before, prop.after, console)
+        elif change.op == "update":
             console.print(f"      {escape(prop.path)}: {_fmt(prop.before)} -> {_fmt(prop.after)}")
         else:
             console.print(f"      {escape(prop.path)}: {_fmt(prop.after if change.op == 'create' else prop.before)}")
-    if len(shown) < len(change.changes) and change.op == "create":
-        console.print(f"      ... {len(change.changes) - len(shown)} more (--verbose)")
+    hidden = len([prop for prop in change.changes if prop.after is not None]) - len(shown)
+    if hidden > 0 and change.op == "create":
+        console.print(f"      ... {hidden} more (--verbose)")
 
 
 def as_json(results: list[TransitionResult]) -> list[dict[str, Any]]:

@@ -247,7 +247,9 @@ def test_a_change_with_no_step_moving_is_denied(capsys, tmp_path, prod_doc):
     proposed["config"]["bazbii:gateway"]["image"] = "registry.example.com/bazbii/gateway:1.5.0"
     out = assert_denied_by(capsys, tmp_path, prod_doc, proposed, {"plan-step-scope"})
     assert "no track moves, but the state changes: bazbii:gateway.image" in out
-    assert "triggers[1]: registry.example.com/bazbii/gateway:1.4.2 -> registry.example.com/bazbii/gateway:1.5.0" in out
+    # the change inside the gateway's script shows as its changed lines, not as the script's first line
+    assert "-sudo docker pull -q registry.example.com/bazbii/gateway:1.4.2" in out
+    assert "+sudo docker pull -q registry.example.com/bazbii/gateway:1.5.0" in out
 
 
 # --------------------------------------------------------------------------- 9.7 messages

@@ -26,8 +26,8 @@ def check(track: str, step: str):
 
 
 def ini_host(ev) -> str:
-    ini = ev.named("db-pooler").inputs["triggers"][0]
-    line = next(l for l in ini.splitlines() if l.startswith("bazbii = "))
+    """Where the pgbouncer.ini the pooler command writes sends the application."""
+    line = next(l for l in ev.named("db-pooler").inputs["create"].splitlines() if l.lstrip("'").startswith("bazbii = "))
     return line.split("host=")[1].split()[0]
 
 
@@ -44,8 +44,10 @@ def image(ev, name: str) -> str:
     return ev.named(name).inputs["spec"]["template"]["spec"]["containers"][0]["image"]
 
 
-def spec_trigger(ev, server: str) -> dict:
-    return {k: (int(v) if isinstance(v, float) else v) for k, v in ev.named(f"{server}-spec-check").inputs["triggers"][0].items()}
+def declared_spec(ev, server: str) -> str:
+    """The spec the server's check compares the machine with (its DECLARED line)."""
+    check = ev.named(f"{server}-spec-check").inputs["create"]
+    return next(line for line in check.splitlines() if line.startswith("DECLARED=")).split("=", 1)[1].strip("'")
 
 
 def prop(resource, snake: str):
@@ -75,7 +77,7 @@ def _mvp(ev):
     on_server3 = [r.name for r in ev.resources
                   if r.name not in ("transition-check", "applied-record") and (mentions(r, "server3") or mentions(r, S3))]
     assert on_server3 == [], f"nothing may exist on server3 at mvp: {on_server3}"
-    assert spec_trigger(ev, "server1") == {"vcpu": 2, "memoryGb": 4, "diskGb": 100, "os": "ubuntu-22.04"}
+    assert declared_spec(ev, "server1") == "2 vCPU / 4 GB / 100 GB, ubuntu-22.04"
     assert names(ev, TUNNEL) == {"gateway-server1-tunnel"}
     assert names(ev, POOL) == {"traffic-server1"}
     assert pool_weights_by_name(ev) == {"server1": 1.0}
@@ -86,7 +88,7 @@ def _mvp(ev):
 
 @check("infra", "server3-provisioned")
 def _server3(ev):
-    assert spec_trigger(ev, "server3") == {"vcpu": 4, "memoryGb": 8, "diskGb": 500, "os": "ubuntu-22.04"}
+    assert declared_spec(ev, "server3") == "4 vCPU / 8 GB / 500 GB, ubuntu-22.04"
     assert connection_host(ev.named("server3-provision")) == S3
     assert dep_names(ev.named("server3-provision")) >= {"server3-spec-check"}
     # declared and provisioned, but nothing runs on it yet
@@ -111,12 +113,13 @@ def _replica(ev):
     assert dep_names(gate) >= {"db-replica-server3", "dataplane-install-server3"}
     assert gate.inputs["create"] == lag_gate_command(slot="server3", max_lag_bytes=1048576, window_seconds=1.0,
                                                      timeout_seconds=300, check_consistency=True)
-    assert ev.named("dataplane-install-server3").inputs["triggers"] == [release_digest(REPO_ROOT)]
+    assert f"/releases/{release_digest(REPO_ROOT)}" in ev.named("dataplane-install-server3").inputs["create"]
+    assert "triggers" not in ev.named("dataplane-install-server3").inputs  # a changed trigger would replace it
     # DSNs (with the replication password) only on the secret stdin: primary first, the local replica second
     assert secret_prop(gate, "stdin") and not secret_prop(gate, "create")
     primary_dsn, replica_dsn = gate.inputs["stdin"].splitlines()
     assert f"host={S2}" in primary_dsn and "host=127.0.0.1" in replica_dsn and "password=" in replica_dsn
-    assert f"host replication replicator {S3}/32 scram-sha-256" in ev.named("db-primary").inputs["triggers"][2]
+    assert f"host replication replicator {S3}/32 scram-sha-256" in ev.named("db-primary").inputs["create"]
     assert ini_host(ev) == S2  # the application still writes to server2
 
 
@@ -167,12 +170,14 @@ def _gateway_off(ev):
     assert names(ev, POOL) == {"traffic-server2"}
     assert not [r.name for r in ev.resources if r.name.startswith("gateway-server1")]
     assert pool_weights_by_name(ev) == {"server2": 1.0}
-    assert ev.named("gateway-server2-run").inputs["triggers"][4] == [f"http://{S1}:30080"]
+    run = ev.named("gateway-server2-run")
+    assert f"API_UPSTREAMS=http://{S1}:30080" in run.inputs["create"]
+    assert "triggers" not in run.inputs  # a changed trigger would replace it: the stop script after the new start
 
 
 @check("infra", "server1-resized")
 def _resized(ev):
-    assert spec_trigger(ev, "server1") == {"vcpu": 4, "memoryGb": 8, "diskGb": 200, "os": "ubuntu-22.04"}
+    assert declared_spec(ev, "server1") == "4 vCPU / 8 GB / 200 GB, ubuntu-22.04"
     assert "declared 4" in ev.named("server1-spec-check").inputs["create"]
 
 
@@ -211,7 +216,7 @@ def _retired(ev):
     assert "application session" in retire.inputs["create"]
     assert dep_names(retire) >= {"db-switchover", "db-pooler"}
     assert ini_host(ev) == S3
-    assert f"host replication replicator {S2}/32" not in "\n".join(ev.named("db-primary").inputs["triggers"][2])
+    assert f"host replication replicator {S2}/32" not in ev.named("db-primary").inputs["create"]
 
 
 # --------------------------------------------------------------------------- dns track
