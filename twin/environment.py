@@ -19,15 +19,26 @@ that declares it; its console spec (:class:`twin.server.Spec`) is what the plan 
 
 from __future__ import annotations
 
+import json
+import select
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
-from .lab import DEFAULT_SERVERS, EDGE_ADDRESS, Lab
-from .server import Spec, TwinServer, keygen
+from .lab import DEFAULT_SERVERS, EDGE, EDGE_ADDRESS, Lab, LabError
+from .server import REPO_ROOT, Spec, TwinServer, keygen
 from .wheelhouse import ensure_wheelhouse
+
+# The Kubernetes nodes (the API servers of the plan) and their pods' addresses inside the node.
+KUBE_NODES = {"server1": "127.0.2.0/24"}
+# The cluster's own setup, which production has before the program runs: the app's namespace.
+KUBE_NAMESPACES = ("bazbii",)
+KUBE_START_TIMEOUT = 120.0
 
 # The plan's machines as its stack file declares them at their first step (Pulumi.prod.yaml).
 DEFAULT_SPECS = {
@@ -38,11 +49,26 @@ DEFAULT_SPECS = {
 
 
 @dataclass
+class Kubernetes:
+    """The twin's cluster: the control plane's process (in the edge) and a node agent per node (in its server)."""
+
+    bin_dir: Path
+    server: str
+    kubeconfig: Path
+    control_plane: subprocess.Popen
+    agents: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def kubectl_argv(self, *args: str) -> list[str]:
+        return [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
+
+
+@dataclass
 class Twin:
     workdir: Path
     lab: Lab
     servers: dict[str, TwinServer] = field(default_factory=dict)
     owns_workdir: bool = False
+    kube: Optional[Kubernetes] = None
 
     @property
     def operator_key(self) -> Path:
@@ -57,7 +83,8 @@ class Twin:
 
     @classmethod
     def start_new(cls, workdir: Optional[Path] = None, specs: Optional[Mapping[str, Spec]] = None,
-                  addresses: Optional[Mapping[str, str]] = None) -> "Twin":
+                  addresses: Optional[Mapping[str, str]] = None, kube_bin: Optional[Path] = None) -> "Twin":
+        """Start the lab and the servers; with ``kube_bin`` (the engine build's bin directory) the cluster too."""
         owns = workdir is None
         workdir = Path(workdir or tempfile.mkdtemp(prefix="bazbii-twin-"))
         specs = dict(specs or DEFAULT_SPECS)
@@ -65,6 +92,8 @@ class Twin:
         twin = cls(workdir=workdir, lab=Lab(workdir / "lab", servers=addresses), owns_workdir=owns)
         try:
             twin._start(specs)
+            if kube_bin is not None:
+                twin._start_kubernetes(Path(kube_bin))
         except BaseException:
             twin.stop()
             raise
@@ -76,9 +105,52 @@ class Twin:
         wheelhouse = ensure_wheelhouse()
         self.lab.start()
         for name, spec in specs.items():
-            server = TwinServer(self.lab, name, spec, self.workdir / "servers" / name, self.operator_key, wheelhouse)
+            server = TwinServer(self.lab, name, spec, self.workdir / "servers" / name, self.operator_key, wheelhouse,
+                                extra_visible=[self.workdir])
             self.servers[name] = server
             server.start()
+
+    def _start_kubernetes(self, bin_dir: Path) -> None:
+        """The control plane in the edge (as a managed one would be), a node agent inside each node's server."""
+        state = self.workdir / "kube"
+        log = open(self.workdir / "kube-control-plane.log", "ab")
+        plane = self.lab.popen(EDGE, [sys.executable, "-m", "twin.kube", "--bin", str(bin_dir),
+                                      "--address", EDGE_ADDRESS, "--state-dir", str(state / "control-plane")],
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+        log.close()
+        started = _first_line(plane, KUBE_START_TIMEOUT, "the Kubernetes control plane")
+        self.kube = Kubernetes(bin_dir=bin_dir, server=started["server"], kubeconfig=Path(started["kubeconfig"]),
+                               control_plane=plane)
+        for node, pod_network in KUBE_NODES.items():
+            if node not in self.servers:
+                continue
+            server = self.servers[node]
+            agent_state = state / "nodes" / node
+            agent_state.mkdir(parents=True)
+            with open(agent_state.parent / f"{node}.log", "ab") as agent_log:
+                self.kube.agents[node] = server.popen_inside(
+                    [sys.executable, "-m", "twin.kube.nodeagent", "--node", node, "--node-ip", server.address,
+                     "--kubeconfig", str(self.kube.kubeconfig), "--pod-network", pod_network,
+                     "--state-dir", str(agent_state), "--nodeport-address", "0.0.0.0"],
+                    stdout=agent_log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + KUBE_START_TIMEOUT
+        for node in self.kube.agents:
+            while self.kubectl("get", "node", node, "-o",
+                               'jsonpath={.status.conditions[?(@.type=="Ready")].status}').stdout.strip() != "True":
+                if self.kube.agents[node].poll() is not None or time.monotonic() > deadline:
+                    raise LabError(f"node {node} did not become Ready (log: {state / 'nodes' / f'{node}.log'})")
+                time.sleep(0.3)
+        for namespace in KUBE_NAMESPACES:
+            self.kubectl("create", "namespace", namespace, check=True)
+
+    def kubectl(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
+        """kubectl as the cluster's admin, from the edge."""
+        if self.kube is None:
+            raise LabError("this twin has no Kubernetes (start it with kube_bin)")
+        done = self.lab.run(EDGE, self.kube.kubectl_argv(*args), timeout=timeout)
+        if check and done.returncode != 0:
+            raise LabError(f"kubectl {' '.join(args)}: {done.stderr.strip()[-2000:]}")
+        return done
 
     def __enter__(self) -> "Twin":
         return self
@@ -87,6 +159,10 @@ class Twin:
         self.stop()
 
     def stop(self) -> None:
+        if self.kube is not None:
+            # Agents first: they end their pods' processes (graceful), then the control plane.
+            for process in [*self.kube.agents.values(), self.kube.control_plane]:
+                _terminate(process)
         for server in self.servers.values():
             server.stop()
         self.lab.stop()
@@ -97,3 +173,27 @@ class Twin:
     def pulumi_prefix(self) -> list[str]:
         """Prefix for commands that run where the operator's ``pulumi`` runs (the edge namespace)."""
         return self.lab.edge_command([])
+
+
+def _first_line(process: subprocess.Popen, timeout: float, what: str) -> dict:
+    """The JSON line a started service prints once it is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LabError(f"{what} exited ({process.returncode}) before it was up")
+        ready, _, _ = select.select([process.stdout], [], [], 0.5)
+        if ready:
+            line = process.stdout.readline()
+            if line.strip():
+                return json.loads(line)
+    raise LabError(f"{what} was not up within {timeout:g} s")
+
+
+def _terminate(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

@@ -62,9 +62,11 @@ class RunResult:
 
 class TwinServer:
     def __init__(self, lab: Lab, name: str, spec: Spec, root: Path, operator_key: Path,
-                 wheelhouse: Optional[Path] = None, edge_info: Optional[dict] = None):
+                 wheelhouse: Optional[Path] = None, edge_info: Optional[dict] = None,
+                 extra_visible: Sequence[Path] = ()):
         self.lab, self.name, self.spec, self.root = lab, name, spec, root
         self.operator_key = operator_key
+        self.extra_visible = list(extra_visible)  # host paths the twin's own processes in the server use
         self.wheelhouse = wheelhouse
         self.edge_info = dict(edge_info or {})
         self.process: Optional[subprocess.Popen] = None
@@ -134,7 +136,8 @@ class TwinServer:
             "root": str(self.root),
             "authorizedKeys": Path(f"{self.operator_key}.pub").read_text(),
             "wheelhouse": str(self.wheelhouse) if self.wheelhouse else "",
-            "keepVisible": [str(REPO_ROOT), str(self.root), *([str(self.wheelhouse)] if self.wheelhouse else [])],
+            "keepVisible": [str(REPO_ROOT), str(self.root), *([str(self.wheelhouse)] if self.wheelhouse else []),
+                            *map(str, self.extra_visible)],
             "sshd": {"binary": SSHD, "config": str(config)},
         }))
         log = open(self.root / "server.log", "ab")
@@ -182,6 +185,13 @@ class TwinServer:
                               env={"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                    "PYTHONPATH": str(REPO_ROOT)})
         return RunResult(done.returncode, done.stdout, done.stderr)
+
+    def popen_inside(self, argv: Sequence[str], **kwargs) -> subprocess.Popen:
+        """A long-running twin process inside the server (e.g. its Kubernetes node agent), as root."""
+        if self.process is None:
+            raise LabError(f"{self.name} is not running")
+        kwargs.setdefault("cwd", REPO_ROOT)
+        return subprocess.Popen(["nsenter", f"--target={self.process.pid}", "--net", "--mount", "--", *argv], **kwargs)
 
     def read_file(self, path: str) -> str:
         done = self.exec(["cat", path])

@@ -68,7 +68,8 @@ def overlay(root: Path, keep_visible: list[str]) -> None:
         upper.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
         _mount("-t", "overlay", "overlay", "-o", f"lowerdir={target},upperdir={upper},workdir={work}", target)
-    hidden = [p for p in keep_visible if any(_under(p, top) for top in FRESH_TMPFS)]
+    outermost = [p for p in sorted(set(keep_visible)) if not any(_under(p, q) and p != q for q in keep_visible)]
+    hidden = [p for p in outermost if any(_under(p, top) for top in FRESH_TMPFS)]
     staged = []
     for index, path in enumerate(hidden):  # held aside (in the server's /var) while the tmpfs covers them
         stage = f"/var/lib/bazbii-twin/keep/{index}"
