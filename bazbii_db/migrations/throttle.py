@@ -215,7 +215,10 @@ def retime(setting: Setting, duty: float, took_ms: float, hold_ms: float | None,
         batch *= share * bounds.max_pause_ms / (1.0 - share) / took if share < 1 else 1.0
         pause = bounds.max_pause_ms
     if int(batch) == current.batch_size and 0 < pause and abs(pause - current.pause_ms) < bounds.pause_step_ms / 2:
-        pause = current.pause_ms  # (each change restarts the other sources' evidence)
+        # Each change restarts the other sources' evidence: a change under half a pause step is not made, unless
+        # the current pause is more than 5 % off the share (at short pauses half a step is a large share).
+        if abs(took / (took + current.pause_ms) - share) <= 0.05 * share:
+            pause = current.pause_ms
     return cap_hold(Setting(int(batch), pause), current, hold_ms, bounds)
 
 

@@ -106,7 +106,7 @@ def rows_per_ms(s: Setting, took: float, batch: int) -> float:
     return s.batch_size / (took * s.batch_size / batch + s.pause_ms)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=10000, deadline=None)
 @given(st.builds(Setting, st.integers(50, 10_000), st.floats(0, 500)), st.floats(0, 2),
        st.floats(0.05, 30), st.booleans())
 def test_retime_stays_in_bounds_moves_toward_the_share_and_not_faster_when_held(setting, duty, took, faster):
