@@ -366,6 +366,14 @@ def build_part(part: Part, ctx: Context) -> Outcome:
         return Outcome(True, seconds, missing=[o for o in part.optional_outputs if not (target / o).exists()])
 
 
+def _link(source: Path, target: Path) -> None:
+    """A hard link (the CLI finds its language host next to its own resolved path, so no symlink), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def _sdk_python_dir(ctx: Context) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix="sdk-", dir=ctx.cache))
     try:
@@ -389,7 +397,7 @@ def assemble(ctx: Context, built: dict[str, Part], outcomes: dict[str, Outcome],
                 # Provider plugins are installed (below), never put on PATH: the CLI would take a binary on
                 # PATH over the installed plugin, whatever version the program asks for.
                 if not entry.name.startswith((".", "pulumi-resource-")):
-                    (staging / entry.name).symlink_to(entry.resolve())
+                    _link(entry.resolve(), staging / entry.name)
         problems: dict[str, str] = {}
         if outcomes["cli"].ok:
             try:

@@ -1,4 +1,4 @@
-"""The real ``pulumi`` CLI on a throwaway local file backend, for the tests that run what users run.
+"""The real ``pulumi`` CLI on a throwaway local file backend: what the tests and the twin run as users do.
 
 A :class:`Workspace` is a temporary directory holding a project (a copy of files you give it, or this
 repository's program), its own ``PULUMI_HOME`` (plugins installed there with ``pulumi plugin install
@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 PASSPHRASE = "bazbii-tests-only"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# What a checkout of the program needs to run (the rest of the repository is tests, tools and docs).
+PROGRAM_FILES = ("__main__.py", "Pulumi.yaml", "Pulumi.prod.yaml", "requirements.txt")
+PROGRAM_DIRS = ("components", "bazbii_plan", "bazbii_db", "bazbii_analysis", "migrations", "policies")
 
 
 @dataclass
@@ -121,6 +125,14 @@ class Workspace:
         return result
 
     # ------------------------------------------------------------------ conveniences
+    def copy_program(self, repo: Path = REPO_ROOT) -> None:
+        """The program as users check it out, sharing ``repo``'s virtualenv (Pulumi.yaml: ``virtualenv: venv``)."""
+        for name in PROGRAM_FILES:
+            shutil.copy(repo / name, self.project / name)
+        for name in PROGRAM_DIRS:
+            shutil.copytree(repo / name, self.project / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (self.project / "venv").symlink_to((repo / "venv").resolve())
+
     def login(self) -> None:
         self.run("login", f"file://{self.backend}")
 

@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (id) WHERE status = 'queued';
 """
+SEED = ("INSERT INTO posts (user_id, title, content) SELECT g % 50, 'seed ' || g, 'seed post' "
+        f"FROM generate_series(1, {SEED_POSTS}) g")
 
 
 def bootstrap_database(primary: PgServer) -> None:
@@ -36,5 +38,4 @@ def bootstrap_database(primary: PgServer) -> None:
     MigrationRunner(primary.dsn()).apply("0001_init", "expand")
     with psycopg.connect(primary.dsn(), autocommit=True) as conn:
         conn.execute(JOBS)
-        conn.execute("INSERT INTO posts (user_id, title, content) SELECT g %% 50, 'seed ' || g, 'seed post' "
-                     "FROM generate_series(1, %s) g", (SEED_POSTS,))
+        conn.execute(SEED)  # no parameters: psycopg sends it as it is, its % included

@@ -30,8 +30,10 @@ as_root() {
 # commands), Prometheus + the PostgreSQL exporter (live-metric gates), HAProxy, nginx, nsd and
 # unbound (the rehearsal's load balancer, gateway and DNS).
 # The twin's servers (twin/) also need sudo (the program's scripts run through it, as on the VPSs),
-# Debian's python3.11 with venv (the data-plane virtualenv) and iproute2 (its network namespaces).
-SERVER_PACKAGES="postgresql-15 pgbouncer openssh-server openssh-client prometheus prometheus-postgres-exporter haproxy nginx-light nsd unbound sudo python3.11-venv iproute2"
+# iproute2 (their network namespaces) and what the program's own scripts apt-get install on a server
+# (the twin installs nothing: its apt-get only finds what is here): the provisioning's base packages
+# and Debian's python3.11 with venv (the data-plane virtualenv).
+SERVER_PACKAGES="postgresql-15 pgbouncer openssh-server openssh-client prometheus prometheus-postgres-exporter haproxy nginx-light nsd unbound sudo iproute2 ca-certificates curl gnupg lsb-release chrony python3.11 python3.11-venv"
 missing_packages() {
   for package in $SERVER_PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || printf '%s ' "$package"

@@ -20,6 +20,7 @@ that declares it; its console spec (:class:`twin.server.Spec`) is what the plan 
 from __future__ import annotations
 
 import json
+import secrets
 import select
 import shutil
 import subprocess
@@ -63,12 +64,28 @@ class Kubernetes:
 
 
 @dataclass
+class Cloudflare:
+    """The Cloudflare API emulator's process (in the edge) and how to reach it."""
+
+    process: subprocess.Popen
+    api_url: str  # what cloudflare:baseUrl is set to
+    token: str  # what cloudflare:apiToken is set to (a secret)
+    accounts: list[str]
+    zones: dict[str, str]
+
+    @property
+    def base(self) -> str:
+        return self.api_url.rsplit("/client/v4", 1)[0]
+
+
+@dataclass
 class Twin:
     workdir: Path
     lab: Lab
     servers: dict[str, TwinServer] = field(default_factory=dict)
     owns_workdir: bool = False
     kube: Optional[Kubernetes] = None
+    cloudflare: Optional[Cloudflare] = None
 
     @property
     def operator_key(self) -> Path:
@@ -83,8 +100,10 @@ class Twin:
 
     @classmethod
     def start_new(cls, workdir: Optional[Path] = None, specs: Optional[Mapping[str, Spec]] = None,
-                  addresses: Optional[Mapping[str, str]] = None, kube_bin: Optional[Path] = None) -> "Twin":
-        """Start the lab and the servers; with ``kube_bin`` (the engine build's bin directory) the cluster too."""
+                  addresses: Optional[Mapping[str, str]] = None, kube_bin: Optional[Path] = None,
+                  cloudflare: Optional[Mapping[str, Mapping[str, str]]] = None) -> "Twin":
+        """Start the lab and the servers; with ``kube_bin`` (the engine build's bin directory) the cluster, with
+        ``cloudflare`` (``{"accounts": [...], "zones": {id: name}}``) the Cloudflare API emulator too."""
         owns = workdir is None
         workdir = Path(workdir or tempfile.mkdtemp(prefix="bazbii-twin-"))
         specs = dict(specs or DEFAULT_SPECS)
@@ -92,6 +111,8 @@ class Twin:
         twin = cls(workdir=workdir, lab=Lab(workdir / "lab", servers=addresses), owns_workdir=owns)
         try:
             twin._start(specs)
+            if cloudflare is not None:
+                twin._start_cloudflare(list(cloudflare["accounts"]), dict(cloudflare["zones"]))
             if kube_bin is not None:
                 twin._start_kubernetes(Path(kube_bin))
         except BaseException:
@@ -109,6 +130,39 @@ class Twin:
                                 extra_visible=[self.workdir])
             self.servers[name] = server
             server.start()
+
+    def _start_cloudflare(self, accounts: Sequence[str], zones: Mapping[str, str]) -> None:
+        """The API emulator in the edge; the servers' cloudflared learn where its edge side is."""
+        directory = self.workdir / "cloudflare"
+        directory.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(24)  # 48 characters: a shape the provider accepts for an API token
+        (directory / "token").write_text(token)
+        (directory / "token").chmod(0o600)
+        argv = [sys.executable, "-m", "twin.cloudflare", "--listen", f"{EDGE_ADDRESS}:0",
+                "--token-file", str(directory / "token"), "--state", str(directory / "state.json")]
+        argv += [arg for account in accounts for arg in ("--account", account)]
+        argv += [arg for zone_id, name in zones.items() for arg in ("--zone", f"{zone_id}={name}")]
+        log = open(directory / "emulator.log", "ab")
+        process = self.lab.popen(EDGE, argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+        log.close()
+        url = _first_line(process, 30, "the Cloudflare API emulator", parse=str.strip)
+        self.cloudflare = Cloudflare(process, url, token, list(accounts), dict(zones))
+        for server in self.servers.values():
+            server.set_edge(cloudflareTwinUrl=self.cloudflare.base)
+
+    def cloudflare_state(self) -> dict:
+        """The emulator's whole state (``GET /_twin/state``), read from the edge."""
+        if self.cloudflare is None:
+            raise LabError("this twin has no Cloudflare emulator")
+        import urllib.request
+
+        def read() -> dict:
+            request = urllib.request.Request(f"{self.cloudflare.base}/_twin/state",
+                                             headers={"Authorization": f"Bearer {self.cloudflare.token}"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.load(response)
+
+        return self.lab.in_edge(read)
 
     def _start_kubernetes(self, bin_dir: Path) -> None:
         """The control plane in the edge (as a managed one would be), a node agent inside each node's server."""
@@ -163,6 +217,8 @@ class Twin:
             # Agents first: they end their pods' processes (graceful), then the control plane.
             for process in [*self.kube.agents.values(), self.kube.control_plane]:
                 _terminate(process)
+        if self.cloudflare is not None:
+            _terminate(self.cloudflare.process)
         for server in self.servers.values():
             server.stop()
         self.lab.stop()
@@ -175,8 +231,8 @@ class Twin:
         return self.lab.edge_command([])
 
 
-def _first_line(process: subprocess.Popen, timeout: float, what: str) -> dict:
-    """The JSON line a started service prints once it is up."""
+def _first_line(process: subprocess.Popen, timeout: float, what: str, parse=json.loads):
+    """The line a started service prints once it is up (JSON unless ``parse`` says otherwise)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -185,7 +241,7 @@ def _first_line(process: subprocess.Popen, timeout: float, what: str) -> dict:
         if ready:
             line = process.stdout.readline()
             if line.strip():
-                return json.loads(line)
+                return parse(line)
     raise LabError(f"{what} was not up within {timeout:g} s")
 
 

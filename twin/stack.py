@@ -85,6 +85,17 @@ def first_steps(prod: Mapping[str, Any]) -> dict[str, str]:
     return {track["key"]: track["steps"][0]["name"] for track in plan.values()}
 
 
+def state_of(document: Mapping[str, Any]):
+    """The desired state (bazbii_plan's StackState) a stack document declares at its track pointers."""
+    from bazbii_plan.stackconfig import SECRET_KEYS, load_stack_config
+    from bazbii_plan.stackfile import fill_secret_placeholders
+
+    values = {k.split(":", 1)[1]: v for k, v in document["config"].items() if k.startswith(f"{NAMESPACE}:")}
+    secret_keys: set[str] = set()
+    fill_secret_placeholders(values, secret_keys, SECRET_KEYS)
+    return load_stack_config(values, secret_keys).state()
+
+
 def load_prod(path: Path = PROD_STACK_FILE) -> dict:
     return yaml.safe_load(path.read_text())
 

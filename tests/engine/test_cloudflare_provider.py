@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from testsupport.pulumi_cli import Workspace, engine_bin
+from engine.workspace import Workspace, engine_bin
 from twin.cloudflare import CloudflareEmulator
 
 # Building the plugin (a cold Go build cache) and deploying take longer than the suite's default timeout.

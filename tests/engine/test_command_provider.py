@@ -1,6 +1,6 @@
 """Our ``pulumi-resource-command`` (engine/go/cmd/pulumi-resource-command) under the real engine.
 
-Each test runs the real ``pulumi`` CLI (testsupport.pulumi_cli) on a small Python program using the
+Each test runs the real ``pulumi`` CLI (engine.workspace) on a small Python program using the
 pinned ``pulumi_command`` SDK, with the plugin built from this tree's sources at the start of the
 session and installed as ``command`` at the SDK's version. ``remote.Command`` talks to a throwaway
 sshd on 127.0.0.1 (tests/ssh/sshd.py) logging in as root, so its commands run on this machine: each
@@ -28,7 +28,7 @@ from textwrap import dedent
 import pytest
 
 from testsupport.localcluster import free_port
-from testsupport.pulumi_cli import Result, Workspace, engine_bin
+from engine.workspace import Result, Workspace, engine_bin
 from tests.ssh.sshd import LocalSshd, start_sshd
 
 pytestmark = pytest.mark.engine

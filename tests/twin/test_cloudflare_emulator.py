@@ -499,3 +499,37 @@ def test_command_line_bad_arguments_are_one_line_and_status_2(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=30)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "--token-file" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --------------------------------------------------------------------------- connectors (the twin's cloudflared)
+def connector_call(emulator, method: str, tunnel_id: str, **body):
+    edge = Client(emulator.base, token=None)  # cloudflared authenticates with the tunnel's secret, not the API token
+    return edge.call(method, f"_twin/tunnels/{tunnel_id}/connections", {"account": ACCOUNT, **body})
+
+
+def test_a_connector_makes_its_tunnel_healthy_and_blocks_its_deletion_until_it_leaves(api, emulator):
+    tunnel = api.ok("POST", f"accounts/{ACCOUNT}/cfd_tunnel", {"name": "gw", "config_src": "cloudflare",
+                                                                  "tunnel_secret": SECRET})
+    status, refused = connector_call(emulator, "POST", tunnel["id"], secret="bm90LXRoZS1zZWNyZXQ=", connector="s1")
+    assert status == 403 and refused["success"] is False  # a token for another secret connects nothing
+    status, _ = connector_call(emulator, "POST", tunnel["id"], secret=SECRET, connector="server1", origin="127.0.1.1")
+    assert status == 200
+    seen = api.ok("GET", f"accounts/{ACCOUNT}/cfd_tunnel/{tunnel['id']}")
+    assert seen["status"] == "healthy" and [c["origin_ip"] for c in seen["connections"]] == ["127.0.1.1"]
+    assert [c["client_id"] for c in api.ok("GET", f"accounts/{ACCOUNT}/cfd_tunnel/{tunnel['id']}/connections")] == ["server1"]
+    status, error = api.refused("DELETE", f"accounts/{ACCOUNT}/cfd_tunnel/{tunnel['id']}")
+    assert (status, error["code"]) == (400, 1022) and "active connections" in error["message"]
+    connector_call(emulator, "DELETE", tunnel["id"], secret=SECRET, connector="server1")
+    assert api.ok("GET", f"accounts/{ACCOUNT}/cfd_tunnel/{tunnel['id']}")["status"] == "inactive"
+    assert api.ok("DELETE", f"accounts/{ACCOUNT}/cfd_tunnel/{tunnel['id']}")["deleted_at"]
+
+
+def test_a_connector_not_heard_from_drops_off(api, emulator, monkeypatch):
+    from twin.cloudflare import tunnels
+
+    tunnel = api.ok("POST", f"accounts/{ACCOUNT}/cfd_tunnel", {"name": "gw2", "config_src": "cloudflare",
+                                                                  "tunnel_secret": SECRET})
+    connector_call(emulator, "POST", tunnel["id"], secret=SECRET, connector="server2")
+    monkeypatch.setattr(tunnels, "CONNECTOR_TTL_SECONDS", -1.0)  # as if its last renewal were long ago
+    seen = api.ok("GET", f"accounts/{ACCOUNT}/cfd_tunnel/{tunnel['id']}")
+    assert seen["status"] == "inactive" and seen["connections"] == []

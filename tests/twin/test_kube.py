@@ -491,7 +491,7 @@ asyncio.run(main())
 
 
 def test_pulumi_up_creates_a_deployment_and_the_real_provider_awaits_it(cluster, api, node, namespace, database_url):
-    from testsupport.pulumi_cli import Workspace, engine_bin
+    from engine.workspace import Workspace, engine_bin
 
     try:
         bin_dir = engine_bin()

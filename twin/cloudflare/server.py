@@ -32,6 +32,8 @@ from .store import IDENTIFIER, Observer, Store
 
 API_PREFIX = "/client/v4"
 STATE_PATH = "/_twin/state"
+# Where the twin's cloudflared connectors register (the edge side of a tunnel; tunnels.connect).
+CONNECTORS = re.compile(r"^/_twin/tunnels/(?P<tunnel_id>[0-9a-f-]{36})/connections$")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ROUTES: tuple = tuple(load_balancing.ROUTES) + tuple(dns.ROUTES) + tuple(tunnels.ROUTES)
 MAX_BODY = 1 << 20
@@ -88,6 +90,15 @@ class _Handler(BaseHTTPRequestHandler):
         query = {key: values[0] for key, values in parse_qs(url.query).items()}
         try:
             body = self._read_body()
+            connectors = CONNECTORS.match(url.path)
+            if connectors:
+                if method not in ("POST", "DELETE") or not isinstance(body, dict):
+                    raise errors.method_not_allowed(method)
+                action = tunnels.connect if method == "POST" else tunnels.disconnect
+                with emulator.store.lock:
+                    self._send(200, {"success": True, "errors": [], "messages": [],
+                                     "result": action(emulator.store, connectors["tunnel_id"], body)})
+                return
             if url.path == STATE_PATH:
                 emulator.authenticate(self.headers.get("Authorization"))
                 if method != "GET":

@@ -6,6 +6,14 @@ HTTP 409, code 1013; an unknown or deleted tunnel is HTTP 404, code 1003. Deleti
 its tombstone (``deleted_at`` set): GET still answers for it and the list shows it unless
 ``is_deleted=false``, as on api.cloudflare.com; its configuration goes with it.
 
+**Connectors.** cloudflared connects to Cloudflare's edge, not to the API: the twin's ``cloudflared``
+(:mod:`twin.hostshims.cloudflared`) registers with :func:`connect` (``POST /_twin/tunnels/<id>/connections``,
+authenticated by the tunnel's own secret, as its token is) and renews every few seconds; a connector not
+heard from for :data:`CONNECTOR_TTL_SECONDS` is gone, as on the edge. The tunnel then reads
+``status: healthy`` with its ``connections`` (also ``GET .../connections``), and, as ``cloudflared tunnel
+delete`` says, a tunnel with active connections cannot be deleted (HTTP 400, code 1022, the twin's code)
+unless ``cascade=true``: the program must stop its connectors first.
+
 A configuration is checked the way cloudflared checks ingress rules, and refused with HTTP 400,
 code 1056, ``"Bad Configuration: Validation failed: <reason>"`` (the reasons are cloudflared's):
 no ingress rules, a last rule that is not a catch-all (it has a hostname or a path), a hostname
@@ -17,8 +25,11 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import hmac
 import re
 import secrets
+import time
+import uuid
 from typing import Optional
 
 from . import fields as f
@@ -43,6 +54,9 @@ CONFIGURATION = f.obj(config=CONFIG, source=f.string("local", "cloudflare"))
 SERVICE_SCHEMES = ("http", "https", "ws", "wss", "tcp", "ssh", "rdp", "smb", "unix", "unix+tls")
 SERVICE_URL = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<rest>.+)$")
 HTTP_STATUS = re.compile(r"^http_status:(?P<code>[0-9]{3})$")
+
+
+CONNECTOR_TTL_SECONDS = 15.0
 
 
 def tunnel_error(code: int, message: str, status: int = 400) -> ApiError:
@@ -91,7 +105,7 @@ def _check_unique_name(store: Store, account: str, name: str, tunnel_id: Optiona
 
 
 def list_tunnels(store: Store, call: Call) -> Answer:
-    tunnels = store.all("tunnel", call.params["account_id"])
+    tunnels = [_with_live_connectors(store, t) for t in store.all("tunnel", call.params["account_id"])]
     deleted = call.query.get("is_deleted")
     if deleted == "true":
         tunnels = [t for t in tunnels if t.get("deleted_at")]
@@ -127,7 +141,7 @@ def get_tunnel(store: Store, call: Call) -> Answer:
     tunnel = store.get("tunnel", call.params["tunnel_id"], call.params["account_id"])
     if tunnel is None:
         raise not_found(call.params["tunnel_id"])
-    return Answer(tunnel)
+    return Answer(_with_live_connectors(store, tunnel))
 
 
 def edit_tunnel(store: Store, call: Call) -> Answer:
@@ -148,8 +162,11 @@ def edit_tunnel(store: Store, call: Call) -> Answer:
 
 
 def delete_tunnel(store: Store, call: Call) -> Answer:
-    tunnel = copy.deepcopy(_live_tunnel(store, call))
-    tunnel["deleted_at"] = now()
+    tunnel = copy.deepcopy(_with_live_connectors(store, _live_tunnel(store, call)))
+    if tunnel["connections"] and call.query.get("cascade") != "true":
+        raise tunnel_error(1022, f"Cannot delete tunnel {tunnel['id']} because it has active connections; "
+                                 "stop its connectors first (or delete with cascade=true)")
+    tunnel.update(deleted_at=now(), connections=[], status="deleted")
     if store.get("tunnel_configuration", tunnel["id"]) is not None:
         store.remove("tunnel_configuration", tunnel["id"])
     store.tombstone("tunnel", tunnel["id"], tunnel)
@@ -226,6 +243,71 @@ def put_configuration(store: Store, call: Call) -> Answer:
     return Answer(configuration)
 
 
+# ----------------------------------------------------------------------------------- connectors (cloudflared)
+def _with_live_connectors(store: Store, tunnel: dict) -> dict:
+    """The tunnel with connectors not heard from within the TTL dropped (status follows)."""
+    if tunnel.get("deleted_at"):
+        return tunnel
+    private = dict(store.private("tunnel", tunnel["id"]))
+    seen = dict(private.get("connector_seen", {}))
+    cutoff = time.time() - CONNECTOR_TTL_SECONDS
+    live = [c for c in tunnel.get("connections", []) if seen.get(c["client_id"], 0) >= cutoff]
+    if len(live) == len(tunnel.get("connections", [])):
+        return tunnel
+    updated = dict(tunnel, connections=live, status="healthy" if live else "inactive")
+    if not live:
+        updated["conns_inactive_at"] = now()
+    private["connector_seen"] = {c["client_id"]: seen[c["client_id"]] for c in live}
+    store.put("tunnel", tunnel["id"], tunnel["account_tag"], updated, action="updated", private=private)
+    return updated
+
+
+def _connector_tunnel(store: Store, tunnel_id: str, body: dict) -> tuple[dict, dict]:
+    tunnel = store.get("tunnel", tunnel_id)
+    if tunnel is None or tunnel.get("deleted_at") or tunnel["account_tag"] != body.get("account"):
+        raise not_found(tunnel_id)
+    private = dict(store.private("tunnel", tunnel_id))
+    if not hmac.compare_digest(str(body.get("secret", "")).encode(), private.get("tunnel_secret", "").encode()):
+        raise ApiError(403, 10000, "Authentication error: the tunnel token's secret is not this tunnel's")
+    return _with_live_connectors(store, tunnel), private
+
+
+def connect(store: Store, tunnel_id: str, body: dict) -> dict:
+    """Register or renew a connector (``connector``: its name; ``origin``: the address it connects from)."""
+    connector = str(body.get("connector") or "")
+    if not connector:
+        raise ApiError(400, 1001, "Bad request: connector is required")
+    tunnel, private = _connector_tunnel(store, tunnel_id, body)
+    connections = [c for c in tunnel["connections"] if c["client_id"] != connector]
+    known = next((c for c in tunnel["connections"] if c["client_id"] == connector), None)
+    connections.append(known or {"id": str(uuid.uuid4()), "client_id": connector, "client_version": "2026.11.0",
+                                 "colo_name": "twin", "is_pending_reconnect": False, "opened_at": now(),
+                                 "origin_ip": str(body.get("origin") or "")})
+    private["connector_seen"] = {**private.get("connector_seen", {}), connector: time.time()}
+    updated = dict(tunnel, connections=connections, status="healthy")
+    if known is None:
+        updated["conns_active_at"] = now()
+    store.put("tunnel", tunnel_id, tunnel["account_tag"], updated, action="updated", private=private)
+    return updated
+
+
+def disconnect(store: Store, tunnel_id: str, body: dict) -> dict:
+    tunnel, private = _connector_tunnel(store, tunnel_id, body)
+    connections = [c for c in tunnel["connections"] if c["client_id"] != str(body.get("connector") or "")]
+    seen = {k: v for k, v in private.get("connector_seen", {}).items() if k != body.get("connector")}
+    updated = dict(tunnel, connections=connections, status="healthy" if connections else "inactive")
+    if not connections:
+        updated["conns_inactive_at"] = now()
+    store.put("tunnel", tunnel_id, tunnel["account_tag"], updated, action="updated",
+              private=dict(private, connector_seen=seen))
+    return updated
+
+
+def list_connections(store: Store, call: Call) -> Answer:
+    tunnel = _with_live_connectors(store, _live_tunnel(store, call))
+    return Answer(tunnel["connections"])
+
+
 _BASE = "accounts/{account_id}/cfd_tunnel"
 _ITEM = _BASE + "/{tunnel_id}"
 _IDS = {"tunnel_id": "uuid"}
@@ -234,5 +316,6 @@ ROUTES = [
     Route("GET", _ITEM, get_tunnel, _IDS), Route("PATCH", _ITEM, edit_tunnel, _IDS),
     Route("DELETE", _ITEM, delete_tunnel, _IDS),
     Route("GET", _ITEM + "/configurations", get_configuration, _IDS),
+    Route("GET", _ITEM + "/connections", list_connections, _IDS),
     Route("PUT", _ITEM + "/configurations", put_configuration, _IDS),
 ]

@@ -3,7 +3,9 @@
 A container is a process of the server, started from what its image stands for on the twin
 (:data:`IMAGES`): the gateway image is nginx, configured from the container's environment the way the
 gateway image reads it (``PORT``, ``API_UPSTREAMS``), answering its health path and forwarding the rest
-to the API upstreams. Supported: ``--version``, ``pull``, ``run -d --name --restart --label -p -e IMAGE``,
+to the API upstreams. A published port (``-p``) listens on the server's own addresses (127.0.0.1 and its
+plan address) rather than on every address as Docker's does: the twin's Kubernetes pods are processes in
+the same network namespace, on addresses of their own, and a wildcard would take their port too. Supported: ``--version``, ``pull``, ``run -d --name --restart --label -p -e IMAGE``,
 ``inspect -f`` with ``{{index .Config.Labels "KEY"}}`` or ``{{.State.Running}}``, ``rm -f``. State lives in
 ``/run/bazbii-twin/containers/<name>`` (a server's tmpfs: gone with the server, as after a reboot).
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from twin.hostshims.common import STATE, fail, read_pid, running, start_daemon, stop_pid
+from twin.hostshims.common import STATE, edge, fail, read_pid, running, start_daemon, stop_pid
 
 PROGRAM = "docker"
 CONTAINERS = STATE / "containers"
@@ -33,7 +35,8 @@ def gateway_config(directory: Path, env: dict[str, str], ports: list[tuple[int, 
     if not upstreams:
         fail(PROGRAM, "the gateway image needs API_UPSTREAMS (http://host:port,...)", 125)
     servers = "\n".join(f"    server {u.hostname}:{u.port or 80} max_fails=1 fail_timeout=2s;" for u in upstreams)
-    listens = "\n".join(f"    listen {p};" for p in listen)
+    addresses = ["127.0.0.1", *([edge()["serverAddress"]] if edge().get("serverAddress") else [])]
+    listens = "\n".join(f"    listen {address}:{p};" for p in listen for address in addresses)
     (directory / "nginx.conf").write_text(f"""daemon off;
 pid {directory}/nginx.pid;
 error_log {directory}/error.log warn;
