@@ -124,7 +124,7 @@ if migration is not None:
             runner=state.schema_.runner,
             bundle=migration,
             image=state.app.api.image,
-            worker_replicas=0 if state.app.worker.quiet else state.app.worker.replicas,
+            worker_replicas=state.app.worker.replicas,
             dsn=db.migration_dsn,
             replica_dsns=db.replica_dsns,
             app_versions=app_versions(state.app),
