@@ -32,8 +32,8 @@ from rich.console import Console
 from bazbii_analysis.evaluate import soak_result
 from bazbii_analysis.gatecheck import gated_move, live_gate_inputs, live_gate_verdict, record_live_gate
 from bazbii_analysis.verdict import FAIL, PASS, SignalResult, Verdict
-from bazbii_plan.errors import ConfigError
-from bazbii_plan.gates import GateCriteria, MetricsConfig, effective_signals
+from bazbii_plan.errors import ConfigError, config_key
+from bazbii_plan.gates import GateCriteria, MetricsConfig, effective_signals, format_value
 from bazbii_plan.models import Rollback
 from bazbii_plan.record import parse_time
 
@@ -57,6 +57,7 @@ class LiveGate:
     unmeasured: tuple[str, ...] = ()  # without --metrics: the signals that need metrics
     override: Optional[str] = None
     message: str = ""
+    soak_key: str = ""  # where the applied plan sets the soak (bazbii:plan.<track>.steps[i].criteria.soak)
 
     @property
     def denied(self) -> bool:
@@ -85,7 +86,7 @@ class LiveGate:
             return self.verdict.lines() + ([f"  note: {self.message}"] if self.message else [])
         name = f"live gate of {self.track} step {self.step!r}"
         if self.soak is not None and self.soak.status == FAIL:
-            head = f"{name} FAILED: its soak is not over" + (
+            head = f"{name} FAILED: its soak is not over ({self.soak_key}: {format_value(self.soak.min, 'soak')}, applied)" + (
                 f"; let through by bazbii:phaseOverride: {self.override}" if self.override else "")
         elif self.unmeasured:
             head = f"{name} NOT EVALUATED: {NO_METRICS}"
@@ -120,8 +121,10 @@ def _time_only(title: str, track: str, step: str, live: dict, previous: dict, ov
     criteria = GateCriteria.model_validate(live["criteria"][track][step])
     since = parse_time(((previous or {}).get("since") or {}).get(track))
     signals = effective_signals(criteria, Rollback.model_validate(live.get("rollback") or {}))
+    index = live["stepNames"][track].index(step)
     return LiveGate(title, track, step, soak=soak_result(criteria, since, now),
-                    unmeasured=tuple(s.name for s in signals), override=override)
+                    unmeasured=tuple(s.name for s in signals), override=override,
+                    soak_key=config_key(("plan", track, "steps", index, "criteria", "soak")))
 
 
 def evaluate_live_gates(transitions: list[Transition], metrics: Optional[str],

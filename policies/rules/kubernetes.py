@@ -170,7 +170,9 @@ def state_images_pinned(t: Transition) -> list[Finding]:
         problem = pin_problem(image) if image else None
         if problem:
             path = tuple(where.split(".")) + ("image",)
-            out.append(Finding(f"bazbii:{where}.image: {problem}", _pin_fix(step_changes_key(t, *path))))
+            applied = dig(t.previous_state, *path) if t.previous else None
+            shown = f" (applied: {applied!r})" if applied and applied != image else ""
+            out.append(Finding(f"bazbii:{where}.image{shown}: {problem}", _pin_fix(step_changes_key(t, *path))))
     return out
 
 

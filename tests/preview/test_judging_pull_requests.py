@@ -186,7 +186,8 @@ def test_a_pooler_step_that_also_moves_traffic_is_denied(capsys, tmp_path, prod_
 def test_a_soak_not_over_is_denied_and_one_that_is_over_passes(capsys, tmp_path, prod_doc):
     proposed = at(prod_doc, phase="traffic-50")
     code, out, _ = preview_pr(capsys, tmp_path, prod_doc, proposed, "--applied", f"infra=traffic-10@{_ago(hours=3)}")
-    assert code == 1 and "live gate of infra step 'traffic-50' FAILED: its soak is not over" in out
+    assert code == 1 and "live gate of infra step 'traffic-50' FAILED: its soak is not over " \
+                         "(bazbii:plan.infra.steps[5].criteria.soak: 1d, applied)" in out
     assert "FAIL         soak [previous step]: 3h" in out and "DENIED: 1 transition(s) checked, 1 failed" in out
     code, out, _ = preview_pr(capsys, tmp_path, prod_doc, proposed, "--applied", f"infra=traffic-10@{_ago(hours=30)}")
     assert code == 0 and "PASS         soak [previous step]: 1d6h" in out
@@ -246,7 +247,8 @@ def test_a_moving_image_tag_is_denied(capsys, tmp_path, prod_doc, tag):
     out = assert_denied_by(capsys, tmp_path, *_worker_release(prod_doc, image),
                            {"k8s-image-pinned", "k8s-image-pinned-in-state"})
     [line] = denied_lines(out, "k8s-image-pinned-in-state")
-    assert f"bazbii:app.worker.image: image '{image}' has tag '{tag}', which is not a version" in line
+    assert f"bazbii:app.worker.image (applied: 'registry.example.com/bazbii/worker:2.0.0'): image '{image}' has tag " \
+           f"'{tag}', which is not a version" in line
     assert "Fix: set bazbii:plan.release.steps[3].changes.app.worker.image to an image pinned by a version tag" in line
 
 
