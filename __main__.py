@@ -2,10 +2,9 @@
 
 import pulumi
 
-from bazbii_analysis import live_gate_inputs
 from bazbii_plan.crosscheck import servers_with_role
+from bazbii_plan.judging import judged_by
 from bazbii_plan.record import plan_digests, target_record
-from bazbii_plan.scope import step_scopes
 from components import preflight
 from components.api_deployment import API_NODE_PORT, ApiDeployment, ApiDeploymentArgs, app_versions
 from components.applied_record import AppliedRecord, AppliedRecordArgs, read_previous_record
@@ -32,7 +31,8 @@ migration = preflight.check_or_stop(stack)  # nothing is registered before this 
 # Registered before anything it guards; every later resource depends on it (phase_gate.py).
 previous, previous_source = read_previous_record()
 digests = plan_digests(stack.plan)
-target = target_record(stack.current, state.to_config(), digests)
+# The record carries what judges every step (criteria, scopes, metrics config): the next update is judged by it.
+target = target_record(stack.current, state.to_config(), digests, judged_by(stack.plan, stack.metrics))
 check = TransitionCheck(
     "transition-check",
     TransitionCheckArgs(
@@ -47,8 +47,6 @@ check = TransitionCheck(
             name: {step.name: dict(step.requires) for step in track.steps if step.requires}
             for name, track in stack.plan.tracks.items()
         },
-        step_scopes=step_scopes(stack.plan),
-        live_gate=live_gate_inputs(stack),
     ),
     pulumi.ResourceOptions(aliases=[pulumi.Alias(name=OLD_GATE_NAME)]),
 )
@@ -126,7 +124,7 @@ if migration is not None:
             runner=state.schema_.runner,
             bundle=migration,
             image=state.app.api.image,
-            worker_replicas=0 if state.app.worker.quiet else state.app.worker.replicas,
+            worker_replicas=state.app.worker.replicas,
             dsn=db.migration_dsn,
             replica_dsns=db.replica_dsns,
             app_versions=app_versions(state.app),

@@ -17,10 +17,11 @@ Public API, kept small on purpose (the rehearsal and the backfill use it too):
 ``evaluate_criteria(criteria, rollback, metrics, track=, step=, since=, now=, client=)``
     -> ``Verdict`` for criteria that are not (yet) part of a plan step (the rehearsal).
 
-``live_gate_inputs(stack)`` / ``check_input_problems(inputs, now)``
-    The transition check's integration: the ``liveGate`` input to register (no clock,
-    no verdict) and the one call its provider's ``check()`` makes
-    (``live_gate_problems``/``live_gate_verdict`` take the parts separately).
+``check_input_problems(inputs, now)`` / ``record_live_gate(step_names, previous, target)``
+    The transition check's integration: the one call its provider's ``check()`` makes, on
+    the gate of the applied record (``judgedBy``, bazbii_plan.judging; no clock, no verdict
+    among the inputs); ``live_gate_inputs(stack)`` is a stack config's own copy, and
+    ``live_gate_problems``/``live_gate_verdict`` take the parts separately.
 
 ``Verdict`` / ``SignalResult``
     ``status`` pass | fail | inconclusive (inconclusive denies: gates fail closed),
@@ -32,7 +33,8 @@ rollback triggers after ``pulumi up`` and rolls back exactly one step on a breac
 """
 
 from .evaluate import evaluate_criteria, evaluate_signals, evaluate_step_gate, render_query
-from .gatecheck import LIVE_GATE_INPUT, check_input_problems, live_gate_inputs, live_gate_problems, live_gate_verdict
+from .gatecheck import (LIVE_GATE_INPUT, check_input_problems, live_gate_inputs, live_gate_problems, live_gate_verdict,
+                        record_live_gate)
 from .prometheus import (BadQuery, EmptyResult, MetricsError, MetricsHTTPError, MetricsUnreachable,
                          PrometheusClient, Sample, Series)
 from .verdict import FAIL, INCONCLUSIVE, PASS, SignalResult, Verdict
@@ -42,5 +44,6 @@ __all__ = [
     "MetricsError", "MetricsUnreachable", "MetricsHTTPError", "BadQuery", "EmptyResult",
     "evaluate_step_gate", "evaluate_criteria", "evaluate_signals", "render_query",
     "LIVE_GATE_INPUT", "check_input_problems", "live_gate_inputs", "live_gate_problems", "live_gate_verdict",
+    "record_live_gate",
     "Verdict", "SignalResult", "PASS", "FAIL", "INCONCLUSIVE",
 ]

@@ -107,7 +107,8 @@ def unmeasured(signals: list[Signal], scope: Scope, reason: str, window_seconds:
                          window_seconds=window_seconds, reason=reason) for s in signals]
 
 
-def _soak_result(criteria: GateCriteria, since: Optional[datetime], now: datetime) -> Optional[SignalResult]:
+def soak_result(criteria: GateCriteria, since: Optional[datetime], now: datetime) -> Optional[SignalResult]:
+    """The time-only part of a gate: how long the previous step has been applied (None: the gate has no soak)."""
     soak = criteria.soak_seconds()
     if soak <= 0:
         return None
@@ -137,7 +138,7 @@ def evaluate_criteria(
     """The verdict of one step's criteria; ``since``: when the previous step of its track was applied."""
     verdict = Verdict(track=track, step=step, status=INCONCLUSIVE, evaluated_at=now.isoformat(),
                       endpoint=client.endpoint if client else metrics.endpoint, override=override)
-    soak = _soak_result(criteria, since, now)
+    soak = soak_result(criteria, since, now)
     if soak is not None:
         verdict.signals.append(soak)
     window = float(criteria.window_seconds())

@@ -1,15 +1,20 @@
 """The live gate as the phase gate's check resource (and ``./preview``) call it: one function.
 
-The Pulumi program puts :func:`live_gate_inputs` (config-derived, no clock, no
-verdict) into the transition check's inputs (``liveGate``), so
-``--save-plan``/``--plan`` keep working. The provider's ``check(olds, news)``
-then makes one call, with the time read inside ``check()``::
+The gate of a step is the one the **applied** plan gives it: the criteria, the
+metrics config and the rollback triggers of the last applied record
+(``judgedBy`` and its state, bazbii_plan.judging), never those of the pull
+request that applies the step. Both records are config-derived inputs of the
+transition check (no clock, no verdict), so ``--save-plan``/``--plan`` keep
+working. The provider's ``check(olds, news)`` then makes one call, with the
+time read inside ``check()``::
 
     problems = check_input_problems(news, datetime.now(timezone.utc))
 
 and turns each line into a ``CheckFailure``. Only a track moving exactly one
 step forward is gated; a rollback is never held back by metrics (it is the
-remedy), and an update that moves nothing has nothing to measure.
+remedy), and an update that moves nothing has nothing to measure. An applied
+record exported before ``judgedBy`` existed is judged by the target's copy,
+for that one update.
 """
 
 from __future__ import annotations
@@ -18,30 +23,33 @@ from datetime import datetime
 from typing import Any, Optional
 
 from bazbii_plan.gates import MetricsConfig
+from bazbii_plan.judging import ROLLBACK_SECTION, Judging, judged_by
 from bazbii_plan.models import Rollback
 from bazbii_plan.plan import Step
-from bazbii_plan.record import is_record
+from bazbii_plan.record import JUDGED_BY, is_record
 from bazbii_plan.stackconfig import StackConfig
-from bazbii_plan.transitions import moves
+from bazbii_plan.moves import moves
 
 from .evaluate import evaluate_step_gate
 from .prometheus import PrometheusClient
 from .verdict import Verdict
 
-LIVE_GATE_INPUT = "liveGate"
+# The check input a live-gate failure is reported on: the applied record, whose gate it is.
+LIVE_GATE_INPUT = "previous"
 
 
 def live_gate_inputs(stack: StackConfig) -> dict[str, Any]:
-    """Plain data for the check resource: every step's criteria, the metrics config and the rollback triggers."""
-    return {
-        "stepNames": {name: track.names() for name, track in stack.plan.tracks.items()},
-        "criteria": {
-            name: {s.name: s.criteria.model_dump(by_alias=True, mode="json") for s in track.steps if s.criteria}
-            for name, track in stack.plan.tracks.items()
-        },
-        "metrics": stack.metrics.model_dump(by_alias=True, mode="json", exclude_defaults=True),
-        "rollback": stack.state().rollback.model_dump(by_alias=True, mode="json"),
-    }
+    """A stack config's own live-gate data: every step's criteria, the metrics config and the rollback triggers."""
+    record = {"state": {ROLLBACK_SECTION: stack.state().rollback.model_dump(by_alias=True, mode="json")},
+              JUDGED_BY: judged_by(stack.plan, stack.metrics)}
+    return Judging.of_record(record).live_gate({name: track.names() for name, track in stack.plan.tracks.items()})
+
+
+def record_live_gate(step_names: dict[str, list[str]], previous: Optional[dict[str, Any]],
+                     target: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The live-gate data of an update: the applied record's; the target's only when the applied one has none."""
+    judging = Judging.of_record(previous) or Judging.of_record(target)
+    return judging.live_gate(step_names) if judging else None
 
 
 def gated_move(step_names: dict[str, list[str]], previous: Optional[dict[str, str]],
@@ -95,7 +103,8 @@ def live_gate_problems(
 
 
 def check_input_problems(inputs: dict[str, Any], now: datetime) -> list[str]:
-    """The live gate from the transition check's own inputs (``liveGate``, ``previous``, ``target``, ``override``)."""
+    """The live gate from the transition check's own inputs (``previous``, ``target``, ``stepNames``, ``override``)."""
     previous = inputs.get("previous") if is_record(inputs.get("previous")) else None
-    target_steps = (inputs.get("target") or {}).get("steps") or {}
-    return live_gate_problems(inputs.get(LIVE_GATE_INPUT), previous, target_steps, inputs.get("override"), now)
+    target = inputs.get("target") or {}
+    live_gate = record_live_gate({k: list(v) for k, v in (inputs.get("stepNames") or {}).items()}, previous, target)
+    return live_gate_problems(live_gate, previous, target.get("steps") or {}, inputs.get("override"), now)

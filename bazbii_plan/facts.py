@@ -147,6 +147,12 @@ def parse_version(text: object) -> Optional[Version]:
     return Version((int(match[1]), int(match[2]), int(match[3])), prerelease, raw)
 
 
+# A content digest pins an image whatever its tag says (``repo@sha256:...`` or ``repo:tag@sha256:...``).
+IMAGE_DIGEST_PATTERN = r"@sha256:[0-9a-f]{64}"
+IMAGE_DIGEST = re.compile(IMAGE_DIGEST_PATTERN + "$")
+PINNED_FORMAT = f"a version tag {VERSION_FORMAT} or a digest @sha256:<64 hex digits>"
+
+
 def image_tag(image: object) -> Optional[str]:
     """The tag of ``registry[:port]/repo:tag[@digest]`` (None when there is none, or only a digest)."""
     if not isinstance(image, str) or not image.strip():
@@ -158,6 +164,15 @@ def image_tag(image: object) -> Optional[str]:
     return last.rsplit(":", 1)[1] or None
 
 
+def image_version(image: str) -> str:
+    """What a running image is known as: its tag, else its digest (``sha256-<12 hex>``, a valid label value)."""
+    tag = image_tag(image)
+    if tag is not None:
+        return tag
+    digest = IMAGE_DIGEST.search(image.strip()) if isinstance(image, str) else None
+    return f"sha256-{digest.group(0)[len('@sha256:'):][:12]}" if digest else "unknown"
+
+
 def version_from_image(image: object) -> Optional[Version]:
     """The version in an image reference's tag, or in a bare version string; None when unreadable."""
     if not isinstance(image, str) or not image.strip():
@@ -167,6 +182,24 @@ def version_from_image(image: object) -> Optional[Version]:
         return parse_version(tag)
     name = image.strip().split("@", 1)[0]
     return None if "/" in name else parse_version(name)  # an image without a tag means :latest
+
+
+def pin_problem(image: object) -> Optional[str]:
+    """Why an image reference is not pinned, in words (None when it is).
+
+    Pinned: a digest, or a tag that :func:`parse_version` accepts. Anything else can move
+    (``main``, ``stable``, ``latest``, ``edge``, ``dev``, ``2.0``): what runs, and what a rollback
+    brings back, would depend on when the tag was pulled.
+    """
+    if not isinstance(image, str) or not image.strip():
+        return f"image {image!r} is empty"
+    text = image.strip()
+    if "@" in text:
+        return None if IMAGE_DIGEST.search(text) else f"image {text!r} has a digest that is not @sha256:<64 hex digits>"
+    problem = version_problem(text)
+    if problem is not None and image_tag(text) is not None:
+        problem += ": a tag that is not a version can move (like main, stable or latest)"
+    return problem
 
 
 def version_problem(image: str) -> Optional[str]:

@@ -21,7 +21,7 @@ from pydantic.alias_generators import to_camel
 
 from bazbii_plan.errors import PATTERN_WORDS, pattern
 from bazbii_plan.facts import (DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_LAG_BYTES, DEFAULT_PAUSE_TIMEOUT_SECONDS, DEFAULT_PG_VERSION,
-                               RELEASE_VERSION_PATTERN, SUPPORTED_PG_VERSIONS)
+                               IMAGE_DIGEST_PATTERN, RELEASE_VERSION_PATTERN, SUPPORTED_PG_VERSIONS)
 
 NAME_PATTERN = pattern(r"^[a-z][a-z0-9-]{0,40}$",
                        "a name of lowercase letters, digits and '-', starting with a letter, at most 41 long")
@@ -32,20 +32,23 @@ HOSTNAME_PATTERN = pattern(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}
                            "a lowercase DNS name with a dot, e.g. api.example.com")
 PATH_PATTERN = pattern(r"^/[A-Za-z0-9._/-]*$", "a path starting with '/' (letters, digits, '.', '_', '/', '-')")
 CLOUDFLARE_ID_PATTERN = pattern(r"^[0-9a-f]{32}$", "32 lowercase hex digits (the id Cloudflare shows)")
-# registry/repo:tag, tag required (a missing tag means "latest", which policies forbid anyway)
-IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?[a-z0-9._/-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+# registry[:port]/repo:tag, registry/repo@sha256:<digest> or both; a tag or a digest is required (a missing
+# tag means "latest"). Which tags pin an image is a policy (k8s-image-pinned, bazbii_plan.facts.pin_problem).
+IMAGE_NAME = r"[a-z0-9][a-z0-9._/-]*(:[0-9]+)?[a-z0-9._/-]*"
+IMAGE_PATTERN = rf"^{IMAGE_NAME}(:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}({IMAGE_DIGEST_PATTERN})?|{IMAGE_DIGEST_PATTERN})$"
 
 
 def _image_ref(value: str) -> str:
-    """An image reference with an explicit tag; the error says so in words (not as the pattern)."""
+    """An image reference with an explicit tag or digest; the error says so in words (not as the pattern)."""
     if re.fullmatch(IMAGE_PATTERN, value):
         return value
     if ":" not in value.rsplit("/", 1)[-1]:
         raise ValueError(f"{value!r} has no version tag; write registry/repository:version, e.g. "
                          "registry.example.com/bazbii/api:2.0.0 (an untagged image means 'latest', which a rollback "
                          "cannot bring back)")
-    raise ValueError(f"{value!r} is not an image reference of the form registry/repository:tag (lower-case "
-                     "registry and repository; a tag of letters, digits, '.', '_' or '-')")
+    raise ValueError(f"{value!r} is not an image reference of the form registry/repository:tag or "
+                     "registry/repository@sha256:<64 hex digits> (lower-case registry and repository; a tag of "
+                     "letters, digits, '.', '_' or '-')")
 
 
 ImageRef = Annotated[str, AfterValidator(_image_ref)]
@@ -288,7 +291,19 @@ class Workload(Model):
 
 
 class Worker(Workload):
-    quiet: bool = Field(default=False, description="stop taking jobs (scaled to 0) while a migration runs")
+    # Kept, false, so that the state of records exported while it existed still compares equal: the migration
+    # runner quiets the workers itself while it runs a stage and brings them back (components/schema_release.py).
+    quiet: bool = Field(default=False, description="retired: the migration runner quiets the workers itself")
+
+    @field_validator("quiet")
+    @classmethod
+    def _runner_quiets(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "the migration runner quiets the workers itself while it runs a stage and brings them back "
+                "afterwards; a plan that keeps them quiet stops the job queue: remove this key (to retire the "
+                "workers, set app.worker.replicas to 0 in a step of its own)")
+        return value
 
 
 class Canary(Model):

@@ -8,38 +8,14 @@ an explicit override reason is given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
+from .errors import config_key
+from .judging import moving_problems
+from .moves import moves
 from .record import applied_digests, is_record
 from .timegates import dns_switch_problems
-
-
-@dataclass(frozen=True)
-class Move:
-    track: str
-    before: str
-    after: str
-    distance: int  # +1 forward one step, -1 back one step, 0 unchanged
-
-    @property
-    def is_rollback(self) -> bool:
-        return self.distance == -1
-
-
-def moves(step_names: dict[str, list[str]], previous: dict[str, str], target: dict[str, str]) -> list[Move]:
-    """The tracks whose step differs, with how far they moved (None-safe for unknown names)."""
-    out = []
-    for track, names in step_names.items():
-        before, after = previous.get(track), target.get(track)
-        if before == after:
-            continue
-        if before in names and after in names:
-            out.append(Move(track, before, after, names.index(after) - names.index(before)))
-        else:
-            out.append(Move(track, str(before), str(after), 0))
-    return out
 
 
 def transition_problems(
@@ -104,9 +80,10 @@ def history_problems(
 ) -> list[str]:
     """Applied steps are history: editing, removing or reordering one is refused unless overridden.
 
-    ``plan_digests``: track -> ``[[step, digest], ...]`` of the plan as it is now;
+    ``plan_digests``: track -> ``[[step, digest, gate digest], ...]`` of the plan as it is now;
     ``applied``: the same for the steps the applied record says were applied (None: the
-    record predates digests, nothing to compare). Changes to the plan go in new steps.
+    record predates digests, nothing to compare; an entry without a gate digest predates
+    those, and only its definition is compared). Changes to the plan go in new steps.
     """
     if applied is None or override:
         return []
@@ -114,10 +91,11 @@ def history_problems(
     for track, entries in applied.items():
         plan = plan_digests.get(track)
         if plan is None:
-            problems.append(f"track {track!r} has applied steps {[n for n, _ in entries]} but is no longer in the plan")
+            problems.append(f"track {track!r} has applied steps {[e[0] for e in entries]} but is no longer in the plan")
             continue
-        names = [name for name, _digest in plan]
-        for index, (name, digest) in enumerate(entries):
+        names = [entry[0] for entry in plan]
+        for index, entry in enumerate(entries):
+            name, digest = entry[0], entry[1]
             if name not in names:
                 problems.append(f"applied step {name!r} of track {track!r} was removed from the plan")
             elif names.index(name) != index:
@@ -128,6 +106,11 @@ def history_problems(
                 problems.append(
                     f"applied step {name!r} of track {track!r} was edited after it was applied "
                     f"(definition digest {digest} -> {plan[index][1]})")
+            elif len(entry) > 2 and len(plan[index]) > 2 and plan[index][2] != entry[2]:
+                where = config_key(("plan", track, "steps", index))
+                problems.append(
+                    f"what judges applied step {name!r} of track {track!r} ({where}.criteria, {where}.touches) was "
+                    f"edited after it was applied (gate digest {entry[2]} -> {plan[index][2]})")
     return problems
 
 
@@ -152,6 +135,8 @@ def check_problems(inputs: dict, now: datetime) -> list[str]:
     target_steps = target.get("steps") or {}
     problems = transition_problems(step_names, previous_steps, target_steps, override)
     problems += history_problems(inputs.get("stepDigests") or {}, applied_digests(previous), override)
+    # What judges the steps comes from the applied record: a pointer move changes none of it (no override).
+    problems += [f"{p.what}. Fix: {p.fix}" for p in moving_problems(step_names, previous, target, inputs.get("trackKeys"))]
     problems += [
         f"{p.what}. Fix: {p.fix}"
         for p in dns_switch_problems(

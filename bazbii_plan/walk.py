@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .errors import ConfigError
+from .judging import judged_by
 from .record import next_record, plan_digests
 from .stackconfig import StackConfig
 
@@ -65,12 +66,12 @@ def record_by_walking(
     (elapsed times are never overstated).
     """
     applied_at = applied_at or {}
-    digests = plan_digests(config.plan)
+    digests, judging = plan_digests(config.plan), judged_by(config.plan, config.metrics)
     record, before = None, None
     for steps in walk(config, until=config.current):
         moved = [(track, step) for track, step in steps.items() if before is None or before.get(track) != step]
         at = next((applied_at[m] for m in moved if m in applied_at), at_last)
         state = config.with_steps(**steps).state().to_config()
-        record = next_record(steps, state, record, at, digests)
+        record = next_record(steps, state, record, at, digests, judging)
         before = steps
     return record

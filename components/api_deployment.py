@@ -53,7 +53,8 @@ import pulumi_kubernetes as k8s
 
 from bazbii_plan import models
 from bazbii_plan import flags as feature_flags
-from bazbii_plan.facts import NAME_LABEL, PART_OF_LABELS, SERVING_LABEL, TRACK_LABEL, VERSION_LABEL, image_tag
+from bazbii_plan.facts import (NAME_LABEL, PART_OF_LABELS, SERVING_LABEL, TRACK_LABEL, VERSION_LABEL, image_tag,
+                               image_version)
 from bazbii_plan.workloads import canary_split
 from components._util import TYPE_PREFIX, child_opts, inherit_depends_on
 
@@ -76,13 +77,16 @@ class ApiDeploymentArgs:
 
 
 def app_versions(app: models.App) -> list[str]:
-    """Versions (image tags) of every Deployment of this step: what a contract migration must wait for."""
+    """Versions (image tags) of every Deployment of this step: what a contract migration must wait for.
+
+    An image pinned by digest alone has no version: it is passed whole, and the runner counts it as
+    unknown (a contract then waits)."""
     images = [app.api.image, app.worker.image] + ([app.canary.image] if app.canary else [])
-    return sorted({image_tag(i) for i in images})
+    return sorted({image_tag(i) or i for i in images})
 
 
 def _labels(component: str, image: str, track: Optional[str] = None) -> dict[str, str]:
-    labels = {NAME_LABEL: component, VERSION_LABEL: image_tag(image), **PART_OF_LABELS}
+    labels = {NAME_LABEL: component, VERSION_LABEL: image_version(image), **PART_OF_LABELS}
     if track:
         labels[TRACK_LABEL] = track
         labels[SERVING_LABEL] = "true"
@@ -195,7 +199,7 @@ class ApiDeployment(pulumi.ComponentResource):
         worker = app.worker
         self.worker = deployment(
             f"{name}-worker", "worker", "worker", worker, worker.image,
-            0 if worker.quiet else worker.replicas, None, base_deps,
+            worker.replicas, None, base_deps,
         )
         stable_replicas, canary_replicas = canary_split(app.api.replicas, app.canary.weight if app.canary else None)
         self.canary = None
@@ -236,7 +240,7 @@ class ApiDeployment(pulumi.ComponentResource):
         self.app_versions = app_versions(app)
         self.register_outputs({
             "namespace": ns,
-            "replicas": {"api": stable_replicas, "api-canary": canary_replicas, "worker": 0 if worker.quiet else worker.replicas},
+            "replicas": {"api": stable_replicas, "api-canary": canary_replicas, "worker": worker.replicas},
             "images": {"api": app.api.image, "worker": worker.image, **({"api-canary": app.canary.image} if app.canary else {})},
             "dbHost": args.db_host,
             "flagsChecksum": flags_checksum,

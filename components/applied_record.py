@@ -21,7 +21,7 @@ import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from bazbii_plan.facts import APPLIED_RECORD_OUTPUT
-from bazbii_plan.record import is_record, now_iso, stamp_record
+from bazbii_plan.record import JUDGED_BY, is_record, now_iso, stamp_record
 from bazbii_plan.stackconfig import SELF_REFERENCE_KEY
 
 RECORD_MARKER = "bazbii-applied-record"
@@ -62,7 +62,8 @@ def _untimed(record: Any) -> Any:
         track: [{k: v for k, v in entry.items() if k != "appliedAt"} for entry in entries]
         for track, entries in (record.get("history") or {}).items()
     }
-    return {"steps": record.get("steps"), "state": record.get("state"), "history": history}
+    return {"steps": record.get("steps"), "state": record.get("state"), "history": history,
+            JUDGED_BY: record.get(JUDGED_BY)}
 
 
 class AppliedRecordProvider(ResourceProvider):

@@ -18,9 +18,15 @@ Registered only while ``schema.migration`` is set. Order (each depends on the pr
                               remote.Command on the pooler host running the same CLI from the release
                               DataPlaneRelease installed there (``--expected-checksum`` refuses files
                               other than the previewed ones; the DSNs arrive on stdin, never argv)
-``<name>-resume-workers``     local.Command: waits for the Job's outcome, scales the workers back
-                              (always: a failed expand leaves the old schema, on which the running
-                              workers work), and fails the update if the Job failed
+``<name>-resume-workers``     local.Command: waits for the stage's outcome (the Job's; runner=ssh: the
+                              exit status the stage command reports instead of failing), scales the
+                              workers back (always: a failed expand leaves the old schema, on which the
+                              running workers work), and fails the update if the stage failed
+
+The runner quiets the workers itself, around the one stage it runs, and brings them back to
+``app.worker.replicas`` afterwards, failed stage included: no plan step sets the workers to 0
+for a migration (``bazbii:app.worker.quiet`` is refused; ``k8s-workers-keep-running`` refuses a
+step that stops them).
 
 ``ApiDeployment`` depends on this component, so the Deployments roll only
 after the migration succeeded: migrations before the code that needs them.
@@ -31,7 +37,8 @@ the waiting, so the workers come back even when the Job fails) and
 re-runs a finished stage; a changed SQL file changes the checksum in the Job's
 name and therefore runs the stage again (the runner's journal skips the units
 already applied). To retry a failed stage without changing its SQL, delete the
-failed Job (``kubectl delete job ...``) and run the update again.
+failed Job (``kubectl delete job ...``) and run the update again; runner=ssh:
+``pulumi up --replace <urn of <name>-<id>-<stage>>``.
 """
 
 from __future__ import annotations
@@ -93,7 +100,11 @@ def load_bundle(schema: models.Schema, root: Path = REPO_ROOT) -> Optional[Migra
     path = directory / migration.id
     shown = Path(schema.migrations_dir) / migration.id
     key = config_key(("schema", "migration", "id"))
-    if not path.is_dir():
+    try:
+        found = path.is_dir()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise ConfigError([f"{key}: migration directory {shown} cannot be read: {exc.strerror}"]) from None
+    if not found:
         raise ConfigError([f"{key}: migration directory {shown} does not exist"])
     stage_file = path / f"{migration.stage}.sql"
     if not stage_file.is_file():
@@ -155,9 +166,30 @@ echo "workers quiet"
     )
 
 
-def resume_script(ns: str, replicas: int, job_name: Optional[str], timeout: int, stage_label: str) -> str:
+# runner=ssh: the stage command prints its exit status after its output instead of failing, so the
+# resume command can bring the workers back before it fails the update (what skipAwait does for the Job).
+STAGE_EXIT_MARKER = "bazbii-stage-exit="
+STAGE_OUTPUT_ENV = "BAZBII_STAGE_OUTPUT"
+
+
+def reporting_exit(command: str) -> str:
+    """``command``, then its exit status as the last line of its output; always exits 0."""
+    return f'{command}; echo "{STAGE_EXIT_MARKER}$?"'
+
+
+def resume_script(ns: str, replicas: int, job_name: Optional[str], timeout: int, stage_label: str,
+                  reported: bool = False) -> str:
+    """Wait for the stage's outcome (``job_name``: the Job's; ``reported``: the exit status in $BAZBII_STAGE_OUTPUT),
+    scale the workers back to ``replicas`` whatever it was, then fail if the stage failed. ``stage_label`` names
+    the stage, so a new stage changes the text and the command runs again, in place (components._util.script)."""
     wait_job = ""
-    if job_name:
+    if reported:
+        wait_job = f"""
+printf '%s\n' "${{{STAGE_OUTPUT_ENV}:-}}" | tail -n 50
+code=$(printf '%s\n' "${{{STAGE_OUTPUT_ENV}:-}}" | sed -n 's/^{STAGE_EXIT_MARKER}//p' | tail -n 1)
+if [ "${{code:-}}" != 0 ]; then outcome="failed (exit ${{code:-unknown}})"; fi
+"""
+    elif job_name:
         wait_job = f"""
 deadline=$(( $(date +%s) + {timeout} ))
 outcome=""
@@ -181,7 +213,7 @@ if kubectl -n "$NS" get deployment/worker >/dev/null 2>&1; then
   kubectl -n "$NS" scale deployment/worker --replicas={replicas}
 fi
 if [ "$outcome" != succeeded ]; then
-  echo "migration job {job_name or ''} $outcome; workers resumed on the current code, nothing rolled" >&2
+  echo "migration {('job ' + job_name) if job_name else 'stage'} $outcome; workers resumed on the current code, nothing rolled" >&2
   exit 1
 fi
 echo "migration done, workers resumed ({replicas})"
@@ -296,18 +328,21 @@ class SchemaRelease(pulumi.ComponentResource):
             self.step = remote.Command(
                 f"{name}-{bundle.migration_id}-{bundle.stage}",
                 connection=args.runner_connection,
-                create=command,  # id, stage, checksum and app versions are its arguments
-                update=command,
+                create=reporting_exit(command),  # id, stage, checksum and app versions are its arguments
+                update=reporting_exit(command),
                 stdin=pulumi.Output.secret(pulumi.Output.all(
                     args.dsn, *[args.replica_dsns[s] for s in replica_servers]).apply(secrets_stdin)),
                 opts=child_opts(self, depends_on=[self.quiet], additional_secret_outputs=["stdin"]),
             )
 
-        resume = resume_script(ns, args.worker_replicas, job_name, timeout=3600, stage_label=stage_label)
+        reported = args.runner != "job"
+        resume = resume_script(ns, args.worker_replicas, job_name, timeout=3600, stage_label=stage_label,
+                               reported=reported)
         self.resume = local.Command(
             f"{name}-resume-workers",
             create=resume,
             update=resume,
+            environment={STAGE_OUTPUT_ENV: self.step.stdout} if reported else None,
             opts=child_opts(self, depends_on=[self.step]),
         )
         self.ready = [self.resume]

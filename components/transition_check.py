@@ -8,9 +8,11 @@ requirements and the digests of the plan's steps, and is registered before
 anything it guards:
 
 * its provider's ``check(olds, news)`` runs the transition check, the applied
-  history check and every time gate (:func:`bazbii_plan.transitions.check_problems`)
-  with the current time taken *inside* ``check()``; a failure rejects this
-  registration and nothing that depends on it is ever registered;
+  history check, every time gate (:func:`bazbii_plan.transitions.check_problems`)
+  and the live gate of the step applied, as the *applied* record gives it
+  (``previous.judgedBy``, bazbii_plan.judging), with the current time taken
+  *inside* ``check()``; a failure rejects this registration and nothing that
+  depends on it is ever registered;
 * every gate policy of the pack reads this resource (its inputs are all
   config-derived, hence known at preview, so MANDATORY stays mandatory), and a
   MANDATORY violation on it stops the update the same way.
@@ -32,8 +34,17 @@ from bazbii_analysis.gatecheck import LIVE_GATE_INPUT, check_input_problems
 from bazbii_plan.facts import GATE_MARKER
 from bazbii_plan.transitions import check_problems
 # The inputs whose change is a change of the check (the provider pickle changes with any code edit).
-COMPARED_INPUTS = ("target", "previous", "override", "stepNames", "stepRequires", "stepDigests", "trackKeys",
-                   "stepScopes", LIVE_GATE_INPUT)
+COMPARED_INPUTS = ("target", "previous", "override", "stepNames", "stepRequires", "stepDigests", "trackKeys")
+
+
+def check_failures(news: dict, now: datetime, *, live_gate: bool = True) -> list[CheckFailure]:
+    """What the provider's ``check()`` refuses at ``now``; ``live_gate=False`` leaves out the live-metric gate
+    (the offline preview evaluates it only against an endpoint it was asked to use)."""
+    failures = [CheckFailure("target", problem) for problem in check_problems(news, now)]
+    if live_gate:
+        # The live-metric gate of the step this update applies, as the applied record gives it (fails closed).
+        failures += [CheckFailure(LIVE_GATE_INPUT, problem) for problem in check_input_problems(news, now)]
+    return failures
 
 
 class TransitionCheckProvider(ResourceProvider):
@@ -43,11 +54,7 @@ class TransitionCheckProvider(ResourceProvider):
         # The previous record comes from the stack output of the last *successful* update
         # (news["previous"]), not from _olds: this resource is applied first, so its old
         # inputs may belong to an update that failed further on.
-        now = datetime.now(timezone.utc)
-        failures = [CheckFailure("target", problem) for problem in check_problems(news, now)]
-        # The live-metric gate of the step this update applies (bazbii_analysis; fails closed).
-        failures += [CheckFailure(LIVE_GATE_INPUT, problem) for problem in check_input_problems(news, now)]
-        return CheckResult(news, failures)
+        return CheckResult(news, check_failures(news, datetime.now(timezone.utc)))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         changed = [k for k in COMPARED_INPUTS if olds.get(k) != news.get(k)]
@@ -68,14 +75,12 @@ class TransitionCheckArgs:
     previous: pulumi.Input[Optional[dict[str, Any]]]
     previous_source: pulumi.Input[str]
     override: Optional[str]
-    # track -> [[step, digest], ...] of the plan now; the applied record holds those of the applied steps
+    # track -> [[step, digest, gate digest], ...] of the plan now; the applied record holds those of the applied steps
     step_digests: dict[str, list[list[str]]]
     # track -> step -> {other track: step it requires}; policies check them against the applied steps
     step_requires: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
-    # track -> step -> state paths (lists of keys) the step may change; plan-step-scope judges the effective change
-    step_scopes: dict[str, dict[str, list[list[str]]]] = field(default_factory=dict)
-    # every step's live-metric criteria, the metrics config and the rollback triggers (bazbii_analysis.live_gate_inputs)
-    live_gate: Optional[dict[str, Any]] = None
+    # What judges each step (criteria, scope, metrics config) is in both records (``judgedBy``): the
+    # applied record's decides, the target's is what the next update will be judged by.
 
 
 class TransitionCheck(pulumi.dynamic.Resource):
@@ -95,8 +100,6 @@ class TransitionCheck(pulumi.dynamic.Resource):
                 "override": args.override,
                 "stepRequires": args.step_requires,
                 "stepDigests": args.step_digests,
-                "stepScopes": args.step_scopes,
-                LIVE_GATE_INPUT: args.live_gate,
             },
             opts,
         )

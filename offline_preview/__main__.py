@@ -9,11 +9,15 @@
     add --json for machine-readable output
 
 Needs no Pulumi CLI and no cloud credentials. Exit status: 0 when every
-transition passes the policies, 1 on any mandatory violation, 2 on bad
+transition passes the policies, 1 on any mandatory violation (or a live gate
+that fails: a soak not over, or measured signals with --metrics), 2 on bad
 config or arguments: every config and pre-flight problem (the same checks the
 program runs before it registers anything) is one line naming its key
 (``bazbii:...``), or the option and file it comes from; with ``--json`` the
-same problems are the ``errors`` list.
+same problems are the ``errors`` list. The final line says ALLOWED only when
+every live gate was judged; "policies passed; live gate not evaluated" when a
+part of one was not (its metrics without --metrics, a soak without apply
+times), which exits 0, or 3 with ``--require-live-gate``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Optional
 
 from pulumi.errors import RunError
 from rich.console import Console
+from rich.markup import escape
 
 from bazbii_plan.errors import NAMESPACE, ConfigError
 
@@ -34,7 +39,7 @@ from .harness import REPO_ROOT
 if TYPE_CHECKING:  # the scenarios import the program's harness; loaded only when a preview runs
     from .scenarios import Side
 
-EXIT_OK, EXIT_VIOLATIONS, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_VIOLATIONS, EXIT_BAD_INPUT, EXIT_LIVE_GATE_NOT_EVALUATED = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy-config", type=Path, help="JSON policy config (same shape as `pulumi preview --policy-pack-config`)")
     parser.add_argument("--metrics", help="evaluate the live gate of the step applied against this Prometheus API URL "
                         "('config': bazbii:metrics.endpoint); without it the live gate is reported as not evaluated")
+    parser.add_argument("--require-live-gate", action="store_true",
+                        help=f"exit {EXIT_LIVE_GATE_NOT_EVALUATED} when the policies pass but a live gate was not fully "
+                        "evaluated (its metric parts need --metrics, its soak --applied/--base-age)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--verbose", action="store_true", help="show every property of created resources")
     return parser
@@ -118,6 +126,9 @@ def _transitions(args: argparse.Namespace, stack_file: Path) -> list:
     never_deployed = args.base is not None and str(args.base) == scenarios.NEVER_DEPLOYED
     if (args.base_age or args.applied) and (never_deployed or (not args.base and not args.phase)):
         raise ConfigError(["--base-age and --applied apply to --base FILE or --phase previews"])
+    if args.require_live_gate and args.all:
+        raise ConfigError(["--require-live-gate: --all walks the plan without apply times or metrics, so it evaluates "
+                           "no live gate; use it with --phase or --base/--config"])
     base_age = scenarios.parse_age(args.base_age) if args.base_age else None
     side = _load(stack_file, "--config")
     if never_deployed:
@@ -180,17 +191,19 @@ def main(argv: list[str] | None = None) -> int:
         return _bad_input([f"the program stopped before registering anything: {exc}"], args.json)
 
     # live-metric gates (bazbii_analysis), see offline_preview/live_gate.py
-    from .live_gate import evaluate_live_gates, print_live_gates
+    from .live_gate import evaluate_live_gates, not_evaluated_summary, print_live_gates
 
     try:
         live_gates = [] if args.all else evaluate_live_gates(transitions, args.metrics)
     except ConfigError as exc:
         return _bad_input(exc.problems, args.json)
-    denied_by_metrics = {gate.title for gate in live_gates if gate.denied}
-    failed = sum(1 for r in results if r.failed or r.transition.title in denied_by_metrics)
+    denied_by_gate = {gate.title for gate in live_gates if gate.denied}
+    failed = sum(1 for r in results if r.failed or r.transition.title in denied_by_gate)
+    unjudged = not_evaluated_summary(live_gates)
+    outcome = "denied" if failed else ("live-gate-not-evaluated" if unjudged else "allowed")
     if args.json:
         print(json.dumps({"errors": [], "transitions": as_json(results), "liveGates": [g.to_json() for g in live_gates],
-                          "failedTransitions": failed}, indent=2, default=str))
+                          "failedTransitions": failed, "outcome": outcome}, indent=2, default=str))
     else:
         if args.all:
             console.print(summary_table(results))
@@ -198,9 +211,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print_results(results, console, args.verbose)
         print_live_gates(live_gates, console)
-        verdict = "[red]DENIED[/red]" if failed else "[green]ALLOWED[/green]"
-        console.print(f"\n{verdict}: {len(results)} transition(s) checked, {failed} failed")
-    return EXIT_VIOLATIONS if failed else EXIT_OK
+        counts = f"{len(results)} transition(s) checked, {failed} failed"
+        if failed:
+            console.print(f"\n[red]DENIED[/red]: {counts}")
+        elif unjudged:
+            console.print(f"\n[yellow]policies passed; live gate not evaluated[/yellow]: {counts}; not evaluated: "
+                          f"{escape(unjudged)} (--metrics URL evaluates the metrics, --applied/--base-age the soak)")
+        else:
+            console.print(f"\n[green]ALLOWED[/green]: {counts}")
+    if failed:
+        return EXIT_VIOLATIONS
+    return EXIT_LIVE_GATE_NOT_EVALUATED if unjudged and args.require_live_gate else EXIT_OK
 
 
 if __name__ == "__main__":

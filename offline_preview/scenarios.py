@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bazbii_plan.errors import ConfigError
+from bazbii_plan.judging import judged_by
 from bazbii_plan.record import next_record, parse_time, plan_digests
 from bazbii_plan.stackconfig import SECRET_KEYS, StackConfig, load_stack_config
 from bazbii_plan.stackfile import fill_secret_placeholders, read_stack_file
-from bazbii_plan.transitions import Move, moves
+from bazbii_plan.moves import Move, moves
 from bazbii_plan.walk import record_by_walking, walk
 
 from .diff import PropertyChange, ResourceChange, diff_evaluations, state_changes
@@ -231,9 +232,9 @@ def whole_plan(side: Side) -> list[Transition]:
     sides = [side.with_steps(f"plan step {i}", steps) for i, steps in enumerate(sequence)]
     records: list[dict] = []
     record = None
-    digests = plan_digests(side.config.plan)
+    digests, judging = plan_digests(side.config.plan), judged_by(side.config.plan, side.config.metrics)
     for item in sides:
-        record = next_record(item.config.current, item.config.state().to_config(), record, None, digests)
+        record = next_record(item.config.current, item.config.state().to_config(), record, None, digests, judging)
         records.append(record)
     transitions = [
         Transition(
@@ -328,12 +329,6 @@ def _evaluate(
     return _EVALUATIONS[key]
 
 
-def without_live_gate(inputs: dict) -> dict:
-    from bazbii_analysis.gatecheck import LIVE_GATE_INPUT
-
-    return {key: value for key, value in inputs.items() if key != LIVE_GATE_INPUT}
-
-
 class CheckAdmission:
     """The engine's view of each registration: the transition check's provider ``check()`` and the
     resource policies on it decide whether the update goes on (every other resource waits for it)."""
@@ -344,7 +339,7 @@ class CheckAdmission:
         self.failures: list[Any] = []  # the provider check's failures, as policy-like violations
 
     def __call__(self, resource: RegisteredResource) -> list[str]:
-        from components.transition_check import TransitionCheckProvider
+        from components.transition_check import check_failures
         from policies.offline import Violation, run_policies
         from policies.pack import POLICIES
         from policies.rules.common import is_gate
@@ -357,7 +352,7 @@ class CheckAdmission:
                       f"{CHECK_FAILURE}: {failure.reason}")
             # Without the live-metric gate: offline it is evaluated only against an endpoint asked for
             # with --metrics (offline_preview/live_gate.py), never the configured production one.
-            for failure in TransitionCheckProvider().check({}, without_live_gate(resource.inputs)).failures
+            for failure in check_failures(resource.inputs, datetime.now(timezone.utc), live_gate=False)
         ]
         on_resource = {p.name for p in POLICIES if isinstance(p, ResourceValidationPolicy)}
         violations = [v for v in run_policies([resource], self.policy_config)

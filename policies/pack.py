@@ -15,13 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 from .builders import DEFAULT_ENFORCEMENT, PACK_NAME
-from .rules import database, dns, flags, kubernetes, plan, safety, schema, scope, traffic
+from .rules import database, dns, flags, judging, kubernetes, plan, safety, schema, scope, traffic
 
 __all__ = ["DEFAULT_ENFORCEMENT", "PACK_NAME", "POLICIES", "POLICY_NAMES", "SCHEMAS"]
 
 POLICIES = [
     *plan.POLICIES,
     *scope.POLICIES,
+    *judging.POLICIES,
     *traffic.POLICIES,
     *dns.POLICIES,
     *database.POLICIES,

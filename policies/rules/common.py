@@ -17,13 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any, Optional
 
 from bazbii_plan.facts import GATE_MARKER, GATE_TYPE, image_tag, parse_version  # noqa: F401  (re-exported to the rules)
+from bazbii_plan.judging import Judging
 from bazbii_plan.record import applied_digests
 from bazbii_plan.timegates import fmt, number  # noqa: F401  (the rules' shared number helpers)
-from bazbii_plan.transitions import Move, is_one_step_rollback, moves
+from bazbii_plan.moves import Move, describe_moves, moves
+from bazbii_plan.transitions import is_one_step_rollback
 
 
 
@@ -169,7 +172,6 @@ class Transition:
     step_requires: Optional[dict[str, dict[str, dict[str, str]]]] = None
     step_digests: Optional[dict[str, list[list[str]]]] = None
     track_keys: Optional[dict[str, str]] = None  # track -> its step key (bazbii:<key>), for fixes that name it
-    step_scopes: Optional[dict[str, dict[str, list[list[str]]]]] = None  # track -> step -> paths it may change
 
     @classmethod
     def from_gate(cls, props: Any, now: Optional[datetime] = None) -> "Transition":
@@ -189,12 +191,22 @@ class Transition:
             step_requires=data.get("stepRequires"),
             step_digests=data.get("stepDigests"),
             track_keys=data.get("trackKeys"),
-            step_scopes=data.get("stepScopes"),
         )
 
     @property
     def applied_digests(self) -> Optional[dict[str, list[list[str]]]]:
         return applied_digests(self.previous)
+
+    # --- what judges the steps (bazbii_plan.judging) -------------------
+    @cached_property
+    def applied_judging(self) -> Optional[Judging]:
+        """How steps are judged, as the applied record says (None: it predates ``judgedBy``)."""
+        return Judging.of_record(self.previous)
+
+    @cached_property
+    def target_judging(self) -> Optional[Judging]:
+        """How steps are judged, as this update proposes (what the next update will be judged by)."""
+        return Judging.of_record(self.target)
 
     # --- states -------------------------------------------------------
     @property
@@ -225,10 +237,7 @@ class Transition:
         return is_one_step_rollback(self.step_names, self.previous_steps, self.target_steps)
 
     def moving_description(self) -> str:
-        changed = self.moves()
-        if not changed:
-            return "no track moves"
-        return ", ".join(f"{m.track} {m.before} -> {m.after}" for m in changed)
+        return describe_moves(self.step_names, self.previous_steps, self.target_steps) or "no track moves"
 
 
 # --------------------------------------------------------------------------- images

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from bazbii_plan.errors import config_key
 from bazbii_plan.facts import DEFAULT_MAX_LAG_BYTES
+from bazbii_plan.scope import changed_paths, outside
 
 from ..builders import DEPLOYMENT, gate_of, gate_policy, number_setting, resource_label, stack_policy
 from .common import Finding, Transition, dig, fmt, has_key, number
@@ -119,6 +121,43 @@ def switchover_alone(t: Transition) -> list[Finding]:
         f"the switchover {old_primary!r} -> {new_primary!r} also changes {shown[:8]}{' ...' if len(shown) > 8 else ''}",
         "make the switchover a step of its own: move the changes of "
         f"{', '.join('bazbii:' + p for p in shown[:4])}{' ...' if len(shown) > 4 else ''} to an earlier or a later step",
+    )]
+
+
+# Where the applications reach PgBouncer: changing either moves the pooler.
+POOLER_LOCATION = ("server", "port")
+
+
+def pooler_moves_alone(t: Transition) -> list[Finding]:
+    """db-pooler-moves-alone: the pooler moves only in a step whose job is to move it.
+
+    Every application connects through PgBouncer, and the switchover PAUSEs it on its host: a pooler
+    that moves together with traffic, a release or a resize cannot be told apart from them when
+    something breaks, and one that moves in the switchover step would be PAUSEd on a host the
+    applications do not use yet (db-switchover-alone refuses that). So the update that changes
+    ``database.pooler.server`` or ``.port`` changes nothing but ``database.pooler`` and the roles of
+    the old and the new pooler host. A one-step rollback restores a state that was checked.
+    """
+    if t.previous is None or t.is_rollback or _switching(t):
+        return []
+    old, new = _db(t.previous_state).get("pooler") or {}, _db(t.target_state).get("pooler") or {}
+    moved = [field for field in POOLER_LOCATION if old.get(field) != new.get(field)]
+    if not moved:
+        return []
+    hosts = {old.get("server"), new.get("server")}
+    allowed = [("database", "pooler"), *[("servers", host, "roles") for host in sorted(h for h in hosts if h)]]
+    stray = outside(changed_paths(t.previous_state or {}, t.target_state), allowed)
+    if not stray:
+        return []
+    shown = ", ".join(config_key(p) for p in stray[:6]) + (" ..." if len(stray) > 6 else "")
+    location = " and ".join(f"{state_key('database', 'pooler', f)} {old.get(f)} -> {new.get(f)} (applied: {old.get(f)})"
+                            for f in moved)
+    return [Finding(
+        f"the pooler moves, {location}, in an update that also changes {shown} ({t.moving_description()}): "
+        "the pooler moves only in a step whose job is to move it",
+        f"keep {step_changes_key(t, 'database', 'pooler', moved[0])} at {old.get(moved[0])} here, and move the pooler "
+        "in a step of its own that changes only bazbii:database.pooler and the roles of the two pooler hosts "
+        f"(touches: [database.pooler, {', '.join(f'servers.{h}.roles' for h in sorted(h for h in hosts if h))}])",
     )]
 
 
@@ -248,6 +287,12 @@ POLICIES = [
         "db-switchover-alone",
         "The step that moves the primary changes nothing else.",
         lambda t, c: switchover_alone(t),
+    ),
+    gate_policy(
+        "db-pooler-moves-alone",
+        "The pooler (database.pooler.server/port) moves only in a step of its own: nothing else changes but "
+        "database.pooler and the roles of the old and new pooler host.",
+        lambda t, c: pooler_moves_alone(t),
     ),
     gate_policy(
         "db-switchover-through-pooler",

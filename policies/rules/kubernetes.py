@@ -11,11 +11,13 @@ import re
 from typing import Any, Mapping, Optional
 
 from bazbii_plan import rollout
-from bazbii_plan.facts import DEFAULT_CANARY_LADDER, SERVING_LABEL
+from bazbii_plan.errors import config_key
+from bazbii_plan.facts import DEFAULT_CANARY_LADDER, PINNED_FORMAT, SERVING_LABEL, pin_problem
+from bazbii_plan.scope import changed_paths, outside
 
 from ..builders import CRON_JOB, DAEMON_SET, DEPLOYMENT, JOB, PDB, STATEFUL_SET, gate_policy, ladder_schema, \
     ladder_setting, number_setting, resource_label, resource_policy, stack_policy
-from .common import Finding, Transition, dig, fmt, image_tag, number, plain, rung_passed
+from .common import Finding, Transition, dig, fmt, number, plain, rung_passed
 from .keys import step_changes_key
 from .traffic import goes_back
 
@@ -139,41 +141,69 @@ def _images(pod_spec: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(str(c.get("name")), str(c.get("image") or "")) for c in _containers(pod_spec, init=True)]
 
 
-def _tag_problem(image: str) -> Optional[str]:
-    if "@sha256:" in image:
-        return None
-    tag = image_tag(image)
-    if tag is None:
-        return "has no tag (it means latest)"
-    if tag.lower() == "latest":
-        return "uses the tag 'latest'"
-    return None
+def _pin_fix(key: str) -> str:
+    return f"set {key} to an image pinned by {PINNED_FORMAT} (e.g. :2.0.0, or @sha256:... of the build)"
 
 
-def no_latest_tag(props: Mapping[str, Any], kind: str, name: str) -> list[Finding]:
-    """k8s-no-latest-tag (Deployment, Job, ...): images are pinned to a version (or a digest)."""
+def images_pinned(props: Mapping[str, Any], kind: str, name: str) -> list[Finding]:
+    """k8s-image-pinned (Deployment, Job, ...): images are pinned to a version tag or a digest."""
     pod = dig(props, "spec", "jobTemplate", "spec", "template", "spec", default=None) or _pod_spec(props)
     out = []
     for container, image in _images(pod):
-        problem = _tag_problem(image)
+        problem = pin_problem(image)
         if problem:
             key = IMAGE_KEYS.get(_name(props, name), IMAGE_KEYS["api"])
-            out.append(Finding(f"{kind} {_name(props, name)} container {container!r} image {image!r} {problem}: "
-                               "a rollback would not bring the old code back",
-                               f"set {key} to an image with an explicit version tag (e.g. :2.0.0)"))
+            out.append(Finding(f"{kind} {_name(props, name)} container {container!r}: {problem}; a rollback would "
+                               "not bring the old code back", _pin_fix(key)))
     return out
+
+
+# Every image the stack config names: the serving API (stable and canary), the workers, the gateway.
+STATE_IMAGES = ("app.api", "app.worker", "app.canary", "gateway")
 
 
 def state_images_pinned(t: Transition) -> list[Finding]:
-    """k8s-no-latest-tag (gate): the images named in the target state are pinned too."""
+    """k8s-image-pinned-in-state (gate): the images named in the target state are pinned too."""
     out = []
-    state = t.target_state
-    for where in ("app.api", "app.worker", "app.canary", "gateway"):
-        image = dig(state, *where.split("."), "image")
-        if image and _tag_problem(image):
-            out.append(Finding(f"{where}.image {image!r} {_tag_problem(image)}",
-                               f"set bazbii:{where}.image to an image with an explicit version tag (e.g. :2.0.0)"))
+    for where in STATE_IMAGES:
+        image = dig(t.target_state, *where.split("."), "image")
+        problem = pin_problem(image) if image else None
+        if problem:
+            path = tuple(where.split(".")) + ("image",)
+            applied = dig(t.previous_state, *path) if t.previous else None
+            shown = f" (applied: {applied!r})" if applied and applied != image else ""
+            out.append(Finding(f"bazbii:{where}.image{shown}: {problem}", _pin_fix(step_changes_key(t, *path))))
     return out
+
+
+def workers_keep_running(t: Transition, least: float) -> list[Finding]:
+    """k8s-workers-keep-running: a step never stops the job queue, unless its job is to retire the workers.
+
+    The async job queue (the jobs that fill what an old code path leaves NULL among them) runs on the
+    workers; the migration runner quiets them itself while it runs a stage and brings them back
+    (components/schema_release.py), so no step needs to. Lowering ``app.worker.replicas`` below
+    ``minWorkerReplicas`` is therefore refused, except in a step that does nothing else (changes only
+    ``app.worker``): a step that exists to retire the workers. A one-step rollback is exempt.
+    """
+    if t.previous is None or t.is_rollback:
+        return []
+    old = number(dig(t.previous_state, "app", "worker", "replicas"))
+    new = number(dig(t.target_state, "app", "worker", "replicas"))
+    if new is None or new >= least or (old is not None and new >= old):
+        return []
+    stray = outside(changed_paths(t.previous_state or {}, t.target_state), [("app", "worker")])
+    if not stray:
+        return []
+    key = step_changes_key(t, "app", "worker", "replicas")
+    return [Finding(
+        f"bazbii:app.worker.replicas is set {fmt(old) if old is not None else 'none'} -> {fmt(new)} (applied: "
+        f"{fmt(old) if old is not None else 'none'}), below the {fmt(least)} the job queue needs (policy config "
+        f"minWorkerReplicas), in an update that also changes {', '.join(config_key(p) for p in stray[:4])}"
+        f"{' ...' if len(stray) > 4 else ''} ({t.moving_description()}): the async job queue would stop; the "
+        "migration runner quiets the workers itself while it runs a stage",
+        f"keep {key} at {fmt(old) if old is not None else fmt(least)} (at least {fmt(least)}); to retire the workers, "
+        "do it in a step of its own that changes only bazbii:app.worker",
+    )]
 
 
 def canary_ladder(t: Transition, ladder: list[int]) -> list[Finding]:
@@ -257,6 +287,8 @@ CONFIG = {
                      "description": "minimum preStop drain of serving containers (s)"},
     "minRevisionHistory": {"type": "integer", "minimum": 0, "default": rollout.MIN_REVISION_HISTORY,
                            "description": "minimum Deployment revisionHistoryLimit (rollback targets kept)"},
+    "minWorkerReplicas": {"type": "integer", "minimum": 1, "default": 1,
+                          "description": "fewest worker pods the async job queue needs (lower only to retire them)"},
 }
 
 
@@ -303,14 +335,22 @@ POLICIES = [
         _only("canaryLadder"),
     ),
     resource_policy(
-        "k8s-no-latest-tag",
-        "Container images are pinned to a version, never `latest`.",
+        "k8s-image-pinned",
+        "Container images are pinned: a version tag (MAJOR.MINOR.PATCH) or a digest; never a moving tag (latest, "
+        "main, stable, ...).",
         (DEPLOYMENT, JOB, CRON_JOB, STATEFUL_SET, DAEMON_SET),
-        lambda props, rtype, name, _c: no_latest_tag(props, rtype.rsplit(":", 1)[-1], name),
+        lambda props, rtype, name, _c: images_pinned(props, rtype.rsplit(":", 1)[-1], name),
     ),
     gate_policy(
-        "k8s-no-latest-tag-in-state",
-        "Images named in the stack config are pinned to a version, never `latest`.",
+        "k8s-image-pinned-in-state",
+        "Images named in the stack config are pinned: a version tag (MAJOR.MINOR.PATCH) or a digest.",
         lambda t, c: state_images_pinned(t),
+    ),
+    gate_policy(
+        "k8s-workers-keep-running",
+        "No step lowers app.worker.replicas below minWorkerReplicas (the job queue stops), unless the step only "
+        "changes app.worker (it exists to retire the workers).",
+        lambda t, c: workers_keep_running(t, number_setting(c, CONFIG, "minWorkerReplicas")),
+        _only("minWorkerReplicas"),
     ),
 ]

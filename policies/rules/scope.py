@@ -9,16 +9,23 @@ traffic-weight step), else the sections its track owns. With no track moving,
 nothing may change at all. So a pooler moved to another server inside a
 traffic-weight step is denied, and the message names what it touched.
 
-The scopes come from the plan (``bazbii_plan.scope.step_scopes``), carried on
-the gate as ``stepScopes``; everything read here is config-derived, hence known
-at preview. An override reason (``bazbii:phaseOverride``) lifts the rule, e.g.
-for the first update after a program upgrade adds a setting with a default.
+The scopes come from the **applied** record (``judgedBy.scopes``, bazbii_plan.judging):
+a step is judged by the scope the applied plan gives it, so a pull request cannot
+widen the ``touches`` of the step it applies (``plan-judged-by-applied`` refuses
+the edit itself). A step the applied record does not know (or a record exported
+before ``judgedBy``) is judged by the target's scope. The rollback triggers
+(``bazbii:rollback``) are no track's section: they judge steps, and a change of
+them is reviewed by ``plan-judged-by-applied`` / ``safety-gate-loosening``.
+Everything read here is config-derived, hence known at preview. An override
+reason (``bazbii:phaseOverride``) lifts the rule, e.g. for the first update after
+a program upgrade adds a setting with a default.
 """
 
 from __future__ import annotations
 
 
 from bazbii_plan.errors import config_key
+from bazbii_plan.judging import ROLLBACK_SECTION
 from bazbii_plan.scope import Path, changed_paths, dotted, moved_steps, outside
 
 from ..builders import gate_policy
@@ -28,9 +35,10 @@ MAX_LISTED = 8
 
 
 def scopes_of(t: Transition) -> dict[str, dict[str, list[Path]]]:
-    """The gate's ``stepScopes`` as tuples of keys."""
-    return {track: {step: [tuple(p) for p in paths] for step, paths in (steps or {}).items()}
-            for track, steps in (t.step_scopes or {}).items()}
+    """Each step's scope: the applied record's, else (a step it does not know) the target's."""
+    own = t.target_judging.scopes if t.target_judging else {}
+    applied = t.applied_judging.scopes if t.applied_judging else {}
+    return {track: {**(own.get(track) or {}), **(applied.get(track) or {})} for track in set(own) | set(applied)}
 
 
 def _step_key(t: Transition, track: str, step: str, *path: str) -> str:
@@ -43,7 +51,7 @@ def step_scope(t: Transition, scopes: dict[str, dict[str, list[Path]]]) -> list[
     """plan-step-scope (see the module docstring)."""
     if t.previous is None or t.override:
         return []
-    changed = changed_paths(t.previous_state or {}, t.target_state)
+    changed = [p for p in changed_paths(t.previous_state or {}, t.target_state) if p[:1] != (ROLLBACK_SECTION,)]
     if not changed:
         return []
     allowed: list[Path] = []

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bazbii_analysis import (BadQuery, EmptyResult, MetricsHTTPError, MetricsUnreachable, PrometheusClient,
-                             evaluate_step_gate, live_gate_inputs, live_gate_problems, render_query)
+from bazbii_analysis import (LIVE_GATE_INPUT, BadQuery, EmptyResult, MetricsHTTPError, MetricsUnreachable,
+                             PrometheusClient, evaluate_step_gate, live_gate_inputs, live_gate_problems, render_query)
 from bazbii_analysis import watch as watch_cli
 from bazbii_analysis.watch import load_offline_config
 from bazbii_plan.gates import DEFAULT_QUERIES, Scope
@@ -144,7 +144,7 @@ def test_error_rate_3_percent_denies_naming_signal_value_threshold_window(metric
     # The program registers the criteria on the transition check, and its provider's check() (the engine's
     # call in `pulumi preview`/`up`) refuses the step on the same numbers.
     failures = _provider_check_failures(path, phase, metrics_stack.prometheus_url)
-    assert [f.property for f in failures] == ["liveGate"], [f.reason for f in failures]
+    assert [f.property for f in failures] == [LIVE_GATE_INPUT], [f.reason for f in failures]
     assert "FAIL         error-ratio [pool server2]" in failures[0].reason
     # bazbii:phaseOverride with a reason lets the step through, and says so.
     overridden = _gate(config, phase.started, override="incident 42: accepted by the on-call lead")
@@ -159,9 +159,11 @@ def _provider_check_failures(stack_path, phase, endpoint):
     side = scenarios.load_side(stack_path)
     transition = scenarios.to_step(side, "traffic-50", phase.started.replace(microsecond=0).isoformat())
     evaluation, _failures = scenarios._evaluate(transition.after, transition.previous_record)
-    (check,) = [r for r in evaluation.resources if "liveGate" in r.inputs]
-    assert check.inputs["liveGate"]["criteria"]["infra"]["traffic-50"]["scope"] == {"kind": "pool", "name": "server2"}
-    assert check.inputs["liveGate"]["metrics"]["endpoint"] == endpoint  # from the stack's bazbii:metrics
+    (check,) = [r for r in evaluation.resources if r.name == "transition-check"]
+    # The gate is the applied record's (judgedBy): the step's criteria and the stack's bazbii:metrics.
+    applied = check.inputs["previous"]["judgedBy"]
+    assert applied["criteria"]["infra"]["traffic-50"]["scope"] == {"kind": "pool", "name": "server2"}
+    assert applied["metrics"]["endpoint"] == endpoint
     return TransitionCheckProvider().check({}, json.loads(json.dumps(check.inputs))).failures
 
 

@@ -5,13 +5,24 @@ from datetime import datetime, timezone
 import pytest
 
 import bazbii_plan.record as record_module
+from bazbii_plan.judging import judged_by
 from bazbii_plan.record import parse_time, plan_digests, target_record
 from components.applied_record import RECORD_MARKER, AppliedRecordProvider
 
 
 def inputs(config, previous=None):
-    target = target_record(config.current, config.state().to_config(), plan_digests(config.plan))
+    """The record resource's inputs as the program registers them."""
+    target = target_record(config.current, config.state().to_config(), plan_digests(config.plan),
+                           judged_by(config.plan, config.metrics))
     return {"record": RECORD_MARKER, "applied": target, "previous": previous}
+
+
+def exported_before_judging(record):
+    """A record as a program before gate digests and judgedBy exported it."""
+    old = {k: v for k, v in record.items() if k != "judgedBy"}
+    old["history"] = {track: [{k: v for k, v in e.items() if k != "gateDigest"} for e in entries]
+                      for track, entries in record["history"].items()}
+    return old
 
 
 @pytest.fixture
@@ -40,6 +51,7 @@ def test_update_keeps_the_times_of_what_was_applied_and_stamps_the_new_step(prod
                               "release": "2026-11-01T00:00:00+00:00", "schema": "2026-11-01T00:00:00+00:00",
                               "flags": "2026-11-01T00:00:00+00:00"}
     assert after["history"]["infra"][-1] == {"step": "traffic-50", "digest": after["history"]["infra"][-1]["digest"],
+                                             "gateDigest": after["history"]["infra"][-1]["gateDigest"],
                                              "appliedAt": "2026-11-03T00:00:00+00:00"}
     assert after["history"]["infra"][-2]["appliedAt"] == "2026-11-01T00:00:00+00:00"
     assert after["dnsTtl"]["direct"] == {"ttl": 300, "since": "2026-11-02T00:00:00+00:00", "previousTtl": 3600}
@@ -65,3 +77,31 @@ def test_stamped_times_are_real_times():
     stamped = record_module.now_iso()
     assert abs((datetime.now(timezone.utc) - parse_time(stamped)).total_seconds()) < 5
     assert parse_time("2026-11-28T10:00Z") == datetime(2026, 11, 28, 10, tzinfo=timezone.utc)
+
+
+def test_a_record_exported_before_gate_digests_keeps_its_times(prod, clock):
+    # The first update after the program learnt gateDigest/judgedBy: what was applied keeps its time
+    # (a soak must not restart because the record format grew); the new record has every field.
+    provider = AppliedRecordProvider()
+    old = exported_before_judging(provider.create(inputs(prod)).outs["applied"])
+    clock["now"] = "2026-11-09T00:00:00+00:00"
+    outs = provider.update("id", {"applied": old}, inputs(prod)).outs["applied"]
+    assert outs["since"] == old["since"] and outs["dnsTtl"] == old["dnsTtl"]
+    assert {e["appliedAt"] for entries in outs["history"].values() for e in entries} == {"2026-11-01T00:00:00+00:00"}
+    assert all(e["gateDigest"] for entries in outs["history"].values() for e in entries)
+    assert outs["judgedBy"]["criteria"]["infra"]["traffic-50"]["soak"] == "24h"
+    assert provider.diff("id", {"applied": old}, inputs(prod)).changes is True  # the new fields are recorded
+
+
+def test_diff_sees_a_change_of_what_judges_a_step(prod, clock):
+    # A pull request that only tightens a gate changes no step, but the record must carry the new gate:
+    # the next update is judged by it.
+    provider = AppliedRecordProvider()
+    outs = provider.create(inputs(prod)).outs
+    plan = prod.plan.model_copy(deep=True)
+    infra = plan.tracks["infra"]
+    step = infra.steps[infra.index("traffic-50")]
+    infra.steps[infra.index("traffic-50")] = step.model_copy(
+        update={"criteria": step.criteria.model_copy(update={"soak": "48h"})})
+    tightened = type(prod)(plan, prod.base, prod.current, prod.override, prod.metrics)
+    assert provider.diff("id", outs, inputs(tightened)).changes is True

@@ -11,6 +11,8 @@ import dill
 import pytest
 
 import components.transition_check as transition_check
+from bazbii_analysis.gatecheck import LIVE_GATE_INPUT
+from bazbii_plan.judging import judged_by
 from bazbii_plan.record import plan_digests, target_record
 from bazbii_plan.walk import record_by_walking
 from components.phase_gate import PhaseGateProvider
@@ -24,7 +26,9 @@ def check_inputs(config, previous, *, source="stack-output", override=None):
     return {
         "gate": GATE_MARKER,
         "stepNames": {name: track.names() for name, track in config.plan.tracks.items()},
-        "target": target_record(config.current, config.state().to_config(), digests),
+        "trackKeys": {name: track.key for name, track in config.plan.tracks.items()},
+        "target": target_record(config.current, config.state().to_config(), digests,
+                                judged_by(config.plan, config.metrics)),
         "previous": previous,
         "previousSource": source,
         "override": override,
@@ -46,8 +50,10 @@ def clock(monkeypatch):
     return box
 
 
-def failures(inputs, olds=None):
-    return [f.reason for f in TransitionCheckProvider().check(olds or {}, inputs).failures]
+def failures(inputs, olds=None, live_gate=False):
+    """The check's failures; its live gate (which needs metrics, tests/analysis) only with ``live_gate``."""
+    return [f.reason for f in TransitionCheckProvider().check(olds or {}, inputs).failures
+            if live_gate or f.property != LIVE_GATE_INPUT]
 
 
 def test_check_allows_one_step_from_the_applied_record(prod, clock):
@@ -107,7 +113,7 @@ def _edited(prod, track, step, **fields):
     plan = prod.plan.model_copy(deep=True)
     index = plan.tracks[track].index(step)
     plan.tracks[track].steps[index] = plan.tracks[track].steps[index].model_copy(update=fields)
-    return type(prod)(plan, prod.base, prod.current, prod.override)
+    return type(prod)(plan, prod.base, prod.current, prod.override, prod.metrics)
 
 
 def test_editing_an_applied_step_is_denied_naming_it(prod, clock):
@@ -149,3 +155,59 @@ def test_old_gate_provider_path_still_unpickles():
     provider = dill.loads(dill.dumps(PhaseGateProvider(), recurse=True))
     assert isinstance(provider, TransitionCheckProvider)
     assert type(provider).__module__ == "components.phase_gate"
+
+
+# --------------------------------------------------------------------------- what judges a step: the applied record
+def _with_criteria(config, track, step, criteria):
+    return _edited(config, track, step, criteria=criteria)
+
+
+def _time_only_gate(prod, soak):
+    """The shipped plan with traffic-50's gate reduced to its soak (no metric to reach in a unit test)."""
+    infra = prod.plan.tracks["infra"]
+    criteria = infra.steps[infra.index("traffic-50")].criteria.model_copy(update={"soak": soak, "signals": []})
+    return _with_criteria(prod, "infra", "traffic-50", criteria)
+
+
+def test_the_live_gate_is_the_applied_records_not_the_proposed_one(prod, clock):
+    applied_plan = _time_only_gate(prod, "24h")
+    applied = record_by_walking(applied_plan.with_steps(infra="traffic-10"), (T0 - timedelta(hours=2)).isoformat())
+    # The pull request applies traffic-50 and shortens its soak to nothing in the same change.
+    proposed = _time_only_gate(prod, "0s").with_steps(infra="traffic-50")
+    reasons = failures(check_inputs(proposed, applied), live_gate=True)
+    assert any("live gate of infra step 'traffic-50'" in r and "FAIL         soak [previous step]: 2h" in r
+               and "threshold >= 1d" in r for r in reasons), reasons
+    assert any("bazbii:plan.infra.steps[5].criteria.soak changes '24h' -> '0s' (applied: '24h')" in r
+               for r in reasons), reasons
+    # Unchanged, and past its soak: the same move passes the check (the applied gate, met).
+    clock["now"] = T0 + timedelta(hours=23)
+    assert failures(check_inputs(applied_plan.with_steps(infra="traffic-50"), applied), live_gate=True) == []
+
+
+def test_a_pointer_move_changes_no_gate_even_with_an_override(prod, clock):
+    applied = record_by_walking(prod.with_steps(infra="traffic-10"), "2026-11-01T00:00:00+00:00")
+    loosened = _time_only_gate(prod, "24h").with_steps(infra="traffic-50")
+    (reason,) = failures(check_inputs(loosened, applied, override="incident 42, approved by the lead"))
+    assert "bazbii:plan.infra.steps[5].criteria.signals changes" in reason and "(applied: None)" not in reason
+    assert "keep bazbii:phase at 'traffic-10'" in reason
+    # The same edit with no pointer moving is a safety-parameter change: the policy pack reviews it.
+    assert failures(check_inputs(loosened.with_steps(infra="traffic-10"), applied)) == []
+
+
+def test_a_record_exported_before_judged_by_is_not_refused(prod, clock):
+    from tests.gate.test_applied_record import exported_before_judging
+
+    applied = exported_before_judging(
+        record_by_walking(prod.with_steps(infra="traffic-10"), "2026-11-01T00:00:00+00:00"))
+    assert failures(check_inputs(prod.with_steps(infra="traffic-50"), applied)) == []
+    # Its history is still compared, by the definition digest it has.
+    edited = _edited(prod, "infra", "replica-streaming", reversible=False)
+    (reason,) = failures(check_inputs(edited.with_steps(infra="traffic-10"), applied))
+    assert "applied step 'replica-streaming' of track 'infra' was edited" in reason
+    # A gate edit of an applied step is history once the record has gate digests, not before.
+    criteria = prod.plan.tracks["infra"].steps[4].criteria.model_copy(update={"min_samples": 500})
+    regated = _with_criteria(prod, "infra", "traffic-10", criteria).with_steps(infra="traffic-10")
+    assert failures(check_inputs(regated, applied)) == []
+    current = record_by_walking(prod.with_steps(infra="traffic-10"), "2026-11-01T00:00:00+00:00")
+    (reason,) = failures(check_inputs(regated, current))
+    assert "what judges applied step 'traffic-10' of track 'infra' (bazbii:plan.infra.steps[4].criteria" in reason

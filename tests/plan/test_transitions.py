@@ -84,10 +84,18 @@ def test_record_by_walking_knows_the_ttl_before_lowering(prod):
 def test_target_record_has_no_times_and_lists_the_applied_steps_with_digests(prod):
     from bazbii_plan.record import plan_digests, target_record
 
-    target = target_record(prod.current, prod.state().to_config(), plan_digests(prod.plan))
-    assert set(target) == {"version", "steps", "state", "history"}
+    from bazbii_plan.judging import judged_by
+
+    target = target_record(prod.current, prod.state().to_config(), plan_digests(prod.plan),
+                           judged_by(prod.plan, prod.metrics))
+    assert set(target) == {"version", "steps", "state", "history", "judgedBy"}
     assert [e["step"] for e in target["history"]["dns"]] == ["baseline", "ttl-lowered"]
-    assert all(set(e) == {"step", "digest"} for entries in target["history"].values() for e in entries)
+    assert all(set(e) == {"step", "digest", "gateDigest"} for entries in target["history"].values() for e in entries)
+    # What judges every step, applied or not, travels with the record (the next update is judged by it).
+    assert target["judgedBy"]["criteria"]["infra"]["traffic-50"] == {"soak": "24h", "scope": {"kind": "pool",
+                                                                                              "name": "server2"}}
+    assert target["judgedBy"]["scopes"]["infra"]["traffic-50"] == [["traffic", "pools"]]
+    assert target["judgedBy"]["metrics"]["endpoint"] == "http://prometheus.bazbii.internal:9090"
 
 
 def test_step_digest_covers_what_a_step_does_not_its_texts(prod):
@@ -98,6 +106,36 @@ def test_step_digest_covers_what_a_step_does_not_its_texts(prod):
     assert step_digest(step) == step_digest(step.model_copy(update={"summary": "reworded", "gate": "reworded"}))
     assert step_digest(step) != step_digest(step.model_copy(update={"changes": {"dns": {"records": {"direct": {"ttl": 120}}}}}))
     assert step_digest(step) != step_digest(step.model_copy(update={"reversible": False}))
+
+
+def test_gate_digest_covers_what_judges_a_step_and_the_definition_digest_is_unchanged(prod):
+    from bazbii_plan.record import gate_digest, step_digest
+
+    infra = prod.plan.tracks["infra"]
+    step = infra.steps[infra.index("traffic-50")]
+    # Records exported before gate digests existed hold these definition digests: they must not change.
+    assert step_digest(step) == "4e486488848f1bee"
+    assert step_digest(prod.plan.tracks["dns"].steps[1]) == "7e81b8470ecb4f8b"
+    looser = step.model_copy(update={"criteria": step.criteria.model_copy(update={"soak": "0s"})})
+    wider = step.model_copy(update={"touches": ["traffic"]})
+    assert step_digest(looser) == step_digest(wider) == step_digest(step)
+    assert len({gate_digest(step), gate_digest(looser), gate_digest(wider)}) == 3
+    # A default written out is the same gate as the default left unsaid.
+    explicit = step.model_copy(update={"criteria": step.criteria.model_copy(update={"min_samples": 100})})
+    assert gate_digest(explicit) == gate_digest(step)
+
+
+def test_history_problems_compare_gate_digests_only_where_the_record_has_them():
+    from bazbii_plan.transitions import history_problems
+
+    plan = {"infra": [["mvp", "a", "g1"], ["traffic-10", "b", "G2"]]}
+    (regated,) = history_problems(plan, {"infra": [["mvp", "a", "g1"], ["traffic-10", "b", "g2"]]})
+    assert regated.startswith("what judges applied step 'traffic-10' of track 'infra' "
+                              "(bazbii:plan.infra.steps[1].criteria, bazbii:plan.infra.steps[1].touches)")
+    assert "gate digest g2 -> G2" in regated
+    assert history_problems(plan, {"infra": [["mvp", "a"], ["traffic-10", "b"]]}) == []  # exported before
+    assert history_problems(plan, {"infra": [["mvp", "a", "g1"], ["traffic-10", "b", "g2"]]},
+                            override="gate of traffic-10 corrected, see incident 7") == []
 
 
 def test_record_by_walking_uses_the_given_time_of_each_step(prod):

@@ -43,10 +43,10 @@ def test_canary_rollback_by_one_step_passes():
 def test_latest_image_in_the_state_is_denied():
     edited = PROD.edit(lambda s: s.values["app"]["worker"].update(image="registry.example.com/bazbii/worker:latest"))
     result = preview(edited.at(release="api-1.9"), None)
-    assert "k8s-no-latest-tag-in-state" in result.names()
-    assert "app.worker.image 'registry.example.com/bazbii/worker:latest' uses the tag 'latest'" in \
-        result.messages("k8s-no-latest-tag-in-state")[0]
-    assert "k8s-no-latest-tag-in-state" not in preview(PROD, PROD.at(release="worker-2.0")).names()
+    assert "k8s-image-pinned-in-state" in result.names()
+    assert "bazbii:app.worker.image: image 'registry.example.com/bazbii/worker:latest' has tag 'latest', which is not " \
+           "a version" in result.messages("k8s-image-pinned-in-state")[0]
+    assert "k8s-image-pinned-in-state" not in preview(PROD, PROD.at(release="worker-2.0")).names()
 
 
 # --------------------------------------------------------------------------- contract

@@ -144,19 +144,30 @@ def test_worker_is_not_a_serving_deployment():
     assert "k8s-readiness-probe" not in steady(BASE, mutate=mutate).names()
 
 
-def test_latest_image_is_denied_on_the_registered_deployment():
-    stack = BASE.edit(lambda s: s.values["app"]["worker"].update(image="registry.example.com/bazbii/worker:latest"))
-    stack = stack.at(release="api-1.9", schema="none")
+@pytest.mark.parametrize("tag", ["latest", "main", "stable", "edge", "dev", "2.0"])
+def test_a_moving_image_tag_is_denied_on_the_registered_deployment(tag):
+    image = f"registry.example.com/bazbii/worker:{tag}"
+    stack = BASE.edit(lambda s: s.values["app"]["worker"].update(image=image)).at(release="api-1.9", schema="none")
     result = steady(stack)
-    assert "k8s-no-latest-tag" in result.names()
-    assert "Deployment worker container 'worker' image 'registry.example.com/bazbii/worker:latest' uses the tag 'latest'" \
-        in result.messages("k8s-no-latest-tag")[0]
+    assert "k8s-image-pinned" in result.names()
+    [message] = result.messages("k8s-image-pinned")
+    assert f"Deployment worker container 'worker': image '{image}' has tag '{tag}', which is not a version" in message
+    assert "a tag that is not a version can move" in message and "Fix: set bazbii:app.worker.image" in message
+
+
+@pytest.mark.parametrize("image", ["registry.example.com/bazbii/worker:1.9.1", "registry.example.com/bazbii/worker:v1.9.1-rc.2",
+                                   "registry.example.com/bazbii/worker@sha256:" + "0" * 64,
+                                   "registry.example.com/bazbii/worker:main@sha256:" + "0" * 64])
+def test_a_version_tag_or_a_digest_pins_an_image(image):
+    stack = BASE.edit(lambda s: s.values["app"]["worker"].update(image=image)).at(release="api-1.9", schema="none")
+    assert not {"k8s-image-pinned", "k8s-image-pinned-in-state"} & steady(stack).names()
 
 
 def test_untagged_job_image_is_denied():
     def mutate(resources):
         of_type(resources, JOB)[0].inputs["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.example.com/bazbii/api"
-    assert "has no tag (it means latest)" in steady(BASE, mutate=mutate).messages("k8s-no-latest-tag")[0]
+    [message] = steady(BASE, mutate=mutate).messages("k8s-image-pinned")
+    assert "image 'registry.example.com/bazbii/api' has no version tag (it would run whatever :latest is)" in message
 
 
 # --------------------------------------------------------------------------- schema

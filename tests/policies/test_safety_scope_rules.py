@@ -13,7 +13,7 @@ from bazbii_plan.models import Rollout
 from bazbii_plan.scope import changed_paths, moved_steps, outside, step_scopes
 from components import preflight
 from policies import builders, pack
-from policies.rules import database, dns, flags, kubernetes, plan, safety, schema, scope, traffic
+from policies.rules import database, dns, flags, judging, kubernetes, plan, safety, schema, scope, traffic
 from policies.rules.common import Transition, dig
 
 from .helpers import Stack, preview
@@ -227,7 +227,7 @@ def test_one_source_for_the_rollout_thresholds():
 
 # --------------------------------------------------------------------------- the pack only assembles
 def test_the_pack_is_the_rules_modules_policies():
-    modules = [plan, scope, traffic, dns, database, schema, kubernetes, safety, flags]
+    modules = [plan, scope, judging, traffic, dns, database, schema, kubernetes, safety, flags]
     assert [p.name for p in pack.POLICIES] == [p.name for m in modules for p in m.POLICIES]
     tree = ast.parse(inspect.getsource(pack))
     functions = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.Lambda, ast.AsyncFunctionDef))]

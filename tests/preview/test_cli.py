@@ -22,13 +22,15 @@ def test_default_previews_current_and_next_infra_step(capsys):
     assert "current step: infra: gateway-on-server2 -> traffic-10" in out
     assert "next step: infra: traffic-10 -> traffic-50" in out
     assert "randomSteering.poolWeights.traffic-server2: 0.1 -> 0.5" in out
-    assert "ALLOWED" in out
+    # Nothing measured and no apply time given: the policies pass, the live gates are left unjudged.
+    assert "\npolicies passed; live gate not evaluated: 2 transition(s) checked, 0 failed" in out
+    assert "infra step 'traffic-50': soak, error-ratio, p95-latency" in out and "ALLOWED" not in out
 
 
 def test_json_output_is_machine_readable(capsys):
     code, out, _ = run(capsys, "--json")
     data = json.loads(out)
-    assert code == 0 and data["failedTransitions"] == 0
+    assert code == 0 and data["failedTransitions"] == 0 and data["outcome"] == "live-gate-not-evaluated"
     (next_step,) = [t for t in data["transitions"] if t["title"].startswith("next step")]
     weights = [c for r in next_step["resourceChanges"] for c in r["changes"] if c["path"].startswith("randomSteering.poolWeights")]
     assert {(c["path"], c["before"], c["after"]) for c in weights} == {

@@ -58,7 +58,12 @@ def test_raising_a_flag_one_rung_after_its_soak_passes(capsys, tmp_path, prod_do
     code, out = preview(capsys, tmp_path, stack(prod_doc, "new-category-ui-10"), stack(prod_doc, "new-category-ui-50"),
                         "--base-age", "25h")
     assert code == 0, out
-    assert "ALLOWED" in out
+    assert "PASS         soak [previous step]: 1d1h" in out  # the step's own soak, judged from --base-age
+    assert "policies passed; live gate not evaluated" in out  # its metric parts are left for --metrics
+    # The same move before the step's soak is over: the time-only part of the gate denies it.
+    code, out = preview(capsys, tmp_path, stack(prod_doc, "new-category-ui-10"), stack(prod_doc, "new-category-ui-50"),
+                        "--base-age", "3h")
+    assert code == 1 and "FAIL         soak [previous step]: 3h" in out and "DENIED" in out, out
 
 
 def test_skipping_a_rung_is_denied(capsys, tmp_path, prod_doc):

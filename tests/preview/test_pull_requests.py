@@ -11,54 +11,9 @@ import json
 
 import pytest
 
-from bazbii_plan.stackfile import OFFLINE_SECRET_PLACEHOLDER
 from offline_preview.harness import REPO_ROOT
 
-from . import prs
-from .prs import step, write
-
-
-def run(capsys, *argv):
-    code, out, err = prs.run(capsys, *argv)
-    assert OFFLINE_SECRET_PLACEHOLDER not in out + err  # the offline stand-in for every secret is never printed
-    return code, out, err
-
-
-def preview_pr(capsys, tmp_path, applied, proposed, *extra):
-    return run(capsys, "--base", write(tmp_path, "applied.yaml", applied),
-               "--config", write(tmp_path, "proposed.yaml", proposed), *extra)
-
-
-def denied_lines(out, rule):
-    return [line for line in out.splitlines() if line.startswith(f"mandatory {rule} ")]
-
-
-def assert_denied_by(capsys, tmp_path, applied, proposed, rules, *extra):
-    """Exit 1, exactly ``rules`` deny, and each denial's fix names the bazbii: key to change."""
-    code, out, _ = preview_pr(capsys, tmp_path, applied, proposed, *extra)
-    assert code == 1, out
-    denied = {line.split()[1] for line in out.splitlines() if line.startswith("mandatory ")}
-    # The transition check's provider (the engine-side twin of the plan and time rules) reports the same
-    # problem for the check resource; it names no policy, so it is not one of ``rules``.
-    denied.discard("transition-check")
-    assert denied == set(rules), out
-    for rule in rules:
-        for line in denied_lines(out, rule):
-            assert "bazbii:" in line.split("Fix:", 1)[1], line
-    return out
-
-
-def assert_allowed(capsys, tmp_path, applied, proposed, *extra):
-    code, out, _ = preview_pr(capsys, tmp_path, applied, proposed, *extra)
-    assert code == 0, out
-    assert "ALLOWED" in out
-    return out
-
-
-def at(doc, **pointers):
-    out = copy.deepcopy(doc)
-    out["config"].update({f"bazbii:{k}": v for k, v in pointers.items()})
-    return out
+from .prs import assert_allowed, assert_denied_by, at, denied_lines, preview_pr, run, step, write
 
 
 # --------------------------------------------------------------------------- 9.1 config errors: exit 2, key named
@@ -163,26 +118,27 @@ def test_shipped_policy_config_is_accepted(capsys):
 
 # --------------------------------------------------------------------------- 9.2 safety parameters
 def _monitor_in_traffic_50(doc, **monitor):
-    proposed = at(doc, phase="traffic-50")
-    s = step(proposed, "infra", "traffic-50")
-    s["changes"]["traffic"]["monitor"] = monitor
-    s["touches"] = ["traffic.pools", "traffic.monitor"]  # declared, so only the safety rules judge it
-    return proposed
+    """(applied, proposed): traffic-50 changes the monitor too, and the applied plan declares it may."""
+    applied = copy.deepcopy(doc)
+    step(applied, "infra", "traffic-50")["touches"] = ["traffic.pools", "traffic.monitor"]  # only the safety rules judge it
+    proposed = at(applied, phase="traffic-50")
+    step(proposed, "infra", "traffic-50")["changes"]["traffic"]["monitor"] = monitor
+    return applied, proposed
 
 
 def test_weakening_the_monitor_while_traffic_moves_is_denied(capsys, tmp_path, prod_doc):
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"safety-parameter-bounds": {"maxMonitorRetries": 5}}))
-    out = assert_denied_by(capsys, tmp_path, prod_doc, _monitor_in_traffic_50(prod_doc, retries=4),
+    out = assert_denied_by(capsys, tmp_path, *_monitor_in_traffic_50(prod_doc, retries=4),
                            {"safety-not-weakened"}, "--policy-config", policy)
     [line] = denied_lines(out, "safety-not-weakened")
     assert "bazbii:traffic.monitor.retries is weakened 2 -> 4 in a step that moves traffic" in line
     # within the bound, and stronger than applied: allowed
-    assert_allowed(capsys, tmp_path, prod_doc, _monitor_in_traffic_50(prod_doc, retries=1), "--policy-config", policy)
+    assert_allowed(capsys, tmp_path, *_monitor_in_traffic_50(prod_doc, retries=1), "--policy-config", policy)
 
 
 def test_weakening_past_the_bound_is_denied_by_both_rules(capsys, tmp_path, prod_doc):
-    out = assert_denied_by(capsys, tmp_path, prod_doc, _monitor_in_traffic_50(prod_doc, interval=120, path="/"),
+    out = assert_denied_by(capsys, tmp_path, *_monitor_in_traffic_50(prod_doc, interval=120, path="/"),
                            {"safety-not-weakened", "safety-parameter-bounds"})
     bounds = " ".join(denied_lines(out, "safety-parameter-bounds"))
     assert "bazbii:traffic.monitor.interval is 120, which is above the limit 60" in bounds
@@ -190,37 +146,41 @@ def test_weakening_past_the_bound_is_denied_by_both_rules(capsys, tmp_path, prod
 
 
 def _lag_window_step(doc, window):
-    """A new infra step right after traffic-10 that only changes the lag gate's window (nothing moves)."""
-    proposed = copy.deepcopy(doc)
-    steps = proposed["config"]["bazbii:plan"]["infra"]["steps"]
+    """(applied, proposed): an infra step right after traffic-10 that only changes the lag gate's window (nothing
+    moves), added to the plan first; the pull request moves to it."""
+    applied = copy.deepcopy(doc)
+    steps = applied["config"]["bazbii:plan"]["infra"]["steps"]
     index = next(i for i, s in enumerate(steps) if s["name"] == "traffic-10")
     steps.insert(index + 1, {
         "name": "lag-window", "summary": "Tune the lag gate window.", "gate": "None.", "rollback": "Set traffic-10.",
         "touches": ["database.lagGate"], "changes": {"database": {"lagGate": {"windowSeconds": window}}},
     })
-    proposed["config"]["bazbii:phase"] = "lag-window"
-    return proposed
+    return applied, at(applied, phase="lag-window")
 
 
 def test_a_lag_gate_window_below_its_bound_is_denied(capsys, tmp_path, prod_doc):
-    out = assert_denied_by(capsys, tmp_path, prod_doc, _lag_window_step(prod_doc, 0.5), {"safety-parameter-bounds"})
+    out = assert_denied_by(capsys, tmp_path, *_lag_window_step(prod_doc, 0.5), {"safety-parameter-bounds"})
     assert "bazbii:database.lagGate.windowSeconds is 0.5, which is below the limit 1" in out
-    assert_allowed(capsys, tmp_path, prod_doc, _lag_window_step(prod_doc, 2))
+    assert_allowed(capsys, tmp_path, *_lag_window_step(prod_doc, 2))
 
 
 # --------------------------------------------------------------------------- 9.3 step scope + secret-aware diff
 def _pooler_in_traffic_50(doc, declare=False):
-    proposed = at(doc, phase="traffic-50")
+    """(applied, proposed): traffic-50 also moves the pooler; with ``declare`` the applied plan lets it."""
+    applied = copy.deepcopy(doc)
+    if declare:
+        step(applied, "infra", "traffic-50")["touches"] = ["traffic.pools", "database.pooler.server",
+                                                           "servers.server3.roles"]
+    proposed = at(applied, phase="traffic-50")
     s = step(proposed, "infra", "traffic-50")
     s["changes"]["database"] = {"pooler": {"server": "server3"}}
     s["changes"]["servers"] = {"server3": {"roles": ["database", "pooler"]}}
-    if declare:
-        s["touches"] = ["traffic.pools", "database.pooler.server", "servers.server3.roles"]
-    return proposed
+    return applied, proposed
 
 
 def test_moving_the_pooler_inside_a_traffic_step_is_denied_and_shown(capsys, tmp_path, prod_doc):
-    out = assert_denied_by(capsys, tmp_path, prod_doc, _pooler_in_traffic_50(prod_doc), {"plan-step-scope"})
+    out = assert_denied_by(capsys, tmp_path, *_pooler_in_traffic_50(prod_doc), {"plan-step-scope",
+                                                                                 "db-pooler-moves-alone"})
     [line] = denied_lines(out, "plan-step-scope")
     assert "infra traffic-10 -> traffic-50 also changes bazbii:database.pooler.server, bazbii:servers.server3.roles" in line
     assert "infra step 'traffic-50' may change ['traffic.pools']" in line
@@ -230,14 +190,17 @@ def test_moving_the_pooler_inside_a_traffic_step_is_denied_and_shown(capsys, tmp
     assert "connection.host: 203.0.113.11 -> 203.0.113.13" in out
 
 
-def test_a_declared_scope_allows_the_same_change(capsys, tmp_path, prod_doc):
-    assert_allowed(capsys, tmp_path, prod_doc, _pooler_in_traffic_50(prod_doc, declare=True))
+def test_a_declared_scope_lifts_the_scope_rule_but_not_the_pooler_rule(capsys, tmp_path, prod_doc):
+    # The applied plan lets traffic-50 touch the pooler, so plan-step-scope passes; the pooler still moves only
+    # in a step of its own (tests/preview/test_judging_pull_requests.py has the safe counterpart).
+    out = assert_denied_by(capsys, tmp_path, *_pooler_in_traffic_50(prod_doc, declare=True), {"db-pooler-moves-alone"})
+    assert "bazbii:database.pooler.server server1 -> server3 (applied: server1)" in out
 
 
 def test_a_base_edit_riding_along_a_release_step_is_denied(capsys, tmp_path, prod_doc):
     proposed = at(prod_doc, releasePhase="canary-50")
     proposed["config"]["bazbii:database"]["pooler"]["port"] = 6433
-    out = assert_denied_by(capsys, tmp_path, prod_doc, proposed, {"plan-step-scope"})
+    out = assert_denied_by(capsys, tmp_path, prod_doc, proposed, {"plan-step-scope", "db-pooler-moves-alone"})
     assert "release canary-10 -> canary-50 also changes bazbii:database.pooler.port" in out
     assert_allowed(capsys, tmp_path, prod_doc, at(prod_doc, releasePhase="canary-50"))
 

@@ -141,7 +141,8 @@ def test_no_input_carries_an_evaluation_time(program):
     for resource in ev.resources:
         assert "evaluatedAt" not in resource.inputs, resource.name
     check = ev.named(CHECK)
-    assert set(check.inputs["target"]) == {"version", "steps", "state", "history"}
+    assert set(check.inputs["target"]) == {"version", "steps", "state", "history", "judgedBy"}
+    assert "2026" not in str(check.inputs["target"]["judgedBy"])  # what judges the steps is config, not a clock
     assert all("appliedAt" not in entry for entries in check.inputs["target"]["history"].values() for entry in entries)
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bazbii_db.dataplane import schema_apply_command
 from bazbii_db.migrations.spec import migration_checksum
+from bazbii_plan.errors import ConfigError
+from bazbii_plan.stackconfig import load_stack_config
+from components.schema_release import STAGE_OUTPUT_ENV, reporting_exit
 from offline_preview.harness import REPO_ROOT
 from tests.program.helpers import DEPLOYMENT, JOB, POOL, REMOTE, dep_names, names
 
@@ -30,15 +35,58 @@ def test_ssh_runner_replaces_the_job(program):
     assert step.type == REMOTE and step.inputs["connection"]["host"] == S1
     checksum = migration_checksum(REPO_ROOT / "migrations", "0002_add_category", "migrate")
     versions = ["1.9.0", "2.0.0"]  # every running version, as the contract gate needs them
-    assert step.inputs["create"] == schema_apply_command(
+    assert step.inputs["create"] == reporting_exit(schema_apply_command(
         migration_id="0002_add_category", stage="migrate", expected_checksum=checksum, app_versions=versions,
-        replicas=1)
+        replicas=1))
     assert ("stdin",) in step.secret_paths and ("create",) not in step.secret_paths
     app_dsn, replica_dsn = step.inputs["stdin"].splitlines()
     assert "host=203.0.113.12" in app_dsn and "host=203.0.113.13" in replica_dsn
     assert {"schema-quiet-workers", "dataplane-install-server1"} <= dep_names(step)
     assert step.name in dep_names(ev.named("schema-resume-workers"))
     assert "schema-resume-workers" in dep_names(ev.named("app-worker"))
+
+
+KUBECTL_STAND_IN = """#!/usr/bin/env bash
+# Stand-in for kubectl: records each call; the worker Deployment exists and has no pod left.
+echo "$*" >> "$KUBECTL_LOG"
+case "$*" in *"get pods"*) exit 0 ;; esac
+exit 0
+"""
+
+
+def _run_script(tmp_path, text, **env):
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text(KUBECTL_STAND_IN)
+    kubectl.chmod(0o755)
+    log = tmp_path / "kubectl.log"
+    log.write_text("")
+    result = subprocess.run(["bash", "-c", text], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "KUBECTL_LOG": str(log),
+                                 **env})
+    return result, log.read_text()
+
+
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_the_ssh_runner_brings_the_workers_back_whatever_the_stage_did(program, tmp_path, exit_code):
+    ev = run(program, edit=lambda v: v["schema"].update(runner="ssh"))
+    stage, resume = ev.named("schema-0002_add_category-migrate"), ev.named("schema-resume-workers")
+    assert STAGE_OUTPUT_ENV in resume.inputs["environment"]
+    # The stage reports its exit status instead of failing, so the resume command always runs ...
+    reported, _ = _run_script(tmp_path, reporting_exit(f"bash -c 'echo runner output; exit {exit_code}'"))
+    assert reported.returncode == 0 and reported.stdout.splitlines()[-1] == f"bazbii-stage-exit={exit_code}"
+    assert stage.inputs["create"].endswith('; echo "bazbii-stage-exit=$?"')
+    # ... brings the workers back to app.worker.replicas, then fails the update if the stage failed.
+    result, calls = _run_script(tmp_path, resume.inputs["create"], **{STAGE_OUTPUT_ENV: reported.stdout})
+    assert "scale deployment/worker --replicas=2" in calls
+    assert result.returncode == (1 if exit_code else 0), result.stderr
+    if exit_code:
+        assert f"migration stage failed (exit {exit_code}); workers resumed" in result.stderr
+    assert "runner output" in result.stdout
 
 
 def test_direct_app_connection_points_at_the_primary(program):
@@ -48,10 +96,17 @@ def test_direct_app_connection_points_at_the_primary(program):
     assert ev.outputs["dbHost"] == S2
 
 
-def test_quiet_workers_scale_to_zero_and_resume_to_zero(program):
-    ev = run(program, edit=lambda v: v["app"]["worker"].update(quiet=True))
-    assert ev.named("app-worker").inputs["spec"]["replicas"] == 0
-    assert "--replicas=0" in ev.named("schema-resume-workers").inputs["create"]
+def test_the_runner_quiets_the_workers_and_brings_back_the_configured_replicas(program):
+    ev = run(program)
+    assert "scale deployment/worker --replicas=0" in ev.named("schema-quiet-workers").inputs["create"]
+    assert "scale deployment/worker --replicas=2" in ev.named("schema-resume-workers").inputs["create"]
+    assert ev.named("app-worker").inputs["spec"]["replicas"] == 2
+    # A plan cannot keep them quiet (the job queue would stop): the config is refused, naming the key.
+    values = program.values_for(None)
+    values["app"]["worker"]["quiet"] = True
+    with pytest.raises(ConfigError) as info:
+        load_stack_config(values, set(program.secret_keys))
+    assert "bazbii:app.worker.quiet: the migration runner quiets the workers itself" in str(info.value)
 
 
 def test_canary_at_zero_keeps_every_pod_stable(program):
