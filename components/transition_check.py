@@ -30,20 +30,26 @@ from typing import Any, Optional
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from bazbii_analysis.gatecheck import LIVE_GATE_INPUT, check_input_problems
+from bazbii_analysis.gatecheck import check_input_problems
 from bazbii_plan.facts import GATE_MARKER
 from bazbii_plan.transitions import check_problems
 # The inputs whose change is a change of the check (the provider pickle changes with any code edit).
 COMPARED_INPUTS = ("target", "previous", "override", "stepNames", "stepRequires", "stepDigests", "trackKeys")
 
 
+# The failures name no input: for a failure on a property the engine prints that property's whole value
+# first ("property target value {map[history:...]} has a problem: ..."), burying the reason; each reason
+# names its bazbii: keys itself.
+NO_PROPERTY = ""
+
+
 def check_failures(news: dict, now: datetime, *, live_gate: bool = True) -> list[CheckFailure]:
     """What the provider's ``check()`` refuses at ``now``; ``live_gate=False`` leaves out the live-metric gate
     (the offline preview evaluates it only against an endpoint it was asked to use)."""
-    failures = [CheckFailure("target", problem) for problem in check_problems(news, now)]
+    failures = [CheckFailure(NO_PROPERTY, problem) for problem in check_problems(news, now)]
     if live_gate:
         # The live-metric gate of the step this update applies, as the applied record gives it (fails closed).
-        failures += [CheckFailure(LIVE_GATE_INPUT, problem) for problem in check_input_problems(news, now)]
+        failures += [CheckFailure(NO_PROPERTY, problem) for problem in check_input_problems(news, now)]
     return failures
 
 
