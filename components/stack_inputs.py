@@ -39,12 +39,15 @@ def read_raw_config() -> tuple[dict[str, Any], set[str]]:
     return values, secrets
 
 
+CONFIG_REFUSED = "invalid stack config"
+
+
 def stop_on_config_errors(lines: list[str]) -> None:
     """One error line per problem, then a clean non-zero stop (RunError: no traceback in the CLI)."""
     if lines:
         for line in lines:
             pulumi.log.error(line)
-        raise pulumi.RunError(f"invalid stack config ({len(lines)} problem(s)); nothing was registered")
+        raise pulumi.RunError(f"{CONFIG_REFUSED} ({len(lines)} problem(s)); nothing was registered")
 
 
 def load_or_stop() -> StackConfig:

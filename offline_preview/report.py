@@ -102,9 +102,10 @@ def print_results(results: list[TransitionResult], console: Console, verbose: bo
             console.print("[green]policies: no violations[/green]")
         for violation in result.violations:
             style = "red" if violation.enforcement == "mandatory" else "yellow"
+            later = "" if result.reached(violation) else " [dim](an update stops at the check before this resource)[/dim]"
             console.print(
                 f"[{style}]{violation.enforcement} {violation.policy_name}[/{style}] "
-                f"({_short_type(violation.resource_type)} {violation.resource_name}): {escape(violation.message)}"
+                f"({_short_type(violation.resource_type)} {violation.resource_name}){later}: {escape(violation.message)}"
             )
 
 
@@ -152,7 +153,7 @@ def as_json(results: list[TransitionResult]) -> list[dict[str, Any]]:
                 ],
                 "expectDenied": transition.expect_denied,
                 "failed": result.failed,
-                "violations": [v.__dict__ for v in result.violations],
+                "violations": [dict(v.__dict__, reachedByEngine=result.reached(v)) for v in result.violations],
                 "notes": result.notes,
             }
         )

@@ -100,6 +100,12 @@ class TransitionResult:
     def stopped(self) -> bool:
         return bool(self.engine and self.engine.stopped)
 
+    def reached(self, violation: Any) -> bool:
+        """Whether an update reaches the resource of ``violation``: one stopped at the transition check never
+        registers what comes after it (a ``pulumi preview`` still analyses it; only a refused provider check
+        ends a preview there). Shown here all the same: what the step would still have to fix."""
+        return not self.stopped or violation.urn in {r.urn for r in self.engine.resources}
+
     @property
     def failed(self) -> bool:
         return (bool(self.mandatory) or self.stopped) != self.transition.expect_denied

@@ -14,11 +14,15 @@ Kubernetes provider's ``kubeconfig``; the stack file is the prod one with the tw
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
+import yaml
+
+from engine.events import DEBUG_COMMANDS_ENV, Judgement, read_event_log
 from engine.workspace import Result, Workspace
 
 from .environment import Twin
@@ -88,6 +92,31 @@ class TwinOperator:
         return ["--policy-pack", str(self.workspace.project / "policies"),
                 "--policy-pack-config", str(self.workspace.project / PACK_CONFIG)]
 
+    @property
+    def stack_file(self) -> Path:
+        return self.workspace.project / f"Pulumi.{self.stack}.yaml"
+
+    def use_stack_document(self, document: Mapping[str, Any]) -> None:
+        """Make the stack file ``document``'s ``bazbii:`` values (a pull request's stack file), keeping what was
+        set with the CLI: the secrets (ciphertext) and the providers' settings."""
+        current = yaml.safe_load(self.stack_file.read_text())
+        kept = {k: v for k, v in current["config"].items()
+                if (isinstance(v, dict) and set(v) == {"secure"}) or not k.startswith("bazbii:")}
+        proposed = {k: v for k, v in document["config"].items() if k.startswith("bazbii:") and k not in kept}
+        write_stack_file({**current, "config": {**proposed, **kept}}, self.stack_file)
+
+    def set_applied_record(self, record: Optional[Mapping[str, Any]]) -> None:
+        """Make the stack's last outputs say ``record`` was applied (what the program reads back through its
+        self StackReference); ``None``: a stack that was never deployed. Replaces the stack's resources."""
+        exported = self.pulumi("stack", "export").json()
+        resources = []
+        if record is not None:
+            resources.append({"urn": f"urn:pulumi:{self.stack}::bazbii::pulumi:pulumi:Stack::bazbii-{self.stack}",
+                              "custom": False, "type": "pulumi:pulumi:Stack",
+                              "outputs": {"appliedRecord": dict(record)}})
+        exported["deployment"]["resources"] = resources
+        self.workspace.import_state(self.stack, exported)
+
     def set_steps(self, **pointers: str) -> None:
         """``pulumi config set bazbii:<pointer> <step>`` for each track pointer given (e.g. phase="traffic-10")."""
         for key, step in pointers.items():
@@ -98,6 +127,16 @@ class TwinOperator:
 
     def up(self, *args: str, check: bool = True) -> Result:
         return self.pulumi("up", "--yes", "--non-interactive", *self.policy_args(), *args, check=check)
+
+    def judged(self, command: str, *args: str) -> Judgement:
+        """``pulumi preview`` or ``up`` with the policy pack, and what the engine decided (its event log)."""
+        log = self.workspace.root / f"events-{command}.jsonl"
+        log.unlink(missing_ok=True)
+        self.workspace.extra_env.update(DEBUG_COMMANDS_ENV)
+        extra = ("--yes",) if command == "up" else ()
+        result = self.pulumi(command, "--non-interactive", *extra, *self.policy_args(), "--event-log", str(log),
+                             *args, check=False)
+        return read_event_log(log, result.returncode, result.output)
 
     def export(self) -> dict:
         return self.pulumi("stack", "export", "--show-secrets").json()

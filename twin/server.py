@@ -13,6 +13,7 @@ do; the server's ``nproc``, ``lsblk`` and ``/proc/meminfo`` report the new spec 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -191,6 +192,8 @@ class TwinServer:
         if self.process is None:
             raise LabError(f"{self.name} is not running")
         kwargs.setdefault("cwd", REPO_ROOT)
+        # The twin's own modules by path: a test process may have them on sys.path only, not in PYTHONPATH.
+        kwargs.setdefault("env", {**os.environ, "PYTHONPATH": str(REPO_ROOT)})
         return subprocess.Popen(["nsenter", f"--target={self.process.pid}", "--net", "--mount", "--", *argv], **kwargs)
 
     def read_file(self, path: str) -> str:

@@ -15,6 +15,8 @@ import pytest
 
 from engine.build import EngineUnavailable, Installed, installed
 from engine.workspace import Workspace
+from twin.environment import Twin
+from twin.stack import load_prod
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +38,20 @@ def engine() -> Installed:
         pytest.skip(f"real engine: {exc}")
     need(found, "cli", "plugins")
     return found
+
+
+def cloudflare_of_prod() -> dict:
+    """The Cloudflare account and zone the prod stack names: what the twin's emulator serves."""
+    cloudflare = load_prod()["config"]["bazbii:cloudflare"]
+    return {"accounts": [cloudflare["accountId"]], "zones": {cloudflare["zoneId"]: cloudflare["zone"]}}
+
+
+@pytest.fixture(scope="module")
+def twin_with_cloud(engine, tmp_path_factory) -> Iterator[Twin]:
+    """The twin's servers, its Kubernetes and its Cloudflare emulator (one per test module)."""
+    need(engine, "kube", "etcd", "kubernetes", "command", "cloudflare")
+    with Twin.start_new(tmp_path_factory.mktemp("twin"), kube_bin=engine.bin, cloudflare=cloudflare_of_prod()) as twin:
+        yield twin
 
 
 @pytest.fixture

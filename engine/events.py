@@ -1,0 +1,75 @@
+"""What an update or preview of the real engine decided, read from its engine event log.
+
+``pulumi preview|up --event-log FILE`` (a flag the CLI shows with ``PULUMI_DEBUG_COMMANDS=true``, as the
+Automation API uses it) writes one JSON engine event per line. ``--json`` output carries no policy
+violations; the event log does: ``policyEvent`` (policy name, enforcement level, resource URN, message)
+and ``diagnosticEvent`` (severity, URN, message), among them a provider's ``Check`` failures.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEBUG_COMMANDS_ENV = {"PULUMI_DEBUG_COMMANDS": "true"}
+# How the engine words a provider Check failure (sdk/go/common/diag: "%v resource '%v' has a problem: %v").
+CHECK_FAILED = "has a problem: "
+
+
+@dataclass(frozen=True)
+class PolicyViolation:
+    policy: str
+    level: str  # "mandatory" | "advisory" | ...
+    urn: str
+    message: str
+
+
+@dataclass(frozen=True)
+class EngineError:
+    urn: str
+    message: str
+
+    @property
+    def check_failure(self) -> str:
+        """The reason when this is a provider Check failure, else ""."""
+        _, found, reason = self.message.partition(CHECK_FAILED)
+        return reason.strip() if found else ""
+
+
+@dataclass
+class Judgement:
+    returncode: int
+    output: str
+    violations: list[PolicyViolation] = field(default_factory=list)
+    errors: list[EngineError] = field(default_factory=list)
+
+    @property
+    def denied(self) -> bool:
+        return self.returncode != 0
+
+    @property
+    def mandatory_policies(self) -> set[str]:
+        return {v.policy for v in self.violations if v.level == "mandatory"}
+
+    def check_failures(self, resource_name: str) -> list[str]:
+        """The provider Check failures reported on the resource named ``resource_name``."""
+        return [e.check_failure for e in self.errors if e.urn.endswith(f"::{resource_name}") and e.check_failure]
+
+
+def read_event_log(path: Path, returncode: int, output: str) -> Judgement:
+    judgement = Judgement(returncode, output)
+    if not path.is_file():
+        return judgement
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        if "policyEvent" in event:
+            policy = event["policyEvent"]
+            judgement.violations.append(PolicyViolation(policy["policyName"], policy.get("enforcementLevel", ""),
+                                                        policy.get("resourceUrn", ""), policy.get("message", "")))
+        elif "diagnosticEvent" in event and event["diagnosticEvent"].get("severity") == "error":
+            diagnostic = event["diagnosticEvent"]
+            judgement.errors.append(EngineError(diagnostic.get("urn", ""), diagnostic.get("message", "")))
+    return judgement
