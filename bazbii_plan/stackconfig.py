@@ -11,7 +11,7 @@ track, so a bad step later in the plan fails review before anyone reaches it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from pydantic import ValidationError
 
@@ -157,6 +157,12 @@ def _validate_metrics(raw: Any, plan: Optional[Plan]) -> tuple[MetricsConfig, li
     return metrics, render(problems)
 
 
+def known_keys(pointer_keys: Iterable[str]) -> set[str]:
+    """Every ``bazbii:`` key the program reads (without the namespace), given the plan's track pointer keys:
+    what Pulumi.yaml declares (a test holds the two together)."""
+    return set(STATE_SECTIONS) | {PLAN_KEY, OVERRIDE_KEY, SELF_REFERENCE_KEY, METRICS_KEY} | set(SECRET_KEYS) | set(pointer_keys)
+
+
 def load_stack_config(
     values: Mapping[str, Any],
     secret_keys: set[str] = frozenset(),
@@ -170,8 +176,7 @@ def load_stack_config(
     problems += plan_problems
 
     pointer_keys = {track.key: name for name, track in plan.tracks.items()} if plan else {}
-    known = (set(STATE_SECTIONS) | {PLAN_KEY, OVERRIDE_KEY, SELF_REFERENCE_KEY, METRICS_KEY} | set(SECRET_KEYS)
-             | set(pointer_keys))
+    known = known_keys(pointer_keys)
     for key in values:
         # Without a valid plan the track pointer keys are unknown, so only judge keys once it is valid.
         if plan is not None and key not in known:

@@ -122,6 +122,18 @@ def gate_policy(
     return _resource_policy(name, description, validate, config, enforcement)
 
 
+# The attribute a policy carries when it reads values a real ``pulumi preview`` cannot know yet (other
+# resources' outputs): there the SDK reports it as "can't run policy ... during preview" (advisory); it runs
+# at ``pulumi up``, once those resources are applied. Its value says why, and which rule on the transition
+# check is its mandatory twin for the preview.
+PREVIEW_UNKNOWN = "preview_unknown"
+
+
+def _with_preview_unknown(policy, why: str):
+    setattr(policy, PREVIEW_UNKNOWN, why)
+    return policy
+
+
 def resource_policy(
     name: str,
     description: str,
@@ -129,11 +141,13 @@ def resource_policy(
     rule: Callable[[Mapping[str, Any], str, str, Mapping[str, Any]], list[Finding]],
     config: Optional[Mapping[str, Mapping[str, Any]]] = None,
     enforcement: EnforcementLevel = DEFAULT_ENFORCEMENT,
+    preview_unknown: str = "",
 ) -> ResourceValidationPolicy:
     """A policy on resources of ``types``: ``rule(props, resource type, resource name, config)``.
 
     ``props`` is CrossGuard's (proxied) mapping: a rule that reads a value
-    unknown at preview raises, and the SDK reports that run as advisory.
+    unknown at preview raises, and the SDK reports that run as advisory
+    (``preview_unknown`` says that it does, and why).
     """
 
     def validate(args: ResourceValidationArgs, report_violation: Callable) -> None:
@@ -141,7 +155,7 @@ def resource_policy(
             return
         _report(name, report_violation, rule(args.props, args.resource_type, args.name, _config(args)))
 
-    return _resource_policy(name, description, validate, config, enforcement)
+    return _with_preview_unknown(_resource_policy(name, description, validate, config, enforcement), preview_unknown)
 
 
 def stack_policy(
@@ -150,14 +164,15 @@ def stack_policy(
     rule: Callable[[list, Mapping[str, Any]], list[Finding]],
     config: Optional[Mapping[str, Mapping[str, Any]]] = None,
     enforcement: EnforcementLevel = DEFAULT_ENFORCEMENT,
+    preview_unknown: str = "",
 ) -> StackValidationPolicy:
     def validate(args: StackValidationArgs, report_violation: Callable) -> None:
         _report(name, report_violation, rule(list(args.resources), _config(args)))
 
-    return StackValidationPolicy(
+    return _with_preview_unknown(StackValidationPolicy(
         name=name, description=description, validate=validate, enforcement_level=enforcement,
         config_schema=_schema(config),
-    )
+    ), preview_unknown)
 
 
 # --------------------------------------------------------------------------- helpers for stack rules

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .builders import DEFAULT_ENFORCEMENT, PACK_NAME
+from .builders import DEFAULT_ENFORCEMENT, PACK_NAME, PREVIEW_UNKNOWN
 from .rules import database, dns, flags, judging, kubernetes, plan, safety, schema, scope, traffic
 
-__all__ = ["DEFAULT_ENFORCEMENT", "PACK_NAME", "POLICIES", "POLICY_NAMES", "SCHEMAS"]
+__all__ = ["DEFAULT_ENFORCEMENT", "JUDGED_AT_UP", "PACK_NAME", "POLICIES", "POLICY_NAMES", "SCHEMAS"]
 
 POLICIES = [
     *plan.POLICIES,
@@ -33,6 +33,8 @@ POLICIES = [
 ]
 
 POLICY_NAMES = [p.name for p in POLICIES]
+# Policies a real `pulumi preview` reports as "can't run during preview" (advisory), and why (policies.builders).
+JUDGED_AT_UP = {p.name: getattr(p, PREVIEW_UNKNOWN) for p in POLICIES if getattr(p, PREVIEW_UNKNOWN, "")}
 if len(set(POLICY_NAMES)) != len(POLICY_NAMES):
     raise ImportError(f"policy names must be unique: {sorted(n for n in POLICY_NAMES if POLICY_NAMES.count(n) > 1)}")
 

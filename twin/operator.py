@@ -41,18 +41,20 @@ class TwinOperator:
     secrets: Optional[dict] = None  # the values set with `pulumi config set --secret`, for the twin's own setup
 
     @classmethod
-    def create(cls, twin: Twin, steps: Optional[Mapping[str, str]] = None, stack: str = STACK) -> "TwinOperator":
-        """A workspace on the engine build (its CLI and installed plugins) holding the program and the stack."""
+    def create(cls, twin: Twin, steps: Optional[Mapping[str, str]] = None, stack: str = STACK,
+               document: Optional[Mapping[str, Any]] = None) -> "TwinOperator":
+        """A workspace on the engine build (its CLI and installed plugins) holding the program and the stack:
+        the twin's stack file (at ``steps``, default the first ones) or ``document`` as it is."""
         workspace = Workspace.create(prefix="bazbii-twin-operator-")
         operator = cls(twin, workspace, stack)
         try:
-            operator._prepare(steps)
+            operator._prepare(steps, document)
         except BaseException:
             workspace.cleanup()
             raise
         return operator
 
-    def _prepare(self, steps: Optional[Mapping[str, str]]) -> None:
+    def _prepare(self, steps: Optional[Mapping[str, str]], document: Optional[Mapping[str, Any]]) -> None:
         ws, twin = self.workspace, self.twin
         ws.copy_program()
         tmp = ws.root / "tmp"  # the Kubernetes provider leaves the kubeconfig in $TMPDIR: keep it in here
@@ -62,11 +64,12 @@ class TwinOperator:
             ws.extra_env["KUBECONFIG"] = str(twin.kube.kubeconfig)
         ws.login()
         ws.stack_init(self.stack)
-        prod = load_prod()
-        document = twin_stack_document(prod, {name: s.address for name, s in twin.servers.items()},
-                                       steps=steps or first_steps(prod))
+        if document is None:
+            prod = load_prod()
+            document = twin_stack_document(prod, {name: s.address for name, s in twin.servers.items()},
+                                           steps=steps or first_steps(prod))
         write_stack_file(document, ws.project / f"Pulumi.{self.stack}.yaml")
-        self.document = document
+        self.document = dict(document)
         secret_values = {
             "bazbii:dbPassword": secrets.token_urlsafe(18),
             "bazbii:replicationPassword": secrets.token_urlsafe(18),

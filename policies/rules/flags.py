@@ -330,5 +330,7 @@ POLICIES = [
     gate_policy(UNDERSTOOD, POLICY_SPECS[UNDERSTOOD], lambda t, c: on_only_where_understood(t)),
     gate_policy(SOAK, POLICY_SPECS[SOAK], lambda t, c: old_path_after_soak(t)),
     gate_policy(CONTRACT, POLICY_SPECS[CONTRACT], lambda t, c: contract_after_old_path(t)),
-    stack_policy(DELIVERED, POLICY_SPECS[DELIVERED], reach_every_pod_in),
+    stack_policy(DELIVERED, POLICY_SPECS[DELIVERED], reach_every_pod_in,
+                 preview_unknown="a stack policy reads resources' outputs, unknown for what a preview would create or "
+                                 "change; the pod templates' flags are judged again at every up"),
 ]

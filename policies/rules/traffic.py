@@ -230,6 +230,8 @@ POLICIES = [
         "The load balancer uses random steering with pool weights that do not sum to 0.",
         (LOAD_BALANCER,),
         lambda props, _t, _n, _c: load_balancer_weights(props),
+        preview_unknown="its pool weights are keyed by pool ids, known once the pools exist; traffic-never-zero "
+                        "judges the weights on the transition check",
     ),
     stack_policy(
         "traffic-pool-monitor-attached",
