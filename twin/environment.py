@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import secrets
 import select
+import urllib.request
 import shutil
 import subprocess
 import sys
@@ -150,19 +151,25 @@ class Twin:
         for server in self.servers.values():
             server.set_edge(cloudflareTwinUrl=self.cloudflare.base)
 
-    def cloudflare_state(self) -> dict:
-        """The emulator's whole state (``GET /_twin/state``), read from the edge."""
+    def _cloudflare_view(self, path: str):
         if self.cloudflare is None:
             raise LabError("this twin has no Cloudflare emulator")
-        import urllib.request
 
-        def read() -> dict:
-            request = urllib.request.Request(f"{self.cloudflare.base}/_twin/state",
+        def read():
+            request = urllib.request.Request(f"{self.cloudflare.base}{path}",
                                              headers={"Authorization": f"Bearer {self.cloudflare.token}"})
             with urllib.request.urlopen(request, timeout=10) as response:
                 return json.load(response)
 
         return self.lab.in_edge(read)
+
+    def cloudflare_state(self) -> dict:
+        """The emulator's whole state (``GET /_twin/state``), read from the edge."""
+        return self._cloudflare_view("/_twin/state")
+
+    def cloudflare_requests(self) -> list[dict]:
+        """Every Cloudflare API call the emulator received (``GET /_twin/requests``)."""
+        return self._cloudflare_view("/_twin/requests")
 
     def _start_kubernetes(self, bin_dir: Path) -> None:
         """The control plane in the edge (as a managed one would be), a node agent inside each node's server."""

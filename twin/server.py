@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .lab import EDGE, Lab, LabError, wait_for_port
+from .serverinit import SESSION_PROGRAM, SESSIONS_LOG
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SSHD = "/usr/sbin/sshd"
@@ -126,6 +127,7 @@ class TwinServer:
             "AllowTcpForwarding no",
             "MaxStartups 64:30:128",  # an update opens many sessions at once
             "MaxSessions 64",
+            f"ForceCommand {SESSION_PROGRAM}",  # logs each session, then runs its command as sshd would
             # Ubuntu's sshd sets the locale from /etc/default/locale through PAM, which the twin's sshd runs
             # without: the same C.UTF-8 (initdb then picks UTF8, as on the VPSs).
             "SetEnv LANG=C.UTF-8",
@@ -195,6 +197,10 @@ class TwinServer:
         # The twin's own modules by path: a test process may have them on sys.path only, not in PYTHONPATH.
         kwargs.setdefault("env", {**os.environ, "PYTHONPATH": str(REPO_ROOT)})
         return subprocess.Popen(["nsenter", f"--target={self.process.pid}", "--net", "--mount", "--", *argv], **kwargs)
+
+    def sessions(self) -> list[str]:
+        """Every SSH session this server ran, one line each: time, user, the start of its command."""
+        return self.read_file(SESSIONS_LOG).splitlines()
 
     def read_file(self, path: str) -> str:
         done = self.exec(["cat", path])

@@ -148,6 +148,26 @@ def deploy_user(authorized_keys: str) -> None:
     sudoers.chmod(0o440)
 
 
+SESSIONS_LOG = "/var/log/bazbii-twin/sessions.log"
+SESSION_PROGRAM = "/usr/local/bin/bazbii-twin-session"  # an overlaid directory: never the host's
+
+
+def session_log() -> None:
+    """sshd's ForceCommand: one line per SSH session (time, user, the command's start) in the server's log, then
+    the command exactly as sshd would run it. The twin's marker of what reached the server; nothing else."""
+    os.makedirs(os.path.dirname(SESSIONS_LOG), exist_ok=True)
+    Path(SESSIONS_LOG).touch()
+    os.chmod(SESSIONS_LOG, 0o622)  # every login appends; only root reads
+    Path(SESSION_PROGRAM).write_text(
+        "#!/bin/bash\n"
+        "command=${SSH_ORIGINAL_COMMAND:-}\n"
+        f"printf '%s\\t%s\\t%s\\n' \"$(date -u +%FT%T.%NZ)\" \"$(id -un)\" "
+        f"\"$(printf %s \"$command\" | head -c 160 | tr '\\n\\t' '  ')\" >> {SESSIONS_LOG}\n"
+        'if [ -z "$command" ]; then exec /bin/bash -l; fi\n'
+        'exec /bin/bash -c "$command"\n')
+    os.chmod(SESSION_PROGRAM, 0o755)
+
+
 def pip_mirror(wheelhouse: str) -> None:
     Path("/etc/pip.conf").write_text(f"[global]\nno-index = true\nfind-links = {wheelhouse}\n")
 
@@ -160,6 +180,7 @@ def main(config_path: str) -> None:
     console(root)
     shims()
     deploy_user(config["authorizedKeys"])
+    session_log()
     if config.get("wheelhouse"):
         pip_mirror(config["wheelhouse"])
     sshd = config["sshd"]

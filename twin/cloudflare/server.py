@@ -32,6 +32,7 @@ from .store import IDENTIFIER, Observer, Store
 
 API_PREFIX = "/client/v4"
 STATE_PATH = "/_twin/state"
+REQUESTS_PATH = "/_twin/requests"  # every /client/v4 call so far, for tests that must see none reached it
 # Where the twin's cloudflared connectors register (the edge side of a tunnel; tunnels.connect).
 CONNECTORS = re.compile(r"^/_twin/tunnels/(?P<tunnel_id>[0-9a-f-]{36})/connections$")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -99,11 +100,12 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send(200, {"success": True, "errors": [], "messages": [],
                                      "result": action(emulator.store, connectors["tunnel_id"], body)})
                 return
-            if url.path == STATE_PATH:
+            if url.path in (STATE_PATH, REQUESTS_PATH):
                 emulator.authenticate(self.headers.get("Authorization"))
                 if method != "GET":
                     raise errors.method_not_allowed(method)
-                self._send(200, emulator.state())
+                self._send(200, emulator.state() if url.path == STATE_PATH
+                           else [{"method": m, "path": p} for m, p in emulator.requests])
                 return
             if url.path != API_PREFIX and not url.path.startswith(API_PREFIX + "/"):
                 raise errors.no_route()
