@@ -3,11 +3,12 @@
 import pulumi
 
 from bazbii_plan.crosscheck import servers_with_role
+from bazbii_plan.facts import APPLIED_RECORD, TRANSITION_CHECK
 from bazbii_plan.judging import judged_by
 from bazbii_plan.record import plan_digests, target_record
 from components import preflight
 from components.api_deployment import API_NODE_PORT, ApiDeployment, ApiDeploymentArgs, app_versions
-from components.applied_record import AppliedRecord, AppliedRecordArgs, read_previous_record
+from components.applied_record import AppliedRecord, AppliedRecordArgs, exported_record, read_previous_record
 from components.dataplane_release import DataPlaneRelease, DataPlaneReleaseArgs
 from components.dns_records import DnsRecords, DnsRecordsArgs
 from components.gateway import Gateway, GatewayArgs
@@ -34,7 +35,7 @@ digests = plan_digests(stack.plan)
 # The record carries what judges every step (criteria, scopes, metrics config): the next update is judged by it.
 target = target_record(stack.current, state.to_config(), digests, judged_by(stack.plan, stack.metrics))
 check = TransitionCheck(
-    "transition-check",
+    TRANSITION_CHECK,
     TransitionCheckArgs(
         step_names={name: track.names() for name, track in stack.plan.tracks.items()},
         track_keys={name: track.key for name, track in stack.plan.tracks.items()},
@@ -156,12 +157,12 @@ components = [*servers.values(), release, db, gateway, traffic, dns, *([schema] 
 
 # --------------------------------------------------------------------------- the record (last)
 record = AppliedRecord(
-    "applied-record",
+    APPLIED_RECORD,
     AppliedRecordArgs(target=target, previous=previous, depends_on=[check, *components]),
 )
 
 pulumi.export("steps", stack.current)
-pulumi.export(APPLIED_RECORD_OUTPUT, record.applied)
+pulumi.export(APPLIED_RECORD_OUTPUT, exported_record(record))
 pulumi.export("lbHostname", state.traffic.hostname)
 pulumi.export("poolWeights", traffic.weights)
 pulumi.export("dbHost", db.app_host)

@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.output import UNKNOWN
 
 from bazbii_plan.facts import APPLIED_RECORD_OUTPUT
 from bazbii_plan.record import JUDGED_BY, is_record, now_iso, stamp_record
@@ -96,7 +97,7 @@ class AppliedRecordArgs:
 
 
 class AppliedRecord(pulumi.dynamic.Resource):
-    """The record this update leaves behind; ``applied`` is exported as ``appliedRecord``."""
+    """The record this update leaves behind; :func:`exported_record` is what ``appliedRecord`` exports."""
 
     applied: pulumi.Output[dict]
 
@@ -107,3 +108,16 @@ class AppliedRecord(pulumi.dynamic.Resource):
             {"record": RECORD_MARKER, "applied": args.target, "previous": args.previous},
             pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(args.depends_on))),
         )
+
+
+def exported_record(record: AppliedRecord) -> pulumi.Output:
+    """The ``appliedRecord`` stack output: the record with the times its provider stamps when the step is applied.
+
+    A preview cannot know those times (a dynamic provider's ``update`` runs only in ``pulumi up``; a preview
+    would show the target without them), so there it is unknown. The plan a ``pulumi preview --save-plan``
+    writes then expects *some* record, and ``pulumi up --plan`` accepts the stamped one: a known, unstamped
+    value in the plan made every ``up --plan`` fail its check of the stack's outputs.
+    """
+    if pulumi.runtime.is_dry_run():
+        return record.applied.apply(lambda _record: UNKNOWN)
+    return record.applied

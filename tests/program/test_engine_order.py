@@ -14,20 +14,23 @@ import sys
 import time
 
 import pytest
+from pulumi.output import Unknown
 
+from bazbii_plan.facts import APPLIED_RECORD, TRANSITION_CHECK
 from bazbii_plan.walk import record_by_walking
 from offline_preview.harness import STACK_REFERENCE_TYPE, config_for_runtime, evaluate_program
 from offline_preview.scenarios import CheckAdmission
 
-CHECK, RECORD = "transition-check", "applied-record"
+CHECK, RECORD = TRANSITION_CHECK, APPLIED_RECORD
 
 
-def run(program, values, previous, *, engine_order=True):
-    """Evaluate; in engine order the check's provider ``check()`` and the gate policies admit each registration."""
+def run(program, values, previous, *, engine_order=True, preview=True):
+    """Evaluate (``preview=False``: as `pulumi up` does); in engine order the check's provider ``check()`` and
+    the gate policies admit each registration."""
     outputs = {"appliedRecord": dict(previous, origin="base-file")} if previous else None
     return evaluate_program(config_for_runtime(values), [f"bazbii:{k}" for k in sorted(program.secret_keys)],
                             stack_reference_outputs=outputs, engine_order=engine_order,
-                            admit=CheckAdmission(None) if engine_order else None)
+                            admit=CheckAdmission(None) if engine_order else None, preview=preview)
 
 
 def applied_record(program, steps, at="2026-11-01T00:00:00+00:00"):
@@ -63,7 +66,12 @@ def test_a_safe_transition_registers_everything_and_the_record_last(program):
     assert ordered.resources[0].name == CHECK and ordered.resources[-1].name == RECORD
     assert [r.urn for r in ordered.resources] == ordered.applied[1:]  # after the StackReference read
     assert {(r.type, r.name) for r in ordered.resources} == {(r.type, r.name) for r in plain.resources}
-    assert ordered.outputs["appliedRecord"]["steps"]["infra"] == "traffic-50"
+    (record,) = [r for r in ordered.resources if r.name == RECORD]
+    assert record.inputs["applied"]["steps"]["infra"] == "traffic-50"
+    # exported once applied (the times are stamped then); a preview leaves it unknown, so a saved plan takes any
+    assert isinstance(ordered.outputs["appliedRecord"], Unknown)
+    applied = run(program, program.values_for({"infra": "traffic-50"}), previous, preview=False)
+    assert applied.outputs["appliedRecord"]["steps"]["infra"] == "traffic-50"
 
 
 def _depends_on(resource, target_urn, by_urn) -> bool:
