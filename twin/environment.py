@@ -41,6 +41,7 @@ KUBE_NODES = {"server1": "127.0.2.0/24"}
 # The cluster's own setup, which production has before the program runs: the app's namespace.
 KUBE_NAMESPACES = ("bazbii",)
 KUBE_START_TIMEOUT = 120.0
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"  # the Kubernetes provider labels what it creates
 
 # The plan's machines as its stack file declares them at their first step (Pulumi.prod.yaml).
 DEFAULT_SPECS = {
@@ -203,6 +204,13 @@ class Twin:
                 time.sleep(0.3)
         for namespace in KUBE_NAMESPACES:
             self.kubectl("create", "namespace", namespace, check=True)
+
+    def kubernetes_objects(self, namespace: str, kinds: Sequence[str]) -> dict[tuple[str, str, str], dict]:
+        """``(kind, namespace, name) -> object`` of what the cluster holds of ``kinds`` that Pulumi manages."""
+        listed = json.loads(self.kubectl("get", ",".join(kinds), "-n", namespace, "-o", "json", check=True).stdout)
+        return {(item["kind"], item["metadata"].get("namespace", ""), item["metadata"]["name"]): item
+                for item in listed["items"]
+                if item["metadata"].get("labels", {}).get(MANAGED_BY_LABEL) == "pulumi"}
 
     def kubectl(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
         """kubectl as the cluster's admin, from the edge."""

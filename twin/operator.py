@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
+from datetime import datetime, timedelta
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
+from bazbii_plan.facts import APPLIED_RECORD
 from engine.events import DEBUG_COMMANDS_ENV, Judgement, read_event_log
 from engine.workspace import Result, Workspace
 
@@ -29,6 +32,17 @@ from .environment import Twin
 from .stack import first_steps, load_prod, twin_stack_document, write_stack_file
 
 STACK = "twin"
+ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)$")
+
+
+def _shift_times(value: Any, by: timedelta) -> Any:
+    if isinstance(value, str) and ISO_TIME.match(value):
+        return (datetime.fromisoformat(value.replace("Z", "+00:00")) - by).isoformat()
+    if isinstance(value, dict):
+        return {k: _shift_times(v, by) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shift_times(v, by) for v in value]
+    return value
 PACK_CONFIG = Path("policies") / "config.json"
 
 
@@ -87,9 +101,10 @@ class TwinOperator:
         self.secrets = secret_values
 
     # ------------------------------------------------------------------ what the operator runs
-    def pulumi(self, *args: str, check: bool = True, timeout: float = 900) -> Result:
+    def pulumi(self, *args: str, check: bool = True, timeout: float = 900, wrap: Sequence[str] = ()) -> Result:
+        """``pulumi ARGS --stack <stack>`` from the edge (``wrap``: a command it runs under, e.g. faketime)."""
         return self.workspace.run(*args, "--stack", self.stack, check=check, timeout=timeout,
-                                  prefix=self.twin.pulumi_prefix())
+                                  prefix=[*self.twin.pulumi_prefix(), *wrap])
 
     def policy_args(self) -> list[str]:
         return ["--policy-pack", str(self.workspace.project / "policies"),
@@ -118,6 +133,18 @@ class TwinOperator:
                               "custom": False, "type": "pulumi:pulumi:Stack",
                               "outputs": {"appliedRecord": dict(record)}})
         exported["deployment"]["resources"] = resources
+        self.workspace.import_state(self.stack, exported)
+
+    def age_applied_record(self, by: timedelta) -> None:
+        """Every time the stack's applied record holds, ``by`` earlier: the waits the plan asks for (an old DNS
+        TTL to expire, a soak) are over, through the applied times themselves. In the root stack's output (what
+        the next update reads back) and in the applied-record resource (what it stamps the next record from)."""
+        exported = self.pulumi("stack", "export", "--show-secrets").json()
+        for resource in exported["deployment"].get("resources", []):
+            if resource["type"] == "pulumi:pulumi:Stack" or resource["urn"].endswith(f"::{APPLIED_RECORD}"):
+                for field in ("inputs", "outputs"):
+                    if field in resource:
+                        resource[field] = _shift_times(resource[field], by)
         self.workspace.import_state(self.stack, exported)
 
     def set_steps(self, **pointers: str) -> None:

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 import pytest
 import yaml
 
+from bazbii_plan.facts import TRANSITION_CHECK
 from components.stack_inputs import CONFIG_REFUSED
 from offline_preview import scenarios
 from offline_preview.__main__ import main as offline_preview
@@ -35,7 +36,7 @@ from twin.operator import TwinOperator
 
 pytestmark = pytest.mark.engine
 
-CHECK = "transition-check"
+CHECK = TRANSITION_CHECK
 Edit = Callable[[dict], None]
 
 
