@@ -32,8 +32,8 @@ as_root() {
 # The twin's servers (twin/) also need sudo (the program's scripts run through it, as on the VPSs),
 # iproute2 (their network namespaces) and what the program's own scripts apt-get install on a server
 # (the twin installs nothing: its apt-get only finds what is here): the provisioning's base packages
-# and Debian's python3.11 with venv (the data-plane virtualenv).
-SERVER_PACKAGES="postgresql-15 pgbouncer openssh-server openssh-client prometheus prometheus-postgres-exporter haproxy nginx-light nsd unbound sudo iproute2 ca-certificates curl gnupg lsb-release chrony python3.11 python3.11-venv"
+# and Debian's python3.11 with venv (the data-plane virtualenv). faketime: an update run "minutes later" (saved plans).
+SERVER_PACKAGES="postgresql-15 pgbouncer openssh-server openssh-client prometheus prometheus-postgres-exporter haproxy nginx-light nsd unbound sudo iproute2 ca-certificates curl gnupg lsb-release chrony python3.11 python3.11-venv faketime"
 missing_packages() {
   for package in $SERVER_PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || printf '%s ' "$package"

@@ -7,6 +7,7 @@ Everything runs on 127.0.0.1; the load refuses any other host and caps threads a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pwd
 import threading
@@ -31,11 +32,14 @@ MAX_THREADS = 16
 MAX_DURATION = 120.0
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
-SCHEMA = f"""
+# What WriteLoad writes to (created by its owner, e.g. an application user that owns the database).
+LOAD_TABLES = f"""
 CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL DEFAULT 0, note text);
 CREATE TABLE ledger (id bigserial PRIMARY KEY, writer int NOT NULL, seq int NOT NULL,
                      at timestamptz NOT NULL DEFAULT now(), UNIQUE (writer, seq));
 INSERT INTO accounts (id) SELECT g FROM generate_series(1, {ACCOUNTS}) g;
+"""
+SCHEMA = LOAD_TABLES + f"""
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_USER};
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {APP_USER};
 """
@@ -127,10 +131,17 @@ def wait_streaming(topo: Topology, timeout: float = 30.0) -> None:
 
 # --- load -------------------------------------------------------------------------------------
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback  # 127.0.0.0/8 (the twin's servers too) and ::1
+    except ValueError:
+        return host in LOOPBACK
+
+
 def _assert_loopback(dsn: str) -> None:
     params = conninfo_to_dict(dsn)
     hosts = [h.strip() for h in str(params.get("host", "")).split(",")]
-    bad = [h for h in hosts if h not in LOOPBACK]
+    bad = [h for h in hosts if not _is_loopback(h)]
     if bad or not hosts:
         raise ValueError(f"load generator only targets loopback, refusing hosts {bad or hosts}")
 

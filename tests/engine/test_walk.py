@@ -25,7 +25,7 @@ from datetime import timedelta
 import pytest
 
 from bazbii_plan.facts import TRANSITION_CHECK
-from testsupport.replication_topology import SCHEMA as LOAD_SCHEMA, WriteLoad, missing_acked
+from testsupport.replication_topology import LOAD_TABLES, WriteLoad, missing_acked
 from twin.declared import cloudflare_differences, kubernetes_differences
 from twin.existing import seed_mvp
 from twin.operator import TwinOperator
@@ -193,7 +193,7 @@ def _create_load_tables(dsn: str) -> None:
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(LOAD_SCHEMA)
+        conn.execute(LOAD_TABLES)
 
 
 def _server_address(dsn: str) -> str:
