@@ -205,6 +205,13 @@ def _prepare_engine_module(ctx: Context, work: Path, log: Path) -> Path:
     return src
 
 
+def engine_go_module(work: Path, say: Callable[[str], None] = lambda line: None) -> Path:
+    """The module our plugins are built from (``work/src``), as the build prepares it: for ``go test``."""
+    ctx = Context(load_versions(), go_version(), cache_root(), say)
+    log = work / "go.log"
+    return _prepare_engine_module(ctx, work, log)
+
+
 def build_cli(ctx: Context, out: Path, log: Path) -> None:
     src = _prepare_engine_module(ctx, out.parent, log)
     ldflags = f"-s -w -X {PULUMI_SDK}/go/common/version.Version={ctx.pulumi}"

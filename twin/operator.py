@@ -53,6 +53,7 @@ class TwinOperator:
     stack: str = STACK
     document: Optional[dict] = None  # the stack file as written (before the pointers the operator moves later)
     secrets: Optional[dict] = None  # the values set with `pulumi config set --secret`, for the twin's own setup
+    policy_pack: Optional[Path] = None  # the pack folder --policy-pack names (None: the program's policies/)
 
     @classmethod
     def create(cls, twin: Twin, steps: Optional[Mapping[str, str]] = None, stack: str = STACK,
@@ -107,7 +108,8 @@ class TwinOperator:
                                   prefix=[*self.twin.pulumi_prefix(), *wrap])
 
     def policy_args(self) -> list[str]:
-        return ["--policy-pack", str(self.workspace.project / "policies"),
+        pack = self.policy_pack or self.workspace.project / "policies"
+        return ["--policy-pack", str(pack),
                 "--policy-pack-config", str(self.workspace.project / PACK_CONFIG)]
 
     @property

@@ -3,8 +3,8 @@
 A small Python program (pulumi_cloudflare, as the bazbii program uses it: a monitor, two pools, a
 load balancer with random-steering weights, a DNS record, a remotely managed tunnel and its
 ingress configuration) is previewed, deployed, changed and destroyed by the real engine; each step
-is checked in the emulator's state. The plugin is built from this tree's sources (engine/go) once
-per session.
+is checked in the emulator's state. The plugin is the one the engine build installed (built from this
+tree's engine/go).
 
 The tests of this module share one deployed stack and run in order: deploy, move the weights,
 refuse a weight Cloudflare refuses, destroy.
@@ -17,20 +17,20 @@ import os
 import shutil
 import subprocess
 import textwrap
-import tomllib
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from engine.workspace import Workspace, engine_bin
+from engine.build import BuildFailed, Installed, engine_go_module
+from engine.workspace import Workspace
+from tests.engine.conftest import need
 from twin.cloudflare import CloudflareEmulator
 
-# Building the plugin (a cold Go build cache) and deploying take longer than the suite's default timeout.
+# Deploying and destroying take longer than the suite's default timeout.
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
-PROBE_ENGINE_BIN = Path("/root/.cache/bazbii-probe/enginebin")
 ACCOUNT = "3f1c2b9a7d5e4c6b8a0f1e2d3c4b5a69"
 ZONE = "9a8b7c6d5e4f30211203f4e5d6c7b8a9"
 ZONE_NAME = "bazbii.example"
@@ -97,38 +97,20 @@ PROGRAM = textwrap.dedent('''
 
 
 # ----------------------------------------------------------------------------------- fixtures
-def engine_binaries() -> Path:
-    """The CLI and the Python language host: BAZBII_ENGINE_BIN, else what ``engine.build`` recorded,
-    else the probe's prebuilt ones."""
-    try:
-        return engine_bin()
-    except ImportError:
-        if (PROBE_ENGINE_BIN / "pulumi").exists():
-            return PROBE_ENGINE_BIN
-        raise RuntimeError("no pulumi CLI: set BAZBII_ENGINE_BIN to the directory holding pulumi and "
-                           "pulumi-language-python") from None
+@pytest.fixture(scope="session")
+def cloudflare_engine(engine: Installed) -> Installed:
+    """The engine build's CLI with its installed cloudflare plugin (what a user's ``pulumi up`` runs)."""
+    need(engine, "cloudflare")
+    return engine
 
 
 @pytest.fixture(scope="session")
-def plugin_module(tmp_path_factory) -> Path:
-    """engine/go copied to a scratch directory with the pinned pulumi requires added there (engine/go/go.mod
-    stays without requires), and pulumi-resource-cloudflare built in it from this tree's sources."""
-    if shutil.which("go") is None:
-        pytest.skip("go is not installed: pulumi-resource-cloudflare is built from engine/go with the Go toolchain")
-    pins = tomllib.loads((REPO / "engine" / "versions.toml").read_text())
-    pulumi_version = pins["pulumi"]["version"]
-    module = tmp_path_factory.mktemp("cloudflare-plugin") / "go"
-    shutil.copytree(REPO / "engine" / "go", module)
-    steps = [
-        ["go", "mod", "edit", f"-require=github.com/pulumi/pulumi/pkg/v3@v{pulumi_version}",
-         f"-require=github.com/pulumi/pulumi/sdk/v3@v{pulumi_version}"],
-        ["go", "mod", "tidy"],
-        ["go", "build", "-o", "bin/", "-ldflags",
-         f"-X main.version={pins['cloudflare-provider']['plugin-version']}", "./cmd/pulumi-resource-cloudflare"],
-    ]
-    for step in steps:
-        go(module, *step[1:])
-    return module
+def plugin_module(cloudflare_engine, tmp_path_factory) -> Path:
+    """engine/go with the pinned requires, as the engine build prepares it (for the plugin's Go tests)."""
+    try:
+        return engine_go_module(tmp_path_factory.mktemp("cloudflare-plugin"))
+    except BuildFailed as exc:
+        pytest.fail(f"preparing engine/go for go test: {exc}")
 
 
 def go(module: Path, *args: str) -> str:
@@ -138,11 +120,6 @@ def go(module: Path, *args: str) -> str:
     return done.stdout
 
 
-@pytest.fixture(scope="session")
-def cloudflare_plugin(plugin_module) -> Path:
-    return plugin_module / "bin" / "pulumi-resource-cloudflare"
-
-
 @pytest.fixture(scope="module")
 def emulator():
     with CloudflareEmulator(TOKEN, [ACCOUNT], {ZONE: ZONE_NAME}) as running:
@@ -150,17 +127,16 @@ def emulator():
 
 
 @pytest.fixture(scope="module")
-def workspace(cloudflare_plugin):
-    pins = tomllib.loads((REPO / "engine" / "versions.toml").read_text())
+def workspace(cloudflare_engine):
     files = {
         "Pulumi.yaml": f"name: cloudflare-twin\nruntime:\n  name: python\n  options:\n"
                        f"    virtualenv: {REPO / 'venv'}\n",
         "__main__.py": PROGRAM,
     }
-    ws = Workspace.create(files, bin_dir=engine_binaries(), prefix="bazbii-cloudflare-engine-")
+    ws = Workspace.create(files, prefix="bazbii-cloudflare-engine-")
+    ws.extra_env["PULUMI_IGNORE_AMBIENT_PLUGINS"] = "true"  # only the build's installed plugin
     try:
         ws.login()
-        ws.install_plugin("resource", "cloudflare", pins["cloudflare-provider"]["plugin-version"], cloudflare_plugin)
         yield ws
     finally:
         ws.cleanup()
@@ -316,7 +292,7 @@ def test_a_weight_cloudflare_refuses_fails_the_update_naming_it(deployed, worksp
     assert lb == lb_before  # Cloudflare refused: nothing changed
 
 
-def test_check_refuses_an_origin_weight_outside_its_range_before_any_api_call(workspace, emulator, cloudflare_plugin):
+def test_check_refuses_an_origin_weight_outside_its_range_before_any_api_call(workspace, emulator):
     stack = "check"
     workspace.stack_init(stack)
     configure(workspace, stack, emulator, {"server1": 0.9, "server2": 0.1}, originWeight="1.5")

@@ -21,22 +21,20 @@ import re
 import shutil
 import subprocess
 import tempfile
-import tomllib
 from pathlib import Path
 from textwrap import dedent
 
 import pytest
 
 from testsupport.localcluster import free_port
-from engine.workspace import Result, Workspace, engine_bin
+from engine.build import BuildFailed, Installed, engine_go_module as engine_go_module_at
+from engine.workspace import Result, Workspace
+from tests.engine.conftest import need
 from tests.ssh.sshd import LocalSshd, start_sshd
 
 pytestmark = pytest.mark.engine
 
 REPO = Path(__file__).resolve().parents[2]
-VERSIONS = tomllib.loads((REPO / "engine" / "versions.toml").read_text())
-PLUGIN_VERSION = VERSIONS["command-provider"]["plugin-version"]
-PULUMI_VERSION = VERSIONS["pulumi"]["version"]
 PROJECT = "cmdtest"
 
 
@@ -50,39 +48,19 @@ def go(module: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def engine_go_module(tmp_path_factory) -> Path:
-    """A copy of this tree's engine/go with the pinned requires added, as the engine build makes it."""
-    if shutil.which("go") is None:
-        pytest.skip("go is not installed: pulumi-resource-command cannot be built")
-    module = tmp_path_factory.mktemp("engine-go")
-    shutil.copytree(REPO / "engine" / "go", module, dirs_exist_ok=True)
-    for args in (["mod", "edit", f"-require=github.com/pulumi/pulumi/pkg/v3@v{PULUMI_VERSION}",
-                  f"-require=github.com/pulumi/pulumi/sdk/v3@v{PULUMI_VERSION}"],
-                 ["mod", "tidy"]):
-        done = go(module, *args)
-        if done.returncode != 0:
-            pytest.fail(f"go {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-    return module
+def command_engine(engine: Installed) -> Installed:
+    """The engine build's CLI with its installed command plugin (the one a user's ``pulumi up`` runs)."""
+    need(engine, "command")
+    return engine
 
 
 @pytest.fixture(scope="session")
-def command_plugin(engine_go_module: Path) -> Path:
-    """The plugin built from this tree's sources."""
-    done = go(engine_go_module, "build", "-o", "bin/", "./cmd/pulumi-resource-command")
-    if done.returncode != 0:
-        pytest.fail(f"go build failed:\n{done.stdout}{done.stderr}")
-    return engine_go_module / "bin" / "pulumi-resource-command"
-
-
-@pytest.fixture(scope="session")
-def engine() -> Path:
+def engine_go_module(command_engine, tmp_path_factory) -> Path:
+    """engine/go with the pinned requires, as the engine build prepares it (for the plugin's Go tests)."""
     try:
-        path = engine_bin()
-    except Exception as exc:  # engine.build not run here: say how to get a CLI
-        pytest.fail(f"no pulumi CLI ({exc}): build it (python -m engine.build) or set BAZBII_ENGINE_BIN")
-    if not (path / "pulumi").is_file():
-        pytest.fail(f"no pulumi CLI in {path}: build it (python -m engine.build) or set BAZBII_ENGINE_BIN")
-    return path
+        return engine_go_module_at(tmp_path_factory.mktemp("engine-go"))
+    except BuildFailed as exc:
+        pytest.fail(f"preparing engine/go for go test: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -150,31 +128,18 @@ class Stack:
         return log.read_text().splitlines() if log.exists() else []
 
 
-@pytest.fixture(scope="session")
-def plugin_home(command_plugin, engine, tmp_path_factory) -> Path:
-    """A PULUMI_HOME holding the plugin, installed once and shared (read only) by the test workspaces."""
-    ws = Workspace.create(bin_dir=engine)
-    try:
-        ws.install_plugin("resource", "command", PLUGIN_VERSION, command_plugin)
-        home = tmp_path_factory.mktemp("pulumi-home")
-        shutil.copytree(ws.home, home, dirs_exist_ok=True)
-        return home
-    finally:
-        ws.cleanup()
-
-
 @pytest.fixture
-def stack(plugin_home: Path, engine: Path, ssh_server: LocalSshd, tmp_path):
+def stack(command_engine: Installed, ssh_server: LocalSshd, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     ws = Workspace.create(files={
         "Pulumi.yaml": f"name: {PROJECT}\nruntime:\n  name: python\n  options:\n"
                        f"    virtualenv: {REPO / 'venv'}\n",
         "__main__.py": PRELUDE,
-    }, bin_dir=engine)
-    # The plugin built for this session (never one that happens to be on PATH: the engine prefers
+    })
+    # The plugin the engine build installed (never one that happens to be on PATH: the engine prefers
     # those). The workspace's environment names its own backend, so no `pulumi login` is needed.
-    ws.extra_env.update({"PULUMI_HOME": str(plugin_home), "PULUMI_IGNORE_AMBIENT_PLUGINS": "true"})
+    ws.extra_env.update({"PULUMI_IGNORE_AMBIENT_PLUGINS": "true"})
     try:
         ws.stack_init("dev")
         ws.run("config", "set-all", "--stack", "dev", "--plaintext", f"{PROJECT}:work={work}",

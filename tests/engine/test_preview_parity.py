@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from components.stack_inputs import CONFIG_REFUSED
 from offline_preview import scenarios
 from offline_preview.__main__ import main as offline_preview
 from offline_preview.scenarios import CHECK_FAILURE
+from engine.events import Judgement
 from twin.operator import TwinOperator
 
 pytestmark = pytest.mark.engine
@@ -155,6 +157,10 @@ def offline_verdict(base: Optional[Path], target: Path, base_age: str) -> Verdic
 
 
 def real_verdict(operator: TwinOperator, base: Optional[Path], target: dict, base_age: str) -> Verdict:
+    return judge_real(operator, base, target, base_age)[0]
+
+
+def judge_real(operator: TwinOperator, base: Optional[Path], target: dict, base_age: str) -> tuple[Verdict, Judgement]:
     if base is None:
         operator.set_applied_record(None)
     else:
@@ -166,7 +172,8 @@ def real_verdict(operator: TwinOperator, base: Optional[Path], target: dict, bas
     judged = operator.judged("preview")
     assert "Traceback" not in judged.output, judged.output[-3000:]
     config_refused = any(CONFIG_REFUSED in e.message for e in judged.errors)
-    return Verdict(judged.denied, config_refused, bool(judged.check_failures(CHECK)), judged.mandatory_policies)
+    verdict = Verdict(judged.denied, config_refused, bool(judged.check_failures(CHECK)), judged.mandatory_policies)
+    return verdict, judged
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +206,60 @@ def test_offline_and_real_previews_agree(case: Case, operator: TwinOperator, tmp
     real = real_verdict(operator, base, target_doc, case.base_age)
     assert offline.denied == case.denied, f"offline: {offline}"
     assert real.key() == offline.key(), f"real: {real}\noffline: {offline}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The published pack (scripts/build-policy-pack) judges as the in-repository pack does.
+
+PUBLISHED_CASES = [case for case in CASES if case.name in {
+    "first infra step", "gateway on server2", "jump", "weights past the next rung",
+    "moving image tag", "a safety bound loosened with no step", "dns switch before the old ttl expired"}]
+
+
+@pytest.fixture(scope="module")
+def published_pack(operator, tmp_path_factory):
+    """The pack as ``pulumi policy publish`` uploads it: built into a folder outside the program (no path back
+    to the repository), its virtualenv made from its own requirements.txt by ``pulumi install`` there."""
+    from policies.distribution import build
+
+    pack = build(tmp_path_factory.mktemp("published") / "policy-pack")
+    installed = operator.workspace.run("install", cwd=pack, check=False, timeout=900)
+    assert installed.returncode == 0, installed.output[-3000:]
+    assert (pack / "venv" / "bin" / "python").exists()
+    return pack
+
+
+def _timeless(message: str) -> str:
+    """A message with the clock taken out (the two packs judge seconds apart: 'until <time>', 'another <n> min')."""
+    message = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00", "<time>", message)
+    return re.sub(r"another \d+ (s|min|h)\b", r"another <n> \1", message)
+
+
+def full_judgement(operator: TwinOperator, base: Path, target: dict, base_age: str) -> tuple:
+    verdict, judged = judge_real(operator, base, target, base_age)
+    violations = {(v.policy, v.level, v.urn.rsplit("::", 1)[-1], _timeless(v.message)) for v in judged.violations}
+    return verdict.key(), violations
+
+
+def test_the_published_pack_is_built_whole():
+    assert len(PUBLISHED_CASES) == 7 and sum(case.denied for case in PUBLISHED_CASES) >= 4
+
+
+@pytest.mark.parametrize("case", PUBLISHED_CASES, ids=[case.name for case in PUBLISHED_CASES])
+def test_the_published_pack_judges_as_the_repositorys(case: Case, operator: TwinOperator, published_pack, tmp_path):
+    start = operator.document or yaml.safe_load(operator.stack_file.read_text())
+    base_doc = copy.deepcopy(start)
+    case.base(base_doc)
+    target_doc = copy.deepcopy(base_doc)
+    case.target(target_doc)
+    base = tmp_path / "applied.yaml"
+    base.write_text(yaml.safe_dump(base_doc, sort_keys=False))
+    try:
+        operator.policy_pack = None
+        in_repository = full_judgement(operator, base, target_doc, case.base_age)
+        operator.policy_pack = published_pack
+        published = full_judgement(operator, base, target_doc, case.base_age)
+    finally:
+        operator.policy_pack = None
+    assert published == in_repository
+    assert in_repository[0][0] == case.denied
