@@ -21,7 +21,7 @@ def test_up_previews_with_the_pack_then_applies_that_plan():
     (steps,) = _steps("up.yml").values()
     runs = [i for i, s in enumerate(steps) if "pulumi preview" in s.get("run", "")]
     ups = [i for i, s in enumerate(steps) if str(s.get("uses", "")).startswith("pulumi/actions@")
-           and s["with"]["command"] == "up"]
+           and s["with"].get("command") == "up"]
     assert len(runs) == 1 and len(ups) == 1 and runs[0] < ups[0]
     preview = steps[runs[0]]["run"]
     assert "--policy-pack policies" in preview and "--policy-pack-config policies/config.json" in preview

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,29 @@ def _load(name):
     return document
 
 
+def _pulumi_actions(document):
+    return [s for job in document["jobs"].values() for s in job["steps"] if str(s.get("uses", "")).startswith("pulumi/actions@")]
+
+
 def _pulumi_step(document):
-    steps = [s for job in document["jobs"].values() for s in job["steps"] if str(s.get("uses", "")).startswith("pulumi/actions@")]
+    """The one pulumi/actions step that runs a command (the others only install the CLI)."""
+    steps = [s for s in _pulumi_actions(document) if "command" in s.get("with", {})]
     assert len(steps) == 1
     return steps[0]
+
+
+@pytest.mark.parametrize("name", ["preview.yml", "up.yml"])
+def test_every_workflow_runs_the_cli_version_the_engine_tests_run(name):
+    """pulumi/actions installs the CLI the engine build pins (engine/versions.toml), never the latest."""
+    pinned = tomllib.loads((REPO_ROOT / "engine" / "versions.toml").read_text())["pulumi"]["version"]
+    document = _load(name)
+    actions = _pulumi_actions(document)
+    assert actions and all(str(s["with"].get("pulumi-version")) == pinned for s in actions), actions
+    for job in document["jobs"].values():
+        uses_pulumi = [i for i, s in enumerate(job["steps"]) if "pulumi " in s.get("run", "")]
+        installed = [i for i, s in enumerate(job["steps"]) if s in actions]
+        assert not uses_pulumi or (installed and installed[0] < uses_pulumi[0]), "a step runs pulumi before it is installed"
+    assert "get.pulumi.com" not in (WORKFLOWS / name).read_text()
 
 
 def test_actionlint_passes():
