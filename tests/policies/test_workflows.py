@@ -70,7 +70,8 @@ def test_pull_requests_preview_with_the_pack_and_comment():
     document = _load("preview.yml")
     assert "pull_request" in document["on"]
     step = _pulumi_step(document)["with"]
-    assert step["command"] == "preview" and step["comment-on-pr"] is True
+    # The action comments unless the Pulumi GitHub App does (repository variable PULUMI_GITHUB_APP=true).
+    assert step["command"] == "preview" and step["comment-on-pr"] == "${{ vars.PULUMI_GITHUB_APP != 'true' }}"
     assert step["policyPacks"] == "policies" and step["policyPackConfigs"] == "policies/config.json"
     assert document["permissions"]["pull-requests"] == "write"
     offline = " ".join(s.get("run", "") for s in document["jobs"]["offline"]["steps"])
