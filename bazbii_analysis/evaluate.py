@@ -137,7 +137,7 @@ def evaluate_criteria(
 ) -> Verdict:
     """The verdict of one step's criteria; ``since``: when the previous step of its track was applied."""
     verdict = Verdict(track=track, step=step, status=INCONCLUSIVE, evaluated_at=now.isoformat(),
-                      endpoint=client.endpoint if client else metrics.endpoint, override=override)
+                      endpoint=client.where if client else metrics.endpoint, override=override)
     soak = soak_result(criteria, since, now)
     if soak is not None:
         verdict.signals.append(soak)
