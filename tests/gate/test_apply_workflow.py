@@ -31,7 +31,7 @@ def test_up_previews_with_the_pack_then_applies_that_plan():
 
 
 def test_no_database_credentials_or_ssh_key_reach_the_runner_outside_pulumi_secrets():
-    text = (WORKFLOWS / "up.yml").read_text() + (WORKFLOWS / "preview.yml").read_text()
+    text = "".join((WORKFLOWS / name).read_text() for name in ("up.yml", "preview.yml", "watch.yml"))
     for word in ("DATABASE_URL", "PGPASSWORD", "5432", "6432", "SSH_PRIVATE_KEY", "ssh-agent"):
         assert word not in text
 
