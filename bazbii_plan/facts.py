@@ -22,6 +22,7 @@ VERSION_LABEL = "app.kubernetes.io/version"
 PART_OF_LABELS = {"app.kubernetes.io/part-of": "bazbii", "app.kubernetes.io/managed-by": "pulumi"}
 TRACK_LABEL = "bazbii.io/track"  # stable | canary
 SERVING_LABEL = "bazbii.io/serving"  # "true" on every Deployment behind the API Service
+HTTP_PORT_NAME = "http"  # the API container's port: probes, the Service and the metrics scrape find it by name
 WORKER_NAME = "worker"
 WORKER_SELECTOR = f"{NAME_LABEL}={WORKER_NAME}"
 
