@@ -48,7 +48,7 @@ from bazbii_db.migrations.stageplan import Unit, plan_down, plan_stage
 from bazbii_db.migrations.versions import check_contract_allowed
 from bazbii_db.sql_safety import ERROR, STAGES, Finding, SqlSafetyError, has_errors
 from bazbii_db.sql_safety.catalog import PgCatalog
-from bazbii_db.sql_safety.types import CATALOG_DEPENDENT_RULES
+from bazbii_db.sql_safety.findings import CATALOG_DEPENDENT_RULES
 
 log = logging.getLogger("bazbii_db.migrations")
 

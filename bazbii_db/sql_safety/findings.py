@@ -10,6 +10,12 @@ from bazbii_plan.facts import MIGRATION_STAGES
 STAGES = MIGRATION_STAGES
 ERROR = "error"
 WARNING = "warning"
+# Refused offline because only PostgreSQL can tell; a shadow run (:mod:`.shadow`) judges it.
+NEEDS_SHADOW_RUN = "needs-shadow-run"
+# Rules whose offline verdict may be a refusal only for want of a catalog (function volatility, a
+# column's current type, what a type is): a caller with a connection asks again with one before refusing.
+CATALOG_DEPENDENT_RULES = frozenset({"adding-field-with-volatile-default", "changing-column-type",
+                                     "adding-column-of-checked-domain", "data-change-in-function"})
 
 
 @dataclass(frozen=True)
