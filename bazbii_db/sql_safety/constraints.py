@@ -56,11 +56,37 @@ def check_add_constraint(ctx: Context, stmt: Statement, table: str, shown: str, 
                 "EXCLUSIVE lock; PostgreSQL cannot attach an existing index to an exclusion constraint",
                 "enforce it on a new table (created with the constraint) and copy the rows over with a "
                 "[[backfill]] of kind 'copy', or add it during a maintenance window")
+    elif con.contype in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY) and con.indexname:
+        _check_using_index(ctx, stmt, table, shown, con)
     elif con.contype in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY) and not con.indexname:
         kind = "UNIQUE" if con.contype == ConstrType.CONSTR_UNIQUE else "PRIMARY KEY"
         ctx.add(stmt, "disallowed-unique-constraint", ERROR,
                 f"{_described(con, kind)} on {shown} builds its index under an ACCESS EXCLUSIVE lock",
                 f"CREATE UNIQUE INDEX CONCURRENTLY <name> first, then ADD CONSTRAINT <name> {kind} USING INDEX <name>")
+
+
+def _check_using_index(ctx: Context, stmt: Statement, table: str, shown: str, con: ast.Constraint) -> None:
+    """ADD ... USING INDEX: PostgreSQL refuses a partial index; a PRIMARY KEY makes its columns NOT NULL, which
+    scans the table under ACCESS EXCLUSIVE unless each is NOT NULL already or proven by a validated CHECK."""
+    schema = table.rpartition(".")[0]
+    index = ctx.facts.indexes.get(f"{schema}.{con.indexname}" if schema else con.indexname)
+    kind = "PRIMARY KEY" if con.contype == ConstrType.CONSTR_PRIMARY else "UNIQUE"
+    if index is not None and index.partial:
+        ctx.add(stmt, "using-index-partial", ERROR,
+                f"ADD {kind} USING INDEX {con.indexname} on {shown}: the index is partial, so PostgreSQL refuses it",
+                "build a unique index without a WHERE clause (CONCURRENTLY) and use that one")
+        return
+    if kind != "PRIMARY KEY":
+        return
+    known = ctx.facts.proven_not_null() | ctx.facts.not_null
+    nullable = [c for c in index.columns if (table, c) not in known] if index is not None and index.columns else None
+    if nullable == []:
+        return
+    ctx.add(stmt, "primary-key-using-index-scans", ERROR,
+            f"ADD PRIMARY KEY USING INDEX {con.indexname} on {shown} makes "
+            f"{', '.join(nullable) if nullable else 'the index columns (unknown to the analysis)'} NOT NULL, which scans "
+            "the whole table under an ACCESS EXCLUSIVE lock unless each is NOT NULL already or proven by a validated "
+            "CHECK", "first ADD CONSTRAINT ... CHECK (col IS NOT NULL) NOT VALID and VALIDATE it for each column")
 
 
 def check_validate(ctx: Context, table: str, cmd: ast.AlterTableCmd) -> None:

@@ -137,7 +137,7 @@ ALTER_TABLE_RULES: dict[AlterTableType, Callable] = {
     AT.AT_DisableTrigUser: _disable_trigger,
     AT.AT_EnableRowSecurity: _row_security,
     AT.AT_ForceRowSecurity: _row_security,
-    AT.AT_SetTableSpace: _rewrite,
+    AT.AT_SetTableSpace: lambda ctx, stmt, table, name, cmd: locks.check_set_tablespace(ctx, stmt, table, name),
     AT.AT_SetLogged: _rewrite,
     AT.AT_SetUnLogged: _rewrite,
     AT.AT_SetAccessMethod: _rewrite,

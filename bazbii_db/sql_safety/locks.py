@@ -102,6 +102,14 @@ def table_rewrite(ctx: Context, stmt: Statement, what: str) -> None:
             "create a new table and copy in batches instead")
 
 
+def check_set_tablespace(ctx: Context, stmt: Statement, table: str, table_shown: str) -> None:
+    """Where a table lives is not part of the schema a shadow run copies: judged by the static rule alone."""
+    if table not in ctx.new_tables:
+        ctx.add(stmt, "set-tablespace", ERROR,
+                f"ALTER TABLE {table_shown} SET TABLESPACE copies the table to the new tablespace under an ACCESS "
+                "EXCLUSIVE lock", "move tables outside the migration (pg_repack can move a table online)")
+
+
 def check_detach_partition(ctx: Context, stmt: Statement, table_shown: str, cmd: ast.AlterTableCmd) -> None:
     spec = cmd.def_
     if not (isinstance(spec, ast.PartitionCmd) and spec.concurrent):

@@ -80,7 +80,7 @@ SHADOW_JUDGES = frozenset({
     "set-not-null-without-validated-check", "adding-field-with-volatile-default", "adding-column-rewrite",
     "adding-column-of-checked-domain", "table-rewrite", "lock-held-in-do-block", "enum-value-unusable-in-transaction",
     "rejects-old-writes", "drop-cascade", "drop-breaks-dependents", "concurrent-index-on-partitioned-table",
-    "refresh-concurrently-needs-unique-index",
+    "refresh-concurrently-needs-unique-index", "using-index-partial", "primary-key-using-index-scans",
 })
 # Statements with effects beyond the scratch database: never run in the shadow (the static rules refuse them).
 _SERVER_WIDE = (ast.AlterSystemStmt, ast.CreateRoleStmt, ast.AlterRoleStmt, ast.AlterRoleSetStmt, ast.DropRoleStmt,
@@ -374,7 +374,7 @@ class _Observer:
                 obs.cascaded.append(f"{text}{': ' + ', '.join(detail.splitlines()) if detail else ''}")
             elif text.startswith("existing constraints on column"):
                 obs.proven_not_null.append(text.split('"')[1])
-        obs.scanned = self._scanned()
+        obs.scanned = [] if isinstance(node, ast.TruncateStmt) else self._scanned()  # empty indexes rebuilt
         surface = self._surface()
         obs.views_changed = _views_changed(self.surface["views"], surface["views"])
         obs.rejecting_triggers, obs.fk_triggers_disabled = _triggers_changed(self.surface["triggers"],
