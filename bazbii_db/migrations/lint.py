@@ -20,6 +20,7 @@ analysis judged.
 from __future__ import annotations
 
 import os
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -88,24 +89,29 @@ def stage_files(migration: Migration, stage: str) -> tuple[SqlFile, ...]:
     return tuple(out)
 
 
-def shadow_steps(migration: Migration, stages: Sequence[str] = STAGES) -> list[tuple[str, Step]]:
+def shadow_steps(migration: Migration, stages: Sequence[str] = STAGES, down_only: bool = False
+                 ) -> list[tuple[str, Step]]:
     """``(stage the findings belong to, step)``: each stage, then its down step (judged as the stage it reopens)
-    and the stage once more, so the next stage meets the schema it will meet."""
+    and the stage once more, so the next stage meets the schema it will meet; ``down_only``: the down steps."""
     out = []
     for stage in stages:
         files = stage_files(migration, stage)
-        out.append((stage, Step(stage, files)))
+        if not down_only:
+            out.append((stage, Step(stage, files)))
         down = migration.down_file(stage)
         if down is not None:
             out.append((stage, Step(DOWN_ANALYSED_AS[stage], (SqlFile(file_label(migration, down), down.read_text()),))))
-            out.append((stage, Step(None, files)))
+            if not down_only:
+                out.append((stage, Step(None, files)))
     return out
 
 
-def shadow_base(migration: Migration, first_stage: str) -> list[SqlFile]:
-    """The earlier migrations, every stage, and this migration's stages before ``first_stage``."""
+def shadow_base(migration: Migration, first_stage: str, down_only: bool = False) -> list[SqlFile]:
+    """The earlier migrations, every stage, and this migration's stages before ``first_stage`` (through it, for
+    its down step)."""
     base = [f for previous in earlier_migrations(migration) for stage in STAGES for f in stage_files(previous, stage)]
-    return base + [f for stage in STAGES[:STAGES.index(first_stage)] for f in stage_files(migration, stage)]
+    upto = STAGES.index(first_stage) + (1 if down_only else 0)
+    return base + [f for stage in STAGES[:upto] for f in stage_files(migration, stage)]
 
 
 def analyse_migration_dir(path: str | os.PathLike, *, runner_sets_timeouts: bool = True, use_squawk: bool = True,
@@ -150,11 +156,12 @@ class Lint:
 
 def lint_migration(path: str | os.PathLike, *, runner_sets_timeouts: bool = True, use_squawk: bool = True,
                    catalog: Catalog | None = None, shadow: ShadowServer | None = None,
-                   target: TargetSchema | None = None, stages: Sequence[str] = STAGES) -> Lint:
+                   target: TargetSchema | None = None, stages: Sequence[str] = STAGES, down_only: bool = False) -> Lint:
     """The static analysis of :func:`analyse_migration_dir` and, with a ``shadow`` server, the shadow run of
     ``stages`` on a scratch database built from the earlier migrations (or from ``target``'s schema, which
-    holds the stages before ``stages[0]`` already). Without a catalog the scratch database answers the static
-    rules' catalog questions as it stands before the first stage."""
+    holds the stages before ``stages[0]`` already, and ``stages[0]`` too when ``down_only`` judges the down
+    steps alone, as a revert runs them). Without a catalog the scratch database answers the static rules'
+    catalog questions as it stands before the first step."""
 
     def static(with_catalog: Catalog | None) -> dict[str, list[Finding]]:
         return analyse_migration_dir(path, runner_sets_timeouts=runner_sets_timeouts, use_squawk=use_squawk,
@@ -167,12 +174,15 @@ def lint_migration(path: str | os.PathLike, *, runner_sets_timeouts: bool = True
     if migration is None:
         found = static(catalog)
         return Lint({stage: combine(found[stage], None) for stage in STAGES}, judged_by(None))
-    steps = shadow_steps(migration, stages)
+    steps = shadow_steps(migration, stages, down_only)
     with ExitStack() as stack:
         try:
-            session = stack.enter_context(ShadowSession(shadow, target or shadow_base(migration, stages[0])))
+            started = time.monotonic()
+            session = stack.enter_context(ShadowSession(shadow, target or shadow_base(migration, stages[0], down_only)))
+            setup_s = time.monotonic() - started  # the scratch database and its base schema
             found = static(catalog or PgCatalog(stack.enter_context(session.connect("catalog"))))
             run = session.run([step for _, step in steps])
+            run.seconds += setup_s
         except (ShadowUnavailable, psycopg.Error) as exc:
             run = ShadowRun(ok=False, reason=redact(str(exc).strip(), shadow.dsn))
             found = static(catalog)

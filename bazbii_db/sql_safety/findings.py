@@ -37,9 +37,10 @@ class Finding:
 class SqlSafetyError(Exception):
     """Raised by callers (the runner) when analysis found errors; nothing has run."""
 
-    def __init__(self, findings: list[Finding]):
+    def __init__(self, findings: list[Finding], judged_by: str = ""):
         self.findings = [f for f in findings if f.severity == ERROR]
-        lines = [f.format() for f in self.findings]
+        self.judged_by = judged_by
+        lines = [f.format() for f in self.findings] + ([f"judged by: {judged_by}"] if judged_by else [])
         super().__init__("unsafe migration SQL, nothing was run:\n" + "\n".join(lines))
 
 

@@ -209,7 +209,7 @@ class ShadowSession:
                                           autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
             raise ShadowUnavailable(f"cannot connect to the shadow server {describe(self.server.dsn)}: "
-                                    f"{redact(str(exc).strip(), self.server.dsn)}") from None
+                                    f"{redact(' '.join(str(exc).split()), self.server.dsn)}") from None
         try:
             self._check_server(self._admin)
             self._admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(self.name)))
@@ -598,7 +598,7 @@ def judged_by(run: ShadowRun | None) -> str:
     statements = sum(1 for step, obs in run.observed if step.stage and not obs.skipped)
     stopped = f"; stopped at {run.stopped}, later statements judged by the static rules only" if run.stopped else ""
     return (f"static rules + shadow run on PostgreSQL {run.server_version} (scratch database from {run.base}; "
-            f"{statements} statement(s) observed in {run.seconds:.2f} s{stopped})")
+            f"{statements} statement(s) observed; {run.seconds:.2f} s in all{stopped})")
 
 
 # --------------------------------------------------------------------------- schema dumps
