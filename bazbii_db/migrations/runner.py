@@ -232,13 +232,13 @@ class MigrationRunner:
                             warnings=judged.findings[stage], judged_by=judged.judged_by)
         with self._locked(result, started) as (control, journal):
             entry = journal.get(migration_id, stage)
-            if entry is None:
+            if entry is None or entry.status == "reverted":
                 result.status = "not-applied"
                 return result
             if entry.status != "applied":
                 raise StageOrderError(f"{migration_id}/{stage} is {entry.status}, not applied: apply it completely "
                                       "before reverting it")
-            later = [s for s in STAGES[STAGES.index(stage) + 1:] if journal.get(migration_id, s) is not None]
+            later = [s for s in STAGES[STAGES.index(stage) + 1:] if journal.in_effect(migration_id, s)]
             if later:
                 raise StageOrderError(f"{migration_id}/{stage}: revert {', '.join(reversed(later))} first")
             self._run_down(migration, stage, journal, result, control)
@@ -249,7 +249,7 @@ class MigrationRunner:
         log.info("%s/%s: running the down step %s", migration.id, stage, migration.down_file(stage).name)
         self._run_units(migration, stage, plan_down(migration, stage), result, (control.info.backend_pid,),
                         lambda unit: None)
-        journal.remove(migration.id, stage)
+        journal.revert(migration.id, stage)
 
     def status(self) -> list:
         with self._connect("status") as conn:
@@ -258,6 +258,7 @@ class MigrationRunner:
     # --- internals ----------------------------------------------------------------------
     def _ensure_journal(self, control: psycopg.Connection, journal: Journal) -> None:
         if journal.exists():
+            journal.upgrade()
             return
         journal.ensure()
 
