@@ -50,13 +50,15 @@ def migration_file_label(migration_id: str, filename: str, migrations_dirname: s
     return f"{migrations_dirname}/{migration_id}/{filename}"
 
 
-def earlier_migrations(migration: Migration) -> list[Migration]:
+def earlier_migrations(migration: Migration, directory: Path | None = None) -> list[Migration]:
+    """The migrations before this one, from its own directory or ``directory``."""
+    root = directory or migration.path.parent
     out = []
-    for earlier in list_migrations(migration.path.parent):
+    for earlier in list_migrations(root):
         if earlier >= migration.id:
             break
         try:
-            out.append(load_migration(migration.path.parent / earlier))
+            out.append(load_migration(root / earlier))
         except MigrationSpecError:
             continue  # reported when that migration is linted
     return out
@@ -106,10 +108,17 @@ def shadow_steps(migration: Migration, stages: Sequence[str] = STAGES, down_only
     return out
 
 
-def shadow_base(migration: Migration, first_stage: str, down_only: bool = False) -> list[SqlFile]:
-    """The earlier migrations, every stage, and this migration's stages before ``first_stage`` (through it, for
-    its down step)."""
-    base = [f for previous in earlier_migrations(migration) for stage in STAGES for f in stage_files(previous, stage)]
+def shadow_base(migration: Migration, first_stage: str, down_only: bool = False,
+                earlier_from: Path | None = None) -> list[SqlFile]:
+    """The earlier migrations (from ``earlier_from``, default their own directory), every stage, and this
+    migration's stages before ``first_stage`` (through it, for its down step)."""
+    earlier = earlier_migrations(migration, earlier_from)
+    if earlier_from is not None:
+        missing = sorted(set(list_migrations(migration.path.parent)) - {migration.id} - set(list_migrations(earlier_from)))
+        if missing:
+            raise ShadowUnavailable(f"earlier migrations {missing} are not in {earlier_from}, so the scratch database "
+                                    "cannot hold them")
+    base = [f for previous in earlier for stage in STAGES for f in stage_files(previous, stage)]
     upto = STAGES.index(first_stage) + (1 if down_only else 0)
     return base + [f for stage in STAGES[:upto] for f in stage_files(migration, stage)]
 
@@ -156,12 +165,14 @@ class Lint:
 
 def lint_migration(path: str | os.PathLike, *, runner_sets_timeouts: bool = True, use_squawk: bool = True,
                    catalog: Catalog | None = None, shadow: ShadowServer | None = None,
-                   target: TargetSchema | None = None, stages: Sequence[str] = STAGES, down_only: bool = False) -> Lint:
+                   target: TargetSchema | None = None, stages: Sequence[str] = STAGES, down_only: bool = False,
+                   earlier_from: Path | None = None) -> Lint:
     """The static analysis of :func:`analyse_migration_dir` and, with a ``shadow`` server, the shadow run of
     ``stages`` on a scratch database built from the earlier migrations (or from ``target``'s schema, which
     holds the stages before ``stages[0]`` already, and ``stages[0]`` too when ``down_only`` judges the down
     steps alone, as a revert runs them). Without a catalog the scratch database answers the static rules'
-    catalog questions as it stands before the first step."""
+    catalog questions as it stands before the first step. ``earlier_from``: where the shadow run finds the
+    earlier migrations' SQL when the migration's own directory holds only their metadata (a Job's ConfigMap)."""
 
     def static(with_catalog: Catalog | None) -> dict[str, list[Finding]]:
         return analyse_migration_dir(path, runner_sets_timeouts=runner_sets_timeouts, use_squawk=use_squawk,
@@ -178,7 +189,8 @@ def lint_migration(path: str | os.PathLike, *, runner_sets_timeouts: bool = True
     with ExitStack() as stack:
         try:
             started = time.monotonic()
-            session = stack.enter_context(ShadowSession(shadow, target or shadow_base(migration, stages[0], down_only)))
+            base = target or shadow_base(migration, stages[0], down_only, earlier_from)
+            session = stack.enter_context(ShadowSession(shadow, base))
             setup_s = time.monotonic() - started  # the scratch database and its base schema
             found = static(catalog or PgCatalog(stack.enter_context(session.connect("catalog"))))
             run = session.run([step for _, step in steps])

@@ -536,7 +536,7 @@ def judge(obs: Observation, stage: str, server_version: str = "") -> list[Findin
     for table in obs.rewritten:
         add("shadow-rewrite", f"PostgreSQL rewrote {table} (every row copied, under an ACCESS EXCLUSIVE lock)",
             "add a new column or table and backfill it in batches instead of rewriting")
-    for table in obs.scanned:
+    for table in (t for t in obs.scanned if t not in obs.rewritten):  # a rewrite rebuilds its indexes too
         mode = obs.locks.get(table)
         if mode is not None and mode >= _BLOCKS_WRITES:
             add("shadow-scan", f"PostgreSQL read through every row of {table} while holding {_LOCK_MODES[mode]}, "
@@ -603,7 +603,7 @@ def judged_by(run: ShadowRun | None) -> str:
 
 # --------------------------------------------------------------------------- schema dumps
 def _client(name: str, major: int) -> str:
-    bundled = Path(pg_paths(major).bin_dir) / name
+    bundled = Path(pg_paths(major).bin) / name
     found = str(bundled) if bundled.exists() else shutil.which(name)
     if not found:
         raise ShadowUnavailable(f"{name} (PostgreSQL {major} client) is not installed")
