@@ -113,11 +113,6 @@ class ShadowServer:
     statement_timeout_ms: int = 600_000
     major: int = DEFAULT_PG_VERSION  # production's major version
 
-    @classmethod
-    def from_env(cls, var: str = SHADOW_DSN_ENV, **settings) -> "ShadowServer | None":
-        value = os.environ.get(var, "").strip()
-        return cls(value, **settings) if value else None
-
 
 @dataclass(frozen=True)
 class SqlFile:

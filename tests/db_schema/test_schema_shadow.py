@@ -13,10 +13,10 @@ import time
 import psycopg
 import pytest
 
-from bazbii_db.migrations import MigrationRunner, RunnerConfig
+from bazbii_db.migrations import MigrationRunner
 from bazbii_db.migrations.lint import lint_migration
 from bazbii_db.sql_safety import SqlSafetyError
-from bazbii_db.sql_safety.shadow import SCRATCH_PREFIX, ShadowServer, SqlFile, Step, TargetSchema, judge, shadow_run
+from bazbii_db.sql_safety.shadow import SCRATCH_PREFIX, ShadowServer, SqlFile, Step, judge, shadow_run
 from testsupport.localcluster import LocalCluster
 
 from .conftest import MIGRATIONS, apply_all, execute, fetch, fast_config, write_migration
