@@ -281,8 +281,10 @@ def _lint(args, out: Console, migrations_dir, dsns: list[str]) -> int:
     verdict = ("analysis: errors found, nothing may run" if failed else
                "analysis: a shadow run was required but did not judge every migration" if missing_shadow else
                f"analysis: {len(ids)} migration(s) ok")
-    emit(args.json, {"migrations": report, "failed": failed, "shadow_required_but_missing": missing_shadow},
-         verdict) if args.json else out.print(verdict)
+    if args.json:
+        emit(True, {"migrations": report, "failed": failed, "shadow_required_but_missing": missing_shadow}, verdict)
+    else:
+        out.print(verdict)
     return EXIT_FAILED if failed or missing_shadow else EXIT_OK
 
 

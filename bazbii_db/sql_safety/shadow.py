@@ -19,7 +19,9 @@ can, so the shadow run asks it:
    CONCURRENTLY``, ``VACUUM``) runs in autocommit as the runner runs it. A DO block or a function
    call runs as the single transaction it is. ``client_min_messages = debug1`` makes the server
    say ``verifying table``, ``validating foreign key constraint`` and ``building index``
-   (scans) and, when a constraint proves NOT NULL, that it skipped the scan.
+   (scans) and, when a constraint proves NOT NULL, that it skipped the scan; a new partition of a
+   table with a default partition reads the default partition without a word, which the catalog
+   tells (``pg_partitioned_table.partdefid``).
 3. **Observations per statement**: the locks it held on relations that existed before the stage
    (indexes and TOAST tables count as their table), tables and materialized views it rewrote (a
    new ``relfilenode``; ``TRUNCATE`` empties, it does not rewrite), tables it scanned and under
@@ -56,6 +58,7 @@ from typing import Iterable, Iterator, Sequence
 
 import psycopg
 from pglast import ast, parse_sql
+from pglast.enums.parsenodes import AlterTableType
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 from psycopg import sql
@@ -370,6 +373,7 @@ class _Observer:
             elif text.startswith("existing constraints on column"):
                 obs.proven_not_null.append(text.split('"')[1])
         obs.scanned = [] if isinstance(node, ast.TruncateStmt) else self._scanned()  # empty indexes rebuilt
+        obs.scanned += self._default_partition_checked(node)
         surface = self._surface()
         obs.views_changed = _views_changed(self.surface["views"], surface["views"])
         obs.rejecting_triggers, obs.fk_triggers_disabled = _triggers_changed(self.surface["triggers"],
@@ -438,6 +442,23 @@ class _Observer:
                    SELECT conrelid FROM pg_catalog.pg_constraint WHERE conname = ANY(%s) AND contype = 'f'))""",
                                  (tables, sorted(relnames), sorted(constraints))).fetchall()
         return sorted(self.existing[oid] for (oid,) in rows)
+
+    def _default_partition_checked(self, node) -> list[str]:
+        """A new partition of a table with a default partition: PostgreSQL reads the default partition for rows
+        that belong to the new one, saying nothing unless a constraint lets it skip that."""
+        parent = None
+        if isinstance(node, ast.CreateStmt) and node.partbound is not None and node.inhRelations:
+            parent = node.inhRelations[0]
+        elif isinstance(node, ast.AlterTableStmt) and any(
+                cmd.subtype == AlterTableType.AT_AttachPartition for cmd in node.cmds or ()):
+            parent = node.relation
+        if parent is None or any(text.startswith("updated partition constraint for default partition")
+                                 for text, _ in self.messages):
+            return []
+        name = sql.Identifier(*(part for part in (parent.schemaname, parent.relname) if part)).as_string(self.conn)
+        row = self.conn.execute("SELECT partdefid FROM pg_catalog.pg_partitioned_table "
+                                "WHERE partrelid = pg_catalog.to_regclass(%s)", (name,)).fetchone()
+        return [self.existing[row[0]]] if row and row[0] in self.existing else []
 
     def _surface(self) -> dict[str, dict]:
         """What the old application version meets: the existing views' definitions and the triggers on existing tables."""

@@ -201,7 +201,7 @@ def test_the_preview_says_which_analysis_judged_the_migration_sql(capsys, monkey
     from bazbii_db.sql_safety.shadow import SHADOW_DSN_ENV
     from offline_preview.__main__ import main
 
-    monkeypatch.delenv(SHADOW_DSN_ENV, raising=False)  # restored after the test: the preview sets it
+    monkeypatch.setenv(SHADOW_DSN_ENV, "")  # no shadow server; restored after the test (the preview sets it)
     assert main(["--phase", "schema=0002-expand"]) == 0
     assert "note: the SQL of migration 0002_add_category/expand was judged by static rules only" in capsys.readouterr().out
     monkeypatch.setenv("PREVIEW_SHADOW", pg_cluster.dsn())
