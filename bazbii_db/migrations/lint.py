@@ -112,6 +112,8 @@ def shadow_base(migration: Migration, first_stage: str, down_only: bool = False,
                 earlier_from: Path | None = None) -> list[SqlFile]:
     """The earlier migrations (from ``earlier_from``, default their own directory), every stage, and this
     migration's stages before ``first_stage`` (through it, for its down step)."""
+    if earlier_from is not None and not earlier_from.is_dir():  # e.g. a policy pack published without the repository
+        raise ShadowUnavailable(f"no migrations directory at {earlier_from} to build the scratch database from")
     earlier = earlier_migrations(migration, earlier_from)
     if earlier_from is not None:
         missing = sorted(set(list_migrations(migration.path.parent)) - {migration.id} - set(list_migrations(earlier_from)))

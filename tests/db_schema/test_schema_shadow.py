@@ -195,6 +195,9 @@ def test_the_schema_policy_judges_the_jobs_configmap_with_a_shadow_run(server, t
     missing = judge_configmap("contract", "0007_drop_title", {**data, "0005_gone--migration.toml": ""},
                               use_squawk=False, shadow=server)
     assert "earlier migrations ['0005_gone'] are not in" in missing.judged_by
+    monkeypatch.setenv("BAZBII_MIGRATIONS_DIR", str(tmp_path / "nowhere"))  # a pack published without the repository
+    elsewhere = judge_configmap("contract", "0007_drop_title", data, use_squawk=False, shadow=server)
+    assert "no migrations directory at" in elsewhere.judged_by and not errors(elsewhere.findings)
 
 
 def test_the_preview_says_which_analysis_judged_the_migration_sql(capsys, monkeypatch, pg_cluster):
