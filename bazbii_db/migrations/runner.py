@@ -37,8 +37,8 @@ import psycopg
 
 from bazbii_db.migrations.backfill import Backfill, BackfillConfig, BackfillResult
 from bazbii_db.migrations.dsn import describe, redact, with_params
-from bazbii_db.migrations.errors import (ChecksumMismatch, IrreversibleStage, MigrationError, StageOrderError,
-                                         StatementFailed)
+from bazbii_db.migrations.errors import (ChecksumMismatch, IrreversibleStage, MigrationError, MigrationStopped,
+                                         StageOrderError, StatementFailed)
 from bazbii_db.migrations.executor import DdlConfig, DdlExecutor, configure_session
 from bazbii_db.migrations.journal import Journal
 from bazbii_db.migrations.lock import RunnerLock
@@ -49,6 +49,7 @@ from bazbii_db.migrations.versions import check_contract_allowed
 from bazbii_db.sql_safety import ERROR, STAGES, Finding, SqlSafetyError, has_errors
 from bazbii_db.sql_safety.catalog import PgCatalog
 from bazbii_db.sql_safety.types import CATALOG_DEPENDENT_RULES
+from bazbii_db.stopping import stop_reason
 
 log = logging.getLogger("bazbii_db.migrations")
 
@@ -58,6 +59,8 @@ class RunnerConfig:
     ddl: DdlConfig = field(default_factory=DdlConfig)  # lock/statement timeouts and 55P03 retries
     runner_lock_wait_s: float = 60.0
     application_name: str | None = None
+    # backfill.stop is the run's one stop request: the backfill ends after its batch in flight, and the
+    # runner checks it between units too (a statement in flight finishes, and is journaled, first).
     backfill: BackfillConfig = field(default_factory=BackfillConfig)
 
 
@@ -242,6 +245,11 @@ class MigrationRunner:
         with self._connect("status") as conn:
             return Journal(conn).entries()
 
+    def checkpoints(self) -> list:
+        """The backfill checkpoints: where each backfill is (or stopped)."""
+        with self._connect("status") as conn:
+            return Journal(conn).checkpoints()
+
     # --- internals ----------------------------------------------------------------------
     def _ensure_journal(self, control: psycopg.Connection, journal: Journal) -> None:
         if journal.exists():
@@ -266,8 +274,12 @@ class MigrationRunner:
                    exclude_pids: tuple[int, ...], on_done: Callable[[Unit], None]) -> None:
         ddl_conn: psycopg.Connection | None = None
         executor: DdlExecutor | None = None
+        stop = self.config.backfill.stop
         try:
             for unit in units:
+                if stop is not None and stop.is_set():
+                    raise MigrationStopped(f"{migration.id}/{stage}: stopped by {stop_reason(stop)} before "
+                                           f"{unit.label}; the units before it are journaled, rerun to resume")
                 log.info("%s/%s: %s", migration.id, stage, unit.label)
                 if unit.kind == "backfill":
                     backfill = Backfill(self.dsn, migration.id, unit.backfill, unit.checksum, self.config.backfill,
