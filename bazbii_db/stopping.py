@@ -76,7 +76,7 @@ def stop_on_signals(stop: StopRequest, *, first: str, again: str) -> Iterator[St
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
         else:
-            _say(f"{name} again: already stopping ({stop.reason}); the switchover ends at its next safe point")
+            _say(f"{name} again: already stopping ({stop.reason}); it ends at its next safe point")
 
     previous = {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS}
     try:
