@@ -19,30 +19,16 @@ from bazbii_db.replication import PgBouncerAdmin, SwitchoverAborted, planned_swi
 from bazbii_plan.facts import DEFAULT_PAUSE_TIMEOUT_SECONDS, SWITCHOVER_STALL_TARGET_SECONDS
 from repl_helpers import execute, su
 from test_repl_switchover import _config, _in_recovery, _read_only, _write_through_bouncer
-from testsupport.replication_topology import APP_PASSWORD, WriteLoad, missing_acked
+from testsupport.replication_topology import APP_PASSWORD, WriteLoad, hold_open, missing_acked
 
 pytestmark = pytest.mark.timeout(120)
 HELD_APP = "held-open-client"
 
 
-def _hold_open(topo) -> psycopg.Connection:
-    """A client that begins a write transaction through PgBouncer and then holds it open (idle in transaction)."""
-    conn = psycopg.connect(topo.app_dsn() + f" application_name={HELD_APP}", autocommit=False, prepare_threshold=None)
-    conn.execute("INSERT INTO ledger (writer, seq) VALUES (700, 1)")
-    return conn
-
-
-def _stall(result, started: float, ended: float) -> float:
-    """Longest gap between acknowledged commits that overlaps the switchover (the load's end counts as the next
-    ack, so that traffic that never came back is a stall too)."""
-    times = result.ack_times() + [result.stopped_at]
-    return max((b - a for a, b in zip(times, times[1:]) if b >= started and a <= ended), default=float("inf"))
-
-
 def test_a_transaction_held_open_before_the_switchover_is_waited_out_unpaused_then_named(fresh_topo):
     topo = fresh_topo
     ini_before = topo.bouncer.ini_path.read_text()
-    held = _hold_open(topo)
+    held = hold_open(topo, HELD_APP)
     load = WriteLoad(topo.app_dsn(), threads=4, max_seconds=30).start()
     try:
         load.wait_acked(50)
@@ -64,7 +50,7 @@ def test_a_transaction_held_open_before_the_switchover_is_waited_out_unpaused_th
     assert "PgBouncer client 127.0.0.1:" in report.error and "after waiting 1.5 s without pausing" in report.error
     assert "INSERT" not in report.error and APP_PASSWORD not in report.error
     assert "postgres-test-password" not in report.to_text()
-    stall = _stall(result, started, ended)
+    stall = result.stall_during(started, ended)
     print(f"held open before the switchover, aborted unpaused after 1.5 s: stall {stall * 1000:.0f} ms")
     assert stall < SWITCHOVER_STALL_TARGET_SECONDS / 2, f"stall {stall:.3f} s though nothing was paused"
     assert result.failed == []
@@ -77,7 +63,7 @@ def test_a_transaction_held_open_before_the_switchover_is_waited_out_unpaused_th
 
 def test_a_held_transaction_that_ends_during_the_wait_lets_the_switchover_complete(fresh_topo):
     topo = fresh_topo
-    held = _hold_open(topo)
+    held = hold_open(topo, HELD_APP)
     load = WriteLoad(topo.app_dsn(), threads=4, max_seconds=30).start()
     release = threading.Timer(1.0, held.commit)
     try:
@@ -97,7 +83,7 @@ def test_a_held_transaction_that_ends_during_the_wait_lets_the_switchover_comple
     assert report.steps_ms["transactions"] >= 700  # it waited for the held transaction, unpaused
     assert report.window_started_at - started >= 0.7
     assert any("unpaused" in e and HELD_APP in e for e in report.events), report.events
-    stall = _stall(result, started, ended)
+    stall = result.stall_during(started, ended)
     print(f"held open before the switchover, committed 1 s later: switchover completed, stall {stall * 1000:.0f} ms, "
           f"window {report.window_ms:.0f} ms")
     assert stall < SWITCHOVER_STALL_TARGET_SECONDS, f"stall {stall:.3f} s"
@@ -114,7 +100,7 @@ def test_a_transaction_begun_right_before_pause_costs_at_most_the_pause_timeout(
 
     def begin_after_the_check(stage: str) -> None:
         if stage == "pause":  # the check passed; this transaction starts before PAUSE and stays open
-            holder.append(_hold_open(topo))
+            holder.append(hold_open(topo, HELD_APP))
 
     load = WriteLoad(topo.app_dsn(), threads=4, max_seconds=30).start()
     try:
@@ -132,7 +118,7 @@ def test_a_transaction_begun_right_before_pause_costs_at_most_the_pause_timeout(
     report = caught.value.report
     assert report.stage == "pause" and report.aborted and not report.promoted, report.to_text()
     assert f"did not complete within {DEFAULT_PAUSE_TIMEOUT_SECONDS:g} s" in report.error
-    stall = _stall(result, started, ended)
+    stall = result.stall_during(started, ended)
     print(f"begun right before PAUSE: aborted at the PAUSE timeout ({DEFAULT_PAUSE_TIMEOUT_SECONDS:g} s), "
           f"stall {stall * 1000:.0f} ms")
     # The clients waited out the PAUSE timeout (that is what the stall measures), and no more than the target.

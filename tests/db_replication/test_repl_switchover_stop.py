@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 
-import psycopg
 import pytest
 
 from bazbii_db.replication import PgBouncerAdmin, SwitchoverAborted, planned_switchover, read_database_entry
@@ -22,8 +21,7 @@ from bazbii_db.stopping import StopRequest, stop_on_signals
 from bazbii_plan.facts import SWITCHOVER_STALL_TARGET_SECONDS
 from repl_helpers import REPO, execute, su
 from test_repl_switchover import _config, _in_recovery, _read_only, _write_through_bouncer
-from test_repl_switchover_held import _hold_open, _stall
-from testsupport.replication_topology import APP_PASSWORD, WriteLoad, missing_acked
+from testsupport.replication_topology import APP_PASSWORD, WriteLoad, hold_open, missing_acked
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -67,7 +65,7 @@ def _stopped_cli(proc: subprocess.Popen, signum: int) -> tuple[dict, str]:
 def test_sigterm_while_waiting_for_a_held_transaction_stops_before_pause(fresh_topo):
     topo = fresh_topo
     ini_before = topo.bouncer.ini_path.read_text()
-    held = _hold_open(topo)
+    held = hold_open(topo)
     load = WriteLoad(topo.app_dsn(), threads=4, max_seconds=30).start()
     try:
         load.wait_acked(50)
@@ -91,7 +89,7 @@ def test_sigterm_while_waiting_for_a_held_transaction_stops_before_pause(fresh_t
     assert report["window_started_at"] is None  # never paused
     assert last_line.startswith("switchover stopped by SIGTERM at transactions, old primary serving (unchanged)")
     assert "run the same command again" in last_line
-    assert result.failed == [] and _stall(result, started, ended) < SWITCHOVER_STALL_TARGET_SECONDS / 2
+    assert result.failed == [] and result.stall_during(started, ended) < SWITCHOVER_STALL_TARGET_SECONDS / 2
     _assert_untouched(topo, ini_before)
     held.commit()
     held.close()
@@ -101,7 +99,7 @@ def test_sigint_during_pause_resumes_at_once(fresh_topo):
     """A transaction the check lets through (bound raised) holds a long PAUSE: the signal ends it, RESUMEd."""
     topo = fresh_topo
     ini_before = topo.bouncer.ini_path.read_text()
-    held = _hold_open(topo)
+    held = hold_open(topo)
     load = WriteLoad(topo.app_dsn(), threads=4, max_seconds=30).start()
     try:
         load.wait_acked(50)
@@ -121,7 +119,7 @@ def test_sigint_during_pause_resumes_at_once(fresh_topo):
     assert report["aborted"] and report["stopped_by"] == "SIGINT" and report["stage"] == "pause", report
     assert "given up" in report["error"] and any("RESUME" in e for e in report["events"])
     assert last_line.startswith("switchover stopped by SIGINT at pause, old primary serving")
-    stall = _stall(result, started, ended)
+    stall = result.stall_during(started, ended)
     print(f"SIGINT 0.3 s into a PAUSE held by a transaction: stall {stall * 1000:.0f} ms "
           f"(PAUSE seen pending {(paused_at - started) * 1000:.0f} ms after the start)")
     assert stall < SWITCHOVER_STALL_TARGET_SECONDS and result.failed == []
@@ -156,7 +154,7 @@ def _switch_over_with_a_signal_at(topo, stage: str, signum: int):
     finally:
         result = load.stop()
     assert stop.signum == signum
-    return outcome, result, _stall(result, started, ended)
+    return outcome, result, result.stall_during(started, ended)
 
 
 def test_sigterm_inside_the_window_before_promotion_unfences_and_resumes(fresh_topo):
