@@ -494,7 +494,8 @@ class Backfill:
                 while last < upper:
                     if cfg.stop is not None and cfg.stop.is_set():
                         result.stopped = True
-                        progress.note(f"stopped after key {last}; the checkpoint is kept, rerun to resume")
+                        progress.outcome = f"stopped by {stop_reason(cfg.stop)} after key {last} of {upper}"
+                        progress.note(f"{progress.outcome}; the checkpoint is kept, rerun to resume")
                         break
                     self._wait_if_throttled(monitor, result, progress)
                     try:

@@ -72,7 +72,7 @@ def _batch_waiting_on_gate(db: str) -> bool:
                      "AND a.application_name LIKE 'bazbii-migrate%%'", (GATE,))[0][0] == 1
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_the_backfill_after_the_batch_in_flight_and_a_rerun_finishes_it_exactly_once(counters, signum):
     db, migrations = counters
     proc = _start_cli(db, migrations)
