@@ -9,8 +9,12 @@ up to ``pg_promote``), and then exit with :func:`bazbii_db.cli.exit_code_stopped
 saying that they stopped and how to resume.
 
 A second signal either ends the process at once (``again="exit"``: the backfill, where that is safe:
-the batch in flight rolls back with its checkpoint) or is only reported (``again="ignore"``: the
+the batch in flight commits or rolls back together with its checkpoint) or is only reported (``again="ignore"``: the
 switchover, which must reach a safe end; its waits are bounded, so it does soon).
+
+As PID 1 of a container (the migration Job's), a process gets only the signals it has a handler for:
+without these handlers, the SIGTERM of ``kubectl delete pod`` would be ignored until the SIGKILL at
+the end of the grace period.
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ def stop_on_signals(stop: StopRequest, *, first: str, again: str) -> Iterator[St
             _say(f"{name} again: stopping at once")
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
+            # Still here: we are PID 1 of a container (a Kubernetes Job's), which the kernel protects from
+            # its own default-action signals. Exit as the signal would have: the open transaction rolls back.
+            os._exit(128 + signum)
         else:
             _say(f"{name} again: already stopping ({stop.reason}); it ends at its next safe point")
 

@@ -9,7 +9,8 @@ exhausted, or any other migration failure (one line on stderr says which); 2 usa
 128 + N: ``apply`` was stopped by signal N (130 SIGINT, 143 SIGTERM) at a safe point: after the
 backfill's batch in flight, or after the statement in flight. One line on stderr says where; running
 the same command again resumes (the journal and the backfill checkpoint, shown by ``status``). A
-second signal stops at once: the batch in flight then rolls back with its checkpoint, nothing is lost.
+second signal stops at once: the batch in flight then commits or rolls back together with its
+checkpoint, so nothing is lost or done twice.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from bazbii_db.sql_safety.timeouts import RUNNER_LOCK_TIMEOUT_MS
 from bazbii_db.stopping import StopRequest, stop_on_signals
 
 STOPPING = ("stopping after the batch (or statement) in flight; send it again to stop at once (the batch in "
-            "flight then rolls back with its checkpoint: nothing is lost either way)")
+            "flight then commits or rolls back together with its checkpoint: nothing is lost or done twice)")
 
 
 def _dsn(args, env_attr: str = "dsn_env", file_attr: str = "dsn_file") -> str | None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -125,7 +126,7 @@ def test_a_signal_stops_the_backfill_after_the_batch_in_flight_and_a_rerun_finis
     assert hits_histogram(db) == [(1, ROWS)]
 
 
-def test_a_second_signal_stops_at_once_and_the_batch_in_flight_rolls_back(counters):
+def test_a_second_signal_stops_at_once_mid_batch_and_nothing_is_lost_or_done_twice(counters):
     db, migrations = counters
     proc = _start_cli(db, migrations)
     gate = psycopg.connect(db, autocommit=True)
@@ -137,8 +138,8 @@ def test_a_second_signal_stops_at_once_and_the_batch_in_flight_rolls_back(counte
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
-        # the server notices the dead client: its batch rolls back with its checkpoint
+        proc.wait(timeout=10)  # while the batch still waits on the gate
+        # The batch's lock wait times out (lock_timeout 1 s): it rolls back with its checkpoint.
         _wait(lambda: not _batch_waiting_on_gate(db), "the killed batch to go away")
     finally:
         gate.close()
@@ -147,6 +148,54 @@ def test_a_second_signal_stops_at_once_and_the_batch_in_flight_rolls_back(counte
     assert proc.returncode == -signal.SIGTERM  # ended by the signal itself, as without a handler
     last_key, batches, rows_changed, _ = _checkpoint(db)
     assert batches == batches_at_signal
+    assert fetch(db, "SELECT count(*) FILTER (WHERE hits = 1 AND id <= %s), count(*) FILTER (WHERE hits <> 1)"
+                     " FROM counters", (last_key,)) == [(rows_changed, ROWS - rows_changed)]
+    res = runner(db, migrations, backfill=quiet()).apply("0007_counters", "migrate")
+    assert res.backfills[0].resumed_from_key == last_key and hits_histogram(db) == [(1, ROWS)]
+
+
+def _start_cli_as_pid_1(db: str, migrations: os.PathLike) -> tuple[subprocess.Popen, int]:
+    """The CLI as PID 1 of its own PID namespace, as in a Kubernetes Job's container; returns (unshare, CLI pid)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) for a PID namespace")
+    env = dict(os.environ, SCHEMA_TEST_DSN=db, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "bazbii_db.migrations",
+                             "--migrations-dir", str(migrations), "apply", "--dsn-env", "SCHEMA_TEST_DSN",
+                             "--migration", "0007_counters", "--stage", "migrate"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    child = _wait(lambda: children.read_text().split(), "the CLI to start in its PID namespace")
+    return proc, int(child[0])
+
+
+@pytest.mark.parametrize("signals", [1, 2], ids=["one SIGTERM", "two SIGTERMs"])
+def test_as_pid_1_of_a_container_sigterm_stops_it_too(counters, signals):
+    """A Job's container: the kernel gives PID 1 only the signals it handles (kubectl delete pod sends SIGTERM)."""
+    db, migrations = counters
+    proc, cli = _start_cli_as_pid_1(db, migrations)
+    gate = psycopg.connect(db, autocommit=True)
+    try:
+        _wait(lambda: _checkpoint(db)[1] >= 3, "three committed batches")
+        gate.execute("SELECT pg_advisory_lock(%s)", (GATE,))
+        _wait(lambda: _batch_waiting_on_gate(db), "a batch in flight, waiting on the gate")
+        _, batches_at_signal, _, _ = _checkpoint(db)
+        for _ in range(signals):
+            os.kill(cli, signal.SIGTERM)
+            time.sleep(0.2)
+        # One signal waits for the batch in flight; a second one ends the process while the batch still waits.
+        assert (proc.poll() is None) == (signals == 1)
+        gate.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
+        out, err = proc.communicate(timeout=30)
+    finally:
+        gate.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    _wait(lambda: not _batch_waiting_on_gate(db), "the backfill's session to end")
+    last_key, batches, rows_changed, _ = _checkpoint(db)
+    # One signal: the batch in flight committed. Two: the server had its COMMIT already (one round trip), so it
+    # may still commit once its lock wait ends, or roll back: with its checkpoint either way.
+    assert batches == batches_at_signal + 1 if signals == 1 else batches in (batches_at_signal, batches_at_signal + 1)
     assert fetch(db, "SELECT count(*) FILTER (WHERE hits = 1 AND id <= %s), count(*) FILTER (WHERE hits <> 1)"
                      " FROM counters", (last_key,)) == [(rows_changed, ROWS - rows_changed)]
     res = runner(db, migrations, backfill=quiet()).apply("0007_counters", "migrate")
