@@ -37,9 +37,10 @@ the waiting, so the workers come back even when the Job fails) and
 ``ignore_changes`` on its spec, so a later image or version change never
 re-runs a finished stage; a changed SQL file changes the checksum in the Job's
 name and therefore runs the stage again (the runner's journal skips the units
-already applied). To retry a failed stage without changing its SQL, delete the
-failed Job (``kubectl delete job ...``) and run the update again; runner=ssh:
-``pulumi up --replace <urn of <name>-<id>-<stage>>``.
+already applied). To retry a failed (or stopped) stage without changing its SQL, delete the
+failed Job (``kubectl delete job ...``) and run the update again with ``--refresh`` (so that Pulumi
+sees the Job is gone and creates it again); runner=ssh: ``pulumi up --replace <urn of
+<name>-<id>-<stage>>``. Stopping a running stage: delete its Job (or its pod); docs/schema-migrations.md.
 """
 
 from __future__ import annotations
