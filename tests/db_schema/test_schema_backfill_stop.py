@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -41,12 +42,23 @@ def counters(db, small_dir):
     return db, small_dir
 
 
-def _start_cli(db: str, migrations: os.PathLike) -> subprocess.Popen:
+def _start_cli(db: str, migrations: os.PathLike, *, as_pid_1: bool = False) -> tuple[subprocess.Popen, int]:
+    """The CLI applying 0007_counters/migrate; returns (process, pid to signal). ``as_pid_1``: as PID 1 of its
+    own PID namespace, as in a Kubernetes Job's container (the process is then unshare(1), the CLI its child)."""
+    prefix = []
+    if as_pid_1:
+        if os.geteuid() != 0 or not shutil.which("unshare"):
+            pytest.skip("needs root and unshare(1) for a PID namespace")
+        prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
     env = dict(os.environ, SCHEMA_TEST_DSN=db, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "bazbii_db.migrations", "--migrations-dir", str(migrations),
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "bazbii_db.migrations", "--migrations-dir", str(migrations),
                              "apply", "--dsn-env", "SCHEMA_TEST_DSN", "--migration", "0007_counters",
                              "--stage", "migrate", "--progress-interval-s", "0.2"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not as_pid_1:
+        return proc, proc.pid
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    return proc, int(_wait(lambda: children.read_text().split(), "the CLI to start in its PID namespace")[0])
 
 
 def _checkpoint(db: str) -> tuple[int, int, int, bool]:
@@ -73,25 +85,48 @@ def _batch_waiting_on_gate(db: str) -> bool:
                      "AND a.application_name LIKE 'bazbii-migrate%%'", (GATE,))[0][0] == 1
 
 
+@contextmanager
+def _batch_held_in_flight(db: str, proc: subprocess.Popen, after_batches: int):
+    """Once ``after_batches`` batches committed, hold the next one in flight (inside its transaction, waiting on
+    the gate) and yield the checkpoint as committed; the batch goes on when the block ends. Kills ``proc`` if
+    the block fails."""
+    gate = psycopg.connect(db, autocommit=True)
+    try:
+        _wait(lambda: _checkpoint(db)[1] >= after_batches, f"{after_batches} committed batches")
+        gate.execute("SELECT pg_advisory_lock(%s)", (GATE,))
+        _wait(lambda: _batch_waiting_on_gate(db), "a batch in flight, waiting on the gate")
+        yield _checkpoint(db)  # stable: the batch in flight cannot commit
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        gate.close()  # releases the gate
+
+
+def _assert_each_row_once_up_to(db: str, last_key: int, rows_changed: int) -> None:
+    """The checkpoint and the data agree: every row up to last_key done once, none after it."""
+    assert fetch(db, "SELECT count(*) FILTER (WHERE hits = 1 AND id <= %s), count(*) FILTER (WHERE hits = 0 AND id > %s),"
+                     " count(*) FILTER (WHERE hits > 1) FROM counters", (last_key, last_key)) == \
+        [(rows_changed, ROWS - rows_changed, 0)]
+
+
+def _resume_completes_exactly_once(db: str, migrations, last_key: int, rows_changed: int) -> None:
+    res = runner(db, migrations, backfill=quiet()).apply("0007_counters", "migrate")
+    b = res.backfills[0]
+    assert res.status == "applied" and b.resumed_from_key == last_key
+    assert b.rows_changed == ROWS - rows_changed and b.total_rows_changed == ROWS
+    assert hits_histogram(db) == [(1, ROWS)]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_the_backfill_after_the_batch_in_flight_and_a_rerun_finishes_it_exactly_once(counters, signum):
     db, migrations = counters
-    proc = _start_cli(db, migrations)
-    gate = psycopg.connect(db, autocommit=True)
-    try:
-        _wait(lambda: _checkpoint(db)[1] >= 5, "five committed batches")
-        gate.execute("SELECT pg_advisory_lock(%s)", (GATE,))  # the next batch blocks inside its transaction
-        _wait(lambda: _batch_waiting_on_gate(db), "a batch in flight, waiting on the gate")
-        key_at_signal, batches_at_signal, _, _ = _checkpoint(db)  # stable: the batch in flight cannot commit
-        proc.send_signal(signum)
+    proc, pid = _start_cli(db, migrations)
+    with _batch_held_in_flight(db, proc, after_batches=5) as (key_at_signal, batches_at_signal, _, _):
+        os.kill(pid, signum)
         time.sleep(0.3)  # the stop request is in; the batch is still held in flight (lock_timeout is 1 s)
         assert proc.poll() is None and _checkpoint(db)[1] == batches_at_signal
-        gate.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
-        out, err = proc.communicate(timeout=30)
-    finally:
-        gate.close()
-        if proc.poll() is None:
-            proc.kill()
+    out, err = proc.communicate(timeout=30)
 
     name = signal.Signals(signum).name
     assert proc.returncode == 128 + signum, err
@@ -102,9 +137,7 @@ def test_a_signal_stops_the_backfill_after_the_batch_in_flight_and_a_rerun_finis
     last_key, batches, rows_changed, finished = _checkpoint(db)
     assert batches == batches_at_signal + 1 and last_key > key_at_signal and not finished
     assert f"checkpoint at key {last_key} of {ROWS * 3}" in last_line
-    assert fetch(db, "SELECT count(*) FILTER (WHERE hits = 1 AND id <= %s), count(*) FILTER (WHERE hits = 0 AND id > %s),"
-                     " count(*) FILTER (WHERE hits > 1) FROM counters", (last_key, last_key)) == \
-        [(rows_changed, ROWS - rows_changed, 0)]
+    _assert_each_row_once_up_to(db, last_key, rows_changed)
     # The journal says the step stopped, and where.
     with psycopg.connect(db, autocommit=True) as conn:
         entry = Journal(conn).get("0007_counters", "migrate")
@@ -117,86 +150,30 @@ def test_a_signal_stops_the_backfill_after_the_batch_in_flight_and_a_rerun_finis
     assert ["0007_counters/hits", "counters", str(last_key), str(ROWS * 3), str(rows_changed), str(batches)] in \
         [line.split()[:6] for line in status.stdout.splitlines()]
     assert f"0007_counters/migrate failed: BackfillStopped: backfill hits: stopped by {name}" in status.stdout
-
     # A second run resumes at the checkpoint and completes: every row exactly once.
-    res = runner(db, migrations, backfill=quiet()).apply("0007_counters", "migrate")
-    b = res.backfills[0]
-    assert res.status == "applied" and b.resumed_from_key == last_key
-    assert b.rows_changed == ROWS - rows_changed and b.total_rows_changed == ROWS
-    assert hits_histogram(db) == [(1, ROWS)]
+    _resume_completes_exactly_once(db, migrations, last_key, rows_changed)
 
 
-def test_a_second_signal_stops_at_once_mid_batch_and_nothing_is_lost_or_done_twice(counters):
-    db, migrations = counters
-    proc = _start_cli(db, migrations)
-    gate = psycopg.connect(db, autocommit=True)
-    try:
-        _wait(lambda: _checkpoint(db)[1] >= 3, "three committed batches")
-        gate.execute("SELECT pg_advisory_lock(%s)", (GATE,))
-        _wait(lambda: _batch_waiting_on_gate(db), "a batch in flight, waiting on the gate")
-        _, batches_at_signal, _, _ = _checkpoint(db)
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)  # while the batch still waits on the gate
-        # The batch's lock wait times out (lock_timeout 1 s): it rolls back with its checkpoint.
-        _wait(lambda: not _batch_waiting_on_gate(db), "the killed batch to go away")
-    finally:
-        gate.close()
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGTERM  # ended by the signal itself, as without a handler
-    last_key, batches, rows_changed, _ = _checkpoint(db)
-    assert batches == batches_at_signal
-    assert fetch(db, "SELECT count(*) FILTER (WHERE hits = 1 AND id <= %s), count(*) FILTER (WHERE hits <> 1)"
-                     " FROM counters", (last_key,)) == [(rows_changed, ROWS - rows_changed)]
-    res = runner(db, migrations, backfill=quiet()).apply("0007_counters", "migrate")
-    assert res.backfills[0].resumed_from_key == last_key and hits_histogram(db) == [(1, ROWS)]
-
-
-def _start_cli_as_pid_1(db: str, migrations: os.PathLike) -> tuple[subprocess.Popen, int]:
-    """The CLI as PID 1 of its own PID namespace, as in a Kubernetes Job's container; returns (unshare, CLI pid)."""
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        pytest.skip("needs root and unshare(1) for a PID namespace")
-    env = dict(os.environ, SCHEMA_TEST_DSN=db, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "bazbii_db.migrations",
-                             "--migrations-dir", str(migrations), "apply", "--dsn-env", "SCHEMA_TEST_DSN",
-                             "--migration", "0007_counters", "--stage", "migrate"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-    child = _wait(lambda: children.read_text().split(), "the CLI to start in its PID namespace")
-    return proc, int(child[0])
-
-
+@pytest.mark.parametrize("as_pid_1", [False, True], ids=["a process", "PID 1 of a container"])
 @pytest.mark.parametrize("signals", [1, 2], ids=["one SIGTERM", "two SIGTERMs"])
-def test_as_pid_1_of_a_container_sigterm_stops_it_too(counters, signals):
-    """A Job's container: the kernel gives PID 1 only the signals it handles (kubectl delete pod sends SIGTERM)."""
+def test_sigterm_stops_it_as_pid_1_too_and_a_second_one_at_once(counters, signals, as_pid_1):
+    """A Job's container: the kernel gives PID 1 only the signals it handles (kubectl delete pod sends SIGTERM), and
+    ignores PID 1's own default-action signals (the second signal's way out)."""
     db, migrations = counters
-    proc, cli = _start_cli_as_pid_1(db, migrations)
-    gate = psycopg.connect(db, autocommit=True)
-    try:
-        _wait(lambda: _checkpoint(db)[1] >= 3, "three committed batches")
-        gate.execute("SELECT pg_advisory_lock(%s)", (GATE,))
-        _wait(lambda: _batch_waiting_on_gate(db), "a batch in flight, waiting on the gate")
-        _, batches_at_signal, _, _ = _checkpoint(db)
+    proc, pid = _start_cli(db, migrations, as_pid_1=as_pid_1)
+    with _batch_held_in_flight(db, proc, after_batches=3) as (_, batches_at_signal, _, _):
         for _ in range(signals):
-            os.kill(cli, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
             time.sleep(0.2)
         # One signal waits for the batch in flight; a second one ends the process while the batch still waits.
         assert (proc.poll() is None) == (signals == 1)
-        gate.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
-        out, err = proc.communicate(timeout=30)
-    finally:
-        gate.close()
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    out, err = proc.communicate(timeout=30)
+    # a second signal: ended by it (as a process), or by exit(143) (as PID 1, which the kernel shields from it)
+    assert proc.returncode == (-signal.SIGTERM if signals == 2 and not as_pid_1 else 128 + signal.SIGTERM), err
     _wait(lambda: not _batch_waiting_on_gate(db), "the backfill's session to end")
     last_key, batches, rows_changed, _ = _checkpoint(db)
     # One signal: the batch in flight committed. Two: the server had its COMMIT already (one round trip), so it
-    # may still commit once its lock wait ends, or roll back: with its checkpoint either way.
+    # still commits once its lock wait ends (or rolls back, past lock_timeout): with its checkpoint either way.
     assert batches == batches_at_signal + 1 if signals == 1 else batches in (batches_at_signal, batches_at_signal + 1)
-    assert fetch(db, "SELECT count(*) FILTER (WHERE hits = 1 AND id <= %s), count(*) FILTER (WHERE hits <> 1)"
-                     " FROM counters", (last_key,)) == [(rows_changed, ROWS - rows_changed)]
-    res = runner(db, migrations, backfill=quiet()).apply("0007_counters", "migrate")
-    assert res.backfills[0].resumed_from_key == last_key and hits_histogram(db) == [(1, ROWS)]
+    _assert_each_row_once_up_to(db, last_key, rows_changed)
+    _resume_completes_exactly_once(db, migrations, last_key, rows_changed)
