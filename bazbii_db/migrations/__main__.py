@@ -5,7 +5,12 @@ environment variable (``--dsn-env VAR``) or a file (``--dsn-file PATH``), never 
 line, and passwords never appear in output; ``--json`` prints exactly one JSON document.
 
 Exit codes: 0 ok; 1 analysis found errors, contract refused, runner lock or lock-timeout budget
-exhausted, or any other migration failure (one line on stderr says which); 2 usage or metadata error.
+exhausted, or any other migration failure (one line on stderr says which); 2 usage or metadata error;
+128 + N: ``apply`` was stopped by signal N (130 SIGINT, 143 SIGTERM) at a safe point: after the
+backfill's batch in flight, or after the statement in flight. One line on stderr says where; running
+the same command again resumes (the journal and the backfill checkpoint, shown by ``status``). A
+second signal stops at once: the batch in flight then commits or rolls back together with its
+checkpoint, so nothing is lost or done twice.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from rich.table import Table
 
 from bazbii_db.migrations.backfill import BackfillConfig, ReplicaLagProbe
 from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError
-from bazbii_db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliParser, emit, run_guarded
+from bazbii_db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliParser, emit, exit_code_stopped, fail, run_guarded
 from bazbii_db.dsn import DsnError, read_dsn, redact
-from bazbii_db.migrations.errors import LockRetryExhausted, MigrationError, RunnerLockTimeout
+from bazbii_db.migrations.errors import LockRetryExhausted, MigrationError, MigrationStopped, RunnerLockTimeout
 from bazbii_db.migrations.versions import ContractRefused
 from bazbii_db.migrations.executor import DdlConfig
 from bazbii_db.migrations.runner import MigrationRunner, RunnerConfig
@@ -34,6 +39,10 @@ from bazbii_db.migrations.lint import lint_migration
 from bazbii_db.sql_safety import STAGES, SqlSafetyError, format_findings, has_errors
 from bazbii_db.sql_safety.shadow import SHADOW_DSN_ENV, ShadowServer, TargetSchema, judged_by
 from bazbii_db.sql_safety.timeouts import RUNNER_LOCK_TIMEOUT_MS
+from bazbii_db.stopping import StopRequest, stop_on_signals
+
+STOPPING = ("stopping after the batch (or statement) in flight; send it again to stop at once (the batch in "
+            "flight then commits or rolls back together with its checkpoint: nothing is lost or done twice)")
 
 
 def _dsn(args, env_attr: str = "dsn_env", file_attr: str = "dsn_file") -> str | None:
@@ -76,24 +85,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     apply = sub.add_parser("apply", allow_abbrev=False, help="apply one stage of one migration")
     add_dsn(apply)
-    apply.add_argument("--migration", required=True)
-    apply.add_argument("--stage", required=True, choices=STAGES)
+    apply.add_argument("--migration", required=True, help="migration id (its directory's name)")
+    apply.add_argument("--stage", required=True, choices=STAGES, help="the stage to apply")
     apply.add_argument("--app-version", action="append", default=[], metavar="VERSION_OR_IMAGE",
                        help="a running application version or image reference (repeat for each)")
-    apply.add_argument("--lock-timeout-ms", type=int, default=RUNNER_LOCK_TIMEOUT_MS)
-    apply.add_argument("--statement-timeout-ms", type=int, default=600_000)
-    apply.add_argument("--ddl-max-attempts", type=int, default=10)
-    apply.add_argument("--lock-wait-s", type=float, default=60.0, help="how long to wait for another runner")
-    apply.add_argument("--batch-size", type=int, default=None)
-    apply.add_argument("--pause-ms", type=int, default=None)
-    apply.add_argument("--target-batch-ms", type=int, default=None)
+    apply.add_argument("--lock-timeout-ms", type=int, default=RUNNER_LOCK_TIMEOUT_MS,
+                       help="lock_timeout of each DDL statement, in ms (default %(default)s)")
+    apply.add_argument("--statement-timeout-ms", type=int, default=600_000,
+                       help="statement_timeout of each DDL statement, in ms (default %(default)s)")
+    apply.add_argument("--ddl-max-attempts", type=int, default=10,
+                       help="tries of a DDL statement that hits lock_timeout (default %(default)s)")
+    apply.add_argument("--lock-wait-s", type=float, default=60.0,
+                       help="how long to wait for another runner, in seconds (default %(default)g)")
+    apply.add_argument("--batch-size", type=int, default=None, help="backfill rows per batch (default: the spec's)")
+    apply.add_argument("--pause-ms", type=int, default=None,
+                       help="backfill sleep between batches, in ms (default: the spec's)")
+    apply.add_argument("--target-batch-ms", type=int, default=None,
+                       help="adapt the batch size so a batch holds its locks about this long, in ms")
     apply.add_argument("--replica-dsn-env", action="append", default=[], metavar="VAR",
                        help="environment variable with a replica's connection string (lag throttle)")
     apply.add_argument("--replica-dsn-file", action="append", default=[], metavar="PATH",
                        help="file with a replica's connection string (lag throttle)")
-    apply.add_argument("--max-lag-s", type=float, default=5.0)
-    apply.add_argument("--lock-wait-threshold-ms", type=int, default=200)
-    apply.add_argument("--progress-interval-s", type=float, default=10.0)
+    apply.add_argument("--max-lag-s", type=float, default=5.0,
+                       help="pause the backfill while a replica is more than this many seconds behind (default %(default)g)")
+    apply.add_argument("--lock-wait-threshold-ms", type=int, default=200,
+                       help="pause the backfill while another session waits on a lock longer than this, in ms "
+                            "(default %(default)s)")
+    apply.add_argument("--progress-interval-s", type=float, default=10.0,
+                       help="seconds between progress lines when stderr is not a terminal (default %(default)g)")
     apply.add_argument("--latency-budget-ratio", type=float, default=None,
                        help="latency-aware throttle: hold the application's p99 under RATIO x the baseline "
                             "measured before the first batch (overrides the migration's latency table)")
@@ -149,6 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     ])
 
 
+def _print_rows(out: Console, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    if not rows:
+        return
+    if out.is_terminal:
+        table = Table(*header)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    else:  # plain, one line per row, for logs and scripts
+        for row in [header, *rows]:
+            out.print("\t".join(row), markup=False, highlight=False, soft_wrap=True)
+
+
 def _run(args, out: Console, err: Console, migrations_dir, dsns: list[str]) -> int:
     if args.command in ("lint", "analyse"):
         return _lint(args, out, migrations_dir, dsns)
@@ -160,17 +192,21 @@ def _run(args, out: Console, err: Console, migrations_dir, dsns: list[str]) -> i
     if args.command == "status":
         runner = MigrationRunner(dsn, migrations_dir)
         header = ("migration", "step", "status", "units", "checksum", "started", "duration ms", "app versions")
+        entries = runner.status()
         rows = [(e.migration_id, e.step, e.status, str(e.units_done), e.checksum[:12], str(e.started_at)[:19],
                  str(e.duration_ms if e.duration_ms is not None else ""), ", ".join(e.app_versions))
-                for e in runner.status()]
-        if out.is_terminal:
-            table = Table(*header)
-            for row in rows:
-                table.add_row(*row)
-            out.print(table)
-        else:  # plain, one line per step, for logs and scripts
-            for row in [header, *rows]:
-                out.print("\t".join(row), markup=False, highlight=False, soft_wrap=True)
+                for e in entries]
+        _print_rows(out, header, rows)
+        # Where each backfill is: the key every batch up to is committed, and why a step last stopped.
+        checkpoint_header = ("backfill", "table", "at key", "of key", "rows changed", "batches", "updated", "finished")
+        _print_rows(out, checkpoint_header, [
+            (f"{c.migration_id}/{c.name}", c.table_name, str(c.last_key), str(c.upper_key), str(c.rows_changed),
+             str(c.batches), str(c.updated_at)[:19], str(c.finished_at)[:19] if c.finished_at else "no")
+            for c in runner.checkpoints()])
+        for e in entries:
+            if e.status != "applied" and e.last_error:
+                out.print(f"{e.migration_id}/{e.step} {e.status}: {e.last_error}", markup=False, highlight=False,
+                          soft_wrap=True)
         return 0
     shadow = _shadow(args, dsns)
     if args.command == "down":
@@ -188,6 +224,7 @@ def _run(args, out: Console, err: Console, migrations_dir, dsns: list[str]) -> i
                                      f"expected {args.expected_checksum[:12]}; nothing was run")
     replicas = [read_dsn(env=v) for v in args.replica_dsn_env] + [read_dsn(file=f) for f in args.replica_dsn_file]
     dsns.extend(replicas)
+    stop = StopRequest()
     backfill = BackfillConfig(batch_size=args.batch_size, pause_ms=args.pause_ms,
                               target_batch_ms=args.target_batch_ms,
                               lag_probe=ReplicaLagProbe(replicas) if replicas else None, max_lag_s=args.max_lag_s,
@@ -196,12 +233,18 @@ def _run(args, out: Console, err: Console, migrations_dir, dsns: list[str]) -> i
                               latency=(LatencyBudget(budget_ratio=args.latency_budget_ratio)
                                        if args.latency_budget_ratio is not None else None),
                               probe_dsn=read_dsn(env=args.probe_dsn_env) if args.probe_dsn_env else None,
-                              prometheus_url=args.prometheus_url)
+                              prometheus_url=args.prometheus_url, stop=stop)
     ddl = DdlConfig(lock_timeout_ms=args.lock_timeout_ms, statement_timeout_ms=args.statement_timeout_ms,
                     max_attempts=args.ddl_max_attempts)
     config = RunnerConfig(ddl=ddl, runner_lock_wait_s=args.lock_wait_s, backfill=backfill, shadow=shadow,
                           shadow_from_target=args.shadow_from_target)
-    result = MigrationRunner(dsn, migrations_dir, config).apply(args.migration, args.stage, args.app_version)
+    try:
+        with stop_on_signals(stop, first=STOPPING, again="exit"):
+            result = MigrationRunner(dsn, migrations_dir, config).apply(args.migration, args.stage, args.app_version)
+    except MigrationStopped as exc:
+        fail(f"{args.migration}/{args.stage} STOPPED: {redact(str(exc), *dsns)}. To resume, run the same command "
+             "again; `status` shows the journal and the backfill checkpoints")
+        return exit_code_stopped(stop.signum)
     for w in result.warnings:
         err.print(w.format(), markup=False, highlight=False, soft_wrap=True)
     lines = [f"{result.migration_id}/{result.stage}: {result.status} (units run {result.units_run}, "

@@ -90,6 +90,22 @@ class JournalEntry:
     reverts: int = 0
 
 
+@dataclass
+class Checkpoint:
+    """Where a backfill is: every key up to ``last_key`` is done (its batches committed with this row)."""
+
+    migration_id: str
+    name: str
+    table_name: str
+    last_key: int
+    upper_key: int
+    rows_changed: int
+    keys_done: int
+    batches: int
+    updated_at: datetime
+    finished_at: datetime | None
+
+
 class Journal:
     """Journal access over the runner's autocommit control connection."""
 
@@ -141,6 +157,15 @@ class Journal:
         with self.conn.cursor(row_factory=class_row(JournalEntry)) as cur:
             cur.execute(sql.SQL("SELECT * FROM {} ORDER BY migration_id, array_position("
                                 "ARRAY['expand','migrate','contract'], step)").format(_ident("journal")))
+            return cur.fetchall()
+
+    def checkpoints(self) -> list[Checkpoint]:
+        if not self.exists():
+            return []
+        with self.conn.cursor(row_factory=class_row(Checkpoint)) as cur:
+            cur.execute(sql.SQL("SELECT migration_id, name, table_name, last_key, upper_key, rows_changed, keys_done, "
+                                "batches, updated_at, finished_at FROM {} ORDER BY migration_id, name")
+                        .format(_ident("backfill_checkpoint")))
             return cur.fetchall()
 
     def start(self, migration_id: str, step: str, checksum: str, runner: str, app_versions: list[str]) -> None:

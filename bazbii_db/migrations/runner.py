@@ -41,8 +41,8 @@ import psycopg
 
 from bazbii_db.migrations.backfill import Backfill, BackfillConfig, BackfillResult
 from bazbii_db.migrations.dsn import describe, redact, with_params
-from bazbii_db.migrations.errors import (ChecksumMismatch, IrreversibleStage, MigrationError, StageOrderError,
-                                         StatementFailed)
+from bazbii_db.migrations.errors import (ChecksumMismatch, IrreversibleStage, MigrationError, MigrationStopped,
+                                         StageOrderError, StatementFailed)
 from bazbii_db.migrations.executor import DdlConfig, DdlExecutor, configure_session
 from bazbii_db.migrations.journal import Journal
 from bazbii_db.migrations.lock import RunnerLock
@@ -54,6 +54,7 @@ from bazbii_db.sql_safety import ERROR, STAGES, Finding, SqlSafetyError, has_err
 from bazbii_db.sql_safety.catalog import PgCatalog
 from bazbii_db.sql_safety.findings import CATALOG_DEPENDENT_RULES
 from bazbii_db.sql_safety.shadow import SHADOW_JUDGES, ShadowServer, TargetSchema
+from bazbii_db.stopping import stop_reason
 
 log = logging.getLogger("bazbii_db.migrations")
 
@@ -63,6 +64,8 @@ class RunnerConfig:
     ddl: DdlConfig = field(default_factory=DdlConfig)  # lock/statement timeouts and 55P03 retries
     runner_lock_wait_s: float = 60.0
     application_name: str | None = None
+    # backfill.stop is the run's one stop request: the backfill ends after its batch in flight, and the
+    # runner checks it between units too (a statement in flight finishes, and is journaled, first).
     backfill: BackfillConfig = field(default_factory=BackfillConfig)
     shadow: ShadowServer | None = None  # a server for shadow runs (never the production database itself)
     shadow_from_target: bool = False  # base the shadow run on a schema-only dump of the target, not the migrations
@@ -255,6 +258,11 @@ class MigrationRunner:
         with self._connect("status") as conn:
             return Journal(conn).entries()
 
+    def checkpoints(self) -> list:
+        """The backfill checkpoints: where each backfill is (or stopped)."""
+        with self._connect("status") as conn:
+            return Journal(conn).checkpoints()
+
     # --- internals ----------------------------------------------------------------------
     def _ensure_journal(self, control: psycopg.Connection, journal: Journal) -> None:
         if journal.exists():
@@ -280,8 +288,12 @@ class MigrationRunner:
                    exclude_pids: tuple[int, ...], on_done: Callable[[Unit], None]) -> None:
         ddl_conn: psycopg.Connection | None = None
         executor: DdlExecutor | None = None
+        stop = self.config.backfill.stop
         try:
             for unit in units:
+                if stop is not None and stop.is_set():
+                    raise MigrationStopped(f"{migration.id}/{stage}: stopped by {stop_reason(stop)} before "
+                                           f"{unit.label}; the units before it are journaled, rerun to resume")
                 log.info("%s/%s: %s", migration.id, stage, unit.label)
                 if unit.kind == "backfill":
                     backfill = Backfill(self.dsn, migration.id, unit.backfill, unit.checksum, self.config.backfill,
