@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, Optional
 
 from bazbii_plan.gates import MetricsConfig
-from bazbii_plan.judging import ROLLBACK_SECTION, Judging, judged_by
+from bazbii_plan.judging import ROLLBACK_SECTION, TIME_SCALE_KEY, Judging, judged_by
 from bazbii_plan.models import Rollback
 from bazbii_plan.plan import Step
 from bazbii_plan.record import JUDGED_BY, is_record
@@ -49,7 +49,7 @@ def live_gate_inputs(stack: StackConfig) -> dict[str, Any]:
     """A stack config's own live-gate data: every step's criteria, the metrics config and the rollback triggers."""
     state = stack.state().to_config()
     record = {"state": {ROLLBACK_SECTION: state[ROLLBACK_SECTION], SERVERS_SECTION: state[SERVERS_SECTION]},
-              JUDGED_BY: judged_by(stack.plan, stack.metrics)}
+              JUDGED_BY: judged_by(stack.plan, stack.metrics, stack.time_scale)}
     return record_live_gate({name: track.names() for name, track in stack.plan.tracks.items()}, record, None)
 
 
@@ -107,7 +107,7 @@ def live_gate_verdict(
         return evaluate_step_gate(
             step, track, (previous_record or {}).get("since") or {}, metrics,
             Rollback.model_validate(live_gate.get("rollback") or {}),
-            now, client=client, override=override or None,
+            now, client=client, override=override or None, time_scale=int(live_gate.get(TIME_SCALE_KEY) or 1),
         )
     finally:
         if own:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
@@ -46,6 +46,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from bazbii_plan.cli import CliParser, emit, positive_seconds, run_main
 from bazbii_plan.errors import ConfigError
 from bazbii_plan.gates import format_duration, rollback_signals
 
@@ -121,8 +122,14 @@ def _round_line(rounds: int, status: str, results: list[SignalResult]) -> str:
 
 def watch(setup: WatchSetup, args: argparse.Namespace, console: Console, alerts: Alerts,
           clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-          sleep: Callable[[float], None] = time.sleep) -> int:
+          sleep: Callable[[float], None] = time.sleep, summary: Optional[dict] = None) -> int:
+    """One run: until the watch period or ``--duration`` is over, a trigger breaches or K rounds cannot tell.
+    ``summary`` (for --json) gets the outcome: nothing-to-watch, healthy, silent or breach."""
     where = f"{setup.track} at {setup.step!r}"
+    summary = {} if summary is None else summary
+    summary.update(track=setup.track, step=setup.step, previous=setup.previous, since=setup.since.isoformat(),
+                   watchedUntil=setup.ends.isoformat(), rounds=0, healthyRounds=0, outcome="nothing-to-watch",
+                   results=[])
     if setup.main_step:
         console.print(f"note: main names {setup.track} step {setup.main_step!r}, not applied yet; watching what the "
                       f"stack applied, {setup.step!r}", highlight=False)
@@ -154,9 +161,12 @@ def watch(setup: WatchSetup, args: argparse.Namespace, console: Console, alerts:
             sleep(args.interval)
     for result in results:
         console.print(f"  {result.line()}", highlight=False, markup=False)
+    silenced = silent >= args.max_inconclusive or healthy == 0
+    summary.update(rounds=rounds, healthyRounds=healthy, results=[asdict(r) for r in results],
+                   outcome="breach" if overall(results) == FAIL else ("silent" if silenced else "healthy"))
     if overall(results) == FAIL:
         return _breach(setup, args, console, alerts, [r for r in results if r.status == FAIL], clock())
-    if silent >= args.max_inconclusive or healthy == 0:
+    if silenced:
         why = (f"{silent} consecutive rounds could not tell (--max-inconclusive {args.max_inconclusive})"
                if silent >= args.max_inconclusive else f"none of its {rounds} rounds could tell")
         alerts.raise_alert(
@@ -239,7 +249,7 @@ def _breach(setup: WatchSetup, args: argparse.Namespace, console: Console, alert
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bazbii_analysis.watch", description=__doc__.split("\n\n")[0])
+    parser = CliParser(prog="python -m bazbii_analysis.watch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", default="prod", help="the stack (with Pulumi Cloud: ORG/bazbii/prod)")
     parser.add_argument("--repo", type=Path, default=REPO_ROOT,
                         help="git clone of the repository whose main names what is applied (default: this one)")
@@ -247,16 +257,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--track", help="the track to watch (default: the one the last update moved)")
     parser.add_argument("--applied-record", type=Path, metavar="FILE",
                         help="the stack's appliedRecord output as JSON (default: read from the stack with pulumi)")
-    parser.add_argument("--since", help="when the step was applied, ISO time (instead of the applied record; the "
-                        "stack file's steps are then taken as applied)")
+    parser.add_argument("--since", help="when the step was applied, an ISO time such as 2026-05-01T12:00:00Z "
+                        "(instead of the applied record; the stack file's steps are then taken as applied)")
     parser.add_argument("--metrics", help="read this Prometheus HTTP API URL directly (default: bazbii:metrics)")
     parser.add_argument("--ssh-key", type=Path, metavar="FILE",
                         help="key for bazbii:metrics.ssh (default: bazbii:sshPrivateKey from the stack's config)")
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between evaluations (default 10)")
-    parser.add_argument("--duration", help="how long this run watches at most, e.g. 14m (default: the rest of the "
-                        "step's watch period)")
-    parser.add_argument("--period", help=f"watch period of a step whose next step sets no soak (default {DEFAULT_PERIOD})")
-    parser.add_argument("--window", help="sliding window of each evaluation (default 5m)")
+    parser.add_argument("--interval", type=positive_seconds, default=10.0, metavar="SECONDS",
+                        help="time between evaluations, in seconds (default %(default)g)")
+    parser.add_argument("--duration", help="how long this run watches at most, a duration with its unit, e.g. 14m "
+                        "(default: the rest of the step's watch period)")
+    parser.add_argument("--period", help="watch period of a step whose next step sets no soak, a duration with its "
+                        f"unit (default {DEFAULT_PERIOD})")
+    parser.add_argument("--window", help="sliding window of each evaluation, a duration with its unit, e.g. 90s or 5m "
+                        "(default 5m)")
     parser.add_argument("--scope", help="what to measure: service, canary, pool=NAME or server=NAME "
                         "(default: what the step moved, from the plan's criteria)")
     parser.add_argument("--min-samples", type=int, help="requests a window needs to be conclusive (default 100)")
@@ -283,8 +296,6 @@ def main(argv: Optional[list[str]] = None, console: Optional[Console] = None,
     if not console.is_terminal:
         console.width = 160  # logs and CI: one line per trigger
     bad = []
-    if args.interval <= 0:
-        bad.append("--interval: must be > 0")
     if args.max_inconclusive < 1:
         bad.append("--max-inconclusive: must be at least 1")
     try:
@@ -295,9 +306,17 @@ def main(argv: Optional[list[str]] = None, console: Optional[Console] = None,
         for line in bad:
             print(line, file=sys.stderr)
         return EXIT_BAD_INPUT
+    if not args.json:
+        alerts = Alerts(GitHub.from_environment(args.github_repo), console, dry_run=args.dry_run)
+        return watch(setup, args, console, alerts, clock)
+    # --json: the rounds, the rollback and the alerts go to stderr; stdout gets one document with the outcome
+    console = Console(stderr=True, highlight=False, width=160)
+    summary: dict = {}
     alerts = Alerts(GitHub.from_environment(args.github_repo), console, dry_run=args.dry_run)
-    return watch(setup, args, console, alerts, clock)
+    code = watch(setup, args, console, alerts, clock, summary=summary)
+    emit(True, dict(summary, exit=code), "")
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

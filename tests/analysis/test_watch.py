@@ -9,6 +9,7 @@ and the apply of the rollback are in tests/engine/test_operate.py.
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -128,7 +129,13 @@ def test_silent_metrics_alert_after_k_rounds_once_per_issue(tmp_path, github, ca
     (issue,) = github.issues
     assert issue["title"] == "bazbii watch: metrics silent for infra at 'traffic-50'"
     assert f"metrics endpoint {down} is unreachable" in issue["body"]
-    assert watch_cli.main(argv) == 3  # still silent on the next run: a comment on the same issue
+    # still silent on the next run: a comment on the same issue; with --json, stdout is one document
+    assert watch_cli.main([*argv, "--json"]) == 3
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert (summary["outcome"], summary["exit"], summary["rounds"], summary["healthyRounds"]) == ("silent", 3, 2, 0)
+    assert [r["status"] for r in summary["results"]] == ["inconclusive", "inconclusive"]
+    assert "SILENT: infra at 'traffic-50'" in captured.err
     assert len(github.issues) == 1 and len(github.comments[issue["number"]]) == 1
     assert repo.main_phase() == "traffic-50" and github.dispatches == [] and github.pulls == []
 
