@@ -95,6 +95,7 @@ gateway = Gateway(
         connections={name: connections[name] for name in servers_with_role(state, "gateway")},
         api_upstreams=[f"http://{state.servers[n].address}:{API_NODE_PORT}" for n in servers_with_role(state, "api")],
         tunnel_secret=secret("tunnelSecret"),
+        metrics_port=stack.metrics.exporter("gateway").port,
     ),
     pulumi.ResourceOptions(depends_on=[r for name in servers_with_role(state, "gateway") for r in servers[name].ready]),
 )
@@ -173,3 +174,4 @@ pulumi.export("migration", {"id": migration.migration_id, "stage": migration.sta
               if migration else None)
 pulumi.export("rollback", state.rollback.model_dump(by_alias=True, mode="json"))
 pulumi.export("metricsTargets", metrics.targets)
+pulumi.export("metricsScrapeConfigs", metrics.scrape_configs)

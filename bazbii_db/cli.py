@@ -1,6 +1,9 @@
 """The one convention of the operator CLIs (``python -m bazbii_db.replication``, ``python -m bazbii_db.migrations``).
 
-* Exit codes: 0 ok, 1 a check failed or the operation was refused/failed, 2 bad arguments or input.
+* Exit codes: 0 ok, 1 a check failed or the operation was refused/failed, 2 bad arguments or input,
+  128 + N: stopped on request by signal N (130 SIGINT, 143 SIGTERM; :mod:`bazbii_db.stopping`), at a
+  safe point, with one line on stderr saying so and how to resume: what a shell reports for a process
+  a signal ended, so a caller that only looks at the status still sees a stop, not a failure.
 * Connection strings come from an environment variable or a file (:func:`bazbii_db.dsn.read_dsn`),
   never from argv: argv is visible in ``ps`` and shell history.
 * Output: human text by default; with ``--json`` exactly one JSON document on stdout, so a
@@ -18,6 +21,32 @@ from typing import Any, Callable, Sequence, TextIO
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_STOPPED_BASE = 128  # + the signal's number
+
+
+def exit_code_stopped(signum: int | None) -> int:
+    """The exit status of an operation stopped on request: 128 + the signal, or 1 when no signal asked."""
+    return EXIT_STOPPED_BASE + signum if signum else EXIT_FAILED
+
+
+def _seconds(text: str, *, zero_ok: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 if zero_ok else value > 0) or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds {'>= 0' if zero_ok else '> 0'}, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse ``type`` for a duration that must be > 0 (the error names the option, exit 2)."""
+    return _seconds(text, zero_ok=False)
+
+
+def non_negative_seconds(text: str) -> float:
+    """argparse ``type`` for a duration that may be 0."""
+    return _seconds(text, zero_ok=True)
 
 
 def one_line(text: str) -> str:

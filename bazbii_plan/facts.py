@@ -22,6 +22,7 @@ VERSION_LABEL = "app.kubernetes.io/version"
 PART_OF_LABELS = {"app.kubernetes.io/part-of": "bazbii", "app.kubernetes.io/managed-by": "pulumi"}
 TRACK_LABEL = "bazbii.io/track"  # stable | canary
 SERVING_LABEL = "bazbii.io/serving"  # "true" on every Deployment behind the API Service
+HTTP_PORT_NAME = "http"  # the API container's port: probes, the Service and the metrics scrape find it by name
 WORKER_NAME = "worker"
 WORKER_SELECTOR = f"{NAME_LABEL}={WORKER_NAME}"
 
@@ -51,7 +52,18 @@ DOWN_SUFFIX = ".down.sql"
 # --------------------------------------------------------------------------- safety defaults
 # The plan's models, the policy pack's config and the database tools' CLIs default to these.
 DEFAULT_MAX_LAG_BYTES = 1024 * 1024  # replica replay lag gate (bytes)
-DEFAULT_PAUSE_TIMEOUT_SECONDS = 5.0  # PgBouncer PAUSE during a switchover
+# A switchover: a transaction held open across it may cost the other clients at most this stall (the
+# policy pack bounds the PAUSE timeout by it). Transactions already open longer than the long-transaction
+# bound right before PAUSE are waited out *without* pausing, for at most the wait; one begun after that
+# check can only hold PAUSE for its timeout, which is therefore short.
+SWITCHOVER_STALL_TARGET_SECONDS = 1.0
+DEFAULT_PAUSE_TIMEOUT_SECONDS = 0.5  # PgBouncer PAUSE: waits this long for in-flight transactions, then RESUMEs
+DEFAULT_LONG_TRANSACTION_SECONDS = 0.25  # open longer than this right before PAUSE: waited out, unpaused
+DEFAULT_LONG_TRANSACTION_WAIT_SECONDS = 30.0  # ... for at most this long; then the switchover aborts, nothing changed
+# PgBouncer takes a server login that PAUSE cuts short for a failed one: it then opens no server connection
+# for that pool, and fails new clients fast, for server_login_retry (default 15 s). Kept within the PAUSE
+# timeout, so the rare login that starts between the switchover's last look and PAUSE costs no more stall.
+PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS = 0.5
 DEFAULT_DRAIN_SECONDS = 15  # preStop sleep while endpoints drain
 DEFAULT_TRAFFIC_LADDER = (0, 10, 50, 100)  # load-balancer pool weights, percent
 DEFAULT_CANARY_LADDER = (0, 10, 50, 100)  # canary share of the API pods, percent

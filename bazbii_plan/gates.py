@@ -125,11 +125,15 @@ class Exporter(Model):
 def _default_exporters() -> dict[str, Exporter]:
     return {
         "gateway": Exporter(port=8405),    # HAProxy `http-request use-service prometheus-exporter`
-        "api": Exporter(port=8080),        # the API's own /metrics (request histogram)
+        "api": Exporter(port=8080),        # the API's own /metrics (request histogram), scraped on each pod's
+                                           # named port (scrape_configs): only its path is used
         "pgbouncer": Exporter(port=9127),  # PgBouncer exporter (SHOW POOLS / SHOW STATS)
         "postgres": Exporter(port=9187),   # prometheus-postgres-exporter
     }
 
+
+# Where Prometheus reads the servers' exporters (the ``metricsTargets`` output) in ``metricsScrapeConfigs``.
+FILE_SD_PATH = "/etc/prometheus/file_sd/bazbii.json"
 
 # Which server role runs which exporter (the declared scrape targets follow the roles).
 EXPORTER_ROLES: dict[str, str] = {"gateway": "gateway", "api": "api", "pgbouncer": "pooler", "postgres": "database"}
@@ -265,27 +269,59 @@ def unknown_queries(criteria: GateCriteria, metrics: MetricsConfig) -> list[tupl
 
 # --------------------------------------------------------------------------- where the exporters run
 def scrape_targets(state: StackState, metrics: MetricsConfig) -> list[dict]:
-    """Prometheus ``file_sd`` target groups for every exporter of the stack, with the labels scopes use.
+    """Prometheus ``file_sd`` target groups for the exporters on the servers, with the labels scopes use.
 
     ``pool`` lists, comma-separated, the load-balancer pools a target serves: a gateway serves the
-    pool(s) whose origin it is; an API server serves every pool, because every gateway forwards to
-    every API server. So a pool's latency (from the API histogram) is that of the API servers behind
-    it, which today is the whole API.
+    pool(s) whose origin it is. The API's own metrics are not here: its pods are behind the Service's
+    NodePort, so they are scraped one by one through Kubernetes discovery (:func:`scrape_configs`).
     """
     pools_by_server: dict[str, list[str]] = {}
     for pool_name, pool in state.traffic.pools.items():
         pools_by_server.setdefault(pool.server, []).append(pool_name)
     groups = []
     for job, role in EXPORTER_ROLES.items():
+        if job == "api":
+            continue
         exporter = metrics.exporter(job)
         for server_name, server in sorted(state.servers.items()):
             if role not in server.roles:
                 continue
             host = f"[{server.address}]" if ":" in server.address else server.address
             labels = {"job": job, "server": server_name, "__metrics_path__": exporter.path}
-            pools = pools_by_server.get(server_name, [])
-            served = pools if job == "gateway" else (sorted(state.traffic.pools) if job == "api" else [])
+            served = pools_by_server.get(server_name, []) if job == "gateway" else []
             if served:
                 labels["pool"] = ",".join(sorted(served))
             groups.append({"targets": [f"{host}:{exporter.port}"], "labels": labels})
     return groups
+
+
+def _pod_label(label: str) -> str:
+    """The discovery meta label of a pod label (Prometheus turns every other character into ``_``)."""
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
+def scrape_configs(state: StackState, metrics: MetricsConfig, file_sd_path: str = FILE_SD_PATH) -> list[dict]:
+    """The ``scrape_configs`` Prometheus needs for the gates' queries: the servers' exporters (the
+    :func:`scrape_targets` document, at ``file_sd_path``) and every API pod through Kubernetes pod
+    discovery in the app's namespace, labelled as the scopes match: ``track`` (stable or canary),
+    ``server`` (its node) and ``pool`` (every pool: every gateway forwards to every API pod, so a
+    pool's latency is that of the whole API)."""
+    from .facts import HTTP_PORT_NAME, NAME_LABEL, TRACK_LABEL
+
+    pools = ",".join(sorted(state.traffic.pools))
+    relabel = [
+        {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": HTTP_PORT_NAME, "action": "keep"},
+        {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
+        {"source_labels": [_pod_label(TRACK_LABEL)], "target_label": "track"},
+        {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "server"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+    ]
+    if pools:
+        relabel.append({"target_label": "pool", "replacement": pools})
+    return [
+        {"job_name": "bazbii-exporters", "file_sd_configs": [{"files": [file_sd_path]}]},
+        {"job_name": "api", "metrics_path": metrics.exporter("api").path,
+         "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [state.app.namespace]},
+                                    "selectors": [{"role": "pod", "label": f"{NAME_LABEL}=api"}]}],
+         "relabel_configs": relabel},
+    ]

@@ -53,8 +53,8 @@ import pulumi_kubernetes as k8s
 
 from bazbii_plan import models
 from bazbii_plan import flags as feature_flags
-from bazbii_plan.facts import (NAME_LABEL, PART_OF_LABELS, SERVING_LABEL, TRACK_LABEL, VERSION_LABEL, image_tag,
-                               image_version)
+from bazbii_plan.facts import (HTTP_PORT_NAME, NAME_LABEL, PART_OF_LABELS, SERVING_LABEL, TRACK_LABEL, VERSION_LABEL,
+                               image_tag, image_version)
 from bazbii_plan.workloads import canary_split
 from components._util import TYPE_PREFIX, child_opts, inherit_depends_on
 
@@ -152,14 +152,14 @@ class ApiDeployment(pulumi.ComponentResource):
             container = k8s.core.v1.ContainerArgs(
                 name=component,
                 image=image,
-                ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=workload.port, protocol="TCP")],
+                ports=[k8s.core.v1.ContainerPortArgs(name=HTTP_PORT_NAME, container_port=workload.port, protocol="TCP")],
                 env=env(),
                 readiness_probe=k8s.core.v1.ProbeArgs(
-                    http_get=k8s.core.v1.HTTPGetActionArgs(path=rollout.readiness_path, port="http"),
+                    http_get=k8s.core.v1.HTTPGetActionArgs(path=rollout.readiness_path, port=HTTP_PORT_NAME),
                     period_seconds=5, timeout_seconds=2, success_threshold=1, failure_threshold=3,
                 ),
                 liveness_probe=k8s.core.v1.ProbeArgs(
-                    tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="http"),
+                    tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=HTTP_PORT_NAME),
                     initial_delay_seconds=10, period_seconds=10, timeout_seconds=2, failure_threshold=6,
                 ),
                 lifecycle=k8s.core.v1.LifecycleArgs(
@@ -221,7 +221,7 @@ class ApiDeployment(pulumi.ComponentResource):
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="NodePort",
                 selector={NAME_LABEL: "api"},
-                ports=[k8s.core.v1.ServicePortArgs(name="http", port=80, target_port="http",
+                ports=[k8s.core.v1.ServicePortArgs(name=HTTP_PORT_NAME, port=80, target_port=HTTP_PORT_NAME,
                                                    node_port=API_NODE_PORT, protocol="TCP")],
             ),
             opts=child_opts(self),

@@ -56,6 +56,7 @@ class GatewayArgs:
     connections: Mapping[str, remote.ConnectionArgs]  # SSH to each gateway host, by server name
     api_upstreams: Sequence[str]  # where the gateway sends API requests (http://host:port)
     tunnel_secret: pulumi.Input[str]
+    metrics_port: int  # where the gateway's Prometheus exporter listens (published: metricsTargets scrapes it)
 
 
 def derive_tunnel_secret(master: str, tunnel_name: str) -> str:
@@ -79,7 +80,8 @@ def ingress_rules(hostnames: Sequence[str], port: int) -> list[cloudflare.ZeroTr
     return rules
 
 
-def run_script(server: str, image: str, port: int, health_path: str, api_upstreams: Sequence[str]) -> str:
+def run_script(server: str, image: str, port: int, health_path: str, api_upstreams: Sequence[str],
+               metrics_port: int) -> str:
     unit = f"""[Unit]
 Description=Cloudflare Tunnel for the bazbii gateway ({server})
 After=network-online.target docker.service
@@ -105,13 +107,13 @@ unset TUNNEL_TOKEN
 sudo chmod 0600 {ENV_FILE}
 # gateway container (replaced only when its image or settings changed)
 sudo docker pull -q {q(image)}
-want={q(f"{image}|{port}|{upstreams}")}
+want={q(f"{image}|{port}|{upstreams}|{metrics_port}")}
 have=$(sudo docker inspect -f '{{{{index .Config.Labels "bazbii.gateway"}}}}' {CONTAINER_NAME} 2>/dev/null || true)
 if [ "$have" != "$want" ]; then
   sudo docker rm -f {CONTAINER_NAME} >/dev/null 2>&1 || true
   sudo docker run -d --name {CONTAINER_NAME} --restart unless-stopped \\
-    --label bazbii.gateway="$want" -p {port}:{port} \\
-    -e PORT={port} -e API_UPSTREAMS={q(upstreams)} {q(image)}
+    --label bazbii.gateway="$want" -p {port}:{port} -p {metrics_port}:{metrics_port} \\
+    -e PORT={port} -e API_UPSTREAMS={q(upstreams)} -e METRICS_PORT={metrics_port} {q(image)}
 fi
 for attempt in $(seq 1 60); do
   if curl -fsS -o /dev/null http://127.0.0.1:{port}{health_path}; then break; fi
@@ -178,7 +180,8 @@ class Gateway(pulumi.ComponentResource):
                     lambda parts: tunnel_token(args.account_id, parts[0], parts[1]) + "\n"
                 )
             )
-            start = run_script(server_name, args.image, args.port, args.health_path, args.api_upstreams)
+            start = run_script(server_name, args.image, args.port, args.health_path, args.api_upstreams,
+                               args.metrics_port)
             run = remote.Command(
                 f"{name}-{server_name}-run",
                 connection=args.connections[server_name],

@@ -11,6 +11,7 @@ from typing import Mapping
 
 from bazbii_db.dsn import build_dsn
 from bazbii_plan import models
+from bazbii_plan.facts import PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS
 
 PGBOUNCER_DIR = "/etc/pgbouncer"
 PGBOUNCER_INI = f"{PGBOUNCER_DIR}/pgbouncer.ini"
@@ -84,6 +85,7 @@ def pgbouncer_ini(db: models.Database, primary_address: str, *, directory: str =
         f"pool_mode = {pooler.pool_mode}\n"
         "max_client_conn = 1000\n"
         "default_pool_size = 20\n"
+        f"server_login_retry = {PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS:g}\n"
         "server_reset_query = DISCARD ALL\n"
         "ignore_startup_parameters = extra_float_digits,options\n"
         f"logfile = {log_dir}/pgbouncer.log\n"

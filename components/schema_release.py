@@ -18,7 +18,8 @@ Registered only while ``schema.migration`` is set. Order (each depends on the pr
                               remote.Command on the pooler host running the same CLI from the release
                               DataPlaneRelease installed there (``--expected-checksum`` refuses files
                               other than the previewed ones; the DSNs arrive on stdin, never argv)
-``<name>-resume-workers``     local.Command: waits for the stage's outcome (the Job's; runner=ssh: the
+``<name>-resume-workers``     local.Command: waits for the stage's outcome (the Job's, a Job deleted by
+                              hand included; runner=ssh: the
                               exit status the stage command reports instead of failing), scales the
                               workers back (always: a failed expand leaves the old schema, on which the
                               running workers work), and fails the update if the stage failed
@@ -36,9 +37,10 @@ the waiting, so the workers come back even when the Job fails) and
 ``ignore_changes`` on its spec, so a later image or version change never
 re-runs a finished stage; a changed SQL file changes the checksum in the Job's
 name and therefore runs the stage again (the runner's journal skips the units
-already applied). To retry a failed stage without changing its SQL, delete the
-failed Job (``kubectl delete job ...``) and run the update again; runner=ssh:
-``pulumi up --replace <urn of <name>-<id>-<stage>>``.
+already applied). To retry a failed (or stopped) stage without changing its SQL, delete the
+failed Job (``kubectl delete job ...``) and run the update again with ``--refresh`` (so that Pulumi
+sees the Job is gone and creates it again); runner=ssh: ``pulumi up --replace <urn of
+<name>-<id>-<stage>>``. Stopping a running stage: delete its Job (or its pod); docs/schema-migrations.md.
 """
 
 from __future__ import annotations
@@ -190,13 +192,19 @@ code=$(printf '%s\n' "${{{STAGE_OUTPUT_ENV}:-}}" | sed -n 's/^{STAGE_EXIT_MARKER
 if [ "${{code:-}}" != 0 ]; then outcome="failed (exit ${{code:-unknown}})"; fi
 """
     elif job_name:
+        # A Job deleted by hand (to stop its backfill) ends the wait too: once its pod is gone (SIGTERM stops the
+        # backfill after its batch), the workers come back and the update fails, instead of waiting out the timeout.
         wait_job = f"""
 deadline=$(( $(date +%s) + {timeout} ))
 outcome=""
 while [ -z "$outcome" ]; do
+  exists=$(kubectl -n "$NS" get job/{job_name} --ignore-not-found -o name 2>/dev/null || echo unknown)
   succeeded=$(kubectl -n "$NS" get job/{job_name} -o jsonpath='{{.status.succeeded}}' 2>/dev/null || true)
   failed=$(kubectl -n "$NS" get job/{job_name} -o jsonpath='{{.status.failed}}' 2>/dev/null || true)
-  if [ "${{succeeded:-0}}" -ge 1 ]; then outcome=succeeded
+  if [ -z "$exists" ]; then
+    kubectl -n "$NS" wait --for=delete pod -l job-name={job_name} --timeout=120s >/dev/null 2>&1 || true
+    outcome=deleted
+  elif [ "${{succeeded:-0}}" -ge 1 ]; then outcome=succeeded
   elif [ "${{failed:-0}}" -ge 1 ]; then outcome=failed
   elif [ "$(date +%s)" -ge "$deadline" ]; then outcome=timeout
   else sleep 5; fi

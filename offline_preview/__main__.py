@@ -6,6 +6,7 @@
     python -m offline_preview --base old.yaml --config new.yaml   # what a pull request proposes
     python -m offline_preview --base none          # against a stack that was never deployed
     python -m offline_preview --phase dns=switched --applied dns=ttl-lowered@2026-11-28T10:00Z
+    python -m offline_preview --shadow-dsn-env SHADOW_DSN   # migration SQL also judged by a shadow run
     add --json for machine-readable output
 
 Needs no Pulumi CLI and no cloud credentials. Exit status: 0 when every
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -32,6 +34,8 @@ from pulumi.errors import RunError
 from rich.console import Console
 from rich.markup import escape
 
+from bazbii_db.dsn import DsnError, read_dsn
+from bazbii_db.sql_safety.shadow import SHADOW_DSN_ENV
 from bazbii_plan.errors import NAMESPACE, ConfigError
 
 from .harness import REPO_ROOT
@@ -69,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--require-live-gate", action="store_true",
                         help=f"exit {EXIT_LIVE_GATE_NOT_EVALUATED} when the policies pass but a live gate was not fully "
                         "evaluated (its metric parts need --metrics, its soak --applied/--base-age)")
+    shadow = parser.add_mutually_exclusive_group()
+    shadow.add_argument("--shadow-dsn-env", metavar="VAR",
+                        help="a PostgreSQL 15 server (its connection string in VAR) on which the schema policies run "
+                             "each migration stage on a scratch database: PostgreSQL judges its locks, rewrites and "
+                             f"dependents (default: ${SHADOW_DSN_ENV}, which the policy pack reads under the Pulumi CLI)")
+    shadow.add_argument("--shadow-dsn-file", metavar="PATH", help="the same, read from a file")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--verbose", action="store_true", help="show every property of created resources")
     return parser
@@ -118,6 +128,18 @@ def _policy_config(path: Optional[Path]) -> Optional[dict]:
     except PolicyConfigError as exc:
         raise ConfigError([f"{where}: {exc}"]) from None
     return config
+
+
+def _use_shadow_server(args: argparse.Namespace) -> None:
+    """The schema policies read the shadow server from $BAZBII_SHADOW_DSN, as they do under the Pulumi CLI."""
+    if not (args.shadow_dsn_env or args.shadow_dsn_file):
+        return
+    option = "--shadow-dsn-env" if args.shadow_dsn_env else "--shadow-dsn-file"
+    try:
+        os.environ[SHADOW_DSN_ENV] = read_dsn(env=args.shadow_dsn_env, file=args.shadow_dsn_file,
+                                             what="shadow server connection string")
+    except DsnError as exc:
+        raise ConfigError([f"{option}: {exc}"]) from None
 
 
 def _transitions(args: argparse.Namespace, stack_file: Path) -> list:
@@ -182,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         console.width = 160  # logs and CI: do not wrap tables at the 80-column default
     stack_file = args.config or (REPO_ROOT / f"Pulumi.{args.stack}.yaml")
     try:
+        _use_shadow_server(args)
         policy_config = _policy_config(args.policy_config)
         transitions = _transitions(args, stack_file)
         results = [scenarios.run_transition(t, policy_config) for t in transitions]

@@ -371,7 +371,7 @@ CHECK_FAILURE = "transition-check (provider check)"
 
 
 def run_transition(transition: Transition, policy_config: Optional[dict] = None) -> TransitionResult:
-    from policies.offline import run_policies  # imported here: the policy pack is optional for plain diffs
+    from policies.offline import run_policies, sql_judgements  # imported here: optional for plain diffs
 
     before_eval = _evaluate(transition.before, None)[0] if transition.before else None
     ordered, check_failures = _evaluate(transition.after, transition.previous_record, CheckAdmission(policy_config))
@@ -401,6 +401,6 @@ def run_transition(transition: Transition, policy_config: Optional[dict] = None)
         resource_changes=diff_evaluations(before_eval, after_eval),
         violations=check_failures + run_policies(after_eval.resources, policy_config),
         evaluation=after_eval,
-        notes=notes,
+        notes=notes + sql_judgements(after_eval.resources),
         engine=ordered,
     )

@@ -260,3 +260,12 @@ def mandatory(violations: Iterable[Violation]) -> list[Violation]:
 def format_violation(v: Violation) -> str:
     where = f"{v.resource_type} {v.resource_name}".strip() if v.resource_name else "stack"
     return f"[{v.enforcement}] {v.message} ({where})"
+
+
+def sql_judgements(resources: Iterable[Any]) -> list[str]:
+    """Which analysis judged the SQL of each migration ConfigMap among ``resources`` (static rules, or with a
+    shadow run when $BAZBII_SHADOW_DSN names a server): the offline preview prints it as a note."""
+    from .builders import CONFIG_MAP
+    from .rules.schema import judgements
+
+    return judgements(_wire(r.inputs) for r in resources if r.type == CONFIG_MAP)

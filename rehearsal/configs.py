@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from twin.edge.servers import nsd_conf, unbound_conf  # noqa: F401 (the rehearsal's DNS, as the twin's edge runs it)
+
 
 def nginx_conf(d: Path, upstream_file: Path, server: str, address: str, port: int, fault: float) -> str:
     """A gateway: proxies to the API instances listed in ``upstream_file``; ``fault`` > 0 answers
@@ -99,54 +101,6 @@ def zone_text(records: dict[str, dict], serial: int, edge: str, scaled_ttl: Call
             continue  # proxied records live in Cloudflare's proxy, i.e. HAProxy here
         lines.append(f"{record['name']} {scaled_ttl(record['ttl'])} IN {record['type']} {record['content']}")
     return "\n".join(lines) + "\n"
-
-
-def nsd_conf(dns: Path, bind: str) -> str:
-    return f"""server:
-  ip-address: {bind}
-  username: ""
-  chroot: ""
-  database: ""
-  zonesdir: "{dns}"
-  pidfile: "{dns}/nsd.pid"
-  xfrdfile: "{dns}/xfrd.state"
-  xfrdir: "{dns}"
-  zonelistfile: "{dns}/zone.list"
-  logfile: "{dns}/nsd.log"
-  rrl-ratelimit: 0
-  verbosity: 1
-remote-control:
-  control-enable: yes
-  control-interface: "{dns}/nsd.ctl"
-zone:
-  name: bazbii.example
-  zonefile: "{dns}/bazbii.example.zone"
-"""
-
-
-def unbound_conf(dns: Path, bind: str, nsd: str) -> str:
-    # do-not-query-localhost: no, or unbound answers SERVFAIL for a stub on loopback.
-    return f"""server:
-  interface: {bind}
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "{dns}"
-  pidfile: "{dns}/unbound.pid"
-  use-syslog: no
-  logfile: ""
-  access-control: 127.0.0.0/8 allow
-  module-config: "iterator"
-  do-not-query-localhost: no
-  do-ip6: no
-  prefetch: no
-  verbosity: 0
-remote-control:
-  control-enable: no
-stub-zone:
-  name: "bazbii.example"
-  stub-addr: {nsd}
-"""
 
 
 def prometheus_yml(prom: Path, haproxy_target: str, pgbouncer_target: str) -> str:

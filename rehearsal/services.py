@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bazbii_plan.facts import PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS
 from bazbii_plan.flags import ENV_VAR as FLAGS_ENV_VAR
 from testsupport.localcluster import _chown_to_service_user, _as_service_user, pgbouncer_binary
 
@@ -71,6 +72,7 @@ class PgBouncer:
             "listen_addr": EDGE, "listen_port": self.port, "auth_type": "trust",
             "auth_file": self.dir / "userlist.txt", "admin_users": ADMIN_USER, "stats_users": ADMIN_USER,
             "pool_mode": "transaction", "max_client_conn": 500, "default_pool_size": 20,
+            "server_login_retry": f"{PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS:g}",  # as production's pooler
             "unix_socket_dir": "", "logfile": self.dir / "pgbouncer.log", "pidfile": self.dir / "pgbouncer.pid",
             "ignore_startup_parameters": "extra_float_digits,options", "query_wait_timeout": 30,
         }

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bazbii_plan.facts import PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS
+
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin",)
 PGBOUNCER_CANDIDATES = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")
 # PostgreSQL must not run as root; Debian's package creates this account.
@@ -245,7 +247,7 @@ class LocalPgBouncer:
             "pool_mode": "transaction",
             "max_client_conn": "200",
             "default_pool_size": "20",
-            "server_login_retry": "15",
+            "server_login_retry": f"{PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS:g}",  # as production's pooler
             "unix_socket_dir": "",
             "logfile": str(workdir / "pgbouncer.log"),
             "pidfile": str(workdir / "pgbouncer.pid"),

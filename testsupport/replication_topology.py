@@ -167,6 +167,12 @@ class LoadResult:
                 best, at = b - a, a
         return best, at
 
+    def stall_during(self, start: float, end: float) -> float:
+        """Longest gap between acknowledged commits that overlaps ``start``..``end``; the load's end counts as
+        the next ack, so traffic that never came back is a stall too."""
+        times = self.ack_times() + [self.stopped_at]
+        return max((b - a for a, b in zip(times, times[1:]) if b >= start and a <= end), default=float("inf"))
+
     @property
     def tps(self) -> float:
         span = self.stopped_at - self.started_at
@@ -267,6 +273,16 @@ class WriteLoad:
                     conn.close()
                 except Exception:
                     pass
+
+
+def hold_open(topo: Topology, application_name: str = "held-open-client") -> psycopg.Connection:
+    """A client that begins a write transaction through PgBouncer and then holds it open (idle in
+    transaction, holding a server connection), as a client that hangs mid-transaction does. It writes
+    ``ledger`` row (700, 1); commit or close the connection to end it."""
+    conn = psycopg.connect(topo.app_dsn(), application_name=application_name, autocommit=False,
+                           prepare_threshold=None, connect_timeout=5)
+    conn.execute("INSERT INTO ledger (writer, seq) VALUES (700, 1)")
+    return conn
 
 
 def missing_acked(dsn: str, result: LoadResult) -> list[tuple[int, int]]:

@@ -208,6 +208,17 @@ class TwinServer:
             raise FileNotFoundError(f"{self.name}:{path}: {done.stderr.strip()}")
         return done.stdout
 
+    def written_files(self) -> set[str]:
+        """The server's paths whose content is its own rather than this machine's: every file (not directory)
+        in its overlays' upper layers, named as the server sees it (``/etc/pip.conf``)."""
+        from twin.serverinit import OVERLAID
+
+        written = set()
+        for target in OVERLAID:
+            upper = self.root / "overlay" / target.strip("/").replace("/", "-") / "upper"
+            written |= {f"{target}/{p.relative_to(upper)}" for p in upper.rglob("*") if not p.is_dir()}
+        return written
+
     def describe(self) -> dict:
         return {"name": self.name, "address": self.address, "spec": asdict(self.spec)}
 

@@ -7,7 +7,8 @@ Plain Python: no Pulumi import. The Pulumi dynamic provider in
 from bazbii_db.migrations.backfill import (Backfill, BackfillConfig, BackfillResult, BackfillStopped, LagWindow,
                                            PrimaryLagProbe, ReplicaLagProbe)
 from bazbii_db.migrations.errors import (BackfillError, BackfillThrottled, ChecksumMismatch, LockRetryExhausted,
-                                         MigrationError, RunnerLockTimeout, StageOrderError, StatementFailed)
+                                         MigrationError, MigrationStopped, RunnerLockTimeout, StageOrderError,
+                                         StatementFailed)
 from bazbii_db.migrations.runner import MigrationRunner, RunnerConfig, StepResult
 from bazbii_db.migrations.probe import PoolerProbe
 from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError
@@ -20,7 +21,8 @@ from bazbii_db.sql_safety import SqlSafetyError
 __all__ = [
     "Backfill", "BackfillConfig", "BackfillError", "BackfillResult", "BackfillSpec", "BackfillStopped", "BackfillThrottled",
     "ChecksumMismatch", "ContractRefused", "DualWriteSpec", "LagWindow", "LatencyBudget", "LatencyConfigError", "LockRetryExhausted", "Migration",
-    "MigrationError", "MigrationRunner", "MigrationSpecError", "PoolerProbe", "PrimaryLagProbe", "ReplicaLagProbe",
+    "MigrationError", "MigrationRunner", "MigrationSpecError", "MigrationStopped", "PoolerProbe", "PrimaryLagProbe",
+    "ReplicaLagProbe",
     "RunnerConfig", "RunnerLockTimeout", "SqlSafetyError", "StageOrderError", "StatementFailed", "StepResult",
     "check_contract_allowed", "default_migrations_dir", "list_migrations", "load_migration", "migration_checksum",
     "parse_version", "read_migration_sql", "version_from_image",

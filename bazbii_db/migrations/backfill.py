@@ -29,7 +29,9 @@ by default 1.5x the baseline measured before the first batch but at least 1 ms o
 
 Setting ``stop`` ends the run cleanly after the current batch with :class:`BackfillStopped` (an
 error, so that no caller takes a stopped backfill for a finished one); the checkpoint is kept and a
-rerun resumes there.
+rerun resumes there. The waits between batches (the pause, a throttle) end as soon as it is set; a
+batch in flight is never interrupted (it commits with its checkpoint), so the stop comes within one
+batch. The CLI sets it on SIGINT/SIGTERM (``bazbii_db.stopping``).
 """
 
 from __future__ import annotations
@@ -47,13 +49,14 @@ from psycopg import errors, sql
 
 from bazbii_db.migrations.dsn import redact, with_params
 from bazbii_db.migrations.dualwrite import BACKFILL_GUC, table_ident
-from bazbii_db.migrations.errors import BackfillError, BackfillThrottled
+from bazbii_db.migrations.errors import BackfillError, BackfillThrottled, MigrationStopped
 from bazbii_db.migrations.executor import backoff_delay, configure_session
 from bazbii_db.migrations.journal import checkpoint_table
 from bazbii_db.migrations.progress import BackfillProgress
 from bazbii_db.migrations.spec import BackfillSpec
 from bazbii_db.migrations.probe import PoolerProbe
 from bazbii_db.migrations.throttle import LatencyBudget, LatencyProbeFailed, LatencySource, LatencyThrottle, Setting
+from bazbii_db.stopping import stop_reason
 
 log = logging.getLogger("bazbii_db.migrations")
 
@@ -141,7 +144,7 @@ class LagWindow:
 # --------------------------------------------------------------------------------------
 # Backfill
 # --------------------------------------------------------------------------------------
-class BackfillStopped(BackfillError):
+class BackfillStopped(MigrationStopped, BackfillError):
     """``BackfillConfig.stop`` was set: the run ended before the last key, its checkpoint kept."""
 
     def __init__(self, message: str, result: "BackfillResult"):
@@ -204,6 +207,7 @@ class BackfillResult:
     final_batch_size: int = 0
     final_pause_ms: float = 0.0
     stopped: bool = False  # ended by config.stop before the last key
+    last_key: int | None = None  # the checkpoint's key when the run ended: every key up to it is done
     latency_baseline_ms: dict[str, float] = field(default_factory=dict)
     latency_budget_ms: dict[str, float] = field(default_factory=dict)
     max_budget_usage: float | None = None  # worst reading / budget seen while running
@@ -311,6 +315,14 @@ class Backfill:
         conn.commit()
         return last, upper, 0, False, False
 
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep between batches, ending early when a stop is requested; True if it was."""
+        stop = self.config.stop
+        if stop is None:
+            time.sleep(seconds)
+            return False
+        return stop.wait(seconds)
+
     # --- throttling ---------------------------------------------------------------------
     def _lock_waiters(self, monitor: psycopg.Connection) -> int:
         return monitor.execute(
@@ -352,7 +364,8 @@ class Backfill:
                 result.throttle_events.append(("; ".join(reasons), waited))
                 raise BackfillThrottled(f"backfill {self.spec.name}: throttled for more than {cfg.max_throttle_s:g}s "
                                         f"({'; '.join(reasons)}); the checkpoint is kept, rerun to resume")
-            time.sleep(cfg.throttle_sleep_s)
+            if self._sleep(cfg.throttle_sleep_s):
+                return  # stopping: the loop ends before the next batch
             last_reasons = reasons
             reasons = self._throttle_reasons(monitor)
             if not reasons:
@@ -420,8 +433,9 @@ class Backfill:
         try:
             self._run(result, batch_size, pause_s, target_ms, throttle)
             if result.stopped:
-                raise BackfillStopped(f"backfill {spec.name}: stopped after {result.keys_done:,} keys; the checkpoint "
-                                      "is kept, rerun to resume", result)
+                raise BackfillStopped(f"backfill {spec.name}: stopped by {stop_reason(cfg.stop)} after "
+                                      f"{result.keys_done:,} keys of this run, checkpoint at key {result.last_key} of "
+                                      f"{result.upper_key}; the checkpoint is kept, rerun to resume", result)
             return result
         finally:
             if throttle is not None:
@@ -446,6 +460,7 @@ class Backfill:
             self._check_table(conn)
             last, upper, total_changed, finished, resumed = self._load_checkpoint(conn)
             result.upper_key = upper
+            result.last_key = last
             result.total_rows_changed = total_changed
             if finished:
                 result.already_done = True
@@ -480,7 +495,8 @@ class Backfill:
                 while last < upper:
                     if cfg.stop is not None and cfg.stop.is_set():
                         result.stopped = True
-                        progress.note(f"stopped after key {last}; the checkpoint is kept, rerun to resume")
+                        progress.outcome = f"stopped by {stop_reason(cfg.stop)} after key {last} of {upper}"
+                        progress.note(f"{progress.outcome}; the checkpoint is kept, rerun to resume")
                         break
                     self._wait_if_throttled(monitor, result, progress)
                     try:
@@ -506,10 +522,10 @@ class Backfill:
                         delay = backoff_delay(retries - 1, cfg.retry_base_s, cfg.retry_max_s, self.rng)
                         progress.note(f"batch after key {last} hit lock_timeout ({exc.sqlstate}); retrying with "
                                       f"{batch_size} rows in {delay:.2f}s")
-                        time.sleep(delay)
+                        self._sleep(delay)
                         continue
                     retries = 0
-                    last = hi
+                    last = result.last_key = hi
                     result.batches += 1
                     result.rows_changed += changed
                     result.keys_done += keys
@@ -528,7 +544,7 @@ class Backfill:
                         factor = min(1.25, max(0.5, target_ms / max(hold_ms, 0.1)))
                         batch_size = int(min(cfg.max_batch_size, max(cfg.min_batch_size, batch_size * factor)))
                     if pause_s:
-                        time.sleep(pause_s)
+                        self._sleep(pause_s)
             if not result.stopped:
                 conn.execute(sql.SQL("UPDATE {} SET finished_at = now() WHERE migration_id = %s AND name = %s").format(
                     checkpoint_table()), (self.migration_id, spec.name))

@@ -55,3 +55,10 @@ class BackfillThrottled(MigrationError):
 
 class BackfillError(MigrationError):
     """The backfill cannot run (bad table or key, spec changed mid-way, ...)."""
+
+
+class MigrationStopped(MigrationError):
+    """A stop was requested (SIGINT/SIGTERM through the CLI): the run ended at a safe point, resumable.
+
+    An error, so that no caller takes a stopped stage for an applied one; the journal keeps the units
+    done and the backfill checkpoint keeps the last batch, so running the same stage again resumes."""

@@ -4,7 +4,9 @@ Every unit of a step (one SQL statement, one backfill, one trigger statement) is
 as it completes, with the checksum of each completed unit. Re-running an applied step is a
 no-op; re-running a step whose files changed after it was applied is an error; re-running a
 step that failed part-way resumes after its last completed unit, as long as the completed
-units are unchanged. A step whose down step ran is removed (it counts as never applied).
+units are unchanged. A step whose down step ran keeps its row, marked ``reverted`` (when, how many
+times): it counts as never applied, and applying it again runs it in full; the history of what ran
+and who ran it stays in the journal.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 SCHEMA = "bazbii_migrations"
+STATUSES = ("running", "failed", "applied", "reverted")
+_STATUS_CHECK = sql.SQL("CHECK (status IN ({}))").format(sql.SQL(", ").join(map(sql.Literal, STATUSES)))
 
 
 def _ident(name: str) -> sql.Identifier:
@@ -31,7 +35,7 @@ DDL = [
              migration_id text NOT NULL,
              step text NOT NULL CHECK (step IN ('expand', 'migrate', 'contract')),
              checksum text NOT NULL,
-             status text NOT NULL CHECK (status IN ('running', 'failed', 'applied')),
+             status text NOT NULL CONSTRAINT journal_status_check {status_check},
              units_done integer NOT NULL DEFAULT 0,
              unit_checksums text[] NOT NULL DEFAULT '{{}}',
              attempts integer NOT NULL DEFAULT 0,
@@ -41,9 +45,11 @@ DDL = [
              app_versions text[] NOT NULL DEFAULT '{{}}',
              runner text NOT NULL DEFAULT '',
              last_error text,
+             reverted_at timestamptz,
+             reverts integer NOT NULL DEFAULT 0,
              UNIQUE (migration_id, step)
            )"""
-    ).format(_ident("journal")),
+    ).format(_ident("journal"), status_check=_STATUS_CHECK),
     sql.SQL(
         """CREATE TABLE IF NOT EXISTS {} (
              migration_id text NOT NULL,
@@ -80,6 +86,24 @@ class JournalEntry:
     app_versions: list[str]
     runner: str
     last_error: str | None
+    reverted_at: datetime | None = None
+    reverts: int = 0
+
+
+@dataclass
+class Checkpoint:
+    """Where a backfill is: every key up to ``last_key`` is done (its batches committed with this row)."""
+
+    migration_id: str
+    name: str
+    table_name: str
+    last_key: int
+    upper_key: int
+    rows_changed: int
+    keys_done: int
+    batches: int
+    updated_at: datetime
+    finished_at: datetime | None
 
 
 class Journal:
@@ -92,6 +116,27 @@ class Journal:
         for stmt in DDL:
             self.conn.execute(stmt)
 
+    def upgrade(self) -> None:
+        """Bring a journal created by an earlier version up to date (a revert keeps its row, marked reverted).
+
+        Only what is missing is changed: the journal is small, and the runner holds its lock.
+        """
+        have = {r[0] for r in self.conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (f"{SCHEMA}.journal",)).fetchall()}
+        if "reverted_at" not in have:
+            self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN reverted_at timestamptz").format(_ident("journal")))
+        if "reverts" not in have:
+            self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN reverts integer NOT NULL DEFAULT 0")
+                              .format(_ident("journal")))
+        check = self.conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass "
+            "AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%%status%%'", (f"{SCHEMA}.journal",)).fetchone()
+        if check is None or "'reverted'" not in check[1]:
+            drop = sql.SQL("DROP CONSTRAINT {}, ").format(sql.Identifier(check[0])) if check else sql.SQL("")
+            self.conn.execute(sql.SQL("ALTER TABLE {} {}ADD CONSTRAINT journal_status_check {}").format(
+                _ident("journal"), drop, _STATUS_CHECK))
+
     def exists(self) -> bool:
         return self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.journal",)).fetchone()[0]
 
@@ -101,12 +146,26 @@ class Journal:
                         (migration_id, step))
             return cur.fetchone()
 
+    def in_effect(self, migration_id: str, step: str) -> bool:
+        """The step ran (applied, failed part-way or running) and was not reverted since."""
+        entry = self.get(migration_id, step)
+        return entry is not None and entry.status != "reverted"
+
     def entries(self) -> list[JournalEntry]:
         if not self.exists():
             return []
         with self.conn.cursor(row_factory=class_row(JournalEntry)) as cur:
             cur.execute(sql.SQL("SELECT * FROM {} ORDER BY migration_id, array_position("
                                 "ARRAY['expand','migrate','contract'], step)").format(_ident("journal")))
+            return cur.fetchall()
+
+    def checkpoints(self) -> list[Checkpoint]:
+        if not self.exists():
+            return []
+        with self.conn.cursor(row_factory=class_row(Checkpoint)) as cur:
+            cur.execute(sql.SQL("SELECT migration_id, name, table_name, last_key, upper_key, rows_changed, keys_done, "
+                                "batches, updated_at, finished_at FROM {} ORDER BY migration_id, name")
+                        .format(_ident("backfill_checkpoint")))
             return cur.fetchall()
 
     def start(self, migration_id: str, step: str, checksum: str, runner: str, app_versions: list[str]) -> None:
@@ -145,10 +204,14 @@ class Journal:
             (error[:4000], migration_id, step),
         )
 
-    def remove(self, migration_id: str, step: str) -> None:
-        """Forget a step whose down step ran: it counts as never applied (a later apply runs it in full)."""
-        self.conn.execute(sql.SQL("DELETE FROM {} WHERE migration_id = %s AND step = %s").format(_ident("journal")),
-                          (migration_id, step))
+    def revert(self, migration_id: str, step: str) -> None:
+        """A step whose down step ran: it counts as never applied (a later apply runs it in full, no unit is done),
+        and its row stays with when it was reverted and how many times."""
+        self.conn.execute(
+            sql.SQL("""UPDATE {} SET status = 'reverted', units_done = 0, unit_checksums = '{{}}',
+                              reverted_at = clock_timestamp(), reverts = reverts + 1
+                        WHERE migration_id = %s AND step = %s""").format(_ident("journal")),
+            (migration_id, step))
 
     def applied_ids(self, step: str) -> set[str]:
         if not self.exists():

@@ -1,4 +1,8 @@
-"""Backfill progress: rows/s and ETA, as a rich progress bar on a terminal, as sparse lines otherwise."""
+"""Backfill progress: rows/s and ETA, as a rich progress bar on a terminal, as sparse lines otherwise.
+
+The sparse lines are what ``kubectl logs`` shows of a Job-runner backfill: one line each, never
+wrapped (a log line is read, grepped and followed as one).
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ class BackfillProgress:
         self.changed = 0
         self._last_line = 0.0
         self.status = ""  # e.g. the latency throttle's share of its budget in use
+        self.outcome = ""  # how the run ended when it ended early without an error (e.g. "stopped by SIGTERM")
         self._progress: Progress | None = None
         self._task = None
 
@@ -54,7 +59,7 @@ class BackfillProgress:
             self._progress.start()
             self._task = self._progress.add_task(self.label, total=self.total or None, status=self.status)
         else:
-            self.console.print(f"{self.label}: starting, {self.total:,} keys to scan")
+            self._line(f"{self.label}: starting, {self.total:,} keys to scan")
             self._last_line = time.monotonic()
         return self
 
@@ -79,7 +84,7 @@ class BackfillProgress:
         if self._progress is not None:
             self._progress.update(self._task, advance=keys)
         elif time.monotonic() - self._last_line >= self.interval_s:
-            self.console.print(self.line())
+            self._line(self.line())
             self._last_line = time.monotonic()
 
     def set_status(self, text: str) -> None:
@@ -89,15 +94,16 @@ class BackfillProgress:
             self._progress.update(self._task, status=text)
 
     def note(self, message: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(f"{self.label}: {message}")
-        else:
-            self.console.print(f"{self.label}: {message}")
+        self._line(f"{self.label}: {message}")
+
+    def _line(self, text: str) -> None:
+        console = self._progress.console if self._progress is not None else self.console
+        console.print(text, soft_wrap=True, markup=False, highlight=False)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._progress is not None:
             self._progress.stop()
         elapsed = time.monotonic() - self.start
-        status = "done" if exc_type is None else f"stopped ({exc_type.__name__})"
-        self.console.print(f"{self.label}: {status}: {self.done:,} keys, {self.changed:,} rows changed in "
-                           f"{elapsed:.1f}s ({self.rate():,.0f} rows/s)" + (f"; {self.status}" if self.status else ""))
+        status = (self.outcome or "done") if exc_type is None else f"stopped ({exc_type.__name__})"
+        self._line(f"{self.label}: {status}: {self.done:,} keys, {self.changed:,} rows changed in "
+                   f"{elapsed:.1f}s ({self.rate():,.0f} rows/s)" + (f"; {self.status}" if self.status else ""))

@@ -2,12 +2,16 @@
 
 ``MigrationRunner.apply(migration_id, stage, app_versions)``:
 
-1. loads the migration and analyses the stage's SQL (``bazbii_db.migrations.lint``); any error
+1. for ``contract``: refuses unless every reported application version is >= the migration's
+   ``contract_min_app_version`` (nothing has connected, nothing has run);
+2. loads the migration and analyses the stage's SQL (``bazbii_db.migrations.lint``); any error
    finding stops here: nothing has connected, nothing has run. Errors that only a catalog could
    lift (a DEFAULT whose function's volatility is unknown offline, a type change from an unknown
-   type) are judged again with the database's catalog once connected, before anything runs;
-2. for ``contract``: refuses unless every reported application version is >= the migration's
-   ``contract_min_app_version`` (nothing has connected, nothing has run);
+   type), or with a shadow server (``RunnerConfig.shadow``) only PostgreSQL itself, are judged
+   again with the database's catalog and the shadow run (the stage on a scratch database of that
+   server, built from the earlier migrations or, ``shadow_from_target``, from a schema-only dump of
+   the target) before anything runs; a configured shadow run always runs, and the result says
+   which analysis judged (``StepResult.judged_by``);
 3. opens its control connection (autocommit) and takes the session-level advisory lock,
    waiting up to ``runner_lock_wait_s`` and then reporting who holds it;
 4. creates the journal if needed and reads the step: applied with the same checksum -> no-op;
@@ -37,18 +41,20 @@ import psycopg
 
 from bazbii_db.migrations.backfill import Backfill, BackfillConfig, BackfillResult
 from bazbii_db.migrations.dsn import describe, redact, with_params
-from bazbii_db.migrations.errors import (ChecksumMismatch, IrreversibleStage, MigrationError, StageOrderError,
-                                         StatementFailed)
+from bazbii_db.migrations.errors import (ChecksumMismatch, IrreversibleStage, MigrationError, MigrationStopped,
+                                         StageOrderError, StatementFailed)
 from bazbii_db.migrations.executor import DdlConfig, DdlExecutor, configure_session
 from bazbii_db.migrations.journal import Journal
 from bazbii_db.migrations.lock import RunnerLock
-from bazbii_db.migrations.lint import analyse_migration_dir
+from bazbii_db.migrations.lint import Lint, lint_migration
 from bazbii_db.migrations.spec import DOWN_SUFFIX, Migration, default_migrations_dir, list_migrations, load_migration
 from bazbii_db.migrations.stageplan import Unit, plan_down, plan_stage
 from bazbii_db.migrations.versions import check_contract_allowed
 from bazbii_db.sql_safety import ERROR, STAGES, Finding, SqlSafetyError, has_errors
 from bazbii_db.sql_safety.catalog import PgCatalog
-from bazbii_db.sql_safety.types import CATALOG_DEPENDENT_RULES
+from bazbii_db.sql_safety.findings import CATALOG_DEPENDENT_RULES
+from bazbii_db.sql_safety.shadow import SHADOW_JUDGES, ShadowServer, TargetSchema
+from bazbii_db.stopping import stop_reason
 
 log = logging.getLogger("bazbii_db.migrations")
 
@@ -58,7 +64,11 @@ class RunnerConfig:
     ddl: DdlConfig = field(default_factory=DdlConfig)  # lock/statement timeouts and 55P03 retries
     runner_lock_wait_s: float = 60.0
     application_name: str | None = None
+    # backfill.stop is the run's one stop request: the backfill ends after its batch in flight, and the
+    # runner checks it between units too (a statement in flight finishes, and is journaled, first).
     backfill: BackfillConfig = field(default_factory=BackfillConfig)
+    shadow: ShadowServer | None = None  # a server for shadow runs (never the production database itself)
+    shadow_from_target: bool = False  # base the shadow run on a schema-only dump of the target, not the migrations
 
 
 @dataclass
@@ -77,6 +87,7 @@ class StepResult:
     backfills: list[BackfillResult] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
     reverted: list[str] = field(default_factory=list)  # later stages whose down step ran first
+    judged_by: str = ""  # which analysis judged the SQL (static rules only, or with a shadow run)
 
 
 def default_application_name() -> str:
@@ -102,23 +113,31 @@ class MigrationRunner:
     def load(self, migration_id: str) -> Migration:
         return load_migration(self.migrations_dir / migration_id)
 
-    def analyse(self, migration: Migration, stage: str, catalog: PgCatalog | None = None) -> list[Finding]:
-        findings = analyse_migration_dir(migration.path, catalog=catalog)[stage]
-        if has_errors(findings):
-            raise SqlSafetyError(findings)
-        return findings
+    def judge(self, migration: Migration, stage: str, down_only: bool = False) -> Lint:
+        """The pre-run gate: raises :class:`SqlSafetyError` (nothing has run) unless the stage's SQL, its down
+        step included, is safe for the stage.
 
-    def analyse_offline_first(self, migration: Migration, stage: str) -> tuple[list[Finding], bool]:
-        """Offline analysis before anything connects: raises unless every error could be lifted by the catalog.
-
-        Returns ``(findings, ask_catalog)``; when ``ask_catalog`` is true the caller analyses again with
-        the database's catalog (``pg_proc.provolatile``, column types) before running anything.
+        The static rules run first, before anything connects; errors that neither the catalog nor (with a
+        shadow server) a shadow run could lift stop there. Otherwise, and always when a shadow server is
+        configured, the stage is judged again with the database's catalog and the shadow run (of the down step
+        alone with ``down_only``, as a revert runs it on the schema the stage left).
         """
-        findings = analyse_migration_dir(migration.path)[stage]
-        errors = [f for f in findings if f.severity == ERROR]
-        if errors and not all(f.rule in CATALOG_DEPENDENT_RULES for f in errors):
-            raise SqlSafetyError(findings)
-        return findings, bool(errors)
+        offline = lint_migration(migration.path, stages=(stage,))
+        errors = [f for f in offline.findings[stage] if f.severity == ERROR]
+        shadow = self.config.shadow
+        liftable = CATALOG_DEPENDENT_RULES | (SHADOW_JUDGES if shadow is not None else frozenset())
+        if errors and not all(f.rule in liftable for f in errors):
+            raise SqlSafetyError(offline.findings[stage], offline.judged_by)
+        if not errors and shadow is None:
+            return offline
+        target = TargetSchema(self.dsn) if shadow is not None and self.config.shadow_from_target else None
+        with self._connect("catalog") as catalog_conn:
+            judged = lint_migration(migration.path, catalog=PgCatalog(catalog_conn), shadow=shadow, target=target,
+                                    stages=(stage,), down_only=down_only)
+        log.info("%s/%s judged by %s", migration.id, stage, judged.judged_by)
+        if has_errors(judged.findings[stage]):
+            raise SqlSafetyError(judged.findings[stage], judged.judged_by)
+        return judged
 
     @contextmanager
     def _locked(self, result: StepResult, started: float) -> Iterator[tuple[psycopg.Connection, Journal]]:
@@ -146,20 +165,18 @@ class MigrationRunner:
             raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
         started = time.monotonic()
         migration = self.load(migration_id)
-        warnings, ask_catalog = self.analyse_offline_first(migration, stage)  # raises before anything connects
         if stage == "contract" and migration.has_content("contract"):
-            check_contract_allowed(migration.contract_min_app_version, list(app_versions))
+            check_contract_allowed(migration.contract_min_app_version, list(app_versions))  # before connecting
+        judged = self.judge(migration, stage)  # raises before anything runs
         checksum = migration.checksum(stage)
         units = plan_stage(migration, stage)
-        result = StepResult(migration_id, stage, "applied", checksum, warnings=warnings)
-
-        if ask_catalog:  # offline the analysis could only refuse; the catalog decides, before anything runs
-            with self._connect("catalog") as catalog_conn:
-                result.warnings = self.analyse(migration, stage, PgCatalog(catalog_conn))
+        result = StepResult(migration_id, stage, "applied", checksum, warnings=judged.findings[stage],
+                            judged_by=judged.judged_by)
         with self._locked(result, started) as (control, journal):
             for later in reversed(STAGES[STAGES.index(stage) + 1:]):
                 later_entry = journal.get(migration_id, later)
                 if later_entry is not None and later_entry.status == "applied" and migration.down_file(later):
+                    self.judge(migration, later, down_only=True)  # raises before the down step runs
                     self._run_down(migration, later, journal, result, control)
                     result.reverted.append(later)
             entry = journal.get(migration_id, stage)
@@ -213,18 +230,18 @@ class MigrationRunner:
         if migration.down_file(stage) is None:
             raise IrreversibleStage(f"{migration_id}/{stage} has no down step ({stage}{DOWN_SUFFIX}); it cannot be "
                                     "rolled back by the runner, roll forward with a new migration instead")
-        # the down step is analysed with its stage: raises before connecting unless the catalog may lift the errors
-        warnings, _ = self.analyse_offline_first(migration, stage)
-        result = StepResult(migration_id, stage, "reverted", migration.checksum(stage), warnings=warnings)
+        judged = self.judge(migration, stage, down_only=True)  # raises before anything runs
+        result = StepResult(migration_id, stage, "reverted", migration.checksum(stage),
+                            warnings=judged.findings[stage], judged_by=judged.judged_by)
         with self._locked(result, started) as (control, journal):
             entry = journal.get(migration_id, stage)
-            if entry is None:
+            if entry is None or entry.status == "reverted":
                 result.status = "not-applied"
                 return result
             if entry.status != "applied":
                 raise StageOrderError(f"{migration_id}/{stage} is {entry.status}, not applied: apply it completely "
                                       "before reverting it")
-            later = [s for s in STAGES[STAGES.index(stage) + 1:] if journal.get(migration_id, s) is not None]
+            later = [s for s in STAGES[STAGES.index(stage) + 1:] if journal.in_effect(migration_id, s)]
             if later:
                 raise StageOrderError(f"{migration_id}/{stage}: revert {', '.join(reversed(later))} first")
             self._run_down(migration, stage, journal, result, control)
@@ -232,19 +249,24 @@ class MigrationRunner:
 
     def _run_down(self, migration: Migration, stage: str, journal: Journal, result: StepResult,
                   control: psycopg.Connection) -> None:
-        self.analyse(migration, stage, PgCatalog(control))  # connected: the catalog has the last word
         log.info("%s/%s: running the down step %s", migration.id, stage, migration.down_file(stage).name)
         self._run_units(migration, stage, plan_down(migration, stage), result, (control.info.backend_pid,),
                         lambda unit: None)
-        journal.remove(migration.id, stage)
+        journal.revert(migration.id, stage)
 
     def status(self) -> list:
         with self._connect("status") as conn:
             return Journal(conn).entries()
 
+    def checkpoints(self) -> list:
+        """The backfill checkpoints: where each backfill is (or stopped)."""
+        with self._connect("status") as conn:
+            return Journal(conn).checkpoints()
+
     # --- internals ----------------------------------------------------------------------
     def _ensure_journal(self, control: psycopg.Connection, journal: Journal) -> None:
         if journal.exists():
+            journal.upgrade()
             return
         journal.ensure()
 
@@ -266,8 +288,12 @@ class MigrationRunner:
                    exclude_pids: tuple[int, ...], on_done: Callable[[Unit], None]) -> None:
         ddl_conn: psycopg.Connection | None = None
         executor: DdlExecutor | None = None
+        stop = self.config.backfill.stop
         try:
             for unit in units:
+                if stop is not None and stop.is_set():
+                    raise MigrationStopped(f"{migration.id}/{stage}: stopped by {stop_reason(stop)} before "
+                                           f"{unit.label}; the units before it are journaled, rerun to resume")
                 log.info("%s/%s: %s", migration.id, stage, unit.label)
                 if unit.kind == "backfill":
                     backfill = Backfill(self.dsn, migration.id, unit.backfill, unit.checksum, self.config.backfill,

@@ -7,6 +7,7 @@ Modules:
   consistency  per-table row counts + checksums, primary vs replica, at a known LSN
   pgbouncer    admin console (PAUSE with timeout, RESUME, RELOAD) and atomic ini rewrite
   switchover   PAUSE -> fence -> catch-up -> promote -> repoint -> RESUME, with abort paths
+  prepause     right before PAUSE: the long transactions and PgBouncer logins the switchover waits for
   replica      replica setup script (pg_basebackup -R -C -S) and verify_streaming
   retire       retirement script for the old primary
   errors       the package's one error root (ReplicationError) and its subclasses

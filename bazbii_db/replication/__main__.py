@@ -11,7 +11,9 @@ from arguments; nothing printed contains a password.
   BAZBII_PGBOUNCER_ADMIN_DSN  switchover (user listed in admin_users, dbname=pgbouncer)
 
 Exit status: 0 passed/done, 1 gate/check/switchover failed (report on stdout, one line on
-stderr), 2 usage or configuration error (one line on stderr).
+stderr), 2 usage or configuration error (one line on stderr), 128 + N: the switchover was stopped by
+signal N (SIGINT, SIGTERM, SIGHUP) before pg_promote, aborted the way a failure does (un-fenced,
+RESUMEd, old primary serving); a signal after pg_promote lets it finish the window (exit 0).
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ import logging
 import os
 import sys
 
-from bazbii_db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliParser, emit, fail, run_guarded
+from bazbii_db.cli import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliParser, emit, exit_code_stopped, fail,
+                           non_negative_seconds, positive_seconds, run_guarded)
 from bazbii_db.dsn import DsnError, read_dsn
+from bazbii_db.stopping import StopRequest, stop_on_signals
+from bazbii_plan.facts import (DEFAULT_LONG_TRANSACTION_SECONDS, DEFAULT_LONG_TRANSACTION_WAIT_SECONDS,
+                               DEFAULT_PAUSE_TIMEOUT_SECONDS)
 
 from .consistency import check_consistency
 from .errors import ReplicationError, UsageError
@@ -87,14 +93,26 @@ def cmd_check(args) -> int:
 def cmd_switchover(args) -> int:
     cfg = SwitchoverConfig(database_alias=args.alias, pgbouncer_ini_path=args.ini, new_host=args.new_host,
                            new_port=args.new_port, new_dbname=args.new_dbname, pause_timeout=args.pause_timeout,
+                           long_transaction_seconds=args.long_transaction_seconds,
+                           long_transaction_wait=args.long_transaction_wait,
                            max_lag_bytes=args.max_lag_bytes, catchup_timeout=args.catchup_timeout)
     old, new, admin = _dsn(args, "old-primary"), _dsn(args, "new-primary"), _dsn(args, "pgbouncer-admin")
+    stop = StopRequest()
     try:
-        report = planned_switchover(old, new, admin, cfg)
+        with stop_on_signals(stop, again="ignore",
+                             first="stopping the switchover at its next safe point (before pg_promote it aborts: "
+                                   "un-fence, RESUME; after it, it finishes the window)"):
+            report = planned_switchover(old, new, admin, cfg, stop=stop)
     except SwitchoverError as exc:
-        emit(args.json, exc.report.to_dict(), exc.report.to_text())
-        verdict = "aborted, old primary serving" if exc.report.aborted else "FAILED after promotion"
-        fail(f"switchover {verdict} at {exc.report.stage}: {exc.report.error}")
+        report = exc.report
+        emit(args.json, report.to_dict(), report.to_text())
+        if report.aborted and report.stopped_by:
+            fail(f"switchover stopped by {report.stopped_by} at {report.stage}, old primary "
+                 f"{report.old_primary_state}: {report.error}. Nothing is lost; run the same command again to "
+                 "switch over")
+            return exit_code_stopped(stop.signum)
+        verdict = "aborted, old primary serving" if report.aborted else "FAILED after promotion"
+        fail(f"switchover {verdict} at {report.stage}: {report.error}")
         return EXIT_FAILED
     emit(args.json, report.to_dict(), report.to_text())
     return EXIT_OK
@@ -160,12 +178,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("switchover", help="planned switchover through PgBouncer (run on the pooler host)")
     p.add_argument("--ini", required=True, help="path of the pgbouncer.ini PgBouncer was started with")
     p.add_argument("--alias", required=True, help="[databases] entry to move")
-    p.add_argument("--new-host", required=True)
-    p.add_argument("--new-port", type=int, default=5432)
-    p.add_argument("--new-dbname")
-    p.add_argument("--pause-timeout", type=float, default=5.0)
-    p.add_argument("--max-lag-bytes", type=int, default=1024 * 1024)
-    p.add_argument("--catchup-timeout", type=float, default=3.0)
+    p.add_argument("--new-host", required=True, help="address of the new primary, as PgBouncer reaches it")
+    p.add_argument("--new-port", type=int, default=5432, help="its port (default %(default)s)")
+    p.add_argument("--new-dbname", help="database name on the new primary (default: keep the entry's)")
+    p.add_argument("--pause-timeout", type=positive_seconds, default=DEFAULT_PAUSE_TIMEOUT_SECONDS, metavar="SECONDS",
+                   help="longest PAUSE waits for in-flight transactions before it RESUMEs and aborts, in seconds "
+                        "(default %(default)g): what a transaction begun right before PAUSE can cost every client")
+    p.add_argument("--long-transaction-seconds", type=positive_seconds, default=DEFAULT_LONG_TRANSACTION_SECONDS,
+                   metavar="SECONDS",
+                   help="right before PAUSE, transactions open on the old primary longer than this many seconds "
+                        "are waited out without pausing (default %(default)g)")
+    p.add_argument("--long-transaction-wait", type=non_negative_seconds, metavar="SECONDS",
+                   default=DEFAULT_LONG_TRANSACTION_WAIT_SECONDS,
+                   help="how long to wait for them, unpaused, before aborting with their sessions named, in "
+                        "seconds (default %(default)g; 0: abort at once)")
+    p.add_argument("--max-lag-bytes", type=int, default=1024 * 1024,
+                   help="refuse or abort when the replica is this many bytes of WAL behind (default %(default)s)")
+    p.add_argument("--catchup-timeout", type=positive_seconds, default=3.0, metavar="SECONDS",
+                   help="longest wait inside the window for the replica to replay the fenced LSN, in seconds "
+                        "(default %(default)g)")
     p.set_defaults(func=cmd_switchover)
 
     p = sub.add_parser("verify-streaming", help="wait until pg_stat_replication shows the replica streaming")

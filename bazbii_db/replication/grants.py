@@ -16,7 +16,8 @@ from ._conn import connect
 
 # (statement template, what needs it)
 _OPS_GRANTS: tuple[tuple[str, str], ...] = (
-    ("GRANT pg_monitor TO {role}", "lag gate: LSN columns of pg_stat_replication, pg_stat_wal_receiver"),
+    ("GRANT pg_monitor TO {role}", "lag gate: LSN columns of pg_stat_replication, pg_stat_wal_receiver; "
+                                   "switchover: every session's transaction age in pg_stat_activity"),
     ("GRANT pg_read_all_data TO {role}", "consistency check: read every table"),
     ("GRANT ALTER SYSTEM ON PARAMETER default_transaction_read_only TO {role}", "switchover: fence / un-fence"),
     ("GRANT EXECUTE ON FUNCTION pg_reload_conf() TO {role}", "switchover: apply the fence"),

@@ -13,8 +13,10 @@ paused.
 PAUSE waits for every in-flight transaction. A long transaction therefore
 blocks it — and a PAUSE that was overtaken by a RESUME never returns. So
 :meth:`PgBouncerAdmin.pause` sends the command without blocking, waits at most
-``timeout`` seconds, and on timeout the caller RESUMEs from a *second* admin
-connection and discards the first (:func:`pause_or_resume`).
+``timeout`` seconds (or until a stop is requested), and then the caller RESUMEs
+from a *second* admin connection and discards the first (:func:`pause_or_resume`).
+PAUSE also closes server connections still logging in, which PgBouncer takes for
+failed logins (see :mod:`.prepause`, which waits for them before PAUSE).
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Event
 
 import psycopg
 from psycopg import pq
+
+from bazbii_db.stopping import stop_reason
 
 from ._conn import connect, dsn_target
 from .errors import IniPermissionError, ReplicationError
@@ -48,8 +53,16 @@ class PgBouncerError(ReplicationError):
     pass
 
 
-class PauseTimeout(PgBouncerError):
+class PauseNotDone(PgBouncerError):
+    """PAUSE was given up before it completed (the connection it was sent on is unusable)."""
+
+
+class PauseTimeout(PauseNotDone):
     pass
+
+
+class PauseStopped(PauseNotDone):
+    """A stop was requested while PAUSE waited for in-flight transactions."""
 
 
 class NotPaused(PgBouncerError):
@@ -91,11 +104,16 @@ class PgBouncerAdmin:
             raise PgBouncerError(f"PgBouncer at {self.target} has no database {alias!r}")
         return bool(row.get("paused"))
 
-    def pause(self, alias: str, timeout: float) -> float:
+    def logins_in_progress(self, alias: str) -> int:
+        """Server connections of ``alias``'s pools still logging in (``SHOW POOLS`` ``sv_login``)."""
+        return sum(int(row.get("sv_login") or 0) for row in self.show("pools") if row.get("database") == alias)
+
+    def pause(self, alias: str, timeout: float, stop: Event | None = None) -> float:
         """PAUSE ``alias``, waiting at most ``timeout`` s for in-flight transactions. Returns seconds taken.
 
-        On timeout raises :class:`PauseTimeout` and leaves the connection unusable (a PAUSE that
-        never completed is still pending on it): RESUME from another connection, then :meth:`discard`.
+        On timeout raises :class:`PauseTimeout`, and :class:`PauseStopped` as soon as ``stop`` is set;
+        either leaves the connection unusable (a PAUSE that never completed is still pending on it):
+        RESUME from another connection, then :meth:`discard`.
         """
         pgconn = self.conn.pgconn
         start = time.monotonic()
@@ -107,11 +125,14 @@ class PgBouncerAdmin:
             pgconn.consume_input()
             if not pgconn.is_busy():
                 break
+            if stop is not None and stop.is_set():
+                raise PauseStopped(f"PAUSE {alias} given up after {time.monotonic() - start:.2f} s: "
+                                   f"stopped by {stop_reason(stop)}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise PauseTimeout(f"PAUSE {alias} did not complete within {timeout:g} s "
                                    "(a transaction is still running through PgBouncer)")
-            select.select([pgconn.socket], [], [], min(remaining, 0.05))
+            select.select([pgconn.socket], [], [], min(remaining, 0.01 if stop is not None else 0.05))
         error = None
         while (res := pgconn.get_result()) is not None:
             if res.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
@@ -161,11 +182,12 @@ class PgBouncerAdmin:
         self.discard()
 
 
-def pause_or_resume(admin: PgBouncerAdmin, backup: PgBouncerAdmin, alias: str, timeout: float) -> float:
-    """PAUSE with a timeout; on timeout RESUME from ``backup``, discard ``admin`` and re-raise."""
+def pause_or_resume(admin: PgBouncerAdmin, backup: PgBouncerAdmin, alias: str, timeout: float,
+                    stop: Event | None = None) -> float:
+    """PAUSE with a timeout; on timeout (or a stop) RESUME from ``backup``, discard ``admin`` and re-raise."""
     try:
-        return admin.pause(alias, timeout)
-    except PauseTimeout:
+        return admin.pause(alias, timeout, stop)
+    except PauseNotDone:
         backup.resume_if_paused(alias)
         admin.discard()
         raise

@@ -8,9 +8,16 @@ Outside the window (pre-checks, nothing changed yet):
   PgBouncer knows the alias, it is not already paused, the ini entry exists and
   is writable; all four connections (old, new, two admin) are opened now.
 
+Right before the window, *without* pausing (``prepause``): wait until no transaction on the old
+primary has been open longer than ``long_transaction_seconds`` and PgBouncer is logging no server
+connection in, for at most ``long_transaction_wait``; if one still is, abort naming the sessions.
+Nothing was changed, and nobody stalled: a transaction held open across the switchover would
+otherwise make every client wait out the PAUSE timeout.
+
 The window:
-  1. ``PAUSE alias`` with a timeout. On timeout: RESUME from the second admin
-     connection, discard the first, abort. Nothing else was touched.
+  1. ``PAUSE alias`` with a short timeout (a transaction begun after the check above holds it at
+     most that long). On timeout: RESUME from the second admin connection, discard the first,
+     abort. Nothing else was touched.
   2. Fence the old primary: ``ALTER SYSTEM SET default_transaction_read_only =
      on`` + ``pg_reload_conf()`` (waits until the setting is visible).
   3. ``L = pg_current_wal_insert_lsn()`` on the old primary (the insert position
@@ -29,6 +36,13 @@ with two writable primaries acknowledged commits could be lost. If promotion
 cannot be confirmed, PgBouncer is resumed onto the still-fenced old primary
 (reads work, writes fail read-only) and the error says so.
 
+A stop request (``stop``, set by the CLI on SIGINT/SIGTERM/SIGHUP: ``bazbii_db.stopping``) is
+honoured at the next safe point up to ``pg_promote``: during the wait for long transactions (nothing
+changed yet), during PAUSE (RESUME) and between the steps of the window (un-fence, RESUME): the same
+abort path, so no committed transaction is lost and PgBouncer is never left paused. After the
+promotion request the window is finished (rolling forward is the only safe way) and the report notes
+the request.
+
 After the window the old primary is stopped by ``stop_old_primary`` when given
 (the local test/bench helpers pass ``LocalCluster.stop``; in production the
 retirement step does it). Until then it stays fenced and its remaining client
@@ -42,16 +56,22 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from threading import Event
 from typing import Callable
 
 import psycopg
+
+from bazbii_db.stopping import stop_reason
+from bazbii_plan.facts import (DEFAULT_LONG_TRANSACTION_SECONDS, DEFAULT_LONG_TRANSACTION_WAIT_SECONDS,
+                               DEFAULT_PAUSE_TIMEOUT_SECONDS)
 
 from ._conn import connect, dsn_target, scrub
 from .errors import CatchUpFailed, ReplicationError, SettingNotApplied
 from .lag import wait_for_replay
 from .lsn import format_lsn, parse_lsn
-from .pgbouncer import (IniChange, PauseTimeout, PgBouncerAdmin, StagedIniChange, pause_or_resume,
+from .pgbouncer import (IniChange, PauseNotDone, PauseStopped, PgBouncerAdmin, StagedIniChange, pause_or_resume,
                         read_database_entry, repoint_database, stage_database_host)
+from .prepause import LongTransaction, Obstacles, long_transactions, wait_until_clear, with_pooler_clients
 
 log = logging.getLogger("bazbii_db.replication.switchover")
 
@@ -63,7 +83,9 @@ class SwitchoverConfig:
     new_host: str
     new_port: int
     new_dbname: str | None = None
-    pause_timeout: float = 5.0
+    pause_timeout: float = DEFAULT_PAUSE_TIMEOUT_SECONDS
+    long_transaction_seconds: float = DEFAULT_LONG_TRANSACTION_SECONDS
+    long_transaction_wait: float = DEFAULT_LONG_TRANSACTION_WAIT_SECONDS  # 0: abort at once if any
     max_lag_bytes: int = 1024 * 1024
     catchup_timeout: float = 3.0
     promote_timeout: float = 30.0
@@ -79,6 +101,7 @@ class SwitchoverReport:
     stage: str = "precheck"            # last stage reached
     error: str = ""
     already_done: bool = False
+    stopped_by: str = ""               # the stop request (a signal's name) that ended or marked the run
     precheck_lag_bytes: int | None = None
     fenced_lsn: str | None = None
     replica_replay_lsn: str | None = None
@@ -100,6 +123,8 @@ class SwitchoverReport:
     def to_text(self) -> str:
         if self.completed:
             head = ("switchover already done" if self.already_done else "switchover COMPLETED")
+        elif self.aborted and self.stopped_by:
+            head = f"switchover STOPPED by {self.stopped_by} at {self.stage}; old primary {self.old_primary_state}"
         elif self.aborted:
             head = f"switchover ABORTED at {self.stage}; old primary {self.old_primary_state}"
         else:
@@ -186,6 +211,9 @@ def missing_privileges(old: psycopg.Connection, new: psycopg.Connection) -> list
         " has_function_privilege('pg_reload_conf()', 'EXECUTE'),"
         " pg_has_role('pg_signal_backend', 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
     ).fetchone()
+    (stats_ok,) = old.execute(
+        "SELECT pg_has_role('pg_read_all_stats', 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+    ).fetchone()
     (promote_ok,) = new.execute("SELECT has_function_privilege('pg_promote(boolean, integer)', 'EXECUTE')").fetchone()
     if not fence_ok:
         missing.append("ALTER SYSTEM ON PARAMETER default_transaction_read_only (old primary)")
@@ -195,6 +223,8 @@ def missing_privileges(old: psycopg.Connection, new: psycopg.Connection) -> list
         missing.append("EXECUTE ON FUNCTION pg_promote(boolean, integer) (new primary, in this database)")
     if not terminate_ok:
         missing.append("pg_signal_backend membership (old primary)")
+    if not stats_ok:  # without it other roles' xact_start reads NULL: long transactions would go unseen
+        missing.append("pg_read_all_stats membership, e.g. through pg_monitor (old primary)")
     return missing
 
 
@@ -213,20 +243,21 @@ def _wait_setting(conn: psycopg.Connection, value: str, timeout: float) -> None:
 
 def planned_switchover(old_primary_dsn: str, new_primary_dsn: str, pgbouncer_admin_dsn: str,
                        config: SwitchoverConfig, *, stop_old_primary: Callable[[], None] | None = None,
-                       on_stage: Callable[[str], None] | None = None) -> SwitchoverReport:
+                       on_stage: Callable[[str], None] | None = None, stop: Event | None = None) -> SwitchoverReport:
     """Run the switchover. Returns the report on success; raises :class:`SwitchoverAborted` (old primary
     serving) or :class:`SwitchoverError` (after promotion) with the report attached otherwise.
 
     ``on_stage(name)`` is called as each stage starts (progress display; tests use it to inject
-    faults between the pre-check and the window)."""
+    faults between the pre-check and the window). Setting ``stop`` (a :class:`bazbii_db.stopping.StopRequest`
+    or any event) aborts at the next safe point before ``pg_promote`` (``report.stopped_by`` says so)."""
     return _Switchover(old_primary_dsn, new_primary_dsn, pgbouncer_admin_dsn, config, stop_old_primary,
-                       on_stage).run()
+                       on_stage, stop).run()
 
 
 class _Switchover:
     """One switchover run: the named steps share the connections, the report and the abort path.
 
-    Steps, in order: :meth:`precheck`, then the window :meth:`pause`, :meth:`fence`,
+    Steps, in order: :meth:`precheck`, :meth:`wait_until_clear`, then the window :meth:`pause`, :meth:`fence`,
     :meth:`fenced_lsn`, :meth:`catch_up`, :meth:`promote`, :meth:`repoint`, :meth:`resume`; then
     :meth:`retire`. :meth:`roll_forward` replaces the window when the target is already promoted.
     Every step before promotion runs inside :meth:`step` (timed; any error aborts: un-fence, RESUME).
@@ -234,12 +265,13 @@ class _Switchover:
 
     def __init__(self, old_primary_dsn: str, new_primary_dsn: str, pgbouncer_admin_dsn: str,
                  config: SwitchoverConfig, stop_old_primary: Callable[[], None] | None,
-                 on_stage: Callable[[str], None] | None):
+                 on_stage: Callable[[str], None] | None, stop: Event | None):
         self.dsns = (old_primary_dsn, new_primary_dsn, pgbouncer_admin_dsn)
         self.config = config
         self.alias = config.database_alias
         self.stop_old_primary = stop_old_primary
         self.on_stage = on_stage
+        self.stop = stop
         self.report = SwitchoverReport(old_primary=dsn_target(old_primary_dsn),
                                        new_primary=dsn_target(new_primary_dsn))
         self.old: psycopg.Connection | None = None
@@ -272,6 +304,7 @@ class _Switchover:
         self.enter(stage)
         started = time.monotonic()
         try:
+            self.stop_if_requested()
             yield
         except SwitchoverError:
             self.report.steps_ms[stage] = _ms(started)
@@ -280,6 +313,12 @@ class _Switchover:
             self.report.steps_ms[stage] = _ms(started)
             raise self.abort(f"{failure}: {exc}") from None
         self.report.steps_ms[stage] = _ms(started)
+
+    def stop_if_requested(self) -> None:
+        """Abort here if a stop was requested (callers: the safe points before ``pg_promote``)."""
+        if self.stop is not None and self.stop.is_set():
+            self.report.stopped_by = stop_reason(self.stop)
+            raise self.abort(f"stopped by {self.report.stopped_by} before {self.report.stage}")
 
     def abort(self, reason: str) -> SwitchoverAborted:
         """Undo everything done so far (un-fence, RESUME). Only valid before pg_promote."""
@@ -316,6 +355,7 @@ class _Switchover:
         try:
             if not self.precheck():
                 return self.roll_forward()
+            self.wait_until_clear()
             self.pause()
             self.fence()
             self.fenced_lsn()
@@ -324,6 +364,10 @@ class _Switchover:
             self.repoint()
             self.resume()
             self.retire()
+            if self.stop is not None and self.stop.is_set():
+                self.report.stopped_by = stop_reason(self.stop)
+                self.event(f"stop requested ({self.report.stopped_by}) after pg_promote: the window was finished "
+                           "(rolling forward is the only safe way from there)")
             return self.report
         except SwitchoverError:
             raise
@@ -421,19 +465,51 @@ class _Switchover:
         self.event(f"pre-check ok: replay lag {report.precheck_lag_bytes} bytes, replica streaming")
         return True
 
+    def wait_until_clear(self) -> None:
+        """Right before PAUSE, unpaused: wait (bounded) until no transaction on the old primary is older than
+        the bound and PgBouncer logs no server in; abort naming what is left if it does not clear (nothing was
+        changed, nobody stalled). PAUSE follows at once."""
+        with self.step("transactions", "looking for long transactions failed"):
+            config, alias = self.config, self.alias
+
+            def look() -> Obstacles:
+                return Obstacles(long_transactions(self.old, config.long_transaction_seconds),
+                                 self.admin.logins_in_progress(alias))
+
+            outcome = wait_until_clear(look, config.long_transaction_wait, stop=self.stop)
+            self.stop_if_requested()
+            if outcome.still:
+                still = Obstacles(self.behind_pooler(outcome.still.transactions), outcome.still.logins)
+                raise self.abort(
+                    f"after waiting {outcome.waited_s:.1f} s without pausing (nothing was changed), still "
+                    f"{still.describe(config.long_transaction_seconds)}. Let them finish or end them "
+                    "(SELECT pg_terminate_backend(pid)), then run again")
+            if outcome.first_seen:
+                self.event(f"waited {outcome.waited_s:.2f} s, unpaused, for "
+                           f"{outcome.first_seen.describe(config.long_transaction_seconds)}")
+
+    def behind_pooler(self, found: list[LongTransaction]) -> list[LongTransaction]:
+        """``found`` with the client behind PgBouncer named where the admin console tells it."""
+        try:
+            return with_pooler_clients(found, self.admin.show("servers"), self.admin.show("clients"))
+        except Exception:
+            return found  # the sessions are still named, without the client behind the pooler
+
     # ------------------------------------------------------------------ the window
     def pause(self) -> None:
-        """PAUSE the alias (bounded); on timeout the pause-or-resume helper RESUMEs and discards."""
+        """PAUSE the alias (bounded); on timeout or a stop the pause-or-resume helper RESUMEs and discards."""
         with self.step("pause", "PAUSE failed"):
             self.window_started = time.monotonic()
             self.report.window_started_at = self.window_started
             self.paused = True  # from the moment PAUSE is sent, PgBouncer holds new transactions
             try:
-                pause_or_resume(self.admin, self.backup, self.alias, self.config.pause_timeout)
-            except PauseTimeout as exc:
+                pause_or_resume(self.admin, self.backup, self.alias, self.config.pause_timeout, self.stop)
+            except PauseNotDone as exc:
                 self.paused = False  # the helper RESUMEd from the backup connection
                 self.admin = None
                 self.event(f"abort: RESUME {self.alias}")
+                if isinstance(exc, PauseStopped):
+                    self.report.stopped_by = stop_reason(self.stop)
                 raise self.abort(str(exc)) from None
 
     def fence(self) -> None:

@@ -12,9 +12,14 @@ One module per concern:
 * :mod:`.types`: ADD COLUMN (volatile defaults, serial/identity) and rewrite-free type changes;
 * :mod:`.renames`: renames and drops (contract only);
 * :mod:`.timeouts`: ``lock_timeout`` / ``statement_timeout`` set by a file;
-* :mod:`.doblocks`: the statements inside DO blocks;
+* :mod:`.doblocks`: the statements inside DO blocks, and the block as one transaction;
+* :mod:`.datachanges`: data changes on real data (INSERT ... SELECT, CTEs, functions, sequences);
+* :mod:`.dependents`: what a drop takes with it, views the old application reads;
+* :mod:`.triggers`: triggers the old application's writes go through;
 * :mod:`.engine`: the dispatch (unknown statement kinds are refused) and :func:`analyse_sql`;
-* :mod:`.squawk`: squawk's wider catalogue, as warnings.
+* :mod:`.squawk`: squawk's wider catalogue, as warnings;
+* :mod:`.shadow`: the shadow run, each stage on a scratch database where PostgreSQL says what it
+  locks, rewrites, scans and drops; its observations replace the static rules it can judge.
 
 The migration-directory lint (which reads ``migrations/NNNN_name/<stage>.sql``) is
 :mod:`bazbii_db.migrations.lint`; this package knows nothing about migration directories.

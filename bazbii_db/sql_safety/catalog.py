@@ -1,10 +1,11 @@
-"""Catalog answers from a live PostgreSQL connection (read-only queries on pg_proc / pg_attribute)."""
+"""Catalog answers from a live PostgreSQL connection (read-only queries on pg_proc / pg_attribute / pg_type)."""
 
 from __future__ import annotations
 
 import psycopg
 
-from .facts import TypeSpec
+from .facts import Domain, TypeSpec
+from .parsing import catalog_name
 
 _VOLATILITY_ORDER = "isv"  # immutable < stable < volatile
 
@@ -29,8 +30,20 @@ class PgCatalog:
         return self._volatility[qualified_name]
 
     def column_type(self, table: str, column: str) -> TypeSpec | None:
+        name = catalog_name(table)
+        if name is None:
+            return None
         row = self.conn.execute(
             """SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                 WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped""",
-            (table, column)).fetchone()
+            (name, column)).fetchone()
         return TypeSpec.parse(row[0]) if row else None
+
+    def user_type(self, name: str) -> Domain | bool | None:
+        row = self.conn.execute(
+            """SELECT t.typtype, format_type(t.typbasetype, t.typtypmod),
+                      t.typnotnull OR EXISTS (SELECT 1 FROM pg_constraint c WHERE c.contypid = t.oid)
+                 FROM pg_type t WHERE t.oid = to_regtype(%s)""", (name,)).fetchone()
+        if row is None or row[0] == "p":
+            return None
+        return Domain(TypeSpec.parse(row[1]), bool(row[2])) if row[0] == "d" else True

@@ -9,22 +9,25 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from pglast import ast
-from pglast.enums.parsenodes import AlterTableType, ConstrType, ObjectType
+from pglast.enums.parsenodes import AlterTableType, ConstrType, ObjectType, VariableSetKind
 from pglast.parser import ParseError
 
-from . import constraints, locks, renames, timeouts, types
+from . import constraints, datachanges, dependents, locks, renames, timeouts, triggers, types
 from .doblocks import check_do
 from .facts import Catalog, Context, OfflineCatalog, SchemaFacts
 from .findings import ERROR, Finding, check_stage
-from .parsing import Statement, parse_error_position, shown, split_statements, table_key
+from .parsing import Statement, parse_error_position, shown, split_statements
 from .squawk import run_squawk
 
 AT = AlterTableType
 
 
 def _alter_table(ctx: Context, stmt: Statement, node: ast.AlterTableStmt) -> None:
-    table, name = table_key(node.relation), shown(node.relation)
+    table, name = ctx.key(node.relation), shown(node.relation)
+    index = node.objtype == ObjectType.OBJECT_INDEX
     for cmd in node.cmds or ():
+        if index and cmd.subtype == AT.AT_AttachPartition:
+            continue  # ALTER INDEX ... ATTACH PARTITION: catalog only (an index built on the partition beforehand)
         handler = ALTER_TABLE_RULES.get(cmd.subtype, _unknown_subcommand)
         handler(ctx, stmt, table, name, cmd)
 
@@ -70,9 +73,25 @@ def _contract_only(describe: Callable[[str, ast.AlterTableCmd], str], fix: str) 
     return handler
 
 
-_drop_column = _contract_only(lambda name, cmd: f"DROP COLUMN {cmd.name} on {name}",
-                              "stop using the column in the application (ignore it), deploy, then drop it in the "
-                              "contract stage")
+_drop_column_destructive = _contract_only(lambda name, cmd: f"DROP COLUMN {cmd.name} on {name}",
+                                          "stop using the column in the application (ignore it), deploy, then drop it "
+                                          "in the contract stage")
+
+
+def _drop_column(ctx, stmt, table, name, cmd) -> None:
+    dependents.check_drop_column(ctx, stmt, table, name, cmd)
+    _drop_column_destructive(ctx, stmt, table, name, cmd)
+
+
+def _drop_constraint(ctx, stmt, table, name, cmd) -> None:
+    dependents.check_drop_constraint_cascade(ctx, stmt, name, cmd)
+    constraints.check_drop_constraint(ctx, stmt, table, name, cmd)
+
+
+def _attach_partition(ctx, stmt, table, name, cmd) -> None:
+    if table not in ctx.new_tables:
+        ctx.needs_shadow_run(stmt, f"ALTER TABLE {name} ATTACH PARTITION (it scans the partition under an ACCESS "
+                                   "EXCLUSIVE lock unless a validated CHECK implies the partition bound)")
 _disable_trigger = _contract_only(lambda name, cmd: f"DISABLE TRIGGER on {name}",
                                   "a disabled trigger stops dual writes old versions rely on: drop triggers in contract")
 _row_security = _contract_only(lambda name, cmd: f"{_words(cmd.subtype.name)} on {name}",
@@ -90,8 +109,7 @@ ALTER_TABLE_RULES: dict[AlterTableType, Callable] = {
     AT.AT_AddConstraint: _add_constraint,
     AT.AT_ValidateConstraint: lambda ctx, stmt, table, name, cmd: constraints.check_validate(ctx, table, cmd),
     AT.AT_SetNotNull: lambda ctx, stmt, table, name, cmd: constraints.check_set_not_null(ctx, stmt, table, name, cmd),
-    AT.AT_DropConstraint: lambda ctx, stmt, table, name, cmd: constraints.check_drop_constraint(
-        ctx, stmt, table, name, cmd),
+    AT.AT_DropConstraint: _drop_constraint,
     AT.AT_AlterColumnType: lambda ctx, stmt, table, name, cmd: types.check_alter_type(ctx, stmt, table, name, cmd),
     AT.AT_ColumnDefault: _column_default,
     AT.AT_DropColumn: _drop_column,
@@ -115,22 +133,26 @@ ALTER_TABLE_RULES: dict[AlterTableType, Callable] = {
     AT.AT_DisableRowSecurity: _safe,
     AT.AT_NoForceRowSecurity: _safe,
     AT.AT_DisableTrig: _disable_trigger,
-    AT.AT_DisableTrigAll: _disable_trigger,
+    AT.AT_DisableTrigAll: triggers.check_disable_trigger_all,
     AT.AT_DisableTrigUser: _disable_trigger,
     AT.AT_EnableRowSecurity: _row_security,
     AT.AT_ForceRowSecurity: _row_security,
-    AT.AT_SetTableSpace: _rewrite,
+    AT.AT_SetTableSpace: lambda ctx, stmt, table, name, cmd: locks.check_set_tablespace(ctx, stmt, table, name),
     AT.AT_SetLogged: _rewrite,
     AT.AT_SetUnLogged: _rewrite,
     AT.AT_SetAccessMethod: _rewrite,
     AT.AT_DetachPartition: lambda ctx, stmt, table, name, cmd: locks.check_detach_partition(ctx, stmt, name, cmd),
+    AT.AT_AttachPartition: _attach_partition,
 }
 
 
 def _create_table(ctx: Context, stmt: Statement, node: ast.CreateStmt) -> None:
-    table = table_key(node.relation)
-    if node.partbound is not None or node.inhRelations:
-        ctx.cannot_judge(stmt, f"CREATE TABLE {shown(node.relation)} PARTITION OF / INHERITS (locks the parent)")
+    table = ctx.key(node.relation)
+    if node.partbound is not None:
+        ctx.needs_shadow_run(stmt, f"CREATE TABLE {shown(node.relation)} PARTITION OF (locks the parent; scans a "
+                                   "default partition)")
+    elif node.inhRelations:
+        ctx.cannot_judge(stmt, f"CREATE TABLE {shown(node.relation)} INHERITS (the parent's queries return its rows)")
     if not node.if_not_exists:  # IF NOT EXISTS may leave an existing, busy table in place: no exemption
         ctx.new_tables.add(table)
     types.record_create_table(ctx, table, node)
@@ -140,19 +162,36 @@ def _create_table(ctx: Context, stmt: Statement, node: ast.CreateStmt) -> None:
 
 
 def _create_table_as(ctx: Context, stmt: Statement, node: ast.CreateTableAsStmt) -> None:
-    if node.into and node.into.rel and not node.if_not_exists:
-        ctx.new_tables.add(table_key(node.into.rel))
+    datachanges.check_hidden(ctx, stmt, node.query)
+    dependents.record_table_as(ctx, node)
 
 
 def _data_change(ctx: Context, stmt: Statement, node) -> None:
-    relation = getattr(node, "relation", None)
-    if relation is not None and table_key(relation) in ctx.new_tables:
+    datachanges.check_hidden(ctx, stmt, node)
+    if ctx.key(node.relation) in ctx.new_tables:
         return
-    verb = "UPDATE" if isinstance(node, ast.UpdateStmt) else "DELETE"
-    ctx.add(stmt, "unbatched-data-change", ERROR,
-            f"a single {verb} in a migration file locks every row it touches until it finishes",
-            "describe the change as a [[backfill]] in migration.toml: the runner applies it in "
-            "primary-key range batches with a checkpoint and throttling")
+    datachanges.unbatched(ctx, stmt, "a single UPDATE" if isinstance(node, ast.UpdateStmt) else "a single DELETE",
+                          f"on {shown(node.relation)}")
+
+
+def _select(ctx: Context, stmt: Statement, node: ast.SelectStmt) -> None:
+    timeouts.check_set_config_calls(ctx, stmt, node)
+    datachanges.check_hidden(ctx, stmt, node)
+
+
+def _set(ctx: Context, stmt: Statement, node: ast.VariableSetStmt) -> None:
+    timeouts.check_set(ctx, stmt, node)
+    datachanges.check_replication_role(ctx, stmt, node)
+    if (node.name or "").lower() == "search_path" or node.kind == VariableSetKind.VAR_RESET_ALL:
+        ctx.facts.search_path_changed()
+
+
+def _create_policy(ctx: Context, stmt: Statement, node: ast.CreatePolicyStmt) -> None:
+    # A permissive policy only widens what row security lets through (and does nothing before it is enabled);
+    # a restrictive one narrows what the old version's roles see and may write.
+    if not node.permissive:
+        ctx.destructive(stmt, f"CREATE POLICY {node.policy_name} AS RESTRICTIVE on {shown(node.table)}",
+                        "add restrictive policies in contract, once no running version is affected")
 
 
 def _transaction(ctx: Context, stmt: Statement, node) -> None:
@@ -168,6 +207,7 @@ def _drop(ctx: Context, stmt: Statement, node: ast.DropStmt) -> None:
         locks.check_drop_index(ctx, stmt, node)
     # Even DROP INDEX CONCURRENTLY is contract only: an old version's ON CONFLICT (col) needs the unique
     # index it names, and its queries the index they were planned with.
+    dependents.check_drop(ctx, stmt, node)
     renames.check_drop(ctx, stmt, node)
 
 
@@ -180,8 +220,8 @@ def _nothing(ctx: Context, stmt: Statement, node) -> None:
 
 
 STATEMENT_RULES: dict[type, Callable[[Context, Statement, ast.Node], None]] = {
-    ast.VariableSetStmt: timeouts.check_set,
-    ast.SelectStmt: lambda ctx, stmt, node: timeouts.check_set_config_calls(ctx, stmt, node),
+    ast.VariableSetStmt: _set,
+    ast.SelectStmt: _select,
     ast.TransactionStmt: _transaction,
     ast.CreateStmt: _create_table,
     ast.CreateTableAsStmt: _create_table_as,
@@ -202,17 +242,20 @@ STATEMENT_RULES: dict[type, Callable[[Context, Statement, ast.Node], None]] = {
     ast.RefreshMatViewStmt: locks.check_refresh,
     ast.AlterDomainStmt: constraints.check_alter_domain,
     ast.DoStmt: lambda ctx, stmt, node: check_do(ctx, stmt, node, check_statement),
-    ast.InsertStmt: _nothing,
+    ast.InsertStmt: datachanges.check_insert,
+    ast.CallStmt: datachanges.check_call,
     ast.VariableShowStmt: _nothing,
-    ast.CreateFunctionStmt: _nothing,
-    ast.CreateTrigStmt: _nothing,
-    ast.ViewStmt: _nothing,
+    ast.CreateFunctionStmt: triggers.check_create_function,
+    ast.CreateTrigStmt: triggers.check_create_trigger,
+    ast.ViewStmt: dependents.check_view,
     ast.CommentStmt: _nothing,
-    ast.CreateSeqStmt: _nothing,
-    ast.AlterSeqStmt: _nothing,
-    ast.CreateEnumStmt: _nothing,
-    ast.CompositeTypeStmt: _nothing,
-    ast.CreateDomainStmt: _nothing,
+    ast.CreateSeqStmt: datachanges.record_sequence,
+    ast.AlterSeqStmt: datachanges.check_alter_sequence,
+    ast.CreateEnumStmt: types.record_user_type,
+    ast.CompositeTypeStmt: types.record_user_type,
+    ast.CreateRangeStmt: types.record_user_type,
+    ast.CreateDomainStmt: types.record_create_domain,
+    ast.CreatePolicyStmt: _create_policy,
     ast.CreateSchemaStmt: _nothing,
     ast.CreateExtensionStmt: _nothing,
     ast.CreateStatsStmt: _nothing,

@@ -12,14 +12,15 @@ because constraint names are only unique per table.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
 
-from .findings import ERROR, Finding
-from .parsing import Statement, integer_constant, names
+from .findings import ERROR, NEEDS_SHADOW_RUN, Finding
+from .parsing import Statement, integer_constant, names, table_key
 
 # PostgreSQL's own spellings (pg_type.typname) for the grammar's SQL-standard aliases.
 TYPE_ALIASES = {"character varying": "varchar", "int": "int4", "integer": "int4", "bigint": "int8",
@@ -62,6 +63,31 @@ class TypeSpec:
         return f"{self.name}{mods}{'[]' if self.array else ''}"
 
 
+@dataclass(frozen=True)
+class Domain:
+    """A domain over ``base``; ``checked``: it has a CHECK or NOT NULL constraint (adding a column of it rewrites)."""
+
+    base: TypeSpec | None
+    checked: bool
+
+
+@dataclass(frozen=True)
+class IndexFact:
+    table: str
+    columns: tuple[str, ...]  # () when an expression is indexed
+    unique: bool
+    partial: bool
+
+
+@dataclass(frozen=True)
+class ViewFact:
+    """What a view reads: its tables, and the column names it mentions (``*`` reads them all)."""
+
+    tables: frozenset[str]
+    columns: frozenset[str]
+    star: bool
+
+
 class Catalog(Protocol):
     """Answers the analysis may ask a live database; ``None`` means "unknown" (fail closed)."""
 
@@ -70,6 +96,9 @@ class Catalog(Protocol):
 
     def column_type(self, table: str, column: str) -> TypeSpec | None:
         ...
+
+    def user_type(self, name: str) -> Domain | bool | None:
+        """A user-defined type: its :class:`Domain`, True for any other kind (enum, composite, range), None unknown."""
 
 
 class OfflineCatalog:
@@ -81,19 +110,39 @@ class OfflineCatalog:
     def column_type(self, table: str, column: str) -> TypeSpec | None:
         return None
 
+    def user_type(self, name: str) -> Domain | bool | None:
+        return None
+
 
 @dataclass
 class SchemaFacts:
-    validated: set[tuple[str, str]] = field(default_factory=set)  # (table, column) with a validated NOT NULL check
-    pending_checks: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, check name) -> column
+    """What the SQL seen so far established (earlier statements, files, stages and migrations).
+
+    Relations are keyed as written (:func:`parsing.table_key`), constraints and indexes by name.
+    """
+
+    validated: set[tuple[str, str]] = field(default_factory=set)  # (table, column) proven NOT NULL, check unnamed
+    validated_checks: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # (table, check) -> columns
+    pending_checks: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # added NOT VALID
     column_types: dict[tuple[str, str], TypeSpec] = field(default_factory=dict)
+    not_null: set[tuple[str, str]] = field(default_factory=set)  # declared NOT NULL (or PRIMARY KEY)
+    domains: dict[str, Domain] = field(default_factory=dict)
+    user_types: set[str] = field(default_factory=set)  # enums, composites, ranges
+    partitioned: set[str] = field(default_factory=set)
+    matviews: set[str] = field(default_factory=set)
+    indexes: dict[str, IndexFact] = field(default_factory=dict)
+    views: dict[str, ViewFact] = field(default_factory=dict)
+    # trigger function -> how it may reject a write (always, as a BEFORE ROW trigger), None where it never does
+    trigger_functions: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    path_epoch: int = 0  # > 0 after a SET search_path in the current session (a runner connection)
+    epochs: int = 0
 
     def __iter__(self):
-        """Iterating gives the validated (table, column) pairs (what older callers passed around)."""
-        return iter(sorted(self.validated))
+        """Iterating gives the proven NOT NULL (table, column) pairs (what older callers passed around)."""
+        return iter(sorted(self.proven_not_null()))
 
     def copy(self) -> "SchemaFacts":
-        return SchemaFacts(set(self.validated), dict(self.pending_checks), dict(self.column_types))
+        return copy.deepcopy(self)
 
     @classmethod
     def of(cls, known: "SchemaFacts | Iterable[tuple[str, str]] | None") -> "SchemaFacts":
@@ -102,16 +151,36 @@ class SchemaFacts:
             return known.copy()
         return cls(validated={(t.lower(), c.lower()) for t, c in (known or ())})
 
-    def add_check(self, table: str, name: str, column: str, validated: bool) -> None:
-        if validated:
-            self.validated.add((table, column))
+    def proven_not_null(self) -> set[tuple[str, str]]:
+        return self.validated | {(t, c) for (t, _), cols in self.validated_checks.items() for c in cols}
+
+    def add_check(self, table: str, name: str, columns: tuple[str, ...], validated: bool) -> None:
+        if not columns:
+            return
+        if validated and name:
+            self.validated_checks[(table, name)] = columns
+        elif validated:
+            self.validated.update((table, c) for c in columns)
         elif name:
-            self.pending_checks[(table, name)] = column
+            self.pending_checks[(table, name)] = columns
 
     def validate(self, table: str, name: str) -> None:
-        column = self.pending_checks.pop((table, name), None)
-        if column is not None:
-            self.validated.add((table, column))
+        columns = self.pending_checks.pop((table, name), None)
+        if columns is not None:
+            self.validated_checks[(table, name)] = columns
+
+    def drop_constraint(self, table: str, name: str) -> None:
+        """A dropped check proves nothing any more (``SET NOT NULL`` after it scans)."""
+        self.validated_checks.pop((table, name), None)
+        self.pending_checks.pop((table, name), None)
+
+    def new_session(self) -> None:
+        """A new runner connection (the next stage): the search_path is the default again."""
+        self.path_epoch = 0
+
+    def search_path_changed(self) -> None:
+        self.epochs += 1
+        self.path_epoch = self.epochs
 
 
 @dataclass
@@ -125,10 +194,15 @@ class Context:
     facts: SchemaFacts
     findings: list[Finding] = field(default_factory=list)
     new_tables: set[str] = field(default_factory=set)  # created in this file: nothing else uses them yet
-    new_columns: set[tuple[str, str]] = field(default_factory=set)
+    new_sequences: set[str] = field(default_factory=set)
+    new_functions: set[str] = field(default_factory=set)
     lock_timeout_set: bool = False
     statement_timeout_set: bool = False
     warned_statement_timeout: bool = False
+
+    def key(self, rv) -> str:
+        """How a relation is keyed here: as written, bound to the session's search_path when it was changed."""
+        return table_key(rv, self.facts.path_epoch)
 
     def add(self, stmt: Statement, rule: str, severity: str, message: str, fix: str) -> None:
         self.findings.append(Finding(rule=rule, message=message, file=self.filename, line=stmt.line,
@@ -141,6 +215,14 @@ class Context:
                  "versions run, so it is refused",
                  "rewrite it with statements the analysis knows (see docs/schema-migrations.md), or run it by "
                  "hand in a maintenance window")
+
+    def needs_shadow_run(self, stmt: Statement, what: str) -> None:
+        """Fail closed offline: only PostgreSQL itself can tell (a shadow run judges it, see sql_safety.shadow)."""
+        self.add(stmt, NEEDS_SHADOW_RUN, ERROR,
+                 f"{what}: the static rules cannot tell what PostgreSQL locks, scans or changes here, so it is "
+                 "refused without a shadow run",
+                 "judge it with a shadow run (lint --shadow-dsn-env VAR, or $BAZBII_SHADOW_DSN), which runs the "
+                 "stage on a scratch copy of the schema and lets PostgreSQL say what it does")
 
     def destructive(self, stmt: Statement, what: str, fix: str) -> None:
         if self.stage != "contract":

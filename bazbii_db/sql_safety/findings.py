@@ -10,6 +10,12 @@ from bazbii_plan.facts import MIGRATION_STAGES
 STAGES = MIGRATION_STAGES
 ERROR = "error"
 WARNING = "warning"
+# Refused offline because only PostgreSQL can tell; a shadow run (:mod:`.shadow`) judges it.
+NEEDS_SHADOW_RUN = "needs-shadow-run"
+# Rules whose offline verdict may be a refusal only for want of a catalog (function volatility, a
+# column's current type, what a type is): a caller with a connection asks again with one before refusing.
+CATALOG_DEPENDENT_RULES = frozenset({"adding-field-with-volatile-default", "changing-column-type",
+                                     "adding-column-of-checked-domain", "data-change-in-function"})
 
 
 @dataclass(frozen=True)
@@ -31,9 +37,10 @@ class Finding:
 class SqlSafetyError(Exception):
     """Raised by callers (the runner) when analysis found errors; nothing has run."""
 
-    def __init__(self, findings: list[Finding]):
+    def __init__(self, findings: list[Finding], judged_by: str = ""):
         self.findings = [f for f in findings if f.severity == ERROR]
-        lines = [f.format() for f in self.findings]
+        self.judged_by = judged_by
+        lines = [f.format() for f in self.findings] + ([f"judged by: {judged_by}"] if judged_by else [])
         super().__init__("unsafe migration SQL, nothing was run:\n" + "\n".join(lines))
 
 

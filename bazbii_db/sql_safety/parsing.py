@@ -72,16 +72,36 @@ def names(seq) -> list[str]:
     return [s.sval for s in (seq or ()) if isinstance(s, ast.String)]
 
 
-def table_key(rv: ast.RangeVar | None) -> str:
+def table_key(rv: ast.RangeVar | None, path_epoch: int = 0) -> str:
     """A relation as written, schema included: ``posts`` and ``other.posts`` are different tables.
 
-    An unqualified name is not assumed to be ``public`` (the search_path decides), so facts
-    about one spelling never excuse a statement on the other: the conservative direction.
+    Names are taken as the parser gives them: unquoted identifiers are already folded to lower
+    case, quoted ones keep their case (``"Posts"`` is not ``posts``). An unqualified name is not
+    assumed to be ``public`` (the search_path decides), so facts about one spelling never excuse a
+    statement on the other: the conservative direction. After a ``SET search_path`` in the same
+    session (``path_epoch`` > 0) an unqualified name is bound to that setting (:func:`name_key`).
     """
     if rv is None:
         return ""
-    name = rv.relname.lower()
-    return f"{rv.schemaname.lower()}.{name}" if rv.schemaname else name
+    return name_key([rv.schemaname, rv.relname] if rv.schemaname else [rv.relname], path_epoch)
+
+
+def name_key(parts: list[str], path_epoch: int = 0) -> str:
+    """The key of a possibly qualified name; unqualified names under a changed search_path never
+    match a name resolved under another setting (nor anything the catalog can look up)."""
+    if len(parts) == 1 and path_epoch:
+        return f"{parts[0]}{PATH_BOUND}{path_epoch})"
+    return ".".join(parts)
+
+
+PATH_BOUND = " (after SET search_path #"
+
+
+def catalog_name(key: str) -> str | None:
+    """A key as the catalog resolves it (``to_regclass``): quoted parts, or None for a path-bound key."""
+    if PATH_BOUND in key:
+        return None
+    return ".".join('"' + part.replace('"', '""') + '"' for part in key.split(".", 1))
 
 
 def shown(rv: ast.RangeVar | None) -> str:
@@ -110,3 +130,16 @@ def def_option(options, name: str) -> ast.DefElem | None:
         if isinstance(opt, ast.DefElem) and (opt.defname or "").lower() == name:
             return opt
     return None
+
+
+def boolean_option(opt: ast.DefElem) -> bool:
+    """The value of an option such as ``FULL`` in ``VACUUM (FULL false)``: no argument means true."""
+    arg = opt.arg
+    if arg is None:
+        return True
+    if isinstance(arg, ast.Boolean):
+        return bool(arg.boolval)
+    if isinstance(arg, ast.Integer):
+        return arg.ival != 0
+    text = getattr(arg, "sval", "")
+    return str(text).lower() not in ("false", "off", "0", "no")

@@ -6,7 +6,7 @@ from pglast import ast
 from pglast.enums.parsenodes import ObjectType
 
 from .facts import Context
-from .parsing import Statement, names, shown, table_key
+from .parsing import Statement, name_key, names, shown
 
 _RENAME_FIX = {
     ObjectType.OBJECT_COLUMN: "rename in five steps: add the new column (expand), write both (dual_write), backfill "
@@ -34,7 +34,7 @@ def _kind(object_type) -> str:
 
 
 def check_rename(ctx: Context, stmt: Statement, node: ast.RenameStmt) -> None:
-    if node.relation is not None and table_key(node.relation) in ctx.new_tables:
+    if node.relation is not None and ctx.key(node.relation) in ctx.new_tables:
         return
     kind = _kind(node.renameType)
     if node.renameType == ObjectType.OBJECT_COLUMN:
@@ -47,7 +47,7 @@ def check_rename(ctx: Context, stmt: Statement, node: ast.RenameStmt) -> None:
 
 
 def check_set_schema(ctx: Context, stmt: Statement, node: ast.AlterObjectSchemaStmt) -> None:
-    if node.relation is not None and table_key(node.relation) in ctx.new_tables:
+    if node.relation is not None and ctx.key(node.relation) in ctx.new_tables:
         return
     target = shown(node.relation) if node.relation is not None else _object_label(node.object)
     ctx.destructive(stmt, f"ALTER {_kind(node.objectType)} {target} SET SCHEMA {node.newschema}",
@@ -64,7 +64,8 @@ def check_enum(ctx: Context, stmt: Statement, node: ast.AlterEnumStmt) -> None:
 
 def check_drop(ctx: Context, stmt: Statement, node: ast.DropStmt) -> None:
     labels = [_object_label(obj) for obj in node.objects or ()]
-    if node.removeType == ObjectType.OBJECT_TABLE and all(label.lower() in ctx.new_tables for label in labels):
+    if node.removeType == ObjectType.OBJECT_TABLE and all(
+            name_key(label.split("."), ctx.facts.path_epoch) in ctx.new_tables for label in labels):
         return
     fix = ("stop using the table in the application, deploy, then drop it in contract"
            if node.removeType == ObjectType.OBJECT_TABLE else
@@ -73,7 +74,7 @@ def check_drop(ctx: Context, stmt: Statement, node: ast.DropStmt) -> None:
 
 
 def check_truncate(ctx: Context, stmt: Statement, node: ast.TruncateStmt) -> None:
-    if all(table_key(rv) in ctx.new_tables for rv in node.relations or ()):
+    if all(ctx.key(rv) in ctx.new_tables for rv in node.relations or ()):
         return
     ctx.destructive(stmt, "TRUNCATE", "truncate only in contract, after no version uses the data")
 

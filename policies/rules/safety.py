@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from bazbii_plan.errors import config_key
+from bazbii_plan.facts import SWITCHOVER_STALL_TARGET_SECONDS
 
 from ..builders import default_of, gate_policy, list_setting, number_setting
 from .common import Finding, Transition, dig, fmt, number
@@ -82,7 +83,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter(("database", "replicas", WILDCARD, "consistencyCheck"), RANKED, None,
               "the replica's data is no longer compared with the primary's at a fixed LSN", ranks=(False, True)),
     Parameter(("database", "pooler", "pauseTimeoutSeconds"), LARGER, "maxPauseTimeoutSeconds",
-              "PgBouncer may hold every client's writes that long during a switchover"),
+              "PgBouncer may hold every client's transactions that long during a switchover"),
     Parameter(("traffic", "monitor", "interval"), LARGER, "maxMonitorIntervalSeconds",
               "an unhealthy pool keeps traffic longer before the load balancer notices"),
     Parameter(("traffic", "monitor", "timeout"), LARGER, "maxMonitorTimeoutSeconds",
@@ -123,8 +124,9 @@ CONFIG: dict[str, dict[str, Any]] = {
                             "description": "shortest database.lagGate.windowSeconds (s)"},
     "maxLagTimeoutSeconds": {"type": "number", "exclusiveMinimum": 0, "default": 300,
                              "description": "longest database.lagGate.timeoutSeconds (s)"},
-    "maxPauseTimeoutSeconds": {"type": "number", "exclusiveMinimum": 0, "default": 10,
-                               "description": "longest database.pooler.pauseTimeoutSeconds (s)"},
+    "maxPauseTimeoutSeconds": {"type": "number", "exclusiveMinimum": 0, "default": SWITCHOVER_STALL_TARGET_SECONDS,
+                               "description": "longest database.pooler.pauseTimeoutSeconds (s): what a transaction "
+                                              "begun right before PAUSE may cost every client"},
     "maxMonitorIntervalSeconds": {"type": "integer", "minimum": 10, "default": 60,
                                   "description": "longest traffic.monitor.interval (s)"},
     "maxMonitorTimeoutSeconds": {"type": "integer", "minimum": 1, "default": 5,

@@ -1,26 +1,39 @@
 """Schema rules: contract only after every Deployment runs the new version; DDL that is safe for its stage.
 
-SQL is judged by :func:`bazbii_db.sql_safety.analyse_sql` (pglast parse trees
-plus squawk, offline); this module adds what the analyser cannot know on its
-own: which stage the *plan* is in, and which images the Deployments run.
-
-Where the SQL comes from: the migration Job's ConfigMap, labelled
-``bazbii.io/migration-id`` / ``bazbii.io/migration-stage``, whose data holds
-``<file>.sql`` for the stage being run (and possibly earlier stages' files,
-which are only used to know which NOT NULL checks were already validated).
+SQL is judged as the runner in the migration Job judges it: the ConfigMap,
+labelled ``bazbii.io/migration-id`` / ``bazbii.io/migration-stage``, is laid
+out as the migrations directory the Job mounts and judged by
+:func:`bazbii_db.migrations.lint.lint_migration` (pglast rules plus squawk;
+earlier stages' files only tell what they established). When
+``$BAZBII_SHADOW_DSN`` names a PostgreSQL server (``./preview
+--shadow-dsn-env VAR`` sets it; under the Pulumi CLI the policy pack inherits
+it), the stages also run on a scratch database there, built from the earlier
+migrations of the repository's ``migrations/``, and PostgreSQL's observations
+replace the static rules it can judge (:mod:`bazbii_db.sql_safety.shadow`).
+Each finding says whether the shadow run or a static rule judged it, and
+:func:`judgements` says which analysis judged each ConfigMap (the offline
+preview prints it). This module
+adds what the analyser cannot know on its own: which stage the *plan* is in,
+and which images the Deployments run.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from pulumi_policy import EnforcementLevel
 
-from bazbii_db.migrations.lint import DOWN_ANALYSED_AS, migration_file_label
-from bazbii_db.sql_safety import ERROR, STAGES, analyse_sql, validated_checks_after
-from bazbii_plan.facts import DOWN_SUFFIX, MIGRATION_ID_LABEL, MIGRATION_STAGE_LABEL, STAGE_FILES, VERSION_FORMAT, version_from_image
+from bazbii_db.migrations.lint import lint_migration
+from bazbii_db.migrations.spec import METADATA_FILE, default_migrations_dir
+from bazbii_db.sql_safety import ERROR, STAGES
+from bazbii_db.sql_safety.shadow import SHADOW_DSN_ENV, ShadowServer
+from bazbii_plan.facts import DOWN_SUFFIX, MIGRATION_ID_LABEL, MIGRATION_STAGE_LABEL, VERSION_FORMAT, version_from_image
 
 from ..builders import CONFIG_MAP, DEPLOYMENT, JOB, gate_of, gate_policy, metadata_labels, resource_label, \
     resource_policy, stack_policy
@@ -105,45 +118,61 @@ def contract_after_deployments_rollout(
 
 
 # --------------------------------------------------------------------------- SQL
-def analyse_configmap(
-    stage: str, migration_id: str, data: Mapping[str, str], use_squawk: bool = True
-) -> list[Any]:
-    """Findings of :func:`analyse_sql` for the files the labelled ``stage`` runs.
+EARLIER_METADATA = f"--{METADATA_FILE}"  # an earlier migration's metadata in the ConfigMap: <id>--migration.toml
 
-    Earlier stages' files present in ``data`` only feed the validated NOT NULL
-    checks (they ran in earlier steps). Later stages' ``<stage>.down.sql`` run in
-    this stage's Job on a rollback and are analysed as down steps
-    (``DOWN_ANALYSED_AS``). A ``.sql`` file that belongs to no stage is analysed
-    as part of the labelled stage.
+
+@dataclass(frozen=True)
+class ConfigMapJudgement:
+    findings: tuple
+    judged_by: str
+
+
+def _plain_name(name: str) -> bool:
+    return Path(name).name == name and name not in ("", ".", "..")
+
+
+def _lay_out(root: Path, migration_id: str, data: Mapping[str, str]) -> Path:
+    """The ConfigMap as the migrations directory the Job mounts (components/schema_release.py)."""
+    folder = root / "migrations" / migration_id
+    folder.mkdir(parents=True)
+    for key, text in data.items():
+        if not isinstance(text, str) or not _plain_name(key):
+            continue
+        if key.endswith(EARLIER_METADATA) and _plain_name(key.removesuffix(EARLIER_METADATA)):
+            earlier = root / "migrations" / key.removesuffix(EARLIER_METADATA)
+            earlier.mkdir(exist_ok=True)
+            (earlier / METADATA_FILE).write_text(text)
+        else:
+            (folder / key).write_text(text)
+    return folder
+
+
+def judge_configmap(stage: str, migration_id: str, data: Mapping[str, str], use_squawk: bool = True,
+                    shadow: Optional[ShadowServer] = None) -> ConfigMapJudgement:
+    """The findings for what the labelled ``stage``'s Job runs, and which analysis judged.
+
+    The Job runs the stage's files; when the schema track rolls back to this stage it first runs the later
+    stages' down steps (the runner reverts the later applied stages), each judged as the stage it reopens,
+    on the schema its stage left. The stage's own down step does not run in this Job. With ``shadow`` the
+    earlier migrations come from the repository's migrations directory (the ConfigMap holds only their
+    metadata).
     """
-    if stage not in STAGES:
-        return []
-    known: set = set()
-    known_after: dict[str, set] = {}  # the validated checks once each stage has run
-    findings = []
-    downs = {f"{s}{DOWN_SUFFIX}" for s in STAGES}
-    staged = {f for s in STAGES for f in STAGE_FILES[s]}
-    extra = sorted(k for k in data if k.endswith(".sql") and k not in staged and k not in downs)
-    for file_stage in STAGES:
-        for filename in [f for f in STAGE_FILES[file_stage] if f in data] + (extra if file_stage == stage else []):
-            sql = data[filename]
-            if not isinstance(sql, str):
-                continue
-            if file_stage == stage:
-                findings += analyse_sql(sql, stage, migration_file_label(migration_id, filename),
-                                        known_validated_checks=known, use_squawk=use_squawk)
-            known = validated_checks_after(sql, known)
-        known_after[file_stage] = known
-    # a later stage's down step runs in this stage's Job when the schema track rolls back to it (the
-    # runner reverts the later applied stages first), and is judged as the runner's lint judges it:
-    # the down of contract restores what contract removed, as an expand would (DOWN_ANALYSED_AS),
-    # not as the stage the Job is labelled with; this stage's own down does not run here
+    if stage not in STAGES or not _plain_name(migration_id):
+        return ConfigMapJudgement((), "")
+    with tempfile.TemporaryDirectory(prefix="bazbii-configmap-") as tmp:
+        folder = _lay_out(Path(tmp), migration_id, data)
+        lint = lint_migration(folder, use_squawk=use_squawk, shadow=shadow, stages=STAGES[STAGES.index(stage):],
+                              earlier_from=default_migrations_dir())
+    own_down = f"/{stage}{DOWN_SUFFIX}"
+    findings = [f for f in lint.findings[stage] if not f.file.endswith(own_down)]
     for later in STAGES[STAGES.index(stage) + 1:]:
-        down = f"{later}{DOWN_SUFFIX}"
-        if isinstance(data.get(down), str):
-            findings += analyse_sql(data[down], DOWN_ANALYSED_AS[later], migration_file_label(migration_id, down),
-                                    known_validated_checks=known_after[later], use_squawk=use_squawk)
-    return findings
+        findings += [f for f in lint.findings[later] if f.file.endswith(f"/{later}{DOWN_SUFFIX}")]
+    return ConfigMapJudgement(tuple(findings), lint.judged_by)
+
+
+def analyse_configmap(stage: str, migration_id: str, data: Mapping[str, str], use_squawk: bool = True) -> list[Any]:
+    """The findings of :func:`judge_configmap` without a shadow run."""
+    return list(judge_configmap(stage, migration_id, data, use_squawk).findings)
 
 
 def _finding(sql_finding: Any) -> Finding:
@@ -219,28 +248,41 @@ def stage_matches_plan(
 
 # --------------------------------------------------------------------------- the policies
 @functools.lru_cache(maxsize=64)
-def _analyse(stage: str, migration_id: str, files: tuple[tuple[str, str], ...]) -> tuple:
-    return tuple(analyse_configmap(stage, migration_id, dict(files)))
+def _judge(stage: str, migration_id: str, files: tuple[tuple[str, str], ...], shadow_dsn: str) -> ConfigMapJudgement:
+    return judge_configmap(stage, migration_id, dict(files), shadow=ShadowServer(shadow_dsn) if shadow_dsn else None)
 
 
-def _configmap_findings(props: Mapping[str, Any]) -> Optional[tuple]:
-    """The SQL analyser's findings for a labelled migration ConfigMap (None: not a migration ConfigMap)."""
+def _configmap_judgement(props: Mapping[str, Any]) -> Optional[ConfigMapJudgement]:
+    """The SQL analysis of a labelled migration ConfigMap (None: not a migration ConfigMap)."""
     labels = metadata_labels(props)
     migration_id = labels.get(MIGRATION_ID_LABEL)
     stage = labels.get(MIGRATION_STAGE_LABEL)
     if not migration_id or not stage:
         return None
     data = plain(props.get("data") or {})
-    files = tuple(sorted((k, v) for k, v in data.items() if isinstance(v, str) and k.endswith(".sql")))
-    return _analyse(stage, migration_id, files)
+    files = tuple(sorted((k, v) for k, v in data.items() if isinstance(v, str)
+                         and (k.endswith(".sql") or k.endswith(METADATA_FILE))))
+    return _judge(stage, migration_id, files, os.environ.get(SHADOW_DSN_ENV, "").strip())
 
 
 def _sql_rule(select: Callable[[list], list[Finding]]) -> Callable:
     def rule(props: Mapping[str, Any], _type: str, _name: str, _config: Mapping[str, Any]) -> list[Finding]:
-        findings = _configmap_findings(props)
-        return select(list(findings)) if findings is not None else []
+        judged = _configmap_judgement(props)
+        return select(list(judged.findings)) if judged is not None else []
 
     return rule
+
+
+def judgements(configmaps: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Which analysis judged each labelled migration ConfigMap's SQL (the offline preview prints it)."""
+    out = []
+    for props in configmaps:
+        judged = _configmap_judgement(props)
+        if judged is not None and judged.judged_by:
+            labels = metadata_labels(props)
+            out.append(f"the SQL of migration {labels.get(MIGRATION_ID_LABEL)}/{labels.get(MIGRATION_STAGE_LABEL)} "
+                       f"was judged by {judged.judged_by}")
+    return out
 
 
 def job_runs_runner(props: Mapping[str, Any], _type: str, name: str, _config: Mapping[str, Any]) -> list[Finding]:

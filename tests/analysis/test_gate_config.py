@@ -11,7 +11,7 @@ import yaml
 from bazbii_analysis import evaluate_step_gate, live_gate_inputs
 from bazbii_analysis.watch import load_offline_config
 from bazbii_plan.errors import ConfigError
-from bazbii_plan.gates import GateCriteria, describe_criteria, rollback_signals, scrape_targets
+from bazbii_plan.gates import FILE_SD_PATH, GateCriteria, describe_criteria, rollback_signals, scrape_configs, scrape_targets
 from bazbii_plan.models import Rollback
 from offline_preview.__main__ import main as preview_main
 
@@ -75,7 +75,13 @@ def test_program_declares_where_the_exporters_run(tmp_path):
     assert by_job["gateway"] == [("203.0.113.11:8405", "server1"), ("203.0.113.12:8405", "server2")]
     assert by_job["postgres"] == [("203.0.113.12:9187", None), ("203.0.113.13:9187", None)]
     assert by_job["pgbouncer"] == [("203.0.113.11:9127", None)]
-    assert by_job["api"] == [("203.0.113.11:8080", "server1,server2")]  # every gateway forwards to the API
+    assert "api" not in by_job  # the API's pods are behind a NodePort: scraped one by one through discovery
+    exporters, api = scrape_configs(config.state(), config.metrics)
+    assert exporters["file_sd_configs"] == [{"files": [FILE_SD_PATH]}]
+    assert api["kubernetes_sd_configs"][0]["namespaces"] == {"names": ["bazbii"]}
+    relabel = {r.get("target_label"): r for r in api["relabel_configs"]}
+    assert relabel["pool"]["replacement"] == "server1,server2"  # every gateway forwards to every API pod
+    assert relabel["track"]["source_labels"] == ["__meta_kubernetes_pod_label_bazbii_io_track"]
 
 
 def test_check_inputs_carry_no_clock_and_no_verdict(tmp_path):

@@ -65,3 +65,13 @@ def test_cli_reads_dsns_from_files_and_reports_usage_in_one_line(shared_topo, tm
     usage = _cli(["gate"], {})
     assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
     assert "--replica" in usage.stderr
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--pause-timeout", "0", "must be a number of seconds > 0, not '0'"),
+    ("--long-transaction-seconds", "soon", "must be a number of seconds > 0, not 'soon'"),
+    ("--long-transaction-wait", "-1", "must be a number of seconds >= 0, not '-1'"),
+])
+def test_switchover_bounds_refuse_bad_seconds_naming_the_option(option, value, says):
+    run = _cli(["switchover", "--ini", "/nonexistent", "--alias", "app", "--new-host", "127.0.0.1", option, value], {})
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [f"error: argument {option}: {says} (see --help)"]

@@ -4,8 +4,10 @@
     venv/bin/python -m tests.db_schema.sql_corpus --write    # and write it into docs/schema-migrations.md
 
 Both start a throwaway PostgreSQL 15 (testsupport.localcluster) holding the corpus schema, so the
-analysis can ask the catalog (function volatility, column types) as the runner can. A test
-(test_schema_sql_corpus.py) checks that the docs table is exactly what this computes.
+analysis can ask the catalog (function volatility, column types) as the runner can, and serves as
+the shadow server: each case also runs on its own scratch copy of the schema (one shadow run per
+case, judged for each stage). A test (test_schema_sql_corpus.py) checks that the docs table is
+exactly what this computes.
 
 Counting: each (statement, stage) pair is one case; "deny" is the positive class. squawk is not
 stage-aware, so its verdict is the same in every stage: a statement is denied when squawk reports
@@ -16,7 +18,7 @@ require-statement-timeout and prefer-robust-stmts, which fire on almost every fi
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -24,6 +26,7 @@ import yaml
 
 from bazbii_db.sql_safety import STAGES, Catalog, analyse_sql, has_errors, validated_checks_after
 from bazbii_db.sql_safety.catalog import PgCatalog
+from bazbii_db.sql_safety.shadow import ShadowRun, ShadowServer, SqlFile, Step, combine, shadow_run
 from bazbii_db.sql_safety.squawk import squawk_json
 from testsupport.localcluster import LocalCluster, make_workdir, remove_workdir
 
@@ -44,6 +47,7 @@ class Case:
     source: str
     sql: str
     expected: dict[str, str]  # stage -> "deny" | "allow"
+    klass: str = ""  # the class of issue 26 it belongs to, if any
 
 
 def load_corpus(path: Path = CORPUS) -> tuple[str, list[Case]]:
@@ -54,15 +58,32 @@ def load_corpus(path: Path = CORPUS) -> tuple[str, list[Case]]:
         expected = SHORTHANDS[verdict] if isinstance(verdict, str) else dict(verdict)
         if set(expected) != set(STAGES) or not set(expected.values()) <= {"deny", "allow"}:
             raise ValueError(f"corpus entry {item['id']}: verdict must be deny/allow/contract or one per stage")
-        cases.append(Case(item["id"], item["source"], item["sql"], expected))
+        cases.append(Case(item["id"], item["source"], item["sql"], expected, item.get("class", "")))
     return data["schema"], cases
 
 
-def our_verdicts(case: Case, schema: str, catalog: Catalog | None) -> dict[str, str]:
+def shadow_of(case: Case, schema: str, server: ShadowServer) -> ShadowRun:
+    """The case run once on a scratch copy of the schema (judged per stage by :func:`our_findings`)."""
+    run = shadow_run(server, [SqlFile("corpus/schema.sql", schema)],
+                     [Step(STAGES[0], (SqlFile(f"corpus/{case.id}.sql", case.sql),))])
+    if not run.ok:
+        raise RuntimeError(f"the shadow run of {case.id} could not run: {run.reason}")
+    return run
+
+
+def our_findings(case: Case, schema: str, catalog: Catalog | None, run: ShadowRun | None = None) -> dict[str, list]:
     facts = validated_checks_after(schema, catalog=catalog)
-    return {stage: "deny" if has_errors(analyse_sql(case.sql, stage, f"corpus/{case.id}.sql",
-                                                    known_validated_checks=facts, catalog=catalog)) else "allow"
-            for stage in STAGES}
+    out = {}
+    for stage in STAGES:
+        static = analyse_sql(case.sql, stage, f"corpus/{case.id}.sql", known_validated_checks=facts, catalog=catalog)
+        judged = run and replace(run, observed=[(replace(step, stage=stage), obs) for step, obs in run.observed])
+        out[stage] = combine(static, judged)
+    return out
+
+
+def our_verdicts(case: Case, schema: str, catalog: Catalog | None, run: ShadowRun | None = None) -> dict[str, str]:
+    return {stage: "deny" if has_errors(findings) else "allow"
+            for stage, findings in our_findings(case, schema, catalog, run).items()}
 
 
 def squawk_verdict(case: Case, excluded: tuple[str, ...] = ()) -> str:
@@ -96,21 +117,32 @@ class Score:
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
 
 
-def figures(schema: str, cases: list[Case], catalog: Catalog) -> dict[str, Score]:
-    rows = {"bazbii analysis (pglast rules + squawk, catalog connection)": Score(),
-            "bazbii analysis offline (no catalog: unknown functions count as volatile)": Score(),
-            "squawk 2.70 alone, default rules": Score(),
-            "squawk 2.70 alone, without per-file rules": Score()}
-    names = list(rows)
+SHADOW, CATALOG, OFFLINE = ("bazbii analysis with a shadow run (static rules + PostgreSQL 15 on a scratch copy)",
+                            "bazbii static rules, catalog connection (no shadow run)",
+                            "bazbii static rules offline (no database: unknowns refused)")
+
+
+def all_verdicts(schema: str, cases: list[Case], catalog: Catalog, server: ShadowServer) -> dict[str, dict[str, dict]]:
+    """analyser -> case id -> stage -> verdict (squawk's is the same in every stage)."""
+    out: dict[str, dict[str, dict]] = {SHADOW: {}, CATALOG: {}, OFFLINE: {}, "squawk 2.70 alone, default rules": {},
+                                       "squawk 2.70 alone, without per-file rules": {}}
     for case in cases:
-        online, offline = our_verdicts(case, schema, catalog), our_verdicts(case, schema, None)
-        squawk_all, squawk_some = squawk_verdict(case), squawk_verdict(case, PER_FILE_RULES)
-        for stage in STAGES:
-            want = case.expected[stage]
-            rows[names[0]].add(want, online[stage])
-            rows[names[1]].add(want, offline[stage])
-            rows[names[2]].add(want, squawk_all)
-            rows[names[3]].add(want, squawk_some)
+        out[SHADOW][case.id] = our_verdicts(case, schema, catalog, shadow_of(case, schema, server))
+        out[CATALOG][case.id] = our_verdicts(case, schema, catalog)
+        out[OFFLINE][case.id] = our_verdicts(case, schema, None)
+        for name, excluded in (("squawk 2.70 alone, default rules", ()),
+                               ("squawk 2.70 alone, without per-file rules", PER_FILE_RULES)):
+            verdict = squawk_verdict(case, excluded)
+            out[name][case.id] = {stage: verdict for stage in STAGES}
+    return out
+
+
+def figures(cases: list[Case], verdicts: dict[str, dict[str, dict]]) -> dict[str, Score]:
+    rows = {name: Score() for name in verdicts}
+    for name, by_case in verdicts.items():
+        for case in cases:
+            for stage in STAGES:
+                rows[name].add(case.expected[stage], by_case[case.id][stage])
     return rows
 
 
@@ -134,8 +166,11 @@ def compute_with_cluster() -> str:
     try:
         cluster.start()
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE corpus")
+        with psycopg.connect(cluster.dsn(dbname="corpus"), autocommit=True) as conn:
             conn.execute(schema)
-            return render(figures(schema, cases, PgCatalog(conn)), cases)
+            verdicts = all_verdicts(schema, cases, PgCatalog(conn), ShadowServer(cluster.dsn()))
+            return render(figures(cases, verdicts), cases)
     finally:
         cluster.stop(mode="immediate")
         remove_workdir(workdir)

@@ -88,7 +88,8 @@ def test_every_down_step_in_migrations_runs_and_the_stage_applies_again(db, mig_
                 r.apply(earlier, s, versions)
         before = r.revert(migration_id, stage)
         assert before.status == "reverted" and before.units_run >= 1
-        assert [e.step for e in r.status() if e.migration_id == migration_id] == list(STAGES[:STAGES.index(stage)])
+        assert [e.step for e in r.status() if e.migration_id == migration_id and e.status == "applied"] == \
+            list(STAGES[:STAGES.index(stage)])
         # idempotent: a down step that failed part-way runs again from the start
         execute(db, load_migration(mig_dir / migration_id).down_file(stage).read_text())
         assert r.apply(migration_id, stage, versions).status == "applied"
@@ -114,7 +115,7 @@ def test_0002_contract_down_step_restores_the_migrate_schema_for_1_9_and_2_0(db,
                      "ORDER BY title") == [("2.0 unset", None), ("from 1.9", "general"), ("from 2.0", "news")]
     assert fetch(db, "SELECT id, title, content FROM posts WHERE title = 'from 1.9'")  # 1.9's read query
     assert [(e.step, e.status) for e in r.status() if e.migration_id == "0002_add_category"] == \
-        [("expand", "applied"), ("migrate", "applied")]
+        [("expand", "applied"), ("migrate", "applied"), ("contract", "reverted")]
 
     # rolling forward again runs the whole contract (the NULL row is why a backfill would be needed first)
     execute(db, "UPDATE posts SET category = 'general' WHERE category IS NULL")
@@ -171,3 +172,40 @@ def test_cli_down_runs_the_contract_down_step(db, mig_dir):
     assert proc.returncode == 0, proc.stderr
     assert "0002_add_category/contract: reverted" in proc.stdout
     assert ("category", "YES") in [(c[0], c[1]) for c in _posts_columns(db)]
+
+
+def test_a_revert_keeps_the_journal_row_marked_reverted(db, mig_dir):
+    """The history stays: who applied the stage and when, and that and when it was reverted; applying it again
+    runs it in full and keeps the count."""
+    _base(db, mig_dir)
+    r = runner(db, mig_dir)
+    apply_all(db, mig_dir, "0002_add_category", app_versions=V2)
+    row = "SELECT status, units_done, cardinality(unit_checksums), reverts, reverted_at IS NOT NULL, " \
+          "runner <> '', attempts FROM bazbii_migrations.journal " \
+          "WHERE migration_id = '0002_add_category' AND step = 'contract'"
+    assert r.revert("0002_add_category", "contract").status == "reverted"
+    assert fetch(db, row) == [("reverted", 0, 0, 1, True, True, 1)]
+    assert r.revert("0002_add_category", "contract").status == "not-applied"  # nothing to revert twice
+    assert r.apply("0002_add_category", "contract", V2).units_run == 4  # in full: every statement again
+    assert fetch(db, row) == [("applied", 4, 4, 1, True, True, 2)]
+    # migrate may be reverted only once contract is reverted (a reverted row does not count as applied)
+    (mig_dir / "0002_add_category" / "migrate.down.sql").write_text(
+        "ALTER TABLE posts ALTER COLUMN category SET DEFAULT 'general';\n")
+    with pytest.raises(StageOrderError, match="revert contract first"):
+        r.revert("0002_add_category", "migrate")
+    r.revert("0002_add_category", "contract")
+    assert r.revert("0002_add_category", "migrate").status == "reverted"
+
+
+def test_a_journal_from_before_reverts_is_upgraded_in_place(db, mig_dir):
+    """A journal created by the previous version (no reverted status, no revert columns) gets them on the next
+    run, its rows kept."""
+    _base(db, mig_dir)
+    execute(db, "ALTER TABLE bazbii_migrations.journal DROP COLUMN reverted_at, DROP COLUMN reverts, "
+                "DROP CONSTRAINT journal_status_check, ADD CONSTRAINT journal_status_check "
+                "CHECK (status IN ('running', 'failed', 'applied'))")
+    r = runner(db, mig_dir)
+    apply_all(db, mig_dir, "0002_add_category", app_versions=V2)
+    assert r.revert("0002_add_category", "contract").status == "reverted"
+    assert fetch(db, "SELECT count(*), count(*) FILTER (WHERE status = 'reverted') FROM bazbii_migrations.journal") \
+        == [(6, 1)]

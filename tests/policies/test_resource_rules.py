@@ -247,7 +247,8 @@ def test_a_down_step_is_judged_as_the_runner_runs_it(migrations):
 def test_down_steps_run_only_in_earlier_stages_jobs():
     from policies.rules.schema import analyse_configmap
 
-    data = {"expand.sql": "ALTER TABLE posts ADD COLUMN category text;\n",
+    data = {"migration.toml": 'contract_min_app_version = "2.0.0"\n',
+            "expand.sql": "ALTER TABLE posts ADD COLUMN category text;\n",
             "contract.sql": "ALTER TABLE posts DROP COLUMN legacy;\n",
             "contract.down.sql": "ALTER TABLE posts ADD COLUMN legacy text;\nALTER TABLE posts DROP COLUMN category;\n"
                                  "CREATE INDEX posts_legacy_idx ON posts (legacy);\n"}

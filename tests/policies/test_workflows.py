@@ -78,6 +78,17 @@ def test_pull_requests_preview_with_the_pack_and_comment():
     assert "pytest tests/policies" in offline and "offline_preview --base" in offline
 
 
+def test_pull_requests_judge_migration_sql_with_a_shadow_run_on_a_postgresql_15_service():
+    from bazbii_db.sql_safety.shadow import SHADOW_DSN_ENV
+
+    job = _load("preview.yml")["jobs"]["offline"]
+    assert job["services"]["shadow"]["image"] == "postgres:15"
+    port = job["services"]["shadow"]["ports"][0].split(":")[0]
+    assert f"port={port}" in job["env"][SHADOW_DSN_ENV]  # read by the lint below and by the schema policies
+    runs = [s.get("run", "") for s in job["steps"]]
+    assert any("bazbii_db.migrations lint --require-shadow" in r for r in runs)
+
+
 def test_merges_to_main_apply_prod_with_the_pack():
     document = _load("up.yml")
     assert document["on"]["push"]["branches"] == ["main"]

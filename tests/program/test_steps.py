@@ -8,6 +8,7 @@ would actually run. Addresses: server1 203.0.113.11, server2 .12, server3 .13.
 from __future__ import annotations
 
 from bazbii_db.dataplane import lag_gate_command, release_digest, switchover_command
+from bazbii_plan.facts import DEFAULT_PAUSE_TIMEOUT_SECONDS
 from offline_preview.harness import REPO_ROOT
 from tests.program.helpers import (CONFIG_MAP, DNS, JOB, LOCAL, POOL, REMOTE, TUNNEL, dep_names, mentions, names,
                                    pool_weights_by_name, resource_id)
@@ -189,7 +190,7 @@ def _switchover(ev):
     assert "dataplane-install-server1" in dep_names(switchover)
     assert switchover.inputs["create"] == switchover_command(
         ini_path="/etc/pgbouncer/pgbouncer.ini", alias="bazbii", new_host=S3, new_port=5432,
-        pause_timeout_seconds=5.0, max_lag_bytes=1048576)
+        pause_timeout_seconds=DEFAULT_PAUSE_TIMEOUT_SECONDS, max_lag_bytes=1048576)  # the stack file keeps the default
     assert "update" not in switchover.inputs  # an event: a changed target replaces it (a new switchover)
     assert secret_prop(switchover, "stdin")
     old_dsn, new_dsn, admin_dsn = switchover.inputs["stdin"].splitlines()

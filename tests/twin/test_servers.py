@@ -17,6 +17,7 @@ from components.server import spec_check_script
 from twin.environment import Twin
 from twin.lab import NETNS_DIR, Lab
 from twin.server import Spec
+from twin.serverinit import SHIM_PLACES
 
 pytestmark = pytest.mark.engine
 
@@ -25,7 +26,19 @@ pytestmark = pytest.mark.engine
 def twin(tmp_path_factory):
     with Twin.start_new(tmp_path_factory.mktemp("twin"), specs={"server1": Spec(2, 4, 100), "server2": Spec(2, 4, 100)},
                         addresses={"server1": "127.0.1.1", "server2": "127.0.1.2"}) as started:
+        started.fresh_files = {name: server.written_files() for name, server in started.servers.items()}
         yield started
+
+
+def test_a_fresh_server_has_only_the_documented_files_of_its_own(twin):
+    """What a fresh twin server has beyond this machine's files is docs/engine-and-twin.md's list, no more."""
+    from tests.twin.test_differences import documented
+
+    expected = set(documented("**Files a fresh twin server has**"))
+    programs = {place for place in SHIM_PLACES}
+    for name, files in twin.fresh_files.items():
+        assert files - programs == expected, name
+        assert programs <= files, name  # the documented programs stand where the real ones would
 
 
 def test_each_server_is_its_own_machine_reached_as_deploy_with_sudo(twin):

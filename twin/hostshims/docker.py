@@ -1,12 +1,13 @@
 """``docker`` on a twin server, which has no container runtime: the commands the gateway script runs.
 
 A container is a process of the server, started from what its image stands for on the twin
-(:data:`IMAGES`): the gateway image is nginx, configured from the container's environment the way the
-gateway image reads it (``PORT``, ``API_UPSTREAMS``), answering its health path and forwarding the rest
-to the API upstreams. A published port (``-p``) listens on the server's own addresses (127.0.0.1 and its
+(:data:`IMAGES`): the gateway image is HAProxy, configured from the container's environment the way the
+gateway image reads it (``PORT``, ``API_UPSTREAMS``, ``METRICS_PORT``), answering its health path,
+forwarding the rest to the API upstreams and exporting its metrics. A published port (``-p``) listens on the server's own addresses (127.0.0.1 and its
 plan address) rather than on every address as Docker's does: the twin's Kubernetes pods are processes in
 the same network namespace, on addresses of their own, and a wildcard would take their port too. Supported: ``--version``, ``pull``, ``run -d --name --restart --label -p -e IMAGE``,
-``inspect -f`` with ``{{index .Config.Labels "KEY"}}`` or ``{{.State.Running}}``, ``rm -f``. State lives in
+``inspect -f`` with ``{{index .Config.Labels "KEY"}}`` or ``{{.State.Running}}``, ``rm -f``; and the twin's
+``twin-fault NAME SHARE`` (not Docker's: the rehearsal's fault injection). State lives in
 ``/run/bazbii-twin/containers/<name>`` (a server's tmpfs: gone with the server, as after a reboot).
 """
 
@@ -25,45 +26,42 @@ from twin.hostshims.common import STATE, edge, fail, read_pid, running, start_da
 PROGRAM = "docker"
 CONTAINERS = STATE / "containers"
 HEALTH_PATH = "/healthz"
+FAULT_MAP = "fault.map"  # share of API requests, in thousandths, the gateway fails (docker twin-fault)
 
 
 def gateway_config(directory: Path, env: dict[str, str], ports: list[tuple[int, int]]) -> list[str]:
-    """nginx as the bazbii gateway: health path, then every request to the API upstreams."""
+    """HAProxy as the bazbii gateway (as its image is): the health path answered by the gateway itself, every
+    other request to the API upstreams, and HAProxy's Prometheus exporter on ``METRICS_PORT`` when the
+    container publishes it. A share of API requests can be failed on purpose (``docker twin-fault``)."""
     port = int(env.get("PORT", "8080"))
-    listen = [host for host, container in ports if container == port] or [port]
     upstreams = [urlsplit(u) for u in env.get("API_UPSTREAMS", "").split(",") if u.strip()]
     if not upstreams:
         fail(PROGRAM, "the gateway image needs API_UPSTREAMS (http://host:port,...)", 125)
-    servers = "\n".join(f"    server {u.hostname}:{u.port or 80} max_fails=1 fail_timeout=2s;" for u in upstreams)
     addresses = ["127.0.0.1", *([edge()["serverAddress"]] if edge().get("serverAddress") else [])]
-    listens = "\n".join(f"    listen {address}:{p};" for p in listen for address in addresses)
-    (directory / "nginx.conf").write_text(f"""daemon off;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log warn;
-worker_processes 1;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {directory}/body;
-  proxy_temp_path {directory}/proxy;
-  upstream api {{
-{servers}
-    keepalive 16;
-  }}
-  server {{
-{listens}
-    location = {HEALTH_PATH} {{ return 200 "ok\\n"; }}
-    location / {{
-      proxy_pass http://api;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_next_upstream error timeout http_502 http_503;
-    }}
-  }}
-}}
-""")
-    return ["/usr/sbin/nginx", "-c", str(directory / "nginx.conf")]
+
+    def binds(container_port: int) -> list[str]:
+        published = [host for host, inside in ports if inside == container_port]
+        return [f"    bind {address}:{p}" for p in published for address in addresses]
+
+    metrics = int(env["METRICS_PORT"]) if env.get("METRICS_PORT") else None
+    (directory / FAULT_MAP).write_text("rate 0\n")
+    servers = [f"    server api{i} {u.hostname}:{u.port or 80} check inter 1s fall 2 rise 1"
+               for i, u in enumerate(upstreams)]
+    lines = ["global", f"    stats socket {directory}/admin.sock mode 600 level admin", "defaults", "    mode http",
+             "    timeout connect 2s", "    timeout client 30s", "    timeout server 30s", "    retries 2",
+             "    option redispatch", "frontend gateway", *(binds(port) or [f"    bind {a}:{port}" for a in addresses]),
+             f"    http-request return status 200 content-type text/plain string ok if {{ path {HEALTH_PATH} }}",
+             f"    http-request set-var(txn.fault) str(rate),map_str_int({directory}/{FAULT_MAP},0)",
+             "    http-request return status 500 content-type text/plain string \"injected fault\" "
+             "if { rand(1000),sub(txn.fault) -m int lt 0 }",
+             "    default_backend api"]
+    if metrics is not None and binds(metrics):
+        lines += ["frontend metrics", *binds(metrics),
+                  "    http-request use-service prometheus-exporter if { path /metrics }"]
+    lines += ["backend api", "    balance roundrobin", "    retry-on conn-failure empty-response 503",
+              "    http-reuse safe", *servers]
+    (directory / "haproxy.cfg").write_text("\n".join(lines) + "\n")
+    return ["/usr/sbin/haproxy", "-W", "-db", "-f", str(directory / "haproxy.cfg")]
 
 
 # Image repository (the name without registry host and tag) -> what the container runs on the twin.
@@ -172,6 +170,32 @@ def remove(args: list[str]) -> int:
     return 0
 
 
+def twin_fault(args: list[str]) -> int:
+    """``docker twin-fault NAME SHARE``: the gateway fails SHARE (0..1) of its API requests with 500, until set
+    back to 0. Not a docker command: how the rehearsal injects a fault into a server's gateway."""
+    if len(args) != 2:
+        fail(PROGRAM, "usage: docker twin-fault NAME SHARE", 1)
+    directory = container_dir(args[0])
+    try:
+        share = float(args[1])
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        fail(PROGRAM, f"twin-fault: SHARE must be a number in 0..1, not {args[1]!r}", 1)
+    if not running(directory / "pid"):
+        fail(PROGRAM, f"Error: No such container: {args[0]}", 1)
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as admin:
+        admin.settimeout(5)
+        admin.connect(str(directory / "admin.sock"))
+        admin.sendall(f"set map {directory}/{FAULT_MAP} rate {round(share * 1000)}\n".encode())
+        answer = admin.recv(4096).decode().strip()
+    if answer:
+        fail(PROGRAM, f"twin-fault: {answer}", 1)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         fail(PROGRAM, "usage: docker COMMAND", 1)
@@ -190,6 +214,8 @@ def main(argv: list[str]) -> int:
         return inspect(args)
     if command == "rm":
         return remove(args)
+    if command == "twin-fault":
+        return twin_fault(args)
     fail(PROGRAM, f"the twin's docker does not do {command!r}", 1)
 
 
