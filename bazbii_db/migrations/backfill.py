@@ -411,7 +411,7 @@ class Backfill:
                 if getattr(source, "backend_pid", None):
                     self.exclude_pids.append(source.backend_pid)  # our probe waiting is not an app session waiting
             progress.note(f"measuring the latency baseline for {throttle.budget.baseline_s:g}s")
-            throttle.measure_baseline()
+            throttle.measure_baseline(sleep=self._sleep)  # a stop request ends it: the loop then stops
         except psycopg.Error as exc:
             dsns = [self.dsn] + ([self.config.probe_dsn] if self.config.probe_dsn else [])
             raise BackfillError(f"backfill {self.spec.name}: latency probe: "

@@ -1,31 +1,27 @@
-"""Latency-aware backfill throttle: one controller, one control variable.
+"""Latency-aware backfill throttle: one controller, one control variable (docs/backfill-throttle.md).
 
-The lag and lock-wait throttles (``backfill.py``) stop the backfill outright; this one paces it so the
-application's p99 stays within a budget. Its one control variable is the **duty**, the share of the
-time batches run:
+It paces a backfill so that the application's p99 stays within a budget (the lag and lock-wait
+throttles of ``backfill.py`` stop it outright). The **duty** is the share of the time batches run:
 
-* each batch is sized to run about ``chunk_ms`` (pt-online-schema-change's chunk time): the rows a
-  millisecond the batches have been running at, a running average, times ``chunk_ms``;
-* the pause after a batch follows from the duty (gh-ost's nice ratio): a batch that ran ``t`` ms is
-  followed by ``t x (1 - duty) / duty`` ms, so a slow batch is followed by a longer pause;
-* the duty is AIMD: halved on a significant breach of the budget, raised by ``increase`` after a clean
+* each batch is sized to run about ``chunk_ms`` (pt-online-schema-change's chunk time): a running
+  average of the rows a millisecond the batches ran at, times ``chunk_ms``;
+* a batch that ran ``t`` ms is followed by a pause of ``t x (1 - duty) / duty`` ms (gh-ost's nice ratio);
+* the duty is halved on a significant breach of the budget, raised by ``increase`` after a clean
   ``window_s``, and held after a window that was neither.
 
-Latency sources are given by the caller (``LatencySource``): the pooler probe (``probe.PoolerProbe``)
-and Prometheus (``bazbii_analysis.latency.PrometheusLatency``); this module reads no database and no
-metrics itself, and takes its clock as an argument, so its tests run on a scripted clock.
+The caller gives the latency sources (``LatencySource``: the pooler probe, ``probe.PoolerProbe``, and
+Prometheus, ``bazbii_analysis.latency.PrometheusLatency``) and the clock; this module reads no database
+and no metrics itself, so its tests run on a scripted clock.
 
 A source's budget is ``budget_ratio`` x its baseline (its p99 over ``baseline_s`` before the first
-batch), but at least ``floor_ms`` over it: below that the p99 of a fast application moves by itself
-(docs/schema-migrations.md, "The budget"); or ``budget_ms`` for every source. A *proxy* (the probe: it
-times the database's part of a request) is given the application's own allowance in ms where a source
-of the application's latency is there: the milliseconds a backfill adds to the one, it adds to the other.
+batch), but at least ``floor_ms`` over it; or ``budget_ms`` for every source. A *proxy* (the probe, which
+times the database's part of a request) gets the application source's allowance in ms where there is one.
 
 A **significant breach**: a source that counts its requests (``count_slow``: the probe) had more of
 them slower than its budget since the window began than the 1 % a p99 allows, by ``Z`` Poisson errors
-(judged after every batch: a plain stall is acted on at once); a source that gives a p99 only
-(Prometheus, once per scrape) read over its budget. A **clean window**: ``window_s`` passed with every
-source within its budget (the count at most 1 %, the latest p99 at most the budget).
+(judged after every batch: a stall is acted on at once); a source that gives a p99 only (Prometheus,
+once per scrape) read over its budget. A **clean window**: ``window_s`` passed with every source within
+its budget (the count at most 1 %, the latest p99 at most the budget).
 """
 
 from __future__ import annotations
@@ -167,10 +163,12 @@ class LatencyThrottle:
     def _clamp(self, rows: float) -> int:
         return int(min(self.max_batch_size, max(self.min_batch_size, rows)))
 
-    def measure_baseline(self, sleep: Callable[[float], None] = time.sleep) -> None:
-        """Each source's p99 over ``baseline_s`` before the first batch, and its budget from it."""
+    def measure_baseline(self, sleep: Callable[[float], object] = time.sleep) -> bool:
+        """Each source's p99 over ``baseline_s`` before the first batch, and its budget from it. ``sleep``
+        returning true (a stop request) ends it early with no budget: False."""
         started = self.clock()
-        sleep(self.budget.baseline_s)
+        if sleep(self.budget.baseline_s):
+            return False
         for source in self.sources:
             value = source.read(started)
             if value is None or not math.isfinite(value):
@@ -186,6 +184,7 @@ class LatencyThrottle:
                 raise LatencyProbeFailed(f"latency source {source.name}: baseline 0 ms gives no budget to hold; "
                                          "set latency.floor_ms or latency.budget_ms")
         self._started = self._window = self.clock()
+        return True
 
     def after_batch(self, took_ms: float) -> Setting:
         """The setting for the next batch, from the time the last one ran (its rows: the current size)."""
@@ -227,11 +226,9 @@ class LatencyThrottle:
             within = within and not self._p99_over.get(source.name, False)
         if not breach and now - self._window < self.budget.window_s:
             return None
-        for source in self.sources:  # the display's p99, once a window
-            if getattr(source, "count_slow", None) is not None:
-                value = source.read(self._window)
-                if value is not None:
-                    self.readings_ms[source.name] = value
+        for source in (s for s in self.sources if hasattr(s, "count_slow")):  # the display's p99, once a window
+            if (value := source.read(self._window)) is not None:
+                self.readings_ms[source.name] = value
         if usages:
             self.usage = max(usages)
             self.max_usage = max(self.max_usage, self.usage)

@@ -99,6 +99,15 @@ def test_the_frontier_is_the_best_fixed_rate_within_each_rounds_budget_and_the_a
     assert met == [True, False, True]  # within the budget (median 0.95), 0.75x the frontier, holds of 5 ms
 
 
+def test_the_default_sweep_spans_at_least_eight_rates_from_back_to_back_down():
+    from bench.bench_backfill import SWEEP, parse_sweep
+
+    # rows per (pause + a batch of about 5 ms): distinct rates, the fastest with no pause at all
+    rates = sorted({batch / (pause + 5.0) for batch, pause in parse_sweep(SWEEP)}, reverse=True)
+    assert len(rates) >= 8 and min(pause for _batch, pause in parse_sweep(SWEEP)) == 0
+    assert rates[0] / rates[-1] >= 50  # from back to back down to a slow trickle
+
+
 def test_quick_benchmark_run_prints_targets_and_writes_json_and_picture(tmp_path, capsys):
     from bench import bench_backfill
 

@@ -109,6 +109,15 @@ def test_a_source_without_a_baseline_reading_stops_the_throttle_naming_it():
                         ).measure_baseline(sleep=clock.advance)
 
 
+def test_a_stop_request_during_the_baseline_ends_it_without_a_budget():
+    clock = Clock()
+    t = LatencyThrottle(LatencyBudget(), [P99("prometheus", None)], Setting(100, 0), clock=clock)
+    # the backfill's sleep returns true when a stop is requested: no reading is asked for, nothing fails
+    assert t.measure_baseline(sleep=lambda seconds: True) is False and t.budget_ms == {}
+    ready, _ = started(LatencyBudget(), P99("prometheus", 2.0))
+    assert ready.budget_ms == {"prometheus": 3.0}
+
+
 # --------------------------------------------------------------------------------------
 # chunk size and pause
 # --------------------------------------------------------------------------------------
@@ -343,3 +352,4 @@ def test_neither_package_imports_the_other_outside_its_command_line():
     throttle = imported(REPO / "bazbii_db" / "migrations" / "throttle.py")
     assert not [m for m in throttle if m.split(".")[0] in ("psycopg", "httpx", "bazbii_analysis")], throttle
     assert "bazbii_analysis.latency" in imported(REPO / "bazbii_db" / "migrations" / "__main__.py")
+    assert "time" not in imported(Path(__file__))  # the controller's tests run on the scripted clock

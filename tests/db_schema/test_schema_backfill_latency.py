@@ -292,3 +292,15 @@ def test_a_stopped_backfill_is_not_a_finished_step(db, small_dir):
                      "AND step = 'migrate'") != [("applied",)]
     assert runner(db, small_dir, backfill=quiet()).apply("0007_counters", "migrate").backfills[0].rows_changed == 1000
     assert hits_histogram(db) == [(1, 1000)]
+
+
+def test_a_stop_request_during_the_latency_baseline_ends_the_run_at_once(db):
+    counters_db(db, n=500)
+    stop = threading.Event()
+    backfill = Backfill(db, "m", hits_spec(), "c", quiet(latency=LatencyBudget(baseline_s=30), stop=stop))
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(BackfillStopped, match="stopped by a stop request after 0 keys") as exc:
+        backfill.run()
+    assert time.monotonic() - started < 10  # not the 30 s baseline
+    assert exc.value.result.batches == 0 and hits_histogram(db) == [(0, 500)]
