@@ -33,7 +33,7 @@ migration = preflight.check_or_stop(stack)  # nothing is registered before this 
 previous, previous_source = read_previous_record()
 digests = plan_digests(stack.plan)
 # The record carries what judges every step (criteria, scopes, metrics config): the next update is judged by it.
-target = target_record(stack.current, state.to_config(), digests, judged_by(stack.plan, stack.metrics))
+target = target_record(stack.current, state.to_config(), digests, judged_by(stack.plan, stack.metrics, stack.time_scale))
 check = TransitionCheck(
     TRANSITION_CHECK,
     TransitionCheckArgs(

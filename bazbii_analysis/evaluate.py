@@ -22,6 +22,10 @@ from bazbii_plan.record import parse_time
 from .prometheus import EmptyResult, MetricsError, MetricsUnreachable, PrometheusClient
 from .verdict import FAIL, INCONCLUSIVE, PASS, SignalResult, Verdict, overall
 
+# A rehearsal's compressed metrics window (bazbii:timeScale) is never shorter than this: a rate needs
+# several scrapes inside its window (the rehearsal's Prometheus scrapes every second).
+SCALED_WINDOW_FLOOR_SECONDS = 15.0
+
 
 def render_query(metrics: MetricsConfig, kind: str, scope: Scope, window_seconds: float,
                  quantile: Optional[float] = None) -> str:
@@ -107,9 +111,11 @@ def unmeasured(signals: list[Signal], scope: Scope, reason: str, window_seconds:
                          window_seconds=window_seconds, reason=reason) for s in signals]
 
 
-def soak_result(criteria: GateCriteria, since: Optional[datetime], now: datetime) -> Optional[SignalResult]:
-    """The time-only part of a gate: how long the previous step has been applied (None: the gate has no soak)."""
-    soak = criteria.soak_seconds()
+def soak_result(criteria: GateCriteria, since: Optional[datetime], now: datetime,
+                time_scale: int = 1) -> Optional[SignalResult]:
+    """The time-only part of a gate: how long the previous step has been applied (None: the gate has no soak).
+    A rehearsal's ``time_scale`` divides the soak (bazbii:timeScale)."""
+    soak = criteria.soak_seconds() / time_scale
     if soak <= 0:
         return None
     result = SignalResult(name="soak", kind="soak", scope="previous step", status=INCONCLUSIVE, min=float(soak))
@@ -134,14 +140,18 @@ def evaluate_criteria(
     now: datetime,
     client: Optional[PrometheusClient] = None,
     override: Optional[str] = None,
+    time_scale: int = 1,
 ) -> Verdict:
-    """The verdict of one step's criteria; ``since``: when the previous step of its track was applied."""
+    """The verdict of one step's criteria; ``since``: when the previous step of its track was applied.
+    A rehearsal's ``time_scale`` (bazbii:timeScale) divides the soak and the window."""
     verdict = Verdict(track=track, step=step, status=INCONCLUSIVE, evaluated_at=now.isoformat(),
                       endpoint=client.endpoint if client else metrics.endpoint, override=override)
-    soak = soak_result(criteria, since, now)
+    soak = soak_result(criteria, since, now, time_scale)
     if soak is not None:
         verdict.signals.append(soak)
-    window = float(criteria.window_seconds())
+    window = float(criteria.window_seconds()) / time_scale
+    if time_scale != 1:  # a compressed window still needs several scrapes in it
+        window = max(window, SCALED_WINDOW_FLOOR_SECONDS)
     if since is not None:
         window = min(window, max(0.0, (now - since).total_seconds()))
     signals = effective_signals(criteria, rollback)
@@ -160,6 +170,9 @@ def evaluate_criteria(
             if own:
                 client.close()
     verdict.status = overall(verdict.signals)
+    if time_scale != 1:
+        scaled = f"time scale 1/{time_scale} (a rehearsal): soak and window divided by {time_scale}"
+        verdict.note = f"{verdict.note}; {scaled}" if verdict.note else scaled
     return verdict
 
 
@@ -173,6 +186,7 @@ def evaluate_step_gate(
     *,
     client: Optional[PrometheusClient] = None,
     override: Optional[str] = None,
+    time_scale: int = 1,
 ) -> Verdict:
     """The live gate of applying ``step`` on ``track``.
 
@@ -185,4 +199,5 @@ def evaluate_step_gate(
                        endpoint=metrics.endpoint, note="no measurable criteria; the gate text is checked by people",
                        override=override)
     return evaluate_criteria(step.criteria, rollback, metrics, track=track, step=step.name,
-                             since=parse_time(applied_since.get(track)), now=now, client=client, override=override)
+                             since=parse_time(applied_since.get(track)), now=now, client=client, override=override,
+                             time_scale=time_scale)

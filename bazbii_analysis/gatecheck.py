@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Optional
 
 from bazbii_plan.gates import MetricsConfig
-from bazbii_plan.judging import ROLLBACK_SECTION, Judging, judged_by
+from bazbii_plan.judging import ROLLBACK_SECTION, TIME_SCALE_KEY, Judging, judged_by
 from bazbii_plan.models import Rollback
 from bazbii_plan.plan import Step
 from bazbii_plan.record import JUDGED_BY, is_record
@@ -41,7 +41,7 @@ LIVE_GATE_INPUT = "previous"
 def live_gate_inputs(stack: StackConfig) -> dict[str, Any]:
     """A stack config's own live-gate data: every step's criteria, the metrics config and the rollback triggers."""
     record = {"state": {ROLLBACK_SECTION: stack.state().rollback.model_dump(by_alias=True, mode="json")},
-              JUDGED_BY: judged_by(stack.plan, stack.metrics)}
+              JUDGED_BY: judged_by(stack.plan, stack.metrics, stack.time_scale)}
     return Judging.of_record(record).live_gate({name: track.names() for name, track in stack.plan.tracks.items()})
 
 
@@ -84,7 +84,7 @@ def live_gate_verdict(
         step, track, (previous_record or {}).get("since") or {},
         MetricsConfig.model_validate(live_gate.get("metrics") or {}),
         Rollback.model_validate(live_gate.get("rollback") or {}),
-        now, client=client, override=override or None,
+        now, client=client, override=override or None, time_scale=int(live_gate.get(TIME_SCALE_KEY) or 1),
     )
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -44,6 +44,7 @@ from rich.text import Text
 
 from bazbii_db.migrations.journal import Journal
 from bazbii_db.replication import check_consistency, redact_dsn
+from bazbii_plan.cli import CliParser, emit, positive_seconds, run_main
 from bazbii_plan.errors import ConfigError
 from bazbii_plan.gates import MetricsConfig, Scope, duration_seconds, format_duration, rollback_signals
 from bazbii_plan.record import parse_time
@@ -225,7 +226,8 @@ def render(setup: WatchSetup, results: list[SignalResult], elapsed: float, round
 
 
 def watch(setup: WatchSetup, args: argparse.Namespace, console: Console,
-          clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> int:
+          clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), summary: Optional[dict] = None) -> int:
+    """Watch until the duration is over or a trigger breaches; ``summary`` (for --json) gets the outcome."""
     start = clock()
     results: list[SignalResult] = []
     healthy_rounds = rounds = 0
@@ -251,6 +253,11 @@ def watch(setup: WatchSetup, args: argparse.Namespace, console: Console,
             time.sleep(args.interval)
     for result in results:
         console.print(f"  {result.line()}", highlight=False, markup=False)
+    if summary is not None:
+        outcome = {FAIL: "breach", PASS: "healthy" if healthy_rounds else "not-verified"}.get(overall(results),
+                                                                                           "not-verified")
+        summary.update(track=setup.track, step=setup.step, previous=setup.previous, rounds=rounds,
+                       healthy_rounds=healthy_rounds, outcome=outcome, results=[asdict(r) for r in results])
     if overall(results) == FAIL:
         return _roll_back(setup, args, console, [r for r in results if r.status == FAIL], clock())
     if healthy_rounds == 0 or overall(results) != PASS:
@@ -295,15 +302,19 @@ def _roll_back(setup: WatchSetup, args: argparse.Namespace, console: Console, br
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bazbii_analysis.watch", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stack", default="prod")
+    parser = CliParser(prog="python -m bazbii_analysis.watch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", default="prod", help="stack name; reads Pulumi.<stack>.yaml (default: prod)")
     parser.add_argument("--config", type=Path, help="stack file (default: Pulumi.<stack>.yaml)")
     parser.add_argument("--track", default="infra", help="the track whose step was just applied (default: infra)")
     parser.add_argument("--metrics", help="Prometheus HTTP API URL (default: bazbii:metrics.endpoint)")
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between evaluations (default 10)")
-    parser.add_argument("--duration", help="how long to watch (default: the next step's soak), e.g. 24h")
-    parser.add_argument("--window", help="sliding window of each evaluation (default 5m)")
-    parser.add_argument("--since", help="when the step was applied, ISO time (default: now)")
+    parser.add_argument("--interval", type=positive_seconds, default=10.0, metavar="SECONDS",
+                        help="time between evaluations, in seconds (default %(default)g)")
+    parser.add_argument("--duration", help="how long to watch, a duration with its unit, e.g. 30m or 24h "
+                        "(default: the next step's soak)")
+    parser.add_argument("--window", help="sliding window of each evaluation, a duration with its unit, e.g. 90s or 5m "
+                        "(default 5m)")
+    parser.add_argument("--since", help="when the step was applied, an ISO time such as 2026-05-01T12:00:00Z "
+                        "(default: now)")
     parser.add_argument("--scope", help="what to measure: service, canary, pool=NAME or server=NAME "
                         "(default: what the step moved, from the plan's criteria)")
     parser.add_argument("--min-samples", type=int, help="requests a window needs to be conclusive (default 100)")
@@ -322,17 +333,20 @@ def main(argv: Optional[list[str]] = None, console: Optional[Console] = None) ->
     console = console or Console(highlight=False)
     if not console.is_terminal:
         console.width = 160  # logs and CI: one line per trigger
-    if args.interval <= 0:
-        print("--interval: must be > 0", file=sys.stderr)
-        return EXIT_BAD_INPUT
     try:
         setup = setup_from_args(args, datetime.now(timezone.utc))
     except ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return EXIT_BAD_INPUT
-    return watch(setup, args, console)
+    if not args.json:
+        return watch(setup, args, console)
+    # --json: the rounds go to stderr, and stdout gets one document with the outcome and the last round
+    summary: dict = {}
+    code = watch(setup, args, Console(stderr=True, highlight=False), summary=summary)
+    emit(True, dict(summary, exit=code), "")
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

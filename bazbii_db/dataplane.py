@@ -179,22 +179,43 @@ def release_files(repo: Path) -> dict[str, Path]:
     return files
 
 
+def _release_entries(repo: Path) -> dict[str, bytes]:
+    """``relative path -> bytes`` of a release: its files and the server's pinned requirements."""
+    entries = {rel: path.read_bytes() for rel, path in release_files(repo).items()}
+    entries["requirements.txt"] = server_requirements((repo / "requirements.txt").read_text()).encode()
+    return entries
+
+
+def _content_digest(entries: dict[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for rel in sorted(entries):
+        if rel != "requirements.txt":
+            digest.update(rel.encode() + b"\0" + entries[rel] + b"\0")
+    digest.update(entries["requirements.txt"])
+    return digest.hexdigest()[:16]
+
+
 def release_digest(repo: Path) -> str:
     """Content digest of a release: the install re-runs exactly when the code, migrations or pins change."""
-    digest = hashlib.sha256()
-    files = release_files(repo)
-    for rel in sorted(files):
-        digest.update(rel.encode() + b"\0" + files[rel].read_bytes() + b"\0")
-    digest.update(server_requirements((repo / "requirements.txt").read_text()).encode())
-    return digest.hexdigest()[:16]
+    return _content_digest(_release_entries(repo))
+
+
+_TARBALLS: dict[str, bytes] = {}  # content digest -> tarball: each release is compressed once per process
 
 
 def release_tarball(repo: Path) -> bytes:
     """A reproducible ``.tar.gz`` (sorted entries, fixed times and owners) of the release, built in memory:
     the same code gives the same bytes, so the upload only changes when the code does. Nothing is written
-    to disk, so any number of evaluations of the program may build it at once."""
-    entries = {rel: path.read_bytes() for rel, path in release_files(repo).items()}
-    entries["requirements.txt"] = server_requirements((repo / "requirements.txt").read_text()).encode()
+    to disk, so any number of evaluations of the program may build it at once. Kept by content digest: a
+    plan walk evaluates the program dozens of times and compresses it once."""
+    entries = _release_entries(repo)
+    key = _content_digest(entries)
+    if key not in _TARBALLS:
+        _TARBALLS[key] = _tarball(entries)
+    return _TARBALLS[key]
+
+
+def _tarball(entries: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with gzip.GzipFile(filename="", fileobj=buffer, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:

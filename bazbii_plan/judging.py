@@ -5,9 +5,10 @@ A step is judged by
 * its ``criteria``: the live-metric gate (soak, window, scope, minSamples, signals);
 * its scope: ``touches``, else its track's sections (what ``plan-step-scope`` lets it change);
 * the rollback triggers, ``bazbii:rollback`` (the state section the default signals come from);
-* the metrics config, ``bazbii:metrics`` (which Prometheus, which PromQL).
+* the metrics config, ``bazbii:metrics`` (which Prometheus, which PromQL);
+* the time scale, ``bazbii:timeScale`` (a rehearsal stack's compression of soaks and TTL waits).
 
-The applied record carries the first, second and fourth as ``judgedBy``
+The applied record carries all but the rollback triggers as ``judgedBy``
 (:func:`judged_by`) and the rollback triggers in its state, for every step of
 the plan, applied or not. So the transition check's live gate and the policies
 take them from the record of the last successful update (:func:`Judging.of_record`):
@@ -39,11 +40,13 @@ from .scope import Path, changed_paths, dotted, step_scopes
 
 ROLLBACK_SECTION = "rollback"  # the state section holding the rollback triggers (owned by no track)
 METRICS_KEY = "metrics"
+TIME_SCALE_KEY = "timeScale"  # in judgedBy only when not 1 (records from before carry none: 1)
 
 
-def judged_by(plan: Plan, metrics: MetricsConfig) -> dict[str, Any]:
-    """Plain data for the record: every step's criteria and scope, and the metrics config (no clock)."""
-    return {
+def judged_by(plan: Plan, metrics: MetricsConfig, time_scale: int = 1) -> dict[str, Any]:
+    """Plain data for the record: every step's criteria and scope, the metrics config, the time scale (no clock)."""
+    scale = {TIME_SCALE_KEY: time_scale} if time_scale != 1 else {}
+    return {**scale,
         "criteria": {
             name: {s.name: s.criteria.model_dump(by_alias=True, mode="json", exclude_defaults=True)
                    for s in track.steps if s.criteria is not None}
@@ -63,6 +66,7 @@ class Judging:
     metrics: MetricsConfig
     rollback: Rollback
     raw: dict[str, Any]
+    time_scale: int = 1
 
     @classmethod
     def of_record(cls, record: Optional[Mapping[str, Any]]) -> Optional["Judging"]:
@@ -79,6 +83,7 @@ class Judging:
                 metrics=MetricsConfig.model_validate(raw.get("metrics") or {}),
                 rollback=Rollback.model_validate(((record.get("state") or {}).get(ROLLBACK_SECTION)) or {}),
                 raw=dict(raw),
+                time_scale=_time_scale(raw.get(TIME_SCALE_KEY, 1)),
             )
         except (ValidationError, TypeError, AttributeError):
             # Written by a program whose models differ incompatibly: judge as for a record without judgedBy.
@@ -97,7 +102,13 @@ class Judging:
         """The live gate's data (bazbii_analysis.gatecheck): step names, criteria, metrics, rollback triggers."""
         return {"stepNames": {t: list(n) for t, n in step_names.items()}, "criteria": self.raw.get("criteria") or {},
                 "metrics": self.raw.get("metrics") or {},
-                "rollback": self.rollback.model_dump(by_alias=True, mode="json")}
+                "rollback": self.rollback.model_dump(by_alias=True, mode="json"), TIME_SCALE_KEY: self.time_scale}
+
+
+def _time_scale(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+        raise TypeError(f"timeScale {value!r}")
+    return int(value)
 
 
 # --------------------------------------------------------------------------- what differs
@@ -108,7 +119,7 @@ class JudgingChange:
     path: tuple  # config key path: ("plan", track, "steps", i, "criteria", ...), ("metrics", ...), ("rollback", ...)
     applied: Any  # plain values (None: absent)
     proposed: Any
-    part: str  # "criteria" | "touches" | "step" (a step the applied plan does not have) | "metrics" | "rollback"
+    part: str  # "criteria" | "touches" | "step" (a step the applied plan lacks) | "metrics" | "rollback" | "timeScale"
     track: Optional[str] = None
     step: Optional[str] = None
 
@@ -201,6 +212,8 @@ def judging_changes(
             for path, a, b in _differences((METRICS_KEY,), _dump(applied.metrics), _dump(target.metrics))]
     out += [JudgingChange(path, a, b, "rollback")
             for path, a, b in _differences((ROLLBACK_SECTION,), _dump(applied.rollback), _dump(target.rollback))]
+    if applied.time_scale != target.time_scale:
+        out.append(JudgingChange((TIME_SCALE_KEY,), applied.time_scale, target.time_scale, "timeScale"))
     return out
 
 

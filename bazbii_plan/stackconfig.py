@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from .crosscheck import cross_check
 from .errors import ConfigError, config_key, format_path, pydantic_problems, render
 from .gates import MetricsConfig, unknown_queries
+from .judging import TIME_SCALE_KEY
 from .models import STATE_SECTIONS, StackState
 from .plan import Plan, fold, patch_touches
 
@@ -35,6 +36,11 @@ OVERRIDE_KEY = "phaseOverride"
 SELF_REFERENCE_KEY = "selfReference"
 PLAN_KEY = "plan"
 METRICS_KEY = "metrics"
+# Rehearsal only: every soak, metrics window and DNS TTL wait divided by this factor, so a walk of weeks
+# takes minutes. Carried in the applied record (what judges the next step); refused on any stack but
+# REHEARSAL_STACK (rehearsal_only_problems).
+REHEARSAL_STACK = "rehearsal"
+MAX_TIME_SCALE = 100_000
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class StackConfig:
     override: Optional[str] = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     states: dict[tuple, StackState] = field(default_factory=dict, compare=False, repr=False)
+    time_scale: int = 1
 
     # --- steps -----------------------------------------------------------
     def track_key(self, track: str) -> str:
@@ -59,7 +66,7 @@ class StackConfig:
             if step not in self.plan.tracks[track].names():
                 raise KeyError(f"unknown step {step!r} on track {track!r}")
             current[track] = step
-        return StackConfig(self.plan, self.base, current, self.override, self.metrics, self.states)
+        return StackConfig(self.plan, self.base, current, self.override, self.metrics, self.states, self.time_scale)
 
     def next_step(self, track: str) -> Optional[str]:
         names = self.plan.tracks[track].names()
@@ -160,7 +167,16 @@ def _validate_metrics(raw: Any, plan: Optional[Plan]) -> tuple[MetricsConfig, li
 def known_keys(pointer_keys: Iterable[str]) -> set[str]:
     """Every ``bazbii:`` key the program reads (without the namespace), given the plan's track pointer keys:
     what Pulumi.yaml declares (a test holds the two together)."""
-    return set(STATE_SECTIONS) | {PLAN_KEY, OVERRIDE_KEY, SELF_REFERENCE_KEY, METRICS_KEY} | set(SECRET_KEYS) | set(pointer_keys)
+    return (set(STATE_SECTIONS) | {PLAN_KEY, OVERRIDE_KEY, SELF_REFERENCE_KEY, METRICS_KEY, TIME_SCALE_KEY}
+            | set(SECRET_KEYS) | set(pointer_keys))
+
+
+def rehearsal_only_problems(config: "StackConfig", stack: Optional[str]) -> list[str]:
+    """A time scale compresses what protects production (soaks, TTL waits): only a rehearsal stack may set one."""
+    if config.time_scale == 1 or stack == REHEARSAL_STACK:
+        return []
+    return [f"{config_key((TIME_SCALE_KEY,))}: {config.time_scale} compresses every soak and DNS wait; only a rehearsal "
+            f"stack (named {REHEARSAL_STACK!r}) may set it, this is {stack or 'not a named stack'!r}. Remove the key"]
 
 
 def load_stack_config(
@@ -194,6 +210,13 @@ def load_stack_config(
 
     metrics, metrics_problems = _validate_metrics(values.get(METRICS_KEY), plan)
     problems += metrics_problems
+    time_scale = values.get(TIME_SCALE_KEY, 1)
+    if isinstance(time_scale, str) and time_scale.strip().isdigit():  # the CLI hands scalars over as text
+        time_scale = int(time_scale)
+    if isinstance(time_scale, bool) or not isinstance(time_scale, int) or not 1 <= time_scale <= MAX_TIME_SCALE:
+        problems.append(f"{config_key((TIME_SCALE_KEY,))}: must be a whole number from 1 to {MAX_TIME_SCALE} "
+                        f"(got {time_scale!r})")
+        time_scale = 1
 
     base: dict[str, Any] = {}
     for section in STATE_SECTIONS:
@@ -237,7 +260,8 @@ def load_stack_config(
     if problems:
         raise ConfigError(problems)
 
-    config = StackConfig(plan=plan, base=base, current=current, override=override, metrics=metrics)
+    config = StackConfig(plan=plan, base=base, current=current, override=override, metrics=metrics,
+                         time_scale=time_scale)
     try:
         state = config.state()
     except ValidationError as exc:  # combinations of tracks can still clash

@@ -92,11 +92,13 @@ def dns_switch_problems(
     max_ttl: float = MAX_TTL_FOR_SWITCH,
     assumed_old_ttl: float = ASSUMED_OLD_TTL_SECONDS,
     switch_key: str = "bazbii:dnsPhase",
+    time_scale: int = 1,
 ) -> list[Problem]:
     """A DNS-only record's content may change only at a TTL <= ``max_ttl`` applied for one old TTL.
 
     ``previous`` is the applied record (None: unknown, decided by the fail-closed rule);
-    ``switch_key`` is the step key whose move switches the record (named by the fixes).
+    ``switch_key`` is the step key whose move switches the record (named by the fixes); a rehearsal's
+    ``time_scale`` (bazbii:timeScale, from the applied record) divides the wait, as its resolvers' TTLs are.
     """
     if previous is None:
         return []
@@ -133,7 +135,7 @@ def dns_switch_problems(
             continue  # returning to the answer that was served until the last step: nothing to wait out
         timing = ttl_times.get(name) or {}
         previous_ttl = number(timing.get("previousTtl"))
-        wait = effective_ttl(previous_ttl) if previous_ttl is not None else assumed_old_ttl
+        wait = (effective_ttl(previous_ttl) if previous_ttl is not None else assumed_old_ttl) / time_scale
         try:
             since = parse_time(timing.get("since"))
         except (TypeError, ValueError, AttributeError):

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Optional
 
 from .errors import config_key
-from .judging import moving_problems
+from .judging import Judging, moving_problems
 from .moves import moves
 from .record import applied_digests, is_record
 from .timegates import dns_switch_problems
@@ -121,6 +121,12 @@ def is_one_step_rollback(step_names: dict[str, list[str]], previous: Optional[di
     return len(changed) == 1 and changed[0].is_rollback
 
 
+def judging_time_scale(previous: Optional[dict], target: Optional[dict]) -> int:
+    """The time scale the applied record judges by (the target's for a record from before judgedBy)."""
+    judging = Judging.of_record(previous) or Judging.of_record(target)
+    return judging.time_scale if judging else 1
+
+
 def check_problems(inputs: dict, now: datetime) -> list[str]:
     """Everything the transition check refuses, from its resource inputs, judged at ``now``.
 
@@ -143,6 +149,7 @@ def check_problems(inputs: dict, now: datetime) -> list[str]:
             previous, target.get("state") or {}, now=now,
             previous_source=str(inputs.get("previousSource") or "none"),
             is_rollback=is_one_step_rollback(step_names, previous_steps, target_steps),
+            time_scale=judging_time_scale(previous, target),
         )
     ]
     return problems

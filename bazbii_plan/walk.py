@@ -66,7 +66,7 @@ def record_by_walking(
     (elapsed times are never overstated).
     """
     applied_at = applied_at or {}
-    digests, judging = plan_digests(config.plan), judged_by(config.plan, config.metrics)
+    digests, judging = plan_digests(config.plan), judged_by(config.plan, config.metrics, config.time_scale)
     record, before = None, None
     for steps in walk(config, until=config.current):
         moved = [(track, step) for track, step in steps.items() if before is None or before.get(track) != step]

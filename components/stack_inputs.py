@@ -9,7 +9,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from bazbii_plan.errors import NAMESPACE, ConfigError
-from bazbii_plan.stackconfig import SECRET_KEYS, StackConfig, load_stack_config
+from bazbii_plan.stackconfig import SECRET_KEYS, StackConfig, load_stack_config, rehearsal_only_problems
 
 
 def _parse(raw: Any) -> Any:
@@ -54,10 +54,12 @@ def load_or_stop() -> StackConfig:
     """The validated stack config; on bad config, one error line per problem and a clean non-zero stop."""
     values, secrets = read_raw_config()
     try:
-        return load_stack_config(values, secrets)
+        config = load_stack_config(values, secrets)
     except ConfigError as exc:
         stop_on_config_errors(exc.problems)
         raise  # unreachable: ConfigError always carries at least one problem
+    stop_on_config_errors(rehearsal_only_problems(config, pulumi.get_stack()))
+    return config
 
 
 def secret(key: str) -> pulumi.Output[str]:

@@ -36,6 +36,7 @@ from rich.markup import escape
 
 from bazbii_db.dsn import DsnError, read_dsn
 from bazbii_db.sql_safety.shadow import SHADOW_DSN_ENV
+from bazbii_plan.cli import CliParser, run_main
 from bazbii_plan.errors import NAMESPACE, ConfigError
 
 from .harness import REPO_ROOT
@@ -46,7 +47,7 @@ if TYPE_CHECKING:  # the scenarios import the program's harness; loaded only whe
 EXIT_OK, EXIT_VIOLATIONS, EXIT_BAD_INPUT, EXIT_LIVE_GATE_NOT_EVALUATED = 0, 1, 2, 3
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(CliParser):
     """Bad arguments are a ConfigError like any other bad input (one line, exit 2, in JSON with --json)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -79,7 +80,6 @@ def _parser() -> argparse.ArgumentParser:
                              "each migration stage on a scratch database: PostgreSQL judges its locks, rewrites and "
                              f"dependents (default: ${SHADOW_DSN_ENV}, which the policy pack reads under the Pulumi CLI)")
     shadow.add_argument("--shadow-dsn-file", metavar="PATH", help="the same, read from a file")
-    parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--verbose", action="store_true", help="show every property of created resources")
     return parser
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return _bad_input(exc.problems, "--json" in (sys.argv[1:] if argv is None else argv))
     from . import scenarios
-    from .report import as_json, print_results, summary_table
+    from .report import as_json, print_results, progress, summary_table
 
     console = Console(stderr=False, highlight=False, soft_wrap=True)
     if not console.is_terminal:
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         _use_shadow_server(args)
         policy_config = _policy_config(args.policy_config)
         transitions = _transitions(args, stack_file)
-        results = [scenarios.run_transition(t, policy_config) for t in transitions]
+        results = [scenarios.run_transition(t, policy_config) for t in progress(transitions, args.all)]
     except ConfigError as exc:
         return _bad_input(exc.problems, args.json)
     except RunError as exc:  # the program refused its config in a way the pre-flight above did not foresee
@@ -248,4 +248,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any
+from typing import Any, Iterator, Optional, Sequence, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from .diff import ResourceChange
-from .scenarios import TransitionResult
+from .scenarios import Transition, TransitionResult
+
+T = TypeVar("T", bound=Transition)
 
 OP_SIGNS = {"create": "+", "update": "~", "delete": "-"}
 OP_STYLES = {"create": "green", "update": "yellow", "delete": "red"}
@@ -32,6 +34,12 @@ def _is_multiline(value: Any) -> bool:
     return isinstance(value, str) and "\n" in value
 
 
+def _line_diffable(before: Any, after: Any) -> bool:
+    """A text that has or gets several lines (``None``: it had none): shown as a diff of its lines."""
+    return (_is_multiline(before) or _is_multiline(after)) and all(isinstance(v, (str, type(None)))
+                                                                    for v in (before, after))
+
+
 def line_diff(before: str, after: str) -> list[str]:
     """The changed lines of a multi-line value (a script, SQL, a config file), with one line of context around
     each change, as a unified diff without its file headers."""
@@ -43,6 +51,29 @@ def _print_line_diff(before: str, after: str, console: Console) -> None:
         style = {"+": "green", "-": "red", "@": "dim"}.get(line[:1], "")
         text = escape(line)
         console.print(f"        [{style}]{text}[/{style}]" if style else f"        {text}", highlight=False)
+
+
+def progress(transitions: Sequence[T], shown: bool, err: Optional[Console] = None) -> Iterator[T]:
+    """The transitions, each announced on stderr as it is checked (``shown``: ``--all``, which takes a while):
+    on a terminal a progress bar naming it, elsewhere (logs, CI) one line each, ``check i/n: title``."""
+    if not shown:
+        yield from transitions
+        return
+    err = err or Console(stderr=True, highlight=False, soft_wrap=True)
+    if not err.is_terminal:
+        for index, transition in enumerate(transitions, 1):
+            err.print(f"check {index}/{len(transitions)}: {transition.title}", markup=False)
+            yield transition
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("", total=len(transitions))
+        for transition in transitions:
+            bar.update(task, description=escape(transition.title), refresh=True)
+            yield transition
+            bar.advance(task)
 
 
 def _short_type(type_: str) -> str:
@@ -120,10 +151,12 @@ def _print_change(change: ResourceChange, console: Console, verbose: bool) -> No
     else:
         shown = []
     for prop in shown:
-        if change.op == "update" and _is_multiline(prop.before) and _is_multiline(prop.after):
+        if change.op == "update" and _line_diffable(prop.before, prop.after):
             # A change inside a script or a generated file is what a reviewer needs: its lines, not its first one.
-            console.print(f"      {escape(prop.path)}: {prop.after.count(chr(10)) + 1} lines, changed:")
-            _print_line_diff(prop.before, prop.after, console)
+            # Secrets never reach here: a secret value is shown as [secret], one line.
+            lines = (prop.after or "").count(chr(10)) + 1 if prop.after is not None else 0
+            console.print(f"      {escape(prop.path)}: {lines} lines, changed:")
+            _print_line_diff(prop.before or "", prop.after or "", console)
         elif change.op == "update":
             console.print(f"      {escape(prop.path)}: {_fmt(prop.before)} -> {_fmt(prop.after)}")
         else:

@@ -238,7 +238,7 @@ def whole_plan(side: Side) -> list[Transition]:
     sides = [side.with_steps(f"plan step {i}", steps) for i, steps in enumerate(sequence)]
     records: list[dict] = []
     record = None
-    digests, judging = plan_digests(side.config.plan), judged_by(side.config.plan, side.config.metrics)
+    digests, judging = plan_digests(side.config.plan), judged_by(side.config.plan, side.config.metrics, side.config.time_scale)
     for item in sides:
         record = next_record(item.config.current, item.config.state().to_config(), record, None, digests, judging)
         records.append(record)

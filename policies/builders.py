@@ -34,7 +34,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from .rules.common import Finding, Transition, cfg_ladder, cfg_number, dig, is_gate, plain
+from .rules.common import GATE_TYPE, Finding, Transition, cfg_ladder, cfg_number, dig, is_gate, plain
 
 PACK_NAME = "zero-downtime"
 DEFAULT_ENFORCEMENT = EnforcementLevel.MANDATORY
@@ -115,8 +115,8 @@ def gate_policy(
     """A policy on the phase gate: ``rule(transition, config)``; ``config``: property -> JSON schema (with default)."""
 
     def validate(args: ResourceValidationArgs, report_violation: Callable) -> None:
-        if not is_gate(args.resource_type, args.props):
-            return
+        if args.resource_type != GATE_TYPE or not is_gate(args.resource_type, args.props):
+            return  # the type first: reading props makes their proxy
         _report(name, report_violation, rule(Transition.from_gate(args.props), _config(args)))
 
     return _resource_policy(name, description, validate, config, enforcement)

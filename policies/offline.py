@@ -153,6 +153,25 @@ def _props(wired: dict[str, Any]) -> Mapping[str, Any]:
     return unknown_checking_proxy(wired)
 
 
+class _LazyArgs(ResourceValidationArgs):
+    """The SDK's arguments, with ``props`` (a deep-copying proxy) made only when a policy reads them: most
+    resource policies look at the type first and return, and making every proxy was a fifth of ``--all``."""
+
+    def __init__(self, wired: dict[str, Any], *args: Any) -> None:
+        self._wired, self._proxy = wired, None
+        super().__init__(*args)
+
+    @property  # type: ignore[override]
+    def props(self) -> Mapping[str, Any]:
+        if self._proxy is None:
+            self._proxy = _props(self._wired)
+        return self._proxy
+
+    @props.setter
+    def props(self, value: Any) -> None:
+        self._proxy = value
+
+
 def _options(resource: Any) -> PolicyResourceOptions:
     options = getattr(resource, "options", None) or {}
     return PolicyResourceOptions(
@@ -214,8 +233,8 @@ def run_policies(
                 def report(message: str, urn: Optional[str] = None, _r=resource) -> None:
                     violations.append(Violation(policy.name, reported, _r.type, _r.name, urn or _r.urn, message))
 
-                args = ResourceValidationArgs(resource.type, _props(props_of[id(resource)]), resource.urn,
-                                              resource.name, _options(resource), None, policy_config, tags)
+                args = _LazyArgs(props_of[id(resource)], resource.type, None, resource.urn, resource.name,
+                                 _options(resource), None, policy_config, tags)
                 try:
                     _run(policy.validate(args, report))
                 except UnknownValueError as exc:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from dataclasses import asdict
 from functools import partial
 
@@ -30,7 +29,8 @@ from bazbii_analysis.latency import PrometheusLatency  # the CLI wires the sourc
 
 from bazbii_db.migrations.backfill import BackfillConfig, ReplicaLagProbe
 from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError
-from bazbii_db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliParser, emit, exit_code_stopped, fail, run_guarded
+from bazbii_db.cli import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliParser, emit, exit_code_stopped, fail, run_guarded,
+                           run_main)
 from bazbii_db.dsn import DsnError, read_dsn, redact
 from bazbii_db.migrations.errors import LockRetryExhausted, MigrationError, MigrationStopped, RunnerLockTimeout
 from bazbii_db.migrations.versions import ContractRefused
@@ -62,8 +62,7 @@ def _dsn(args, env_attr: str = "dsn_env", file_attr: str = "dsn_file") -> str | 
 def build_parser() -> argparse.ArgumentParser:
     parser = CliParser(prog="python -m bazbii_db.migrations", description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--migrations-dir", default=None, help="default: $BAZBII_MIGRATIONS_DIR or ./migrations")
-    parser.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CliParser)
 
     def add_dsn(p, required=True):
@@ -82,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     down = sub.add_parser("down", allow_abbrev=False, help="run one stage's down step (<stage>.down.sql)")
     add_dsn(down)
-    down.add_argument("--migration", required=True)
-    down.add_argument("--stage", required=True, choices=STAGES)
+    down.add_argument("--migration", required=True, help="migration id (its directory's name)")
+    down.add_argument("--stage", required=True, choices=STAGES, help="the stage whose down step to run")
     add_shadow(down, "base the shadow run on a schema-only dump of the target (--dsn-env), not on the migrations")
 
     apply = sub.add_parser("apply", allow_abbrev=False, help="apply one stage of one migration")
@@ -100,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tries of a DDL statement that hits lock_timeout (default %(default)s)")
     apply.add_argument("--lock-wait-s", type=float, default=60.0,
                        help="how long to wait for another runner, in seconds (default %(default)g)")
-    apply.add_argument("--batch-size", type=int, default=None, help="backfill rows per batch (default: the spec's)")
+    apply.add_argument("--batch-size", type=int, default=None,
+                       help="backfill batch size, in rows (default: the migration's spec)")
     apply.add_argument("--pause-ms", type=int, default=None,
-                       help="backfill sleep between batches, in ms (default: the spec's)")
+                       help="backfill sleep between batches, in ms (default: the migration's spec)")
     apply.add_argument("--target-batch-ms", type=int, default=None,
                        help="adapt the batch size so a batch holds its locks about this long, in ms")
     apply.add_argument("--replica-dsn-env", action="append", default=[], metavar="VAR",
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lint = sub.add_parser("lint", aliases=["analyse"], allow_abbrev=False,
                           help="judge migrations: the static rules, and a shadow run when a shadow server is given")
-    lint.add_argument("--migration", action="append", default=[], help="default: all")
+    lint.add_argument("--migration", action="append", default=[], help="migration id, repeatable (default: all)")
     lint.add_argument("--stage", choices=STAGES, help="only this stage (and its down step); default: every stage")
     lint.add_argument("--raw", action="store_true",
                       help="analyse as raw SQL not run by this runner (requires SET lock_timeout in files)")
@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="exit 1 unless a shadow run judged every migration (CI with a PostgreSQL service)")
 
     checksum = sub.add_parser("checksum", allow_abbrev=False, help="print a stage's checksum")
-    checksum.add_argument("--migration", required=True)
-    checksum.add_argument("--stage", required=True, choices=STAGES)
+    checksum.add_argument("--migration", required=True, help="migration id (its directory's name)")
+    checksum.add_argument("--stage", required=True, choices=STAGES, help="the stage whose files to checksum")
     return parser
 
 
@@ -188,14 +188,19 @@ def _run(args, out: Console, err: Console, migrations_dir, dsns: list[str]) -> i
     if args.command in ("lint", "analyse"):
         return _lint(args, out, migrations_dir, dsns)
     if args.command == "checksum":
-        out.print(load_migration(f"{migrations_dir}/{args.migration}").checksum(args.stage))
-        return 0
+        checksum = load_migration(f"{migrations_dir}/{args.migration}").checksum(args.stage)
+        emit(args.json, {"migration_id": args.migration, "stage": args.stage, "checksum": checksum}, checksum)
+        return EXIT_OK
     dsn = _dsn(args)
     dsns.append(dsn)
     if args.command == "status":
         runner = MigrationRunner(dsn, migrations_dir)
         header = ("migration", "step", "status", "units", "checksum", "started", "duration ms", "app versions")
         entries = runner.status()
+        checkpoints = runner.checkpoints()
+        if args.json:
+            emit(True, {"journal": [asdict(e) for e in entries], "checkpoints": [asdict(c) for c in checkpoints]}, "")
+            return EXIT_OK
         rows = [(e.migration_id, e.step, e.status, str(e.units_done), e.checksum[:12], str(e.started_at)[:19],
                  str(e.duration_ms if e.duration_ms is not None else ""), ", ".join(e.app_versions))
                 for e in entries]
@@ -205,7 +210,7 @@ def _run(args, out: Console, err: Console, migrations_dir, dsns: list[str]) -> i
         _print_rows(out, checkpoint_header, [
             (f"{c.migration_id}/{c.name}", c.table_name, str(c.last_key), str(c.upper_key), str(c.rows_changed),
              str(c.batches), str(c.updated_at)[:19], str(c.finished_at)[:19] if c.finished_at else "no")
-            for c in runner.checkpoints()])
+            for c in checkpoints])
         for e in entries:
             if e.status != "applied" and e.last_error:
                 out.print(f"{e.migration_id}/{e.step} {e.status}: {e.last_error}", markup=False, highlight=False,
@@ -336,4 +341,4 @@ def _lint(args, out: Console, migrations_dir, dsns: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -1,6 +1,6 @@
-"""Operator CLI: ``python -m bazbii_db.replication [--json] gate|check|switchover|verify-streaming|drop-slot|replica-script|retire-script``.
+"""Operator CLI: ``python -m bazbii_db.replication gate|check|switchover|verify-streaming|drop-slot|replica-script|retire-script``.
 
-Follows the CLI convention of :mod:`bazbii_db.cli`. Connection strings come from
+Follows the CLI convention of :mod:`bazbii_db.cli` (``--json`` before or after the subcommand). Connection strings come from
 the environment or from a file (``--<role>-dsn-file PATH``, which wins), never
 from arguments; nothing printed contains a password.
 
@@ -24,7 +24,7 @@ import os
 import sys
 
 from bazbii_db.cli import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliParser, emit, exit_code_stopped, fail,
-                           non_negative_seconds, positive_seconds, run_guarded)
+                           non_negative_seconds, positive_seconds, run_guarded, run_main)
 from bazbii_db.dsn import DsnError, read_dsn
 from bazbii_db.stopping import StopRequest, stop_on_signals
 from bazbii_plan.facts import (DEFAULT_LONG_TRANSACTION_SECONDS, DEFAULT_LONG_TRANSACTION_WAIT_SECONDS,
@@ -137,42 +137,54 @@ def cmd_drop_slot(args) -> int:
 
 
 def cmd_replica_script(args) -> int:
-    sys.stdout.write(replica_setup_script(primary_host=args.primary_host, primary_port=args.primary_port,
-                                          replication_user=args.user, slot=args.slot, datadir=args.datadir,
-                                          passfile=args.passfile, pg_bin=args.pg_bin,
-                                          start_command=args.start_command))
+    script = replica_setup_script(primary_host=args.primary_host, primary_port=args.primary_port,
+                                  replication_user=args.user, slot=args.slot, datadir=args.datadir,
+                                  passfile=args.passfile, pg_bin=args.pg_bin, start_command=args.start_command)
+    _emit_script(args, script)
     return EXIT_OK
 
 
+def _emit_script(args, script: str) -> None:
+    """A printed script: its text, or with --json one document holding it."""
+    if args.json:
+        emit(True, {"script": script}, script)
+    else:
+        sys.stdout.write(script)
+
+
 def cmd_retire_script(args) -> int:
-    sys.stdout.write(retire_primary_script(systemd_unit=args.systemd_unit, datadir=args.datadir,
-                                           debian_start_conf=args.start_conf, pg_bin=args.pg_bin))
+    _emit_script(args, retire_primary_script(systemd_unit=args.systemd_unit, datadir=args.datadir,
+                                             debian_start_conf=args.start_conf, pg_bin=args.pg_bin))
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = CliParser(prog="python -m bazbii_db.replication", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    parser.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step on stderr")
     for role, env in DSN_ROLES.items():
         parser.add_argument(f"--{role}-dsn-file", metavar="PATH", help=f"file holding the DSN (instead of ${env})")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CliParser)
 
     p = sub.add_parser("gate", help="replication lag gate (max over a window under a threshold)")
     p.add_argument("--replica", required=True, help="slot name or application_name of the replica")
-    p.add_argument("--max-lag-bytes", type=int, default=1024 * 1024)
-    p.add_argument("--window", type=float, default=1.0, help="seconds")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    p.add_argument("--max-lag-bytes", type=int, default=1024 * 1024,
+                   help="largest replay lag that passes, in bytes of WAL (default %(default)s)")
+    p.add_argument("--window", type=positive_seconds, default=1.0, metavar="SECONDS",
+                   help="the lag must stay under the threshold for this long, in seconds (default %(default)g)")
+    p.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
+                   help="give up after this long, in seconds (default %(default)g)")
     p.add_argument("--check-consistency", action="store_true",
                    help="after the gate passed, compare row counts and checksums at a known LSN")
     p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser("check", help="row counts + checksums, primary vs replica, at a known LSN")
     p.add_argument("--table", action="append", help="schema.table (repeatable); default all logged tables")
-    p.add_argument("--schema", action="append")
-    p.add_argument("--attempts", type=int, default=3)
-    p.add_argument("--catchup-timeout", type=float, default=30.0)
+    p.add_argument("--schema", action="append", help="only tables of this schema (repeatable); default all")
+    p.add_argument("--attempts", type=int, default=3,
+                   help="tries of a table whose checksums differ, as the replica catches up (default %(default)s)")
+    p.add_argument("--catchup-timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
+                   help="longest wait for the replica to replay the primary's LSN, in seconds (default %(default)g)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("switchover", help="planned switchover through PgBouncer (run on the pooler host)")
@@ -200,31 +212,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_switchover)
 
     p = sub.add_parser("verify-streaming", help="wait until pg_stat_replication shows the replica streaming")
-    p.add_argument("--replica", required=True)
-    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--replica", required=True, help="slot name or application_name of the replica")
+    p.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
+                   help="give up after this long, in seconds (default %(default)g)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("drop-slot", help="drop a retired replica's slot")
-    p.add_argument("--slot", required=True)
+    p.add_argument("--slot", required=True, help="the replication slot's name")
     p.add_argument("--force", action="store_true", help="drop even if active")
     p.set_defaults(func=cmd_drop_slot)
 
     p = sub.add_parser("replica-script", help="print the replica setup script (password from env at run time)")
-    p.add_argument("--primary-host", required=True)
-    p.add_argument("--primary-port", type=int, default=5432)
+    p.add_argument("--primary-host", required=True, help="address of the primary, as the replica reaches it")
+    p.add_argument("--primary-port", type=int, default=5432, help="its port (default %(default)s)")
     p.add_argument("--user", required=True, help="replication role")
-    p.add_argument("--slot", required=True)
-    p.add_argument("--datadir", default="/var/lib/postgresql/15/main")
-    p.add_argument("--passfile", default="/var/lib/postgresql/.pgpass_replication")
-    p.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin")
-    p.add_argument("--start-command")
+    p.add_argument("--slot", required=True, help="the replication slot the replica streams from")
+    p.add_argument("--datadir", default="/var/lib/postgresql/15/main",
+                   help="the replica's data directory (default %(default)s)")
+    p.add_argument("--passfile", default="/var/lib/postgresql/.pgpass_replication",
+                   help="the passfile the script writes the replication password to (default %(default)s)")
+    p.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin",
+                   help="directory of PostgreSQL's programs (default %(default)s)")
+    p.add_argument("--start-command",
+                   help="a shell command the script runs to start the replica at the end (default: none, not started)")
     p.set_defaults(func=cmd_replica_script)
 
     p = sub.add_parser("retire-script", help="print the old-primary retirement script")
-    p.add_argument("--systemd-unit", default="postgresql@15-main")
-    p.add_argument("--datadir")
-    p.add_argument("--start-conf", default="/etc/postgresql/15/main/start.conf")
-    p.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin")
+    p.add_argument("--systemd-unit", default="postgresql@15-main",
+                   help="the old primary's systemd unit (default %(default)s)")
+    p.add_argument("--datadir",
+                   help="the old primary's data directory, stopped with pg_ctl when it has no systemd unit")
+    p.add_argument("--start-conf", default="/etc/postgresql/15/main/start.conf",
+                   help="the Debian start.conf set to 'disabled' (default %(default)s)")
+    p.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin",
+                   help="directory of PostgreSQL's programs (default %(default)s)")
     p.set_defaults(func=cmd_retire_script)
     return parser
 
@@ -240,4 +261,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

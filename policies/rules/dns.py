@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from bazbii_plan import timegates
 from bazbii_plan.timegates import AUTOMATIC_TTL, dns_records, dns_switch_problems, switched
+from bazbii_plan.transitions import judging_time_scale
 
 from ..builders import DNS_RECORD, gate_policy, number_setting, resource_policy
 from .common import Finding, Transition, fmt, number
@@ -36,6 +37,7 @@ def lower_ttl_before_switch(t: Transition, max_ttl: float, assumed_old_ttl: floa
         for problem in dns_switch_problems(
             t.previous, t.target_state, now=t.now, previous_source=t.previous_source,
             is_rollback=t.is_rollback, max_ttl=max_ttl, assumed_old_ttl=assumed_old_ttl, switch_key=_switch_key(t),
+            time_scale=judging_time_scale(t.previous, t.target),
         )
     ]
 

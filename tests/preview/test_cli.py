@@ -47,9 +47,13 @@ def test_phase_jump_is_denied_naming_rule_and_fix(capsys):
 
 
 def test_whole_plan_passes(capsys):
-    code, out, _ = run(capsys, "--all")
+    code, out, err = run(capsys, "--all")
     assert code == 0, out
     assert "this rollback must be refused: the plan declares the step irreversible" in out
+    # progress on stderr (not a terminal here: one line per transition, naming it)
+    checked = int(out.rsplit("ALLOWED: ", 1)[1].split()[0])
+    assert err.splitlines()[0].startswith(f"check 1/{checked}: first deployment")
+    assert f"check {checked}/{checked}: " in err
 
 
 def assert_denied(capsys, tmp_path, applied, proposed, rule):

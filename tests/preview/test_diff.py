@@ -84,3 +84,47 @@ def test_no_password_ever_reaches_the_diff(text):
     evaluations = [Evaluation("bazbii", "prod", [resource(i, [("dsn",), ("url",)])], {}, []) for i in (before, after)]
     text = json.dumps([c.__dict__ for r in diff_evaluations(*evaluations) for c in r.changes], ensure_ascii=False)
     assert password not in text and "Zq~" not in text
+
+
+# --------------------------------------------------------------------------- how the report prints a change
+def printed(before, after, secret_paths=(), op="update"):
+    import io
+
+    from rich.console import Console
+
+    from offline_preview.diff import ResourceChange
+    from offline_preview.report import _print_change
+
+    evaluations = [Evaluation("bazbii", "prod", [resource(i, secret_paths)] if i is not None else [], {}, [])
+                   for i in (before, after)]
+    [change] = diff_evaluations(None if before is None else evaluations[0], evaluations[1])
+    assert isinstance(change, ResourceChange) and change.op == op
+    out = io.StringIO()
+    _print_change(change, Console(file=out, width=200, force_terminal=False), verbose=False)
+    return out.getvalue()
+
+
+SCRIPT = "set -eu\nsudo docker pull -q gateway:1.4.2\nsudo systemctl restart gateway\necho done\n"
+
+
+def test_a_change_inside_a_multiline_value_shows_its_changed_lines():
+    text = printed({"create": SCRIPT}, {"create": SCRIPT.replace("1.4.2", "1.5.0")})
+    assert "-sudo docker pull -q gateway:1.4.2" in text and "+sudo docker pull -q gateway:1.5.0" in text
+    assert "echo done" not in text  # only the changed lines and one line of context
+
+
+def test_a_value_that_becomes_multiline_is_shown_as_its_lines():
+    text = printed({"create": "true"}, {"create": SCRIPT})
+    assert "-true" in text and "+sudo systemctl restart gateway" in text
+
+
+def test_a_multiline_secret_stays_masked():
+    secret = f"[databases]\nbazbii = host=10.0.0.1 password={PASSWORD}\n"
+    text = printed({"stdin": secret}, {"stdin": secret.replace("10.0.0.1", "10.0.0.3")}, [("stdin",)])
+    assert PASSWORD not in text and "10.0.0" not in text
+    assert f"stdin: {SECRET_MARKER} -> {CHANGED_SECRET}" in text
+
+
+def test_a_created_resource_prints_no_empty_lines():
+    text = printed(None, {"create": "echo hi", "delete": None, "triggers": None}, op="create")
+    assert "(none)" not in text and "create: echo hi" in text
