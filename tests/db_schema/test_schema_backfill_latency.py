@@ -106,7 +106,10 @@ def test_probe_measures_real_waits_and_counts_a_stall(db):
         assert quiet_ms < stalled
     finally:
         probe.close()
-    assert probe.backend_pid and not fetch(db, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (probe.backend_pid,))
+    # closed: its server session ends (the backend exits a moment after the client disconnects)
+    assert probe.backend_pid
+    wait_for("the probe's session ended",
+             lambda: not fetch(db, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (probe.backend_pid,)), 5)
 
 
 def test_a_write_probe_times_commits(db):
