@@ -31,15 +31,19 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
+import psycopg
 from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from bazbii_db.migrations.journal import Journal
+from bazbii_db.replication import check_consistency, redact_dsn
 from bazbii_plan.cli import CliParser, emit, positive_seconds, run_main
 from bazbii_plan.errors import ConfigError
 from bazbii_plan.gates import MetricsConfig, Scope, duration_seconds, format_duration, rollback_signals
@@ -166,15 +170,30 @@ def setup_from_args(args: argparse.Namespace, now: datetime) -> WatchSetup:
     if problems:
         raise ConfigError(problems)
     if args.primary_dsn:
-        triggers.append(ReplicaConsistency(args.primary_dsn, args.replica_dsn))
+        triggers.append(replica_consistency(args.primary_dsn, args.replica_dsn))
     if args.journal_dsn:
-        triggers.append(MigrationJournal(args.journal_dsn))
+        triggers.append(migration_journal(args.journal_dsn))
     return WatchSetup(
         stack=args.stack, config=config, track=args.track, step=config.current[args.track],
         previous=config.previous_step(args.track), scope=scope,
         min_samples=args.min_samples if args.min_samples is not None else 100,
         duration=duration or 0.0, window=window, since=since, metrics=metrics, data_triggers=triggers,
     )
+
+
+# The data triggers run the database tools (bazbii_db); this command is where they are wired in, so that
+# neither package's library modules import the other's (triggers.py takes the checks as arguments).
+def replica_consistency(primary_dsn: str, replica_dsn: str) -> ReplicaConsistency:
+    return ReplicaConsistency(partial(check_consistency, primary_dsn, replica_dsn, attempts=2, catchup_timeout=10.0),
+                              f"{redact_dsn(primary_dsn)} vs {redact_dsn(replica_dsn)}")
+
+
+def migration_journal(dsn: str) -> MigrationJournal:
+    def entries() -> list:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            return Journal(conn).entries()
+
+    return MigrationJournal(entries, redact_dsn(dsn))
 
 
 def evaluate_triggers(setup: WatchSetup, client: PrometheusClient, now: datetime) -> list[SignalResult]:
