@@ -1,13 +1,13 @@
 """Data-consistency rollback triggers for ``watch``: pluggable checks over the existing database tools.
 
-A trigger is anything with a ``name`` and a ``run() -> SignalResult``; the two
-shipped here call the existing functions (nothing is reimplemented):
+A trigger is anything with a ``name`` and a ``run() -> SignalResult``. The two here read what a check of
+the database tools reports; the check itself is given by the caller (``watch`` passes
+``bazbii_db.replication.check_consistency`` and the ``bazbii_db.migrations.journal.Journal`` entries),
+so this module imports no database tool and ``bazbii_db`` imports nothing of this package's:
 
-- :class:`ReplicaConsistency`: ``bazbii_db.replication.check_consistency``
-  (row counts and checksums at a fixed LSN); a differing table is a breach,
+- :class:`ReplicaConsistency`: row counts and checksums at a fixed LSN; a differing table is a breach,
   an unverified table or an error is inconclusive.
-- :class:`MigrationJournal`: ``bazbii_db.migrations.journal.Journal``; a step
-  recorded as ``failed`` is a breach.
+- :class:`MigrationJournal`: a step recorded as ``failed`` is a breach.
 
 DSNs must not carry passwords (they would show in process listings and logs):
 use ``~/.pgpass`` or ``PGPASSFILE``.
@@ -16,7 +16,10 @@ use ``~/.pgpass`` or ``PGPASSFILE``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Callable, Protocol
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from .verdict import FAIL, INCONCLUSIVE, PASS, SignalResult
 
@@ -29,8 +32,6 @@ class DataTrigger(Protocol):
 
 def refuse_password(option: str, dsn: str) -> None:
     """Raise ValueError when a DSN given on the command line carries a password."""
-    from psycopg.conninfo import conninfo_to_dict
-
     try:
         parts = conninfo_to_dict(dsn)
     except Exception as exc:  # psycopg raises ProgrammingError for malformed strings
@@ -41,17 +42,14 @@ def refuse_password(option: str, dsn: str) -> None:
 
 @dataclass
 class ReplicaConsistency:
-    primary_dsn: str
-    replica_dsn: str
+    check: Callable[[], Any]  # -> a ConsistencyReport (passed, differing, to_text())
+    where: str  # "primary vs replica", without passwords
     name: str = "replica-consistency"
 
     def run(self) -> SignalResult:
-        from bazbii_db.replication import check_consistency, redact_dsn
-
-        result = SignalResult(self.name, "data", f"{redact_dsn(self.primary_dsn)} vs {redact_dsn(self.replica_dsn)}",
-                              INCONCLUSIVE, max=0.0)
+        result = SignalResult(self.name, "data", self.where, INCONCLUSIVE, max=0.0)
         try:
-            report = check_consistency(self.primary_dsn, self.replica_dsn, attempts=2, catchup_timeout=10.0)
+            report = self.check()
         except Exception as exc:  # unreachable server, auth failure: cannot tell
             result.reason = f"consistency check could not run: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
             return result
@@ -67,19 +65,14 @@ class ReplicaConsistency:
 
 @dataclass
 class MigrationJournal:
-    dsn: str
+    entries: Callable[[], list]  # -> the journal's entries (migration_id, step, status, last_error)
+    where: str  # the database, without passwords
     name: str = "migration-journal"
 
     def run(self) -> SignalResult:
-        import psycopg
-
-        from bazbii_db.migrations.journal import Journal
-        from bazbii_db.replication import redact_dsn
-
-        result = SignalResult(self.name, "data", redact_dsn(self.dsn), INCONCLUSIVE, max=0.0)
+        result = SignalResult(self.name, "data", self.where, INCONCLUSIVE, max=0.0)
         try:
-            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-                entries = Journal(conn).entries()
+            entries = self.entries()
         except psycopg.Error as exc:
             result.reason = f"journal could not be read: {str(exc).splitlines()[0]}"
             return result

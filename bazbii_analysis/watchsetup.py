@@ -14,11 +14,15 @@ import argparse
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
+import psycopg
 from pydantic import ValidationError
 
+from bazbii_db.migrations.journal import Journal
+from bazbii_db.replication import check_consistency, redact_dsn
 from bazbii_plan.errors import ConfigError
 from bazbii_plan.gates import MetricsConfig, Scope, duration_seconds
 from bazbii_plan.record import parse_time
@@ -115,6 +119,21 @@ def _last_moved(record: dict) -> Optional[str]:
     return max(times, key=times.get) if times else None
 
 
+# The data triggers run the database tools (bazbii_db); the watch command is where they are wired in, so that
+# neither package's library modules import the other's (triggers.py takes the checks as arguments).
+def replica_consistency(primary_dsn: str, replica_dsn: str) -> ReplicaConsistency:
+    return ReplicaConsistency(partial(check_consistency, primary_dsn, replica_dsn, attempts=2, catchup_timeout=10.0),
+                              f"{redact_dsn(primary_dsn)} vs {redact_dsn(replica_dsn)}")
+
+
+def migration_journal(dsn: str) -> MigrationJournal:
+    def entries() -> list:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            return Journal(conn).entries()
+
+    return MigrationJournal(entries, redact_dsn(dsn))
+
+
 def setup_from_args(args: argparse.Namespace, now: datetime) -> WatchSetup:
     problems: list[str] = []
     stack_file = f"Pulumi.{args.stack.rsplit('/', 1)[-1]}.yaml"
@@ -196,9 +215,9 @@ def setup_from_args(args: argparse.Namespace, now: datetime) -> WatchSetup:
                 raise ConfigError([f"the applied record has no time for track {track!r}; give --since TIME"])
     triggers: list[DataTrigger] = []
     if args.primary_dsn:
-        triggers.append(ReplicaConsistency(args.primary_dsn, args.replica_dsn))
+        triggers.append(replica_consistency(args.primary_dsn, args.replica_dsn))
     if args.journal_dsn:
-        triggers.append(MigrationJournal(args.journal_dsn))
+        triggers.append(migration_journal(args.journal_dsn))
 
     ends = since + timedelta(seconds=next_soak_seconds(config, track) or fallback_period)
     remaining = max(0.0, (ends - now).total_seconds())

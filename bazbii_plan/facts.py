@@ -71,6 +71,12 @@ DEFAULT_TRAFFIC_LADDER = (0, 10, 50, 100)  # load-balancer pool weights, percent
 DEFAULT_CANARY_LADDER = (0, 10, 50, 100)  # canary share of the API pods, percent
 DEFAULT_FLAG_LADDER = (0, 10, 50, 100)  # feature-flag rollout, percent of users (id % 100 < rollout)
 
+# --------------------------------------------------------------------------- live metrics
+# How often the production Prometheus scrapes the exporters (the global scrape_interval of the
+# configuration Debian's prometheus package ships): a reading taken more often holds nothing new. The
+# backfill's Prometheus latency source reads no more often; the backfill benchmark scrapes its load so.
+PROMETHEUS_SCRAPE_INTERVAL_S = 15.0
+
 # --------------------------------------------------------------------------- PostgreSQL on the servers
 SUPPORTED_PG_VERSIONS = (15, 16)
 DEFAULT_PG_VERSION = 15

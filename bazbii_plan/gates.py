@@ -357,7 +357,7 @@ def scrape_targets(state: StackState, metrics: MetricsConfig) -> list[dict]:
     return groups
 
 
-def _pod_label(label: str) -> str:
+def pod_meta_label(label: str) -> str:
     """The discovery meta label of a pod label (Prometheus turns every other character into ``_``)."""
     return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", label)
 
@@ -374,7 +374,7 @@ def scrape_configs(state: StackState, metrics: MetricsConfig, file_sd_path: str 
     relabel = [
         {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": HTTP_PORT_NAME, "action": "keep"},
         {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
-        {"source_labels": [_pod_label(TRACK_LABEL)], "target_label": "track"},
+        {"source_labels": [pod_meta_label(TRACK_LABEL)], "target_label": "track"},
         {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "server"},
         {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
     ]

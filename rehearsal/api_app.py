@@ -168,17 +168,18 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     labels = f'version="{VERSION}",instance_name="{INSTANCE}"'
-    lines = ["# TYPE bazbii_api_requests_total counter"]
+    # The metric names the program's gates query (bazbii_plan.gates DEFAULT_QUERIES), as the real API exports them.
+    lines = ["# TYPE http_requests_total counter"]
     for (route, status, flags), count in sorted(_requests.items()):
-        lines.append(f'bazbii_api_requests_total{{{labels},route="{route}"{flags},status="{status}"}} {count}')
-    lines.append("# TYPE bazbii_api_request_duration_seconds histogram")
+        lines.append(f'http_requests_total{{{labels},route="{route}"{flags},code="{status}"}} {count}')
+    lines.append("# TYPE http_request_duration_seconds histogram")
     for (route, flags), counts in sorted(_hist.items()):
         series = f'{labels},route="{route}"{flags}'
         for bound, count in zip(BUCKETS, counts):
-            lines.append(f'bazbii_api_request_duration_seconds_bucket{{{series},le="{bound}"}} {count}')
-        lines.append(f'bazbii_api_request_duration_seconds_bucket{{{series},le="+Inf"}} {_hist_count[(route, flags)]}')
-        lines.append(f'bazbii_api_request_duration_seconds_sum{{{series}}} {_hist_sum[(route, flags)]}')
-        lines.append(f'bazbii_api_request_duration_seconds_count{{{series}}} {_hist_count[(route, flags)]}')
+            lines.append(f'http_request_duration_seconds_bucket{{{series},le="{bound}"}} {count}')
+        lines.append(f'http_request_duration_seconds_bucket{{{series},le="+Inf"}} {_hist_count[(route, flags)]}')
+        lines.append(f'http_request_duration_seconds_sum{{{series}}} {_hist_sum[(route, flags)]}')
+        lines.append(f'http_request_duration_seconds_count{{{series}}} {_hist_count[(route, flags)]}')
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 

@@ -3,7 +3,7 @@
 Measured with ``bazbii_analysis`` (its Prometheus client and criteria evaluation) against the
 rehearsal's own Prometheus. The PromQL templates are adapted to the rehearsal's exporters (the
 gateway's HAProxy exporter has one backend per pool, ``proxy="pool_<name>"``; the API exports
-``bazbii_api_requests_total`` and ``bazbii_api_request_duration_seconds``). Signals, each over
+``http_requests_total`` and ``http_request_duration_seconds``, the names the program's gates query). Signals, each over
 the compressed soak window, from ``bazbii:rollback``:
 
 * the whole service: load-balancer 5xx ratio and API p95 latency;
@@ -31,11 +31,11 @@ QUERIES = {
     ),
     "requestCount": 'sum(increase(haproxy_backend_http_responses_total{proxy=~"pool_.*",${scope}}[${window}]))',
     "apiErrorRatio": (
-        '(sum(increase(bazbii_api_requests_total{status=~"5..",${scope}}[${window}])) or vector(0))'
-        ' / sum(increase(bazbii_api_requests_total{${scope}}[${window}]))'
+        '(sum(increase(http_requests_total{code=~"5..",${scope}}[${window}])) or vector(0))'
+        ' / sum(increase(http_requests_total{${scope}}[${window}]))'
     ),
     "latencyQuantile": (
-        "histogram_quantile(${quantile}, sum by (le) (rate(bazbii_api_request_duration_seconds_bucket{${scope}}[${window}])))"
+        "histogram_quantile(${quantile}, sum by (le) (rate(http_request_duration_seconds_bucket{${scope}}[${window}])))"
     ),
 }
 

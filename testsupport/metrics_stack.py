@@ -109,15 +109,7 @@ class ControlledService:
         with self._lock:
             lines = ["# TYPE http_requests_total counter"]
             lines += [f'http_requests_total{{code="{c}"}} {n}' for c, n in sorted(self._codes.items())]
-            lines.append("# TYPE http_request_duration_seconds histogram")
-            cumulative = 0
-            for bound, count in zip(BUCKETS, self._buckets):
-                cumulative += count
-                lines.append(f'http_request_duration_seconds_bucket{{le="{bound}"}} {cumulative}')
-            cumulative += self._buckets[-1]
-            lines.append(f'http_request_duration_seconds_bucket{{le="+Inf"}} {cumulative}')
-            lines.append(f"http_request_duration_seconds_sum {self._sum}")
-            lines.append(f"http_request_duration_seconds_count {cumulative}")
+            lines += histogram_lines("http_request_duration_seconds", BUCKETS, self._buckets, self._sum)
             return "\n".join(lines) + "\n"
 
     def stop(self) -> None:
@@ -125,7 +117,50 @@ class ControlledService:
         self.server.server_close()
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
+def histogram_lines(name: str, bounds, counts, total_s: float) -> list[str]:
+    """A histogram in Prometheus's text format, from the count in each bucket (``counts`` has one more
+    than ``bounds``: the observations over the last bound) and the sum of the observations."""
+    lines, cumulative = [f"# TYPE {name} histogram"], 0
+    for bound, count in zip(bounds, counts):
+        cumulative += count
+        lines.append(f'{name}_bucket{{le="{bound:g}"}} {cumulative}')
+    cumulative += counts[len(bounds)]
+    lines += [f'{name}_bucket{{le="+Inf"}} {cumulative}', f"{name}_sum {total_s}", f"{name}_count {cumulative}"]
+    return lines
+
+
+def start_prometheus(workdir: Path, scrape_interval_s: float, jobs: dict[str, tuple[str, dict]], log) -> tuple:
+    """A real Prometheus (Debian's binary) with its TSDB in ``workdir``, scraping each job's target
+    (``{job: ("127.0.0.1:port", labels)}``) every ``scrape_interval_s``; returns (process, its URL)."""
+    port = free_port()
+    interval = f"{scrape_interval_s:g}s"
+    static = "".join(f"""  - job_name: {job}
+    static_configs:
+      - targets: ["{target}"]
+        labels: {{{", ".join(f'{k}: "{v}"' for k, v in labels.items())}}}
+""" for job, (target, labels) in jobs.items())
+    (workdir / "prometheus.yml").write_text(f"""
+global:
+  scrape_interval: {interval}
+  evaluation_interval: {interval}
+scrape_configs:
+{static}""")
+    process = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def scraped(prometheus_url: str, jobs: int) -> bool:
+    """Prometheus holds a sample of ``jobs`` targets, all up."""
+    try:
+        response = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": "up == 1"}, timeout=1)
+        return len(response.json()["data"]["result"]) == jobs
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -183,7 +218,7 @@ def start_metrics_stack(first_sample_timeout: float = 30.0) -> MetricsStack:
     """Service, HAProxy and Prometheus on free loopback ports; returns once Prometheus holds a sample of both."""
     workdir = Path(tempfile.mkdtemp(prefix="bazbii-metrics-"))
     service = ControlledService()
-    lb_port, exporter_port, prom_port = free_port(), free_port(), free_port()
+    lb_port, exporter_port = free_port(), free_port()
     (workdir / "haproxy.cfg").write_text(f"""
 global
     maxconn 256
@@ -201,39 +236,19 @@ frontend metrics
 backend api
     server {POOL} 127.0.0.1:{service.port}
 """)
-    (workdir / "prometheus.yml").write_text(f"""
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: gateway
-    static_configs:
-      - targets: ["127.0.0.1:{exporter_port}"]
-        labels: {{pool: {POOL}, server: {POOL}}}
-  - job_name: api
-    static_configs:
-      - targets: ["127.0.0.1:{service.port}"]
-        labels: {{pool: "server1,{POOL}", server: {POOL}, track: canary}}
-""")
-    stack = MetricsStack(service, f"http://127.0.0.1:{lb_port}", f"http://127.0.0.1:{prom_port}", workdir)
+    stack = MetricsStack(service, f"http://127.0.0.1:{lb_port}", "", workdir)
     try:
         log = open(workdir / "processes.log", "wb")
         stack.processes.append(subprocess.Popen([HAPROXY, "-W", "-db", "-f", str(workdir / "haproxy.cfg")],
                                                 stdout=log, stderr=subprocess.STDOUT))
-        stack.processes.append(subprocess.Popen(
-            [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT))
-
-        def both_scraped() -> bool:
-            try:
-                response = httpx.get(f"{stack.prometheus_url}/api/v1/query", params={"query": "up == 1"}, timeout=1)
-                return len(response.json()["data"]["result"]) == 2
-            except (httpx.HTTPError, ValueError, KeyError):
-                return False
+        prometheus, stack.prometheus_url = start_prometheus(workdir, 1, {
+            "gateway": (f"127.0.0.1:{exporter_port}", {"pool": POOL, "server": POOL}),
+            "api": (f"127.0.0.1:{service.port}", {"pool": f"server1,{POOL}", "server": POOL, "track": "canary"})}, log)
+        stack.processes.append(prometheus)
 
         # With an empty TSDB the first sample is queryable ~5.5 s after launch (discovery tick).
-        _wait(both_scraped, first_sample_timeout, "Prometheus first sample of the gateway and the service")
+        wait_until(lambda: scraped(stack.prometheus_url, 2), first_sample_timeout,
+              "Prometheus first sample of the gateway and the service")
     except BaseException:
         stack.stop()
         raise

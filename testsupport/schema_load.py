@@ -5,20 +5,27 @@ issues transactions on a fixed schedule (open loop): latency is measured from th
 start, so a stall shows up as latency for every request that should have started during it
 (no coordinated omission). Each sample keeps its scheduled start, so a result can be cut to the
 stretch of time a backfill actually ran (``LoadResult.between``).
+
+What production would see of the load is its latency histogram (``LoadHistogram``), exported over
+HTTP (``HistogramExporter``) for a real Prometheus to scrape; every sample reaches only the
+benchmark's scoring, after the run (``OltpLoad.join``).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import random
+import threading
 import time
-from collections import deque
+from bisect import bisect_left
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 
-from bazbii_db.migrations.throttle import overlap_by_bin, p99_since, percentile, slow_by_bin
-from testsupport.localcluster import LocalCluster, make_workdir, remove_workdir
+from bazbii_db.migrations.probe import percentile
+from testsupport.localcluster import LocalCluster, free_port, make_workdir, remove_workdir
+from testsupport.metrics_stack import histogram_lines
 
 BENCH_CONF = {
     "shared_buffers": "512MB",
@@ -42,7 +49,7 @@ def stop_cluster(cluster: LocalCluster, workdir) -> None:
 
 
 def _worker(dsn: str, table: str, max_id: int, rate: float, seconds: float, start_at: float, index: int, conn_out,
-            stop, update_ratio: float = 0.2, live=None):
+            stop, update_ratio: float = 0.2, histogram=None):
     rng = random.Random(1000 + index)  # the same requests in every run
     samples: list[tuple[float, float]] = []  # (scheduled start, epoch s; latency ms)
     select = f"SELECT title, category FROM {table} WHERE id = %s"
@@ -68,8 +75,8 @@ def _worker(dsn: str, table: str, max_id: int, rate: float, seconds: float, star
                 conn.execute(update, (key,))
             ms = (time.time() - scheduled) * 1000.0
             samples.append((scheduled, ms))
-            if live is not None:  # the application's latency as it happens (LoadLatency)
-                live.record(index, time.monotonic(), ms)
+            if histogram is not None:  # what the application exports for Prometheus
+                histogram.observe(index, ms)
             n += 1
     conn_out.send(samples)
     conn_out.close()
@@ -104,99 +111,70 @@ class LoadResult:
         return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
 
 
-class LiveLatencies:
-    """Each worker's finished transactions, (monotonic time, ms), in a ring of shared memory: a
-    plain store per transaction, no pipe or feeder thread (which cost the load itself latency)."""
+class LoadHistogram:
+    """The load's latency histogram in shared memory, as an application keeps one for Prometheus: each
+    worker adds to its own row of bucket counts (a plain store per transaction, one writer per row,
+    no lock), the exporter sums the rows. One histogram serves every load of a benchmark, so its
+    counters only grow, as an application's do."""
 
-    CAPACITY = 1 << 14  # per worker: 65 s at the bench's 250 tx/s; a slower reader loses only the oldest
+    # seconds; fine below 5 ms, where this load's p99 lies (a PromQL quantile interpolates in a bucket)
+    BOUNDS_S = (0.00025, 0.0005, 0.00075, 0.001, 0.00125, 0.0015, 0.00175, 0.002, 0.0025, 0.003, 0.004, 0.005,
+                0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+    NAME = "bench_request_duration_seconds"
 
     def __init__(self, workers: int):
         ctx = mp.get_context("fork")
-        self.workers = workers
-        self.values = ctx.RawArray("d", workers * self.CAPACITY * 2)
-        self.counts = ctx.RawArray("q", workers)
+        self.workers, self.width = workers, len(self.BOUNDS_S) + 1
+        self.counts = ctx.RawArray("q", workers * self.width)
+        self.sums = ctx.RawArray("d", workers)
 
-    def record(self, worker: int, at: float, ms: float) -> None:
-        n = self.counts[worker]
-        slot = (worker * self.CAPACITY + n % self.CAPACITY) * 2
-        self.values[slot], self.values[slot + 1] = at, ms
-        self.counts[worker] = n + 1  # after the values: a reader never sees a slot before it is written
+    def observe(self, worker: int, ms: float) -> None:
+        self.counts[worker * self.width + bisect_left(self.BOUNDS_S, ms / 1000.0)] += 1
+        self.sums[worker] += ms / 1000.0
 
-    def read_new(self, seen: list[int]) -> list[tuple[float, float]]:
-        """The samples recorded since ``seen`` (per worker counts, updated in place)."""
-        out = []
-        for w in range(self.workers):
-            n = self.counts[w]
-            for k in range(max(seen[w], n - self.CAPACITY), n):
-                slot = (w * self.CAPACITY + k % self.CAPACITY) * 2
-                out.append((self.values[slot], self.values[slot + 1]))
-            seen[w] = n
-        return out
+    def exposition(self) -> str:
+        counts = [sum(self.counts[w * self.width + k] for w in range(self.workers)) for k in range(self.width)]
+        return "\n".join(histogram_lines(self.NAME, self.BOUNDS_S, counts, sum(self.sums))) + "\n"
 
 
-class LoadLatency:
-    """A latency source (``bazbii_db.migrations.throttle.LatencySource``) reading the load's own
-    transactions as they finish: the application's p99, as Prometheus gives it in production, but
-    without a scrape interval. Its reading is the p99 of the transactions finished since ``since``
-    (it keeps the last ``max(window_s, 30 s)``), once there are ``min_samples`` of them."""
+class HistogramExporter:
+    """Serves a ``LoadHistogram`` on ``http://127.0.0.1:port/metrics`` from a thread of this process."""
 
-    name = "app"
+    def __init__(self, histogram: LoadHistogram):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args) -> None:
+                pass
 
-    def __init__(self, live: LiveLatencies, window_s: float = 2.0, min_samples: int = 100):
-        self.live, self.window_s, self.min_samples = live, window_s, min_samples
-        self.samples: deque[tuple[float, float]] = deque()
-        self._seen = [0] * live.workers
+            def do_GET(self) -> None:
+                body = histogram.exposition().encode() if self.path == "/metrics" else b"not found"
+                self.send_response(200 if self.path == "/metrics" else 404)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
-    def start(self) -> None:
-        pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.target = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def _refresh(self) -> None:
-        new = self.live.read_new(self._seen)
-        # kept in time order (the throttle walks them from the newest back): a worker's transaction
-        # that finished before the last one read, but was recorded after it, is merged in
-        first = min(new)[0] if new else None
-        while first is not None and self.samples and self.samples[-1][0] > first:
-            new.append(self.samples.pop())
-        self.samples.extend(sorted(new))
-        horizon = time.monotonic() - max(self.window_s, 30.0)
-        while self.samples and self.samples[0][0] < horizon:
-            self.samples.popleft()
-
-    def read(self, since: float) -> float | None:
-        self._refresh()
-        return p99_since(self.samples, since, self.min_samples)
-
-    def count_slow(self, since: float, limit_ms: float, bin_s: float) -> list[list[int]]:
-        """[transactions slower than ``limit_ms``, all] per ``bin_s``, finished from ``since`` on."""
-        self._refresh()
-        return slow_by_bin(self.samples, since, limit_ms, bin_s)
-
-    def count_overlap(self, since: float, limit_ms: float, bin_s: float, spans) -> list[list[int]]:
-        """[slow busy, busy, slow idle, idle] per ``bin_s``, finished from ``since`` on: busy ones
-        overlapped one of the batches' (start, end) ``spans``, timed from their scheduled start."""
-        self._refresh()
-        return overlap_by_bin(self.samples, since, limit_ms, bin_s, spans)
-
-    def close(self) -> None:
-        pass
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class OltpLoad:
     """``workers`` processes, ``rate`` transactions/s each (80 % point SELECT, 20 % point UPDATE).
-    With ``live``, each transaction's latency is also streamed as it finishes (``latency_source()``)."""
+    With a ``histogram`` (of at least ``workers`` rows), each transaction's latency is also counted there."""
 
     def __init__(self, dsn: str, table: str, max_id: int, workers: int = 4, rate: float = 100.0,
-                 update_ratio: float = 0.2, live: bool = False):
+                 update_ratio: float = 0.2, histogram: LoadHistogram | None = None):
+        if histogram is not None and histogram.workers < workers:
+            raise ValueError(f"the histogram has rows for {histogram.workers} workers, not {workers}")
         self.dsn, self.table, self.max_id, self.workers, self.rate = dsn, table, max_id, workers, rate
         self.update_ratio = update_ratio
         self._procs: list[tuple[mp.Process, object]] = []
         self.seconds = 0.0
-        self._live = LiveLatencies(workers) if live else None
-
-    def latency_source(self, window_s: float = 2.0, min_samples: int = 100) -> LoadLatency:
-        if self._live is None:
-            raise ValueError("OltpLoad(live=True) streams its latencies; this one does not")
-        return LoadLatency(self._live, window_s, min_samples)
+        self._histogram = histogram
 
     def start(self, seconds: float) -> None:
         """Run for ``seconds`` at most; ``join()`` earlier stops it."""
@@ -207,7 +185,7 @@ class OltpLoad:
         for i in range(self.workers):
             recv, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_worker, args=(self.dsn, self.table, self.max_id, self.rate, seconds, start_at,
-                                                     i, send, self._stop, self.update_ratio, self._live),
+                                                     i, send, self._stop, self.update_ratio, self._histogram),
                               daemon=True)
             proc.start()
             self._procs.append((proc, recv))

@@ -21,6 +21,8 @@ from bisect import bisect_left
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from testsupport.metrics_stack import histogram_lines
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 DEFAULTS = {"rate": 20.0, "errorPercent": 0.0, "latencySeconds": 0.004}
 
@@ -59,16 +61,9 @@ class Traffic:
                      f'haproxy_backend_http_responses_total{{proxy="api",code="2xx"}} {ok}',
                      f'haproxy_backend_http_responses_total{{proxy="api",code="5xx"}} {errors}',
                      "# TYPE http_requests_total counter",
-                     f'http_requests_total{{code="200"}} {ok}', f'http_requests_total{{code="500"}} {errors}',
-                     "# TYPE http_request_duration_seconds histogram"]
-            cumulative = 0.0
-            for bound, count in zip(BUCKETS, self.buckets):
-                cumulative += count
-                lines.append(f'http_request_duration_seconds_bucket{{le="{bound}"}} {int(cumulative)}')
-            cumulative += self.buckets[-1]
-            lines += [f'http_request_duration_seconds_bucket{{le="+Inf"}} {int(cumulative)}',
-                      f"http_request_duration_seconds_sum {self.seconds}",
-                      f"http_request_duration_seconds_count {int(cumulative)}"]
+                     f'http_requests_total{{code="200"}} {ok}', f'http_requests_total{{code="500"}} {errors}']
+            lines += histogram_lines("http_request_duration_seconds", BUCKETS, [int(n) for n in self.buckets],
+                                     self.seconds)
         return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,8 @@ from bazbii_db.migrations.errors import (BackfillError, BackfillThrottled, Check
                                          MigrationError, MigrationStopped, RunnerLockTimeout, StageOrderError,
                                          StatementFailed)
 from bazbii_db.migrations.runner import MigrationRunner, RunnerConfig, StepResult
-from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError, PoolerProbe, PrometheusLatency
+from bazbii_db.migrations.probe import PoolerProbe
+from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError
 from bazbii_db.migrations.spec import (BackfillSpec, DualWriteSpec, Migration, MigrationSpecError,
                                        default_migrations_dir, list_migrations, load_migration, migration_checksum,
                                        read_migration_sql)
@@ -20,7 +21,8 @@ from bazbii_db.sql_safety import SqlSafetyError
 __all__ = [
     "Backfill", "BackfillConfig", "BackfillError", "BackfillResult", "BackfillSpec", "BackfillStopped", "BackfillThrottled",
     "ChecksumMismatch", "ContractRefused", "DualWriteSpec", "LagWindow", "LatencyBudget", "LatencyConfigError", "LockRetryExhausted", "Migration",
-    "MigrationError", "MigrationRunner", "MigrationStopped", "MigrationSpecError", "PoolerProbe", "PrimaryLagProbe", "PrometheusLatency", "ReplicaLagProbe",
+    "MigrationError", "MigrationRunner", "MigrationSpecError", "MigrationStopped", "PoolerProbe", "PrimaryLagProbe",
+    "ReplicaLagProbe",
     "RunnerConfig", "RunnerLockTimeout", "SqlSafetyError", "StageOrderError", "StatementFailed", "StepResult",
     "check_contract_allowed", "default_migrations_dir", "list_migrations", "load_migration", "migration_checksum",
     "parse_version", "read_migration_sql", "version_from_image",

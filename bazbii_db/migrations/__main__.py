@@ -19,10 +19,13 @@ import argparse
 import logging
 import os
 from dataclasses import asdict
+from functools import partial
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+
+from bazbii_analysis.latency import PrometheusLatency  # the CLI wires the sources in: the throttle imports none
 
 from bazbii_db.migrations.backfill import BackfillConfig, ReplicaLagProbe
 from bazbii_db.migrations.throttle import LatencyBudget, LatencyConfigError
@@ -238,7 +241,8 @@ def _run(args, out: Console, err: Console, migrations_dir, dsns: list[str]) -> i
                               latency=(LatencyBudget(budget_ratio=args.latency_budget_ratio)
                                        if args.latency_budget_ratio is not None else None),
                               probe_dsn=read_dsn(env=args.probe_dsn_env) if args.probe_dsn_env else None,
-                              prometheus_url=args.prometheus_url, stop=stop)
+                              prometheus=(partial(PrometheusLatency.connect, args.prometheus_url)
+                                          if args.prometheus_url else None), stop=stop)
     ddl = DdlConfig(lock_timeout_ms=args.lock_timeout_ms, statement_timeout_ms=args.statement_timeout_ms,
                     max_attempts=args.ddl_max_attempts)
     config = RunnerConfig(ddl=ddl, runner_lock_wait_s=args.lock_wait_s, backfill=backfill, shadow=shadow,

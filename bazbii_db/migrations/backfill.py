@@ -22,10 +22,10 @@ Throttling, checked at most every ``probe_interval_s`` between batches:
 Optionally ``target_batch_ms`` adapts the batch size so each batch holds its row locks for
 about that long.
 
-Latency budget (``latency``, see ``throttle.py``): the batch size and pause adapt continuously to
-hold the application's p99 (a probe through the same pooler, and Prometheus where wired) at or
-under a budget, by default 1.5x the baseline measured before the first batch. It replaces
-``target_batch_ms`` (its ``max_hold_ms`` caps each batch's lock hold instead).
+Latency budget (``latency``, see ``throttle.py``): the share of the time batches run adapts to hold
+the application's p99 (a probe through the same pooler, and Prometheus where wired) within a budget,
+by default 1.5x the baseline measured before the first batch but at least 1 ms over it. It replaces
+``target_batch_ms`` (its batches are sized to run ``chunk_ms`` instead).
 
 Setting ``stop`` ends the run cleanly after the current batch with :class:`BackfillStopped` (an
 error, so that no caller takes a stopped backfill for a finished one); the checkpoint is kept and a
@@ -42,7 +42,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import psycopg
 from psycopg import errors, sql
@@ -54,8 +54,8 @@ from bazbii_db.migrations.executor import backoff_delay, configure_session
 from bazbii_db.migrations.journal import checkpoint_table
 from bazbii_db.migrations.progress import BackfillProgress
 from bazbii_db.migrations.spec import BackfillSpec
-from bazbii_db.migrations.throttle import LatencyBudget, LatencyProbeFailed, LatencySource, LatencyThrottle, \
-    PoolerProbe, PrometheusLatency, Setting
+from bazbii_db.migrations.probe import PoolerProbe
+from bazbii_db.migrations.throttle import LatencyBudget, LatencyProbeFailed, LatencySource, LatencyThrottle, Setting
 from bazbii_db.stopping import stop_reason
 
 log = logging.getLogger("bazbii_db.migrations")
@@ -177,9 +177,11 @@ class BackfillConfig:
     progress_interval_s: float = 10.0
     console: object | None = None  # a rich Console for progress output
     latency: LatencyBudget | None = None  # overrides the spec's latency table (latency-aware throttle)
-    latency_sources: tuple[LatencySource, ...] = ()  # more sources besides the probe, e.g. PrometheusLatency
+    latency_sources: tuple[LatencySource, ...] = ()  # more sources besides the probe and Prometheus
     probe_dsn: str | None = None  # the pooler the application uses, when the backfill's own DSN is not it
-    prometheus_url: str | None = None  # where latency.prometheus_query is read (the analysis client's endpoint)
+    # reads latency.prometheus_query: (PromQL, read interval s) -> a source; the CLI's --prometheus-url gives
+    # bazbii_analysis.latency.PrometheusLatency.connect bound to that endpoint
+    prometheus: Callable[[str, float], LatencySource] | None = None
     stop: threading.Event | None = None  # set to stop after the current batch: BackfillStopped, checkpoint kept
 
     def __post_init__(self) -> None:
@@ -383,24 +385,23 @@ class Backfill:
                                 f"at most max_batch_size ({cfg.max_batch_size})")
         if target_ms:
             raise BackfillError(f"backfill {spec.name}: target_batch_ms and a latency budget both adapt the batch "
-                                "size; drop target_batch_ms (latency.max_hold_ms caps each batch's lock hold)")
+                                "size; drop target_batch_ms (latency.chunk_ms sizes each batch)")
         sources: list[LatencySource] = []
         if budget.probe:
-            sources.append(PoolerProbe(cfg.probe_dsn or self.dsn, budget.probe_query, budget.probe_interval_ms,
-                                       max(budget.window_s, budget.baseline_s + 5), budget.min_samples))
-        if budget.prometheus_query and cfg.prometheus_url:
-            sources.append(PrometheusLatency.connect(cfg.prometheus_url, budget.prometheus_query,
-                                                     budget.prometheus_interval_s))
-        elif budget.prometheus_query or cfg.prometheus_url:
-            log.info("backfill %s: latency from Prometheus needs both latency.prometheus_query and an endpoint "
-                     "(BackfillConfig.prometheus_url); only %s are measured", spec.name,
+            sources.append(PoolerProbe(cfg.probe_dsn or self.dsn, budget.probe_query,
+                                       keep_s=max(budget.window_s, budget.baseline_s) + 5))
+        if budget.prometheus_query and cfg.prometheus is not None:
+            sources.append(cfg.prometheus(budget.prometheus_query, budget.prometheus_interval_s))
+        elif budget.prometheus_query:
+            log.info("backfill %s: latency.prometheus_query needs a Prometheus endpoint (CLI --prometheus-url); "
+                     "only %s are measured", spec.name,
                      "the probe and the given sources" if budget.probe else "the given sources")
         sources.extend(cfg.latency_sources)
         if not sources:
             raise BackfillError(f"backfill {spec.name}: latency.probe is false and no other latency source is "
                                 "configured; the budget would have nothing to measure")
-        return LatencyThrottle(budget, sources, Setting(batch_size, pause_s * 1000.0),
-                               budget.bounds(cfg.min_batch_size, cfg.max_batch_size))
+        return LatencyThrottle(budget, sources, Setting(batch_size, pause_s * 1000.0), cfg.min_batch_size,
+                               cfg.max_batch_size)
 
     def _start_latency_throttle(self, throttle: LatencyThrottle, progress: BackfillProgress) -> None:
         """Start the sources and measure the baseline before the first batch."""
@@ -410,7 +411,7 @@ class Backfill:
                 if getattr(source, "backend_pid", None):
                     self.exclude_pids.append(source.backend_pid)  # our probe waiting is not an app session waiting
             progress.note(f"measuring the latency baseline for {throttle.budget.baseline_s:g}s")
-            throttle.measure_baseline()
+            throttle.measure_baseline(sleep=self._sleep)  # a stop request ends it: the loop then stops
         except psycopg.Error as exc:
             dsns = [self.dsn] + ([self.config.probe_dsn] if self.config.probe_dsn else [])
             raise BackfillError(f"backfill {self.spec.name}: latency probe: "

@@ -74,7 +74,7 @@ def _latency_budget(data: dict, name: str, file: str) -> LatencyBudget | None:
         return None
     if data.get("target_batch_ms"):
         raise MigrationSpecError(f"backfill {name}: target_batch_ms and latency both adapt the batch size; drop "
-                                 "target_batch_ms (latency.max_hold_ms caps each batch's lock hold)", file)
+                                 "target_batch_ms (latency.chunk_ms sizes each batch)", file)
     try:
         return LatencyBudget.from_mapping(data["latency"], f"backfill {name}: latency")
     except LatencyConfigError as exc:

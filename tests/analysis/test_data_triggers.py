@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from bazbii_analysis import watch as watch_cli
-from bazbii_analysis.triggers import MigrationJournal, ReplicaConsistency
+from bazbii_analysis.watchsetup import migration_journal, replica_consistency
 from bazbii_db.migrations.journal import Journal
 from testsupport.localcluster import LocalCluster, free_port, make_workdir, remove_workdir
 
@@ -50,10 +50,10 @@ def test_replica_consistency_trigger_passes_on_a_consistent_replica(clusters, mo
     with psycopg.connect(primary.dsn(), autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS posts (id int PRIMARY KEY, body text)")
         conn.execute("INSERT INTO posts SELECT g, 'x' || g FROM generate_series(1, 500) g ON CONFLICT DO NOTHING")
-    result = ReplicaConsistency(_no_password(primary), _no_password(replica)).run()
+    result = replica_consistency(_no_password(primary), _no_password(replica)).run()
     assert result.status == "pass", result.reason
     assert result.value == 0 and "CONSISTENT" in result.reason
-    unreachable = ReplicaConsistency(_no_password(primary), f"host=127.0.0.1 port={free_port()} user=postgres").run()
+    unreachable = replica_consistency(_no_password(primary), f"host=127.0.0.1 port={free_port()} user=postgres").run()
     assert unreachable.status == "inconclusive" and "could not run" in unreachable.reason
 
 
@@ -65,7 +65,7 @@ def test_failed_migration_journal_step_is_a_breach(clusters, monkeypatch):
         journal.ensure()
         journal.start("0002_add_category", "expand", "sum-expand", "test", ["1.9.0"])
         journal.finish("0002_add_category", "expand")
-    trigger = MigrationJournal(_no_password(primary))
+    trigger = migration_journal(_no_password(primary))
     assert trigger.run().status == "pass"
     with psycopg.connect(primary.dsn(), autocommit=True) as conn:
         journal = Journal(conn)

@@ -4,7 +4,7 @@ The stack (``testsupport.metrics_stack``): an API-like HTTP service whose latenc
 HAProxy in front of it, Prometheus scraping it every second, all on 127.0.0.1. A thread sends
 requests through HAProxy the whole time; the backfill's only latency source is the PromQL p99.
 
-Prometheus is read once a second (its scrape interval), so the controller decides about once a
+Prometheus is read once a second (its scrape interval), so a breach halves the duty about once a
 second and the test's three phases take tens of seconds. The backfill must not run out of rows
 before that: every batch is given a fixed cost in the database (a statement-level trigger, standing
 in for a real backfill's index and WAL work), which caps its speed whatever the machine's load.
@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 import threading
+from functools import partial
 
 import pytest
 
+from bazbii_analysis.latency import PrometheusLatency
 from bazbii_db.migrations.backfill import Backfill
-from bazbii_db.migrations.throttle import LatencyBudget, PrometheusLatency, Setting
+from bazbii_db.migrations.throttle import BREACH, CLEAN, MIN_DUTY, LatencyBudget
 from testsupport.localcluster import free_port
 from testsupport.metrics_stack import start_metrics_stack
 
@@ -90,30 +92,26 @@ def test_backfill_follows_the_prometheus_p99_down_and_up(db, stack):
     execute(db, BATCH_COST)
     stack.service.set(error_percent=0, latency=FAST)
     budget = LatencyBudget(budget_ms=60.0, baseline_s=1.0, probe=False, prometheus_query=P99, prometheus_interval_s=1.0,
-                           control_interval_s=0.25, window_s=1.0, max_pause_ms=100, max_hold_ms=2000)
+                           window_s=1.0, start_duty=0.2, increase=0.2)
     stop = threading.Event()
     backfill = Backfill(db, "m", hits_spec(batch_size=100), "c",
-                        quiet(latency=budget, prometheus_url=stack.prometheus_url, stop=stop, max_batch_size=1000,
-                              lock_wait_threshold_ms=None))
+                        quiet(latency=budget, prometheus=partial(PrometheusLatency.connect, stack.prometheus_url),
+                              stop=stop, max_batch_size=1000, lock_wait_threshold_ms=None))
     box: dict = {}
     worker = threading.Thread(target=run_until_stopped, args=(backfill, box), daemon=True)
     worker.start()
     try:
-        def setting() -> Setting:
-            if not worker.is_alive():  # finished or failed: its setting can no longer change
+        def duty() -> float:
+            if not worker.is_alive():  # finished or failed: its duty can no longer change
                 log = backfill.throttle.log[-5:] if backfill.throttle else []
                 pytest.fail(f"the backfill ended before the test stopped it: {box}; last decisions: {log}")
-            return backfill.throttle.setting if backfill.throttle else Setting(0, 0)
+            return backfill.throttle.duty if backfill.throttle and backfill.throttle.budget_ms else 0.0
 
-        wait_for("batches grow while the app is fast", lambda: setting().batch_size >= 300, 60)
-        fast = setting()
+        wait_for("the duty rises while the app is fast", lambda: duty() >= 0.8, 60)
         stack.service.set(error_percent=0, latency=SLOW)
-        wait_for("the backfill backs off while the app is slow",
-                 lambda: setting().batch_size == 50 and setting().pause_ms > 0, 60)
-        slow = setting()
-        assert slow.slower_than(fast)
+        wait_for("the duty falls to its floor while the app is slow", lambda: duty() == MIN_DUTY, 60)
         stack.service.set(error_percent=0, latency=FAST)
-        wait_for("the backfill speeds up once the app is fast again", lambda: setting().batch_size > 100, 60)
+        wait_for("the duty rises once the app is fast again", lambda: duty() >= 0.2, 60)
         assert worker.is_alive(), box  # rows were left: the run ends by stop, not by running out
     finally:
         stack.service.set(error_percent=0, latency=FAST)
@@ -122,6 +120,7 @@ def test_backfill_follows_the_prometheus_p99_down_and_up(db, stack):
     assert "error" not in box, box["error"]
     result = box["result"]
     assert result.stopped and set(result.latency_budget_ms) == {"prometheus"}
-    usages = [step.usage for step in result.control_log]
-    assert max(usages) > 1.0 and min(usages) < budget.headroom
+    verdicts = [step.verdict for step in result.control_log]
+    assert BREACH in verdicts and CLEAN in verdicts[verdicts.index(BREACH):]
+    assert max(step.usage for step in result.control_log) > 1.0
     assert fetch(db, "SELECT finished_at IS NULL FROM bazbii_migrations.backfill_checkpoint") == [(True,)]

@@ -52,13 +52,15 @@ def gateway_config(directory: Path, env: dict[str, str], ports: list[tuple[int, 
              "    option redispatch", "frontend gateway", *(binds(port) or [f"    bind {a}:{port}" for a in addresses]),
              f"    http-request return status 200 content-type text/plain string ok if {{ path {HEALTH_PATH} }}",
              f"    http-request set-var(txn.fault) str(rate),map_str_int({directory}/{FAULT_MAP},0)",
-             "    http-request return status 500 content-type text/plain string \"injected fault\" "
-             "if { rand(1000),sub(txn.fault) -m int lt 0 }",
+             # A failed request is answered by a backend of its own, so it counts in the backend responses the
+             # gates query (haproxy_backend_http_responses_total), as an upstream's 500 would.
+             "    use_backend fault if { rand(1000),sub(txn.fault) -m int lt 0 }",
              "    default_backend api"]
     if metrics is not None and binds(metrics):
         lines += ["frontend metrics", *binds(metrics),
                   "    http-request use-service prometheus-exporter if { path /metrics }"]
-    lines += ["backend api", "    balance roundrobin", "    retry-on conn-failure empty-response 503",
+    lines += ["backend fault", "    http-request return status 500 content-type text/plain string \"injected fault\"",
+              "backend api", "    balance roundrobin", "    retry-on conn-failure empty-response 503",
               "    http-reuse safe", *servers]
     (directory / "haproxy.cfg").write_text("\n".join(lines) + "\n")
     return ["/usr/sbin/haproxy", "-W", "-db", "-f", str(directory / "haproxy.cfg")]
