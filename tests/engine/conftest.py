@@ -16,7 +16,7 @@ import pytest
 from engine.build import EngineUnavailable, Installed, installed
 from engine.workspace import Workspace
 from twin.environment import Twin
-from twin.stack import load_prod
+from twin.stack import cloudflare_of_prod, load_prod
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,12 +38,6 @@ def engine() -> Installed:
         pytest.skip(f"real engine: {exc}")
     need(found, "cli", "plugins")
     return found
-
-
-def cloudflare_of_prod() -> dict:
-    """The Cloudflare account and zone the prod stack names: what the twin's emulator serves."""
-    cloudflare = load_prod()["config"]["bazbii:cloudflare"]
-    return {"accounts": [cloudflare["accountId"]], "zones": {cloudflare["zoneId"]: cloudflare["zone"]}}
 
 
 @pytest.fixture(scope="module")
