@@ -30,7 +30,7 @@ from bazbii_analysis import PrometheusClient, evaluate_criteria
 from bazbii_analysis.evaluate import SCALED_WINDOW_FLOOR_SECONDS
 from bazbii_plan.facts import TRANSITION_CHECK
 from bazbii_plan.gates import GateCriteria
-from bazbii_plan.stackconfig import REHEARSAL_STACK, StackConfig
+from bazbii_plan.stackconfig import REHEARSAL_STACK
 from engine.build import Installed
 from twin.environment import Twin
 from twin.existing import seed_mvp
