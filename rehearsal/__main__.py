@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bazbii_plan.errors import ConfigError
+from bazbii_plan.stackconfig import MAX_TIME_SCALE
 
 from .faults import FAULTS, BadInjection
 from .procs import Interrupted, stop_on_signals
@@ -32,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("rehearsal-out"), help="directory for the report, PNG, records")
     p.add_argument("--min-samples", type=int, default=50, help="fewer requests in a gate window: inconclusive")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    p.add_argument("--engine", action="store_true",
+                   help="apply the infra track with the real pulumi up on the twin (stack 'rehearsal'); "
+                        "only --until, --rate, --inject gateway-5xx@STEP, --time-scale, --out and --json apply")
+    p.add_argument("--time-scale", type=int, default=1800,
+                   help="with --engine: bazbii:timeScale, every soak, metrics window and DNS wait divided by it "
+                        "(default 1800: a day in 48 s)")
     p.add_argument("--keep-run-dir", action="store_true", help="keep configs and logs of the servers")
     return p
 
@@ -39,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=args.json, width=None if sys.stderr.isatty() else 160)
+    if args.engine:
+        from .engine_cli import run_engine
+
+        if not 1 <= args.time_scale <= MAX_TIME_SCALE:
+            console.print(f"error: --time-scale must be 1..{MAX_TIME_SCALE}, got {args.time_scale}")
+            return 2
+        stop_on_signals()
+        try:
+            return run_engine(args, console)
+        except Interrupted as exc:
+            console.print(f"interrupted ({exc}); every started process was stopped")
+            return 1
     for name, value, low, high in (("--rate", args.rate, 1, 2000), ("--soak", args.soak, 2, 600),
                                    ("--baseline", args.baseline, 3, 600), ("--ttl-scale", args.ttl_scale, 1, 3600)):
         if not low <= value <= high:

@@ -102,3 +102,9 @@ def load_prod(path: Path = PROD_STACK_FILE) -> dict:
 
 def write_stack_file(document: Mapping[str, Any], path: Path) -> None:
     path.write_text(yaml.safe_dump(dict(document), sort_keys=False, width=120))
+
+
+def cloudflare_of_prod() -> dict:
+    """The Cloudflare account and zone the prod stack names: what the twin's emulator serves."""
+    cloudflare = load_prod()["config"]["bazbii:cloudflare"]
+    return {"accounts": [cloudflare["accountId"]], "zones": {cloudflare["zoneId"]: cloudflare["zone"]}}

@@ -7,7 +7,6 @@ lists it: ``-rs``); nothing here is skipped silently.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -16,7 +15,7 @@ import pytest
 from engine.build import EngineUnavailable, Installed, installed
 from engine.workspace import Workspace
 from twin.environment import Twin
-from twin.stack import load_prod
+from twin.stack import cloudflare_of_prod
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,12 +37,6 @@ def engine() -> Installed:
         pytest.skip(f"real engine: {exc}")
     need(found, "cli", "plugins")
     return found
-
-
-def cloudflare_of_prod() -> dict:
-    """The Cloudflare account and zone the prod stack names: what the twin's emulator serves."""
-    cloudflare = load_prod()["config"]["bazbii:cloudflare"]
-    return {"accounts": [cloudflare["accountId"]], "zones": {cloudflare["zoneId"]: cloudflare["zone"]}}
 
 
 @pytest.fixture(scope="module")
