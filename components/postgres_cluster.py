@@ -59,8 +59,8 @@ from bazbii_db.dataplane import DEFAULT_RUNTIME, Runtime, lag_gate_command, secr
 from bazbii_db.dsn import build_dsn
 from bazbii_plan import models
 from components._util import TYPE_PREFIX, child_opts, inherit_depends_on
-from components.postgres_config import (PGBOUNCER_ADMIN_USER, PGBOUNCER_INI, hba_lines, migration_dsn, ops_dsn,
-                                        pgbouncer_hba, pgbouncer_ini, pooler_admin_dsn, userlist,
+from components.postgres_config import (PGBOUNCER_ADMIN_USER, PGBOUNCER_INI, migration_dsn, ops_dsn,
+                                        pgbouncer_ini, pooler_admin_dsn, userlist,
                                         with_password)
 from components.postgres_scripts import (as_root, pooler_script, primary_script, replica_delete_script,
                                          replica_script, retire_script)

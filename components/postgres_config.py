@@ -12,6 +12,7 @@ from typing import Mapping
 from bazbii_db.dsn import build_dsn
 from bazbii_plan import models
 from bazbii_plan.facts import PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS
+from bazbii_plan.facts import pg_paths as facts_pg_paths
 
 PGBOUNCER_DIR = "/etc/pgbouncer"
 PGBOUNCER_INI = f"{PGBOUNCER_DIR}/pgbouncer.ini"
@@ -28,13 +29,10 @@ MIGRATIONS_APPLICATION_NAME = "bazbii-migrations"
 
 
 def pg_paths(version: int) -> dict[str, str]:
-    return {
-        "datadir": f"/var/lib/postgresql/{version}/main",
-        "confdir": f"/etc/postgresql/{version}/main",
-        "bin": f"/usr/lib/postgresql/{version}/bin",
-        "unit": f"postgresql@{version}-main",
-        "passfile": f"/var/lib/postgresql/{version}/replication.pgpass",
-    }
+    """The scripts' view of :func:`bazbii_plan.facts.pg_paths` (the one definition of the layout)."""
+    paths = facts_pg_paths(version)
+    return {"datadir": paths.datadir, "confdir": paths.confdir, "bin": paths.bin, "unit": paths.unit,
+            "passfile": paths.passfile}
 
 
 def hba_lines(db: models.Database, servers: Mapping[str, models.Server]) -> list[str]:

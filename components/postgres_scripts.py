@@ -27,18 +27,19 @@ def as_root(text: str) -> str:
 
 def install_fragment(version: int, create_main_cluster: bool, port: int = 5432) -> str:
     create = "true" if create_main_cluster else "false"
+    paths = pg_paths(version)
     # A server where PostgreSQL was installed without its main cluster (e.g. once a replica, built with
     # create_main_cluster = false) gets the cluster a primary needs, started, instead of a psql error later.
     ensure_cluster = f"""
-if [ ! -d /etc/postgresql/{version}/main ]; then
+if [ ! -d {paths["confdir"]} ]; then
   pg_createcluster {version} main --port={port}
   FRESH_CLUSTER=1
 fi
-systemctl enable --now postgresql@{version}-main
+systemctl enable --now {paths["unit"]}
 """ if create_main_cluster else ""
     return f"""
 export DEBIAN_FRONTEND=noninteractive
-if [ ! -x /usr/lib/postgresql/{version}/bin/postgres ]; then
+if [ ! -x {paths["bin"]}/postgres ]; then
   apt-get update -q
   apt-get install -y -q postgresql-common
   /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y

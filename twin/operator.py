@@ -14,7 +14,6 @@ Kubernetes provider's ``kubeconfig``; the stack file is the prod one with the tw
 from __future__ import annotations
 
 import base64
-import json
 import re
 import secrets
 from datetime import datetime, timedelta

@@ -28,7 +28,7 @@ from bazbii_db.cli import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliParser, emit, ex
 from bazbii_db.dsn import DsnError, read_dsn
 from bazbii_db.stopping import StopRequest, stop_on_signals
 from bazbii_plan.facts import (DEFAULT_LONG_TRANSACTION_SECONDS, DEFAULT_LONG_TRANSACTION_WAIT_SECONDS,
-                               DEFAULT_PAUSE_TIMEOUT_SECONDS)
+                               DEFAULT_MAX_LAG_BYTES, DEFAULT_PAUSE_TIMEOUT_SECONDS, pg_paths)
 
 from .consistency import check_consistency
 from .errors import ReplicationError, UsageError
@@ -36,6 +36,8 @@ from .gate import GateConfig, run_lag_gate
 from .replica import ReplicaNotStreaming, drop_replication_slot, replica_setup_script, verify_streaming
 from .retire import retire_primary_script
 from .switchover import SwitchoverConfig, SwitchoverError, planned_switchover
+
+PG = pg_paths()  # the servers' default PostgreSQL layout (Debian/PGDG), for the options' defaults
 
 DSN_ROLES = {  # role -> environment variable
     "primary": "BAZBII_PRIMARY_DSN",
@@ -168,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gate", help="replication lag gate (max over a window under a threshold)")
     p.add_argument("--replica", required=True, help="slot name or application_name of the replica")
-    p.add_argument("--max-lag-bytes", type=int, default=1024 * 1024,
+    p.add_argument("--max-lag-bytes", type=int, default=DEFAULT_MAX_LAG_BYTES,
                    help="largest replay lag that passes, in bytes of WAL (default %(default)s)")
     p.add_argument("--window", type=positive_seconds, default=1.0, metavar="SECONDS",
                    help="the lag must stay under the threshold for this long, in seconds (default %(default)g)")
@@ -204,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=DEFAULT_LONG_TRANSACTION_WAIT_SECONDS,
                    help="how long to wait for them, unpaused, before aborting with their sessions named, in "
                         "seconds (default %(default)g; 0: abort at once)")
-    p.add_argument("--max-lag-bytes", type=int, default=1024 * 1024,
+    p.add_argument("--max-lag-bytes", type=int, default=DEFAULT_MAX_LAG_BYTES,
                    help="refuse or abort when the replica is this many bytes of WAL behind (default %(default)s)")
     p.add_argument("--catchup-timeout", type=positive_seconds, default=3.0, metavar="SECONDS",
                    help="longest wait inside the window for the replica to replay the fenced LSN, in seconds "
@@ -227,24 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--primary-port", type=int, default=5432, help="its port (default %(default)s)")
     p.add_argument("--user", required=True, help="replication role")
     p.add_argument("--slot", required=True, help="the replication slot the replica streams from")
-    p.add_argument("--datadir", default="/var/lib/postgresql/15/main",
+    p.add_argument("--datadir", default=PG.datadir,
                    help="the replica's data directory (default %(default)s)")
-    p.add_argument("--passfile", default="/var/lib/postgresql/.pgpass_replication",
+    p.add_argument("--passfile", default=PG.passfile,
                    help="the passfile the script writes the replication password to (default %(default)s)")
-    p.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin",
+    p.add_argument("--pg-bin", default=PG.bin,
                    help="directory of PostgreSQL's programs (default %(default)s)")
     p.add_argument("--start-command",
                    help="a shell command the script runs to start the replica at the end (default: none, not started)")
     p.set_defaults(func=cmd_replica_script)
 
     p = sub.add_parser("retire-script", help="print the old-primary retirement script")
-    p.add_argument("--systemd-unit", default="postgresql@15-main",
+    p.add_argument("--systemd-unit", default=PG.unit,
                    help="the old primary's systemd unit (default %(default)s)")
     p.add_argument("--datadir",
                    help="the old primary's data directory, stopped with pg_ctl when it has no systemd unit")
-    p.add_argument("--start-conf", default="/etc/postgresql/15/main/start.conf",
+    p.add_argument("--start-conf", default=PG.start_conf,
                    help="the Debian start.conf set to 'disabled' (default %(default)s)")
-    p.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin",
+    p.add_argument("--pg-bin", default=PG.bin,
                    help="directory of PostgreSQL's programs (default %(default)s)")
     p.set_defaults(func=cmd_retire_script)
     return parser

@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
+from bazbii_plan.facts import DEFAULT_MAX_LAG_BYTES
+
 from ._conn import ConnectionFailed, connect, dsn_target, scrub
 from .errors import ReplicationError
 from .lag import LagSample, replica_side_status, sample_lag
 
-DEFAULT_MAX_LAG_BYTES = 1024 * 1024
 DEFAULT_WINDOW_SECONDS = 1.0
 DEFAULT_TIMEOUT_SECONDS = 30.0
 

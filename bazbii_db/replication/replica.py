@@ -25,6 +25,8 @@ import shlex
 import time
 from dataclasses import asdict, dataclass
 
+from bazbii_plan.facts import pg_paths
+
 from ._conn import connect, dsn_target
 from .errors import ReplicationError, SlotActive
 from .lag import LagSample, sample_lag
@@ -78,7 +80,7 @@ AS_SERVICE_USER = """as_service_user() {
 
 
 def replica_setup_script(*, primary_host: str, primary_port: int = 5432, replication_user: str,
-                         slot: str, datadir: str, passfile: str, pg_bin: str = "/usr/lib/postgresql/15/bin",
+                         slot: str, datadir: str, passfile: str, pg_bin: str = pg_paths().bin,
                          service_user: str = "postgres", application_name: str | None = None,
                          start_command: str | None = None, password_env: str = PASSWORD_ENV) -> str:
     """Bash script that builds a streaming replica with ``pg_basebackup -R -C -S <slot>``.

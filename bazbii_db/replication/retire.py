@@ -17,10 +17,14 @@ from __future__ import annotations
 import re
 import shlex
 
+from bazbii_plan.facts import pg_paths
 
-def retire_primary_script(*, systemd_unit: str | None = "postgresql@15-main",
-                          debian_start_conf: str | None = "/etc/postgresql/15/main/start.conf",
-                          datadir: str | None = None, pg_bin: str = "/usr/lib/postgresql/15/bin",
+PG = pg_paths()  # the servers' default PostgreSQL layout
+
+
+def retire_primary_script(*, systemd_unit: str | None = PG.unit,
+                          debian_start_conf: str | None = PG.start_conf,
+                          datadir: str | None = None, pg_bin: str = PG.bin,
                           service_user: str = "postgres", stop_timeout: int = 120) -> str:
     """Bash script: fast-stop the old primary and keep it stopped.
 
@@ -72,7 +76,7 @@ def retire_primary_script(*, systemd_unit: str | None = "postgresql@15-main",
 
 def reattach_standby_script(*, datadir: str, new_primary_host: str, new_primary_port: int = 5432,
                             rewind_user: str, slot: str, passfile: str,
-                            pg_bin: str = "/usr/lib/postgresql/15/bin", service_user: str = "postgres",
+                            pg_bin: str = PG.bin, service_user: str = "postgres",
                             start_command: str | None = None, password_env: str = "BAZBII_REPLICATION_PASSWORD"
                             ) -> str:
     """Bash script (old primary's host, server stopped): re-attach the retired primary as a standby.

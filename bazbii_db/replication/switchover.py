@@ -63,7 +63,7 @@ import psycopg
 
 from bazbii_db.stopping import stop_reason
 from bazbii_plan.facts import (DEFAULT_LONG_TRANSACTION_SECONDS, DEFAULT_LONG_TRANSACTION_WAIT_SECONDS,
-                               DEFAULT_PAUSE_TIMEOUT_SECONDS)
+                               DEFAULT_MAX_LAG_BYTES, DEFAULT_PAUSE_TIMEOUT_SECONDS)
 
 from ._conn import connect, dsn_target, scrub
 from .errors import CatchUpFailed, ReplicationError, SettingNotApplied
@@ -86,7 +86,7 @@ class SwitchoverConfig:
     pause_timeout: float = DEFAULT_PAUSE_TIMEOUT_SECONDS
     long_transaction_seconds: float = DEFAULT_LONG_TRANSACTION_SECONDS
     long_transaction_wait: float = DEFAULT_LONG_TRANSACTION_WAIT_SECONDS  # 0: abort at once if any
-    max_lag_bytes: int = 1024 * 1024
+    max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES
     catchup_timeout: float = 3.0
     promote_timeout: float = 30.0
     poll_interval: float = 0.001

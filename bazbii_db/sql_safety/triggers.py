@@ -86,4 +86,4 @@ def check_disable_trigger_all(ctx, stmt, table, name, cmd) -> None:
     ctx.add(stmt, "disable-trigger-all", ERROR,
             f"ALTER TABLE {name} DISABLE TRIGGER ALL also disables the internal triggers that enforce its foreign "
             "keys: rows that break them go in unchecked while it is off",
-            f"disable the user triggers by name (or DISABLE TRIGGER USER) in contract, never ALL")
+            "disable the user triggers by name (or DISABLE TRIGGER USER) in contract, never ALL")

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bazbii_analysis import (LIVE_GATE_INPUT, BadQuery, EmptyResult, MetricsHTTPError, MetricsUnreachable,
+from bazbii_analysis import (BadQuery, EmptyResult, MetricsHTTPError, MetricsUnreachable,
                              PrometheusClient, evaluate_step_gate, live_gate_inputs, live_gate_problems, render_query)
 from bazbii_analysis.watchsetup import load_offline_config
 from bazbii_plan.gates import DEFAULT_QUERIES, Scope

@@ -8,11 +8,10 @@ per test (switchover tests promote the replica, so they cannot share).
 from __future__ import annotations
 
 
-import psycopg
 import pytest
 
 
-from testsupport.replication_topology import (APP_DB, Topology, build_topology,
+from testsupport.replication_topology import (Topology, build_topology,
                                        wait_streaming)
 
 

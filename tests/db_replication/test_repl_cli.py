@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from repl_helpers import REPO, su
+from .repl_helpers import REPO, su
 
 pytestmark = pytest.mark.timeout(60)
 

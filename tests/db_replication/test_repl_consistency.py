@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from repl_helpers import execute, su
+from .repl_helpers import execute, su
 from testsupport.replication_topology import WriteLoad
 from bazbii_db.replication import check_consistency, parse_lsn
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from repl_helpers import ensure_replica_streaming, execute, su
+from .repl_helpers import ensure_replica_streaming, execute, su
 from bazbii_db.replication import (GateConfig, LagGateFailed, ReplicaNotStreaming, require_lag_gate,
                                    run_lag_gate, sample_lag, verify_streaming)
 from bazbii_db.replication._conn import connect

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from repl_helpers import execute
+from .repl_helpers import execute
 from bazbii_db.replication import NotPaused, PauseTimeout, PgBouncerAdmin, read_database_entry, repoint_database
 from bazbii_db.replication.pgbouncer import pause_or_resume
 

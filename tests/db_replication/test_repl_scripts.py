@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from repl_helpers import execute
+from .repl_helpers import execute
 from testsupport.localcluster import LocalCluster, free_port, pg_bin_dir
 from bazbii_db.replication.errors import SlotActive
 from bazbii_db.replication import (GateConfig, drop_replication_slot, replica_setup_script, retire_primary_script,

@@ -8,8 +8,8 @@ import time
 import psycopg
 import pytest
 
-from repl_helpers import execute, su
-from testsupport.replication_topology import APP_DB, APP_PASSWORD, APP_USER, WriteLoad, missing_acked
+from .repl_helpers import execute, su
+from testsupport.replication_topology import APP_DB, APP_PASSWORD, WriteLoad, missing_acked
 from testsupport.localcluster import pg_bin_dir
 from bazbii_db.replication import (SwitchoverAborted, SwitchoverConfig, planned_switchover, read_database_entry,
                                    reattach_standby_script, verify_streaming)

@@ -19,8 +19,8 @@ import pytest
 from bazbii_db.replication import PgBouncerAdmin, SwitchoverAborted, planned_switchover, read_database_entry
 from bazbii_db.stopping import StopRequest, stop_on_signals
 from bazbii_plan.facts import SWITCHOVER_STALL_TARGET_SECONDS
-from repl_helpers import REPO, execute, su
-from test_repl_switchover import _config, _in_recovery, _read_only, _write_through_bouncer
+from .repl_helpers import REPO, execute, su
+from .test_repl_switchover import _config, _in_recovery, _read_only, _write_through_bouncer
 from testsupport.replication_topology import APP_PASSWORD, WriteLoad, hold_open, missing_acked
 
 pytestmark = pytest.mark.timeout(120)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-import repl_helpers  # noqa: F401
+from . import repl_helpers  # noqa: F401
 from bazbii_db.replication import format_lsn, lsn_diff, parse_lsn, redact_dsn
 from bazbii_db.replication.pgbouncer import (PgBouncerError, parse_connstr, read_database_entry,
                                              rewrite_database_host)

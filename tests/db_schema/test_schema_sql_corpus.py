@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from bazbii_db.sql_safety import ERROR, STAGES, squawk_binary
+from bazbii_db.sql_safety import ERROR, STAGES
 from bazbii_db.sql_safety.catalog import PgCatalog
 from bazbii_db.sql_safety.findings import CATALOG_DEPENDENT_RULES
 from bazbii_db.sql_safety.shadow import SHADOW_JUDGES, ShadowServer
@@ -14,8 +14,7 @@ from bazbii_db.sql_safety.shadow import SHADOW_JUDGES, ShadowServer
 from .sql_corpus import CATALOG, DOCS, END, OFFLINE, SHADOW, START, all_verdicts, figures, load_corpus, our_findings, \
     render
 
-pytestmark = [pytest.mark.timeout(600),
-              pytest.mark.skipif(squawk_binary() is None, reason="squawk-cli not installed")]
+pytestmark = [pytest.mark.timeout(600)]
 SCHEMA, CASES = load_corpus()
 # The classes of issue 26 (what a rule catalogue over a parse tree cannot see), each with unsafe statements
 # and their safe counterparts in the corpus.

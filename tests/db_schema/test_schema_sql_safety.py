@@ -7,8 +7,7 @@ import dataclasses
 import pytest
 
 from bazbii_db.migrations.lint import analyse_migration_dir
-from bazbii_db.sql_safety import (Finding, SqlSafetyError, analyse_sql, split_statements, validated_checks_after,
-                                  squawk_binary)
+from bazbii_db.sql_safety import (Finding, SqlSafetyError, analyse_sql, split_statements, validated_checks_after)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,7 +156,6 @@ def test_line_numbers_survive_multibyte_comments():
     assert stmts[0].line == 3 and stmts[0].text == "CREATE INDEX i ON posts (title)"
 
 
-@pytest.mark.skipif(squawk_binary() is None, reason="squawk-cli not installed")
 def test_squawk_findings_are_merged_with_1_based_lines():
     sql = "SELECT 1;\n\nALTER TABLE posts ADD COLUMN flag char(3);\n"
     findings = analyse_sql(sql, "expand", "x.sql")
@@ -423,7 +421,6 @@ def test_exclusion_constraint_gets_no_using_index_advice():
     assert "USING INDEX" not in finding.fix and "cannot attach an existing index" in finding.message
 
 
-@pytest.mark.skipif(squawk_binary() is None, reason="squawk-cli not installed")
 def test_unnamed_primary_key_is_described_and_not_called_serial():
     findings = analyse_sql("ALTER TABLE posts ADD PRIMARY KEY (id);", "expand")
     errors = [f for f in findings if f.severity == "error"]
@@ -432,7 +429,6 @@ def test_unnamed_primary_key_is_described_and_not_called_serial():
     assert not [f for f in findings if "serial" in f.message.lower()]
 
 
-@pytest.mark.skipif(squawk_binary() is None, reason="squawk-cli not installed")
 def test_reindex_is_reported_once():
     findings = analyse_sql("REINDEX TABLE posts;", "expand")
     assert [f.rule for f in findings if "reindex" in f.rule] == ["require-concurrent-reindex"]

@@ -7,7 +7,7 @@ import copy
 import functools
 import os
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional, Union
 

@@ -4,15 +4,13 @@ import json
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime import proto
 from pulumi.runtime.proto import analyzer_pb2_grpc
-from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
+from pulumi_policy import EnforcementLevel
 
 from offline_preview.harness import REPO_ROOT
 from policies.offline import PolicyConfigError, resolve_config, run_policies

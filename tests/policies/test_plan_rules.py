@@ -1,8 +1,7 @@
 """plan-*: one track, one step per update; fail closed when the applied state is unknown."""
 
-import pytest
 
-from .helpers import GATE_TYPE, Stack, preview
+from .helpers import Stack, preview
 
 PROD = Stack.prod()  # infra traffic-10, dns ttl-lowered, release canary-10, schema 0002-migrate
 

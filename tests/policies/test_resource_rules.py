@@ -13,7 +13,7 @@ import pytest
 
 from offline_preview.harness import REPO_ROOT
 
-from .helpers import GATE_TYPE, Stack, of_type, preview
+from .helpers import Stack, of_type, preview
 
 PROD = Stack.prod()
 BASE = PROD.at(infra="mvp")  # one pool, no replica; release canary-10, schema 0002-migrate, dns ttl-lowered

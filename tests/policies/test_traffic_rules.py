@@ -1,6 +1,6 @@
 """traffic-*: pool weights climb the ladder, new pools start at 0 under a monitor, drained before removal."""
 
-from .helpers import GATE_TYPE, Stack, of_type, preview
+from .helpers import GATE_TYPE, Stack, preview
 
 PROD = Stack.prod()
 AT_GATEWAY = PROD.at(infra="gateway-on-server2")  # server2's pool at weight 0

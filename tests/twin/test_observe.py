@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 
-import pytest
 import yaml
 
 from bazbii_plan.gates import scrape_configs, scrape_targets
@@ -25,7 +24,6 @@ def pod(name: str, ip: str, track: str, phase: str = "Running", port_name: str =
             "status": {"phase": phase, "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}}
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool is missing (Debian prometheus; scripts/bootstrap.sh --with-db)")
 def test_promtool_accepts_the_stacks_scrape_configs_with_the_twins_paths(tmp_path):
     config = _load(tmp_path, _prod())
     (tmp_path / "targets.json").write_text(json.dumps(scrape_targets(config.state(), config.metrics)))

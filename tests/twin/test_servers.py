@@ -53,8 +53,8 @@ def test_each_server_is_its_own_machine_reached_as_deploy_with_sudo(twin):
     assert not Path("/etc/bazbii-twin-probe").exists()
     # the same port on two servers: each its own 127.0.0.1 and its own *:port
     for server in (one, two):
-        started = server.ssh(f"nohup python3 -m http.server 18080 --bind 0.0.0.0 >/dev/null 2>&1 & sleep 0.7; "
-                             f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:18080/")
+        started = server.ssh("nohup python3 -m http.server 18080 --bind 0.0.0.0 >/dev/null 2>&1 & sleep 0.7; "
+                             "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/")
         assert started.stdout.strip() == "200", started.stderr
     cross = one.ssh("curl -s -o /dev/null -w '%{http_code}' http://127.0.1.2:18080/")
     assert cross.stdout.strip() == "200"
