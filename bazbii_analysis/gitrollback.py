@@ -52,7 +52,7 @@ class StepRollback:
     def message(self) -> str:
         lines = [self.title(), "",
                  f"bazbii watch measured a breach of the rollback triggers at {self.track} step {self.from_step!r}",
-                 f"and sets the previous step; the apply workflow applies it from main.", ""]
+                 "and sets the previous step; the apply workflow applies it from main.", ""]
         return "\n".join(lines + [f"    {reason}" for reason in self.reasons]) + "\n"
 
 

@@ -29,7 +29,7 @@ from bazbii_plan.record import parse_time
 from bazbii_plan.stackconfig import SECRET_KEYS, StackConfig, load_stack_config
 from bazbii_plan.stackfile import fill_secret_placeholders, read_stack_file
 
-from .stackaccess import StackUnreadable, StackView, read_stack
+from .stackaccess import StackUnreadable, read_stack
 from .triggers import DataTrigger, MigrationJournal, ReplicaConsistency, refuse_password
 
 DEFAULT_PERIOD = "1h"
