@@ -104,7 +104,8 @@ def _validate_properties(policy: Policy, properties: dict[str, Any]) -> None:
     if policy.config_schema and policy.config_schema.required:
         document["required"] = list(policy.config_schema.required)
     try:
-        error = jsonschema.exceptions.best_match(_validator(json.dumps(document, sort_keys=True)).iter_errors(properties))
+        # the schema's own key order (not sorted): best_match breaks ties by it, as jsonschema.validate does
+        error = jsonschema.exceptions.best_match(_validator(json.dumps(document)).iter_errors(properties))
         if error is not None:  # the error jsonschema.validate would raise
             raise error
     except jsonschema.ValidationError as exc:
