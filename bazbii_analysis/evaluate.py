@@ -145,7 +145,7 @@ def evaluate_criteria(
     """The verdict of one step's criteria; ``since``: when the previous step of its track was applied.
     A rehearsal's ``time_scale`` (bazbii:timeScale) divides the soak and the window."""
     verdict = Verdict(track=track, step=step, status=INCONCLUSIVE, evaluated_at=now.isoformat(),
-                      endpoint=client.endpoint if client else metrics.endpoint, override=override)
+                      endpoint=client.where if client else metrics.endpoint, override=override)
     soak = soak_result(criteria, since, now, time_scale)
     if soak is not None:
         verdict.signals.append(soak)

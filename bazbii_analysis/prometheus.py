@@ -66,10 +66,17 @@ def _float(text: str) -> float:
 
 
 class PrometheusClient:
-    """``PrometheusClient("http://127.0.0.1:9090").scalar("up")``; use as a context manager or call close()."""
+    """``PrometheusClient("http://127.0.0.1:9090").scalar("up")``; use as a context manager or call close().
 
-    def __init__(self, endpoint: str, timeout: float = 5.0, transport: Optional[httpx.BaseTransport] = None):
+    ``transport`` carries the requests some other way (``via`` says how, in every message): over SSH,
+    :func:`bazbii_analysis.reach.metrics_client`.
+    """
+
+    def __init__(self, endpoint: str, timeout: float = 5.0, transport: Optional[httpx.BaseTransport] = None,
+                 via: str = ""):
         self.endpoint = endpoint.rstrip("/")
+        self.via = via
+        self.where = f"{self.endpoint} over {via}" if via else self.endpoint
         self._http = httpx.Client(base_url=self.endpoint, timeout=timeout, transport=transport)
 
     def __enter__(self) -> "PrometheusClient":
@@ -82,13 +89,16 @@ class PrometheusClient:
         self._http.close()
 
     # --- raw API ---------------------------------------------------------
+    def _url(self, path: str) -> str:
+        return f"{self.endpoint}{path}" + (f" (over {self.via})" if self.via else "")
+
     def _get(self, path: str, params: dict) -> dict:
         try:
             response = self._http.post(path, data=params)
         except httpx.TimeoutException:
-            raise MetricsUnreachable(f"metrics endpoint {self.endpoint} did not answer within {self._http.timeout.read}s") from None
+            raise MetricsUnreachable(f"metrics endpoint {self.where} did not answer within {self._http.timeout.read}s") from None
         except httpx.HTTPError as exc:
-            raise MetricsUnreachable(f"metrics endpoint {self.endpoint} is unreachable: {exc.__class__.__name__}: {exc}") from None
+            raise MetricsUnreachable(f"metrics endpoint {self.where} is unreachable: {exc.__class__.__name__}: {exc}") from None
         try:
             body = response.json()
         except ValueError:
@@ -96,10 +106,10 @@ class PrometheusClient:
         if isinstance(body, dict) and body.get("status") == "error":
             kind, error = body.get("errorType", "error"), body.get("error", "")
             if kind == "bad_data":
-                raise BadQuery(f"PromQL rejected by {self.endpoint}: {error} (query: {params.get('query')})")
-            raise MetricsHTTPError(f"{self.endpoint}{path} answered {response.status_code} {kind}: {error}")
+                raise BadQuery(f"PromQL rejected by {self.where}: {error} (query: {params.get('query')})")
+            raise MetricsHTTPError(f"{self._url(path)} answered {response.status_code} {kind}: {error}")
         if response.status_code != 200 or not isinstance(body, dict):
-            raise MetricsHTTPError(f"{self.endpoint}{path} answered HTTP {response.status_code}, not a Prometheus API response")
+            raise MetricsHTTPError(f"{self._url(path)} answered HTTP {response.status_code}, not a Prometheus API response")
         return body["data"]
 
     def query(self, promql: str, at: Instant = None) -> list[Sample]:

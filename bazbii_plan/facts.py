@@ -33,6 +33,8 @@ GATE_MARKER = "bazbii-phase-gate"  # its ``gate`` input; kept from the old phase
 APPLIED_RECORD_OUTPUT = "appliedRecord"  # the stack output the next update reads back
 TRANSITION_CHECK = "transition-check"  # the resource registered first: the gate every other resource waits for
 APPLIED_RECORD = "applied-record"  # the resource registered last: it stamps the applied times
+# The SSH key of the data plane, also the one the live gate and watch read the metrics with (bazbii:metrics.ssh).
+SSH_KEY_CONFIG = "bazbii:sshPrivateKey"
 
 # --------------------------------------------------------------------------- schema migrations
 MIGRATION_ID_LABEL = "bazbii.io/migration-id"

@@ -14,7 +14,10 @@ metrics can check, as data (like an Argo Rollouts AnalysisTemplate):
                 (error ratio <= maxErrorRate, p95 <= p95TargetMs x p95Factor)
 
 ``bazbii:metrics`` says where the Prometheus HTTP API is and holds the PromQL
-templates. Templates use ``${scope}`` (label matchers, possibly empty),
+templates. With ``ssh`` the API is read over SSH through a server inside the
+network (``endpoint`` is then the URL as that server sees it), so a runner
+that cannot see the internal network still evaluates the gates, with the one
+credential the data plane already uses and no port opened to it. Templates use ``${scope}`` (label matchers, possibly empty),
 ``${window}`` (a PromQL duration) and ``${quantile}``; the defaults match the
 exporters the stack runs (:data:`EXPORTERS`): the gateway's HAProxy exporter,
 the API's request histogram, PgBouncer's and PostgreSQL's exporters.
@@ -24,12 +27,14 @@ from __future__ import annotations
 
 import re
 from string import Template
-from typing import Annotated, Literal, Optional
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Mapping, Optional
 
 from pydantic import AfterValidator, Field, model_validator
 
 from .errors import PATTERN_WORDS, pattern
-from .models import NAME_PATTERN, PATH_PATTERN, Model, Rollback, StackState
+from .models import (DEFAULT_SSH_PORT, DEFAULT_SSH_USER, NAME_PATTERN, PATH_PATTERN, UNIX_USER_PATTERN, Model, Rollback,
+                     StackState, between)
 
 _DURATION = re.compile(r"^([0-9]+)(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -150,12 +155,69 @@ def _check_template(text: str) -> str:
 QueryTemplate = Annotated[str, AfterValidator(_check_template)]
 
 
+HOST_KEY_PATTERN = pattern(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}( [^\n]*)?$",
+                           "an SSH public host key as in known_hosts or authorized_keys (ssh-ed25519 AAAA...)")
+SSH_HOST_PATTERN = pattern(r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252}[A-Za-z0-9])?$", "an IP address or a DNS name")
+
+
+class MetricsSsh(Model):
+    """``bazbii:metrics.ssh``: read the metrics API over SSH, as the data plane reaches the databases.
+
+    ``server`` names a server of ``bazbii:servers`` (its address, ``sshPort`` and ``sshUser``); ``host``
+    (with ``port``, ``user``) is a machine outside the plan. The key is ``bazbii:sshPrivateKey``.
+    ``hostKey`` pins the host's SSH key; without it the host key is not checked, as for the program's
+    own remote commands (``hostKey`` unset there too).
+    """
+
+    server: Optional[str] = Field(default=None, pattern=NAME_PATTERN)
+    host: Optional[str] = Field(default=None, pattern=SSH_HOST_PATTERN)
+    port: Optional[Annotated[int, between(1, 65535)]] = None
+    user: Optional[str] = Field(default=None, pattern=UNIX_USER_PATTERN)
+    host_key: Optional[str] = Field(default=None, pattern=HOST_KEY_PATTERN)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "MetricsSsh":
+        if (self.server is None) == (self.host is None):
+            raise ValueError("give either server (a server of bazbii:servers) or host, not both")
+        if self.server is not None and (self.port is not None or self.user is not None):
+            raise ValueError("port and user come from bazbii:servers.<server> (sshPort, sshUser); "
+                             "set them there, or use host")
+        return self
+
+
+@dataclass(frozen=True)
+class SshRoute:
+    """Where an SSH session to read the metrics goes: ``user@host:port``."""
+
+    host: str
+    port: int
+    user: str
+    host_key: Optional[str] = None
+
+    def describe(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ssh {self.user}@{host}:{self.port}"
+
+
+def ssh_route(ssh: MetricsSsh, servers: Mapping[str, Mapping[str, Any]]) -> SshRoute:
+    """The route ``ssh`` names; ``servers`` in config form (``bazbii:servers``, camelCase). KeyError: no such server."""
+    if ssh.host is not None:
+        return SshRoute(ssh.host, ssh.port or DEFAULT_SSH_PORT, ssh.user or DEFAULT_SSH_USER, ssh.host_key)
+    if ssh.server not in servers:
+        raise KeyError(f"bazbii:metrics.ssh.server: {ssh.server!r} is not a server of bazbii:servers "
+                       f"({', '.join(sorted(servers)) or 'none'})")
+    server = servers[ssh.server]
+    return SshRoute(server["address"], int(server.get("sshPort") or DEFAULT_SSH_PORT),
+                    server.get("sshUser") or DEFAULT_SSH_USER, ssh.host_key)
+
+
 class MetricsConfig(Model):
     """``bazbii:metrics``: the Prometheus-compatible HTTP API and the PromQL the gates use."""
 
     endpoint: Optional[str] = Field(default=None, pattern=pattern(r"^https?://[^\s/]+(/[^\s]*)?$",
                                                                           "an http:// or https:// URL"))
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    ssh: Optional[MetricsSsh] = Field(default=None, description="read the endpoint over SSH through this host")
     queries: dict[str, QueryTemplate] = Field(default_factory=dict)
     scopes: dict[ScopeKind, str] = Field(default_factory=dict)
     exporters: dict[Literal["gateway", "api", "pgbouncer", "postgres"], Exporter] = Field(default_factory=dict)

@@ -30,6 +30,9 @@ IDENTIFIER_PATTERN = pattern(r"^[a-z_][a-z0-9_]{0,62}$",
 SLOT_PATTERN = IDENTIFIER_PATTERN
 HOSTNAME_PATTERN = pattern(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
                            "a lowercase DNS name with a dot, e.g. api.example.com")
+UNIX_USER_PATTERN = pattern(r"^[a-z_][a-z0-9_-]{0,31}$",
+                            "a Unix user name: lowercase letters, digits, '_' and '-', at most 32 long")
+DEFAULT_SSH_USER, DEFAULT_SSH_PORT = "deploy", 22  # how every server is reached unless it says otherwise
 PATH_PATTERN = pattern(r"^/[A-Za-z0-9._/-]*$", "a path starting with '/' (letters, digits, '.', '_', '/', '-')")
 CLOUDFLARE_ID_PATTERN = pattern(r"^[0-9a-f]{32}$", "32 lowercase hex digits (the id Cloudflare shows)")
 # registry[:port]/repo:tag, registry/repo@sha256:<digest> or both; a tag or a digest is required (a missing
@@ -91,9 +94,8 @@ class Server(Model):
     disk_gb: Annotated[int, between(10, 10000)]
     roles: list[Role] = Field(default_factory=list)
     os: Literal["ubuntu-22.04", "ubuntu-24.04"] = "ubuntu-22.04"
-    ssh_user: str = Field(default="deploy", pattern=pattern(
-        r"^[a-z_][a-z0-9_-]{0,31}$", "a Unix user name: lowercase letters, digits, '_' and '-', at most 32 long"))
-    ssh_port: Annotated[int, between(1, 65535)] = Field(default=22)
+    ssh_user: str = Field(default=DEFAULT_SSH_USER, pattern=UNIX_USER_PATTERN)
+    ssh_port: Annotated[int, between(1, 65535)] = Field(default=DEFAULT_SSH_PORT)
 
     @field_validator("address")
     @classmethod

@@ -269,4 +269,7 @@ def load_stack_config(
     combined = cross_check(state)
     if combined:
         raise ConfigError([f"{line} (with the current steps of all tracks)" for line in render(combined)])
+    if metrics.ssh is not None and metrics.ssh.server is not None and metrics.ssh.server not in state.servers:
+        raise ConfigError([f"{config_key((METRICS_KEY, 'ssh', 'server'))}: unknown server {metrics.ssh.server!r}; "
+                           f"bazbii:servers has {sorted(state.servers)} (or give host for a machine outside the plan)"])
     return config

@@ -7,6 +7,7 @@ cannot be opened here, so they are reported as secret keys with a placeholder.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,23 @@ def fill_secret_placeholders(values: dict[str, Any], secret_keys: set[str], name
         values[key] = OFFLINE_SECRET_PLACEHOLDER
         secret_keys.add(key)
     return filled
+
+
+def set_config_value(text: str, full_key: str, old: str, new: str) -> str:
+    """The stack file ``text`` with the top-level config value ``full_key`` changed from ``old`` to ``new``.
+
+    What ``pulumi config set`` would store, written as one edited line so the file keeps its comments and
+    layout (a rollback commit is then a one-line diff). ValueError, naming the key, when the file does not
+    hold ``full_key: old`` on one line of its ``config:`` mapping, or the edit would change anything else.
+    """
+    line = re.compile(rf"^(?P<head>[ \t]+{re.escape(full_key)}:[ \t]*)(?P<quote>['\"]?){re.escape(old)}(?P=quote)"
+                      rf"(?P<tail>[ \t]*(#.*)?)$", re.MULTILINE)
+    found = line.findall(text)
+    if len(found) != 1:
+        raise ValueError(f"{full_key}: expected one line '{full_key}: {old}' in the stack file, found {len(found)}")
+    edited = line.sub(lambda m: f"{m['head']}{m['quote']}{new}{m['quote']}{m['tail']}", text)
+    before, after = yaml.safe_load(text), yaml.safe_load(edited)
+    expected = dict(before, config=dict(before.get("config") or {}, **{full_key: new}))
+    if after != expected:
+        raise ValueError(f"{full_key}: editing the line '{full_key}: {old}' would change more than that value")
+    return edited

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import (CheckFailure, CheckResult, ConfigureRequest, CreateResult, DiffResult, ResourceProvider,
+                            UpdateResult)
 
-from bazbii_analysis.gatecheck import check_input_problems
-from bazbii_plan.facts import GATE_MARKER
+from bazbii_analysis.gatecheck import check_input_verdict
+from bazbii_plan.facts import GATE_MARKER, SSH_KEY_CONFIG
 from bazbii_plan.transitions import check_problems
 # The inputs whose change is a change of the check (the provider pickle changes with any code edit).
 COMPARED_INPUTS = ("target", "previous", "override", "stepNames", "stepRequires", "stepDigests", "trackKeys")
@@ -43,24 +44,40 @@ COMPARED_INPUTS = ("target", "previous", "override", "stepNames", "stepRequires"
 NO_PROPERTY = ""
 
 
-def check_failures(news: dict, now: datetime, *, live_gate: bool = True) -> list[CheckFailure]:
+def check_failures(news: dict, now: datetime, *, live_gate: bool = True, ssh_key: Optional[str] = None,
+                   show: Callable[[str], None] = lambda _text: None) -> list[CheckFailure]:
     """What the provider's ``check()`` refuses at ``now``; ``live_gate=False`` leaves out the live-metric gate
-    (the offline preview evaluates it only against an endpoint it was asked to use)."""
+    (the offline preview evaluates it only against an endpoint it was asked to use). ``show`` is given the
+    live gate's verdict with its numbers, passed or not."""
     failures = [CheckFailure(NO_PROPERTY, problem) for problem in check_problems(news, now)]
     if live_gate:
         # The live-metric gate of the step this update applies, as the applied record gives it (fails closed).
-        failures += [CheckFailure(NO_PROPERTY, problem) for problem in check_input_problems(news, now)]
+        verdict = check_input_verdict(news, now, ssh_key)
+        if verdict is not None:
+            show("\n".join(verdict.lines()))
+            failures += [CheckFailure(NO_PROPERTY, problem) for problem in verdict.problems()]
     return failures
+
+
+def _to_engine(text: str) -> None:
+    # The engine shows each line a provider prints among the update's diagnostics (`pulumi preview` and
+    # `pulumi up` alike): a preview, and the pull-request comment made of it, carry the gate's numbers.
+    print(text, flush=True)
 
 
 class TransitionCheckProvider(ResourceProvider):
     """Engine-side check of the transition; create/update only store the inputs."""
 
+    def configure(self, req: ConfigureRequest) -> None:
+        # The engine hands a dynamic provider the stack's config, secrets decrypted; kept in memory only.
+        self._ssh_key = req.config.get(SSH_KEY_CONFIG)
+
     def check(self, _olds: dict, news: dict) -> CheckResult:
         # The previous record comes from the stack output of the last *successful* update
         # (news["previous"]), not from _olds: this resource is applied first, so its old
         # inputs may belong to an update that failed further on.
-        return CheckResult(news, check_failures(news, datetime.now(timezone.utc)))
+        return CheckResult(news, check_failures(news, datetime.now(timezone.utc),
+                                                ssh_key=getattr(self, "_ssh_key", None), show=_to_engine))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         changed = [k for k in COMPARED_INPUTS if olds.get(k) != news.get(k)]

@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy-config", type=Path, help="JSON policy config (same shape as `pulumi preview --policy-pack-config`)")
     parser.add_argument("--metrics", help="evaluate the live gate of the step applied against this Prometheus API URL "
                         "('config': bazbii:metrics.endpoint); without it the live gate is reported as not evaluated")
+    parser.add_argument("--ssh-key", type=Path, metavar="FILE",
+                        help="with --metrics config and bazbii:metrics.ssh: the private key to read the metrics over SSH")
     parser.add_argument("--require-live-gate", action="store_true",
                         help=f"exit {EXIT_LIVE_GATE_NOT_EVALUATED} when the policies pass but a live gate was not fully "
                         "evaluated (its metric parts need --metrics, its soak --applied/--base-age)")
@@ -128,6 +130,17 @@ def _policy_config(path: Optional[Path]) -> Optional[dict]:
     except PolicyConfigError as exc:
         raise ConfigError([f"{where}: {exc}"]) from None
     return config
+
+
+def _ssh_key(args: argparse.Namespace) -> Optional[str]:
+    if args.ssh_key is None:
+        return None
+    if args.metrics != "config":
+        raise ConfigError(["--ssh-key: reads the metrics over bazbii:metrics.ssh, so it goes with --metrics config"])
+    try:
+        return args.ssh_key.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"--ssh-key {args.ssh_key}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
 
 
 def _use_shadow_server(args: argparse.Namespace) -> None:
@@ -217,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     from .live_gate import evaluate_live_gates, not_evaluated_summary, print_live_gates
 
     try:
-        live_gates = [] if args.all else evaluate_live_gates(transitions, args.metrics)
+        live_gates = [] if args.all else evaluate_live_gates(transitions, args.metrics, ssh_key=_ssh_key(args))
     except ConfigError as exc:
         return _bad_input(exc.problems, args.json)
     denied_by_gate = {gate.title for gate in live_gates if gate.denied}

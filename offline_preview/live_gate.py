@@ -128,8 +128,11 @@ def _time_only(title: str, track: str, step: str, live: dict, previous: dict, ov
 
 
 def evaluate_live_gates(transitions: list[Transition], metrics: Optional[str],
-                        now: Optional[datetime] = None) -> list[LiveGate]:
-    """One entry per transition that moves a track one step forward onto a step with (applied) criteria."""
+                        now: Optional[datetime] = None, ssh_key: Optional[str] = None) -> list[LiveGate]:
+    """One entry per transition that moves a track one step forward onto a step with (applied) criteria.
+
+    ``metrics``: a URL (read directly) or ``config`` (``bazbii:metrics`` as the check reads it: over SSH with
+    ``ssh_key`` when ``bazbii:metrics.ssh`` is set)."""
     now = now or datetime.now(timezone.utc)
     gates = []
     for transition in transitions:
@@ -151,8 +154,12 @@ def evaluate_live_gates(transitions: list[Transition], metrics: Optional[str],
             MetricsConfig(endpoint=endpoint)
         except ValidationError:
             raise ConfigError([f"--metrics {metrics}: must be an http(s) URL of a Prometheus-compatible API"]) from None
-        live["metrics"] = dict(live["metrics"], endpoint=endpoint)
-        verdict = live_gate_verdict(live, transition.previous_record, config.current, config.override, now)
+        if metrics == FROM_CONFIG:
+            live["metrics"] = dict(live["metrics"], endpoint=endpoint)
+        else:  # a URL given on the command line is read directly
+            live["metrics"] = {**{k: v for k, v in live["metrics"].items() if k != "ssh"}, "endpoint": endpoint}
+        verdict = live_gate_verdict(live, transition.previous_record, config.current, config.override, now,
+                                    ssh_key=ssh_key)
         message = ""
         if verdict and any(s.kind == "soak" and s.value is None for s in verdict.signals):
             message = UNKNOWN_TIME

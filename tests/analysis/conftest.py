@@ -1,25 +1,23 @@
-"""Fixtures: a real Prometheus scraping a real HAProxy and a real service whose health the test controls.
+"""Fixtures: a real Prometheus scraping a real HAProxy and a real service whose health the test controls, and
+a real git remote whose main names what is applied.
 
-No metrics API is mocked (testsupport/metrics_stack.py). The only stand-in is
-the ``pulumi`` executable the watch's rollback calls through the Automation
-API (:func:`recording_pulumi`): there is no Pulumi CLI on this machine, and the
-Automation API boundary is exactly where the stand-in sits; everything before
-it (Prometheus, HAProxy, the evaluation, the decision) is real.
+No metrics API is mocked (testsupport/metrics_stack.py); the remote is a bare repository
+(testsupport/gitremote.py). GitHub's API is the one stand-in (testsupport/github_standin.py, test_watch.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bazbii_analysis.watchsetup import load_offline_config
+from testsupport.gitremote import bare_remote, clone, commit, git, show
 from testsupport.metrics_stack import MetricsStack, start_metrics_stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,47 +63,38 @@ def write_stack_file(tmp_path: Path, *, phase: str, endpoint: str | None, criter
     return path
 
 
-STAND_IN = """#!{python}
-# Stand-in for the pulumi CLI at the Automation API boundary (no Pulumi CLI exists here):
-# records each invocation, answers what the Automation API reads back.
-import json, os, sys
-with open(os.environ["BAZBII_PULUMI_RECORD"], "a") as f:
-    f.write(json.dumps(sys.argv[1:]) + "\\n")
-args = [a for a in sys.argv[1:] if a != "--non-interactive"]  # a global flag, anywhere
-if args[:1] == ["version"]:
-    print("v3.272.0")
-elif args[:2] == ["stack", "output"]:
-    print("{{}}")
-elif args[:2] == ["stack", "history"]:
-    print(json.dumps([{{"kind": "update", "startTime": "2026-01-01T00:00:00.000Z", "message": "",
-                       "environment": {{}}, "config": {{}}, "result": "succeeded",
-                       "endTime": "2026-01-01T00:00:01.000Z", "version": 2}}]))
-elif args[:1] == ["up"] and os.environ.get("BAZBII_PULUMI_FAIL_UP"):
-    print("error: update failed: policy violation", file=sys.stderr)
-    sys.exit(255)
-elif args[:1] == ["up"]:
-    print("Updating (prod):")
-    print("Resources: 3 updated")
-"""
+# --------------------------------------------------------------------------- a repository whose main names what is applied
+WATCHED = {"traffic-100": {"soak": "60s", "scope": {"kind": "pool", "name": "server2"}, "minSamples": 20}}
+STACK_FILE = "Pulumi.prod.yaml"
 
 
-@pytest.fixture
-def recording_pulumi(tmp_path, monkeypatch) -> Path:
-    """A ``pulumi`` on PATH that records its arguments (one JSON list per line) in the returned file."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "pulumi"
-    script.write_text(STAND_IN.format(python=sys.executable))
-    script.chmod(0o755)
-    record = tmp_path / "pulumi-calls.jsonl"
-    record.touch()
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("BAZBII_PULUMI_RECORD", str(record))
-    monkeypatch.setenv("PULUMI_SKIP_UPDATE_CHECK", "true")
-    return record
+@dataclass
+class Repository:
+    remote: Path
+    operator: Path  # where people commit
+    runner: Path  # the workflow's checkout the watch runs in
+
+    def main_phase(self) -> str:
+        return yaml.safe_load(show(self.remote, "main", STACK_FILE))["config"]["bazbii:phase"]
 
 
-def recorded_calls(record: Path) -> list[list[str]]:
-    """Each recorded invocation, without the global ``--non-interactive`` flag the Automation API adds."""
-    calls = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
-    return [[a for a in call if a != "--non-interactive"] for call in calls]
+def repository(tmp_path: Path, endpoint: str, phases=("traffic-10", "traffic-50"), criteria=None) -> Repository:
+    """A remote whose main moved through ``phases`` one commit each, and the runner's clone of it."""
+    remote = bare_remote(tmp_path / "git")
+    operator = clone(remote, tmp_path / "git" / "operator")
+    for phase in phases:
+        path = write_stack_file(tmp_path, phase=phase, endpoint=endpoint, criteria=WATCHED if criteria is None else criteria)
+        commit(operator, {STACK_FILE: path.read_text()}, f"bazbii:phase {phase}")
+    git(operator, "push", "--quiet", "origin", "main")
+    return Repository(remote, operator, clone(remote, tmp_path / "git" / "runner"))
+
+
+def applied_record(tmp_path: Path, repo: Repository, since: datetime, track: str = "infra") -> Path:
+    """The stack's appliedRecord as `pulumi stack output appliedRecord --json` prints it (steps and their times)."""
+    config = load_offline_config(repo.runner / STACK_FILE)
+    earlier = (since - timedelta(days=3)).isoformat()
+    record = {"version": 1, "steps": dict(config.current),
+              "since": {name: (since.isoformat() if name == track else earlier) for name in config.current}}
+    path = tmp_path / "applied-record.json"
+    path.write_text(json.dumps(record))
+    return path

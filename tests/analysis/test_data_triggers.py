@@ -7,19 +7,20 @@ right: a failed journal step is a breach, an unreachable server is not.
 
 from __future__ import annotations
 
-import json
+import re
 import threading
 import time
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
 
 from bazbii_analysis import watch as watch_cli
-from bazbii_analysis.watch import migration_journal, replica_consistency
+from bazbii_analysis.watchsetup import migration_journal, replica_consistency
 from bazbii_db.migrations.journal import Journal
 from testsupport.localcluster import LocalCluster, free_port, make_workdir, remove_workdir
 
-from .conftest import recorded_calls, write_stack_file
+from .conftest import repository
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_failed_migration_journal_step_is_a_breach(clusters, monkeypatch):
 
 
 def test_watch_rolls_back_on_a_data_trigger_with_healthy_metrics(clusters, metrics_stack, tmp_path, monkeypatch,
-                                                                  recording_pulumi, capsys):
+                                                                  capsys):
     primary, _replica = clusters
     monkeypatch.setenv("PGPASSWORD", primary.password)  # never on the command line
     with psycopg.connect(primary.dsn(), autocommit=True) as conn:
@@ -84,26 +85,26 @@ def test_watch_rolls_back_on_a_data_trigger_with_healthy_metrics(clusters, metri
         journal.ensure()
         journal.start("0003_example", "expand", "sum", "test", ["2.0.0"])
         journal.fail("0003_example", "expand", "deadlock detected")
-    path = write_stack_file(tmp_path, phase="traffic-50", endpoint=metrics_stack.prometheus_url,
-                            criteria={"traffic-100": {"soak": "30s", "scope": {"kind": "pool", "name": "server2"},
-                                                      "minSamples": 20}})
+    repo = repository(tmp_path, metrics_stack.prometheus_url,
+                      criteria={"traffic-100": {"soak": "30s", "scope": {"kind": "pool", "name": "server2"},
+                                                "minSamples": 20}})
     stop = threading.Event()
     metrics_stack.service.set(error_percent=0, latency=0.003)
     driver = threading.Thread(target=metrics_stack.drive, args=(60,), kwargs={"stop": stop}, daemon=True)
     driver.start()
     started = time.monotonic()
     try:
-        rc = watch_cli.main(["--config", str(path), "--interval", "1", "--window", "4s", "--dry-run", "--min-samples", "20",
-                             "--journal-dsn", _no_password(primary), "--log-file", str(tmp_path / "rb.jsonl")])
+        rc = watch_cli.main(["--repo", str(repo.runner), "--since", datetime.now(timezone.utc).isoformat(),
+                             "--interval", "1", "--window", "4s", "--dry-run", "--min-samples", "20",
+                             "--journal-dsn", _no_password(primary)])
     finally:
         stop.set()
         driver.join()
     out = capsys.readouterr().out
     assert rc == 1 and time.monotonic() - started < 20, out
-    assert "would run: pulumi config set --stack prod bazbii:phase traffic-10" in out
-    (entry,) = [json.loads(line) for line in (tmp_path / "rb.jsonl").read_text().splitlines()]
-    assert any(r.startswith("FAIL") and "migration-journal" in r for r in entry["reasons"])
-    assert recorded_calls(recording_pulumi) == []
+    assert "dry run: would push" in out and "Roll back infra: bazbii:phase traffic-50 -> traffic-10" in out
+    assert re.search(r"FAIL +migration-journal", out), out
+    assert repo.main_phase() == "traffic-50"
 
 
 def test_watch_refuses_a_password_in_a_dsn(tmp_path, capsys):

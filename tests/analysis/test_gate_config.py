@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bazbii_analysis import evaluate_step_gate, live_gate_inputs
-from bazbii_analysis.watch import load_offline_config
+from bazbii_analysis.watchsetup import load_offline_config
 from bazbii_plan.errors import ConfigError
 from bazbii_plan.gates import FILE_SD_PATH, GateCriteria, describe_criteria, rollback_signals, scrape_configs, scrape_targets
 from bazbii_plan.models import Rollback
@@ -137,11 +137,12 @@ def test_watch_bad_arguments_exit_2(capsys):
 
 
 def test_analysis_package_imports_no_pulumi():
-    """Only the rollback boundary imports pulumi.automation, and only when it runs."""
+    """Only the stack boundary (stackaccess.read_stack) imports pulumi.automation, and only when it runs."""
     import subprocess
     import sys
 
-    code = ("import sys, bazbii_analysis, bazbii_analysis.watch, bazbii_analysis.triggers, bazbii_analysis.rollback; "
+    code = ("import sys, bazbii_analysis, bazbii_analysis.watch, bazbii_analysis.triggers, bazbii_analysis.stackaccess, "
+            "bazbii_analysis.gitrollback, bazbii_analysis.github, bazbii_analysis.reach; "
             "print(sorted(m for m in sys.modules if m == 'pulumi' or m.startswith('pulumi.')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
@@ -161,10 +162,10 @@ def test_program_exports_the_scrape_targets(tmp_path):
     ("infra", "traffic-10", "pool server2", 86400),     # traffic-50's gate measures what traffic-10 moved
     ("infra", "traffic-100", "pool server2", 1800),     # gateway-off-server1 counts server1's requests instead
     ("release", "canary-10", "canary", 86400),
-    ("infra", "server3-provisioned", "service", None),  # nothing measured: --duration is required
+    ("infra", "server3-provisioned", "service", None),  # nothing measured: watched for --period
 ])
 def test_watch_measures_what_the_step_moved_for_the_next_soak(tmp_path, track, step, scope, soak):
-    from bazbii_analysis.watch import next_soak_seconds, watched_scope
+    from bazbii_analysis.watchsetup import next_soak_seconds, watched_scope
 
     document = _prod()
     key = document["config"]["bazbii:plan"][track]["key"]

@@ -1,23 +1,21 @@
-"""Live gates and ``watch`` against a real Prometheus scraping a real HAProxy and service (see conftest)."""
+"""Live gates against a real Prometheus scraping a real HAProxy and service (see conftest; ``watch``: test_watch.py)."""
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 from datetime import datetime, timezone
 
 import pytest
 
 from bazbii_analysis import (BadQuery, EmptyResult, MetricsHTTPError, MetricsUnreachable,
                              PrometheusClient, evaluate_step_gate, live_gate_inputs, live_gate_problems, render_query)
-from bazbii_analysis import watch as watch_cli
-from bazbii_analysis.watch import load_offline_config
+from bazbii_analysis.watchsetup import load_offline_config
 from bazbii_plan.gates import DEFAULT_QUERIES, Scope
 from offline_preview.__main__ import main as preview_main
 from testsupport.localcluster import free_port
 
-from .conftest import recorded_calls, run_phase, write_stack_file
+from .conftest import run_phase, write_stack_file
 
 GATE = {"soak": "3s", "window": "1h", "scope": {"kind": "pool", "name": "server2"}, "minSamples": 50}
 
@@ -189,91 +187,6 @@ def test_too_few_samples_is_inconclusive_and_denied(metrics_stack, tmp_path):
     assert error_ratio.samples < 50 and error_ratio.value is None
     assert re.search(r"too few samples: \d+ requests < minSamples 50", error_ratio.reason)
     assert any("too few samples" in line for line in verdict.problems())
-
-
-# --------------------------------------------------------------------------- watch
-def _watch_args(tmp_path, url, config_path, *extra):
-    return ["--config", str(config_path), "--metrics", url, "--interval", "1", "--window", "4s",
-            "--min-samples", "20", "--log-file", str(tmp_path / "rollbacks.jsonl"), "--policy-pack", "policies", *extra]
-
-
-def _drive_then_break(stack, healthy_seconds: float, stop: threading.Event) -> threading.Thread:
-    def run():
-        stack.service.set(error_percent=0, latency=0.003)
-        stack.drive(healthy_seconds, stop=stop)
-        stack.service.set(error_percent=3, latency=0.003)
-        stack.drive(60, stop=stop)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
-WATCHED = {"traffic-100": {"soak": "60s", "scope": {"kind": "pool", "name": "server2"}, "minSamples": 20}}
-
-
-def test_watch_breach_rolls_back_exactly_one_step(metrics_stack, tmp_path, recording_pulumi, capsys):
-    """The stand-in `pulumi` on PATH (conftest) records what the Automation API runs; the rest is real."""
-    path, _config_ = _config(tmp_path, metrics_stack.prometheus_url, phase="traffic-50", criteria=WATCHED)
-    stop = threading.Event()
-    driver = _drive_then_break(metrics_stack, 5, stop)
-    try:
-        rc = watch_cli.main(_watch_args(tmp_path, metrics_stack.prometheus_url, path))
-    finally:
-        stop.set()
-        driver.join()
-    out = capsys.readouterr().out
-    print(out)
-    assert rc == 1
-    assert "BREACH: rolling infra back one step, traffic-50 -> traffic-10" in out
-    calls = [c for c in recorded_calls(recording_pulumi) if c[:1] != ["version"]]
-    config_sets = [c for c in calls if c[:2] == ["config", "set"]]
-    ups = [c for c in calls if c[:1] == ["up"]]
-    assert len(config_sets) == 1 and len(ups) == 1, calls
-    assert config_sets[0][2] == "bazbii:phase" and config_sets[0][-1] == "traffic-10"
-    assert config_sets[0][config_sets[0].index("--stack") + 1] == "prod"
-    assert ups[0][ups[0].index("--policy-pack") + 1] == "policies"
-    assert calls.index(config_sets[0]) < calls.index(ups[0])
-    (entry,) = [json.loads(line) for line in (tmp_path / "rollbacks.jsonl").read_text().splitlines()]
-    assert (entry["from"], entry["to"], entry["key"], entry["dryRun"], entry["outcome"]) == (
-        "traffic-50", "traffic-10", "bazbii:phase", False, "rolled back")
-    assert any("error-ratio [pool server2]" in reason for reason in entry["reasons"])
-
-
-def test_watch_dry_run_prints_the_commands_and_runs_nothing(metrics_stack, tmp_path, recording_pulumi, capsys):
-    path, _config_ = _config(tmp_path, metrics_stack.prometheus_url, phase="traffic-50", criteria=WATCHED)
-    stop = threading.Event()
-    driver = _drive_then_break(metrics_stack, 0, stop)
-    try:
-        rc = watch_cli.main(_watch_args(tmp_path, metrics_stack.prometheus_url, path, "--dry-run"))
-    finally:
-        stop.set()
-        driver.join()
-    out = capsys.readouterr().out
-    assert rc == 1
-    assert "would run: pulumi config set --stack prod bazbii:phase traffic-10" in out
-    assert "would run: pulumi up --stack prod --policy-pack policies --yes --skip-preview" in out
-    assert recorded_calls(recording_pulumi) == []
-    (entry,) = [json.loads(line) for line in (tmp_path / "rollbacks.jsonl").read_text().splitlines()]
-    assert entry["dryRun"] is True and entry["to"] == "traffic-10"
-
-
-def test_watch_of_a_healthy_step_ends_ok_without_rollback(metrics_stack, tmp_path, recording_pulumi, capsys):
-    path, _config_ = _config(tmp_path, metrics_stack.prometheus_url, phase="traffic-50", criteria=WATCHED)
-    stop = threading.Event()
-    metrics_stack.service.set(error_percent=0, latency=0.003)
-    driver = threading.Thread(target=metrics_stack.drive, args=(60,), kwargs={"stop": stop}, daemon=True)
-    driver.start()
-    try:
-        rc = watch_cli.main(_watch_args(tmp_path, metrics_stack.prometheus_url, path, "--duration", "7s"))
-    finally:
-        stop.set()
-        driver.join()
-    out = capsys.readouterr().out
-    assert rc == 0, out
-    assert "HEALTHY: infra at 'traffic-50'" in out
-    assert [c for c in recorded_calls(recording_pulumi) if c[:1] != ["version"]] == []
-    assert not (tmp_path / "rollbacks.jsonl").exists()
 
 
 def test_latency_against_the_baseline_before_the_step(metrics_stack, tmp_path):

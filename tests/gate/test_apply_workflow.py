@@ -39,7 +39,7 @@ def test_no_database_credentials_or_ssh_key_reach_the_runner_outside_pulumi_secr
     offline = preview["jobs"]["offline"]
     shadow, dsn = offline.pop("services")["shadow"], offline.pop("env")[SHADOW_DSN_ENV]
     assert shadow["image"] == "postgres:15" and "host=127.0.0.1 " in dsn and "${{" not in dsn + str(shadow)
-    text = (WORKFLOWS / "up.yml").read_text() + yaml.safe_dump(preview)
+    text = "".join((WORKFLOWS / name).read_text() for name in ("up.yml", "watch.yml")) + yaml.safe_dump(preview)
     for word in ("DATABASE_URL", "PGPASSWORD", "5432", "6432", "SSH_PRIVATE_KEY", "ssh-agent"):
         assert word not in text
 

