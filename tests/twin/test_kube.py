@@ -6,7 +6,7 @@ The API image runs the rehearsal's real API against a throwaway PostgreSQL. The 
 Deployment with the real ``pulumi`` CLI and the real pulumi-resource-kubernetes provider, whose await
 logic must pass.
 
-Needs ``BAZBII_KUBE_BIN`` (etcd and the Kubernetes binaries) and, for the Pulumi test,
+Needs ``BAZBII_KUBE_BIN`` (etcd and the Kubernetes binaries; else the engine build's) and, for the Pulumi test,
 ``BAZBII_ENGINE_BIN`` (or the engine build); skipped without them. Runs as root (mount namespaces).
 """
 
@@ -28,6 +28,7 @@ import pytest
 
 from twin.kube import kubeconfig, nodeagent, procs
 from twin.kube.api import ssl_context
+from engine.build import EngineUnavailable, installed
 from twin.kube.control import ControlPlane, kube_bin
 from twin.kube.endpoints import ready_endpoints
 
@@ -68,9 +69,14 @@ class ApiReader:
 @pytest.fixture(scope="module")
 def cluster():
     try:
-        bin_dir = kube_bin()
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
+        bin_dir = kube_bin()  # $BAZBII_KUBE_BIN
+    except RuntimeError:
+        try:  # else the engine build's (./test builds it)
+            engine = installed()
+            engine.need("kube", "etcd")
+            bin_dir = kube_bin(engine.bin)
+        except (EngineUnavailable, RuntimeError) as exc:
+            pytest.skip(f"no Kubernetes binaries: set BAZBII_KUBE_BIN or build the engine ({exc})")
     plane = ControlPlane.start(bin_dir, node_monitor_grace_seconds=NODE_GRACE_SECONDS)
     print(f"control plane ready in {plane.start_seconds:.1f} s")
     try:
@@ -491,15 +497,12 @@ asyncio.run(main())
 
 
 def test_pulumi_up_creates_a_deployment_and_the_real_provider_awaits_it(cluster, api, node, namespace, database_url):
-    from engine.workspace import Workspace, engine_bin
+    from engine.workspace import Workspace
 
-    try:
-        bin_dir = engine_bin()
-    except Exception as exc:  # no BAZBII_ENGINE_BIN and no engine build yet
-        pytest.skip(f"no Pulumi engine binaries: {exc}")
-    provider = bin_dir / "pulumi-resource-kubernetes"
-    if not (bin_dir / "pulumi").exists() or not provider.exists():
-        pytest.skip(f"{bin_dir} lacks pulumi or pulumi-resource-kubernetes")
+    try:  # the CLI and the Kubernetes provider plugin, from the engine build (./test builds it)
+        installed().need("cli", "kubernetes")
+    except EngineUnavailable as exc:
+        pytest.skip(f"real engine: {exc}")
     program = f'''
 import pulumi
 import pulumi_kubernetes as k8s
@@ -522,13 +525,12 @@ pulumi.export("nodePort", service.spec.ports[0].node_port)
         "Pulumi.yaml": json.dumps({"name": "twin-kube", "runtime": {"name": "python",
                                                                      "options": {"virtualenv": sys.prefix}}}),
         "__main__.py": program,
-    }, bin_dir=bin_dir, prefix="bazbii-twin-kube-pulumi-")
+    }, prefix="bazbii-twin-kube-pulumi-")  # the engine build's CLI and its installed plugins
     # The provider writes the kubeconfig (client key included) to $TMPDIR and never removes it: keep it in here.
     (workspace.root / "tmp").mkdir()
     workspace.extra_env["TMPDIR"] = str(workspace.root / "tmp")
     try:
         workspace.login()
-        workspace.install_plugin("resource", "kubernetes", "4.34.2", provider)
         workspace.stack_init("twin")
         workspace.config_set("twin", "kubernetes:kubeconfig", cluster.kubeconfig.read_text(), secret=True)
         workspace.config_set("twin", "twin-kube:namespace", namespace)

@@ -118,7 +118,7 @@ def test_the_gateway_container_serves_its_health_path_and_forwards(twin):
     run = server.ssh("sudo -n docker run -d --name bazbii-gateway --restart unless-stopped --label bazbii.gateway=v1 "
                      "-p 8080:8080 -e PORT=8080 -e API_UPSTREAMS=http://127.0.0.1:18090 "
                      "registry.example.com/bazbii/gateway:1.4.2 && sleep 1 && "
-                     "curl -fsS http://127.0.0.1:8080/healthz && curl -s -o /dev/null -w '%{http_code}' "
+                     "curl -fsS http://127.0.0.1:8080/healthz && echo && curl -s -o /dev/null -w '%{http_code}' "
                      "http://127.0.0.1:8080/ && echo && "
                      "sudo -n docker inspect -f '{{index .Config.Labels \"bazbii.gateway\"}}' bazbii-gateway")
     assert run.returncode == 0, run.stderr
