@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from rich.console import Console
 
 from engine.build import EngineUnavailable, installed
+from twin.lab import LabError
 
 from .engine_report import table, timeline_png, write_json
 from .engine_walk import EngineRehearsal, check_injections, infra_sequence, walk
@@ -31,9 +33,17 @@ def run_engine(args, console: Console) -> int:
         console.print(f"error: {exc}", markup=False, highlight=False)
         return 2
     out: Path = args.out
-    rehearsal = EngineRehearsal.start(engine, args.time_scale, args.rate, out, say)
+    try:
+        rehearsal = EngineRehearsal.start(engine, args.time_scale, args.rate, out, say)
+    except (LabError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        console.print(f"error: the twin did not start: {exc}", markup=False, highlight=False)
+        return 1
     try:
         passed = walk(rehearsal, sequence, dict(faults))
+    except (LabError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        # a server, the engine or the cluster failed under the walk: what was recorded is still reported
+        console.print(f"error: the walk stopped: {exc}", markup=False, highlight=False)
+        passed = False
     finally:
         rehearsal.stop()
     settings = {"timeScale": args.time_scale, "rate": args.rate, "until": sequence[-1], "inject": args.inject}
