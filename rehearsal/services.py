@@ -27,6 +27,7 @@ from testsupport.localcluster import _chown_to_service_user, _as_service_user, p
 from . import configs
 from .postgres import PgServer
 from .procs import Managed, ProcessRegistry, child_pids, wait_until
+from twin.lab import free_port
 
 ADDRESSES = {"server1": "127.0.1.1", "server2": "127.0.1.2", "server3": "127.0.1.3"}
 EDGE = ADDRESSES["server1"]  # load balancer, DNS, resolver, Prometheus
@@ -34,12 +35,6 @@ DB_ALIAS = "bazbii"
 APP_USER = "bazbii"
 ADMIN_USER = "pgbouncer_admin"
 PY = sys.executable
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -243,6 +244,14 @@ class Lab:
 
     def in_edge(self, function: Callable[..., T], *args, **kwargs) -> T:
         return self.in_namespace(EDGE, function, *args, **kwargs)
+
+
+def free_port(host: str) -> int:
+    """A TCP port free on ``host`` now (bound and released: the caller's server binds it next). Call it inside the
+    namespace whose address ``host`` is (:meth:`Lab.in_namespace`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def wait_for_port(lab: Lab, member: str, host: str, port: int, timeout: float,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +37,7 @@ import yaml
 from bazbii_plan.gates import pod_meta_label
 
 from .environment import KUBE_NODES, Twin, _first_line, _terminate
-from .lab import EDGE, EDGE_ADDRESS, Lab, LabError
+from .lab import EDGE, EDGE_ADDRESS, Lab, LabError, free_port
 from .server import REPO_ROOT
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -75,12 +74,6 @@ def start_edge(twin: Twin, time_scale: float) -> Edge:
         process = twin.lab.popen(EDGE, argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
     ports = _first_line(process, 60, "the twin's edge")
     return Edge(process, ports["http"], ports["dns"], ports["resolver"], ports["stats"])
-
-
-def _free_port(address: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
 
 
 def prometheus_config(scrape_configs: list[dict], file_sd: Path, pods_dir: Path) -> dict[str, Any]:
@@ -226,7 +219,7 @@ def start_prometheus(twin: Twin) -> Prometheus:
     (directory / "tsdb").mkdir(parents=True, exist_ok=True)
     (directory / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config([], directory / "targets.json",
                                                                                directory)))
-    port = twin.lab.in_namespace(node, _free_port, address)
+    port = twin.lab.in_namespace(node, free_port, address)
     argv = [PROMETHEUS, f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={directory / 'tsdb'}",
             f"--web.listen-address={address}:{port}", "--storage.tsdb.retention.time=1d"]
     with open(directory / "prometheus.log", "ab") as log:

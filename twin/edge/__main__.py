@@ -27,14 +27,9 @@ from typing import Optional
 
 from twin.edge.render import Edge, edge_of, haproxy_config, weight_map, zone_text
 from twin.edge.servers import nsd_conf, unbound_conf
+from twin.lab import free_port
 
 STATE_PATH = "/_twin/state"
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def log(message: str) -> None:
