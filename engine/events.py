@@ -3,7 +3,8 @@
 ``pulumi preview|up --event-log FILE`` (a flag the CLI shows with ``PULUMI_DEBUG_COMMANDS=true``, as the
 Automation API uses it) writes one JSON engine event per line. ``--json`` output carries no policy
 violations; the event log does: ``policyEvent`` (policy name, enforcement level, resource URN, message)
-and ``diagnosticEvent`` (severity, URN, message), among them a provider's ``Check`` failures.
+and ``diagnosticEvent`` (severity, URN, message), among them a provider's ``Check`` failures; the closing
+``summaryEvent`` counts the resources by what the engine did to them (``resourceChanges``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from pathlib import Path
 DEBUG_COMMANDS_ENV = {"PULUMI_DEBUG_COMMANDS": "true"}
 # How the engine words a provider Check failure (sdk/go/common/diag: "%v resource '%v' has a problem: %v").
 CHECK_FAILED = "has a problem: "
+# The operations of a summary's resourceChanges that change a resource (apitype.OpType); "same", "read",
+# "refresh" and the halves of a replacement ("create-replacement", "delete-replaced", counted as one
+# "replace") do not add to the count.
+CHANGING_OPS = ("create", "update", "replace", "delete", "import")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,12 @@ class Judgement:
     output: str
     violations: list[PolicyViolation] = field(default_factory=list)
     errors: list[EngineError] = field(default_factory=list)
+    resource_changes: dict[str, int] = field(default_factory=dict)  # the summary's: operation -> resources
+
+    @property
+    def changed(self) -> int:
+        """How many resources the engine created, updated, replaced, deleted or imported."""
+        return sum(self.resource_changes.get(op, 0) for op in CHANGING_OPS)
 
     @property
     def denied(self) -> bool:
@@ -72,4 +83,7 @@ def read_event_log(path: Path, returncode: int, output: str) -> Judgement:
         elif "diagnosticEvent" in event and event["diagnosticEvent"].get("severity") == "error":
             diagnostic = event["diagnosticEvent"]
             judgement.errors.append(EngineError(diagnostic.get("urn", ""), diagnostic.get("message", "")))
+        elif "summaryEvent" in event:
+            changes = event["summaryEvent"].get("resourceChanges") or {}
+            judgement.resource_changes = {op: int(n) for op, n in changes.items()}
     return judgement

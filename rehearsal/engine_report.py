@@ -10,12 +10,15 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from .engine_walk import StepRecord, summary
+from engine.events import CHANGING_OPS
+
+from .engine_walk import Attempt, StepRecord, summary
 
 
 def table(records: list[StepRecord]) -> Table:
     out = Table(title="Rehearsal through pulumi up")
-    for column in ("step", "attempts", "gate before (the check)", "up s", "triggers after", "rolled back"):
+    for column in ("step", "attempts", "gate before (the check)", "up s", "resources changed", "triggers after",
+                   "rolled back"):
         out.add_column(column)
     for record in records:
         refused = [a for a in record.attempts if not a.applied]
@@ -24,10 +27,19 @@ def table(records: list[StepRecord]) -> Table:
         if refused:
             gate += f" after {len(refused)} refusal(s), the last: {'; '.join(refused[-1].reasons)[:200]}"
         cells = [record.step + (f" [{record.fault}]" if record.fault else ""), str(len(record.attempts)), gate,
-                 f"{applied.seconds:g}" if applied else "-",
+                 f"{applied.seconds:g}" if applied else "-", changed(applied),
                  "\n".join([record.triggers, *record.trigger_signals]), "yes" if record.rolled_back else ""]
         out.add_row(*(Text(cell) for cell in cells))  # plain text: a fault's [name] is not markup
     return out
+
+
+def changed(applied: Attempt | None) -> str:
+    """The resources the engine changed applying a step, with its operations: ``3 (update 2, create 1)``."""
+    if applied is None:
+        return "-"
+    ops = ", ".join(f"{op} {n}" for op, n in sorted(applied.changes.items(), key=lambda item: -item[1])
+                    if op in CHANGING_OPS and n)
+    return f"{applied.changed} ({ops})" if ops else str(applied.changed)
 
 
 def write_json(path: Path, records: list[StepRecord], passed: bool, settings: dict) -> None:

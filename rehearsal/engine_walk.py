@@ -53,7 +53,9 @@ class Attempt:
     at: str
     applied: bool
     reasons: list[str]  # the check's refusals (empty when applied)
-    seconds: float
+    seconds: float  # how long pulumi up took
+    changes: dict[str, int] = field(default_factory=dict)  # the engine's summary: operation -> resources
+    changed: int = 0  # resources the engine created, updated, replaced, deleted or imported
 
 
 @dataclass
@@ -141,7 +143,8 @@ class EngineRehearsal:
         judged = self.operator.judged("up")
         attempt = Attempt(at=datetime.now(timezone.utc).isoformat(timespec="seconds"), applied=not judged.denied,
                           reasons=judged.check_failures(TRANSITION_CHECK) if judged.denied else [],
-                          seconds=round(time.monotonic() - started, 1))
+                          seconds=round(time.monotonic() - started, 1),
+                          changes=dict(judged.resource_changes), changed=judged.changed)
         if judged.denied and not attempt.reasons:
             attempt.reasons = [judged.output[-1500:]]
         if attempt.applied:
@@ -157,7 +160,7 @@ class EngineRehearsal:
             attempt = self.up(step)
             record.attempts.append(attempt)
             if attempt.applied:
-                self.say(f"{step}: applied by pulumi up in {attempt.seconds:g} s")
+                self.say(f"{step}: applied by pulumi up in {attempt.seconds:g} s, {attempt.changed} resource(s) changed")
                 return record
             self.operator.set_steps(**{INFRA_POINTER: previous})
             self.say(f"{step}: refused by the check: {'; '.join(attempt.reasons)[:300]}")

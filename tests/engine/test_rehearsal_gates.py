@@ -77,6 +77,8 @@ def test_traffic_10_is_let_through_by_its_live_gate(rehearsal):
     record = rehearsal.apply("traffic-10", "gateway-on-server2", patience=0)
     applied(rehearsal, record)
     assert len(record.attempts) == 1
+    # what the engine's summary says it did: the pools' weights and the check's record, at least, updated
+    assert record.attempts[0].changes.get("update", 0) >= 1 and record.attempts[0].changed >= 1, record.attempts
     wait_for(rehearsal, lambda: requests_to(rehearsal, "server2") > 0, 60, "the edge sent server2 its 10 %")
 
 
@@ -127,3 +129,4 @@ def test_the_report_shows_each_steps_verdicts_and_a_timeline(rehearsal):
     console.print(table(rehearsal.records))
     text = console.export_text()
     assert "traffic-50 [gateway-5xx]" in text and "fail" in text and "yes" in text
+    assert "resources changed" in text and "(update " in text
