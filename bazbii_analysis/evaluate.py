@@ -161,14 +161,17 @@ def evaluate_criteria(
     elif window < 1:
         verdict.signals += unmeasured(signals, criteria.scope, "the previous step was applied less than 1 s ago")
     else:
-        own = client is None
-        client = client or PrometheusClient(metrics.endpoint, timeout=metrics.timeout_seconds)
+        owned = None
+        if client is None:
+            if metrics.endpoint is None:  # the first branch took a call with neither
+                raise ValueError("no metrics client and no bazbii:metrics.endpoint")
+            client = owned = PrometheusClient(metrics.endpoint, timeout=metrics.timeout_seconds)
         try:
             verdict.signals += evaluate_signals(client, metrics, signals, criteria.scope, window_seconds=window,
                                                 now=now, min_samples=criteria.min_samples)
         finally:
-            if own:
-                client.close()
+            if owned is not None:
+                owned.close()
     verdict.status = overall(verdict.signals)
     if time_scale != 1:
         scaled = f"time scale 1/{time_scale} (a rehearsal): soak and window divided by {time_scale}"

@@ -50,7 +50,10 @@ def live_gate_inputs(stack: StackConfig) -> dict[str, Any]:
     state = stack.state().to_config()
     record = {"state": {ROLLBACK_SECTION: state[ROLLBACK_SECTION], SERVERS_SECTION: state[SERVERS_SECTION]},
               JUDGED_BY: judged_by(stack.plan, stack.metrics, stack.time_scale)}
-    return record_live_gate({name: track.names() for name, track in stack.plan.tracks.items()}, record, None)
+    inputs = record_live_gate({name: track.names() for name, track in stack.plan.tracks.items()}, record, None)
+    if inputs is None:  # the stack's own judgedBy, written by this program, always parses
+        raise ValueError("the stack's own live-gate data (judgedBy) does not parse")
+    return inputs
 
 
 def record_live_gate(step_names: dict[str, list[str]], previous: Optional[dict[str, Any]],
@@ -61,7 +64,7 @@ def record_live_gate(step_names: dict[str, list[str]], previous: Optional[dict[s
     """
     for record in (previous, target):
         judging = Judging.of_record(record)
-        if judging is not None:
+        if record is not None and judging is not None:  # of_record(None) is None
             servers = ((record.get("state") or {}).get(SERVERS_SECTION)) or {}
             return {**judging.live_gate(step_names), SERVERS_SECTION: dict(servers)}
     return None
@@ -100,9 +103,9 @@ def live_gate_verdict(
     raw = (live_gate.get("criteria") or {}).get(track, {}).get(step_name)
     step = Step(name=step_name, summary="-", gate="-", rollback="-", criteria=raw)
     metrics = MetricsConfig.model_validate(live_gate.get("metrics") or {})
-    own = client is None and metrics.endpoint is not None and step.criteria is not None
-    if own:
-        client = metrics_client(metrics, live_gate.get(SERVERS_SECTION) or {}, ssh_key)
+    owned = None
+    if client is None and metrics.endpoint is not None and step.criteria is not None:
+        client = owned = metrics_client(metrics, live_gate.get(SERVERS_SECTION) or {}, ssh_key)
     try:
         return evaluate_step_gate(
             step, track, (previous_record or {}).get("since") or {}, metrics,
@@ -110,8 +113,8 @@ def live_gate_verdict(
             now, client=client, override=override or None, time_scale=int(live_gate.get(TIME_SCALE_KEY) or 1),
         )
     finally:
-        if own:
-            client.close()
+        if owned is not None:
+            owned.close()
 
 
 def live_gate_problems(

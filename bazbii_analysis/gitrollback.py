@@ -89,7 +89,7 @@ class GitRecord:
     def value_at(self, commit: str, path: str, key: str) -> Optional[str]:
         return _value(self.file_at(commit, path), key)
 
-    def last_change(self, commit: str, path: str, key: str) -> Optional[tuple[Optional[str], str]]:
+    def last_change(self, commit: str, path: str, key: str) -> Optional[tuple[Optional[str], Optional[str]]]:
         """``(before, after)`` of the most recent commit up to ``commit`` that changed ``key`` in ``path``
         (None: no change within the history at hand, e.g. a shallow clone)."""
         after = self.value_at(commit, path, key)

@@ -119,6 +119,8 @@ class PrometheusClient:
             params["time"] = f"{_unix(at):.3f}"
         data = self._get("/api/v1/query", params)
         kind, result = data.get("resultType"), data.get("result")
+        if result is None:
+            raise MetricsHTTPError(f"{self._url('/api/v1/query')} answered without a result")
         if kind == "scalar":
             return [Sample({}, _float(result[1]), float(result[0]))]
         if kind != "vector":

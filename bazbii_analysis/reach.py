@@ -19,13 +19,16 @@ def metrics_client(metrics: MetricsConfig, servers: Mapping[str, Mapping[str, An
                    ssh_key: Optional[str]) -> PrometheusClient:
     """The client of ``metrics.endpoint``; over SSH when ``metrics.ssh`` is set (``servers``: ``bazbii:servers``
     in config form, the state the route's server is looked up in; ``ssh_key``: ``bazbii:sshPrivateKey``)."""
+    endpoint = metrics.endpoint
+    if endpoint is None:  # callers check it first, each with its own advice
+        raise ValueError("bazbii:metrics.endpoint is not set: there is no metrics API to read")
     if metrics.ssh is None:
-        return PrometheusClient(metrics.endpoint, timeout=metrics.timeout_seconds)
+        return PrometheusClient(endpoint, timeout=metrics.timeout_seconds)
     try:
         route = ssh_route(metrics.ssh, servers)
     except KeyError as exc:
         transport = SshTransport(None, ssh_key, metrics.timeout_seconds, problem=exc.args[0])
-        return PrometheusClient(metrics.endpoint, timeout=metrics.timeout_seconds, transport=transport, via="ssh")
+        return PrometheusClient(endpoint, timeout=metrics.timeout_seconds, transport=transport, via="ssh")
     transport = SshTransport(route, ssh_key, metrics.timeout_seconds)
-    return PrometheusClient(metrics.endpoint, timeout=metrics.timeout_seconds, transport=transport,
+    return PrometheusClient(endpoint, timeout=metrics.timeout_seconds, transport=transport,
                             via=route.describe())

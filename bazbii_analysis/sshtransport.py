@@ -62,20 +62,19 @@ class SshTransport(httpx.BaseTransport):
         self._dir: Optional[Path] = None
 
     # ------------------------------------------------------------------ the key and known host, while open
-    def _files(self) -> Path:
+    def _files(self, route: SshRoute, private_key: str) -> Path:
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="bazbii-metrics-ssh-"))  # 0700
             key = self._dir / "key"
             key.touch(mode=0o600)
-            text = self._key.strip() + "\n"  # OpenSSH refuses a key file without its final line break
+            text = private_key.strip() + "\n"  # OpenSSH refuses a key file without its final line break
             key.write_text(text)
-            if self.route.host_key:
-                (self._dir / "known_hosts").write_text(f"{HOST_KEY_ALIAS} {self.route.host_key.strip()}\n")
+            if route.host_key:
+                (self._dir / "known_hosts").write_text(f"{HOST_KEY_ALIAS} {route.host_key.strip()}\n")
         return self._dir
 
-    def ssh_argv(self, command: str) -> list[str]:
-        files = self._files()
-        route = self.route
+    def ssh_argv(self, route: SshRoute, private_key: str, command: str) -> list[str]:
+        files = self._files(route, private_key)
         if route.host_key:
             checking = ["-o", "StrictHostKeyChecking=yes", "-o", f"HostKeyAlias={HOST_KEY_ALIAS}",
                         "-o", f"UserKnownHostsFile={files / 'known_hosts'}"]
@@ -87,13 +86,14 @@ class SshTransport(httpx.BaseTransport):
 
     # ------------------------------------------------------------------ httpx
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self._problem or self.route is None:
+        route, private_key = self.route, self._key
+        if self._problem or route is None or not private_key:  # without a key, _problem says so
             raise httpx.ConnectError(self._problem or "no SSH route", request=request)
         if shutil.which(SSH) is None:
             raise httpx.ConnectError("the ssh client is not installed here (openssh-client)", request=request)
         body = request.read()
         try:
-            done = subprocess.run(self.ssh_argv(curl_command(request, self.timeout)), input=body,
+            done = subprocess.run(self.ssh_argv(route, private_key, curl_command(request, self.timeout)), input=body,
                                   capture_output=True, timeout=2 * self.timeout + 10)
         except subprocess.TimeoutExpired:
             raise httpx.ReadTimeout(f"ssh: no answer within {2 * self.timeout + 10:g}s", request=request) from None

@@ -298,11 +298,12 @@ def main(argv: Optional[list[str]] = None, console: Optional[Console] = None,
     bad = []
     if args.max_inconclusive < 1:
         bad.append("--max-inconclusive: must be at least 1")
-    try:
-        setup = None if bad else setup_from_args(args, clock())
-    except ConfigError as exc:
-        bad += exc.problems
-    if bad:
+    else:
+        try:
+            setup = setup_from_args(args, clock())
+        except ConfigError as exc:
+            bad += exc.problems
+    if bad:  # else setup was made
         for line in bad:
             print(line, file=sys.stderr)
         return EXIT_BAD_INPUT

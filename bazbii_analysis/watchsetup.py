@@ -96,7 +96,7 @@ def parse_scope(text: str) -> Scope:
     """``service``, ``canary``, ``pool=server2``, ``server=server3`` -> Scope (ValueError otherwise)."""
     kind, _, name = text.partition("=")
     try:
-        return Scope(kind=kind, name=name)
+        return Scope.model_validate({"kind": kind, "name": name})
     except ValidationError:
         raise ValueError(f"--scope {text!r}: use service, canary, pool=NAME or server=NAME") from None
 
@@ -115,8 +115,8 @@ def _applied_record(path: Path) -> dict:
 
 def _last_moved(record: dict) -> Optional[str]:
     """The track whose current step was applied last (the one the last update moved)."""
-    times = {track: parse_time(text) for track, text in (record.get("since") or {}).items() if text}
-    return max(times, key=times.get) if times else None
+    times = {track: when for track, text in (record.get("since") or {}).items() if (when := parse_time(text))}
+    return max(times, key=times.__getitem__) if times else None
 
 
 # The data triggers run the database tools (bazbii_db); the watch command is where they are wired in, so that
@@ -219,6 +219,8 @@ def setup_from_args(args: argparse.Namespace, now: datetime) -> WatchSetup:
     if args.journal_dsn:
         triggers.append(migration_journal(args.journal_dsn))
 
+    if since is None:  # given, or read from the applied record, which is required without it
+        raise ConfigError(["no time the step was applied: give --since TIME"])
     ends = since + timedelta(seconds=next_soak_seconds(config, track) or fallback_period)
     remaining = max(0.0, (ends - now).total_seconds())
     main_step = file_config.current[track]

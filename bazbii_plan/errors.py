@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 NAMESPACE = "bazbii"
 
@@ -49,7 +50,7 @@ def _clean_message(message: str) -> str:
     return message
 
 
-def _friendly(error: dict) -> str:
+def _friendly(error: ErrorDetails) -> str:
     kind = error.get("type", "")
     ctx = error.get("ctx") or {}
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
@@ -64,7 +65,8 @@ def _friendly(error: dict) -> str:
     if kind == "missing":
         return "is required"
     if kind == "string_pattern_mismatch":
-        words = PATTERN_WORDS.get(ctx.get("pattern"))
+        regex = ctx.get("pattern")
+        words = PATTERN_WORDS.get(regex) if isinstance(regex, str) else None
         got = error.get("input")
         shown = f" (got {got!r})" if isinstance(got, str) else ""
         return f"must be {words}{shown}" if words else f"does not match the expected form {ctx.get('pattern')}{shown}"

@@ -111,7 +111,7 @@ DEFAULT_QUERIES: dict[str, str] = {
     "poolerWaitingClients": "max(max_over_time(pgbouncer_pools_client_waiting_connections{${scope}}[${window}]))",
 }
 
-DEFAULT_SCOPES: dict[str, str] = {
+DEFAULT_SCOPES: dict[ScopeKind, str] = {
     "service": "",
     # A target's `pool` label lists every pool it serves, comma-separated (see scrape_targets).
     "pool": 'pool=~"(.+,)?${name}(,.+)?"',
@@ -127,7 +127,10 @@ class Exporter(Model):
     path: str = Field(default="/metrics", pattern=PATH_PATTERN)
 
 
-def _default_exporters() -> dict[str, Exporter]:
+ExporterKind = Literal["gateway", "api", "pgbouncer", "postgres"]
+
+
+def _default_exporters() -> dict[ExporterKind, Exporter]:
     return {
         "gateway": Exporter(port=8405),    # HAProxy `http-request use-service prometheus-exporter`
         "api": Exporter(port=8080),        # the API's own /metrics (request histogram), scraped on each pod's
@@ -141,7 +144,7 @@ def _default_exporters() -> dict[str, Exporter]:
 FILE_SD_PATH = "/etc/prometheus/file_sd/bazbii.json"
 
 # Which server role runs which exporter (the declared scrape targets follow the roles).
-EXPORTER_ROLES: dict[str, str] = {"gateway": "gateway", "api": "api", "pgbouncer": "pooler", "postgres": "database"}
+EXPORTER_ROLES: dict[ExporterKind, str] = {"gateway": "gateway", "api": "api", "pgbouncer": "pooler", "postgres": "database"}
 
 
 def _check_template(text: str) -> str:
@@ -203,7 +206,7 @@ def ssh_route(ssh: MetricsSsh, servers: Mapping[str, Mapping[str, Any]]) -> SshR
     """The route ``ssh`` names; ``servers`` in config form (``bazbii:servers``, camelCase). KeyError: no such server."""
     if ssh.host is not None:
         return SshRoute(ssh.host, ssh.port or DEFAULT_SSH_PORT, ssh.user or DEFAULT_SSH_USER, ssh.host_key)
-    if ssh.server not in servers:
+    if ssh.server is None or ssh.server not in servers:
         raise KeyError(f"bazbii:metrics.ssh.server: {ssh.server!r} is not a server of bazbii:servers "
                        f"({', '.join(sorted(servers)) or 'none'})")
     server = servers[ssh.server]
@@ -220,7 +223,7 @@ class MetricsConfig(Model):
     ssh: Optional[MetricsSsh] = Field(default=None, description="read the endpoint over SSH through this host")
     queries: dict[str, QueryTemplate] = Field(default_factory=dict)
     scopes: dict[ScopeKind, str] = Field(default_factory=dict)
-    exporters: dict[Literal["gateway", "api", "pgbouncer", "postgres"], Exporter] = Field(default_factory=dict)
+    exporters: dict[ExporterKind, Exporter] = Field(default_factory=dict)
 
     def query(self, name: str, scope_kind: str = "service") -> str:
         """The template of ``name``, or of ``name@<scope kind>`` when there is one for that kind of scope."""
@@ -230,10 +233,10 @@ class MetricsConfig(Model):
     def query_names(self) -> list[str]:
         return sorted(name for name in {**DEFAULT_QUERIES, **self.queries} if "@" not in name)
 
-    def scope_matchers(self, kind: str, name: str) -> str:
+    def scope_matchers(self, kind: ScopeKind, name: str) -> str:
         return Template({**DEFAULT_SCOPES, **self.scopes}[kind]).safe_substitute(name=name)
 
-    def exporter(self, kind: str) -> Exporter:
+    def exporter(self, kind: ExporterKind) -> Exporter:
         return {**_default_exporters(), **self.exporters}[kind]
 
 

@@ -71,7 +71,9 @@ class Judging:
     @classmethod
     def of_record(cls, record: Optional[Mapping[str, Any]]) -> Optional["Judging"]:
         """The record's ``judgedBy`` with its rollback triggers; None when the record has none (older format)."""
-        raw = (record or {}).get(JUDGED_BY) if isinstance(record, Mapping) else None
+        if not isinstance(record, Mapping):
+            return None
+        raw = record.get(JUDGED_BY)
         if not isinstance(raw, Mapping):
             return None
         try:
@@ -126,6 +128,13 @@ class JudgingChange:
     @property
     def key(self) -> str:
         return config_key(self.path)
+
+    @property
+    def track_step(self) -> tuple[str, str]:
+        """``(track, step)`` of a change to one step (criteria, touches, a new step); other parts have none."""
+        if self.track is None or self.step is None:
+            raise ValueError(f"{self.key}: a {self.part} change belongs to no step")
+        return self.track, self.step
 
 
 class _Default:

@@ -24,8 +24,8 @@ ROLLOUT_PATH = ("app", "rollout")
 MIN_REVISION_HISTORY = 2  # `kubectl rollout undo` needs at least one old ReplicaSet besides the current one
 MIN_DRAIN_SECONDS = DEFAULT_DRAIN_SECONDS  # preStop sleep while endpoints and the gateway stop sending requests
 # What Kubernetes uses when a Deployment leaves a field unset.
-KUBERNETES_DEFAULTS = {"maxUnavailable": "25%", "maxSurge": "25%", "revisionHistoryLimit": 10,
-                       "terminationGracePeriodSeconds": 30}
+KUBERNETES_DEFAULTS: dict[str, Union[int, str]] = {"maxUnavailable": "25%", "maxSurge": "25%",
+                                                   "revisionHistoryLimit": 10, "terminationGracePeriodSeconds": 30}
 
 IntOrPercent = Union[int, float, str]
 

@@ -11,7 +11,7 @@ track, so a bad step later in the plan fails review before anyone reaches it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional
+from typing import AbstractSet, Any, Iterable, Mapping, Optional
 
 from pydantic import ValidationError
 
@@ -181,7 +181,7 @@ def rehearsal_only_problems(config: "StackConfig", stack: Optional[str]) -> list
 
 def load_stack_config(
     values: Mapping[str, Any],
-    secret_keys: set[str] = frozenset(),
+    secret_keys: AbstractSet[str] = frozenset(),
 ) -> StackConfig:
     """Validate raw config. ``values`` maps keys without namespace; ``secret_keys`` lists keys stored as secrets.
 

@@ -134,8 +134,8 @@ def dns_switch_problems(
         if is_rollback:
             continue  # returning to the answer that was served until the last step: nothing to wait out
         timing = ttl_times.get(name) or {}
-        previous_ttl = number(timing.get("previousTtl"))
-        wait = (effective_ttl(previous_ttl) if previous_ttl is not None else assumed_old_ttl) / time_scale
+        previous_ttl = effective_ttl(timing.get("previousTtl"))
+        wait = (previous_ttl if previous_ttl is not None else assumed_old_ttl) / time_scale
         try:
             since = parse_time(timing.get("since"))
         except (TypeError, ValueError, AttributeError):

@@ -74,4 +74,6 @@ def record_by_walking(
         state = config.with_steps(**steps).state().to_config()
         record = next_record(steps, state, record, at, digests, judging)
         before = steps
+    if record is None:  # walk() yields the current steps at least
+        raise ValueError(f"bazbii:plan: walking to {config.current} gave no steps")
     return record

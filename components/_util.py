@@ -12,6 +12,8 @@ TYPE_PREFIX = "bazbii:index"
 
 # Every remote script starts like this: stop on the first error, no unset variables.
 SCRIPT_HEADER = "#!/usr/bin/env bash\nset -euo pipefail\n"
+# Where a component keeps its own depends_on for its children (an attribute of ours, which the SDK's class lacks).
+_INHERITED_DEPENDS_ON = "_inherited_depends_on"
 
 
 def inherit_depends_on(component: pulumi.ComponentResource, opts: Optional[pulumi.ResourceOptions]) -> None:
@@ -21,11 +23,14 @@ def inherit_depends_on(component: pulumi.ComponentResource, opts: Optional[pulum
     so without this a child could be created before what its component was told to wait for.
     """
     deps = opts.depends_on if opts is not None else None
+    inherited: list[object]
     if deps is None:
-        deps = []
-    elif not isinstance(deps, (list, tuple)):
-        deps = [deps]
-    component._inherited_depends_on = list(deps)
+        inherited = []
+    elif isinstance(deps, (list, tuple)):
+        inherited = list(deps)
+    else:
+        inherited = [deps]
+    setattr(component, _INHERITED_DEPENDS_ON, inherited)
 
 
 def child_opts(
@@ -34,7 +39,7 @@ def child_opts(
     **kwargs,
 ) -> pulumi.ResourceOptions:
     """Options for a child: parented to ``parent``, its component's dependencies plus ``depends_on``."""
-    inherited = getattr(parent, "_inherited_depends_on", [])
+    inherited = getattr(parent, _INHERITED_DEPENDS_ON, [])
     return pulumi.ResourceOptions(parent=parent, depends_on=[*inherited, *(depends_on or [])], **kwargs)
 
 

@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
+from functools import partial
 from typing import Mapping, Optional, Sequence
 
 import pulumi
@@ -157,7 +158,8 @@ class Gateway(pulumi.ComponentResource):
         master = pulumi.Output.secret(args.tunnel_secret)
         for server_name in sorted(args.connections):
             tunnel_name = f"{args.tunnel_name}-{server_name}"
-            secret_b64 = pulumi.Output.secret(master.apply(lambda m, t=tunnel_name: derive_tunnel_secret(m, t)))
+            secret_b64: pulumi.Output[str] = pulumi.Output.secret(
+                master.apply(partial(derive_tunnel_secret, tunnel_name=tunnel_name)))
             tunnel = cloudflare.ZeroTrustTunnelCloudflared(
                 f"{name}-{server_name}-tunnel",
                 account_id=args.account_id,
@@ -175,7 +177,7 @@ class Gateway(pulumi.ComponentResource):
                 ),
                 opts=child_opts(self),
             )
-            token = pulumi.Output.secret(
+            token: pulumi.Output[str] = pulumi.Output.secret(
                 pulumi.Output.all(tunnel.id, secret_b64).apply(
                     lambda parts: tunnel_token(args.account_id, parts[0], parts[1]) + "\n"
                 )

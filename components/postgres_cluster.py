@@ -82,9 +82,10 @@ def secret_stdin(passwords: Sequence[pulumi.Input[str]], lines) -> pulumi.Output
     return pulumi.Output.secret(pulumi.Output.all(*passwords).apply(lambda pw: secrets_stdin(lines(pw))))
 
 
-def secret_dsn(password: pulumi.Input[str], **params: object) -> pulumi.Output[str]:
+def secret_dsn(password: pulumi.Input[str], *, form: str = "kv", **params: object) -> pulumi.Output[str]:
     """A connection string carrying a password, as a secret Output (form and quoting: ``build_dsn``)."""
-    return pulumi.Output.secret(pulumi.Output.from_input(password).apply(lambda pw: build_dsn(**params, password=pw)))
+    return pulumi.Output.secret(pulumi.Output.from_input(password).apply(
+        lambda pw: build_dsn(form=form, **params, password=pw)))
 
 
 class PostgresCluster(pulumi.ComponentResource):
@@ -109,13 +110,13 @@ class PostgresCluster(pulumi.ComponentResource):
         # App-user connection strings: the application (through the pooler) and migrations (direct).
         self.app_database_url = secret_dsn(args.db_password, form="url", user=db.user, host=self.app_host,
                                            port=self.app_port, dbname=db.name)
-        self.migration_dsn = pulumi.Output.secret(pulumi.Output.from_input(args.db_password).apply(
-            lambda pw: with_password(migration_dsn(db, primary.address), pw)))
-        self.replica_dsns = {
-            server: pulumi.Output.secret(pulumi.Output.from_input(args.db_password).apply(
-                lambda pw, address=servers[server].address: with_password(migration_dsn(db, address), pw)))
-            for server in sorted(db.replicas)
-        }
+        def direct_dsn(address: str) -> pulumi.Output[str]:
+            """The app user directly on the server at ``address``, with its password (a secret)."""
+            return pulumi.Output.secret(pulumi.Output.from_input(args.db_password).apply(
+                lambda pw: with_password(migration_dsn(db, address), pw)))
+
+        self.migration_dsn = direct_dsn(primary.address)
+        self.replica_dsns = {server: direct_dsn(servers[server].address) for server in sorted(db.replicas)}
 
         self.switchover = None
         if db.switchover is not None:
@@ -183,7 +184,7 @@ class PostgresCluster(pulumi.ComponentResource):
                     opts=child_opts(self, depends_on=[self.replicas[server]], additional_secret_outputs=["stdin"]),
                 )
 
-        stdin_userlist = pulumi.Output.secret(
+        stdin_userlist: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(args.db_password, args.pooler_admin_password).apply(
                 lambda pw: userlist({db.user: pw[0], PGBOUNCER_ADMIN_USER: pw[1]})))
         self.pgbouncer_ini = pgbouncer_ini(db, primary.address)

@@ -261,6 +261,7 @@ class SchemaRelease(pulumi.ComponentResource):
         )
 
         job_name = None
+        stage_output: Optional[pulumi.Output[str]] = None  # runner=ssh: the step's stdout
         if args.runner == "job":
             self.dsn_secret = k8s.core.v1.Secret(
                 f"{name}-dsn",
@@ -290,7 +291,7 @@ class SchemaRelease(pulumi.ComponentResource):
                 )
                 for key in ["DATABASE_URL", *[f"REPLICA_{s.upper()}_DSN" for s in sorted(args.replica_dsns)]]
             ]
-            self.step = k8s.batch.v1.Job(
+            self.step: pulumi.CustomResource = k8s.batch.v1.Job(
                 f"{name}-{bundle.migration_id}-{bundle.stage}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
                     name=job_name, namespace=ns, labels=labels,
@@ -330,18 +331,21 @@ class SchemaRelease(pulumi.ComponentResource):
             if args.runner_connection is None:
                 raise ValueError("runner=ssh needs runner_connection (SSH to the pooler host)")
             replica_servers = sorted(args.replica_dsns)
-            command = schema_apply_command(migration_id=bundle.migration_id, stage=bundle.stage,
-                                           expected_checksum=bundle.checksum, app_versions=list(args.app_versions),
-                                           replicas=len(replica_servers), runtime=args.runtime)
-            self.step = remote.Command(
+            apply = schema_apply_command(migration_id=bundle.migration_id, stage=bundle.stage,
+                                         expected_checksum=bundle.checksum, app_versions=list(args.app_versions),
+                                         replicas=len(replica_servers), runtime=args.runtime)
+            stdin: pulumi.Output[str] = pulumi.Output.secret(pulumi.Output.all(
+                args.dsn, *[args.replica_dsns[s] for s in replica_servers]).apply(secrets_stdin))
+            step = remote.Command(
                 f"{name}-{bundle.migration_id}-{bundle.stage}",
                 connection=args.runner_connection,
-                create=reporting_exit(command),  # id, stage, checksum and app versions are its arguments
-                update=reporting_exit(command),
-                stdin=pulumi.Output.secret(pulumi.Output.all(
-                    args.dsn, *[args.replica_dsns[s] for s in replica_servers]).apply(secrets_stdin)),
+                create=reporting_exit(apply),  # id, stage, checksum and app versions are its arguments
+                update=reporting_exit(apply),
+                stdin=stdin,
                 opts=child_opts(self, depends_on=[self.quiet], additional_secret_outputs=["stdin"]),
             )
+            self.step = step
+            stage_output = step.stdout  # the report the resume script reads
 
         reported = args.runner != "job"
         resume = resume_script(ns, args.worker_replicas, job_name, timeout=3600, stage_label=stage_label,
@@ -350,7 +354,7 @@ class SchemaRelease(pulumi.ComponentResource):
             f"{name}-resume-workers",
             create=resume,
             update=resume,
-            environment={STAGE_OUTPUT_ENV: self.step.stdout} if reported else None,
+            environment={STAGE_OUTPUT_ENV: stage_output} if stage_output is not None else None,
             opts=child_opts(self, depends_on=[self.step]),
         )
         self.ready = [self.resume]

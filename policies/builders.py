@@ -86,7 +86,7 @@ def list_setting(config: Mapping[str, Any], schemas: Mapping[str, Mapping[str, A
 
 
 def _schema(config: Optional[Mapping[str, Mapping[str, Any]]]) -> Optional[PolicyConfigSchema]:
-    return PolicyConfigSchema(properties=dict(config)) if config else None
+    return PolicyConfigSchema(properties={key: dict(schema) for key, schema in config.items()}) if config else None
 
 
 def _config(args: Any) -> Mapping[str, Any]:

@@ -173,10 +173,11 @@ class _LazyArgs(ResourceValidationArgs):
     resource policies look at the type first and return, and making every proxy was a fifth of ``--all``."""
 
     def __init__(self, wired: dict[str, Any], *args: Any) -> None:
-        self._wired, self._proxy = wired, None
+        self._wired = wired
+        self._proxy: Optional[Mapping[str, Any]] = None
         super().__init__(*args)
 
-    @property  # type: ignore[override]
+    @property
     def props(self) -> Mapping[str, Any]:
         if self._proxy is None:
             self._proxy = _props(self._wired)
@@ -245,13 +246,13 @@ def run_policies(
 
         if isinstance(policy, ResourceValidationPolicy):
             for resource in resources:
-                def report(message: str, urn: Optional[str] = None, _r=resource) -> None:
+                def report_resource(message: str, urn: Optional[str] = None, _r=resource) -> None:
                     violations.append(Violation(policy.name, reported, _r.type, _r.name, urn or _r.urn, message))
 
                 args = _LazyArgs(props_of[id(resource)], resource.type, None, resource.urn, resource.name,
                                  _options(resource), None, policy_config, tags)
                 try:
-                    _run(policy.validate(args, report))
+                    _run(policy.validate(args, report_resource))
                 except UnknownValueError as exc:
                     violations.append(Violation(
                         policy.name, EnforcementLevel.ADVISORY.value, resource.type, resource.name, resource.urn,
@@ -270,13 +271,13 @@ def run_policies(
                 pr.parent = policy_resources.get(getattr(r, "parent", "") or "")
                 pr.dependencies = [policy_resources[d] for d in getattr(r, "dependencies", ()) if d in policy_resources]
 
-            def report(message: str, urn: Optional[str] = None) -> None:
+            def report_stack(message: str, urn: Optional[str] = None) -> None:
                 target = by_urn.get(urn or "")
                 violations.append(Violation(policy.name, reported, target.type if target else STACK_TYPE,
                                             target.name if target else "", urn or "", message))
 
             try:
-                _run(policy.validate(StackValidationArgs(list(policy_resources.values()), policy_config, tags), report))
+                _run(policy.validate(StackValidationArgs(list(policy_resources.values()), policy_config, tags), report_stack))
             except UnknownValueError as exc:
                 violations.append(Violation(
                     policy.name, EnforcementLevel.ADVISORY.value, STACK_TYPE, "", "",

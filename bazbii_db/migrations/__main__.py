@@ -20,6 +20,7 @@ import logging
 import os
 from dataclasses import asdict
 from functools import partial
+from typing import Sequence
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -57,6 +58,12 @@ def _dsn(args, env_attr: str = "dsn_env", file_attr: str = "dsn_file") -> str | 
     return read_dsn(env=env, file=path)
 
 
+def _target_dsn(args, needed_by: str) -> str:
+    """The target's connection string, which ``needed_by`` cannot do without."""
+    dsn = _dsn(args)
+    if dsn is None:
+        raise DsnError(f"{needed_by} needs the target's connection string (--dsn-env or --dsn-file)")
+    return dsn
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
 
 
-def _print_rows(out: Console, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _print_rows(out: Console, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     if not rows:
         return
     if out.is_terminal:
@@ -191,7 +198,7 @@ def _run(args, out: Console, err: Console, migrations_dir, dsns: list[str]) -> i
         checksum = load_migration(f"{migrations_dir}/{args.migration}").checksum(args.stage)
         emit(args.json, {"migration_id": args.migration, "stage": args.stage, "checksum": checksum}, checksum)
         return EXIT_OK
-    dsn = _dsn(args)
+    dsn = _target_dsn(args, args.command)  # argparse already requires it for these commands
     dsns.append(dsn)
     if args.command == "status":
         runner = MigrationRunner(dsn, migrations_dir)
@@ -304,9 +311,7 @@ def _lint(args, out: Console, migrations_dir, dsns: list[str]) -> int:
         if not (args.migration and len(args.migration) == 1 and args.stage):
             raise DsnError("--shadow-from-target judges one stage against the target's schema: give one --migration "
                            "and --stage")
-        target_dsn = _dsn(args)
-        if target_dsn is None:
-            raise DsnError("--shadow-from-target needs the target's connection string (--dsn-env or --dsn-file)")
+        target_dsn = _target_dsn(args, "--shadow-from-target")
         dsns.append(target_dsn)
         target = TargetSchema(target_dsn)
     ids = args.migration or list_migrations(migrations_dir)

@@ -46,6 +46,7 @@ from typing import Callable, Protocol
 
 import psycopg
 from psycopg import errors, sql
+from rich.console import Console
 
 from bazbii_db.migrations.dsn import redact, with_params
 from bazbii_db.migrations.dualwrite import BACKFILL_GUC, table_ident
@@ -56,6 +57,7 @@ from bazbii_db.migrations.progress import BackfillProgress
 from bazbii_db.migrations.spec import BackfillSpec
 from bazbii_db.migrations.probe import PoolerProbe
 from bazbii_db.migrations.throttle import LatencyBudget, LatencyProbeFailed, LatencySource, LatencyThrottle, Setting
+from bazbii_db.rows import fetch_row, one_row, one_value
 from bazbii_db.stopping import stop_reason
 
 log = logging.getLogger("bazbii_db.migrations")
@@ -92,10 +94,11 @@ class ReplicaLagProbe:
         worst = 0.0
         for i, dsn in enumerate(self.dsns):
             try:
-                if self.conns[i] is None or self.conns[i].closed:
-                    self.conns[i] = psycopg.connect(with_params(dsn, application_name=self.application_name),
-                                                    autocommit=True)
-                worst = max(worst, float(self.conns[i].execute(REPLICA_LAG_SQL).fetchone()[0]))
+                conn = self.conns[i]
+                if conn is None or conn.closed:
+                    conn = self.conns[i] = psycopg.connect(with_params(dsn, application_name=self.application_name),
+                                                           autocommit=True)
+                worst = max(worst, float(one_value(conn, REPLICA_LAG_SQL)))
             except psycopg.OperationalError as exc:
                 # An unreachable replica is not "no lag": report it as infinitely behind.
                 log.warning("lag probe: replica unreachable: %s", redact(str(exc), dsn))
@@ -116,8 +119,8 @@ class PrimaryLagProbe:
         self.conn = conn
 
     def sample(self) -> float:
-        return float(self.conn.execute(
-            "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication").fetchone()[0])
+        return float(one_value(
+            self.conn, "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication"))
 
     def close(self) -> None:
         pass
@@ -175,7 +178,7 @@ class BackfillConfig:
     # checkpoint commit together, so a server crash loses both and the rerun redoes that batch.
     synchronous_commit: bool = False
     progress_interval_s: float = 10.0
-    console: object | None = None  # a rich Console for progress output
+    console: Console | None = None  # for progress output (default: stderr)
     latency: LatencyBudget | None = None  # overrides the spec's latency table (latency-aware throttle)
     latency_sources: tuple[LatencySource, ...] = ()  # more sources besides the probe and Prometheus
     probe_dsn: str | None = None  # the pooler the application uses, when the backfill's own DSN is not it
@@ -243,6 +246,8 @@ def batch_statement(spec: BackfillSpec) -> sql.Composed:
             sql.SQL("{} = ({})").format(sql.Identifier(col), _expr(expr)) for col, expr in spec.set.items())
         return sql.SQL("UPDATE {table} SET {assign} WHERE {cond}").format(
             table=table_ident(spec.table), assign=assignments, cond=cond)
+    if spec.target is None:  # BackfillSpec.from_toml refuses a copy without one
+        raise BackfillError(f"backfill {spec.name}: kind='copy' needs a target")
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
     exprs = sql.SQL(", ").join(sql.SQL("({})").format(_expr(e)) for e in spec.columns.values())
     query = sql.SQL("INSERT INTO {target} ({cols}) SELECT {exprs} FROM {table} WHERE {cond}").format(
@@ -306,8 +311,8 @@ class Backfill:
                                     f"(checkpoint at key {row[1]}); restore the original spec")
             return row[1], row[2], row[3], row[4], True
         key = sql.Identifier(self.spec.key)
-        lo, hi = conn.execute(sql.SQL("SELECT min({k}), max({k}) FROM {t}").format(
-            k=key, t=table_ident(self.spec.table))).fetchone()
+        lo, hi = one_row(conn, sql.SQL("SELECT min({k}), max({k}) FROM {t}").format(
+            k=key, t=table_ident(self.spec.table)))
         last, upper = (lo - 1, hi) if lo is not None else (0, 0)
         conn.execute(sql.SQL("INSERT INTO {} (migration_id, name, spec_checksum, table_name, last_key, upper_key) "
                              "VALUES (%s, %s, %s, %s, %s, %s)").format(cp),
@@ -324,14 +329,15 @@ class Backfill:
         return stop.wait(seconds)
 
     # --- throttling ---------------------------------------------------------------------
-    def _lock_waiters(self, monitor: psycopg.Connection) -> int:
-        return monitor.execute(
+    def _lock_waiters(self, monitor: psycopg.Connection, threshold_ms: int) -> int:
+        return one_value(
+            monitor,
             """
             SELECT count(*) FROM pg_stat_activity
              WHERE datname = current_database() AND wait_event_type = 'Lock'
                AND pid <> ALL (%s::int[]) AND pid <> pg_backend_pid()
                AND now() - query_start > make_interval(secs => %s)
-            """, (self.exclude_pids, self.config.lock_wait_threshold_ms / 1000.0)).fetchone()[0]
+            """, (self.exclude_pids, threshold_ms / 1000.0))
 
     def _throttle_reasons(self, monitor: psycopg.Connection) -> list[str]:
         cfg = self.config
@@ -341,7 +347,7 @@ class Backfill:
             if worst > cfg.max_lag_s:
                 reasons.append(f"replica lag {worst:.1f}s over the last {cfg.lag_window_s:g}s > {cfg.max_lag_s:g}s")
         if cfg.lock_wait_threshold_ms is not None:
-            waiters = self._lock_waiters(monitor)
+            waiters = self._lock_waiters(monitor, cfg.lock_wait_threshold_ms)
             if waiters:
                 reasons.append(f"{waiters} session(s) waiting on locks for more than {cfg.lock_wait_threshold_ms}ms")
         return reasons
@@ -408,8 +414,9 @@ class Backfill:
         try:
             for source in throttle.sources:
                 source.start()
-                if getattr(source, "backend_pid", None):
-                    self.exclude_pids.append(source.backend_pid)  # our probe waiting is not an app session waiting
+                pid = getattr(source, "backend_pid", None)  # optional: a source with its own session
+                if pid:
+                    self.exclude_pids.append(pid)  # our probe waiting is not an app session waiting
             progress.note(f"measuring the latency baseline for {throttle.budget.baseline_s:g}s")
             throttle.measure_baseline(sleep=self._sleep)  # a stop request ends it: the loop then stops
         except psycopg.Error as exc:
@@ -470,8 +477,8 @@ class Backfill:
                 log.info("backfill %s: resuming after key %s (upper %s)", spec.name, last, upper)
             key = sql.Identifier(spec.key)
             table = table_ident(spec.table)
-            total = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {k} > %s AND {k} <= %s").format(
-                t=table, k=key), (last, upper)).fetchone()[0]
+            total = one_value(conn, sql.SQL("SELECT count(*) FROM {t} WHERE {k} > %s AND {k} <= %s").format(
+                t=table, k=key), (last, upper))
             conn.rollback()
             next_hi = sql.SQL("SELECT {k} FROM {t} WHERE {k} > %s AND {k} <= %s ORDER BY {k} OFFSET %s LIMIT 1").format(
                 k=key, t=table)
@@ -508,7 +515,7 @@ class Backfill:
                             cur = conn.execute(step, (last, hi, hi, keys, self.migration_id, spec.name))
                             conn.commit()
                         hold_ms = (time.monotonic() - t0) * 1000
-                        changed = cur.fetchone()[0]
+                        changed = fetch_row(cur, step)[0]
                     except (errors.LockNotAvailable, errors.DeadlockDetected) as exc:
                         conn.rollback()
                         result.lock_timeouts += 1

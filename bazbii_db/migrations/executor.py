@@ -27,6 +27,7 @@ from psycopg import errors, sql
 
 from bazbii_db.migrations.errors import LockRetryExhausted, StatementFailed
 from bazbii_db.sql_safety import walk
+from bazbii_db.sql_safety.parsing import present, relname
 from bazbii_db.sql_safety.timeouts import RUNNER_LOCK_TIMEOUT_MS
 
 log = logging.getLogger("bazbii_db.migrations")
@@ -60,7 +61,7 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
 
 
 def relations_of(node) -> list[tuple[str | None, str]]:
-    return [(rv.schemaname, rv.relname) for rv in walk(node) if isinstance(rv, ast.RangeVar)]
+    return [(rv.schemaname, relname(rv)) for rv in walk(node) if isinstance(rv, ast.RangeVar)]
 
 
 def lock_holders(conn: psycopg.Connection, relations: list[tuple[str | None, str]]) -> list[dict]:
@@ -98,7 +99,8 @@ class DdlExecutor:
     # --- CIC support -----------------------------------------------------------------
     def _index_state(self, node: ast.IndexStmt) -> tuple[str, bool] | None:
         """(schema, indisvalid) of the index this statement builds, if it exists."""
-        table = sql.Identifier(*(p for p in (node.relation.schemaname, node.relation.relname) if p))
+        relation = present(node.relation, "index's table")
+        table = sql.Identifier(*(p for p in (relation.schemaname, relname(relation)) if p))
         row = self.conn.execute(
             """
             SELECT n.nspname, i.indisvalid
@@ -115,12 +117,12 @@ class DdlExecutor:
         state = self._index_state(node)
         if state is None or state[1]:
             return
-        schema = state[0]
+        schema, index = state[0], present(node.idxname, "index name")  # found by it: the index has one
         log.warning("%s: index %s.%s is INVALID (left by a failed build); dropping it to rebuild",
-                    label, schema, node.idxname)
+                    label, schema, index)
         self._run_with_retry(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-            sql.Identifier(schema, node.idxname)), label + " (drop invalid index)", [], stats)
-        stats.repaired_indexes.append(f"{schema}.{node.idxname}")
+            sql.Identifier(schema, index)), label + " (drop invalid index)", [], stats)
+        stats.repaired_indexes.append(f"{schema}.{index}")
 
     # --- execution ----------------------------------------------------------------------
     def _run_with_retry(self, query, label: str, relations, stats: ExecStats, before_attempt=None) -> None:

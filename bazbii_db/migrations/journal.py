@@ -18,6 +18,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
+from bazbii_db.rows import one_value
+
 SCHEMA = "bazbii_migrations"
 STATUSES = ("running", "failed", "applied", "reverted")
 _STATUS_CHECK = sql.SQL("CHECK (status IN ({}))").format(sql.SQL(", ").join(map(sql.Literal, STATUSES)))
@@ -138,7 +140,7 @@ class Journal:
                 _ident("journal"), drop, _STATUS_CHECK))
 
     def exists(self) -> bool:
-        return self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.journal",)).fetchone()[0]
+        return one_value(self.conn, "SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.journal",))
 
     def get(self, migration_id: str, step: str) -> JournalEntry | None:
         with self.conn.cursor(row_factory=class_row(JournalEntry)) as cur:

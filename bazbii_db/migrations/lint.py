@@ -180,11 +180,13 @@ def lint_migration(path: str | os.PathLike, *, runner_sets_timeouts: bool = True
         return analyse_migration_dir(path, runner_sets_timeouts=runner_sets_timeouts, use_squawk=use_squawk,
                                      catalog=with_catalog)
 
-    try:
-        migration = load_migration(path) if shadow is not None else None
-    except MigrationSpecError:
-        migration = None  # the static analysis reports it
-    if migration is None:
+    migration = None
+    if shadow is not None:
+        try:
+            migration = load_migration(path)
+        except MigrationSpecError:
+            pass  # the static analysis reports it
+    if shadow is None or migration is None:
         found = static(catalog)
         return Lint({stage: combine(found[stage], None) for stage in STAGES}, judged_by(None))
     steps = shadow_steps(migration, stages, down_only)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import psycopg
 
 from bazbii_db.migrations.errors import RunnerLockTimeout
+from bazbii_db.rows import one_value
 
 log = logging.getLogger("bazbii_db.migrations")
 
@@ -48,7 +49,7 @@ class RunnerLock:
         self.held = False
 
     def try_acquire(self) -> bool:
-        got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]
+        got = one_value(self.conn, "SELECT pg_try_advisory_lock(%s)", (self.key,))
         self.held = bool(got)
         return self.held
 

@@ -75,14 +75,14 @@ class PoolerProbe:
         self.backend_pid = conn.info.backend_pid
         return conn
 
-    def _execute(self) -> None:
-        cur = self._conn.execute(self.query)
+    def _execute(self, conn: psycopg.Connection) -> None:
+        cur = conn.execute(self.query)
         if cur.description is not None:  # a write probe (UPDATE ... without RETURNING) has no rows
             cur.fetchall()
 
     def start(self) -> None:
-        self._conn = self._connect()
-        self._execute()  # fail here, on a bad query, not in the thread
+        self._conn = conn = self._connect()
+        self._execute(conn)  # fail here, on a bad query, not in the thread
         self._thread = threading.Thread(target=self._run, name="backfill-latency-probe", daemon=True)
         self._thread.start()
 
@@ -91,9 +91,10 @@ class PoolerProbe:
         one probe in flight (the application cannot reach the database either). False: stopped."""
         while not self._stop.is_set():
             try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = self._connect()
-                self._execute()
+                conn = self._conn
+                if conn is None or conn.closed:
+                    self._conn = conn = self._connect()
+                self._execute(conn)
                 self.disconnected = None
                 return True
             except psycopg.OperationalError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, \
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskID, TaskProgressColumn, \
     TextColumn, TimeRemainingColumn
 from rich.text import Text
 
@@ -46,18 +46,17 @@ class BackfillProgress:
         self._last_line = 0.0
         self.status = ""  # e.g. the latency throttle's share of its budget in use
         self.outcome = ""  # how the run ended when it ended early without an error (e.g. "stopped by SIGTERM")
-        self._progress: Progress | None = None
-        self._task = None
+        self._bar: tuple[Progress, TaskID] | None = None  # on a terminal: the bar and its one task
 
     def __enter__(self) -> "BackfillProgress":
         self.start = time.monotonic()
         if self.tty:
-            self._progress = Progress(
+            progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                 RateColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
                 console=self.console, transient=False)
-            self._progress.start()
-            self._task = self._progress.add_task(self.label, total=self.total or None, status=self.status)
+            progress.start()
+            self._bar = progress, progress.add_task(self.label, total=self.total or None, status=self.status)
         else:
             self._line(f"{self.label}: starting, {self.total:,} keys to scan")
             self._last_line = time.monotonic()
@@ -81,8 +80,9 @@ class BackfillProgress:
     def update(self, keys: int, changed: int) -> None:
         self.done += keys
         self.changed += changed
-        if self._progress is not None:
-            self._progress.update(self._task, advance=keys)
+        if self._bar is not None:
+            progress, task = self._bar
+            progress.update(task, advance=keys)
         elif time.monotonic() - self._last_line >= self.interval_s:
             self._line(self.line())
             self._last_line = time.monotonic()
@@ -90,19 +90,20 @@ class BackfillProgress:
     def set_status(self, text: str) -> None:
         """A short status shown beside the bar (and appended to each sparse line)."""
         self.status = text
-        if self._progress is not None:
-            self._progress.update(self._task, status=text)
+        if self._bar is not None:
+            progress, task = self._bar
+            progress.update(task, status=text)
 
     def note(self, message: str) -> None:
         self._line(f"{self.label}: {message}")
 
     def _line(self, text: str) -> None:
-        console = self._progress.console if self._progress is not None else self.console
+        console = self._bar[0].console if self._bar is not None else self.console
         console.print(text, soft_wrap=True, markup=False, highlight=False)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        if self._bar is not None:
+            self._bar[0].stop()
         elapsed = time.monotonic() - self.start
         status = (self.outcome or "done") if exc_type is None else f"stopped ({exc_type.__name__})"
         self._line(f"{self.label}: {status}: {self.done:,} keys, {self.changed:,} rows changed in "

@@ -249,7 +249,10 @@ class MigrationRunner:
 
     def _run_down(self, migration: Migration, stage: str, journal: Journal, result: StepResult,
                   control: psycopg.Connection) -> None:
-        log.info("%s/%s: running the down step %s", migration.id, stage, migration.down_file(stage).name)
+        down = migration.down_file(stage)
+        if down is None:  # the callers run only a stage that has one
+            raise IrreversibleStage(f"{migration.id}/{stage} has no down step ({stage}{DOWN_SUFFIX})")
+        log.info("%s/%s: running the down step %s", migration.id, stage, down.name)
         self._run_units(migration, stage, plan_down(migration, stage), result, (control.info.backend_pid,),
                         lambda unit: None)
         journal.revert(migration.id, stage)
@@ -296,6 +299,8 @@ class MigrationRunner:
                                            f"{unit.label}; the units before it are journaled, rerun to resume")
                 log.info("%s/%s: %s", migration.id, stage, unit.label)
                 if unit.kind == "backfill":
+                    if unit.backfill is None:  # plan_stage gives every backfill unit its spec
+                        raise ValueError(f"{migration.id}/{stage}: backfill unit {unit.label} has no spec")
                     backfill = Backfill(self.dsn, migration.id, unit.backfill, unit.checksum, self.config.backfill,
                                         application_name=f"{self.application_name} backfill"[:63],
                                         exclude_pids=exclude_pids + ((ddl_conn.info.backend_pid,) if ddl_conn else ()))

@@ -48,26 +48,36 @@ DSN_ROLES = {  # role -> environment variable
 }
 
 
-def _dsn(args, role: str, required: bool = True) -> str | None:
+def _optional_dsn(args, role: str) -> str | None:
+    """The role's DSN from its file or environment variable; None when neither is given."""
     env = DSN_ROLES[role]
     path = getattr(args, f"{role.replace('-', '_')}_dsn_file")
     if path is None and not os.environ.get(env):
-        if required:
-            raise UsageError(f"set {env} in the environment or give --{role}-dsn-file (a libpq connection string)")
         return None
     return read_dsn(env=env, file=path, what=f"{role} connection string")
+
+
+def _dsn(args, role: str) -> str:
+    """The role's DSN, which must be given."""
+    dsn = _optional_dsn(args, role)
+    if dsn is None:
+        raise UsageError(f"set {DSN_ROLES[role]} in the environment or give --{role}-dsn-file "
+                         "(a libpq connection string)")
+    return dsn
 
 
 def cmd_gate(args) -> int:
     cfg = GateConfig(max_lag_bytes=args.max_lag_bytes, window_seconds=args.window, timeout_seconds=args.timeout)
     primary = _dsn(args, "primary")
-    replica = _dsn(args, "replica", required=args.check_consistency)
+    # The replica's DSN: required by the consistency check; optional for the gate alone (it then asks the replica too).
+    checked = _dsn(args, "replica") if args.check_consistency else None
+    replica = checked if checked is not None else _optional_dsn(args, "replica")
     report = run_lag_gate(primary, args.replica, replica_dsn=replica, config=cfg)
     payload = {"passed": report.passed, "gate": report.to_dict(), "consistency": None}
     text = report.to_text()
     failure = None if report.passed else f"lag gate failed for replica {args.replica!r}: {report.reason}"
-    if report.passed and args.check_consistency:
-        check = check_consistency(primary, replica, catchup_timeout=args.timeout)
+    if report.passed and checked is not None:
+        check = check_consistency(primary, checked, catchup_timeout=args.timeout)
         payload.update(passed=check.passed, consistency=check.to_dict())
         text += "\n" + check.to_text()
         if not check.passed:

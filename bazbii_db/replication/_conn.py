@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bazbii_db.dsn import describe, redact, redact_params as redact_dsn  # noqa: F401  (re-exported)
+from bazbii_db.dsn import describe, redact, redact_params as redact_dsn, with_params  # noqa: F401  (re-exported)
 
 from .errors import ConnectionFailed
 
@@ -24,11 +24,11 @@ def dsn_target(dsn: str) -> str:
 def connect(dsn: str, *, connect_timeout: float = 5.0, application_name: str = "bazbii-replication",
             **kwargs) -> psycopg.Connection:
     """Autocommit connection with a bounded connect time; errors never echo the password."""
-    params = conninfo_to_dict(dsn)
-    params.setdefault("connect_timeout", str(max(1, int(round(connect_timeout)))))
-    params.setdefault("application_name", application_name)
+    given = conninfo_to_dict(dsn)
+    defaults = {"connect_timeout": str(max(1, int(round(connect_timeout)))), "application_name": application_name}
+    conninfo = with_params(dsn, **{k: v for k, v in defaults.items() if k not in given})  # the DSN's own win
     try:
-        return psycopg.connect(autocommit=True, prepare_threshold=None, **params, **kwargs)
+        return psycopg.connect(conninfo, autocommit=True, prepare_threshold=None, **kwargs)
     except psycopg.Error as exc:
         raise ConnectionFailed(f"cannot connect to {dsn_target(dsn)}: {scrub(str(exc), dsn)}") from None
 

@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Literal, overload
 
 import psycopg
 from psycopg import sql
 
+from bazbii_db.rows import one_row, one_value
+
 from ._conn import connect, dsn_target
-from .lag import wait_for_replay
-from .lsn import format_lsn, parse_lsn
+from .lag import primary_lsn, replay_lsn, wait_for_replay
+from .lsn import format_lsn
 
 _SESSION_SETTINGS = (
     "SET TimeZone = 'UTC'",
@@ -109,8 +112,15 @@ def _qualified(name: TableName) -> str:
     return f"{name[0]}.{name[1]}"
 
 
+def _table_name(text: str) -> TableName:
+    """``schema.table`` (split at the first dot), or ``table`` in ``public``."""
+    schema, dot, table = text.partition(".")
+    return (schema, table) if dot else ("public", text)
+
+
 def _list_tables(conn: psycopg.Connection) -> tuple[list[TableName], list[TableName]]:
-    logged, unlogged = [], []
+    logged: list[TableName] = []
+    unlogged: list[TableName] = []
     for schema, table, persistence in conn.execute(_TABLES_SQL).fetchall():
         (logged if persistence == "p" else unlogged).append((schema, table))
     return logged, unlogged
@@ -126,24 +136,36 @@ def table_digest_query(name: TableName) -> sql.Composed:
     ).format(sql.Identifier(*name))
 
 
+@overload
+def _digests(conn: psycopg.Connection, tables: list[TableName], *, on_primary: Literal[True]
+             ) -> tuple[dict[TableName, Digest], int]: ...
+
+
+@overload
+def _digests(conn: psycopg.Connection, tables: list[TableName], *, on_primary: Literal[False]
+             ) -> tuple[dict[TableName, Digest], int | None]: ...
+
+
 def _digests(conn: psycopg.Connection, tables: list[TableName], *, on_primary: bool
              ) -> tuple[dict[TableName, Digest], int | None]:
-    """Checksums of ``tables`` in one REPEATABLE READ snapshot, plus the WAL position that bounds it."""
+    """Checksums of ``tables`` in one REPEATABLE READ snapshot, plus the WAL position that bounds it
+    (a primary always has one; a replica that never replayed anything has none)."""
     out: dict[TableName, Digest] = {}
+    lsn: int | None
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         if on_primary:
             # The snapshot is taken by the first query; every commit it sees is in WAL before this position.
             conn.execute("SELECT 1").fetchone()
             for name in tables:
-                count, checksum = conn.execute(table_digest_query(name)).fetchone()
+                count, checksum = one_row(conn, table_digest_query(name))
                 out[name] = (count, checksum)
-            lsn = parse_lsn(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
+            lsn = primary_lsn(conn, "insert")
         else:
             # First query takes the snapshot; the replay position read with it bounds what it contains.
-            lsn = parse_lsn(conn.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0])
+            lsn = replay_lsn(conn)
             for name in tables:
-                count, checksum = conn.execute(table_digest_query(name)).fetchone()
+                count, checksum = one_row(conn, table_digest_query(name))
                 out[name] = (count, checksum)
     return out, lsn
 
@@ -164,10 +186,10 @@ def check_consistency(primary_dsn: str, replica_dsn: str, *, tables: list[str] |
             for stmt in _SESSION_SETTINGS:
                 conn.execute(stmt)
             conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(statement_timeout_ms))))
-        if primary.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+        if one_value(primary, "SELECT pg_is_in_recovery()"):
             report.error = "the 'primary' DSN points at a server in recovery"
             return report
-        if not replica.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+        if not one_value(replica, "SELECT pg_is_in_recovery()"):
             report.error = "the 'replica' DSN points at a server that is not in recovery"
             return report
 
@@ -175,7 +197,7 @@ def check_consistency(primary_dsn: str, replica_dsn: str, *, tables: list[str] |
         r_logged, _ = _list_tables(replica)
         wanted = set(p_logged) | set(r_logged)
         if tables:
-            requested = {tuple(t.split(".", 1)) if "." in t else ("public", t) for t in tables}
+            requested = {_table_name(t) for t in tables}
             wanted &= requested
             for missing in sorted(requested - set(p_logged) - set(r_logged)):
                 report.differing.append(TableResult(table=_qualified(missing), status="missing_on_primary"))

@@ -160,15 +160,17 @@ def run_lag_gate(primary_dsn: str, replica: str, *, replica_dsn: str | None = No
             except ConnectionFailed as exc:
                 samples += 1
                 fail(str(exc))
-                primary = _close(primary)
-                replica_conn = _close(replica_conn)
+                _close(primary)
+                _close(replica_conn)
+                primary = replica_conn = None
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
                 continue
             except psycopg.Error as exc:
                 samples += 1
                 fail(f"query failed: {scrub(str(exc).strip(), primary_dsn, replica_dsn or '')}")
-                primary = _close(primary)
-                replica_conn = _close(replica_conn)
+                _close(primary)
+                _close(replica_conn)
+                primary = replica_conn = None
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
                 continue
 

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import psycopg
+
+from bazbii_db.rows import one_row, one_value
 
 from .lsn import parse_lsn
 
@@ -85,7 +88,7 @@ def sample_lag(primary: psycopg.Connection, replica: str) -> LagSample:
             detail = (f"slot {replica!r} ({slot_type}) exists but has no streaming walsender "
                       f"(active={active}, wal_status={wal_status}, restart_lsn={restart_lsn}, "
                       f"retained {retained} bytes): replica down or disconnected")
-        current = primary.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+        current = one_value(primary, "SELECT pg_current_wal_lsn()::text")
         return LagSample(at=now, replica=replica, streaming=False, state=None, current_lsn=current,
                          replay_lsn=None, replay_bytes=None, flush_bytes=None, replay_lag_s=None,
                          write_lag_s=None, flush_lag_s=None, detail=detail)
@@ -114,13 +117,13 @@ class ReplicaSideStatus:
 
 
 def replica_side_status(replica: psycopg.Connection) -> ReplicaSideStatus:
-    in_recovery = replica.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    in_recovery = one_value(replica, "SELECT pg_is_in_recovery()")
     if not in_recovery:
         return ReplicaSideStatus(False, None, None, False, "server is not in recovery (it is a primary)")
-    status, replay, paused = replica.execute(
+    status, replay, paused = one_row(
+        replica,
         "SELECT (SELECT status FROM pg_stat_wal_receiver), pg_last_wal_replay_lsn()::text,"
-        " pg_get_wal_replay_pause_state() <> 'not paused'"
-    ).fetchone()
+        " pg_get_wal_replay_pause_state() <> 'not paused'")
     detail = ""
     if status != "streaming":
         detail = f"WAL receiver status is {status!r}, not 'streaming'"
@@ -131,7 +134,24 @@ def replica_side_status(replica: psycopg.Connection) -> ReplicaSideStatus:
 
 def replay_lsn(replica: psycopg.Connection) -> int | None:
     """The replica's ``pg_last_wal_replay_lsn()`` as an integer."""
-    return parse_lsn(replica.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0])
+    return parse_lsn(one_value(replica, "SELECT pg_last_wal_replay_lsn()::text"))
+
+
+# A primary's WAL positions: written (``pg_current_wal_lsn``), inserted (covers asynchronous commits) and flushed.
+_PRIMARY_LSN_SQL = {
+    "write": "SELECT pg_current_wal_lsn()::text",
+    "insert": "SELECT pg_current_wal_insert_lsn()::text",
+    "flush": "SELECT pg_current_wal_flush_lsn()::text",
+}
+
+
+def primary_lsn(primary: psycopg.Connection, position: Literal["write", "insert", "flush"]) -> int:
+    """A WAL position of a primary as an integer (never NULL there: a server in recovery raises instead)."""
+    query = _PRIMARY_LSN_SQL[position]
+    lsn = parse_lsn(one_value(primary, query))
+    if lsn is None:
+        raise RuntimeError(f"{query!r} returned NULL on a primary")
+    return lsn
 
 
 def wait_for_replay(replica: psycopg.Connection, target_lsn: int, *, timeout: float,

@@ -232,6 +232,15 @@ def _find_entry(lines: list[str], alias: str) -> int | None:
     return None
 
 
+def _entry_fields(line: str) -> tuple[str, ...]:
+    """(indent, key, ``=``, value, trailing blanks) of a line :func:`_find_entry` found (the line may hold a
+    password: never shown)."""
+    match = _ENTRY_RE.match(line.rstrip("\n"))
+    if match is None:  # _find_entry returns only lines that match
+        raise RuntimeError("a line _find_entry returned is not a [databases] entry")
+    return match.groups()
+
+
 @contextmanager
 def ini_permissions(path: Path):
     """Turn a ``PermissionError`` on the ini or its directory into one clear line (nothing half-written:
@@ -253,7 +262,7 @@ def read_database_entry(ini_path: str | Path, alias: str) -> dict[str, str]:
     index = _find_entry(lines, alias)
     if index is None:
         raise PgBouncerError(f"{ini_path}: no [databases] entry {alias!r} (entries in %include files are not supported)")
-    value = _ENTRY_RE.match(lines[index].rstrip("\n")).group(4)
+    value = _entry_fields(lines[index])[3]
     return {k: v.strip("'") for k, v in parse_connstr(value)}
 
 
@@ -313,7 +322,7 @@ def stage_database_host(ini_path: str | Path, alias: str, *, host: str, port: in
         raise PgBouncerError(f"{path}: no [databases] entry {alias!r} (entries in %include files are not supported)")
     line = lines[index]
     newline = "\n" if line.endswith("\n") else ""
-    indent, key, equals, value, _trail = _ENTRY_RE.match(line.rstrip("\n")).groups()
+    indent, key, equals, value, _trail = _entry_fields(line)
     wanted = {"host": host, "port": str(int(port))}
     if dbname is not None:
         wanted["dbname"] = dbname

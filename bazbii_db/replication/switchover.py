@@ -57,23 +57,25 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from threading import Event
-from typing import Callable
+from typing import Callable, TypeVar
 
 import psycopg
 
+from bazbii_db.rows import one_row, one_value
 from bazbii_db.stopping import stop_reason
 from bazbii_plan.facts import (DEFAULT_LONG_TRANSACTION_SECONDS, DEFAULT_LONG_TRANSACTION_WAIT_SECONDS,
                                DEFAULT_MAX_LAG_BYTES, DEFAULT_PAUSE_TIMEOUT_SECONDS)
 
 from ._conn import connect, dsn_target, scrub
 from .errors import CatchUpFailed, ReplicationError, SettingNotApplied
-from .lag import wait_for_replay
-from .lsn import format_lsn, parse_lsn
+from .lag import primary_lsn, replay_lsn, wait_for_replay
+from .lsn import format_lsn
 from .pgbouncer import (IniChange, PauseNotDone, PauseStopped, PgBouncerAdmin, StagedIniChange, pause_or_resume,
                         read_database_entry, repoint_database, stage_database_host)
 from .prepause import LongTransaction, Obstacles, long_transactions, wait_until_clear, with_pooler_clients
 
 log = logging.getLogger("bazbii_db.replication.switchover")
+T = TypeVar("T")
 
 
 @dataclass
@@ -164,7 +166,7 @@ def _ms(since: float) -> float:
 
 
 def _system_identifier(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
+    return one_value(conn, "SELECT system_identifier FROM pg_control_system()")
 
 
 def fence(conn: psycopg.Connection, timeout: float = 2.0) -> None:
@@ -197,7 +199,7 @@ def unfence(conn: psycopg.Connection, timeout: float = 2.0) -> None:
         conn.execute("SELECT pg_reload_conf()")
     except psycopg.Error:
         # If the fence's own reload never happened, no session is read-only and the file is reset.
-        if conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()[0] == "off":
+        if one_value(conn, "SELECT current_setting('default_transaction_read_only')") == "off":
             return
         raise
     _wait_setting(conn, "off", timeout)
@@ -206,15 +208,15 @@ def unfence(conn: psycopg.Connection, timeout: float = 2.0) -> None:
 def missing_privileges(old: psycopg.Connection, new: psycopg.Connection) -> list[str]:
     """What the connecting role lacks for the switchover (superusers lack nothing)."""
     missing = []
-    fence_ok, reload_ok, terminate_ok = old.execute(
+    fence_ok, reload_ok, terminate_ok = one_row(
+        old,
         "SELECT has_parameter_privilege('default_transaction_read_only', 'ALTER SYSTEM'),"
         " has_function_privilege('pg_reload_conf()', 'EXECUTE'),"
-        " pg_has_role('pg_signal_backend', 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
-    ).fetchone()
-    (stats_ok,) = old.execute(
-        "SELECT pg_has_role('pg_read_all_stats', 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
-    ).fetchone()
-    (promote_ok,) = new.execute("SELECT has_function_privilege('pg_promote(boolean, integer)', 'EXECUTE')").fetchone()
+        " pg_has_role('pg_signal_backend', 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)")
+    stats_ok = one_value(
+        old, "SELECT pg_has_role('pg_read_all_stats', 'MEMBER')"
+             " OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)")
+    promote_ok = one_value(new, "SELECT has_function_privilege('pg_promote(boolean, integer)', 'EXECUTE')")
     if not fence_ok:
         missing.append("ALTER SYSTEM ON PARAMETER default_transaction_read_only (old primary)")
     if not reload_ok:
@@ -232,7 +234,7 @@ def _wait_setting(conn: psycopg.Connection, value: str, timeout: float) -> None:
     # The reload is asynchronous; our own backend applies it at its next command like every other one.
     deadline = time.monotonic() + timeout
     while True:
-        current = conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()[0]
+        current = one_value(conn, "SELECT current_setting('default_transaction_read_only')")
         if current == value:
             return
         if time.monotonic() >= deadline:
@@ -285,6 +287,29 @@ class _Switchover:
         self.fenced_at = 0
         self.window_started = 0.0
 
+    # ------------------------------------------------------------------ what the pre-check opened
+    # The connections and the staged ini are None until :meth:`precheck` opens them; every later step reads
+    # them through these, so a step run without them fails naming what is missing.
+    @property
+    def old_conn(self) -> psycopg.Connection:
+        return _opened(self.old, "the old primary's connection")
+
+    @property
+    def new_conn(self) -> psycopg.Connection:
+        return _opened(self.new, "the new primary's connection")
+
+    @property
+    def admin_conn(self) -> PgBouncerAdmin:
+        return _opened(self.admin, "PgBouncer's admin connection")
+
+    @property
+    def backup_conn(self) -> PgBouncerAdmin:
+        return _opened(self.backup, "PgBouncer's second admin connection")
+
+    @property
+    def staged_ini(self) -> StagedIniChange:
+        return _opened(self.staged, "the staged ini change")
+
     # ------------------------------------------------------------------ shared machinery
     def enter(self, stage: str) -> None:
         self.report.stage = stage
@@ -329,7 +354,7 @@ class _Switchover:
         report.error = self.scrub(reason)
         if self.fenced:
             try:
-                unfence(self.old)
+                unfence(self.old_conn)
                 self.fenced = False
                 self.event("abort: old primary un-fenced (default_transaction_read_only reset)")
             except Exception as exc:  # loud: the old primary may be stuck read-only
@@ -414,15 +439,14 @@ class _Switchover:
                              "rewrites PgBouncer's ini locally: run it on the pooler host)") from None
         except Exception as exc:
             raise self.abort(f"pre-check: {exc}") from None
-        old, new, entry = self.old, self.new, self.entry
-        new_in_recovery = new.execute("SELECT pg_is_in_recovery()").fetchone()[0]
-        if old is None and new_in_recovery:
-            raise self.abort(f"pre-check: {old_error}")
-        if not new_in_recovery:
+        old, new, entry = self.old, self.new_conn, self.entry
+        if not one_value(new, "SELECT pg_is_in_recovery()"):
             return False
+        if old is None:
+            raise self.abort(f"pre-check: {old_error}")
 
-        old_recovery, old_ro = old.execute(
-            "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')").fetchone()
+        old_recovery, old_ro = one_row(
+            old, "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')")
         problems = []
         if old_recovery:
             problems.append("old primary is in recovery (not a primary)")
@@ -433,18 +457,18 @@ class _Switchover:
         receiver = new.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
         if not receiver or receiver[0] != "streaming":
             problems.append(f"replica WAL receiver is {receiver[0] if receiver else 'not running'}, not streaming")
-        if new.execute("SELECT pg_get_wal_replay_pause_state() <> 'not paused'").fetchone()[0]:
+        if one_value(new, "SELECT pg_get_wal_replay_pause_state() <> 'not paused'"):
             problems.append("WAL replay is paused on the replica")
         lacking = missing_privileges(old, new)
         if lacking:
             problems.append("the connecting role lacks: " + "; ".join(lacking) +
                             " (see bazbii_db.replication.grants)")
-        current = parse_lsn(old.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
-        replayed = parse_lsn(new.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0])
+        current = primary_lsn(old, "write")
+        replayed = replay_lsn(new)
         report.precheck_lag_bytes = max(0, current - (replayed or 0))
         if report.precheck_lag_bytes >= config.max_lag_bytes:
             problems.append(f"replay lag {report.precheck_lag_bytes} bytes >= {config.max_lag_bytes}")
-        row = self.admin.database(alias)
+        row = self.admin_conn.database(alias)
         if row is None:
             problems.append(f"PgBouncer has no database {alias!r}")
         elif row.get("paused"):
@@ -473,8 +497,8 @@ class _Switchover:
             config, alias = self.config, self.alias
 
             def look() -> Obstacles:
-                return Obstacles(long_transactions(self.old, config.long_transaction_seconds),
-                                 self.admin.logins_in_progress(alias))
+                return Obstacles(long_transactions(self.old_conn, config.long_transaction_seconds),
+                                 self.admin_conn.logins_in_progress(alias))
 
             outcome = wait_until_clear(look, config.long_transaction_wait, stop=self.stop)
             self.stop_if_requested()
@@ -491,7 +515,7 @@ class _Switchover:
     def behind_pooler(self, found: list[LongTransaction]) -> list[LongTransaction]:
         """``found`` with the client behind PgBouncer named where the admin console tells it."""
         try:
-            return with_pooler_clients(found, self.admin.show("servers"), self.admin.show("clients"))
+            return with_pooler_clients(found, self.admin_conn.show("servers"), self.admin_conn.show("clients"))
         except Exception:
             return found  # the sessions are still named, without the client behind the pooler
 
@@ -503,7 +527,7 @@ class _Switchover:
             self.report.window_started_at = self.window_started
             self.paused = True  # from the moment PAUSE is sent, PgBouncer holds new transactions
             try:
-                pause_or_resume(self.admin, self.backup, self.alias, self.config.pause_timeout, self.stop)
+                pause_or_resume(self.admin_conn, self.backup_conn, self.alias, self.config.pause_timeout, self.stop)
             except PauseNotDone as exc:
                 self.paused = False  # the helper RESUMEd from the backup connection
                 self.admin = None
@@ -515,29 +539,29 @@ class _Switchover:
     def fence(self) -> None:
         with self.step("fence", "fence failed"):
             self.fenced = True  # set before: a half-applied ALTER SYSTEM must be undone too
-            fence(self.old, self.config.fence_timeout)
+            fence(self.old_conn, self.config.fence_timeout)
 
     def fenced_lsn(self) -> None:
         """The insert position after the fence (covers asynchronous commits), once flushed."""
         with self.step("lsn", "reading the fenced LSN failed"):
-            old, config = self.old, self.config
+            old, config = self.old_conn, self.config
             flush_wal(old)  # everything written before the fence is flushed now, not when the WAL writer wakes
-            self.fenced_at = parse_lsn(old.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
+            self.fenced_at = primary_lsn(old, "insert")
             self.report.fenced_lsn = format_lsn(self.fenced_at)
             deadline = time.monotonic() + config.catchup_timeout
-            while parse_lsn(old.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0]) < self.fenced_at:
+            while primary_lsn(old, "flush") < self.fenced_at:
                 if time.monotonic() > deadline:
                     raise CatchUpFailed(f"old primary did not flush WAL up to {self.report.fenced_lsn}")
                 time.sleep(config.poll_interval)
 
     def catch_up(self) -> None:
         with self.step("catchup", "catch-up failed"):
-            config, fenced = self.config, self.fenced_at
-            replayed = parse_lsn(self.new.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]) or 0
-            if fenced - replayed >= config.max_lag_bytes:
-                raise CatchUpFailed(f"replica is {fenced - replayed} bytes behind the fenced LSN "
+            config, fenced, new = self.config, self.fenced_at, self.new_conn
+            behind = fenced - (replay_lsn(new) or 0)
+            if behind >= config.max_lag_bytes:
+                raise CatchUpFailed(f"replica is {behind} bytes behind the fenced LSN "
                                     f"(>= {config.max_lag_bytes}); not waiting inside the window")
-            reached, replayed, _ = wait_for_replay(self.new, fenced, timeout=config.catchup_timeout,
+            reached, replayed, _ = wait_for_replay(new, fenced, timeout=config.catchup_timeout,
                                                    poll_interval=config.poll_interval)
             self.report.replica_replay_lsn = format_lsn(replayed)
             if not reached:
@@ -547,7 +571,7 @@ class _Switchover:
     def promote(self) -> None:
         """``pg_promote(wait => false)`` then poll; from the request on there is no way back."""
         with self.step("promote", "pg_promote failed"):
-            signalled = self.new.execute("SELECT pg_promote(wait => false)").fetchone()[0]
+            signalled = one_value(self.new_conn, "SELECT pg_promote(wait => false)")
             if not signalled:
                 raise PromoteNotSignalled("pg_promote returned false (could not signal the postmaster)")
         # Point of no return: a promotion request is out. Never un-fence the old primary from here on.
@@ -556,7 +580,7 @@ class _Switchover:
         deadline = t + config.promote_timeout
         while True:
             try:
-                if not self.new.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                if not one_value(self.new_conn, "SELECT pg_is_in_recovery()"):
                     break
             except psycopg.Error:
                 pass
@@ -566,7 +590,7 @@ class _Switchover:
                                 "old primary stays FENCED (read-only); PgBouncer resumed onto it. "
                                 "Check the new primary's log, then repoint PgBouncer by re-running.")
                 report.old_primary_state = "fenced (read-only)"
-                self.staged.discard()
+                self.staged_ini.discard()
                 _resume_quietly(self.admin, self.backup, self.alias, report)
                 self.paused = False
                 raise SwitchoverError(report)
@@ -582,11 +606,11 @@ class _Switchover:
         report, config = self.report, self.config
         t = time.monotonic()
         try:
-            change = repoint_database(self.admin, config.pgbouncer_ini_path, self.alias, host=config.new_host,
-                                      port=config.new_port, dbname=config.new_dbname, staged=self.staged)
+            change = repoint_database(self.admin_conn, config.pgbouncer_ini_path, self.alias, host=config.new_host,
+                                      port=config.new_port, dbname=config.new_dbname, staged=self.staged_ini)
             report.ini_change = _ini_change_dict(change)
         except Exception as exc:
-            self.staged.discard()
+            self.staged_ini.discard()
             report.steps_ms["reload"] = _ms(t)
             report.error = (f"new primary promoted but repointing PgBouncer failed: {self.scrub(str(exc))}. "
                             "PgBouncer stays PAUSED (clients wait rather than write to the fenced old primary): "
@@ -604,27 +628,27 @@ class _Switchover:
         report.steps_ms["resume"] = _ms(t)
         report.window_ended_at = time.monotonic()
         report.window_ms = (report.window_ended_at - self.window_started) * 1000.0
-        self.staged.sync_dir()  # durability of the rename, outside the window
+        self.staged_ini.sync_dir()  # durability of the rename, outside the window
         self.event(f"window {report.window_ms:.1f} ms; fenced at {report.fenced_lsn}, replica at "
                    f"{report.replica_replay_lsn}")
 
     # ------------------------------------------------------------------ after the window
     def retire(self) -> None:
         self.enter("retire")
-        _retire_old(self.report, self.old, self.stop_old_primary, self.dsns)
+        _retire_old(self.report, self.old_conn, self.stop_old_primary, self.dsns)
         self.report.completed = True
         self.report.stage = "done"
 
     def roll_forward(self) -> SwitchoverReport:
         """The target is already a primary: make sure the old one cannot take writes, then repoint PgBouncer."""
-        report, config, old, admin = self.report, self.config, self.old, self.admin
+        report, config, old, admin = self.report, self.config, self.old, self.admin_conn
         report.stage = "roll-forward"
         report.promoted = True
         in_recovery, read_only = None, None  # None: the old primary is unreachable (already stopped)
         if old is not None:
             try:
-                in_recovery, read_only = old.execute(
-                    "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')").fetchone()
+                in_recovery, read_only = one_row(
+                    old, "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')")
             except psycopg.Error:
                 pass
         if in_recovery is False and read_only != "on":
@@ -641,7 +665,7 @@ class _Switchover:
             return report
         t = time.monotonic()
         if not admin.is_paused(self.alias):
-            pause_or_resume(admin, self.backup, self.alias, config.pause_timeout)
+            pause_or_resume(admin, self.backup_conn, self.alias, config.pause_timeout)
         change = repoint_database(admin, config.pgbouncer_ini_path, self.alias, host=config.new_host,
                                   port=config.new_port, dbname=config.new_dbname)
         report.ini_change = _ini_change_dict(change)
@@ -653,6 +677,13 @@ class _Switchover:
         report.completed = True
         report.stage = "done"
         return report
+
+
+def _opened(value: T | None, what: str) -> T:
+    """``value``, which the pre-check opened: ``None`` here means a step ran without it (a bug), said so."""
+    if value is None:
+        raise RuntimeError(f"switchover: {what} is used before the pre-check opened it")
+    return value
 
 
 def _ini_change_dict(change: IniChange) -> dict:
@@ -694,9 +725,8 @@ def _retire_old(report: SwitchoverReport, old: psycopg.Connection, stop_old_prim
             report.events.append(f"stopping the old primary failed: {scrub(str(exc), *secrets)}")
     else:
         try:
-            killed = old.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()[0]
+            killed = one_value(old, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                    "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'")
             report.events.append(f"old primary left fenced; {killed} remaining client sessions terminated; "
                                  "stop it with the retirement step")
         except Exception as exc:

@@ -14,7 +14,7 @@ from pglast.enums.primnodes import BoolExprType, NullTestType
 
 from .facts import Context, Domain
 from .findings import ERROR
-from .parsing import Statement, names
+from .parsing import Statement, names, present
 
 
 def proven_not_null(expr) -> tuple[str, ...]:
@@ -69,7 +69,8 @@ def _check_using_index(ctx: Context, stmt: Statement, table: str, shown: str, co
     """ADD ... USING INDEX: PostgreSQL refuses a partial index; a PRIMARY KEY makes its columns NOT NULL, which
     scans the table under ACCESS EXCLUSIVE unless each is NOT NULL already or proven by a validated CHECK."""
     schema = table.rpartition(".")[0]
-    index = ctx.facts.indexes.get(f"{schema}.{con.indexname}" if schema else con.indexname)
+    indexname = present(con.indexname, "USING INDEX's index")
+    index = ctx.facts.indexes.get(f"{schema}.{indexname}" if schema else indexname)
     kind = "PRIMARY KEY" if con.contype == ConstrType.CONSTR_PRIMARY else "UNIQUE"
     if index is not None and index.partial:
         ctx.add(stmt, "using-index-partial", ERROR,

@@ -24,7 +24,7 @@ from pglast.enums.parsenodes import VariableSetKind
 
 from .facts import Context
 from .findings import ERROR
-from .parsing import Statement, names, string_constant, walk
+from .parsing import Statement, names, relname, string_constant, walk
 
 _DATA_CHANGES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
 # Volatile built-ins that change no table data (the session's settings are judged by other rules).
@@ -47,7 +47,7 @@ def check_insert(ctx: Context, stmt: Statement, node: ast.InsertStmt) -> None:
     select = node.selectStmt
     reads = [rv for rv in walk(select) if isinstance(rv, ast.RangeVar)]
     if ctx.key(node.relation) not in ctx.new_tables and reads:
-        unbatched(ctx, stmt, "INSERT ... SELECT", "from " + ", ".join(sorted({rv.relname for rv in reads})))
+        unbatched(ctx, stmt, "INSERT ... SELECT", "from " + ", ".join(sorted({relname(rv) for rv in reads})))
     check_hidden(ctx, stmt, node)
 
 
@@ -56,7 +56,7 @@ def check_hidden(ctx: Context, stmt: Statement, node) -> None:
     for inner in walk(node):
         if inner is not node and isinstance(inner, _DATA_CHANGES) and ctx.key(inner.relation) not in ctx.new_tables:
             unbatched(ctx, stmt, f"a {type(inner).__name__.removesuffix('Stmt').upper()} in a WITH clause",
-                      f"on {inner.relation.relname}")
+                      f"on {relname(inner.relation)}")
         elif isinstance(inner, ast.FuncCall):
             _check_call(ctx, stmt, inner)
 
@@ -102,7 +102,7 @@ def check_alter_sequence(ctx: Context, stmt: Statement, node: ast.AlterSeqStmt) 
                       and opt.defname in _SEQUENCE_VALUE_OPTIONS})
     if changed and ctx.key(node.sequence) not in ctx.new_sequences:
         ctx.add(stmt, "sequence-change", ERROR,
-                f"ALTER SEQUENCE {node.sequence.relname} {', '.join(o.upper() for o in changed)}: changes the ids "
+                f"ALTER SEQUENCE {relname(node.sequence)} {', '.join(o.upper() for o in changed)}: changes the ids "
                 "the running application gets (a restart collides with existing rows, a smaller type or maximum "
                 "runs out)", "create a new sequence for new ids; leave the one in use alone")
 
@@ -110,7 +110,7 @@ def check_alter_sequence(ctx: Context, stmt: Statement, node: ast.AlterSeqStmt) 
 def record_sequence(ctx: Context, stmt: Statement, node: ast.CreateSeqStmt) -> None:
     if not node.if_not_exists:
         ctx.new_sequences.add(ctx.key(node.sequence))
-        ctx.new_sequences.add(node.sequence.relname)  # as setval('name') spells it
+        ctx.new_sequences.add(relname(node.sequence))  # as setval('name') spells it
 
 
 def check_replication_role(ctx: Context, stmt: Statement, node: ast.VariableSetStmt) -> None:

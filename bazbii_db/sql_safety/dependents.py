@@ -19,7 +19,7 @@ from pglast.enums.parsenodes import DropBehavior, ObjectType
 
 from .facts import Context, ViewFact
 from .findings import ERROR
-from .parsing import Statement, name_key, names, shown, walk
+from .parsing import Statement, name_key, names, present, shown, text_of, walk
 
 _RELATIONS = (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_VIEW, ObjectType.OBJECT_MATVIEW,
               ObjectType.OBJECT_FOREIGN_TABLE)
@@ -79,13 +79,13 @@ def _parts(obj) -> list[str]:
         return names(obj.names)
     if isinstance(obj, ast.ObjectWithArgs):
         return names(obj.objname)
-    return [obj.sval] if isinstance(obj, ast.String) else ["?"]
+    return [text_of(obj)] if isinstance(obj, ast.String) else ["?"]
 
 
 def check_drop(ctx: Context, stmt: Statement, node: ast.DropStmt) -> None:
     """DROP TABLE/VIEW/TYPE ...: cascades and known dependents; the dropped objects leave the facts."""
     keys = [name_key(_parts(obj), ctx.facts.path_epoch) for obj in node.objects or ()]
-    kind = node.removeType.name.removeprefix("OBJECT_").replace("_", " ")
+    kind = present(node.removeType, "DROP's object type").name.removeprefix("OBJECT_").replace("_", " ")
     if node.behavior == DropBehavior.DROP_CASCADE:
         _cascade(ctx, stmt, f"DROP {kind} {', '.join(keys)}")
     dropped = frozenset(keys)

@@ -16,14 +16,14 @@ The same parse serves trigger bodies (:func:`rejection`) and the shadow run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, TypeGuard
 
-from pglast import ast, parse_plpgsql, parse_sql
+from pglast import ast, parse_plpgsql
 from pglast.parser import ParseError
 
 from .facts import Context
 from .findings import ERROR
-from .parsing import Statement, def_option, split_statements, string_constant, walk
+from .parsing import Statement, def_option, selected_expression, split_statements, string_constant, walk
 from .timeouts import LOCK_TAKING
 
 # PL/pgSQL statements that run SQL the analysis cannot see.
@@ -51,12 +51,7 @@ def _query(fields: dict, key: str) -> str | None:
 
 def _literal_sql(expression: str) -> str | None:
     """The text of ``'...'`` when an EXECUTE's expression is one string literal."""
-    try:
-        stmts = parse_sql(f"SELECT {expression}")
-    except ParseError:
-        return None
-    target = stmts[0].stmt.targetList[0].val if len(stmts) == 1 and stmts[0].stmt.targetList else None
-    return string_constant(target)
+    return string_constant(selected_expression(expression))
 
 
 def do_body(node: ast.DoStmt) -> tuple[str, str | None]:
@@ -212,9 +207,9 @@ def _check_one_transaction(ctx: Context, body_steps: list[Step], inner: dict[Ste
                         "run it as a statement of its own in the migration file (the runner runs each in autocommit)")
     added = lock_then_more(body_steps, lambda step: any(_adds_enum_value(s.node) for s in inner.get(step, ())))
     if added:
-        stmt = next(s for ss in inner.values() for s in ss if _adds_enum_value(s.node))
+        stmt, value = next((s, s.node.newVal) for ss in inner.values() for s in ss if _adds_enum_value(s.node))
         ctx.add(stmt, "enum-value-unusable-in-transaction", ERROR,
-                f"ALTER TYPE ... ADD VALUE {stmt.node.newVal!r} inside a DO block, where {added}: the new value "
+                f"ALTER TYPE ... ADD VALUE {value!r} inside a DO block, where {added}: the new value "
                 "cannot be used until the block commits",
                 "add the value in a statement of its own, before the statements that use it")
     held = lock_then_more(body_steps, lambda step: any(
@@ -228,7 +223,7 @@ def _check_one_transaction(ctx: Context, body_steps: list[Step], inner: dict[Ste
                 "run the lock-taking statement on its own in the migration file, or last in the block")
 
 
-def _adds_enum_value(node) -> bool:
+def _adds_enum_value(node) -> TypeGuard[ast.AlterEnumStmt]:
     return isinstance(node, ast.AlterEnumStmt) and bool(node.newVal) and not node.oldVal
 
 

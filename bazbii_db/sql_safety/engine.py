@@ -6,7 +6,7 @@ Fail closed: a statement kind or ALTER TABLE subcommand that no rule below knows
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from pglast import ast
 from pglast.enums.parsenodes import AlterTableType, ConstrType, ObjectType, VariableSetKind
@@ -16,7 +16,7 @@ from . import constraints, datachanges, dependents, locks, renames, timeouts, tr
 from .doblocks import check_do
 from .facts import Catalog, Context, OfflineCatalog, SchemaFacts
 from .findings import ERROR, Finding, check_stage
-from .parsing import Statement, parse_error_position, shown, split_statements
+from .parsing import Statement, parse_error_position, present, shown, split_statements
 from .squawk import run_squawk
 
 AT = AlterTableType
@@ -94,7 +94,7 @@ def _attach_partition(ctx, stmt, table, name, cmd) -> None:
                                    "EXCLUSIVE lock unless a validated CHECK implies the partition bound)")
 _disable_trigger = _contract_only(lambda name, cmd: f"DISABLE TRIGGER on {name}",
                                   "a disabled trigger stops dual writes old versions rely on: drop triggers in contract")
-_row_security = _contract_only(lambda name, cmd: f"{_words(cmd.subtype.name)} on {name}",
+_row_security = _contract_only(lambda name, cmd: f"{_words(present(cmd.subtype, 'subcommand').name)} on {name}",
                                "row security hides rows from old versions' roles until policies exist: enable it in "
                                "contract, after the policies")
 
@@ -219,7 +219,8 @@ def _nothing(ctx: Context, stmt: Statement, node) -> None:
     """Statements that create new objects or only read: nothing in use is locked for long or changed."""
 
 
-STATEMENT_RULES: dict[type, Callable[[Context, Statement, ast.Node], None]] = {
+# Each rule takes a node of its key's type: a dict's type cannot tie a value to its key, hence Any for the node.
+STATEMENT_RULES: dict[type[ast.Node], Callable[[Context, Statement, Any], None]] = {
     ast.VariableSetStmt: _set,
     ast.SelectStmt: _select,
     ast.TransactionStmt: _transaction,

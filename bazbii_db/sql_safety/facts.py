@@ -16,11 +16,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
-from pglast import ast, parse_sql
-from pglast.parser import ParseError
+from pglast import ast
 
 from .findings import ERROR, NEEDS_SHADOW_RUN, Finding
-from .parsing import Statement, integer_constant, names, table_key
+from .parsing import Statement, integer_constant, names, selected_expression, table_key
 
 # PostgreSQL's own spellings (pg_type.typname) for the grammar's SQL-standard aliases.
 TYPE_ALIASES = {"character varying": "varchar", "int": "int4", "integer": "int4", "bigint": "int8",
@@ -42,8 +41,9 @@ class TypeSpec:
         parts = [n.lower() for n in names(tn.names)]
         if not parts:
             return None
-        mods = tuple(integer_constant(m) for m in tn.typmods or ())
-        if any(m is None for m in mods):
+        read = [integer_constant(m) for m in tn.typmods or ()]
+        mods = tuple(m for m in read if m is not None)
+        if len(mods) != len(read):
             return None  # a modifier that is not an integer literal: cannot compare
         base = parts[-1] if parts[0] in ("pg_catalog",) or len(parts) == 1 else ".".join(parts)
         return cls(TYPE_ALIASES.get(base, base), mods, bool(tn.arrayBounds))
@@ -51,11 +51,7 @@ class TypeSpec:
     @classmethod
     def parse(cls, text: str) -> "TypeSpec | None":
         """From ``format_type()`` output such as ``character varying(50)`` or ``numeric(10,2)``."""
-        try:
-            stmts = parse_sql(f"SELECT NULL::{text}")
-        except ParseError:
-            return None
-        target = stmts[0].stmt.targetList[0].val if len(stmts) == 1 else None
+        target = selected_expression(f"NULL::{text}")
         return cls.from_type_name(target.typeName) if isinstance(target, ast.TypeCast) else None
 
     def __str__(self) -> str:

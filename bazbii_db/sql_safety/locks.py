@@ -10,7 +10,7 @@ from pglast import ast
 
 from .facts import Context, IndexFact
 from .findings import ERROR
-from .parsing import Statement, boolean_option, def_option, shown
+from .parsing import Statement, boolean_option, def_option, present, shown
 
 
 def check_create_index(ctx: Context, stmt: Statement, node: ast.IndexStmt) -> None:
@@ -22,7 +22,7 @@ def check_create_index(ctx: Context, stmt: Statement, node: ast.IndexStmt) -> No
                 f"CREATE INDEX CONCURRENTLY on partitioned table {shown(node.relation)}: PostgreSQL refuses it",
                 f"CREATE INDEX ... ON ONLY {shown(node.relation)} (catalog only), then CREATE INDEX CONCURRENTLY on each "
                 "partition and ALTER INDEX ... ATTACH PARTITION each one")
-    if partitioned and not node.relation.inh:
+    if partitioned and not present(node.relation, "index's table").inh:
         return  # ON ONLY a partitioned table: an invalid index in the catalog, nothing is built
     if not node.concurrent and table not in ctx.new_tables:
         ctx.add(stmt, "require-concurrent-index-creation", ERROR,
@@ -57,7 +57,8 @@ def record_index(ctx: Context, table: str, node: ast.IndexStmt) -> None:
     columns = tuple(p.name for p in node.indexParams or () if isinstance(p, ast.IndexElem) and p.name)
     if len(columns) != len(node.indexParams or ()):
         columns = ()  # an expression is indexed
-    name = f"{node.relation.schemaname}.{node.idxname}" if node.relation.schemaname else node.idxname
+    schema = present(node.relation, "index's table").schemaname
+    name = f"{schema}.{node.idxname}" if schema else node.idxname
     ctx.facts.indexes[name] = IndexFact(table, columns, bool(node.unique), node.whereClause is not None)
 
 

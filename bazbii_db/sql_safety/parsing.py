@@ -6,10 +6,12 @@ No regular expressions are used on SQL: every decision of the analysis comes fro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 from pglast import ast, parse_sql
 from pglast.parser import ParseError, scan
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,15 +55,48 @@ def split_statements(sql: str, first_line: int = 1) -> list[Statement]:
             ti += 1
         first = token_starts[ti] if ti < len(token_starts) else start
         text = sql[first:start + length].strip().rstrip(";").strip()
-        out.append(Statement(index=i, text=text, line=line_of(sql, first) + first_line - 1, node=rs.stmt))
+        out.append(Statement(index=i, text=text, line=line_of(sql, first) + first_line - 1,
+                             node=present(rs.stmt, "statement")))
     return out
+
+
+def present(value: T | None, what: str) -> T:
+    """A field of a parse tree that is always set where it is read (pglast declares every field optional:
+    a node can be built empty), e.g. a RangeVar's relname; None there fails naming the field."""
+    if value is None:
+        raise RuntimeError(f"the parse tree has no {what}")
+    return value
+
+
+def relname(rv: ast.RangeVar | None) -> str:
+    """The name of a relation as written, where the grammar always gives one (a statement's table, ...)."""
+    return present(present(rv, "relation").relname, "relation name")
+
+
+def text_of(string: ast.String) -> str:
+    """The value of a String node (``''`` is an empty string, never None)."""
+    return present(string.sval, "string value")
+
+
+def selected_expression(expression: str) -> ast.Node | None:
+    """The parse tree of ``expression`` as ``SELECT <expression>`` reads it; None when that is not one
+    statement selecting one expression (a syntax error, a ``;`` in it, ...)."""
+    try:
+        stmts = parse_sql(f"SELECT {expression}")
+    except ParseError:
+        return None
+    select = stmts[0].stmt if len(stmts) == 1 else None
+    if not isinstance(select, ast.SelectStmt) or not select.targetList:
+        return None
+    target = select.targetList[0]
+    return target.val if isinstance(target, ast.ResTarget) else None
 
 
 def walk(node) -> Iterator[ast.Node]:
     """Every node of a parse tree, depth first."""
     if isinstance(node, ast.Node):
         yield node
-        for name in type(node).__slots__:
+        for name in node:  # its attributes' names
             yield from walk(getattr(node, name, None))
     elif isinstance(node, (list, tuple)):
         for item in node:
@@ -69,7 +104,7 @@ def walk(node) -> Iterator[ast.Node]:
 
 
 def names(seq) -> list[str]:
-    return [s.sval for s in (seq or ()) if isinstance(s, ast.String)]
+    return [text_of(s) for s in (seq or ()) if isinstance(s, ast.String)]
 
 
 def table_key(rv: ast.RangeVar | None, path_epoch: int = 0) -> str:
@@ -83,7 +118,7 @@ def table_key(rv: ast.RangeVar | None, path_epoch: int = 0) -> str:
     """
     if rv is None:
         return ""
-    return name_key([rv.schemaname, rv.relname] if rv.schemaname else [rv.relname], path_epoch)
+    return name_key([rv.schemaname, relname(rv)] if rv.schemaname else [relname(rv)], path_epoch)
 
 
 def name_key(parts: list[str], path_epoch: int = 0) -> str:
@@ -107,7 +142,7 @@ def catalog_name(key: str) -> str | None:
 def shown(rv: ast.RangeVar | None) -> str:
     if rv is None:
         return "?"
-    return f"{rv.schemaname}.{rv.relname}" if rv.schemaname else rv.relname
+    return f"{rv.schemaname}.{relname(rv)}" if rv.schemaname else relname(rv)
 
 
 def string_constant(node) -> str | None:

@@ -6,7 +6,7 @@ from pglast import ast
 from pglast.enums.parsenodes import ObjectType
 
 from .facts import Context
-from .parsing import Statement, name_key, names, shown
+from .parsing import Statement, name_key, names, present, shown, text_of
 
 _RENAME_FIX = {
     ObjectType.OBJECT_COLUMN: "rename in five steps: add the new column (expand), write both (dual_write), backfill "
@@ -21,7 +21,7 @@ def _object_label(obj) -> str:
     if isinstance(obj, (list, tuple)):
         return ".".join(names(obj)) or "?"
     if isinstance(obj, ast.String):
-        return obj.sval
+        return text_of(obj)
     if isinstance(obj, ast.TypeName):
         return ".".join(names(obj.names))
     if isinstance(obj, ast.ObjectWithArgs):
@@ -36,14 +36,15 @@ def _kind(object_type) -> str:
 def check_rename(ctx: Context, stmt: Statement, node: ast.RenameStmt) -> None:
     if node.relation is not None and ctx.key(node.relation) in ctx.new_tables:
         return
-    kind = _kind(node.renameType)
-    if node.renameType == ObjectType.OBJECT_COLUMN:
+    rename_type = present(node.renameType, "RENAME's object type")
+    kind = _kind(rename_type)
+    if rename_type == ObjectType.OBJECT_COLUMN:
         what = f"RENAME COLUMN {node.subname} on {shown(node.relation)}"
     elif node.relation is not None:
         what = f"RENAME {kind} {shown(node.relation)}" + (f" {node.subname}" if node.subname else "")
     else:
         what = f"RENAME {kind} {node.subname or _object_label(node.object)}"
-    ctx.destructive(stmt, f"{what} TO {node.newname}", _RENAME_FIX.get(node.renameType, _GENERIC_FIX))
+    ctx.destructive(stmt, f"{what} TO {node.newname}", _RENAME_FIX.get(rename_type, _GENERIC_FIX))
 
 
 def check_set_schema(ctx: Context, stmt: Statement, node: ast.AlterObjectSchemaStmt) -> None:

@@ -65,11 +65,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from bazbii_db.dsn import describe, redact, with_params
+from bazbii_db.rows import one_row, one_value
 from bazbii_plan.facts import DEFAULT_PG_VERSION, pg_paths
 
 from .doblocks import do_holds_lock_while_running_on, parse_body, rejection
 from .findings import ERROR, NEEDS_SHADOW_RUN, Finding
-from .parsing import Statement, split_statements, walk
+from .parsing import Statement, present, split_statements, walk
 from .timeouts import RUNNER_LOCK_TIMEOUT_MS
 from .triggers import BUILTIN_TRIGGER_FUNCTIONS, TRIGGER_TYPE_BEFORE
 
@@ -229,9 +230,9 @@ class ShadowSession:
             self._admin = None
 
     def _check_server(self, conn: psycopg.Connection) -> None:
-        version, messages = conn.execute("SELECT current_setting('server_version_num')::int, "
-                                         "current_setting('lc_messages')").fetchone()
-        self.server_version = conn.execute("SELECT current_setting('server_version')").fetchone()[0]
+        version, messages = one_row(conn, "SELECT current_setting('server_version_num')::int, "
+                                          "current_setting('lc_messages')")
+        self.server_version = one_value(conn, "SELECT current_setting('server_version')")
         if version // 10000 != self.server.major:
             raise ShadowUnavailable(f"the shadow server runs PostgreSQL {self.server_version}, production "
                                     f"{self.server.major}: the copy must behave as production does")
@@ -463,7 +464,7 @@ class _Observer:
     def _surface(self) -> dict[str, dict]:
         """What the old application version meets: the existing views' definitions and the triggers on existing tables."""
         tables = sorted({t for t, o in self.owner.items() if t == o})
-        views = dict(self.conn.execute(
+        views: dict[str, str] = dict(self.conn.execute(
             "SELECT pg_catalog.format('%%I.%%I', n.nspname, c.relname), pg_catalog.pg_get_viewdef(c.oid) "
             "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.oid = ANY(%s) AND c.relkind = 'v'", (tables,)).fetchall())
@@ -495,7 +496,7 @@ def _deparsed(definition: str, keep: int | None = None) -> str | None:
         [raw] = parse_sql(definition)
     except (ParseError, ValueError):
         return None
-    select = raw.stmt
+    select = present(raw.stmt, "statement")
     if keep is not None and isinstance(select, ast.SelectStmt) and select.targetList:
         select.targetList = select.targetList[:keep]
     return RawStream()(select)

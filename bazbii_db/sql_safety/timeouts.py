@@ -75,7 +75,7 @@ def check_set(ctx: Context, stmt: Statement, node: ast.VariableSetStmt) -> None:
         return
     if node.kind in (VariableSetKind.VAR_RESET, VariableSetKind.VAR_SET_DEFAULT):
         judge_timeout(ctx, stmt, name, None, "RESET" if node.kind == VariableSetKind.VAR_RESET else "SET ... DEFAULT")
-    elif node.kind == VariableSetKind.VAR_SET_VALUE and len(node.args or ()) == 1:
+    elif node.kind == VariableSetKind.VAR_SET_VALUE and node.args and len(node.args) == 1:
         arg = node.args[0]
         value = integer_constant(arg)
         judge_timeout(ctx, stmt, name, value if value is not None else (string_constant(arg) or ...), "SET")

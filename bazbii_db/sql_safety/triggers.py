@@ -19,7 +19,7 @@ from pglast.parser import ParseError
 from .doblocks import parse_body, rejection
 from .facts import Context
 from .findings import ERROR
-from .parsing import Statement, def_option, names, shown
+from .parsing import Statement, def_option, names, present, shown
 
 TRIGGER_TYPE_BEFORE = 2  # pg_trigger.tgtype / CreateTrigStmt.timing bit (trigger.h)
 # PostgreSQL's own trigger functions: they never reject a write the table's constraints accept.
@@ -62,9 +62,10 @@ def check_create_function(ctx: Context, stmt: Statement, node: ast.CreateFunctio
     body = names(body_opt.arg)[0] if body_opt is not None and names(body_opt.arg) else None
     replaced = node.replace and name in ctx.facts.trigger_functions  # the SQL seen so far created it: triggers may run it
     always, before_row = ctx.facts.trigger_functions[name] = function_rejection(lang, body)
-    if replaced and (always or before_row):
+    rejects = always or before_row
+    if replaced and rejects:
         rejects_old_writes(ctx, stmt, f"CREATE OR REPLACE FUNCTION {name}() (a trigger function an existing trigger "
-                                      "may run)", always or before_row)
+                                      "may run)", rejects)
 
 
 def check_create_trigger(ctx: Context, stmt: Statement, node: ast.CreateTrigStmt) -> None:
@@ -77,7 +78,7 @@ def check_create_trigger(ctx: Context, stmt: Statement, node: ast.CreateTrigStmt
         ctx.needs_shadow_run(stmt, f"{what}: a function the analysis has not read")
     else:
         always, before_row = ctx.facts.trigger_functions[function]
-        how = always or (before_row if node.row and node.timing & TRIGGER_TYPE_BEFORE else None)
+        how = always or (before_row if node.row and present(node.timing, "trigger timing") & TRIGGER_TYPE_BEFORE else None)
         if how:
             rejects_old_writes(ctx, stmt, what, how)
 

@@ -209,12 +209,12 @@ def retire_after_switchover(t: Transition) -> list[Finding]:
 
 
 def deployments_through_pooler(
-    t: Transition, deployments: list[tuple[str, str, dict[str, str]]]
+    t: Transition, deployments: list[tuple[str, str, dict[str, Optional[str]]]]
 ) -> list[Finding]:
     """db-apps-through-pooler (stack): during a switchover every Deployment's DB_HOST/DB_PORT is PgBouncer.
 
     ``deployments``: ``(urn, name, env)`` with the plain ``value`` env vars of each
-    Deployment's containers. A Deployment without DB_HOST does not talk to the
+    Deployment's containers (None: a variable other than DB_HOST/DB_PORT). A Deployment without DB_HOST does not talk to the
     database directly and is skipped.
     """
     if not _switching(t):
@@ -253,11 +253,11 @@ def apps_through_pooler(resources: list, _config: Mapping[str, Any]) -> list[Fin
     t = gate_of(resources)
     if t is None:
         return []
-    deployments = []
+    deployments: list[tuple[str, str, dict[str, Optional[str]]]] = []
     for r in resources:
         if r.resource_type != DEPLOYMENT:
             continue
-        env = {}
+        env: dict[str, Optional[str]] = {}
         for container in dig(r.props, "spec", "template", "spec", "containers", default=[]) or []:
             for var in container.get("env") or []:
                 if has_key(var, "value"):  # reading an unknown DB_HOST raises: advisory, never a guess

@@ -149,7 +149,7 @@ def loosenings(t: Transition, applied: Judging, proposed: Judging, config: Mappi
     """Every way the target judges steps (not applied yet) or the stack more weakly than the applied record."""
     out: list[Loosening] = []
     changes = judging_changes(applied, proposed, t.step_names, t.previous_steps)
-    for track, step in dict.fromkeys((c.track, c.step) for c in changes if c.part == "criteria"):
+    for track, step in dict.fromkeys(c.track_step for c in changes if c.part == "criteria"):
         where = ("plan", track, "steps", t.step_names[track].index(step))
         out += criteria_loosenings(where, applied.step_criteria(track, step), proposed.step_criteria(track, step),
                                    applied.rollback, config)

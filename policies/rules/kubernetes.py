@@ -265,7 +265,8 @@ def pod_disruption_budgets(
 # --------------------------------------------------------------------------- the policies
 def registered_pdbs(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
     """k8s-pod-disruption-budget (stack): the registered serving Deployments and PodDisruptionBudgets."""
-    deployments, pdbs = [], []
+    deployments: list[tuple[str, str, str, Mapping[str, Any], Optional[float]]] = []
+    pdbs: list[tuple[str, str, Mapping[str, Any], Any, Any]] = []
     for r in resources:
         if r.resource_type == DEPLOYMENT and is_serving(r.props):
             props = r.props

@@ -61,7 +61,7 @@ class Parameter:
                 continue
             expanded = []
             for p in paths:
-                keys = set()
+                keys: set[str] = set()
                 for state in states:
                     node = dig(state, *p)
                     keys.update(node if isinstance(node, Mapping) else ())
@@ -254,14 +254,17 @@ def parameter_bounds(t: Transition, config: Mapping[str, Any]) -> list[Finding]:
     """safety-parameter-bounds: every bounded safety parameter of the target state is within its bound."""
     out = []
     for parameter in PARAMETERS:
+        bound = parameter.bound
+        if bound is None:
+            continue  # bounded by another policy, or needs no bound: out_of_bound finds nothing
         for path in parameter.instances(t.target_state):
             value = dig(t.target_state, *path)
             problem = out_of_bound(parameter, value, config)
             if problem:
                 key = config_key(path)
                 out.append(Finding(
-                    f"{key} is {_show(value)}, which {problem} (policy config {parameter.bound}): {parameter.why}",
-                    f"set {key} back within the bound (e.g. {_show(default_of(CONFIG, parameter.bound))})",
+                    f"{key} is {_show(value)}, which {problem} (policy config {bound}): {parameter.why}",
+                    f"set {key} back within the bound (e.g. {_show(default_of(CONFIG, bound))})",
                 ))
     return out
 

@@ -191,7 +191,7 @@ def pool_monitor_attached(resources: list, _config: Mapping[str, Any]) -> list[F
         origins = plain(r.props.get("origins") or [], strict=False)
         servers = {o.get("name") for o in origins if isinstance(o, dict)}
         if servers & serving:
-            out += [Finding(f.what + f" although {sorted(servers & serving)} gets traffic in this step", f.fix, r.urn)
+            out += [Finding(f.what + f" although {sorted(servers & serving, key=str)} gets traffic in this step", f.fix, r.urn)
                     for f in pool_has_monitor(r.props)]
     return out
 
