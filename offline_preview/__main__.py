@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
                              "each migration stage on a scratch database: PostgreSQL judges its locks, rewrites and "
                              f"dependents (default: ${SHADOW_DSN_ENV}, which the policy pack reads under the Pulumi CLI)")
     shadow.add_argument("--shadow-dsn-file", metavar="PATH", help="the same, read from a file")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="worker processes that check the transitions of --all (default: the CPUs this process "
+                        "may use, at most 4; 1 checks them in this process)")
     parser.add_argument("--verbose", action="store_true", help="show every property of created resources")
     return parser
 
@@ -209,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except ConfigError as exc:
         return _bad_input(exc.problems, "--json" in (sys.argv[1:] if argv is None else argv))
-    from . import scenarios
-    from .report import as_json, print_results, progress, summary_table
+    from .parallel import check_all, default_jobs
+    from .report import as_json, print_results, summary_table
 
     console = Console(stderr=False, highlight=False, soft_wrap=True)
     if not console.is_terminal:
@@ -220,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         _use_shadow_server(args)
         policy_config = _policy_config(args.policy_config)
         transitions = _transitions(args, stack_file)
-        results = [scenarios.run_transition(t, policy_config) for t in progress(transitions, args.all)]
+        if args.jobs is not None and args.jobs < 1:
+            raise ConfigError([f"--jobs {args.jobs}: give at least 1 worker process"])
+        results = check_all(transitions, policy_config, args.jobs or default_jobs(), shown=args.all)
     except ConfigError as exc:
         return _bad_input(exc.problems, args.json)
     except RunError as exc:  # the program refused its config in a way the pre-flight above did not foresee

@@ -53,27 +53,50 @@ def _print_line_diff(before: str, after: str, console: Console) -> None:
         console.print(f"        [{style}]{text}[/{style}]" if style else f"        {text}", highlight=False)
 
 
-def progress(transitions: Sequence[T], shown: bool, err: Optional[Console] = None) -> Iterator[T]:
-    """The transitions, each announced on stderr as it is checked (``shown``: ``--all``, which takes a while):
-    on a terminal a progress bar naming it, elsewhere (logs, CI) one line each, ``check i/n: title``."""
-    if not shown:
-        yield from transitions
-        return
-    err = err or Console(stderr=True, highlight=False, soft_wrap=True)
-    if not err.is_terminal:
-        for index, transition in enumerate(transitions, 1):
-            err.print(f"check {index}/{len(transitions)}: {transition.title}", markup=False)
-            yield transition
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+class CheckProgress:
+    """Each transition announced on stderr as its check starts (``shown``: ``--all``, which takes a while): on a
+    terminal a progress bar naming it, elsewhere (logs, CI) one line each, ``check i/n: title``, where ``i``
+    counts the checks started (workers may start them out of order)."""
 
-    with Progress(MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-                  console=err, transient=True) as bar:
-        task = bar.add_task("", total=len(transitions))
+    def __init__(self, total: int, shown: bool, err: Optional[Console] = None) -> None:
+        self.total, self.shown, self.started_count = total, shown, 0
+        self.err = (err or Console(stderr=True, highlight=False, soft_wrap=True)) if shown else None
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> "CheckProgress":
+        if self.err is not None and self.err.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
+                                 TextColumn("{task.description}"), console=self.err, transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task("", total=self.total)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def started(self, title: str) -> None:
+        self.started_count += 1
+        if self._bar is not None:
+            self._bar.update(self._task, description=escape(title), refresh=True)
+        elif self.err is not None:
+            self.err.print(f"check {self.started_count}/{self.total}: {title}", markup=False)
+
+    def finished(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+
+def progress(transitions: Sequence[T], shown: bool, err: Optional[Console] = None) -> Iterator[T]:
+    """The transitions, each announced (:class:`CheckProgress`) as it is taken to be checked."""
+    with CheckProgress(len(transitions), shown, err) as bar:
         for transition in transitions:
-            bar.update(task, description=escape(transition.title), refresh=True)
+            bar.started(transition.title)
             yield transition
-            bar.advance(task)
+            bar.finished()
 
 
 def _short_type(type_: str) -> str:

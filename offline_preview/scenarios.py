@@ -79,6 +79,9 @@ class Transition:
     expect_denied: bool = False
     # What the preview assumed about the applied record (times), said in the report.
     assumptions: tuple[str, ...] = ()
+    # The record the "before" side was applied with, when known (a plan walk): the before side is then
+    # evaluated as that update left it, which is also the previous transition's evaluation, reused.
+    before_record: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -252,6 +255,7 @@ def whole_plan(side: Side) -> list[Transition]:
         )
     ]
     plan = side.config.plan
+    applied_with: Optional[dict[str, Any]] = None  # the record the previous forward step was applied with
     for index in range(1, len(sides)):
         (move,) = moves({t: tr.names() for t, tr in plan.tracks.items()}, sides[index - 1].config.current, sides[index].config.current)
         step = plan.tracks[move.track].steps[plan.tracks[move.track].index(move.after)]
@@ -262,8 +266,10 @@ def whole_plan(side: Side) -> list[Transition]:
                 after=sides[index],
                 previous_record=_tag(records[index - 1], "plan-walk"),
                 origin="plan-walk",
+                before_record=applied_with,
             )
         )
+        applied_with = transitions[-1].previous_record
         transitions.append(
             Transition(
                 title="rollback " + _describe(side.config, sides[index].config.current, sides[index - 1].config.current),
@@ -273,6 +279,7 @@ def whole_plan(side: Side) -> list[Transition]:
                 origin="plan-walk",
                 rollback=True,
                 expect_denied=not step.reversible,
+                before_record=applied_with,
             )
         )
     return transitions
@@ -320,8 +327,11 @@ def _evaluate(
 ) -> tuple[Evaluation, list]:
     """Evaluate the program for ``side`` (in engine order when ``admit`` is given): the evaluation and the
     provider check's failures. A plan walk meets each side several times, so results are reused."""
-    key = json.dumps([side.values, sorted(side.secret_keys), previous_record, admit.key if admit else None],
-                     sort_keys=True, default=str)
+    def key_of(admission: Optional[str]) -> str:
+        return json.dumps([side.values, sorted(side.secret_keys), previous_record, admission], sort_keys=True,
+                          default=str)
+
+    key = key_of(admit.key if admit else None)
     if key not in _EVALUATIONS:
         outputs = {"appliedRecord": previous_record} if previous_record else {}
         evaluation = evaluate_program(
@@ -332,6 +342,8 @@ def _evaluate(
             admit=admit,
         )
         _EVALUATIONS[key] = (evaluation, list(admit.failures) if admit else [])
+        if admit and not evaluation.stopped:  # an update that went through registered what a plain one does
+            _EVALUATIONS.setdefault(key_of(None), (evaluation, []))
     return _EVALUATIONS[key]
 
 
@@ -347,9 +359,7 @@ class CheckAdmission:
     def __call__(self, resource: RegisteredResource) -> list[str]:
         from components.transition_check import check_failures
         from policies.offline import Violation, run_policies
-        from policies.pack import POLICIES
         from policies.rules.common import is_gate
-        from pulumi_policy import ResourceValidationPolicy
 
         if not is_gate(resource.type, resource.inputs):
             return []
@@ -360,9 +370,8 @@ class CheckAdmission:
             # with --metrics (offline_preview/live_gate.py), never the configured production one.
             for failure in check_failures(resource.inputs, datetime.now(timezone.utc), live_gate=False)
         ]
-        on_resource = {p.name for p in POLICIES if isinstance(p, ResourceValidationPolicy)}
-        violations = [v for v in run_policies([resource], self.policy_config)
-                      if v.mandatory and v.policy_name in on_resource]
+        violations = [v for v in run_policies([resource], self.policy_config, resource_policies_only=True)
+                      if v.mandatory]
         return [v.message for v in self.failures + violations]
 
 
@@ -373,7 +382,7 @@ CHECK_FAILURE = "transition-check (provider check)"
 def run_transition(transition: Transition, policy_config: Optional[dict] = None) -> TransitionResult:
     from policies.offline import run_policies, sql_judgements  # imported here: optional for plain diffs
 
-    before_eval = _evaluate(transition.before, None)[0] if transition.before else None
+    before_eval = _evaluate(transition.before, transition.before_record)[0] if transition.before else None
     ordered, check_failures = _evaluate(transition.after, transition.previous_record, CheckAdmission(policy_config))
     # A stopped update registered only the check; what the step would change comes from a plain evaluation.
     after_eval = _evaluate(transition.after, transition.previous_record)[0] if ordered.stopped else ordered

@@ -115,9 +115,9 @@ def gate_policy(
     """A policy on the phase gate: ``rule(transition, config)``; ``config``: property -> JSON schema (with default)."""
 
     def validate(args: ResourceValidationArgs, report_violation: Callable) -> None:
-        if args.resource_type != GATE_TYPE or not is_gate(args.resource_type, args.props):
-            return  # the type first: reading props makes their proxy
-        _report(name, report_violation, rule(Transition.from_gate(args.props), _config(args)))
+        transition = gate_view(args, args.resource_type)
+        if transition is not None:
+            _report(name, report_violation, rule(transition, _config(args)))
 
     return _resource_policy(name, description, validate, config, enforcement)
 
@@ -176,12 +176,26 @@ def stack_policy(
 
 
 # --------------------------------------------------------------------------- helpers for stack rules
+def gate_view(resource: Any, resource_type: str) -> Optional[Transition]:
+    """The transition, when ``resource`` (a resource policy's args, a stack policy's resource) is the phase gate.
+
+    The type is read first: reading props makes their proxy. Each policy gets its own copy. A driver may
+    offer the props as a fresh plain copy (``plain_props()``, None when they hold a value unknown at preview):
+    the offline preview does, as a fresh proxy per policy and a copy through it were half of ``./preview
+    --all``. Under the Pulumi CLI every policy reads its own proxy.
+    """
+    if resource_type != GATE_TYPE:
+        return None
+    plain_props = getattr(resource, "plain_props", None)
+    data = plain_props() if plain_props is not None else None
+    if data is not None:
+        return Transition.from_data(data) if is_gate(resource_type, data) else None
+    return Transition.from_gate(resource.props) if is_gate(resource_type, resource.props) else None
+
+
 def gate_of(resources: list) -> Optional[Transition]:
     """The phase gate's transition among a stack policy's resources (None when the gate is absent)."""
-    for r in resources:
-        if is_gate(r.resource_type, r.props):
-            return Transition.from_gate(r.props)
-    return None
+    return next((t for t in (gate_view(r, r.resource_type) for r in resources) if t is not None), None)
 
 
 def metadata_labels(props: Mapping[str, Any]) -> dict:

@@ -45,6 +45,7 @@ from pulumi_policy.policy import PolicyCustomTimeouts
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
 from .pack import DEFAULT_ENFORCEMENT, PACK_NAME, POLICIES
+from .rules.common import plain
 
 STACK_TYPE = "pulumi:pulumi:Stack"
 LEVELS = {level.value: level for level in EnforcementLevel}
@@ -168,24 +169,61 @@ def _props(wired: dict[str, Any]) -> Mapping[str, Any]:
     return unknown_checking_proxy(wired)
 
 
-class _LazyArgs(ResourceValidationArgs):
-    """The SDK's arguments, with ``props`` (a deep-copying proxy) made only when a policy reads them: most
-    resource policies look at the type first and return, and making every proxy was a fifth of ``--all``."""
+class _Wired:
+    """One resource's inputs as the analyzer receives them, with a plain copy for each policy that asks."""
 
-    def __init__(self, wired: dict[str, Any], *args: Any) -> None:
-        self._wired = wired
-        self._proxy: Optional[Mapping[str, Any]] = None
-        super().__init__(*args)
+    def __init__(self, inputs: Mapping[str, Any]) -> None:
+        self.data = _wire(inputs)
+        self._document: Optional[str] = None
+        self._unknown = False
+
+    def plain(self) -> Optional[dict[str, Any]]:
+        """A fresh plain copy of the props (from JSON: a C-speed deep copy); None when they hold a value unknown
+        at preview (or one JSON cannot hold), so that the policy reads its proxy, which raises as under the CLI."""
+        if self._document is None and not self._unknown:
+            try:
+                plain(_props(self.data))  # reads every value: raises on an unknown one
+                self._document = json.dumps(self.data)
+            except (UnknownValueError, TypeError, ValueError):
+                self._unknown = True
+        return None if self._document is None else json.loads(self._document)
+
+
+class _LazyProps:
+    """``props`` (a deep-copying proxy) made only when a policy reads them: most policies look at the type
+    first and return, and making every proxy was a fifth of ``--all``; ``plain_props()`` for the gate."""
+
+    _wired: _Wired
+    _proxy: Optional[Mapping[str, Any]] = None
 
     @property
     def props(self) -> Mapping[str, Any]:
         if self._proxy is None:
-            self._proxy = _props(self._wired)
+            self._proxy = _props(self._wired.data)
         return self._proxy
 
     @props.setter
     def props(self, value: Any) -> None:
         self._proxy = value
+
+    def plain_props(self) -> Optional[dict[str, Any]]:
+        return self._wired.plain()
+
+
+class _LazyArgs(_LazyProps, ResourceValidationArgs):
+    """The SDK's arguments of a resource policy, with lazy props."""
+
+    def __init__(self, wired: _Wired, *args: Any) -> None:
+        self._wired = wired
+        super().__init__(*args)
+
+
+class _LazyResource(_LazyProps, PolicyResource):
+    """A stack policy's view of one resource, with lazy props."""
+
+    def __init__(self, wired: _Wired, *args: Any) -> None:
+        self._wired = wired
+        super().__init__(*args)
 
 
 def _options(resource: Any) -> PolicyResourceOptions:
@@ -224,17 +262,19 @@ def run_policies(
     *,
     policies: Sequence[Policy] = POLICIES,
     stack_tags: Optional[Mapping[str, str]] = None,
+    resource_policies_only: bool = False,
 ) -> list[Violation]:
     """Every violation the pack reports for ``resources`` (harness ``RegisteredResource`` objects).
 
     ``resources`` need ``urn``, ``type``, ``name``, ``inputs`` (and optionally
     ``parent``, ``dependencies``, ``options``). Raises :class:`PolicyConfigError`
-    for config the CLI would reject.
+    for config the CLI would reject. ``resource_policies_only``: skip the stack policies (the engine runs the
+    resource policies as each resource registers, the stack policies once at the end).
     """
     resources = [r for r in resources if r.type != STACK_TYPE]
     resolved = resolve_config(config, policies)
     tags = dict(stack_tags or {})
-    props_of = {id(r): _wire(r.inputs) for r in resources}
+    props_of = {id(r): _Wired(r.inputs) for r in resources}
     by_urn = {r.urn: r for r in resources}
     violations: list[Violation] = []
 
@@ -261,9 +301,9 @@ def run_policies(
                     if not _is_not_applicable(exc):
                         raise
 
-        elif isinstance(policy, StackValidationPolicy):
+        elif isinstance(policy, StackValidationPolicy) and not resource_policies_only:
             policy_resources = {
-                r.urn: PolicyResource(r.type, _props(props_of[id(r)]), r.urn, r.name, _options(r), None, None, [], {})
+                r.urn: _LazyResource(props_of[id(r)], r.type, None, r.urn, r.name, _options(r), None, None, [], {})
                 for r in resources
             }
             for r in resources:

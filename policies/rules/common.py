@@ -71,6 +71,12 @@ def plain(value: Any, strict: bool = True) -> Any:
     unknown value is replaced by :data:`UNKNOWN` so the rule can decide whether
     it matters.
     """
+    # Plain containers first: the offline preview hands the gate policies already-plain data, and the
+    # Mapping/Sequence checks below are the slow path (a proxy's items are read through it, one by one).
+    if type(value) is dict:
+        return {key: plain(item, strict) for key, item in value.items()}
+    if type(value) is list:
+        return [plain(item, strict) for item in value]
     if isinstance(value, Mapping):
         out = {}
         for key in list(value.__iter__()):
@@ -176,7 +182,11 @@ class Transition:
     @classmethod
     def from_gate(cls, props: Any, now: Optional[datetime] = None) -> "Transition":
         """Build from the check's props. Every value read here is config-derived, hence known at preview."""
-        data = plain(props)
+        return cls.from_data(plain(props), now)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], now: Optional[datetime] = None) -> "Transition":
+        """Build from the check's props as plain data of the caller's own (kept, not copied)."""
         previous = data.get("previous")
         if not (isinstance(previous, dict) and isinstance(previous.get("state"), dict)
                 and isinstance(previous.get("steps"), dict)):

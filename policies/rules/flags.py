@@ -22,8 +22,8 @@ from bazbii_plan.record import parse_time
 from bazbii_plan.timegates import PLAN_WALK
 from bazbii_plan.workloads import running_images
 
-from ..builders import CONFIG_MAP, gate_policy, ladder_schema, ladder_setting, stack_policy
-from .common import Finding, Transition, dig, fmt, is_gate, number, plain, rung_passed
+from ..builders import CONFIG_MAP, gate_of, gate_policy, ladder_schema, ladder_setting, stack_policy
+from .common import Finding, Transition, dig, fmt, number, plain, rung_passed
 from .schema import images_below
 
 
@@ -307,10 +307,10 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
 def reach_every_pod_in(resources: list, _config: Mapping[str, Any]) -> list[Finding]:
     """The stack policy's view: the gate's target flags, the labelled ConfigMaps, every Deployment's pod template."""
-    gate = next((r for r in resources if is_gate(r.resource_type, r.props)), None)
+    gate = gate_of(resources)
     if gate is None:
         return []
-    target_flags = _flags(Transition.from_gate(gate.props).target_state)
+    target_flags = _flags(gate.target_state)
     config_maps, deployments = [], []
     for r in resources:
         name = str(dig(r.props, "metadata", "name", default=r.name))
