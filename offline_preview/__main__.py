@@ -18,7 +18,8 @@ program runs before it registers anything) is one line naming its key
 same problems are the ``errors`` list. The final line says ALLOWED only when
 every live gate was judged; "policies passed; live gate not evaluated" when a
 part of one was not (its metrics without --metrics, a soak without apply
-times), which exits 0, or 3 with ``--require-live-gate``.
+times), which exits 0, or 3 with ``--require-live-gate``. Exit 4: the check itself could not finish (a
+worker process of ``--all`` died or went silent); nothing was judged.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from .harness import REPO_ROOT
 if TYPE_CHECKING:  # the scenarios import the program's harness; loaded only when a preview runs
     from .scenarios import Side
 
-EXIT_OK, EXIT_VIOLATIONS, EXIT_BAD_INPUT, EXIT_LIVE_GATE_NOT_EVALUATED = 0, 1, 2, 3
+EXIT_OK, EXIT_VIOLATIONS, EXIT_BAD_INPUT, EXIT_LIVE_GATE_NOT_EVALUATED, EXIT_NOT_CHECKED = 0, 1, 2, 3, 4
 
 
 class _Parser(CliParser):
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except ConfigError as exc:
         return _bad_input(exc.problems, "--json" in (sys.argv[1:] if argv is None else argv))
-    from .parallel import check_all, default_jobs
+    from .parallel import WorkerFailed, check_all, default_jobs
     from .report import as_json, print_results, summary_table
 
     console = Console(stderr=False, highlight=False, soft_wrap=True)
@@ -230,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         return _bad_input(exc.problems, args.json)
     except RunError as exc:  # the program refused its config in a way the pre-flight above did not foresee
         return _bad_input([f"the program stopped before registering anything: {exc}"], args.json)
+    except WorkerFailed as exc:
+        if args.json:
+            print(json.dumps({"errors": [{"key": "--jobs", "message": str(exc)}], "transitions": [],
+                              "failedTransitions": 0, "outcome": "not-checked"}, indent=2))
+        else:
+            print(f"preview not checked: {exc}", file=sys.stderr)
+        return EXIT_NOT_CHECKED
 
     # live-metric gates (bazbii_analysis), see offline_preview/live_gate.py
     from .live_gate import evaluate_live_gates, not_evaluated_summary, print_live_gates

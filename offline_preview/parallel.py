@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue
+import sys
+import time
 import traceback
 from typing import Any, Optional, Sequence
 
@@ -23,6 +26,9 @@ from .scenarios import Transition, TransitionResult, run_transition
 MIN_PER_WORKER = 6
 # How often a waiting parent looks whether a worker died without a word (seconds).
 POLL_SECONDS = 1.0
+# Workers silent this long are taken as stuck (seconds): one check takes well under one, a shadow run of its
+# migration SQL a few.
+STALL_SECONDS = 600.0
 
 
 def default_jobs() -> int:
@@ -53,8 +59,8 @@ class WorkerFailed(RuntimeError):
 def _work(transitions: Sequence[Transition], indices: range, policy_config: Optional[dict], out: Any) -> None:
     for index in indices:
         out.put(("started", index, None))
-        try:
-            out.put(("result", index, run_transition(transitions[index], policy_config)))
+        try:  # pickled here, so that a result that cannot be is an error sent, not one lost in the queue's thread
+            out.put(("result", index, pickle.dumps(run_transition(transitions[index], policy_config))))
         except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
             out.put(("error", index, _portable(exc)))
             return
@@ -62,8 +68,6 @@ def _work(transitions: Sequence[Transition], indices: range, policy_config: Opti
 
 def _portable(exc: BaseException) -> BaseException:
     """``exc`` if it survives pickling, else a RuntimeError carrying its traceback."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
@@ -95,25 +99,35 @@ def _in_workers(transitions: Sequence[Transition], policy_config: Optional[dict]
     workers = [context.Process(target=_work, args=(transitions, indices, policy_config, out), daemon=True)
                for indices in plan if indices]
 
+    heard = time.monotonic()
+
     def receive() -> None:
         """Handle the next message; raise the error a worker sent, or WorkerFailed for one that died without
-        a word."""
+        a word or went silent."""
+        nonlocal heard
         try:
             kind, index, payload = out.get(timeout=POLL_SECONDS)
         except queue.Empty:
             dead = [w for w in workers if w.exitcode not in (None, 0)]
-            if dead:
-                raise WorkerFailed(f"a preview worker process ended with exit code {dead[0].exitcode} "
+            if dead or all(w.exitcode is not None for w in workers):
+                code = dead[0].exitcode if dead else 0
+                raise WorkerFailed(f"a preview worker process ended with exit code {code} "
                                    "before sending its results") from None
+            if time.monotonic() - heard > STALL_SECONDS:
+                raise WorkerFailed(f"no word from the preview workers for {STALL_SECONDS:g} s; stopped them "
+                                   "(--jobs 1 checks in one process)") from None
             return
+        heard = time.monotonic()
         if kind == "error":
             raise payload
         if kind == "started":
             bar.started(transitions[index].title)
         else:
-            results[index] = payload
+            results[index] = pickle.loads(payload)
             bar.finished()
 
+    sys.stdout.flush()  # what is buffered here now would be written again by each child as it exits
+    sys.stderr.flush()
     try:
         for worker in workers:
             worker.start()

@@ -71,12 +71,6 @@ def plain(value: Any, strict: bool = True) -> Any:
     unknown value is replaced by :data:`UNKNOWN` so the rule can decide whether
     it matters.
     """
-    # Plain containers first: the offline preview hands the gate policies already-plain data, and the
-    # Mapping/Sequence checks below are the slow path (a proxy's items are read through it, one by one).
-    if type(value) is dict:
-        return {key: plain(item, strict) for key, item in value.items()}
-    if type(value) is list:
-        return [plain(item, strict) for item in value]
     if isinstance(value, Mapping):
         out = {}
         for key in list(value.__iter__()):

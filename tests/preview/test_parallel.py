@@ -4,6 +4,7 @@ process, errors raised as they were raised, a dead worker reported, and each pro
 import json
 import os
 import signal
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -78,15 +79,30 @@ def test_a_worker_error_is_raised_as_it_was_raised(plan, monkeypatch):
     assert raised.value.problems == ["bazbii:plan: refused in a worker"]
 
 
-def test_a_worker_that_dies_is_reported(plan, monkeypatch):
+@pytest.mark.parametrize("end, code", [(lambda: os.kill(os.getpid(), signal.SIGKILL), -9), (lambda: os._exit(0), 0)])
+def test_a_worker_that_dies_is_reported(plan, monkeypatch, end, code):
     def die(transition, policy_config):
         if transition is plan[SOME - 1]:
-            os.kill(os.getpid(), signal.SIGKILL)
+            end()
         return SimpleNamespace(transition=transition)
 
     monkeypatch.setattr(parallel, "run_transition", die)
-    with pytest.raises(parallel.WorkerFailed, match="exit code -9"):
+    with pytest.raises(parallel.WorkerFailed, match=f"exit code {code} before sending its results"):
         parallel.check_all(plan[:SOME], None, jobs=2, shown=False)
+
+
+def test_a_silent_worker_is_stopped(plan, monkeypatch):
+    def hang(transition, policy_config):
+        if transition is plan[SOME - 1]:
+            time.sleep(60)
+        return SimpleNamespace(transition=transition)
+
+    monkeypatch.setattr(parallel, "run_transition", hang)
+    monkeypatch.setattr(parallel, "STALL_SECONDS", 2)
+    started = time.monotonic()
+    with pytest.raises(parallel.WorkerFailed, match="no word from the preview workers for 2 s"):
+        parallel.check_all(plan[:SOME], None, jobs=2, shown=False)
+    assert time.monotonic() - started < 30
 
 
 def test_each_side_of_a_plan_walk_is_evaluated_once(plan, fresh_cache, monkeypatch):
@@ -104,3 +120,16 @@ def test_each_side_of_a_plan_walk_is_evaluated_once(plan, fresh_cache, monkeypat
 def test_jobs_must_be_positive(capsys):
     code, out, err = run(capsys, "--all", "--jobs", "0")
     assert code == 2 and err.strip() == "--jobs 0: give at least 1 worker process"
+
+
+def test_a_dead_worker_is_one_line_and_exit_4(plan, capsys, monkeypatch):
+    def die(transition, policy_config):
+        if transition.title == plan[-1].title:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return scenarios.run_transition(transition, policy_config)
+
+    monkeypatch.setattr(parallel, "run_transition", die)
+    monkeypatch.setattr(scenarios, "whole_plan", lambda side: plan[:SOME - 1] + plan[-1:])
+    code, out, err = run(capsys, "--all", "--jobs", "2")
+    assert code == 4 and out == ""
+    assert err.splitlines()[-1].startswith("preview not checked: a preview worker process ended with exit code -9")
