@@ -4,8 +4,8 @@ The transitions of a plan walk are independent, except that each forward step's 
 step's evaluation (reused, see ``scenarios.run_transition``): so each worker takes a contiguous run of them,
 beginning at a forward step, and only the first step of a run costs one more evaluation. The first check
 runs in this process, so the workers are forked after every import the program needs (the import floor is
-paid once); they report each check as it starts and send their results back pickled; a failure in a worker
-is raised here as it was raised there.
+paid once); they report each check as it starts and hand their results back pickled, in files of a private
+temporary directory; a failure in a worker is raised here as it was raised there.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ import multiprocessing
 import os
 import pickle
 import queue
+import shutil
 import sys
+import tempfile
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .report import CheckProgress
@@ -56,14 +59,26 @@ class WorkerFailed(RuntimeError):
     """A worker ended without sending all its results (killed, out of memory)."""
 
 
-def _work(transitions: Sequence[Transition], indices: range, policy_config: Optional[dict], out: Any) -> None:
+def _work(transitions: Sequence[Transition], indices: range, policy_config: Optional[dict], out: Any,
+          folder: Path) -> None:
+    """Check ``indices`` in order. Each result (or the error that stopped the run) goes to a file of its own,
+    written whole and then renamed; the queue carries only short notices, each written in one piece, so a
+    worker killed at any moment never leaves half a message for the parent to wait on."""
     for index in indices:
-        out.put(("started", index, None))
-        try:  # pickled here, so that a result that cannot be is an error sent, not one lost in the queue's thread
-            out.put(("result", index, pickle.dumps(run_transition(transitions[index], policy_config))))
+        out.put(("started", index))
+        try:
+            _write(folder / f"{index}.result", pickle.dumps(run_transition(transitions[index], policy_config)))
+            out.put(("result", index))
         except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-            out.put(("error", index, _portable(exc)))
+            _write(folder / f"{index}.error", pickle.dumps(_portable(exc)))
+            out.put(("error", index))
             return
+
+
+def _write(path: Path, data: bytes) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -83,10 +98,9 @@ def check_all(transitions: Sequence[Transition], policy_config: Optional[dict], 
     with CheckProgress(len(transitions), shown) as bar:
         # The first check runs here: it imports what the program needs once, before the fork, and its
         # evaluation is the "before" of the step after it.
-        for index in plan[0] if len(plan) == 1 else plan[0][:1]:
-            bar.started(transitions[index].title)
-            results[index] = run_transition(transitions[index], policy_config)
-            bar.finished()
+        here = plan[0] if len(plan) == 1 else plan[0][:1]
+        for index, transition in zip(here, bar.each([transitions[i] for i in here])):
+            results[index] = run_transition(transition, policy_config)
         if len(plan) > 1:
             _in_workers(transitions, policy_config, [plan[0][1:], *plan[1:]], bar, results)
     return [results[index] for index in range(len(transitions))]
@@ -96,7 +110,8 @@ def _in_workers(transitions: Sequence[Transition], policy_config: Optional[dict]
                 bar: CheckProgress, results: dict[int, TransitionResult]) -> None:
     context = multiprocessing.get_context("fork")  # after the imports; the children run no thread of ours
     out = context.Queue()
-    workers = [context.Process(target=_work, args=(transitions, indices, policy_config, out), daemon=True)
+    folder = Path(tempfile.mkdtemp(prefix="bazbii-preview-"))  # private (0700), a fresh name per run
+    workers = [context.Process(target=_work, args=(transitions, indices, policy_config, out, folder), daemon=True)
                for indices in plan if indices]
 
     heard = time.monotonic()
@@ -106,7 +121,7 @@ def _in_workers(transitions: Sequence[Transition], policy_config: Optional[dict]
         a word or went silent."""
         nonlocal heard
         try:
-            kind, index, payload = out.get(timeout=POLL_SECONDS)
+            kind, index = out.get(timeout=POLL_SECONDS)
         except queue.Empty:
             dead = [w for w in workers if w.exitcode not in (None, 0)]
             if dead or all(w.exitcode is not None for w in workers):
@@ -119,11 +134,11 @@ def _in_workers(transitions: Sequence[Transition], policy_config: Optional[dict]
             return
         heard = time.monotonic()
         if kind == "error":
-            raise payload
+            raise pickle.loads((folder / f"{index}.error").read_bytes())
         if kind == "started":
             bar.started(transitions[index].title)
         else:
-            results[index] = pickle.loads(payload)
+            results[index] = pickle.loads((folder / f"{index}.result").read_bytes())
             bar.finished()
 
     sys.stdout.flush()  # what is buffered here now would be written again by each child as it exits
@@ -138,3 +153,4 @@ def _in_workers(transitions: Sequence[Transition], policy_config: Optional[dict]
             if worker.is_alive():
                 worker.terminate()
             worker.join()
+        shutil.rmtree(folder, ignore_errors=True)

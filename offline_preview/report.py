@@ -89,14 +89,12 @@ class CheckProgress:
         if self._bar is not None:
             self._bar.advance(self._task)
 
-
-def progress(transitions: Sequence[T], shown: bool, err: Optional[Console] = None) -> Iterator[T]:
-    """The transitions, each announced (:class:`CheckProgress`) as it is taken to be checked."""
-    with CheckProgress(len(transitions), shown, err) as bar:
+    def each(self, transitions: Sequence[T]) -> Iterator[T]:
+        """The transitions, each announced as it is taken to be checked, and counted done when the next is."""
         for transition in transitions:
-            bar.started(transition.title)
+            self.started(transition.title)
             yield transition
-            bar.finished()
+            self.finished()
 
 
 def _short_type(type_: str) -> str:

@@ -16,7 +16,7 @@ from bazbii_db.migrations.__main__ import main as migrations_main
 from bazbii_db.replication.__main__ import main as replication_main
 from bazbii_plan.cli import EXIT_PIPE_CLOSED
 from offline_preview.harness import REPO_ROOT
-from offline_preview.report import progress
+from offline_preview.report import CheckProgress
 
 MIGRATION = "0002_add_category"
 
@@ -82,14 +82,17 @@ class _T:
 def test_progress_is_a_line_per_transition_off_a_terminal():
     err = io.StringIO()
     items = [_T("a -> b"), _T("b -> c")]
-    assert list(progress(items, True, Console(file=err, force_terminal=False, width=200))) == items
+    with CheckProgress(len(items), True, Console(file=err, force_terminal=False, width=200)) as bar:
+        assert list(bar.each(items)) == items
     assert err.getvalue().splitlines() == ["check 1/2: a -> b", "check 2/2: b -> c"]
     quiet = io.StringIO()
-    assert list(progress(items, False, Console(file=quiet))) == items and quiet.getvalue() == ""
+    with CheckProgress(len(items), False, Console(file=quiet)) as bar:
+        assert list(bar.each(items)) == items and quiet.getvalue() == ""
 
 
 def test_progress_on_a_terminal_is_a_bar_naming_the_transition():
     err = io.StringIO()
     items = [_T("infra: mvp -> server3"), _T("rollback infra")]
-    assert list(progress(items, True, Console(file=err, force_terminal=True, width=120))) == items
+    with CheckProgress(len(items), True, Console(file=err, force_terminal=True, width=120)) as bar:
+        assert list(bar.each(items)) == items
     assert "infra: mvp -> server3" in err.getvalue()
