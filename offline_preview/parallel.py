@@ -99,8 +99,8 @@ def check_all(transitions: Sequence[Transition], policy_config: Optional[dict], 
         # The first check runs here: it imports what the program needs once, before the fork, and its
         # evaluation is the "before" of the step after it.
         here = plan[0] if len(plan) == 1 else plan[0][:1]
-        for index, transition in zip(here, bar.each([transitions[i] for i in here])):
-            results[index] = run_transition(transition, policy_config)
+        for offset, transition in enumerate(bar.each([transitions[i] for i in here])):
+            results[here[offset]] = run_transition(transition, policy_config)
         if len(plan) > 1:
             _in_workers(transitions, policy_config, [plan[0][1:], *plan[1:]], bar, results)
     return [results[index] for index in range(len(transitions))]

@@ -67,6 +67,17 @@ def test_workers_give_what_one_process_gives(plan, fresh_cache, monkeypatch):
     assert len(workers) == 2 and f"pid {os.getpid()}" not in workers
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_every_check_is_announced_and_counted_done(plan, jobs, monkeypatch):
+    counted = []
+    monkeypatch.setattr(parallel.CheckProgress, "started", lambda self, title: counted.append(("started", title)))
+    monkeypatch.setattr(parallel.CheckProgress, "finished", lambda self: counted.append(("finished", None)))
+    monkeypatch.setattr(parallel, "run_transition", lambda transition, config: SimpleNamespace(transition=transition))
+    parallel.check_all(plan[:SOME], None, jobs=jobs, shown=True)
+    assert sorted(title for kind, title in counted if kind == "started") == sorted(t.title for t in plan[:SOME])
+    assert sum(1 for kind, _ in counted if kind == "finished") == SOME
+
+
 def test_a_worker_error_is_raised_as_it_was_raised(plan, monkeypatch):
     def refuse(transition, policy_config):
         if transition is plan[SOME - 1]:
