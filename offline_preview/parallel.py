@@ -70,7 +70,7 @@ def _work(transitions: Sequence[Transition], indices: range, policy_config: Opti
             _write(folder / f"{index}.result", pickle.dumps(run_transition(transitions[index], policy_config)))
             out.put(("result", index))
         except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-            _write(folder / f"{index}.error", pickle.dumps(_portable(exc)))
+            _write(folder / f"{index}.error", _pickled(exc))
             out.put(("error", index))
             return
 
@@ -81,13 +81,14 @@ def _write(path: Path, data: bytes) -> None:
     partial.replace(path)
 
 
-def _portable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling, else a RuntimeError carrying its traceback."""
+def _pickled(exc: BaseException) -> bytes:
+    """``exc`` pickled, if it survives the round trip; else a RuntimeError carrying its traceback."""
     try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
+        data = pickle.dumps(exc)
+        pickle.loads(data)
+        return data
     except Exception:  # noqa: BLE001
-        return RuntimeError("".join(traceback.format_exception(exc)))
+        return pickle.dumps(RuntimeError("".join(traceback.format_exception(exc))))
 
 
 def check_all(transitions: Sequence[Transition], policy_config: Optional[dict], jobs: int,

@@ -59,7 +59,7 @@ class CheckProgress:
     counts the checks started (workers may start them out of order)."""
 
     def __init__(self, total: int, shown: bool, err: Optional[Console] = None) -> None:
-        self.total, self.shown, self.started_count = total, shown, 0
+        self.total, self.started_count = total, 0
         self.err = (err or Console(stderr=True, highlight=False, soft_wrap=True)) if shown else None
         self._bar: Any = None
         self._task: Any = None
