@@ -14,7 +14,9 @@ that applies the step. Two rules guard the copy itself:
 * ``safety-gate-loosening``: with no pointer moving, a change of them is a
   change of safety parameters. Tightening is free; loosening past its bound is
   refused; loosening within its bound needs ``bazbii:phaseOverride`` with a
-  reason. Steps already applied are history (``plan-applied-history-immutable``
+  reason. Reading the same endpoint through a server of the applied state
+  (``bazbii:metrics.ssh.server``) is not a loosening (``route_loosening``).
+  Steps already applied are history (``plan-applied-history-immutable``
   compares their gate digest); a step the applied plan does not have yet is a
   new step, judged from the next update on.
 """
@@ -25,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from bazbii_plan.errors import config_key
-from bazbii_plan.gates import GateCriteria, Signal, effective_signals, format_duration, format_value
-from bazbii_plan.judging import Judging, JudgingChange, judging_changes, moving_problems, shown
+from bazbii_plan.gates import GateCriteria, MetricsSsh, Signal, effective_signals, format_duration, format_value
+from bazbii_plan.judging import METRICS_KEY, Judging, JudgingChange, judging_changes, moving_problems, shown
 from bazbii_plan.models import Rollback
 from bazbii_plan.scope import outside
 
@@ -144,6 +146,32 @@ def criteria_loosenings(where: tuple, applied: Optional[GateCriteria], proposed:
     return out
 
 
+# --------------------------------------------------------------------------- the metrics route
+ROUTE = (METRICS_KEY, "ssh")
+
+
+def route_loosening(applied: Optional[MetricsSsh], proposed: Optional[MetricsSsh],
+                    applied_servers: Mapping[str, Any]) -> Optional[str]:
+    """Why a new ``bazbii:metrics.ssh`` (the route to the same endpoint) judges more weakly, or None.
+
+    Reading the same endpoint through a server of the *applied* state measures the same Prometheus:
+    the plan already trusts that server with the deploy key, and a pull request cannot change its
+    address without moving a step (plan-step-scope). It is how a stack adopts reading over SSH from
+    runners that cannot reach the metrics. Anything else lets the pull request choose what answers:
+    a host it names, a server not applied yet, a pinned host key dropped or changed, or no route at all
+    (the endpoint read from wherever pulumi runs).
+    """
+    if proposed is None:
+        return "the metrics would no longer be read through the applied route but from wherever pulumi runs"
+    if proposed.host is not None:
+        return f"the metrics would be read through {proposed.host!r}, a host the pull request names, outside the applied state"
+    if proposed.server not in applied_servers:
+        return f"the metrics would be read through server {proposed.server!r}, which is not in the applied state"
+    if applied is not None and applied.host_key is not None and proposed.host_key != applied.host_key:
+        return "the SSH host key pinned by the applied route would be dropped or replaced"
+    return None
+
+
 # --------------------------------------------------------------------------- every judging change
 def loosenings(t: Transition, applied: Judging, proposed: Judging, config: Mapping[str, Any]) -> list[Loosening]:
     """Every way the target judges steps (not applied yet) or the stack more weakly than the applied record."""
@@ -153,11 +181,16 @@ def loosenings(t: Transition, applied: Judging, proposed: Judging, config: Mappi
         where = ("plan", track, "steps", t.step_names[track].index(step))
         out += criteria_loosenings(where, applied.step_criteria(track, step), proposed.step_criteria(track, step),
                                    applied.rollback, config)
+    if any(change.path[:2] == ROUTE for change in changes):
+        why = route_loosening(applied.metrics.ssh, proposed.metrics.ssh, (t.previous_state or {}).get("servers") or {})
+        if why:
+            out.append(Loosening(config_key(ROUTE), shown(_plain(applied.metrics.ssh)),
+                                 shown(_plain(proposed.metrics.ssh)), why))
     for change in changes:
         if change.part == "touches" and outside([tuple(p) for p in change.proposed], [tuple(p) for p in change.applied]):
             out.append(Loosening(change.key, shown(change.applied), shown(change.proposed),
                                  "the step may change more than the applied plan lets it"))
-        elif change.part == "metrics":
+        elif change.part == "metrics" and change.path[:2] != ROUTE:
             out.append(Loosening(change.key, shown(change.applied), shown(change.proposed),
                                  "the gates would be measured elsewhere or differently"))
         elif change.part == "rollback":
@@ -213,7 +246,8 @@ POLICIES = [
     gate_policy(
         "safety-gate-loosening",
         "With no step moving, what judges steps may be tightened; loosening it past its bound is refused, within its "
-        "bound it needs bazbii:phaseOverride with a reason.",
+        "bound it needs bazbii:phaseOverride with a reason. Reading the same metrics through a server of the applied "
+        "state is not a loosening.",
         gate_loosening,
         CONFIG,
     ),

@@ -156,3 +156,61 @@ def test_the_workers_rule(state):
     assert kubernetes.workers_keep_running(_state_transition(stopped, state, rollback=True), 1) == []
     # Already retired and kept at 0: not lowered by this update.
     assert kubernetes.workers_keep_running(_state_transition(stopped, copy.deepcopy(stopped)), 1) == []
+
+
+# --------------------------------------------------------------------------- the metrics route
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOM6sF3e7C2xC4bqHh8v1yGk3XnJ0rQy9c5m1bT2LZpA"
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB1x6Lk0m7Vd2a3zQpY8rR5cWq9nHj4tFs0eXgU7PvKo"
+
+
+def _routed(ssh, extra_server=False) -> Stack:
+    def edit(s: Stack) -> None:
+        s.values["metrics"].pop("ssh", None)
+        if ssh is not None:
+            s.values["metrics"]["ssh"] = ssh
+        if extra_server:
+            s.values["servers"]["server4"] = {"address": "203.0.113.14", "vcpu": 2, "memoryGb": 4, "diskGb": 100,
+                                              "roles": []}
+    return PROD.edit(edit)
+
+
+@pytest.mark.parametrize("applied, proposed, why", [
+    # the same endpoint read through a server the applied state has: how a stack adopts SSH reading
+    (None, {"server": "server2"}, None),
+    ({"server": "server2"}, {"server": "server1"}, None),
+    ({"server": "server2"}, {"server": "server2", "hostKey": HOST_KEY}, None),
+    ({"server": "server2", "hostKey": HOST_KEY}, {"server": "server1", "hostKey": HOST_KEY}, None),
+    # what the pull request could make answer for the gate
+    (None, {"host": "metrics.elsewhere.example"}, "a host the pull request names"),
+    ({"server": "server2"}, {"host": "metrics.elsewhere.example", "user": "deploy"}, "a host the pull request names"),
+    ({"server": "server2", "hostKey": HOST_KEY}, {"server": "server2"}, "host key pinned by the applied route"),
+    ({"server": "server2", "hostKey": HOST_KEY}, {"server": "server2", "hostKey": OTHER_KEY},
+     "host key pinned by the applied route"),
+    ({"server": "server2"}, None, "from wherever pulumi runs"),
+])
+def test_a_new_metrics_route_is_a_loosening_unless_it_is_a_server_of_the_applied_state(applied, proposed, why):
+    t = _transition(_routed(applied), _routed(proposed))
+    findings = judging.gate_loosening(t, {})
+    if why is None:
+        assert findings == []
+    else:
+        [finding] = findings
+        assert finding.what.startswith("bazbii:metrics.ssh is loosened ") and why in finding.what, finding.what
+        reviewed = _transition(_routed(applied), _routed(proposed), override="adopting a new metrics route, reviewed")
+        assert judging.gate_loosening(reviewed, {}) == []
+    # While a pointer moves, no route change at all: split the pull request.
+    moving = judging.judged_by_applied(_transition(_routed(applied), _routed(proposed).at(infra="traffic-50")))
+    assert moving and all("bazbii:metrics.ssh" in finding.what for finding in moving), moving
+
+
+def test_a_route_through_a_server_the_pull_request_adds_is_a_loosening():
+    t = _transition(_routed(None), _routed({"server": "server4"}, extra_server=True))
+    [finding] = judging.gate_loosening(t, {})
+    assert "server 'server4', which is not in the applied state" in finding.what
+
+
+def test_the_endpoint_is_still_judged_beside_the_route():
+    proposed = _routed({"server": "server2"}).edit(
+        lambda s: s.values["metrics"].update(endpoint="http://prometheus.elsewhere.example:9090"))
+    [finding] = judging.gate_loosening(_transition(_routed(None), proposed), {})
+    assert finding.what.startswith("bazbii:metrics.endpoint is loosened"), finding.what

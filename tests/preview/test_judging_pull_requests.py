@@ -139,6 +139,24 @@ def test_a_gate_change_with_no_pointer_move_is_a_safety_parameter_change(capsys,
            "(policy config minGateSamples)" in line  # a bound holds whatever the reason
 
 
+
+def test_the_prod_stack_adopts_reading_its_metrics_over_ssh_in_a_pull_request_that_moves_nothing(
+        capsys, tmp_path, prod_doc):
+    # Pulumi.prod.yaml reads its metrics through server2 (runners cannot reach them); before it, it did not.
+    assert prod_doc["config"]["bazbii:metrics"]["ssh"] == {"server": "server2"}
+    direct = copy.deepcopy(prod_doc)
+    del direct["config"]["bazbii:metrics"]["ssh"]
+    assert_allowed(capsys, tmp_path, direct, prod_doc)  # the same endpoint through an applied server: no reason needed
+    elsewhere = copy.deepcopy(prod_doc)
+    elsewhere["config"]["bazbii:metrics"]["ssh"] = {"host": "metrics.elsewhere.example"}
+    out = assert_denied_by(capsys, tmp_path, direct, elsewhere, {"safety-gate-loosening"})
+    [line] = denied_lines(out, "safety-gate-loosening")
+    assert "bazbii:metrics.ssh is loosened none -> " in line and "a host the pull request names" in line, line
+    # Combined with a step, it is refused whatever the route: split the pull request.
+    out = assert_denied_by(capsys, tmp_path, direct, at(prod_doc, phase="traffic-50"), {"plan-judged-by-applied"},
+                           "--base-age", "2d")
+    assert any("bazbii:metrics.ssh" in line for line in denied_lines(out, "plan-judged-by-applied"))
+
 def test_a_rollback_trigger_loosened_with_no_pointer_move_needs_a_reason(capsys, tmp_path, prod_doc):
     applied = copy.deepcopy(prod_doc)
     applied["config"]["bazbii:rollback"]["maxErrorRate"] = 0.005
