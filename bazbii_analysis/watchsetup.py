@@ -71,17 +71,20 @@ def _following(config: StackConfig, track: str):
 
 
 def watched_scope(config: StackConfig, track: str) -> Scope:
-    """What the step just applied moved: what the next step's rollback-trigger gate measures, else its own gate's scope.
+    """What the step just applied moved: what the next step's rollback-trigger gate measures, else its own
+    gate's scope, else the whole service.
 
-    The next step's gate is used only when its signals are the rollback triggers (``signals`` omitted): a gate
-    with its own signals (e.g. "no requests reached server1") measures something else.
+    A gate is used only when its signals are the rollback triggers (``signals`` omitted): a gate with its own
+    signals measures something else. gateway-off-server1's own gate counts the requests that still reach
+    server1, which by design get none once it is applied; watching that scope would be silent for the whole
+    period. After it, the service is what carries the step's risk.
     """
     following = _following(config, track)
     if following is not None and following.criteria is not None and following.criteria.signals is None:
         return following.criteria.scope
     steps = config.plan.tracks[track].steps
     own = steps[config.plan.tracks[track].index(config.current[track])].criteria
-    return own.scope if own is not None else Scope()
+    return own.scope if own is not None and own.signals is None else Scope()
 
 
 def next_soak_seconds(config: StackConfig, track: str) -> Optional[float]:

@@ -163,6 +163,9 @@ def test_program_exports_the_scrape_targets(tmp_path):
     ("infra", "traffic-100", "pool server2", 1800),     # gateway-off-server1 counts server1's requests instead
     ("release", "canary-10", "canary", 86400),
     ("infra", "server3-provisioned", "service", None),  # nothing measured: watched for --period
+    # its own gate counts what still reaches server1 (nothing, once applied): the service carries the risk
+    ("infra", "gateway-off-server1", "service", None),
+    ("infra", "db-switchover", "service", 86400),       # its own gate is the longest transaction on server2
 ])
 def test_watch_measures_what_the_step_moved_for_the_next_soak(tmp_path, track, step, scope, soak):
     from bazbii_analysis.watchsetup import next_soak_seconds, watched_scope
@@ -172,6 +175,8 @@ def test_watch_measures_what_the_step_moved_for_the_next_soak(tmp_path, track, s
     document["config"][f"bazbii:{key}"] = step
     if step == "canary-10":  # its requires: the schema expanded
         document["config"]["bazbii:schemaPhase"] = "0002-migrate"
+    if step in ("gateway-off-server1", "db-switchover"):  # gateway-off-server1 requires the DNS switched
+        document["config"]["bazbii:dnsPhase"] = "switched"
     config = _load(tmp_path, document)
     assert watched_scope(config, track).describe() == scope
     assert next_soak_seconds(config, track) == soak
