@@ -58,7 +58,8 @@ class SshTransport(httpx.BaseTransport):
         self.timeout = timeout
         self._key = private_key
         self._problem = problem or ("" if private_key else
-                                    "no SSH private key was given (bazbii:sshPrivateKey) to read the metrics over SSH")
+                                    "no SSH private key was given (bazbii:sshPrivateKey; offline and watch: "
+                                    "--ssh-key FILE) to read the metrics over SSH")
         self._dir: Optional[Path] = None
 
     # ------------------------------------------------------------------ the key and known host, while open

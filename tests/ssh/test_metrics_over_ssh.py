@@ -111,7 +111,7 @@ def test_every_way_the_ssh_route_fails_is_inconclusive_and_denies(metrics_stack,
     path = _stack_file(tmp_path, endpoint, ssh)
     phase = run_phase(metrics_stack, error_percent=0, seconds=1)
     failures, printed = _check(path, phase, key)
-    expected = {"no key": "no SSH private key was given (bazbii:sshPrivateKey)",
+    expected = {"no key": "no SSH private key was given (bazbii:sshPrivateKey; offline and watch: --ssh-key FILE)",
                 "wrong key": "ssh: root@127.0.0.1: Permission denied (publickey)",
                 "wrong host key": "Host key verification failed",
                 "prometheus down": "curl on the SSH host: curl: (7) Failed to connect to 127.0.0.1 port 9"}[case]

@@ -58,6 +58,17 @@ def running(pidfile: Path) -> bool:
     return pid is not None and pid_alive(pid)
 
 
+def wait_running(pidfile: Path, timeout: float = 15.0) -> bool:
+    """Wait until ``pidfile`` names a live process, as systemd does for a forking service with a PIDFile:
+    a daemon that forks (``pgbouncer -d``) writes it from the child, after its parent has returned."""
+    deadline = time.monotonic() + timeout
+    while not running(pidfile):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def start_daemon(argv: Sequence[str], pidfile: Path, log: Path, env: Optional[Mapping[str, str]] = None,
                  cwd: Optional[str] = None) -> int:
     """Start ``argv`` detached from the caller's session (it outlives the SSH session that started it)."""

@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from twin.hostshims.common import STATE, fail, read_pid, running, start_daemon, stop_pid
+from twin.hostshims.common import STATE, fail, read_pid, running, start_daemon, stop_pid, wait_running
 
 PROGRAM = "systemctl"
 UNIT_DIR = Path("/etc/systemd/system")
@@ -73,7 +73,10 @@ def pgbouncer_action(action: str) -> int:
     if action == "start":
         if running(pidfile):
             return 0
-        return subprocess.run(["runuser", "-u", "postgres", "--", "/usr/sbin/pgbouncer", "-d", PGBOUNCER_INI]).returncode
+        code = subprocess.run(["runuser", "-u", "postgres", "--", "/usr/sbin/pgbouncer", "-d", PGBOUNCER_INI]).returncode
+        if code == 0 and not wait_running(pidfile):
+            fail(PROGRAM, f"pgbouncer.service: no running process in {pidfile} after the daemon started.", 1)
+        return code
     if action == "stop":
         stop_pid(read_pid(pidfile), signal.SIGINT)
         return 0
