@@ -26,6 +26,8 @@ from .record import parse_time
 # engine-side check uses (a provider has no policy config).
 MAX_TTL_FOR_SWITCH = 300
 ASSUMED_OLD_TTL_SECONDS = 86400
+# How a refusal that only time cures says so (the old TTL not outlived yet); a walk that waits matches it.
+TTL_NOT_EXPIRED = "resolvers may still cache the old answer"
 
 AUTOMATIC_TTL = 1
 AUTOMATIC_TTL_SECONDS = 300  # Cloudflare's "automatic" TTL for DNS-only records
@@ -155,7 +157,7 @@ def dns_switch_problems(
             left = timedelta(seconds=wait) - elapsed
             out.append(Problem(
                 f"{what} only {duration(max(elapsed.total_seconds(), 0))} after its TTL was lowered to "
-                f"{fmt(old.get('ttl'))} s; resolvers may still cache the old answer for the old TTL of "
+                f"{fmt(old.get('ttl'))} s; {TTL_NOT_EXPIRED} for the old TTL of "
                 f"{duration(wait)}",
                 f"wait another {duration(left.total_seconds(), round_up=True)} (until {(since + timedelta(seconds=wait)).isoformat()}) "
                 f"before setting {switch_key} to this step, and preview again",

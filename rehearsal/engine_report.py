@@ -17,7 +17,7 @@ from .engine_walk import Attempt, StepRecord, summary
 
 def table(records: list[StepRecord]) -> Table:
     out = Table(title="Rehearsal through pulumi up")
-    for column in ("step", "attempts", "gate before (the check)", "up s", "resources changed", "triggers after",
+    for column in ("track", "step", "attempts", "gate before (the check)", "up s", "resources changed", "triggers after",
                    "rolled back"):
         out.add_column(column)
     for record in records:
@@ -26,7 +26,7 @@ def table(records: list[StepRecord]) -> Table:
         gate = "passed" if applied else "REFUSED"
         if refused:
             gate += f" after {len(refused)} refusal(s), the last: {'; '.join(refused[-1].reasons)[:200]}"
-        cells = [record.step + (f" [{record.fault}]" if record.fault else ""), str(len(record.attempts)), gate,
+        cells = [record.track, record.step + (f" [{record.fault}]" if record.fault else ""), str(len(record.attempts)), gate,
                  f"{applied.seconds:g}" if applied else "-", changed(applied),
                  "\n".join([record.triggers, *record.trigger_signals]), "yes" if record.rolled_back else ""]
         out.add_row(*(Text(cell) for cell in cells))  # plain text: a fault's [name] is not markup

@@ -8,9 +8,16 @@ production PromQL against a Prometheus that scrapes what the stack's outputs dec
 (:mod:`twin.observe`). The load goes through the edge, whose HAProxy the Cloudflare emulator's state
 steers: the weights that serve it are the ones the program declared.
 
+The walk goes from the MVP to ``--until`` (at most :data:`LAST_ENGINE_STEP`). A step that ``requires``
+another track at a step (gateway-off-server1: the DNS switched) has that track walked there first, step by
+step, as an operator would. A step that resizes a server that already runs is done in the provider's
+console first (the program only checks the spec), which here is the twin's console.
+
 For each step the walk records the check's before-criteria verdict (each refused attempt with the
-check's reason; a step whose soak has not passed yet is retried as an operator would, after waiting),
-then, after the step's own scaled soak, the rollback triggers' verdict on the step's scope. A fault
+check's reason; a refusal that time cures, a soak or an old DNS TTL not over yet, is retried as an
+operator would, after waiting), then, once the step's watch period is over, the rollback triggers' verdict
+on what the step moved: the scope and period ``watch`` uses in production
+(:func:`bazbii_analysis.watchsetup.watched_scope`, ``next_soak_seconds``). A fault
 (``--inject gateway-5xx@STEP``) is armed once the step is applied; when the triggers fail, the walk
 rolls back with ``pulumi up`` of the previous step, clears the fault (the operator's fix) and applies
 the step again.
@@ -24,13 +31,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 from bazbii_analysis import PrometheusClient, evaluate_criteria
 from bazbii_analysis.evaluate import SCALED_WINDOW_FLOOR_SECONDS
+from bazbii_analysis.watchsetup import next_soak_seconds, watched_scope
 from bazbii_plan.facts import TRANSITION_CHECK
-from bazbii_plan.gates import GateCriteria
-from bazbii_plan.stackconfig import REHEARSAL_STACK
+from bazbii_plan.gates import GateCriteria, format_duration
+from bazbii_plan.stackconfig import REHEARSAL_STACK, StackConfig
+from bazbii_plan.timegates import TTL_NOT_EXPIRED
 from engine.build import Installed
 from twin.environment import Twin
 from twin.existing import seed_mvp
@@ -42,9 +51,13 @@ from twin.stack import cloudflare_of_prod, first_steps, load_prod, twin_stack_do
 from .runner import load_config
 
 PROD_STACK_FILE = REPO_ROOT / "Pulumi.prod.yaml"
-INFRA_POINTER = "phase"
+INFRA = "infra"
 EDGE_FROM = "gateway-on-server2"  # the first step whose gateways both serve behind their tunnels
-TRIGGER_WINDOW = "1h"  # the rollback triggers' window, scaled (never under the evaluation's floor)
+# db-switchover's gate measures PostgreSQL's longest transaction, and the program installs no PostgreSQL
+# exporter yet (docs/engine-and-twin.md, "a gap"): the engine walk ends at the step before it.
+LAST_ENGINE_STEP = "server1-resized"
+TRIGGER_WINDOW = "1h"  # the rollback triggers' window when a step has no watch period (scaled, floored)
+SERVER_SIZE = {"vcpu": "vcpu", "memoryGb": "memory_gb", "diskGb": "disk_gb"}  # plan key -> console setting
 FAULT_SHARE = {"gateway-5xx": 0.2}  # share of server2's gateway requests failed
 
 
@@ -61,6 +74,7 @@ class Attempt:
 @dataclass
 class StepRecord:
     step: str
+    track: str = INFRA
     attempts: list[Attempt] = field(default_factory=list)
     triggers: str = "not measured"  # the rollback triggers' verdict after the step's soak
     trigger_signals: list[str] = field(default_factory=list)
@@ -136,10 +150,10 @@ class EngineRehearsal:
         self.say(f"load: {self.rate:g} requests/s through the edge at {self.edge.http}")
 
     # ------------------------------------------------------------------ steps
-    def up(self, step: str) -> Attempt:
-        """``pulumi config set bazbii:phase STEP`` and ``pulumi up`` with the policy pack."""
+    def up(self, step: str, track: str = INFRA) -> Attempt:
+        """``pulumi config set bazbii:<the track's key> STEP`` and ``pulumi up`` with the policy pack."""
         started = time.monotonic()
-        self.operator.set_steps(**{INFRA_POINTER: step})
+        self.operator.set_steps(**{prod_config().track_key(track): step})
         judged = self.operator.judged("up")
         attempt = Attempt(at=datetime.now(timezone.utc).isoformat(timespec="seconds"), applied=not judged.denied,
                           reasons=judged.check_failures(TRANSITION_CHECK) if judged.denied else [],
@@ -151,36 +165,46 @@ class EngineRehearsal:
             self.prometheus.follow(self.operator.outputs())
         return attempt
 
-    def apply(self, step: str, previous: str, patience: float) -> StepRecord:
-        """Apply ``step``, retrying while its gate refuses for a reason time will cure (soak, samples), at
-        most ``patience`` seconds; the pointer goes back to ``previous`` after a refusal."""
-        record = StepRecord(step)
+    def apply(self, step: str, previous: str, patience: float, track: str = INFRA) -> StepRecord:
+        """Apply ``step``, retrying while it is refused for a reason time will cure (soak, samples, an old
+        DNS TTL), at most ``patience`` seconds; the pointer goes back to ``previous`` after a refusal."""
+        record = StepRecord(step, track)
         deadline = time.monotonic() + patience
         while True:
-            attempt = self.up(step)
+            attempt = self.up(step, track)
             record.attempts.append(attempt)
             if attempt.applied:
-                self.say(f"{step}: applied by pulumi up in {attempt.seconds:g} s, {attempt.changed} resource(s) changed")
+                self.say(f"{track}: {step}: applied by pulumi up in {attempt.seconds:g} s, "
+                         f"{attempt.changed} resource(s) changed")
                 return record
-            self.operator.set_steps(**{INFRA_POINTER: previous})
-            self.say(f"{step}: refused by the check: {'; '.join(attempt.reasons)[:300]}")
+            self.operator.set_steps(**{prod_config().track_key(track): previous})
+            self.say(f"{track}: {step}: refused: {'; '.join(attempt.reasons)[:300]}")
             if not all(_time_cures(r) for r in attempt.reasons) or time.monotonic() > deadline:
                 return record
             time.sleep(5)
 
-    def triggers(self, step: str) -> tuple[str, list[str]]:
-        """The rollback triggers (``bazbii:rollback``) on ``step``'s scope over the scaled window, measured now
-        from the edge, with the production PromQL."""
-        config = load_config(PROD_STACK_FILE)  # the twin's stack differs only in addresses and replica counts
-        track = config.plan.tracks["infra"]
-        criteria = track.steps[track.index(step)].criteria or GateCriteria()
-        measured = GateCriteria(scope=criteria.scope, window=TRIGGER_WINDOW, min_samples=criteria.min_samples)
+    def applied_steps(self) -> dict[str, str]:
+        """Track -> the step the stack's last update applied (empty before the first update)."""
+        return dict(self.operator.outputs().get("steps") or {})  # a stack never updated has no outputs: {}
+
+    def resize_in_console(self, step: str, previous: str) -> None:
+        """The operator's console action before a step that resizes a running server (the program checks
+        the spec, the provider's console changes it)."""
+        for name, size in console_resizes(prod_config(), step, previous).items():
+            self.twin.servers[name].resize(**{SERVER_SIZE[key]: value for key, value in size.items()})
+            self.say(f"{INFRA}: {step}: {name} resized in the console to {size} (the operator's action)")
+
+    def triggers(self, step: str, track: str = INFRA) -> tuple[str, list[str]]:
+        """The rollback triggers (``bazbii:rollback``) on what ``step`` moved, over its watch period (scaled),
+        measured now from the edge, with the production PromQL."""
+        config = prod_config().with_steps(**{track: step})  # the twin's stack differs only in addresses and sizes
+        measured = trigger_criteria(config, track)
         metrics = config.metrics.model_copy(update={"endpoint": self.prometheus.url})
 
         def measure():
             client = PrometheusClient(self.prometheus.url)
             try:
-                return evaluate_criteria(measured, config.state().rollback, metrics, track="infra", step=step,
+                return evaluate_criteria(measured, config.state().rollback, metrics, track=track, step=step,
                                          since=None, now=datetime.now(timezone.utc), client=client,
                                          time_scale=self.time_scale)
             finally:
@@ -190,10 +214,37 @@ class EngineRehearsal:
         return verdict.status, [s.line() for s in verdict.signals]
 
 
+def prod_config() -> StackConfig:
+    return load_config(PROD_STACK_FILE)
+
+
+def trigger_criteria(config: StackConfig, track: str) -> GateCriteria:
+    """What ``watch`` measures after the track's current step: the scope it moved, over its watch period (the
+    next step's soak; :data:`TRIGGER_WINDOW` when there is none)."""
+    period = next_soak_seconds(config, track)
+    window = format_duration(period) if period else TRIGGER_WINDOW
+    return GateCriteria(scope=watched_scope(config, track), window=window)
+
+
+def console_resizes(config: StackConfig, step: str, previous: str) -> dict[str, dict[str, int]]:
+    """Server -> the sizes an infra step changes, for servers that already run at ``previous``."""
+    before = config.with_steps(**{INFRA: previous}).state().servers
+    after = config.with_steps(**{INFRA: step}).state().servers
+    out = {}
+    for name, server in after.items():
+        if name in before:
+            old, new = before[name].model_dump(by_alias=True), server.model_dump(by_alias=True)
+            changed = {key: new[key] for key in SERVER_SIZE if new[key] != old[key]}
+            if changed:
+                out[name] = changed
+    return out
+
+
 def _time_cures(reason: str) -> bool:
     """A refusal that waiting can cure: the live gate's (a soak not over yet, too few samples in the window
-    so far, errors still inside the window); a policy's or a step order's refusal is not retried."""
-    return reason.startswith("live gate of ")
+    so far, errors still inside the window) or an old DNS TTL not outlived yet; a policy's or a step order's
+    refusal is not retried."""
+    return reason.startswith("live gate of ") or TTL_NOT_EXPIRED in reason
 
 
 def summary(records: list[StepRecord]) -> list[dict]:
@@ -202,12 +253,36 @@ def summary(records: list[StepRecord]) -> list[dict]:
 
 # --------------------------------------------------------------------------- the walk
 def infra_sequence(until: Optional[str]) -> list[str]:
-    """The infra track's steps in apply order, up to ``until`` (default: the traffic shift's end)."""
-    names = load_config(PROD_STACK_FILE).plan.tracks["infra"].names()
-    until = until or "traffic-100"
+    """The infra track's steps in apply order, up to ``until`` (default and at most :data:`LAST_ENGINE_STEP`)."""
+    names = prod_config().plan.tracks[INFRA].names()
+    until = until or LAST_ENGINE_STEP
     if until not in names:
         raise ValueError(f"--until {until!r}: not a step of the infra track ({', '.join(names)})")
+    if names.index(until) > names.index(LAST_ENGINE_STEP):
+        raise ValueError(f"--until {until!r}: the engine walk ends at {LAST_ENGINE_STEP}: db-switchover's gate "
+                         "measures PostgreSQL's longest transaction, and the program installs no PostgreSQL "
+                         "exporter yet (docs/engine-and-twin.md)")
     return names[: names.index(until) + 1]
+
+
+def moves(config: StackConfig, sequence: list[str], applied: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(track, step)`` in apply order: the infra steps of ``sequence`` not applied yet, each preceded by
+    the steps of other tracks its ``requires`` needs. ``applied``: track -> the step the stack's last update
+    applied (empty before the first update, which takes the running MVP over at every track's first step)."""
+    current = {track: applied.get(track) or t.names()[0] for track, t in config.plan.tracks.items()}
+    infra = config.plan.tracks[INFRA]
+    done = infra.index(applied[INFRA]) if INFRA in applied else -1
+    out: list[tuple[str, str]] = []
+    for step in sequence:
+        if infra.index(step) <= done:
+            continue
+        for track, needed in infra.steps[infra.index(step)].requires.items():
+            names = config.plan.tracks[track].names()
+            while names.index(current[track]) < names.index(needed):
+                current[track] = names[names.index(current[track]) + 1]
+                out.append((track, current[track]))
+        out.append((INFRA, step))
+    return out
 
 
 def check_injections(faults: dict[str, str], sequence: list[str]) -> None:
@@ -225,63 +300,68 @@ def scaled(seconds: float, time_scale: int) -> float:
     return seconds / time_scale
 
 
+def patience(config: StackConfig, track: str, step: str, time_scale: int) -> float:
+    """How long an operator waits for refusals that time cures: the step's scaled soak and two minutes."""
+    steps = config.plan.tracks[track]
+    criteria = steps.steps[steps.index(step)].criteria
+    return scaled(criteria.soak_seconds() if criteria else 0, time_scale) + 120
+
+
 def walk(rehearsal: EngineRehearsal, sequence: list[str], faults: dict[str, str]) -> bool:
-    """Apply ``sequence``; True when every step was applied and its triggers passed (after any rollback and
-    the retry the fault's rollback calls for)."""
-    config = load_config(PROD_STACK_FILE)
-    track = config.plan.tracks["infra"]
-    previous: Optional[str] = None
-    for step in sequence:
-        criteria = track.steps[track.index(step)].criteria
-        patience = scaled(criteria.soak_seconds(), rehearsal.time_scale) + 120 if criteria else 0
-        record = rehearsal.apply(step, previous or step, patience)
+    """Apply the steps of ``sequence`` the stack has not applied yet (and what they require of other tracks);
+    True when every step was applied and its triggers passed (after any rollback and the retry the fault's
+    rollback calls for)."""
+    config = prod_config()
+    applied = rehearsal.applied_steps()
+    current = {track: applied.get(track) or t.names()[0] for track, t in config.plan.tracks.items()}
+    for track, step in moves(config, sequence, applied):
+        previous = current[track]
+        if track == INFRA:
+            rehearsal.resize_in_console(step, previous)
+        record = rehearsal.apply(step, previous, patience(config, track, step, rehearsal.time_scale), track)
         rehearsal.records.append(record)
         if not record.applied:
             return False
+        current[track] = step
         if step == EDGE_FROM:
             rehearsal.start_load()
-        if rehearsal.load is not None and previous is not None and step != EDGE_FROM:
-            if not _soak_and_judge(rehearsal, record, step, previous, faults.pop(step, None)):
+        elif rehearsal.load is not None and previous != step:
+            if not _soak_and_judge(rehearsal, record, step, previous, faults.pop(step, None), track):
                 return False
-        previous = step
     return True
 
 
 def _soak_and_judge(rehearsal: EngineRehearsal, record: StepRecord, step: str, previous: str,
-                    fault: Optional[str]) -> bool:
+                    fault: Optional[str], track: str = INFRA) -> bool:
     server2 = rehearsal.twin.servers["server2"]
     if fault:
         done = server2.ssh(f"sudo -n docker twin-fault bazbii-gateway {FAULT_SHARE[fault]}")
         if done.returncode != 0:
             raise RuntimeError(f"arming {fault} on server2: {done.stderr.strip()}")
         record.fault = fault
-        rehearsal.say(f"{step}: fault {fault} armed (server2's gateway fails {FAULT_SHARE[fault]:.0%} of requests)")
-    time.sleep(_trigger_wait(rehearsal.time_scale))
-    record.triggers, record.trigger_signals = rehearsal.triggers(step)
-    rehearsal.say(f"{step}: rollback triggers {record.triggers}: {'; '.join(record.trigger_signals)}")
+        rehearsal.say(f"{track}: {step}: fault {fault} armed (server2's gateway fails {FAULT_SHARE[fault]:.0%} of requests)")
+    config = prod_config().with_steps(**{track: step})
+    time.sleep(_trigger_wait(trigger_criteria(config, track), rehearsal.time_scale))
+    record.triggers, record.trigger_signals = rehearsal.triggers(step, track)
+    rehearsal.say(f"{track}: {step}: rollback triggers {record.triggers}: {'; '.join(record.trigger_signals)}")
     if record.triggers == "pass":
         return True
-    back = rehearsal.up(previous)
+    back = rehearsal.up(previous, track)
     record.rolled_back = back.applied
-    rehearsal.say(f"{step}: rolled back to {previous} by pulumi up ({'applied' if back.applied else 'REFUSED'})")
+    rehearsal.say(f"{track}: {step}: rolled back to {previous} by pulumi up ({'applied' if back.applied else 'REFUSED'})")
     if fault:
         server2.ssh("sudo -n docker twin-fault bazbii-gateway 0")
-        rehearsal.say(f"{step}: fault cleared (the operator's fix); applying {step} again")
+        rehearsal.say(f"{track}: {step}: fault cleared (the operator's fix); applying {step} again")
     if not back.applied or not fault:
         return False
-    time.sleep(_trigger_wait(rehearsal.time_scale))  # the errors leave the window before the step's gate
-    config = load_config(PROD_STACK_FILE)
-    track = config.plan.tracks["infra"]
-    criteria = track.steps[track.index(step)].criteria
-    retry = rehearsal.apply(step, previous, scaled(criteria.soak_seconds(), rehearsal.time_scale) + 120
-                            if criteria else 0)
+    time.sleep(_trigger_wait(GateCriteria(window=TRIGGER_WINDOW), rehearsal.time_scale))  # the errors leave the window
+    retry = rehearsal.apply(step, previous, patience(prod_config(), track, step, rehearsal.time_scale), track)
     rehearsal.records.append(retry)
     if not retry.applied:
         return False
-    return _soak_and_judge(rehearsal, retry, step, previous, None)
+    return _soak_and_judge(rehearsal, retry, step, previous, None, track)
 
 
-def _trigger_wait(time_scale: int) -> float:
+def _trigger_wait(criteria: GateCriteria, time_scale: int) -> float:
     """Long enough for the scaled trigger window to fill with the step's own traffic."""
-    return max(scaled(GateCriteria(window=TRIGGER_WINDOW).window_seconds(), time_scale),
-               SCALED_WINDOW_FLOOR_SECONDS) + 2
+    return max(scaled(criteria.window_seconds(), time_scale), SCALED_WINDOW_FLOOR_SECONDS) + 2

@@ -120,6 +120,23 @@ def test_a_gateway_failing_requests_stops_traffic_100_until_the_errors_leave_the
     rehearsal.records.append(record)
 
 
+def test_the_dns_track_is_walked_first_then_server1_leaves_the_edge_and_is_resized(rehearsal):
+    before = len(rehearsal.records)
+    assert rehearsal.applied_steps()["infra"] == "traffic-100"
+    passed = walk(rehearsal, infra_sequence(None), {})
+    walked = rehearsal.records[before:]
+    assert passed, walked
+    # gateway-off-server1 requires the DNS switched: the walk moves that track first, one step at a time
+    assert [(r.track, r.step) for r in walked] == [("dns", "ttl-lowered"), ("dns", "switched"),
+                                                  ("infra", "gateway-off-server1"), ("infra", "server1-resized")]
+    assert all(r.triggers == "pass" for r in walked), walked
+    # its gate let it through once no request reached server1's gateway; then that gateway was stopped
+    assert "bazbii-gateway" not in rehearsal.twin.servers["server1"].ssh(
+        "sudo -n docker inspect -f '{{.State.Running}}' bazbii-gateway || echo gone").stdout
+    steps = rehearsal.applied_steps()
+    assert (steps["infra"], steps["dns"]) == ("server1-resized", "switched")
+
+
 def test_the_report_shows_each_steps_verdicts_and_a_timeline(rehearsal):
     out = rehearsal.out
     write_json(out / "report.json", rehearsal.records, True, {"timeScale": TIME_SCALE})

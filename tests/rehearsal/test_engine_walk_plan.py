@@ -1,0 +1,61 @@
+"""What the engine walk derives from the plan before it runs anything (:mod:`rehearsal.engine_walk`)."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from bazbii_plan.timegates import dns_switch_problems
+
+from rehearsal.engine_walk import (LAST_ENGINE_STEP, _time_cures, console_resizes, infra_sequence, moves,
+                                   prod_config, trigger_criteria)
+
+
+def test_a_step_that_requires_another_track_has_it_walked_there_first():
+    config = prod_config()
+    walked = moves(config, infra_sequence(None), {})  # a stack never updated: the MVP is taken over first
+    assert walked[-4:] == [("dns", "ttl-lowered"), ("dns", "switched"), ("infra", "gateway-off-server1"),
+                           ("infra", LAST_ENGINE_STEP)]
+    assert [step for track, step in walked if track == "infra"] == infra_sequence(None)
+    assert ("dns", "ttl-lowered") not in moves(config, infra_sequence("traffic-100"), {})
+    # From where the stack is: only what is left, and a track already far enough is not moved.
+    first = {track: t.names()[0] for track, t in config.plan.tracks.items()}
+    assert moves(config, infra_sequence(None), {**first, "infra": "traffic-100", "dns": "switched"}) == [
+        ("infra", "gateway-off-server1"), ("infra", LAST_ENGINE_STEP)]
+
+
+def test_the_walk_ends_before_the_switchover_and_says_why():
+    with pytest.raises(ValueError, match="ends at server1-resized: db-switchover's gate measures PostgreSQL"):
+        infra_sequence("db-switchover")
+    with pytest.raises(ValueError, match="not a step of the infra track"):
+        infra_sequence("traffic-75")
+
+
+def test_only_a_running_server_is_resized_in_the_console():
+    config = prod_config()
+    assert console_resizes(config, "server1-resized", "gateway-off-server1") == {
+        "server1": {"vcpu": 4, "memoryGb": 8, "diskGb": 200}}
+    assert console_resizes(config, "server3-provisioned", "mvp") == {}  # a new machine: declared, not resized
+    assert console_resizes(config, "traffic-50", "traffic-10") == {}
+
+
+@pytest.mark.parametrize("track, step, scope, window", [
+    ("infra", "traffic-10", "pool server2", "1d"),  # what traffic-10 moved, for traffic-50's soak (as watch does)
+    ("infra", "traffic-100", "pool server2", "30m"),
+    ("infra", "gateway-off-server1", "service", "1h"),  # its own gate counts server1's requests: none by design
+    ("dns", "switched", "service", "1d"),
+])
+def test_the_triggers_after_a_step_measure_what_watch_would(track, step, scope, window):
+    criteria = trigger_criteria(prod_config().with_steps(**{track: step}), track)
+    assert (criteria.scope.describe(), criteria.window) == (scope, window)
+
+
+def test_only_refusals_that_time_cures_are_retried():
+    assert _time_cures("live gate of infra step 'traffic-50': soak [previous step] 20 s (threshold >= 48 s)")
+    now = datetime.now(timezone.utc)
+    record = {"direct": {"type": "A", "content": "127.0.1.1", "ttl": 300}}
+    applied = {"state": {"dns": {"records": record}},
+               "dnsTtl": {"direct": {"previousTtl": 3600, "since": (now - timedelta(seconds=1)).isoformat()}}}
+    [early] = dns_switch_problems(applied, {"dns": {"records": {"direct": dict(record["direct"], content="127.0.1.2")}}},
+                                  now=now, previous_source="stack-output", is_rollback=False, time_scale=1800)
+    assert _time_cures(early.what), early.what  # the old TTL (2 s at this scale) is not over yet
+    assert not _time_cures("plan-step-scope: infra step 'traffic-50' also changes bazbii:database.pooler")
