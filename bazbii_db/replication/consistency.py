@@ -194,6 +194,14 @@ def check_consistency(primary_dsn: str, replica_dsn: str, *, tables: list[str] |
             return report
 
         p_logged, p_unlogged = _list_tables(primary)
+        # The replica lists its tables once it has replayed what the primary had when it listed its own: a
+        # table created just before the check is not "missing on the replica" because of replication lag.
+        listed_at = primary_lsn(primary, "insert")
+        reached, replayed, _ = wait_for_replay(replica, listed_at, timeout=catchup_timeout, poll_interval=0.005)
+        if not reached:
+            report.error = (f"replica did not replay past {format_lsn(listed_at)} within {catchup_timeout:g} s "
+                            f"(at {format_lsn(replayed)}); nothing compared")
+            return report
         r_logged, _ = _list_tables(replica)
         wanted = set(p_logged) | set(r_logged)
         if tables:
