@@ -17,7 +17,7 @@ from bazbii_plan.stackconfig import MAX_TIME_SCALE
 
 from .faults import FAULTS, BadInjection
 from .procs import Interrupted, stop_on_signals
-from .runner import Options, prepare, run
+from .runner import BASELINE_SECONDS, Options, prepare, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=Path("Pulumi.prod.yaml"), help="stack file with the plan")
     p.add_argument("--rate", type=float, default=100.0, help="requests per second (open loop; default 100)")
     p.add_argument("--soak", type=float, default=6.0, help="compressed soak after each step, seconds (default 6)")
-    p.add_argument("--baseline", type=float, default=10.0, help="baseline before the first step, seconds")
+    p.add_argument("--baseline", type=float, default=BASELINE_SECONDS,
+                   help=f"baseline before the first step, seconds (default {BASELINE_SECONDS:g})")
     p.add_argument("--ttl-scale", type=float, default=120.0, help="DNS TTLs are divided by this (default 120)")
     p.add_argument("--until", default=None, metavar="STEP", help="stop after this step (apply order)")
     p.add_argument("--inject", action="append", default=[], metavar="FAULT@STEP",
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("--engine", action="store_true",
                    help="apply the infra track with the real pulumi up on the twin (stack 'rehearsal'); "
-                        "only --until, --rate, --inject gateway-5xx@STEP, --time-scale, --out and --json apply")
+                        "only --until, --rate, --baseline, --inject gateway-5xx@STEP, --time-scale, --out and --json apply")
     p.add_argument("--time-scale", type=int, default=1800,
                    help="with --engine: bazbii:timeScale, every soak, metrics window and DNS wait divided by it "
                         "(default 1800: a day in 48 s)")
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=args.json, width=None if sys.stderr.isatty() else 160)
+    for name, value, low, high in (("--rate", args.rate, 1, 2000), ("--soak", args.soak, 2, 600),
+                                   ("--baseline", args.baseline, 3, 600), ("--ttl-scale", args.ttl_scale, 1, 3600)):
+        if not low <= value <= high:
+            console.print(f"error: {name} must be {low}..{high}, got {value:g}")
+            return 2
     if args.engine:
         from .engine_cli import run_engine
 
@@ -58,11 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         except Interrupted as exc:
             console.print(f"interrupted ({exc}); every started process was stopped")
             return 1
-    for name, value, low, high in (("--rate", args.rate, 1, 2000), ("--soak", args.soak, 2, 600),
-                                   ("--baseline", args.baseline, 3, 600), ("--ttl-scale", args.ttl_scale, 1, 3600)):
-        if not low <= value <= high:
-            console.print(f"error: {name} must be {low}..{high}, got {value:g}")
-            return 2
     options = Options(stack_file=args.config, rate=args.rate, soak=args.soak, baseline=args.baseline,
                       ttl_scale=args.ttl_scale, until=args.until, inject=args.inject, out_dir=args.out,
                       min_samples=args.min_samples, keep_run_dir=args.keep_run_dir)
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         console.print(f"interrupted ({exc}); every started process was stopped")
         return 1
-    from .report import Records, markdown_table, render_table, step_rows, summary, timeline_png, write_json
+    from .report import (Records, markdown_table, render_table, step_rows, summary, target_line, timeline_png,
+                         write_json)
 
     records = Records(result.records_path)
     rows = step_rows(result, records)
@@ -95,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"switchover window {summ['switchover_window_ms']} ms, write stall "
                       f"{summ['switchover_write_stall_ms']} ms; {summ['duration_s']} s in all")
         for t in summ["targets"]:
-            console.print(f"  target {'met' if t['met'] else 'MISSED'}: {t['target']}: {t['value']}",
-                          markup=False, highlight=False)
+            console.print(target_line(t), markup=False, highlight=False)
         console.print(f"report: {options.out_dir}/report.json, {options.out_dir}/report.md, "
                       f"{options.out_dir}/timeline.png; processes stopped: {len(summ['processes_stopped'])}")
     return exit_code(result, summ)

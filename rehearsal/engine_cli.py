@@ -11,7 +11,8 @@ from rich.console import Console
 from engine.build import EngineUnavailable, installed
 from twin.lab import LabError
 
-from .engine_report import table, timeline_png, write_json
+from .engine_report import load_figures, table, targets, timeline_png, write_json
+from .report import target_line
 from .engine_walk import EngineRehearsal, check_injections, infra_sequence, walk
 
 
@@ -34,7 +35,7 @@ def run_engine(args, console: Console) -> int:
         return 2
     out: Path = args.out
     try:
-        rehearsal = EngineRehearsal.start(engine, args.time_scale, args.rate, out, say)
+        rehearsal = EngineRehearsal.start(engine, args.time_scale, args.rate, out, say, baseline=args.baseline)
     except (LabError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
         console.print(f"error: the twin did not start: {exc}", markup=False, highlight=False)
         return 1
@@ -46,13 +47,21 @@ def run_engine(args, console: Console) -> int:
         passed = False
     finally:
         rehearsal.stop()
-    settings = {"timeScale": args.time_scale, "rate": args.rate, "until": sequence[-1], "inject": args.inject}
-    write_json(out / "report.json", rehearsal.records, passed, settings)
+    figures = load_figures(rehearsal.records, rehearsal.load_csv)
+    # Without a fault no request may fail, as ./rehearse; with one, the rollback and the retry decide.
+    passed = passed and (bool(faults) or figures.failed == 0)
+    settings = {"timeScale": args.time_scale, "rate": args.rate, "baseline": args.baseline, "until": sequence[-1],
+                "inject": args.inject}
+    write_json(out / "report.json", rehearsal.records, passed, settings, figures)
     pictured = timeline_png(out / "timeline.png", rehearsal.load_csv, rehearsal.records)
     if args.json:
         print(json.dumps(json.loads((out / "report.json").read_text())))
     else:
-        console.print(table(rehearsal.records))
+        console.print(table(rehearsal.records, figures))
+        console.print(f"requests {figures.requests}, failed {figures.failed}; baseline p95 "
+                      f"{figures.baseline.p95_ms if figures.baseline else '-'} ms", markup=False, highlight=False)
+        for target in targets(rehearsal.records, figures):
+            console.print(target_line(target), markup=False, highlight=False)
         console.print(f"{'PASSED' if passed else 'FAILED'}; report: {out}/report.json"
                       + (f", {out}/timeline.png" if pictured else ""), markup=False, highlight=False)
     return 0 if passed else 1

@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Optional
 
 from rich.table import Table
 from rich.text import Text
@@ -13,24 +16,79 @@ from rich.text import Text
 from engine.events import CHANGING_OPS
 
 from .engine_walk import Attempt, StepRecord, summary
+from .report import P95_TARGET_FACTOR, Records, Window, failed_requests_target, p95_target, p95_vs_baseline
 
 
-def table(records: list[StepRecord]) -> Table:
+@dataclass
+class LoadFigures:
+    """What the load saw: the baseline before the first step it met, and each step's window (None: the
+    step was applied before the load started), from its ``pulumi up`` to the next step's."""
+
+    baseline: Optional[Window]
+    steps: list[Optional[Window]]
+    requests: int
+    failed: int
+
+
+def _started(record: StepRecord) -> float:
+    first = record.attempts[0]
+    return datetime.fromisoformat(first.at).timestamp() - first.seconds  # ``at``: when that up ended
+
+
+def load_figures(records: list[StepRecord], load_csv: Path) -> LoadFigures:
+    load = Records(load_csv)
+    if not len(load) or not records:
+        return LoadFigures(None, [None] * len(records), len(load), int(load.failed.sum()) if len(load) else 0)
+    first, last = float(load.scheduled.min()), float(load.scheduled.max()) + 1.0
+    starts = [_started(r) for r in records]
+    under_load = next((i for i, start in enumerate(starts) if start >= first), len(records))
+    baseline = load.window(first, starts[under_load] if under_load < len(records) else last)
+    steps: list[Optional[Window]] = [None] * under_load
+    for i in range(under_load, len(records)):
+        steps.append(load.window(starts[i], starts[i + 1] if i + 1 < len(records) else last))
+    return LoadFigures(baseline, steps, len(load), int(load.failed.sum()))
+
+
+def targets(records: list[StepRecord], figures: LoadFigures) -> list[dict]:
+    """The rehearsal's targets (as ./rehearse's, one definition in rehearsal/report.py): no failed request
+    (without a fault), each step's p95 within its factor of the baseline (the steps a fault did not hit)."""
+    out = [] if any(r.fault for r in records) else [failed_requests_target(figures.failed)]
+    slow = []
+    for record, window in zip(records, figures.steps):
+        ratio = p95_vs_baseline(window, figures.baseline) if window and figures.baseline else None
+        if ratio is not None and not record.fault and ratio > P95_TARGET_FACTOR:
+            slow.append(f"{record.step} ({ratio}x)")
+    out.append(p95_target(slow))
+    return out
+
+
+def table(records: list[StepRecord], figures: LoadFigures) -> Table:
     out = Table(title="Rehearsal through pulumi up")
     for column in ("track", "step", "attempts", "gate before (the check)", "up s", "resources changed", "triggers after",
-                   "rolled back"):
+                   "rolled back", "requests", "failed", "p95 ms", "p95 / baseline"):
         out.add_column(column)
-    for record in records:
+    base = figures.baseline
+    if base is not None:
+        out.add_row(*(Text(c) for c in ("-", "baseline", "", "", "", "", "", "", str(base.requests), str(base.failed),
+                                        _ms(base.p95_ms), "1.0")))
+    for record, window in zip(records, figures.steps):
         refused = [a for a in record.attempts if not a.applied]
         applied = next((a for a in record.attempts if a.applied), None)
         gate = "passed" if applied else "REFUSED"
         if refused:
             gate += f" after {len(refused)} refusal(s), the last: {'; '.join(refused[-1].reasons)[:200]}"
+        ratio = p95_vs_baseline(window, base) if window and base else None
         cells = [record.track, record.step + (f" [{record.fault}]" if record.fault else ""), str(len(record.attempts)), gate,
                  f"{applied.seconds:g}" if applied else "-", changed(applied),
-                 "\n".join([record.triggers, *record.trigger_signals]), "yes" if record.rolled_back else ""]
+                 "\n".join([record.triggers, *record.trigger_signals]), "yes" if record.rolled_back else "",
+                 str(window.requests) if window else "-", str(window.failed) if window else "-",
+                 _ms(window.p95_ms) if window else "-", f"{ratio:g}" if ratio is not None else "-"]
         out.add_row(*(Text(cell) for cell in cells))  # plain text: a fault's [name] is not markup
     return out
+
+
+def _ms(value: Optional[float]) -> str:
+    return f"{value:g}" if value is not None else "-"
 
 
 def changed(applied: Attempt | None) -> str:
@@ -42,8 +100,13 @@ def changed(applied: Attempt | None) -> str:
     return f"{applied.changed} ({ops})" if ops else str(applied.changed)
 
 
-def write_json(path: Path, records: list[StepRecord], passed: bool, settings: dict) -> None:
-    path.write_text(json.dumps({"passed": passed, "settings": settings, "steps": summary(records)}, indent=2))
+def write_json(path: Path, records: list[StepRecord], passed: bool, settings: dict, figures: LoadFigures) -> None:
+    steps = [{**step, "load": asdict(window) if window else None}
+             for step, window in zip(summary(records), figures.steps)]
+    path.write_text(json.dumps({
+        "passed": passed, "settings": settings, "requests": figures.requests, "failed": figures.failed,
+        "baseline": asdict(figures.baseline) if figures.baseline else None, "targets": targets(records, figures),
+        "steps": steps}, indent=2))
 
 
 def timeline_png(path: Path, load_csv: Path, records: list[StepRecord]) -> bool:
@@ -54,7 +117,6 @@ def timeline_png(path: Path, load_csv: Path, records: list[StepRecord]) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from datetime import datetime
 
     total, failed = Counter(), Counter()
     with open(load_csv, newline="") as handle:

@@ -48,7 +48,7 @@ from twin.operator import TwinOperator
 from twin.server import REPO_ROOT
 from twin.stack import cloudflare_of_prod, first_steps, load_prod, twin_stack_document
 
-from .runner import load_config
+from .runner import BASELINE_SECONDS, load_config
 
 PROD_STACK_FILE = REPO_ROOT / "Pulumi.prod.yaml"
 INFRA = "infra"
@@ -95,6 +95,7 @@ class EngineRehearsal:
     rate: float
     out: Path
     say: Callable[[str], None] = print
+    baseline: float = BASELINE_SECONDS  # the load before the first step it sees: what each step's p95 is held to
     edge: Optional[Edge] = None
     load: Optional[subprocess.Popen] = None
     records: list[StepRecord] = field(default_factory=list)
@@ -102,7 +103,8 @@ class EngineRehearsal:
     # ------------------------------------------------------------------ set-up
     @classmethod
     def start(cls, engine: Installed, time_scale: int, rate: float, out: Path,
-              say: Callable[[str], None] = print, twin: Optional[Twin] = None) -> "EngineRehearsal":
+              say: Callable[[str], None] = print, twin: Optional[Twin] = None,
+              baseline: float = BASELINE_SECONDS) -> "EngineRehearsal":
         """The twin (or ``twin``), its Prometheus, the ``rehearsal`` stack over the running MVP."""
         out.mkdir(parents=True, exist_ok=True)
         owns = twin is None
@@ -122,7 +124,7 @@ class EngineRehearsal:
             if owns:
                 twin.stop()
             raise
-        return cls(twin, operator, prometheus, time_scale, rate, out, say)
+        return cls(twin, operator, prometheus, time_scale, rate, out, say, baseline)
 
     def stop(self, stop_twin: bool = True) -> None:
         if self.load is not None and self.load.poll() is None:
@@ -147,7 +149,9 @@ class EngineRehearsal:
                 sys.executable, "-m", "rehearsal.load", "--lb", f"http://{self.edge.http}", "--resolver",
                 self.edge.resolver, "--gateway-port", "8080", "--rate", f"{self.rate:g}", "--out", str(self.load_csv)],
                 cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=log)
-        self.say(f"load: {self.rate:g} requests/s through the edge at {self.edge.http}")
+        self.say(f"load: {self.rate:g} requests/s through the edge at {self.edge.http}; {self.baseline:g} s of "
+                 "baseline before the next step")
+        time.sleep(self.baseline)
 
     # ------------------------------------------------------------------ steps
     def up(self, step: str, track: str = INFRA) -> Attempt:

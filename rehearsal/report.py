@@ -70,13 +70,17 @@ class Records:
                  "pool": str(self.pool[i]), "gateway": str(self.gateway[i]), "error": self.error[i]} for i in idx]
 
 
+def p95_vs_baseline(window: Window, baseline: Window) -> float | None:
+    return round(window.p95_ms / baseline.p95_ms, 2) if (window.p95_ms and baseline.p95_ms) else None
+
+
 def step_rows(result: RunResult, records: Records) -> list[dict]:
     base = records.window(*result.baseline)
     rows = [{"track": "-", "step": "baseline", "action": "", "outcome": "", "duration_s":
              round(result.baseline[1] - result.baseline[0], 1), **asdict(base), "p95_vs_baseline": 1.0}]
     for s in result.steps:
         w = records.window(s.started, s.ended)
-        ratio = round(w.p95_ms / base.p95_ms, 2) if (w.p95_ms and base.p95_ms) else None
+        ratio = p95_vs_baseline(w, base)
         rows.append({"track": s.track, "step": s.step, "action": s.action, "outcome": s.outcome, "fault": s.fault,
                      "started": round(s.started, 3), "ended": round(s.ended, 3),
                      "duration_s": round(s.ended - s.started, 1), "apply_s": round(s.applied - s.started, 2),
@@ -113,6 +117,20 @@ P95_TARGET_FACTOR = 1.5
 SWITCHOVER_STALL_TARGET_MS = 100.0
 
 
+def failed_requests_target(failed: int) -> dict:
+    return {"target": "0 failed requests", "value": failed, "met": failed == 0}
+
+
+def p95_target(slow: list[str]) -> dict:
+    """``slow``: the steps above the factor, each as ``step (ratio x)``."""
+    return {"target": f"p95 of each step <= {P95_TARGET_FACTOR}x baseline", "value": ", ".join(slow) or "all",
+            "met": not slow}
+
+
+def target_line(target: dict) -> str:
+    return f"  target {'met' if target['met'] else 'MISSED'}: {target['target']}: {target['value']}"
+
+
 def targets(result: RunResult, rows: list[dict], summ: dict) -> list[dict]:
     """Issue 11's targets, each with its measured value and whether it was met."""
     steps = [r for r in rows[1:] if r["action"] != "rollback"]
@@ -120,9 +138,8 @@ def targets(result: RunResult, rows: list[dict], summ: dict) -> list[dict]:
             if r["p95_vs_baseline"] is not None and r["p95_vs_baseline"] > P95_TARGET_FACTOR]
     out = []
     if not result.options.inject:
-        out.append({"target": "0 failed requests", "value": summ["failed"], "met": summ["failed"] == 0})
-    out.append({"target": f"p95 of each step <= {P95_TARGET_FACTOR}x baseline", "value": ", ".join(slow) or "all",
-                "met": not slow})
+        out.append(failed_requests_target(summ["failed"]))
+    out.append(p95_target(slow))
     stall = summ["switchover_write_stall_ms"]
     if stall is not None:
         out.append({"target": f"longest write stall at the switchover <= {SWITCHOVER_STALL_TARGET_MS:g} ms",

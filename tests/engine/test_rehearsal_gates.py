@@ -20,7 +20,7 @@ import time
 import pytest
 from rich.console import Console
 
-from rehearsal.engine_report import table, timeline_png, write_json
+from rehearsal.engine_report import load_figures, table, timeline_png, write_json
 from rehearsal.engine_walk import EngineRehearsal, _soak_and_judge, infra_sequence, walk
 
 pytestmark = pytest.mark.engine
@@ -137,13 +137,22 @@ def test_the_dns_track_is_walked_first_then_server1_leaves_the_edge_and_is_resiz
     assert (steps["infra"], steps["dns"]) == ("server1-resized", "switched")
 
 
-def test_the_report_shows_each_steps_verdicts_and_a_timeline(rehearsal):
+def test_the_report_shows_each_steps_verdicts_load_and_a_timeline(rehearsal):
     out = rehearsal.out
-    write_json(out / "report.json", rehearsal.records, True, {"timeScale": TIME_SCALE})
+    figures = load_figures(rehearsal.records, rehearsal.load_csv)
+    write_json(out / "report.json", rehearsal.records, True, {"timeScale": TIME_SCALE}, figures)
     assert timeline_png(out / "timeline.png", rehearsal.load_csv, rehearsal.records)
     assert (out / "timeline.png").stat().st_size > 10_000
-    console = Console(record=True, width=200)
-    console.print(table(rehearsal.records))
+    console = Console(record=True, width=240)
+    console.print(table(rehearsal.records, figures))
     text = console.export_text()
     assert "traffic-50 [gateway-5xx]" in text and "fail" in text and "yes" in text
-    assert "resources changed" in text and "(update " in text
+    assert "resources changed" in text and "(update " in text and "p95 / baseline" in text
+    # the load's baseline (server1's pool, before traffic-10) and every step applied under the load measured
+    assert figures.baseline is not None and figures.baseline.requests >= RATE * 5 and figures.baseline.p95_ms
+    under_load = [r.step for r, w in zip(rehearsal.records, figures.steps) if w is not None]
+    assert under_load[0] == "traffic-10" and under_load[-1] == "server1-resized", under_load
+    # the faults this module injects end at traffic-100: every request of the steps after it was answered
+    after = [w for r, w in zip(rehearsal.records, figures.steps)
+             if r.step in ("ttl-lowered", "switched", "gateway-off-server1", "server1-resized")]
+    assert len(after) == 4 and all(w is not None and w.requests > 0 and w.failed == 0 for w in after), after

@@ -6,8 +6,9 @@ import pytest
 
 from bazbii_plan.timegates import dns_switch_problems
 
-from rehearsal.engine_walk import (LAST_ENGINE_STEP, _time_cures, console_resizes, infra_sequence, moves,
-                                   prod_config, trigger_criteria)
+from rehearsal.engine_report import load_figures, targets
+from rehearsal.engine_walk import (LAST_ENGINE_STEP, Attempt, StepRecord, _time_cures, console_resizes,
+                                   infra_sequence, moves, prod_config, trigger_criteria)
 
 
 def test_a_step_that_requires_another_track_has_it_walked_there_first():
@@ -59,3 +60,37 @@ def test_only_refusals_that_time_cures_are_retried():
                                   now=now, previous_source="stack-output", is_rollback=False, time_scale=1800)
     assert _time_cures(early.what), early.what  # the old TTL (2 s at this scale) is not over yet
     assert not _time_cures("plan-step-scope: infra step 'traffic-50' also changes bazbii:database.pooler")
+
+
+# --------------------------------------------------------------------------- the report's load figures
+def _record(step, started, seconds=2.0, fault=None):
+    at = datetime.fromtimestamp(started + seconds, timezone.utc).isoformat(timespec="seconds")
+    return StepRecord(step, attempts=[Attempt(at=at, applied=True, reasons=[], seconds=seconds)], fault=fault)
+
+
+def _load(path, t0, seconds, latency_ms, failed_at=()):
+    """One request every 0.1 s from ``t0``; ``latency_ms(t)`` each; status 502 at the seconds in ``failed_at``."""
+    rows = ["kind,scheduled,start,end,status,pool,gateway,version,error"]
+    for i in range(int(seconds * 10)):
+        t = t0 + i / 10
+        status = 502 if int(t - t0) in failed_at else 200
+        rows.append(f"lb_read,{t},{t},{t + latency_ms(t - t0) / 1000},{status},,,1.9.0,")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_each_step_is_held_to_the_baseline_the_load_saw_before_it(tmp_path):
+    t0 = 1_800_000_000.0
+    records = [_record("gateway-on-server2", t0 - 30), _record("traffic-10", t0 + 10), _record("traffic-50", t0 + 20)]
+    slow_after_20 = _load(tmp_path / "load.csv", t0, 30, lambda t: 10.0 if t < 20 else 40.0, failed_at=(25,))
+    figures = load_figures(records, slow_after_20)
+    assert figures.steps[0] is None  # applied before the load started
+    assert (figures.baseline.requests, figures.baseline.p95_ms) == (100, 10.0)  # t0 .. traffic-10's up
+    assert (figures.steps[1].requests, figures.steps[1].p95_ms) == (100, 10.0)
+    assert (figures.steps[2].requests, figures.steps[2].failed, figures.steps[2].p95_ms) == (100, 10, 40.0)
+    assert targets(records, figures) == [
+        {"target": "0 failed requests", "value": 10, "met": False},
+        {"target": "p95 of each step <= 1.5x baseline", "value": "traffic-50 (4.0x)", "met": False}]
+    # a step a fault was injected into is not held to either target
+    records[2].fault = "gateway-5xx"
+    assert targets(records, figures) == [{"target": "p95 of each step <= 1.5x baseline", "value": "all", "met": True}]
