@@ -148,10 +148,13 @@ def test_the_report_shows_each_steps_verdicts_load_and_a_timeline(rehearsal):
     text = console.export_text()
     assert "traffic-50 [gateway-5xx]" in text and "fail" in text and "yes" in text
     assert "resources changed" in text and "(update " in text and "p95 / baseline" in text
-    # the load's baseline (server1's pool, before traffic-10) and every step applied under the load measured
+    # the load's baseline (from the load's start to the first step recorded under it: this module records
+    # traffic-50 first) and every step recorded under the load measured, none before it
     assert figures.baseline is not None and figures.baseline.requests >= RATE * 5 and figures.baseline.p95_ms
     under_load = [r.step for r, w in zip(rehearsal.records, figures.steps) if w is not None]
-    assert under_load[0] == "traffic-10" and under_load[-1] == "server1-resized", under_load
+    before = [r.step for r, w in zip(rehearsal.records, figures.steps) if w is None]
+    assert before[-1] == "gateway-on-server2" and under_load[0] == "traffic-50", (before, under_load)
+    assert under_load[-1] == "server1-resized", under_load
     # the faults this module injects end at traffic-100: every request of the steps after it was answered
     after = [w for r, w in zip(rehearsal.records, figures.steps)
              if r.step in ("ttl-lowered", "switched", "gateway-off-server1", "server1-resized")]
