@@ -25,6 +25,7 @@ the step again.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
@@ -218,8 +219,16 @@ class EngineRehearsal:
         return verdict.status, [s.line() for s in verdict.signals]
 
 
+@functools.cache
 def prod_config() -> StackConfig:
+    """The prod stack file's config, read once: every step, refusal and trigger of a walk asks for it, and
+    the file does not change under a walk (``with_steps`` gives moved copies, never changes this one)."""
     return load_config(PROD_STACK_FILE)
+
+
+def starting_steps(config: StackConfig, applied: Mapping[str, str]) -> dict[str, str]:
+    """Track -> where the walk starts it: the applied step, else the track's first (a stack never updated)."""
+    return {track: applied.get(track) or t.names()[0] for track, t in config.plan.tracks.items()}
 
 
 def trigger_criteria(config: StackConfig, track: str) -> GateCriteria:
@@ -273,7 +282,7 @@ def moves(config: StackConfig, sequence: list[str], applied: Mapping[str, str]) 
     """``(track, step)`` in apply order: the infra steps of ``sequence`` not applied yet, each preceded by
     the steps of other tracks its ``requires`` needs. ``applied``: track -> the step the stack's last update
     applied (empty before the first update, which takes the running MVP over at every track's first step)."""
-    current = {track: applied.get(track) or t.names()[0] for track, t in config.plan.tracks.items()}
+    current = starting_steps(config, applied)
     infra = config.plan.tracks[INFRA]
     done = infra.index(applied[INFRA]) if INFRA in applied else -1
     out: list[tuple[str, str]] = []
@@ -317,7 +326,7 @@ def walk(rehearsal: EngineRehearsal, sequence: list[str], faults: dict[str, str]
     rollback calls for)."""
     config = prod_config()
     applied = rehearsal.applied_steps()
-    current = {track: applied.get(track) or t.names()[0] for track, t in config.plan.tracks.items()}
+    current = starting_steps(config, applied)
     for track, step in moves(config, sequence, applied):
         previous = current[track]
         if track == INFRA:
