@@ -79,6 +79,7 @@ db = PostgresCluster(
         db_password=secret("dbPassword"),
         replication_password=secret("replicationPassword"),
         pooler_admin_password=secret("poolerAdminPassword"),
+        postgres_exporter=stack.metrics.exporter("postgres"),
     ),
     pulumi.ResourceOptions(depends_on=[*servers_ready, *release.ready]),
 )

@@ -9,7 +9,7 @@ apply time unknown) and denies the step, like a failure: gates fail closed.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Iterable, Optional
 
 from bazbii_plan.gates import format_duration, format_value as _number
 
@@ -56,6 +56,27 @@ class SignalResult:
         return head + (f"; {self.reason}" if self.reason else "")
 
 
+HEADLINE_PREFIX = "live gate of "
+SIGNAL_INDENT = "  "
+STATUS_WORDS = {status.upper() for status in (PASS, FAIL, INCONCLUSIVE)}  # how a signal line begins
+
+
+def printed_verdicts(printed: Iterable[str]) -> list[str]:
+    """The verdicts (:meth:`Verdict.lines`) among lines a process printed, each line once: a headline and
+    the signal lines right after it (the engine may check a resource twice in one update)."""
+    out: list[str] = []
+    inside = False
+    for line in printed:
+        text = line.strip()
+        if text.startswith(HEADLINE_PREFIX):
+            inside = True
+        elif not (inside and line.startswith(SIGNAL_INDENT) and text.split(" ", 1)[0] in STATUS_WORDS):
+            inside = False
+            continue
+        out.append(line.rstrip())
+    return list(dict.fromkeys(out))
+
+
 @dataclass
 class Verdict:
     """Whether a step's gate passed on live metrics, with every number behind it."""
@@ -83,13 +104,13 @@ class Verdict:
 
     def headline(self) -> str:
         word = {PASS: "PASSED", FAIL: "FAILED", INCONCLUSIVE: "INCONCLUSIVE (fails closed)"}[self.status]
-        text = f"live gate of {self.track} step {self.step!r} {word}"
+        text = f"{HEADLINE_PREFIX}{self.track} step {self.step!r} {word}"
         if not self.passed and self.override:
             text += f"; let through by bazbii:phaseOverride: {self.override}"
         return text + (f" ({self.note})" if self.note else "")
 
     def lines(self) -> list[str]:
-        return [self.headline()] + [f"  {s.line()}" for s in self.signals]
+        return [self.headline()] + [f"{SIGNAL_INDENT}{s.line()}" for s in self.signals]
 
     def problems(self) -> list[str]:
         """One line per signal that denies the step (empty when allowed)."""

@@ -34,7 +34,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from .errors import PATTERN_WORDS, pattern
 from .models import (DEFAULT_SSH_PORT, DEFAULT_SSH_USER, NAME_PATTERN, PATH_PATTERN, UNIX_USER_PATTERN, Model, Rollback,
-                     StackState, between)
+                     Server, StackState, between)
 
 _DURATION = re.compile(r"^([0-9]+)(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -333,6 +333,13 @@ def unknown_queries(criteria: GateCriteria, metrics: MetricsConfig) -> list[tupl
 
 
 # --------------------------------------------------------------------------- where the exporters run
+def exporter_servers(servers: Mapping[str, Server], job: ExporterKind) -> list[str]:
+    """The servers that run ``job``'s exporter (those with its role), sorted: where Prometheus scrapes it
+    (:func:`scrape_targets`) and where the program installs it (``PostgresCluster``)."""
+    role = EXPORTER_ROLES[job]
+    return sorted(name for name, server in servers.items() if role in server.roles)
+
+
 def scrape_targets(state: StackState, metrics: MetricsConfig) -> list[dict]:
     """Prometheus ``file_sd`` target groups for the exporters on the servers, with the labels scopes use.
 
@@ -344,13 +351,12 @@ def scrape_targets(state: StackState, metrics: MetricsConfig) -> list[dict]:
     for pool_name, pool in state.traffic.pools.items():
         pools_by_server.setdefault(pool.server, []).append(pool_name)
     groups = []
-    for job, role in EXPORTER_ROLES.items():
+    for job in EXPORTER_ROLES:
         if job == "api":
             continue
         exporter = metrics.exporter(job)
-        for server_name, server in sorted(state.servers.items()):
-            if role not in server.roles:
-                continue
+        for server_name in exporter_servers(state.servers, job):
+            server = state.servers[server_name]
             host = f"[{server.address}]" if ":" in server.address else server.address
             labels = {"job": job, "server": server_name, "__metrics_path__": exporter.path}
             served = pools_by_server.get(server_name, []) if job == "gateway" else []

@@ -27,6 +27,11 @@ primary or retiring a server is a phase change, never an in-place surprise.
                                 It refuses to move the database to another host with a plain RELOAD: that
                                 only happens inside the switchover, under PAUSE. It depends on the
                                 switchover, so after it the ini already names the new host.
+``<name>-exporter-<server>``    remote.Command on every server with the ``database`` role (where
+                                ``metricsTargets`` lists the PostgreSQL exporter): Debian's
+                                prometheus-postgres-exporter on the server's address as a ``pg_monitor``
+                                role over the local socket; it fails unless the exporter reaches PostgreSQL.
+                                The switchover's gate reads its longest transaction. Delete stops it.
 ``<name>-retire-<server>``      remote.Command per ``database.retired`` server:
                                 ``bazbii_db.replication.retire.retire_primary_script`` after checking that no
                                 application session is left on it; the data directory is kept (pg_rewind).
@@ -58,11 +63,13 @@ from pulumi_command import remote
 from bazbii_db.dataplane import DEFAULT_RUNTIME, Runtime, lag_gate_command, secrets_stdin, switchover_command
 from bazbii_db.dsn import build_dsn
 from bazbii_plan import models
+from bazbii_plan.gates import Exporter, exporter_servers
 from components._util import TYPE_PREFIX, child_opts, inherit_depends_on
 from components.postgres_config import (PGBOUNCER_ADMIN_USER, PGBOUNCER_INI, migration_dsn, ops_dsn,
                                         pgbouncer_ini, pooler_admin_dsn, userlist,
                                         with_password)
-from components.postgres_scripts import (as_root, pooler_script, primary_script, replica_delete_script,
+from components.postgres_scripts import (as_root, pooler_script, postgres_exporter_script,
+                                         postgres_exporter_stop_script, primary_script, replica_delete_script,
                                          replica_script, retire_script)
 
 
@@ -74,6 +81,7 @@ class PostgresClusterArgs:
     db_password: pulumi.Input[str]
     replication_password: pulumi.Input[str]
     pooler_admin_password: pulumi.Input[str]
+    postgres_exporter: Exporter  # where metricsTargets says Prometheus scrapes it (bazbii:metrics)
     runtime: Runtime = DEFAULT_RUNTIME  # where DataPlaneRelease installed the CLIs
 
 
@@ -209,8 +217,25 @@ class PostgresCluster(pulumi.ComponentResource):
                 opts=child_opts(self, depends_on=[self.pooler, self.primary, *after_switchover]),
             )
 
+        # The primary's exporter first: it creates the exporter's role, which the standbys get by replication.
+        self.exporters: dict[str, remote.Command] = {}
+        exporter = args.postgres_exporter
+        exporter_hosts = exporter_servers(servers, "postgres")
+        for server in sorted(exporter_hosts, key=lambda s: s != db.primary):
+            text = postgres_exporter_script(db, server, servers[server].address, exporter.port, exporter.path)
+            runs_on = [self.primary, *after_switchover, *([self.replicas[server]] if server in self.replicas else [])]
+            self.exporters[server] = remote.Command(
+                f"{name}-exporter-{server}",
+                connection=connections[server],
+                create=as_root(text),
+                update=as_root(text),
+                delete=as_root(postgres_exporter_stop_script(server)),
+                opts=child_opts(self, depends_on=[*runs_on, *([self.exporters[db.primary]]
+                                                              if db.primary in self.exporters else [])]),
+            )
+
         self.ready = [self.primary, self.pooler, *self.replicas.values(), *self.lag_gates.values(),
-                      *after_switchover, *self.retirements.values()]
+                      *after_switchover, *self.retirements.values(), *self.exporters.values()]
         self.register_outputs({
             "primary": db.primary,
             "primaryHost": self.primary_host,

@@ -24,6 +24,12 @@ PGBOUNCER_ADMIN_USER = "pgbouncer_admin"
 PGBOUNCER_ADMIN_FROM = "127.0.0.1/32"
 HBA_BEGIN = "# BEGIN bazbii (managed by Pulumi)"
 HBA_END = "# END bazbii"
+# The PostgreSQL exporter (Debian's prometheus-postgres-exporter): the package's unit runs as the system
+# user ``prometheus``, which reaches its own role over the local socket by peer authentication; the role
+# is in ``pg_monitor`` (every session's transaction age, the replication views), nothing more.
+POSTGRES_EXPORTER_PACKAGE = "prometheus-postgres-exporter"
+POSTGRES_EXPORTER_USER = "prometheus"
+POSTGRES_EXPORTER_SETTINGS = "/etc/default/prometheus-postgres-exporter"
 OPS_APPLICATION_NAME = "bazbii-dataplane"
 MIGRATIONS_APPLICATION_NAME = "bazbii-migrations"
 
@@ -41,7 +47,7 @@ def hba_lines(db: models.Database, servers: Mapping[str, models.Server]) -> list
     db_hosts = {db.primary, *db.replicas}
     if db.switchover is not None and db.switchover.from_ not in db.retired:
         db_hosts.add(db.switchover.from_)  # stopped, kept re-attachable (pg_rewind) until retired
-    lines = ["local all postgres peer"]
+    lines = ["local all postgres peer", f"local postgres {POSTGRES_EXPORTER_USER} peer"]
     for name in sorted(app_clients):
         lines.append(f"host {db.name} {db.user} {servers[name].address}/32 scram-sha-256")
     for name in sorted(db_hosts):
@@ -50,6 +56,19 @@ def hba_lines(db: models.Database, servers: Mapping[str, models.Server]) -> list
         lines.append(f"host all {db.replication_user} {servers[name].address}/32 scram-sha-256")
     lines.append(f"host all {db.replication_user} 127.0.0.1/32 scram-sha-256")
     return lines
+
+
+def postgres_exporter_settings(db: models.Database, address: str, port: int, path: str) -> str:
+    """The package's ``/etc/default`` file: its connection (the local socket, as ``prometheus``) and where
+    it listens (the server's address and the port ``metricsTargets`` names; settings metrics left out)."""
+    dsn = build_dsn(host="/var/run/postgresql", port=db.port, dbname="postgres", user=POSTGRES_EXPORTER_USER,
+                    sslmode="disable")
+    listen = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    return (
+        "# managed by Pulumi (bazbii): the exporter metricsTargets lists on this server\n"
+        f"DATA_SOURCE_NAME=\"{dsn}\"\n"
+        f"ARGS=\"--web.listen-address={listen} --web.telemetry-path={path} --disable-settings-metrics\"\n"
+    )
 
 
 def pgbouncer_hba(db: models.Database) -> str:

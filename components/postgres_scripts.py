@@ -17,7 +17,9 @@ from bazbii_db.dsn import build_dsn
 from bazbii_plan import models
 from components._util import q, script
 from components.postgres_config import (HBA_BEGIN, HBA_END, PGBOUNCER_HBA, PGBOUNCER_INI, PGBOUNCER_USERLIST,
-                                        hba_lines, pg_paths, pgbouncer_hba, pgbouncer_ini)
+                                        POSTGRES_EXPORTER_PACKAGE, POSTGRES_EXPORTER_SETTINGS,
+                                        POSTGRES_EXPORTER_USER, hba_lines, pg_paths, pgbouncer_hba, pgbouncer_ini,
+                                        postgres_exporter_settings)
 
 
 def as_root(text: str) -> str:
@@ -259,6 +261,58 @@ systemctl enable pgbouncer >/dev/null 2>&1 || true
 if systemctl is-active --quiet pgbouncer; then systemctl reload pgbouncer; else systemctl start pgbouncer; fi
 echo "pgbouncer on :{db.pooler.port} -> {db.name} at $new_host:{db.port}"
 """,
+    )
+
+
+def postgres_exporter_script(db: models.Database, server: str, address: str, port: int, path: str) -> str:
+    """Runs as root on a database server: Debian's PostgreSQL exporter, listening where ``metricsTargets``
+    says, as a role in ``pg_monitor`` (created on a primary; a standby has it by replication). It fails
+    unless the exporter reaches PostgreSQL: a gate reading its series would otherwise only be INCONCLUSIVE
+    at the step that needs it (the switchover's longest transaction)."""
+    url = f"http://{f'[{address}]' if ':' in address else address}:{port}{path}"
+    settings = postgres_exporter_settings(db, address, port, path).rstrip("\n")  # as $(cat) reads it back
+    return script(
+        f"""
+export DEBIAN_FRONTEND=noninteractive
+if [ ! -x /usr/bin/{POSTGRES_EXPORTER_PACKAGE} ]; then
+  apt-get update -q
+  apt-get install -y -q {POSTGRES_EXPORTER_PACKAGE}
+fi
+recovery=$(runuser -u postgres -- psql -XtAc 'SELECT pg_is_in_recovery()' 2>/dev/null || true)
+if [ "$recovery" = "f" ]; then
+  runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -q -v role={q(POSTGRES_EXPORTER_USER)} <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN', :'role') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \\gexec
+SELECT format('GRANT pg_monitor TO %I', :'role') \\gexec
+SQL
+fi
+settings={q(settings)}
+if [ "$(cat {POSTGRES_EXPORTER_SETTINGS} 2>/dev/null)" != "$settings" ] || ! systemctl is-active --quiet {POSTGRES_EXPORTER_PACKAGE}; then
+  printf '%s\\n' "$settings" > {POSTGRES_EXPORTER_SETTINGS}.new
+  mv -f {POSTGRES_EXPORTER_SETTINGS}.new {POSTGRES_EXPORTER_SETTINGS}
+  systemctl enable {POSTGRES_EXPORTER_PACKAGE} >/dev/null 2>&1 || true
+  systemctl restart {POSTGRES_EXPORTER_PACKAGE}
+fi
+if [ -z "$recovery" ]; then
+  echo "note: PostgreSQL is not running on {server} (a fenced old primary?): its exporter reports pg_up 0 until it runs"
+  exit 0
+fi
+for attempt in $(seq 1 30); do
+  if curl -fsS {q(url)} 2>/dev/null | grep -q '^pg_up 1'; then break; fi
+  [ "$attempt" -eq 30 ] && {{ echo "{server}: the PostgreSQL exporter at {url} does not reach PostgreSQL (pg_up is not 1)" >&2; exit 1; }}
+  sleep 2
+done
+echo "postgres exporter on {server} at {url}"
+"""
+    )
+
+
+def postgres_exporter_stop_script(server: str) -> str:
+    """Runs as root on a server that no longer runs PostgreSQL (retired): its exporter stops with it."""
+    return script(
+        f"""
+systemctl disable --now {POSTGRES_EXPORTER_PACKAGE} >/dev/null 2>&1 || true
+echo "postgres exporter on {server} stopped"
+"""
     )
 
 

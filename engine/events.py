@@ -3,7 +3,8 @@
 ``pulumi preview|up --event-log FILE`` (a flag the CLI shows with ``PULUMI_DEBUG_COMMANDS=true``, as the
 Automation API uses it) writes one JSON engine event per line. ``--json`` output carries no policy
 violations; the event log does: ``policyEvent`` (policy name, enforcement level, resource URN, message)
-and ``diagnosticEvent`` (severity, URN, message), among them a provider's ``Check`` failures; the closing
+and ``diagnosticEvent`` (severity, URN, message), among them a provider's ``Check`` failures (errors) and
+what a provider printed (info: the transition check's live-gate verdict with its numbers); the closing
 ``summaryEvent`` counts the resources by what the engine did to them (``resourceChanges``).
 """
 
@@ -48,6 +49,7 @@ class Judgement:
     output: str
     violations: list[PolicyViolation] = field(default_factory=list)
     errors: list[EngineError] = field(default_factory=list)
+    printed: list[EngineError] = field(default_factory=list)  # the non-error diagnostics (plugins' output)
     resource_changes: dict[str, int] = field(default_factory=dict)  # the summary's: operation -> resources
 
     @property
@@ -67,6 +69,16 @@ class Judgement:
         """The provider Check failures reported on the resource named ``resource_name``."""
         return [e.check_failure for e in self.errors if e.urn.endswith(f"::{resource_name}") and e.check_failure]
 
+    def resource_failures(self) -> list[str]:
+        """Each error the engine reported on a resource, by its last line (a failed command's own last word:
+        its whole script and output come before it); the update's closing errors name no resource."""
+        return [e.message.strip().splitlines()[-1] for e in self.errors if e.urn and e.message.strip()]
+
+    def printed_lines(self) -> list[str]:
+        """What the plugins printed, line by line (the engine logs a plugin's output with no URN: a line of the
+        dynamic providers' process cannot be told apart by resource)."""
+        return [line.rstrip() for e in self.printed for line in e.message.splitlines() if line.strip()]
+
 
 def read_event_log(path: Path, returncode: int, output: str) -> Judgement:
     judgement = Judgement(returncode, output)
@@ -80,9 +92,10 @@ def read_event_log(path: Path, returncode: int, output: str) -> Judgement:
             policy = event["policyEvent"]
             judgement.violations.append(PolicyViolation(policy["policyName"], policy.get("enforcementLevel", ""),
                                                         policy.get("resourceUrn", ""), policy.get("message", "")))
-        elif "diagnosticEvent" in event and event["diagnosticEvent"].get("severity") == "error":
+        elif "diagnosticEvent" in event:
             diagnostic = event["diagnosticEvent"]
-            judgement.errors.append(EngineError(diagnostic.get("urn", ""), diagnostic.get("message", "")))
+            found = EngineError(diagnostic.get("urn", ""), diagnostic.get("message", ""))
+            (judgement.errors if diagnostic.get("severity") == "error" else judgement.printed).append(found)
         elif "summaryEvent" in event:
             changes = event["summaryEvent"].get("resourceChanges") or {}
             judgement.resource_changes = {op: int(n) for op, n in changes.items()}

@@ -15,8 +15,9 @@ from rich.text import Text
 
 from engine.events import CHANGING_OPS
 
-from .engine_walk import Attempt, StepRecord, summary
-from .report import P95_TARGET_FACTOR, Records, Window, failed_requests_target, p95_target, p95_vs_baseline
+from .engine_walk import Attempt, StepRecord, prod_config, summary
+from .report import (P95_TARGET_FACTOR, Records, Window, failed_requests_target, p95_target, p95_vs_baseline,
+                     switchover_stall_target)
 
 
 @dataclass
@@ -51,7 +52,8 @@ def load_figures(records: list[StepRecord], load_csv: Path) -> LoadFigures:
 
 def targets(records: list[StepRecord], figures: LoadFigures) -> list[dict]:
     """The rehearsal's targets (as ./rehearse's, one definition in rehearsal/report.py): no failed request
-    (without a fault), each step's p95 within its factor of the baseline (the steps a fault did not hit)."""
+    (without a fault), each step's p95 within its factor of the baseline (the steps a fault did not hit),
+    and the switchover's longest write stall."""
     out = [] if any(r.fault for r in records) else [failed_requests_target(figures.failed)]
     slow = []
     for record, window in zip(records, figures.steps):
@@ -59,7 +61,19 @@ def targets(records: list[StepRecord], figures: LoadFigures) -> list[dict]:
         if ratio is not None and not record.fault and ratio > P95_TARGET_FACTOR:
             slow.append(f"{record.step} ({ratio}x)")
     out.append(p95_target(slow))
+    switchovers = switchover_steps()
+    stalls = [window.write_stall_ms for record, window in zip(records, figures.steps)
+              if record.step in switchovers and record.applied and window and window.write_stall_ms is not None]
+    if stalls:
+        out.append(switchover_stall_target(stalls[-1]))
     return out
+
+
+def switchover_steps() -> set[str]:
+    """The steps that switch PostgreSQL over (their change sets ``database.switchover``): the longest write
+    stall of such a step's window is the switchover's (nothing else in it pauses the writes)."""
+    return {step.name for track in prod_config().plan.tracks.values() for step in track.steps
+            if "switchover" in (step.changes.get("database") or {})}
 
 
 def table(records: list[StepRecord], figures: LoadFigures) -> Table:
@@ -75,6 +89,10 @@ def table(records: list[StepRecord], figures: LoadFigures) -> Table:
         refused = [a for a in record.attempts if not a.applied]
         applied = next((a for a in record.attempts if a.applied), None)
         gate = "passed" if applied else "REFUSED"
+        if applied and applied.gate:
+            gate = "\n".join(applied.gate)  # the check's verdict with its numbers
+        elif applied:
+            gate = "passed (no live gate)"
         if refused:
             gate += f" after {len(refused)} refusal(s), the last: {'; '.join(refused[-1].reasons)[:200]}"
         ratio = p95_vs_baseline(window, base) if window and base else None

@@ -8,7 +8,7 @@ production PromQL against a Prometheus that scrapes what the stack's outputs dec
 (:mod:`twin.observe`). The load goes through the edge, whose HAProxy the Cloudflare emulator's state
 steers: the weights that serve it are the ones the program declared.
 
-The walk goes from the MVP to ``--until`` (at most :data:`LAST_ENGINE_STEP`). A step that ``requires``
+The walk goes from the MVP to ``--until`` (default: the infra track's last step, old-db-retired). A step that ``requires``
 another track at a step (gateway-off-server1: the DNS switched) has that track walked there first, step by
 step, as an operator would. A step that resizes a server that already runs is done in the provider's
 console first (the program only checks the spec), which here is the twin's console.
@@ -20,12 +20,15 @@ on what the step moved: the scope and period ``watch`` uses in production
 (:func:`bazbii_analysis.watchsetup.watched_scope`, ``next_soak_seconds``). A fault
 (``--inject gateway-5xx@STEP``) is armed once the step is applied; when the triggers fail, the walk
 rolls back with ``pulumi up`` of the previous step, clears the fault (the operator's fix) and applies
-the step again.
+the step again. ``--inject replica-lag@db-switchover`` is armed before the step's ``pulumi up``, which
+must fail (the switchover's pre-check refuses the lagging replica); ``pulumi up`` of the previous step,
+the fix, and the step again.
 """
 
 from __future__ import annotations
 
 import functools
+import shlex
 import subprocess
 import sys
 import time
@@ -36,9 +39,11 @@ from typing import Callable, Mapping, Optional
 
 from bazbii_analysis import PrometheusClient, evaluate_criteria
 from bazbii_analysis.evaluate import SCALED_WINDOW_FLOOR_SECONDS
+from bazbii_analysis.verdict import HEADLINE_PREFIX, printed_verdicts
 from bazbii_analysis.watchsetup import next_soak_seconds, watched_scope
 from bazbii_plan.facts import TRANSITION_CHECK
 from bazbii_plan.gates import GateCriteria, format_duration
+from bazbii_plan.models import StackState
 from bazbii_plan.stackconfig import REHEARSAL_STACK, StackConfig
 from bazbii_plan.timegates import TTL_NOT_EXPIRED
 from engine.build import Installed
@@ -49,17 +54,18 @@ from twin.operator import TwinOperator
 from twin.server import REPO_ROOT
 from twin.stack import cloudflare_of_prod, first_steps, load_prod, twin_stack_document
 
+from .faults import LAG_FILLER_SQL, PAUSE_REPLAY_SQL, RESUME_REPLAY_SQL, fault_applies
 from .runner import BASELINE_SECONDS, load_config
 
 PROD_STACK_FILE = REPO_ROOT / "Pulumi.prod.yaml"
 INFRA = "infra"
 EDGE_FROM = "gateway-on-server2"  # the first step whose gateways both serve behind their tunnels
-# db-switchover's gate measures PostgreSQL's longest transaction, and the program installs no PostgreSQL
-# exporter yet (docs/engine-and-twin.md, "a gap"): the engine walk ends at the step before it.
-LAST_ENGINE_STEP = "server1-resized"
 TRIGGER_WINDOW = "1h"  # the rollback triggers' window when a step has no watch period (scaled, floored)
 SERVER_SIZE = {"vcpu": "vcpu", "memoryGb": "memory_gb", "diskGb": "disk_gb"}  # plan key -> console setting
 FAULT_SHARE = {"gateway-5xx": 0.2}  # share of server2's gateway requests failed
+# Faults armed before the step's pulumi up: the update itself must refuse (the switchover's own pre-check).
+BEFORE_UP_FAULTS = ("replica-lag",)
+LAG_DRAIN_SECONDS = 120  # how long the replica may take to replay what the fault held back, once resumed
 
 
 @dataclass
@@ -70,6 +76,7 @@ class Attempt:
     seconds: float  # how long pulumi up took
     changes: dict[str, int] = field(default_factory=dict)  # the engine's summary: operation -> resources
     changed: int = 0  # resources the engine created, updated, replaced, deleted or imported
+    gate: list[str] = field(default_factory=list)  # the check's live-gate verdict with its numbers (none: ungated)
 
 
 @dataclass
@@ -163,9 +170,10 @@ class EngineRehearsal:
         attempt = Attempt(at=datetime.now(timezone.utc).isoformat(timespec="seconds"), applied=not judged.denied,
                           reasons=judged.check_failures(TRANSITION_CHECK) if judged.denied else [],
                           seconds=round(time.monotonic() - started, 1),
-                          changes=dict(judged.resource_changes), changed=judged.changed)
-        if judged.denied and not attempt.reasons:
-            attempt.reasons = [judged.output[-1500:]]
+                          changes=dict(judged.resource_changes), changed=judged.changed,
+                          gate=printed_verdicts(judged.printed_lines()))
+        if judged.denied and not attempt.reasons:  # not the check: the engine's errors (a command that failed)
+            attempt.reasons = judged.resource_failures() or [judged.output[-1500:]]
         if attempt.applied:
             self.prometheus.follow(self.operator.outputs())
         return attempt
@@ -198,6 +206,28 @@ class EngineRehearsal:
         for name, size in console_resizes(prod_config(), step, previous).items():
             self.twin.servers[name].resize(**{SERVER_SIZE[key]: value for key, value in size.items()})
             self.say(f"{INFRA}: {step}: {name} resized in the console to {size} (the operator's action)")
+
+    def psql(self, server: str, sql: str, database: str = "postgres") -> str:
+        """``sql`` as PostgreSQL's superuser on ``server`` (over SSH, as an operator would)."""
+        done = self.twin.servers[server].ssh(
+            f"sudo -n runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -d {database} -tAc {shlex.quote(sql)}")
+        if done.returncode != 0:
+            raise RuntimeError(f"psql on {server}: {done.stderr.strip()[-500:]}")
+        return done.stdout.strip()
+
+    def arm_replica_lag(self, source: str, target: str) -> None:
+        self.psql(target, PAUSE_REPLAY_SQL)
+        self.psql(source, LAG_FILLER_SQL)
+
+    def clear_replica_lag(self, source: str, target: str) -> None:
+        """Resume replay on ``target`` and wait until it has replayed what ``source`` wrote meanwhile."""
+        self.psql(target, RESUME_REPLAY_SQL)
+        deadline = time.monotonic() + LAG_DRAIN_SECONDS
+        wanted = self.psql(source, "SELECT pg_current_wal_lsn()")
+        while self.psql(target, f"SELECT pg_last_wal_replay_lsn() >= '{wanted}'::pg_lsn") != "t":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{target} did not replay up to {source}'s {wanted} in {LAG_DRAIN_SECONDS} s")
+            time.sleep(1)
 
     def triggers(self, step: str, track: str = INFRA) -> tuple[str, list[str]]:
         """The rollback triggers (``bazbii:rollback``) on what ``step`` moved, over its watch period (scaled),
@@ -257,7 +287,7 @@ def _time_cures(reason: str) -> bool:
     """A refusal that waiting can cure: the live gate's (a soak not over yet, too few samples in the window
     so far, errors still inside the window) or an old DNS TTL not outlived yet; a policy's or a step order's
     refusal is not retried."""
-    return reason.startswith("live gate of ") or TTL_NOT_EXPIRED in reason
+    return reason.startswith(HEADLINE_PREFIX) or TTL_NOT_EXPIRED in reason
 
 
 def summary(records: list[StepRecord]) -> list[dict]:
@@ -266,15 +296,11 @@ def summary(records: list[StepRecord]) -> list[dict]:
 
 # --------------------------------------------------------------------------- the walk
 def infra_sequence(until: Optional[str]) -> list[str]:
-    """The infra track's steps in apply order, up to ``until`` (default and at most :data:`LAST_ENGINE_STEP`)."""
+    """The infra track's steps in apply order, up to ``until`` (default: its last step)."""
     names = prod_config().plan.tracks[INFRA].names()
-    until = until or LAST_ENGINE_STEP
+    until = until or names[-1]
     if until not in names:
         raise ValueError(f"--until {until!r}: not a step of the infra track ({', '.join(names)})")
-    if names.index(until) > names.index(LAST_ENGINE_STEP):
-        raise ValueError(f"--until {until!r}: the engine walk ends at {LAST_ENGINE_STEP}: db-switchover's gate "
-                         "measures PostgreSQL's longest transaction, and the program installs no PostgreSQL "
-                         "exporter yet (docs/engine-and-twin.md)")
     return names[: names.index(until) + 1]
 
 
@@ -299,14 +325,28 @@ def moves(config: StackConfig, sequence: list[str], applied: Mapping[str, str]) 
 
 
 def check_injections(faults: dict[str, str], sequence: list[str]) -> None:
-    """Only the gateway fault is rehearsed through the engine, at a step after the edge serves the load."""
+    """The gateway fault at a step after the edge serves the load; replica-lag at a step of the walk that
+    moves the primary (``rehearsal.faults.fault_applies``, as ``./rehearse``). The canary's fault needs
+    the release track, which the engine walk does not rehearse yet."""
     served = sequence[sequence.index(EDGE_FROM) + 1:] if EDGE_FROM in sequence else []
+    supported = (*FAULT_SHARE, *BEFORE_UP_FAULTS)
     for step, fault in faults.items():
-        if fault not in FAULT_SHARE:
-            raise ValueError(f"--inject {fault}@{step}: through the engine only {', '.join(FAULT_SHARE)} is rehearsed")
-        if step not in served:
+        if fault not in supported:
+            raise ValueError(f"--inject {fault}@{step}: through the engine only {', '.join(supported)} are rehearsed")
+        if fault in FAULT_SHARE and step not in served:
             raise ValueError(f"--inject {fault}@{step}: the load reaches server2's gateway at {', '.join(served) or 'no step'}"
                              f" of this walk")
+        if fault in BEFORE_UP_FAULTS:
+            valid = [s for before, s in zip(sequence, sequence[1:]) if served and s in served
+                     and fault_applies(fault, *_states(before, s))]
+            if step not in valid:
+                raise ValueError(f"--inject {fault}@{step}: {fault} shows at a step of this walk that moves the "
+                                 f"primary under the load: {', '.join(valid) or 'none'}")
+
+
+def _states(before: str, after: str) -> tuple[StackState, StackState]:
+    config = prod_config()
+    return config.with_steps(**{INFRA: before}).state(), config.with_steps(**{INFRA: after}).state()
 
 
 def scaled(seconds: float, time_scale: int) -> float:
@@ -331,9 +371,12 @@ def walk(rehearsal: EngineRehearsal, sequence: list[str], faults: dict[str, str]
         previous = current[track]
         if track == INFRA:
             rehearsal.resize_in_console(step, previous)
-        record = rehearsal.apply(step, previous, patience(config, track, step, rehearsal.time_scale), track)
-        rehearsal.records.append(record)
-        if not record.applied:
+        if faults.get(step) in BEFORE_UP_FAULTS:
+            record = _refused_then_applied(rehearsal, step, previous, faults.pop(step), track)
+        else:
+            record = rehearsal.apply(step, previous, patience(config, track, step, rehearsal.time_scale), track)
+            rehearsal.records.append(record)
+        if record is None or not record.applied:
             return False
         current[track] = step
         if step == EDGE_FROM:
@@ -342,6 +385,34 @@ def walk(rehearsal: EngineRehearsal, sequence: list[str], faults: dict[str, str]
             if not _soak_and_judge(rehearsal, record, step, previous, faults.pop(step, None), track):
                 return False
     return True
+
+
+def _refused_then_applied(rehearsal: EngineRehearsal, step: str, previous: str, fault: str,
+                          track: str) -> Optional[StepRecord]:
+    """A fault armed before the step's ``pulumi up`` (replica-lag: the switchover's pre-check must refuse the
+    lagging replica, before it pauses anything): the up must fail; ``pulumi up`` of the previous step then
+    restores whatever that update changed before it failed, the operator's fix clears the fault, and the
+    step is applied again. None when the fault was not caught (the step went through with it)."""
+    source, target = (state.database.primary for state in _states(previous, step))
+    rehearsal.arm_replica_lag(source, target)
+    rehearsal.say(f"{track}: {step}: fault {fault} armed (replay paused on {target}, WAL written on {source})")
+    caught = rehearsal.apply(step, previous, 0, track)
+    caught.fault = fault
+    rehearsal.records.append(caught)
+    if caught.applied:
+        rehearsal.say(f"{track}: {step}: applied WITH {fault}: the fault was not caught")
+        rehearsal.clear_replica_lag(source, target)
+        return None
+    back = rehearsal.up(previous, track)
+    caught.rolled_back = back.applied
+    rehearsal.say(f"{track}: {step}: rolled back to {previous} by pulumi up ({'applied' if back.applied else 'REFUSED'})")
+    rehearsal.clear_replica_lag(source, target)
+    rehearsal.say(f"{track}: {step}: fault cleared (the operator's fix); applying {step} again")
+    if not back.applied:
+        return caught
+    retry = rehearsal.apply(step, previous, patience(prod_config(), track, step, rehearsal.time_scale), track)
+    rehearsal.records.append(retry)
+    return retry
 
 
 def _soak_and_judge(rehearsal: EngineRehearsal, record: StepRecord, step: str, previous: str,

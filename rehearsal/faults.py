@@ -23,6 +23,13 @@ from bazbii_plan.models import StackState
 
 FAULTS = ("gateway-5xx", "replica-lag", "canary-errors")
 ERROR_RATE = 0.2
+# replica-lag, in both rehearsals: replay paused on the switchover's target, then about 4 MB of WAL written
+# on its source (over the lag gate's 1 MB), in the postgres database (WAL is the cluster's, the data is not
+# the application's); the operator's fix resumes replay.
+PAUSE_REPLAY_SQL = "SELECT pg_wal_replay_pause()"
+RESUME_REPLAY_SQL = "SELECT pg_wal_replay_resume()"
+LAG_FILLER_SQL = ("CREATE TABLE IF NOT EXISTS rehearsal_lag_filler (id int, pad text);"
+                  " INSERT INTO rehearsal_lag_filler SELECT g, repeat('x', 1000) FROM generate_series(1, 4000) g")
 
 
 class BadInjection(ValueError):
@@ -85,10 +92,9 @@ class Faults:
         if self.armed != "replica-lag":
             return
         with psycopg.connect(services.pg[target].dsn(), autocommit=True) as conn:
-            conn.execute("SELECT pg_wal_replay_pause()")
+            conn.execute(PAUSE_REPLAY_SQL)
         with psycopg.connect(services.pg[source].dsn(), autocommit=True) as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS rehearsal_lag_filler (id int, pad text)")
-            conn.execute("INSERT INTO rehearsal_lag_filler SELECT g, repeat('x', 1000) FROM generate_series(1, 4000) g")
+            conn.execute(LAG_FILLER_SQL)
         ctx.act(f"fault: replica-lag injected (WAL replay paused on {target}, ~4 MB of WAL written on {source})")
 
     def clear(self, services) -> str | None:
@@ -102,7 +108,7 @@ class Faults:
             for pg in services.pg.values():
                 with psycopg.connect(pg.dsn(), autocommit=True) as conn:
                     if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                        conn.execute("SELECT pg_wal_replay_resume()")
+                        conn.execute(RESUME_REPLAY_SQL)
         if fault:
             self.planned.pop(self.armed_at, None)
         return fault

@@ -127,6 +127,11 @@ def p95_target(slow: list[str]) -> dict:
             "met": not slow}
 
 
+def switchover_stall_target(stall_ms: float) -> dict:
+    return {"target": f"longest write stall at the switchover <= {SWITCHOVER_STALL_TARGET_MS:g} ms",
+            "value": stall_ms, "met": stall_ms <= SWITCHOVER_STALL_TARGET_MS}
+
+
 def target_line(target: dict) -> str:
     return f"  target {'met' if target['met'] else 'MISSED'}: {target['target']}: {target['value']}"
 
@@ -142,8 +147,7 @@ def targets(result: RunResult, rows: list[dict], summ: dict) -> list[dict]:
     out.append(p95_target(slow))
     stall = summ["switchover_write_stall_ms"]
     if stall is not None:
-        out.append({"target": f"longest write stall at the switchover <= {SWITCHOVER_STALL_TARGET_MS:g} ms",
-                    "value": stall, "met": stall <= SWITCHOVER_STALL_TARGET_MS})
+        out.append(switchover_stall_target(stall))
     for r in summ["rollbacks"]:
         out.append({"target": f"rollback of {r['step']} recovers (< 1 % errors) within two soak intervals",
                     "value": r["outcome"], "met": r["outcome"] == "recovered"})

@@ -15,12 +15,13 @@ Soaks and windows are divided by the time scale (a 24 h soak takes 48 s here).
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 from rich.console import Console
 
-from rehearsal.engine_report import load_figures, table, timeline_png, write_json
+from rehearsal.engine_report import load_figures, table, targets, timeline_png, write_json
 from rehearsal.engine_walk import EngineRehearsal, _soak_and_judge, infra_sequence, walk
 
 pytestmark = pytest.mark.engine
@@ -120,21 +121,38 @@ def test_a_gateway_failing_requests_stops_traffic_100_until_the_errors_leave_the
     rehearsal.records.append(record)
 
 
-def test_the_dns_track_is_walked_first_then_server1_leaves_the_edge_and_is_resized(rehearsal):
+@pytest.mark.timeout(900)  # seven updates and their scaled soaks, a refused switchover and its rollback
+def test_the_dns_track_is_walked_first_then_server1_leaves_the_edge_and_postgresql_moves_to_server3(rehearsal):
     before = len(rehearsal.records)
     assert rehearsal.applied_steps()["infra"] == "traffic-100"
-    passed = walk(rehearsal, infra_sequence(None), {})
+    passed = walk(rehearsal, infra_sequence(None), {"db-switchover": "replica-lag"})
     walked = rehearsal.records[before:]
     assert passed, walked
     # gateway-off-server1 requires the DNS switched: the walk moves that track first, one step at a time
     assert [(r.track, r.step) for r in walked] == [("dns", "ttl-lowered"), ("dns", "switched"),
-                                                  ("infra", "gateway-off-server1"), ("infra", "server1-resized")]
+                                                  ("infra", "gateway-off-server1"), ("infra", "server1-resized"),
+                                                  ("infra", "db-switchover"), ("infra", "db-switchover"),
+                                                  ("infra", "old-db-retired")]
+    # replica-lag: the switchover's pre-check failed the up before anything paused; pulumi up of
+    # server1-resized restored what that update had changed, replay resumed, and the step went through
+    caught = walked[4]
+    assert caught.fault == "replica-lag" and not caught.applied and caught.rolled_back, caught
+    assert any("replay lag" in reason for reason in caught.attempts[0].reasons), caught.attempts[0].reasons
+    walked = [r for r in walked if r is not caught]
     assert all(r.triggers == "pass" for r in walked), walked
     # its gate let it through once no request reached server1's gateway; then that gateway was stopped
     assert "bazbii-gateway" not in rehearsal.twin.servers["server1"].ssh(
         "sudo -n docker inspect -f '{{.State.Running}}' bazbii-gateway || echo gone").stdout
+    gates = {r.step: next(a for a in r.attempts if a.applied).gate for r in walked}
+    assert gates["gateway-off-server1"][0].startswith("live gate of infra step 'gateway-off-server1' PASSED"), gates
+    # the switchover's gate read PostgreSQL's longest transaction on server2 from the exporter the program
+    # installed there (metricsTargets), through the check, with its number
+    assert gates["db-switchover"][0].startswith("live gate of infra step 'db-switchover' PASSED"), gates
+    assert any(line.split()[:2] == ["PASS", "longest-transaction"] and "[server server2]" in line
+               for line in gates["db-switchover"]), gates
     steps = rehearsal.applied_steps()
-    assert (steps["infra"], steps["dns"]) == ("server1-resized", "switched")
+    assert (steps["infra"], steps["dns"]) == ("old-db-retired", "switched")
+    assert rehearsal.operator.outputs()["dbPrimary"]["server"] == "server3"
 
 
 def test_the_report_shows_each_steps_verdicts_load_and_a_timeline(rehearsal):
@@ -154,8 +172,15 @@ def test_the_report_shows_each_steps_verdicts_load_and_a_timeline(rehearsal):
     under_load = [r.step for r, w in zip(rehearsal.records, figures.steps) if w is not None]
     before = [r.step for r, w in zip(rehearsal.records, figures.steps) if w is None]
     assert before[-1] == "gateway-on-server2" and under_load[0] == "traffic-50", (before, under_load)
-    assert under_load[-1] == "server1-resized", under_load
-    # the faults this module injects end at traffic-100: every request of the steps after it was answered
-    after = [w for r, w in zip(rehearsal.records, figures.steps)
-             if r.step in ("ttl-lowered", "switched", "gateway-off-server1", "server1-resized")]
-    assert len(after) == 4 and all(w is not None and w.requests > 0 and w.failed == 0 for w in after), after
+    assert under_load[-1] == "old-db-retired", under_load
+    # the gateway faults this module injects end at traffic-100: every request of the steps after it was
+    # answered, the switchover's included (and the refused one's: replica-lag fails no request)
+    later = ("ttl-lowered", "switched", "gateway-off-server1", "server1-resized", "db-switchover", "old-db-retired")
+    after = [w for r, w in zip(rehearsal.records, figures.steps) if r.step in later]
+    assert len(after) == 7 and all(w is not None and w.requests > 0 and w.failed == 0 for w in after), after
+    stall = [t for t in targets(rehearsal.records, figures) if t["target"].startswith("longest write stall")]
+    assert len(stall) == 1 and stall[0]["value"] == figures.steps[-2].write_stall_ms > 0, stall
+    report = json.loads((out / "report.json").read_text())
+    caught, switchover = [step for step in report["steps"] if step["step"] == "db-switchover"]
+    assert caught["fault"] == "replica-lag" and caught["rolled_back"] and not caught["applied"]
+    assert any("longest-transaction [server server2]" in line for line in switchover["attempts"][-1]["gate"])

@@ -51,6 +51,18 @@ def declared_spec(ev, server: str) -> str:
     return next(line for line in check.splitlines() if line.startswith("DECLARED=")).split("=", 1)[1].strip("'")
 
 
+def exporter_hosts(ev) -> dict[str, str]:
+    """The servers the program installs the PostgreSQL exporter on, with the address it runs the script at."""
+    return {r.name.removeprefix("db-exporter-"): connection_host(r) for r in ev.resources
+            if r.type == REMOTE and r.name.startswith("db-exporter-")}
+
+
+def postgres_targets(ev) -> dict[str, str]:
+    """Where the ``metricsTargets`` output says Prometheus scrapes the PostgreSQL exporter (server: address)."""
+    return {group["labels"]["server"]: group["targets"][0].rsplit(":", 1)[0]
+            for group in ev.outputs["metricsTargets"] if group["labels"]["job"] == "postgres"}
+
+
 def prop(resource, snake: str):
     """A dynamic resource's input by its constructor keyword (providers may store it camelCased)."""
     camel = snake.split("_")[0] + "".join(w.title() for w in snake.split("_")[1:])
@@ -85,6 +97,9 @@ def _mvp(ev):
     assert connection_host(ev.named("db-primary")) == S2
     assert ini_host(ev) == S2
     assert not [r.name for r in ev.resources if r.name.startswith(DATAPLANE)]
+    assert exporter_hosts(ev) == {"server2": S2} == postgres_targets(ev)
+    assert "pg_monitor" in ev.named("db-exporter-server2").inputs["create"]
+    assert "prometheus-postgres-exporter" in ev.named("db-exporter-server2").inputs["delete"]
 
 
 @check("infra", "server3-provisioned")
@@ -115,6 +130,10 @@ def _replica(ev):
     assert gate.inputs["create"] == lag_gate_command(slot="server3", max_lag_bytes=1048576, window_seconds=1.0,
                                                      timeout_seconds=300, check_consistency=True)
     assert f"/releases/{release_digest(REPO_ROOT)}" in ev.named("dataplane-install-server3").inputs["create"]
+    # the PostgreSQL exporter where metricsTargets lists it, the standby's after its replica and the primary's
+    assert exporter_hosts(ev) == {"server2": S2, "server3": S3} == postgres_targets(ev)
+    assert dep_names(ev.named("db-exporter-server3")) >= {"db-replica-server3", "db-exporter-server2"}
+    assert f"--web.listen-address={S3}:9187" in ev.named("db-exporter-server3").inputs["create"]
     assert "triggers" not in ev.named("dataplane-install-server3").inputs  # a changed trigger would replace it
     # DSNs (with the replication password) only on the secret stdin: primary first, the local replica second
     assert secret_prop(gate, "stdin") and not secret_prop(gate, "create")
@@ -207,6 +226,9 @@ def _switchover(ev):
     assert connection_host(ev.named("db-primary")) == S3
     assert "db-replica-server3" not in names(ev) and "db-lag-gate-server3" not in names(ev)
     assert "db-retire-server2" not in names(ev)
+    # the new primary's exporter is the standby's, unchanged; it comes after the promotion
+    assert exporter_hosts(ev) == {"server2": S2, "server3": S3} == postgres_targets(ev)
+    assert "db-switchover" in dep_names(ev.named("db-exporter-server3"))
 
 
 @check("infra", "old-db-retired")
@@ -218,6 +240,8 @@ def _retired(ev):
     assert dep_names(retire) >= {"db-switchover", "db-pooler"}
     assert ini_host(ev) == S3
     assert f"host replication replicator {S2}/32" not in ev.named("db-primary").inputs["create"]
+    # the retired server's exporter goes with its database role (its delete stops it)
+    assert exporter_hosts(ev) == {"server3": S3} == postgres_targets(ev)
 
 
 # --------------------------------------------------------------------------- dns track

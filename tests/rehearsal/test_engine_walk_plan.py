@@ -6,27 +6,33 @@ import pytest
 
 from bazbii_plan.timegates import dns_switch_problems
 
-from rehearsal.engine_report import load_figures, targets
-from rehearsal.engine_walk import (LAST_ENGINE_STEP, Attempt, StepRecord, _time_cures, console_resizes,
-                                   infra_sequence, moves, prod_config, trigger_criteria)
+from rich.console import Console
+
+from rehearsal.engine_report import load_figures, table, targets
+from rehearsal.engine_walk import (Attempt, StepRecord, _time_cures, check_injections, console_resizes,
+                                   infra_sequence, moves,
+                                   prod_config, trigger_criteria)
+
+AFTER_THE_EDGE = [("infra", "server1-resized"), ("infra", "db-switchover"), ("infra", "old-db-retired")]
 
 
 def test_a_step_that_requires_another_track_has_it_walked_there_first():
     config = prod_config()
     walked = moves(config, infra_sequence(None), {})  # a stack never updated: the MVP is taken over first
-    assert walked[-4:] == [("dns", "ttl-lowered"), ("dns", "switched"), ("infra", "gateway-off-server1"),
-                           ("infra", LAST_ENGINE_STEP)]
+    assert walked[-6:] == [("dns", "ttl-lowered"), ("dns", "switched"), ("infra", "gateway-off-server1"),
+                           *AFTER_THE_EDGE]
     assert [step for track, step in walked if track == "infra"] == infra_sequence(None)
     assert ("dns", "ttl-lowered") not in moves(config, infra_sequence("traffic-100"), {})
     # From where the stack is: only what is left, and a track already far enough is not moved.
     first = {track: t.names()[0] for track, t in config.plan.tracks.items()}
     assert moves(config, infra_sequence(None), {**first, "infra": "traffic-100", "dns": "switched"}) == [
-        ("infra", "gateway-off-server1"), ("infra", LAST_ENGINE_STEP)]
+        ("infra", "gateway-off-server1"), *AFTER_THE_EDGE]
 
 
-def test_the_walk_ends_before_the_switchover_and_says_why():
-    with pytest.raises(ValueError, match="ends at server1-resized: db-switchover's gate measures PostgreSQL"):
-        infra_sequence("db-switchover")
+def test_the_walk_goes_to_the_last_infra_step_unless_told_where_to_stop():
+    names = prod_config().plan.tracks["infra"].names()
+    assert infra_sequence(None) == names and names[-1] == "old-db-retired"
+    assert infra_sequence("db-switchover") == names[: names.index("db-switchover") + 1]
     with pytest.raises(ValueError, match="not a step of the infra track"):
         infra_sequence("traffic-75")
 
@@ -94,3 +100,37 @@ def test_each_step_is_held_to_the_baseline_the_load_saw_before_it(tmp_path):
     # a step a fault was injected into is not held to either target
     records[2].fault = "gateway-5xx"
     assert targets(records, figures) == [{"target": "p95 of each step <= 1.5x baseline", "value": "all", "met": True}]
+
+
+def test_the_switchover_steps_write_stall_is_a_target_and_the_table_shows_each_gates_numbers(tmp_path):
+    t0 = 1_800_000_000.0
+    records = [_record("server1-resized", t0 + 5), _record("db-switchover", t0 + 15)]
+    records[1].attempts[0].gate = ["live gate of infra step 'db-switchover' PASSED",
+                                   "  PASS         longest-transaction [server server2]: 0.4 s (threshold <= 5 s)"]
+    load = tmp_path / "load.csv"
+    rows = ["kind,scheduled,start,end,status,pool,gateway,version,error"]
+    for i in range(300):  # a write every 0.1 s; the one at t0+20 waits 180 ms (the switchover's pause)
+        t = t0 + i / 10
+        rows.append(f"api_write,{t},{t},{t + (0.18 if i == 200 else 0.005)},200,,,1.9.0,")
+    load.write_text("\n".join(rows) + "\n")
+    figures = load_figures(records, load)
+    assert targets(records, figures)[-1] == {"target": "longest write stall at the switchover <= 100 ms",
+                                             "value": 180.0, "met": False}
+    console = Console(record=True, width=400)
+    console.print(table(records, figures))
+    text = console.export_text()
+    assert "longest-transaction [server server2]: 0.4 s" in text and "passed (no live gate)" in text
+
+
+def test_which_faults_the_engine_walk_takes_and_where():
+    walk = infra_sequence(None)
+    check_injections({"db-switchover": "replica-lag", "traffic-10": "gateway-5xx"}, walk)
+    with pytest.raises(ValueError, match=r"replica-lag@traffic-50: replica-lag shows at a step of this walk that "
+                                         r"moves the primary under the load: db-switchover$"):
+        check_injections({"traffic-50": "replica-lag"}, walk)
+    with pytest.raises(ValueError, match="moves the primary under the load: none"):
+        check_injections({"traffic-50": "replica-lag"}, infra_sequence("server1-resized"))
+    with pytest.raises(ValueError, match="only gateway-5xx, replica-lag are rehearsed"):
+        check_injections({"db-switchover": "canary-errors"}, walk)
+    with pytest.raises(ValueError, match="the load reaches server2's gateway at traffic-10"):
+        check_injections({"gateway-on-server2": "gateway-5xx"}, walk)

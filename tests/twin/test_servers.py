@@ -150,3 +150,20 @@ def test_console_spec_reaches_the_server_at_once(twin):
     spec = json.loads(server.ssh("cat /etc/bazbii-twin/console.json").stdout)
     assert spec == {"vcpu": 2, "memoryGb": 4, "diskGb": 100, "os": "ubuntu-22.04"}
     assert server.ssh(". /etc/os-release; echo $ID $VERSION_ID").stdout.split() == ["ubuntu", "22.04"]
+
+
+def test_a_units_command_line_is_expanded_as_systemd_does(tmp_path):
+    """Debian's prometheus-postgres-exporter unit: ``ExecStart=/usr/bin/prometheus-postgres-exporter $ARGS``
+    with ``ARGS`` from its ``EnvironmentFile`` (quoted there)."""
+    from twin.hostshims.systemctl import command_line, environment_file
+
+    settings = tmp_path / "exporter"
+    settings.write_text('# managed\nDATA_SOURCE_NAME="user=prometheus host=/var/run/postgresql"\n'
+                        "ARGS='--web.listen-address=127.0.1.2:9187 --disable-settings-metrics'\nEMPTY=\n")
+    env = environment_file(str(settings))
+    assert env["DATA_SOURCE_NAME"] == "user=prometheus host=/var/run/postgresql"
+    assert command_line("/usr/bin/exporter $ARGS", env) == [
+        "/usr/bin/exporter", "--web.listen-address=127.0.1.2:9187", "--disable-settings-metrics"]
+    assert command_line("/usr/bin/exporter ${ARGS} $EMPTY --x=${EMPTY}y", env) == [
+        "/usr/bin/exporter", "--web.listen-address=127.0.1.2:9187 --disable-settings-metrics", "--x=y"]
+    assert environment_file(f"-{tmp_path / 'absent'}") == {}

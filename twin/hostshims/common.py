@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -70,13 +72,16 @@ def wait_running(pidfile: Path, timeout: float = 15.0) -> bool:
 
 
 def start_daemon(argv: Sequence[str], pidfile: Path, log: Path, env: Optional[Mapping[str, str]] = None,
-                 cwd: Optional[str] = None) -> int:
-    """Start ``argv`` detached from the caller's session (it outlives the SSH session that started it)."""
+                 cwd: Optional[str] = None, user: Optional[str] = None) -> int:
+    """Start ``argv`` detached from the caller's session (it outlives the SSH session that started it),
+    as ``user`` (with that user's own groups) when given, as systemd does for a unit's ``User=``."""
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out, open(os.devnull, "rb") as nothing:
+        as_user = {} if user is None else {"user": user, "group": pwd.getpwnam(user).pw_gid,
+                                           "extra_groups": [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]}
         process = subprocess.Popen(list(argv), stdin=nothing, stdout=out, stderr=out, env=dict(env or os.environ),
-                                   cwd=cwd, start_new_session=True)
+                                   cwd=cwd, start_new_session=True, **as_user)
     pidfile.write_text(f"{process.pid}\n")
     return process.pid
 

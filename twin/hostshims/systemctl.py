@@ -6,8 +6,10 @@
 ``pgbouncer``              ``/usr/sbin/pgbouncer -d /etc/pgbouncer/pgbouncer.ini`` as ``postgres`` (Debian's
                            unit's user); reload is SIGHUP, stop SIGINT (PgBouncer's safe shutdown)
 ``docker``                 nothing to run: the twin's ``docker`` needs no daemon
-a unit file under          its ``ExecStart`` with its ``EnvironmentFile``, detached, pid under /run
-``/etc/systemd/system``
+a unit file under          its ``ExecStart`` (``$VAR`` split into words, ``${VAR}`` one word, as systemd
+``/etc/systemd/system``    does) with its ``EnvironmentFile``, as its ``User``, detached, pid under /run;
+or a package's, under      ``/etc`` first, as systemd looks (e.g. Debian's prometheus-postgres-exporter)
+``/lib/systemd/system``
 =========================  ===============================================================================
 
 ``enable``/``disable`` keep systemd's ``multi-user.target.wants`` link (nothing boots here), ``--now``
@@ -18,6 +20,7 @@ are systemctl's: ``is-active`` 3 when inactive, 5 for a unit that does not exist
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shlex
 import signal
@@ -29,6 +32,7 @@ from twin.hostshims.common import STATE, fail, read_pid, running, start_daemon, 
 
 PROGRAM = "systemctl"
 UNIT_DIR = Path("/etc/systemd/system")
+PACKAGE_UNIT_DIR = Path("/lib/systemd/system")  # the units packages install; /etc overrides them
 WANTS = UNIT_DIR / "multi-user.target.wants"
 PGBOUNCER_INI = "/etc/pgbouncer/pgbouncer.ini"
 PG_UNIT = re.compile(r"^postgresql@(\d+)-([\w-]+)$")
@@ -94,7 +98,9 @@ def pgbouncer_action(action: str) -> int:
 
 # ------------------------------------------------------------------------------------- unit files
 def unit_file(unit: str) -> Path:
-    return UNIT_DIR / f"{unit}.service"
+    local = UNIT_DIR / f"{unit}.service"
+    packaged = PACKAGE_UNIT_DIR / f"{unit}.service"
+    return local if local.is_file() or not packaged.is_file() else packaged
 
 
 def service_section(path: Path) -> dict[str, str]:
@@ -123,8 +129,27 @@ def environment_file(path: str) -> dict[str, str]:
     for line in text.splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             key, _, value = line.partition("=")
-            values[key.strip()] = value.strip().strip('"')
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            values[key.strip()] = value
     return values
+
+
+VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def command_line(exec_start: str, env: dict[str, str]) -> list[str]:
+    """``ExecStart`` as systemd expands it: a word that is exactly ``$VAR`` becomes the value's words (none
+    when empty), ``${VAR}`` inside a word is replaced by the value as it is."""
+    argv: list[str] = []
+    for word in shlex.split(exec_start):
+        whole = re.fullmatch(r"\$(\w+)", word)
+        if whole:
+            argv.extend(env.get(whole.group(1), "").split())
+        else:
+            argv.append(VARIABLE.sub(lambda m: env.get(m.group(1) or m.group(2), ""), word))
+    return argv
 
 
 def file_unit_action(unit: str, action: str) -> int:
@@ -150,7 +175,11 @@ def file_unit_action(unit: str, action: str) -> int:
     env = dict(os.environ)
     if "EnvironmentFile" in settings:
         env.update(environment_file(settings["EnvironmentFile"]))
-    start_daemon(shlex.split(settings["ExecStart"]), pidfile, STATE / "units" / f"{unit}.log", env)
+    user = settings.get("User")
+    if user:
+        env.update(HOME=pwd.getpwnam(user).pw_dir, USER=user, LOGNAME=user)
+    start_daemon(command_line(settings["ExecStart"], env), pidfile, STATE / "units" / f"{unit}.log", env,
+                 user=user)
     return 0
 
 
