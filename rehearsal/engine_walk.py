@@ -40,6 +40,7 @@ from typing import Callable, Mapping, Optional
 from bazbii_analysis import PrometheusClient, evaluate_criteria
 from bazbii_analysis.evaluate import SCALED_WINDOW_FLOOR_SECONDS
 from bazbii_analysis.verdict import HEADLINE_PREFIX, printed_verdicts
+from bazbii_db.replication.switchover import PRECHECK_FAILED
 from bazbii_analysis.watchsetup import next_soak_seconds, watched_scope
 from bazbii_plan.facts import TRANSITION_CHECK
 from bazbii_plan.gates import GateCriteria, format_duration
@@ -392,15 +393,17 @@ def _refused_then_applied(rehearsal: EngineRehearsal, step: str, previous: str, 
     """A fault armed before the step's ``pulumi up`` (replica-lag: the switchover's pre-check must refuse the
     lagging replica, before it pauses anything): the up must fail; ``pulumi up`` of the previous step then
     restores whatever that update changed before it failed, the operator's fix clears the fault, and the
-    step is applied again. None when the fault was not caught (the step went through with it)."""
+    step is applied again. None when the switchover's pre-check did not catch it (the step went through, or
+    its up failed for another reason)."""
     source, target = (state.database.primary for state in _states(previous, step))
     rehearsal.arm_replica_lag(source, target)
     rehearsal.say(f"{track}: {step}: fault {fault} armed (replay paused on {target}, WAL written on {source})")
     caught = rehearsal.apply(step, previous, 0, track)
     caught.fault = fault
     rehearsal.records.append(caught)
-    if caught.applied:
-        rehearsal.say(f"{track}: {step}: applied WITH {fault}: the fault was not caught")
+    if caught.applied or not any(PRECHECK_FAILED in reason for reason in caught.attempts[-1].reasons):
+        rehearsal.say(f"{track}: {step}: {'applied' if caught.applied else 'failed for another reason'} with "
+                      f"{fault} armed: not caught by the switchover's pre-check")
         rehearsal.clear_replica_lag(source, target)
         return None
     back = rehearsal.up(previous, track)

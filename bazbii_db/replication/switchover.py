@@ -76,6 +76,8 @@ from .prepause import LongTransaction, Obstacles, long_transactions, wait_until_
 
 log = logging.getLogger("bazbii_db.replication.switchover")
 T = TypeVar("T")
+# How an abort at the pre-check begins (nothing was paused or fenced): what a rehearsal's fault waits for.
+PRECHECK_FAILED = "pre-check failed"
 
 
 @dataclass
@@ -480,7 +482,7 @@ class _Switchover:
         if str(entry.get("host")) == config.new_host and str(entry.get("port")) == str(config.new_port):
             problems.append("the ini already points at the new host while the new host is still a replica")
         if problems:
-            raise self.abort("pre-check failed: " + "; ".join(problems))
+            raise self.abort(f"{PRECHECK_FAILED}: " + "; ".join(problems))
         try:
             self.staged = stage_database_host(config.pgbouncer_ini_path, alias, host=config.new_host,
                                               port=config.new_port, dbname=config.new_dbname)
