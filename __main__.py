@@ -93,12 +93,12 @@ gateway = Gateway(
         port=state.gateway.port,
         health_path=state.gateway.health_path,
         hostnames=[state.traffic.hostname],
-        connections={name: connections[name] for name in servers_with_role(state, "gateway")},
-        api_upstreams=[f"http://{state.servers[n].address}:{API_NODE_PORT}" for n in servers_with_role(state, "api")],
+        connections={name: connections[name] for name in servers_with_role(state.servers, "gateway")},
+        api_upstreams=[f"http://{state.servers[n].address}:{API_NODE_PORT}" for n in servers_with_role(state.servers, "api")],
         tunnel_secret=secret("tunnelSecret"),
         metrics_port=stack.metrics.exporter("gateway").port,
     ),
-    pulumi.ResourceOptions(depends_on=[r for name in servers_with_role(state, "gateway") for r in servers[name].ready]),
+    pulumi.ResourceOptions(depends_on=[r for name in servers_with_role(state.servers, "gateway") for r in servers[name].ready]),
 )
 
 traffic = WeightedTraffic(

@@ -7,13 +7,16 @@ caller can name the config key the user has to fix.
 
 from __future__ import annotations
 
-from .models import StackState
+from typing import Mapping
+
+from .models import Server, StackState
 
 Problem = tuple[tuple, str]
 
 
-def servers_with_role(state: StackState, role: str) -> list[str]:
-    return [name for name, server in state.servers.items() if role in server.roles]
+def servers_with_role(servers: Mapping[str, Server], role: str) -> list[str]:
+    """The servers (of ``state.servers``, or any mapping of them) that have ``role``, in declaration order."""
+    return [name for name, server in servers.items() if role in server.roles]
 
 
 def cross_check(state: StackState) -> list[Problem]:
@@ -44,7 +47,7 @@ def cross_check(state: StackState) -> list[Problem]:
     expected_db_hosts = {db.primary, *db.replicas}
     if db.switchover is not None and db.switchover.from_ not in db.retired:
         expected_db_hosts.add(db.switchover.from_)  # stopped, kept re-attachable until it is retired
-    for name in servers_with_role(state, "database"):
+    for name in servers_with_role(state.servers, "database"):
         if name not in expected_db_hosts:
             problems.append(
                 (("servers", name, "roles"),
@@ -55,7 +58,7 @@ def cross_check(state: StackState) -> list[Problem]:
             problems.append((("servers", name, "roles"), f"retired database server {name!r} must drop the 'database' role"))
 
     # Every gateway host serves exactly one pool, and only gateway hosts do.
-    gateway_hosts = servers_with_role(state, "gateway")
+    gateway_hosts = servers_with_role(state.servers, "gateway")
     pool_servers: dict[str, str] = {}
     for pool_name, pool in state.traffic.pools.items():
         need_server(("traffic", "pools", pool_name, "server"), pool.server, "gateway")
@@ -70,7 +73,7 @@ def cross_check(state: StackState) -> list[Problem]:
             problems.append((("servers", host, "roles"), f"gateway host {host!r} has no load-balancer pool in traffic.pools"))
     if not gateway_hosts:
         problems.append((("servers",), "at least one server needs the 'gateway' role"))
-    if not servers_with_role(state, "api"):
+    if not servers_with_role(state.servers, "api"):
         problems.append((("servers",), "at least one server needs the 'api' role (it hosts the Kubernetes node)"))
 
     traffic_name = state.traffic.hostname

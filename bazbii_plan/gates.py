@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal, Mapping, Optional
 
 from pydantic import AfterValidator, Field, model_validator
 
+from .crosscheck import servers_with_role
 from .errors import PATTERN_WORDS, pattern
 from .models import (DEFAULT_SSH_PORT, DEFAULT_SSH_USER, NAME_PATTERN, PATH_PATTERN, UNIX_USER_PATTERN, Model, Rollback,
                      Server, StackState, between)
@@ -336,8 +337,7 @@ def unknown_queries(criteria: GateCriteria, metrics: MetricsConfig) -> list[tupl
 def exporter_servers(servers: Mapping[str, Server], job: ExporterKind) -> list[str]:
     """The servers that run ``job``'s exporter (those with its role), sorted: where Prometheus scrapes it
     (:func:`scrape_targets`) and where the program installs it (``PostgresCluster``)."""
-    role = EXPORTER_ROLES[job]
-    return sorted(name for name, server in servers.items() if role in server.roles)
+    return sorted(servers_with_role(servers, EXPORTER_ROLES[job]))
 
 
 def scrape_targets(state: StackState, metrics: MetricsConfig) -> list[dict]:
