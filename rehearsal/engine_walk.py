@@ -66,6 +66,13 @@ SERVER_SIZE = {"vcpu": "vcpu", "memoryGb": "memory_gb", "diskGb": "disk_gb"}  # 
 FAULT_SHARE = {"gateway-5xx": 0.2}  # share of server2's gateway requests failed
 # Faults armed before the step's pulumi up: the update itself must refuse (the switchover's own pre-check).
 BEFORE_UP_FAULTS = ("replica-lag",)
+
+
+def fails_requests(fault: Optional[str]) -> bool:
+    """Whether ``fault`` makes requests fail by design (the gateway's); replica-lag must fail none."""
+    return fault in FAULT_SHARE
+
+
 LAG_DRAIN_SECONDS = 120  # how long the replica may take to replay what the fault held back, once resumed
 
 
