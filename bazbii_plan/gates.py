@@ -189,6 +189,11 @@ class MetricsSsh(Model):
         return self
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as URLs, listen flags and scrape targets write it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True)
 class SshRoute:
     """Where an SSH session to read the metrics goes: ``user@host:port``."""
@@ -199,8 +204,7 @@ class SshRoute:
     host_key: Optional[str] = None
 
     def describe(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ssh {self.user}@{host}:{self.port}"
+        return f"ssh {self.user}@{host_port(self.host, self.port)}"
 
 
 def ssh_route(ssh: MetricsSsh, servers: Mapping[str, Mapping[str, Any]]) -> SshRoute:
@@ -357,12 +361,11 @@ def scrape_targets(state: StackState, metrics: MetricsConfig) -> list[dict]:
         exporter = metrics.exporter(job)
         for server_name in exporter_servers(state.servers, job):
             server = state.servers[server_name]
-            host = f"[{server.address}]" if ":" in server.address else server.address
             labels = {"job": job, "server": server_name, "__metrics_path__": exporter.path}
             served = pools_by_server.get(server_name, []) if job == "gateway" else []
             if served:
                 labels["pool"] = ",".join(sorted(served))
-            groups.append({"targets": [f"{host}:{exporter.port}"], "labels": labels})
+            groups.append({"targets": [host_port(server.address, exporter.port)], "labels": labels})
     return groups
 
 

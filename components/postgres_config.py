@@ -12,6 +12,7 @@ from typing import Mapping
 from bazbii_db.dsn import build_dsn
 from bazbii_plan import models
 from bazbii_plan.facts import PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS
+from bazbii_plan.gates import host_port
 from bazbii_plan.facts import pg_paths as facts_pg_paths
 
 PGBOUNCER_DIR = "/etc/pgbouncer"
@@ -63,7 +64,7 @@ def postgres_exporter_settings(db: models.Database, address: str, port: int, pat
     it listens (the server's address and the port ``metricsTargets`` names; settings metrics left out)."""
     dsn = build_dsn(host="/var/run/postgresql", port=db.port, dbname="postgres", user=POSTGRES_EXPORTER_USER,
                     sslmode="disable")
-    listen = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    listen = host_port(address, port)
     return (
         "# managed by Pulumi (bazbii): the exporter metricsTargets lists on this server\n"
         f"DATA_SOURCE_NAME=\"{dsn}\"\n"

@@ -15,6 +15,7 @@ from bazbii_db.replication.replica import replica_setup_script
 from bazbii_db.replication.retire import retire_primary_script
 from bazbii_db.dsn import build_dsn
 from bazbii_plan import models
+from bazbii_plan.gates import host_port
 from components._util import q, script
 from components.postgres_config import (HBA_BEGIN, HBA_END, PGBOUNCER_HBA, PGBOUNCER_INI, PGBOUNCER_USERLIST,
                                         POSTGRES_EXPORTER_PACKAGE, POSTGRES_EXPORTER_SETTINGS,
@@ -269,7 +270,7 @@ def postgres_exporter_script(db: models.Database, server: str, address: str, por
     says, as a role in ``pg_monitor`` (created on a primary; a standby has it by replication). It fails
     unless the exporter reaches PostgreSQL: a gate reading its series would otherwise only be INCONCLUSIVE
     at the step that needs it (the switchover's longest transaction)."""
-    url = f"http://{f'[{address}]' if ':' in address else address}:{port}{path}"
+    url = f"http://{host_port(address, port)}{path}"
     settings = postgres_exporter_settings(db, address, port, path).rstrip("\n")  # as $(cat) reads it back
     return script(
         f"""
