@@ -12,6 +12,9 @@ TYPE_PREFIX = "bazbii:index"
 
 # Every remote script starts like this: stop on the first error, no unset variables.
 SCRIPT_HEADER = "#!/usr/bin/env bash\nset -euo pipefail\n"
+# What a local.Command runs its script with: the provider's default is /bin/sh -c, which is dash on Debian and
+# Ubuntu (GitHub's runners too) and stops at the header's `set -o pipefail` (the shebang is not read by `sh -c`).
+LOCAL_INTERPRETER = ["/bin/bash", "-c"]
 # Where a component keeps its own depends_on for its children (an attribute of ours, which the SDK's class lacks).
 _INHERITED_DEPENDS_ON = "_inherited_depends_on"
 

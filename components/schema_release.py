@@ -59,7 +59,7 @@ from bazbii_plan import models
 from bazbii_plan.errors import ConfigError, config_key
 from bazbii_plan.facts import (MIGRATION_CHECKSUM_ANNOTATION, MIGRATION_ID_LABEL, MIGRATION_STAGE_LABEL, PART_OF_LABELS,
                                WORKER_SELECTOR)
-from components._util import TYPE_PREFIX, child_opts, inherit_depends_on, k8s_name, q, script
+from components._util import LOCAL_INTERPRETER, TYPE_PREFIX, child_opts, inherit_depends_on, k8s_name, q, script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MOUNT_ROOT = "/var/lib/bazbii/migrations"
@@ -257,6 +257,7 @@ class SchemaRelease(pulumi.ComponentResource):
             f"{name}-quiet-workers",
             create=quiet,
             update=quiet,
+            interpreter=LOCAL_INTERPRETER,
             opts=child_opts(self, depends_on=[self.sql]),
         )
 
@@ -354,6 +355,7 @@ class SchemaRelease(pulumi.ComponentResource):
             f"{name}-resume-workers",
             create=resume,
             update=resume,
+            interpreter=LOCAL_INTERPRETER,
             environment={STAGE_OUTPUT_ENV: stage_output} if stage_output is not None else None,
             opts=child_opts(self, depends_on=[self.step]),
         )

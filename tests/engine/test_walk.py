@@ -1,4 +1,5 @@
-"""``pulumi up`` of the real program walks the infra track on the twin, from mvp to the database switchover.
+"""``pulumi up`` of the real program walks the infra track on the twin, from mvp to the database switchover,
+then the schema's expand stage.
 
 One twin and one stack for the whole module, its tests in the order of the plan: each applies the next
 step with the real CLI, plugins and policy pack from where an operator stands (the edge), then checks that
@@ -13,11 +14,13 @@ the twin's Cloudflare emulator and Kubernetes API server hold what the program d
 * two steps go through ``pulumi preview --save-plan`` and ``pulumi up --plan`` with the program's clock
   ten minutes later for the ``up`` (libfaketime): no input carries a wall-clock value;
 * the DNS switch waits for the old TTL through the applied times (the record aged by two hours);
-* the switchover runs under a write load through PgBouncer: no transaction fails, none is lost.
+* the switchover runs under a write load through PgBouncer: no transaction fails, none is lost;
+* then the schema's expand stage: its Job runs with the workers quiet, and the workers come back.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from datetime import timedelta
@@ -206,6 +209,30 @@ def test_the_switchover_under_a_write_load_fails_and_loses_no_transaction(walk):
     assert twin.lab.in_edge(missing_acked, pooled, result) == []
     primary = twin.lab.in_edge(_server_address, pooled)
     assert primary == "127.0.1.3"  # PgBouncer now sends the application to server3
+
+
+def test_the_schema_expand_runs_its_job_with_the_workers_quiet_then_brings_them_back(walk):
+    # The stage's local commands (quiet the workers, wait for the Job, resume them) are bash scripts where
+    # `pulumi` runs; the provider's default /bin/sh, dash here as on Debian/Ubuntu runners, stopped them at
+    # `set -o pipefail` until they named their interpreter.
+    apply(walk, schemaPhase="0002-expand")
+    password = walk.secrets["bazbii:dbPassword"]
+    pooled = f"host=127.0.1.1 port=6432 dbname=bazbii user=bazbii password={password}"
+    assert "category" in walk.twin.lab.in_edge(_columns, pooled, "posts")  # on server3, the primary now
+    jobs = json.loads(walk.twin.kubectl("-n", "bazbii", "get", "jobs", "-o", "json", check=True).stdout)["items"]
+    assert [(j["metadata"]["labels"]["bazbii.io/migration-stage"], j["status"].get("succeeded")) for j in jobs] == [
+        ("expand", 1)]
+    declared = next(r for r in walk.export()["deployment"]["resources"] if r["urn"].endswith("::app-worker"))
+    held = walk.twin.kubectl("-n", "bazbii", "get", "deployment/worker", "-o", "jsonpath={.spec.replicas}", check=True)
+    assert int(held.stdout) == declared["inputs"]["spec"]["replicas"] > 0  # the workers are back
+
+
+def _columns(dsn: str, table: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,))
+        return {str(row[0]) for row in rows}
 
 
 def _create_load_tables(dsn: str) -> None:

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from components._util import LOCAL_INTERPRETER
 from components.schema_release import resume_script
 
 JOB = "migrate-0002-add-category-migrate-0123abcd"
@@ -34,7 +35,7 @@ def _resume(tmp_path, state: str) -> tuple[subprocess.CompletedProcess, str, flo
     log = tmp_path / "kubectl.log"
     log.write_text("")
     started = time.monotonic()
-    result = subprocess.run(["bash", "-c", resume_script("bazbii", 2, JOB, timeout=600, stage_label="0002 migrate")],
+    result = subprocess.run([*LOCAL_INTERPRETER, resume_script("bazbii", 2, JOB, timeout=600, stage_label="0002 migrate")],
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "KUBECTL_LOG": str(log),
                                  "JOB_STATE": state})

@@ -356,6 +356,8 @@ def _schema_common(ev, stage: str, sql_file: str):
     # quiet workers -> run once -> resume -> then roll workers and the API
     quiet, resume = ev.named("schema-quiet-workers"), ev.named("schema-resume-workers")
     assert quiet.type == LOCAL and "scale deployment/worker --replicas=0" in quiet.inputs["create"]
+    for runs_here in (quiet, resume):  # bash scripts: the provider's default /bin/sh is dash on Debian/Ubuntu runners
+        assert runs_here.inputs["interpreter"] == ["/bin/bash", "-c"], runs_here.name
     assert "schema-quiet-workers" in dep_names(job)
     assert job.name in dep_names(resume)
     assert "--replicas=2" in resume.inputs["create"] and meta["name"] in resume.inputs["create"]
