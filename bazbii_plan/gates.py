@@ -102,8 +102,10 @@ DEFAULT_QUERIES: dict[str, str] = {
     ),
     # A canary is pods behind the same gateway: only the API's own counter tells them apart
     # (`NAME@KIND` is the query for a scope kind; Kubernetes discovery labels the pods `track`).
+    # A client library creates a `code` series at its first request with that code: a canary that never
+    # failed has no 5xx series, which is 0 errors ("or vector(0)"), not "no data"; no requests stays no data.
     "errorRatio@canary": (
-        'sum(rate(http_requests_total{code=~"5..",${scope}}[${window}]))'
+        '(sum(rate(http_requests_total{code=~"5..",${scope}}[${window}])) or vector(0))'
         ' / sum(rate(http_requests_total{${scope}}[${window}]))'
     ),
     "requestCount@canary": "sum(increase(http_requests_total{${scope}}[${window}]))",

@@ -90,6 +90,11 @@ class ControlledService:
         with self._lock:
             self.error_percent, self.latency, self._served = error_percent, latency, 0
 
+    def restart(self) -> None:
+        """Its counters start again, as a new pod's do: no ``code`` series until a request has that code."""
+        with self._lock:
+            self._codes.clear()
+
     def _next_code(self) -> int:
         with self._lock:
             index = self._served

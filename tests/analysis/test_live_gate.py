@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 import pytest
 
 from bazbii_analysis import (BadQuery, EmptyResult, MetricsHTTPError, MetricsUnreachable,
-                             PrometheusClient, evaluate_step_gate, live_gate_inputs, live_gate_problems, render_query)
+                             PrometheusClient, evaluate_criteria, evaluate_step_gate, live_gate_inputs, live_gate_problems, render_query)
 from bazbii_analysis.watchsetup import load_offline_config
-from bazbii_plan.gates import DEFAULT_QUERIES, Scope
+from bazbii_plan.gates import DEFAULT_QUERIES, GateCriteria, Scope
 from offline_preview.__main__ import main as preview_main
 from testsupport.localcluster import free_port
 
@@ -84,6 +84,7 @@ def _custom_verdict(config, phase):
 
 
 def test_healthy_service_passes_the_gate_and_the_check(metrics_stack, tmp_path):
+    metrics_stack.service.restart()  # a new pod: its counter has no 5xx series until its first error
     phase = run_phase(metrics_stack, error_percent=0)
     _path, config = _config(tmp_path, metrics_stack.prometheus_url)
     verdict = _gate(config, phase.started)
@@ -98,6 +99,9 @@ def test_healthy_service_passes_the_gate_and_the_check(metrics_stack, tmp_path):
     custom = _custom_verdict(config, phase)
     assert custom.passed, custom.lines()
     assert _by_name(custom)["traffic"].value >= 50 and _by_name(custom)["app-errors"].value == 0
+    # The canary's error ratio, on the API's own counter, which has no 5xx series at all: 0 errors, not "no data".
+    canary_error = _by_name(_canary(config, phase))["error-ratio"]
+    assert canary_error.status == "pass" and canary_error.value == 0.0, canary_error.line()
     # The check resource's call: moving traffic-10 -> traffic-50 is let through.
     previous = {"steps": dict(config.current), "since": {"infra": phase.started.isoformat()}}
     target = dict(config.current, infra="traffic-50")
@@ -127,13 +131,7 @@ def test_error_rate_3_percent_denies_naming_signal_value_threshold_window(metric
     custom = _by_name(_custom_verdict(config, phase))
     assert custom["app-errors"].status == "fail" and custom["app-errors"].value >= 1
     # A canary is measured on the API's own counter (the gateway cannot tell canary pods apart).
-    from bazbii_analysis import evaluate_criteria
-    from bazbii_plan.gates import GateCriteria
-
-    canary = evaluate_criteria(GateCriteria.model_validate({"scope": {"kind": "canary"}, "minSamples": 50}),
-                               config.state().rollback, config.metrics, track="release", step="canary-50",
-                               since=phase.started, now=datetime.now(timezone.utc))
-    canary_error = _by_name(canary)["error-ratio"]
+    canary_error = _by_name(_canary(config, phase))["error-ratio"]
     assert canary_error.status == "fail" and 0.02 <= canary_error.value <= 0.05, canary_error.line()
     assert "http_requests_total" in canary_error.query and 'track="canary"' in canary_error.query
     # A rollback is never held back by metrics: it is the remedy.
@@ -147,6 +145,13 @@ def test_error_rate_3_percent_denies_naming_signal_value_threshold_window(metric
     # bazbii:phaseOverride with a reason lets the step through, and says so.
     overridden = _gate(config, phase.started, override="incident 42: accepted by the on-call lead")
     assert not overridden.passed and overridden.allowed and "phaseOverride" in overridden.headline()
+
+
+def _canary(config, phase):
+    """The canary's rollback triggers over ``phase``, as ``watch`` measures them after canary-50."""
+    return evaluate_criteria(GateCriteria.model_validate({"scope": {"kind": "canary"}, "minSamples": 50}),
+                             config.state().rollback, config.metrics, track="release", step="canary-50",
+                             since=phase.started, now=datetime.now(timezone.utc))
 
 
 def _provider_check_failures(stack_path, phase, endpoint):
