@@ -25,6 +25,7 @@ from bazbii_db.migrations.journal import Journal
 from bazbii_db.replication import check_consistency, redact_dsn
 from bazbii_plan.errors import ConfigError
 from bazbii_plan.gates import MetricsConfig, Scope, duration_seconds
+from bazbii_plan.models import StackState
 from bazbii_plan.record import parse_time
 from bazbii_plan.stackconfig import SECRET_KEYS, StackConfig, load_stack_config
 from bazbii_plan.stackfile import fill_secret_placeholders, read_stack_file
@@ -78,13 +79,31 @@ def watched_scope(config: StackConfig, track: str) -> Scope:
     signals measures something else. gateway-off-server1's own gate counts the requests that still reach
     server1, which by design get none once it is applied; watching that scope would be silent for the whole
     period. After it, the service is what carries the step's risk.
+
+    A scope naming what no longer takes requests once the step is applied measures nothing either: api-2.0's
+    own gate measures the canary before promoting it, and after it there is no canary.
     """
+    state = config.state()
     following = _following(config, track)
-    if following is not None and following.criteria is not None and following.criteria.signals is None:
+    if following is not None and following.criteria is not None and following.criteria.signals is None \
+            and takes_requests(following.criteria.scope, state):
         return following.criteria.scope
     steps = config.plan.tracks[track].steps
     own = steps[config.plan.tracks[track].index(config.current[track])].criteria
-    return own.scope if own is not None and own.signals is None else Scope()
+    if own is not None and own.signals is None and takes_requests(own.scope, state):
+        return own.scope
+    return Scope()
+
+
+def takes_requests(scope: Scope, state: StackState) -> bool:
+    """Whether what ``scope`` names serves requests in ``state``: a canary or a pool at weight 0 (or gone)
+    does not, so its series stay empty; the service and a server scope (its exporters) are taken as they are."""
+    if scope.kind == "canary":
+        return state.app.canary is not None and state.app.canary.weight > 0
+    if scope.kind == "pool":
+        pool = state.traffic.pools.get(scope.name)
+        return pool is not None and pool.weight > 0
+    return True
 
 
 def next_soak_seconds(config: StackConfig, track: str) -> Optional[float]:

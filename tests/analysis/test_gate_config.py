@@ -162,6 +162,7 @@ def test_program_exports_the_scrape_targets(tmp_path):
     ("infra", "traffic-10", "pool server2", 86400),     # traffic-50's gate measures what traffic-10 moved
     ("infra", "traffic-100", "pool server2", 1800),     # gateway-off-server1 counts server1's requests instead
     ("release", "canary-10", "canary", 86400),
+    ("release", "api-2.0", "service", None),  # its own gate measures the canary it promotes: none is left after it
     ("infra", "server3-provisioned", "service", None),  # nothing measured: watched for --period
     # its own gate counts what still reaches server1 (nothing, once applied): the service carries the risk
     ("infra", "gateway-off-server1", "service", None),
@@ -173,7 +174,7 @@ def test_watch_measures_what_the_step_moved_for_the_next_soak(tmp_path, track, s
     document = _prod()
     key = document["config"]["bazbii:plan"][track]["key"]
     document["config"][f"bazbii:{key}"] = step
-    if step == "canary-10":  # its requires: the schema expanded
+    if step in ("canary-10", "api-2.0"):  # worker-2.0 requires the schema expanded
         document["config"]["bazbii:schemaPhase"] = "0002-migrate"
     if step in ("gateway-off-server1", "db-switchover"):  # gateway-off-server1 requires the DNS switched
         document["config"]["bazbii:dnsPhase"] = "switched"
