@@ -14,12 +14,14 @@ Each policy's name, description and config live here beside its rule
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Any, Mapping, Optional
 
 from bazbii_plan import flags as feature_flags
 from bazbii_plan.facts import DEFAULT_FLAG_LADDER
 from bazbii_plan.record import parse_time
-from bazbii_plan.timegates import PLAN_WALK
+from bazbii_plan.timegates import PLAN_WALK, duration
+from bazbii_plan.transitions import judging_time_scale
 from bazbii_plan.workloads import running_images
 
 from ..builders import CONFIG_MAP, gate_of, gate_policy, ladder_schema, ladder_setting, stack_policy
@@ -139,15 +141,18 @@ def on_only_where_understood(t: Transition) -> list[Finding]:
 
 
 def _soak_problem(t: Transition, name: str, flag: Mapping[str, Any]) -> Optional[Finding]:
-    """Why the applied flag has not (provably) held 100 % for its soak; None when it has."""
-    soak = (number(flag.get("soakHours")) or 0.0) * 3600
+    """Why the applied flag has not (provably) held 100 % for its soak; None when it has. A rehearsal stack's
+    time scale (``bazbii:timeScale``, from the applied record) divides the soak, as it divides the gates' soaks."""
+    scale = judging_time_scale(t.previous, t.target)
+    soak = (number(flag.get("soakHours")) or 0.0) * 3600 / scale
+    span = partial(_span, scale=scale)
     applied = _flags(t.previous_state).get(name)
     what = f"flag {name!r} removes its old path ({dig(flag, 'oldPath', 'description', default='')})"
     if applied is None or _rollout(applied) < 100:
         return Finding(
             f"{what} but its applied rollout is {fmt(_rollout(applied))} %, not 100 %",
             f"raise bazbii:flags.{name}.rollout to 100 in its own step, apply it, let it hold bazbii:flags.{name}.soakHours "
-            f"({_hours(soak)}), then set bazbii:flags.{name}.oldPath.removed: true",
+            f"({span(soak)}), then set bazbii:flags.{name}.oldPath.removed: true",
         )
     if t.previous_source == PLAN_WALK:
         return None  # static plan walk: the order is right; times are checked against the real record
@@ -160,19 +165,24 @@ def _soak_problem(t: Transition, name: str, flag: Mapping[str, Any]) -> Optional
     if since is None:
         return Finding(
             f"{what}, but when it reached 100 % is not recorded (source {t.previous_source!r}), so its soak of "
-            f"{_hours(soak)} cannot be shown to have passed",
-            f"wait bazbii:flags.{name}.soakHours ({_hours(soak)}) after the 100 % step was applied; for an offline preview "
+            f"{span(soak)} cannot be shown to have passed",
+            f"wait bazbii:flags.{name}.soakHours ({span(soak)}) after the 100 % step was applied; for an offline preview "
             "pass --base-age <how long ago the base was applied>",
         )
     elapsed = t.now - since
     if elapsed < timedelta(seconds=soak):
         left = timedelta(seconds=soak) - elapsed
         return Finding(
-            f"{what} after only {_hours(elapsed.total_seconds())} at 100 %, less than its soak of {_hours(soak)}",
-            f"wait another {_hours(left.total_seconds())} (until {(since + timedelta(seconds=soak)).isoformat()}) "
+            f"{what} after only {span(elapsed.total_seconds())} at 100 %, less than its soak of {span(soak)}",
+            f"wait another {span(left.total_seconds())} (until {(since + timedelta(seconds=soak)).isoformat()}) "
             f"and preview again; the soak is bazbii:flags.{name}.soakHours",
         )
     return None
+
+
+def _span(seconds: float, scale: int) -> str:
+    """A soak or a time at 100 % in words: hours, or at a rehearsal's time scale the scaled time itself."""
+    return _hours(seconds) if scale == 1 else f"{duration(seconds)} (time scale 1/{scale})"
 
 
 def old_path_after_soak(t: Transition) -> list[Finding]:

@@ -6,7 +6,7 @@ the whole pack, as ./preview does. The shipped flag is ``new_category_ui``
 what the 0002 contract removes).
 """
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -301,3 +301,21 @@ def test_a_soak_time_recorded_for_another_rollout_does_not_count():
     assert "when it reached 100 % is not recorded" in finding.what
     held = {"flagRollout": {FLAG: {"rollout": 100, "since": "2026-11-28T11:00:00+00:00"}}}
     assert old_path_after_soak(_transition(_state(100, removed=True), _state(100), held, evaluated_at=now)) == []
+
+
+def test_a_rehearsal_stacks_time_scale_divides_the_soak():
+    # At 1/1800 (bazbii:timeScale, from the applied record's judgedBy) the 24 h soak is 48 s, as the gates' are.
+    reached = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
+    extra = {"judgedBy": {"timeScale": 1800}, "flagRollout": {FLAG: {"rollout": 100, "since": reached.isoformat()}}}
+
+    def removing_after(seconds):
+        return old_path_after_soak(_transition(_state(100, removed=True), _state(100), previous_extra=extra,
+                                               evaluated_at=reached + timedelta(seconds=seconds)))
+
+    assert removing_after(50) == []
+    [early] = removing_after(20)
+    assert "after only 20 s (time scale 1/1800) at 100 %, less than its soak of 48 s (time scale 1/1800)" in early.what
+    assert "wait another 28 s" in early.fix
+    unscaled = dict(extra, judgedBy={})
+    assert old_path_after_soak(_transition(_state(100, removed=True), _state(100), previous_extra=unscaled,
+                                           evaluated_at=reached + timedelta(seconds=50)))  # 24 h otherwise
