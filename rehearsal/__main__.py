@@ -35,9 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-samples", type=int, default=50, help="fewer requests in a gate window: inconclusive")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("--engine", action="store_true",
-                   help="apply the infra track with the real pulumi up on the twin (stack 'rehearsal'); "
-                        "only --until, --rate, --baseline, --inject (gateway-5xx@STEP, replica-lag@db-switchover), "
-                        "--time-scale, --out and --json apply")
+                   help="apply every step with the real pulumi up on the twin (stack 'rehearsal'); "
+                        "only --until, --rate, --baseline, --inject, --time-scale, --out and --json apply")
     p.add_argument("--time-scale", type=int, default=1800,
                    help="with --engine: bazbii:timeScale, every soak, metrics window and DNS wait divided by it "
                         "(default 1800: a day in 48 s)")

@@ -13,21 +13,15 @@ from twin.lab import LabError
 
 from .engine_report import load_figures, table, targets, timeline_png, write_json
 from .report import target_line
-from .engine_walk import EngineRehearsal, check_injections, fails_requests, infra_sequence, walk
+from .engine_walk import EngineRehearsal, fails_requests, injections, walk, walk_sequence
 
 
 def run_engine(args, console: Console) -> int:
     """0 when every step was applied and its rollback triggers passed (after a fault's rollback and retry)."""
     say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
-    faults: dict[str, str] = {}
     try:
-        sequence = infra_sequence(args.until)
-        for value in args.inject:
-            fault, sep, step = value.partition("@")
-            if not sep:
-                raise ValueError(f"--inject {value!r}: expected FAULT@STEP")
-            faults[step] = fault
-        check_injections(faults, sequence)
+        sequence = walk_sequence(args.until)
+        faults = injections(args.inject, args.until)
         engine = installed()
         engine.need("cli", "plugins", "kube", "etcd", "kubernetes", "command", "cloudflare")
     except (ValueError, EngineUnavailable) as exc:
@@ -51,7 +45,7 @@ def run_engine(args, console: Console) -> int:
     # No request may fail, as ./rehearse, unless a fault fails them by design (the gateway's): then the
     # rollback and the retry decide. replica-lag must fail none.
     passed = passed and (any(fails_requests(f) for f in faults.values()) or figures.failed == 0)
-    settings = {"timeScale": args.time_scale, "rate": args.rate, "baseline": args.baseline, "until": sequence[-1],
+    settings = {"timeScale": args.time_scale, "rate": args.rate, "baseline": args.baseline, "until": sequence[-1][1],
                 "inject": args.inject}
     write_json(out / "report.json", rehearsal.records, passed, settings, figures)
     pictured = timeline_png(out / "timeline.png", rehearsal.load_csv, rehearsal.records)

@@ -8,10 +8,10 @@ production PromQL against a Prometheus that scrapes what the stack's outputs dec
 (:mod:`twin.observe`). The load goes through the edge, whose HAProxy the Cloudflare emulator's state
 steers: the weights that serve it are the ones the program declared.
 
-The walk goes from the MVP to ``--until`` (default: the infra track's last step, old-db-retired). A step that ``requires``
-another track at a step (gateway-off-server1: the DNS switched) has that track walked there first, step by
-step, as an operator would. A step that resizes a server that already runs is done in the provider's
-console first (the program only checks the spec), which here is the twin's console.
+The walk goes from the MVP to ``--until`` (default: the plan's last step) in the plan's apply order, the
+order ``./rehearse`` walks: every track's steps, each after the steps of other tracks its ``requires``
+names (gateway-off-server1 after the DNS switched). A step that resizes a server that already runs is
+done in the provider's console first (the program only checks the spec), which here is the twin's console.
 
 For each step the walk records the check's before-criteria verdict (each refused attempt with the
 check's reason; a refusal that time cures, a soak or an old DNS TTL not over yet, is retried as an
@@ -42,7 +42,7 @@ from bazbii_analysis.evaluate import SCALED_WINDOW_FLOOR_SECONDS
 from bazbii_analysis.verdict import HEADLINE_PREFIX, printed_verdicts
 from bazbii_db.replication.switchover import PRECHECK_FAILED
 from bazbii_analysis.watchsetup import next_soak_seconds, watched_scope
-from bazbii_plan.facts import TRANSITION_CHECK
+from bazbii_plan.facts import TRANSITION_CHECK, image_tag
 from bazbii_plan.gates import GateCriteria, format_duration
 from bazbii_plan.models import StackState
 from bazbii_plan.stackconfig import REHEARSAL_STACK, StackConfig
@@ -55,22 +55,24 @@ from twin.operator import TwinOperator
 from twin.server import REPO_ROOT
 from twin.stack import cloudflare_of_prod, first_steps, load_prod, twin_stack_document
 
-from .faults import LAG_FILLER_SQL, PAUSE_REPLAY_SQL, RESUME_REPLAY_SQL, fault_applies
-from .runner import BASELINE_SECONDS, load_config
+from .faults import ERROR_RATE, LAG_FILLER_SQL, PAUSE_REPLAY_SQL, RESUME_REPLAY_SQL, fault_applies, parse_injections
+from .runner import BASELINE_SECONDS, load_config, plan_sequence, step_states
 
 PROD_STACK_FILE = REPO_ROOT / "Pulumi.prod.yaml"
 INFRA = "infra"
 EDGE_FROM = "gateway-on-server2"  # the first step whose gateways both serve behind their tunnels
 TRIGGER_WINDOW = "1h"  # the rollback triggers' window when a step has no watch period (scaled, floored)
 SERVER_SIZE = {"vcpu": "vcpu", "memoryGb": "memory_gb", "diskGb": "disk_gb"}  # plan key -> console setting
-FAULT_SHARE = {"gateway-5xx": 0.2}  # share of server2's gateway requests failed
+# Faults armed once the step is applied, failing ERROR_RATE of the requests they reach (server2's gateway, the
+# canary's pods): the step's rollback triggers must catch them.
+AFTER_UP_FAULTS = ("gateway-5xx", "canary-errors")
 # Faults armed before the step's pulumi up: the update itself must refuse (the switchover's own pre-check).
 BEFORE_UP_FAULTS = ("replica-lag",)
 
 
 def fails_requests(fault: Optional[str]) -> bool:
-    """Whether ``fault`` makes requests fail by design (the gateway's); replica-lag must fail none."""
-    return fault in FAULT_SHARE
+    """Whether ``fault`` makes requests fail by design (the gateway's, the canary's); replica-lag must fail none."""
+    return fault in AFTER_UP_FAULTS
 
 
 LAG_DRAIN_SECONDS = 120  # how long the replica may take to replay what the fault held back, once resumed
@@ -237,6 +239,23 @@ class EngineRehearsal:
                 raise RuntimeError(f"{target} did not replay up to {source}'s {wanted} in {LAG_DRAIN_SECONDS} s")
             time.sleep(1)
 
+    def fail_requests(self, fault: str, track: str, step: str, share: float) -> str:
+        """Arm (``share`` > 0) or clear (0) a fault of :data:`AFTER_UP_FAULTS` at ``step``; what it does, in words.
+        gateway-5xx: server2's gateway container; canary-errors: the pods of the step's canary image."""
+        if fault == "gateway-5xx":
+            done = self.twin.servers["server2"].ssh(f"sudo -n docker twin-fault bazbii-gateway {share:g}")
+            if done.returncode != 0:
+                raise RuntimeError(f"{fault} on server2: {done.stderr.strip()}")
+            return f"server2's gateway fails {share:.0%} of requests"
+        canary = prod_config().with_steps(**{track: step}).state().app.canary
+        tag = image_tag(canary.image) if canary is not None else None
+        if tag is None:
+            raise RuntimeError(f"{fault} at {step}: the step has no canary image with a tag")
+        if self.twin.kube is None:
+            raise RuntimeError(f"{fault}: the twin runs no Kubernetes")
+        self.twin.kube.fail_requests("api", tag, share)
+        return f"the canary's pods (api {tag}) fail {share:.0%} of requests"
+
     def triggers(self, step: str, track: str = INFRA) -> tuple[str, list[str]]:
         """The rollback triggers (``bazbii:rollback``) on what ``step`` moved, over its watch period (scaled),
         measured now from the edge, with the production PromQL."""
@@ -303,53 +322,39 @@ def summary(records: list[StepRecord]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- the walk
-def infra_sequence(until: Optional[str]) -> list[str]:
-    """The infra track's steps in apply order, up to ``until`` (default: its last step)."""
-    names = prod_config().plan.tracks[INFRA].names()
-    until = until or names[-1]
-    if until not in names:
-        raise ValueError(f"--until {until!r}: not a step of the infra track ({', '.join(names)})")
-    return names[: names.index(until) + 1]
+def walk_sequence(until: Optional[str]) -> list[tuple[str, str]]:
+    """``(track, step)`` in the plan's apply order, the order ``./rehearse`` walks (every track's step after
+    the ones its ``requires`` name), up to ``until`` (default: the plan's last step)."""
+    return [(track, step) for track, step, _, _ in plan_sequence(prod_config(), until)]
 
 
-def moves(config: StackConfig, sequence: list[str], applied: Mapping[str, str]) -> list[tuple[str, str]]:
-    """``(track, step)`` in apply order: the infra steps of ``sequence`` not applied yet, each preceded by
-    the steps of other tracks its ``requires`` needs. ``applied``: track -> the step the stack's last update
-    applied (empty before the first update, which takes the running MVP over at every track's first step)."""
+def moves(config: StackConfig, sequence: list[tuple[str, str]], applied: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The moves of ``sequence`` the stack has not applied yet. ``applied``: track -> the step the stack's last
+    update applied; empty before the first update, which then takes the running MVP over at every track's
+    first step (the first move: the infra track's first step)."""
     current = starting_steps(config, applied)
-    infra = config.plan.tracks[INFRA]
-    done = infra.index(applied[INFRA]) if INFRA in applied else -1
-    out: list[tuple[str, str]] = []
-    for step in sequence:
-        if infra.index(step) <= done:
-            continue
-        for track, needed in infra.steps[infra.index(step)].requires.items():
-            names = config.plan.tracks[track].names()
-            while names.index(current[track]) < names.index(needed):
-                current[track] = names[names.index(current[track]) + 1]
-                out.append((track, current[track]))
-        out.append((INFRA, step))
-    return out
+    tracks = config.plan.tracks
+    first = [] if applied else [(INFRA, current[INFRA])]
+    return first + [(track, step) for track, step in sequence
+                    if tracks[track].index(step) > tracks[track].index(current[track])]
 
 
-def check_injections(faults: dict[str, str], sequence: list[str]) -> None:
-    """The gateway fault at a step after the edge serves the load; replica-lag at a step of the walk that
-    moves the primary (``rehearsal.faults.fault_applies``, as ``./rehearse``). The canary's fault needs
-    the release track, which the engine walk does not rehearse yet."""
-    served = sequence[sequence.index(EDGE_FROM) + 1:] if EDGE_FROM in sequence else []
-    supported = (*FAULT_SHARE, *BEFORE_UP_FAULTS)
+def injections(values: list[str], until: Optional[str]) -> dict[str, str]:
+    """``--inject FAULT@STEP`` values -> {step: fault}: each at a step of this walk where it can show (the rule
+    ``./rehearse`` applies, :func:`rehearsal.faults.parse_injections`), and under the load, which starts once
+    both gateways serve (after gateway-on-server2)."""
+    config = prod_config()
+    sequence = plan_sequence(config, until)
+    states = step_states(config, sequence)
+    faults = parse_injections(values, states)
+    steps = [step for _, step, _, _ in sequence]
+    served = steps[steps.index(EDGE_FROM) + 1:] if EDGE_FROM in steps else []
     for step, fault in faults.items():
-        if fault not in supported:
-            raise ValueError(f"--inject {fault}@{step}: through the engine only {', '.join(supported)} are rehearsed")
-        if fault in FAULT_SHARE and step not in served:
-            raise ValueError(f"--inject {fault}@{step}: the load reaches server2's gateway at {', '.join(served) or 'no step'}"
-                             f" of this walk")
-        if fault in BEFORE_UP_FAULTS:
-            valid = [s for before, s in zip(sequence, sequence[1:]) if served and s in served
-                     and fault_applies(fault, *_states(before, s))]
-            if step not in valid:
-                raise ValueError(f"--inject {fault}@{step}: {fault} shows at a step of this walk that moves the "
-                                 f"primary under the load: {', '.join(valid) or 'none'}")
+        if step not in served:
+            valid = [s for s in served if fault_applies(fault, *states[s])]
+            raise ValueError(f"--inject {fault}@{step}: the load starts after {EDGE_FROM}; under it {fault} can "
+                             f"show at {', '.join(valid) or 'no step of this walk'}")
+    return faults
 
 
 def _states(before: str, after: str) -> tuple[StackState, StackState]:
@@ -368,10 +373,9 @@ def patience(config: StackConfig, track: str, step: str, time_scale: int) -> flo
     return scaled(criteria.soak_seconds() if criteria else 0, time_scale) + 120
 
 
-def walk(rehearsal: EngineRehearsal, sequence: list[str], faults: dict[str, str]) -> bool:
-    """Apply the steps of ``sequence`` the stack has not applied yet (and what they require of other tracks);
-    True when every step was applied and its triggers passed (after any rollback and the retry the fault's
-    rollback calls for)."""
+def walk(rehearsal: EngineRehearsal, sequence: list[tuple[str, str]], faults: dict[str, str]) -> bool:
+    """Apply the moves of ``sequence`` (:func:`walk_sequence`) the stack has not applied yet; True when every
+    step was applied and its triggers passed (after any rollback and the retry the fault's rollback calls for)."""
     config = prod_config()
     applied = rehearsal.applied_steps()
     current = starting_steps(config, applied)
@@ -427,13 +431,9 @@ def _refused_then_applied(rehearsal: EngineRehearsal, step: str, previous: str, 
 
 def _soak_and_judge(rehearsal: EngineRehearsal, record: StepRecord, step: str, previous: str,
                     fault: Optional[str], track: str = INFRA) -> bool:
-    server2 = rehearsal.twin.servers["server2"]
     if fault:
-        done = server2.ssh(f"sudo -n docker twin-fault bazbii-gateway {FAULT_SHARE[fault]}")
-        if done.returncode != 0:
-            raise RuntimeError(f"arming {fault} on server2: {done.stderr.strip()}")
         record.fault = fault
-        rehearsal.say(f"{track}: {step}: fault {fault} armed (server2's gateway fails {FAULT_SHARE[fault]:.0%} of requests)")
+        rehearsal.say(f"{track}: {step}: fault {fault} armed ({rehearsal.fail_requests(fault, track, step, ERROR_RATE)})")
     config = prod_config().with_steps(**{track: step})
     time.sleep(_trigger_wait(trigger_criteria(config, track), rehearsal.time_scale))
     record.triggers, record.trigger_signals = rehearsal.triggers(step, track)
@@ -444,7 +444,7 @@ def _soak_and_judge(rehearsal: EngineRehearsal, record: StepRecord, step: str, p
     record.rolled_back = back.applied
     rehearsal.say(f"{track}: {step}: rolled back to {previous} by pulumi up ({'applied' if back.applied else 'REFUSED'})")
     if fault:
-        server2.ssh("sudo -n docker twin-fault bazbii-gateway 0")
+        rehearsal.fail_requests(fault, track, step, 0)
         rehearsal.say(f"{track}: {step}: fault cleared (the operator's fix); applying {step} again")
     if not back.applied or not fault:
         return False

@@ -60,7 +60,8 @@ def parse_injections(values: list[str], steps: dict[str, tuple[StackState, Stack
             raise BadInjection(f"--inject {value!r}: unknown step {step!r}; steps are {', '.join(steps)}")
         if not fault_applies(fault, *steps[step]):
             valid = [s for s, pair in steps.items() if fault_applies(fault, *pair)]
-            raise BadInjection(f"--inject {value!r}: {fault} cannot show at {step}; valid steps: {', '.join(valid)}")
+            raise BadInjection(f"--inject {value!r}: {fault} cannot show at {step}; valid steps: "
+                               f"{', '.join(valid) or 'none in this walk'}")
         if step in out:
             raise BadInjection(f"--inject {value!r}: step {step!r} already has fault {out[step]!r}")
         out[step] = fault

@@ -93,6 +93,11 @@ def _fresh(config: StackConfig, steps: dict):
     return config.with_steps(**steps).state()
 
 
+def step_states(config: StackConfig, sequence: list[tuple[str, str, dict, dict]]) -> dict:
+    """Step -> (the state before it, the state after it) for :func:`plan_sequence`'s moves."""
+    return {step: (_fresh(config, before), _fresh(config, after)) for _, step, before, after in sequence}
+
+
 @dataclass
 class Prepared:
     config: StackConfig
@@ -105,8 +110,8 @@ def prepare(options: Options) -> Prepared:
     """Everything that can be wrong with the arguments or the config, before anything starts."""
     config = load_config(options.stack_file)
     sequence = plan_sequence(config, options.until)
-    step_states = {step: (_fresh(config, before), _fresh(config, after)) for _, step, before, after in sequence}
-    return Prepared(config, sequence, step_states, Faults(parse_injections(options.inject, step_states)))
+    states = step_states(config, sequence)
+    return Prepared(config, sequence, states, Faults(parse_injections(options.inject, states)))
 
 
 def run(options: Options, say: Callable[[str], None], prepared: Prepared) -> RunResult:

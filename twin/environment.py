@@ -34,6 +34,7 @@ from typing import Mapping, Optional, Sequence
 
 from .lab import DEFAULT_SERVERS, EDGE, EDGE_ADDRESS, Lab, LabError
 from .server import REPO_ROOT, Spec, TwinServer, keygen
+from .kube.images import fault_file
 from .wheelhouse import ensure_wheelhouse
 
 # The Kubernetes nodes (the API servers of the plan) and their pods' addresses inside the node.
@@ -59,10 +60,19 @@ class Kubernetes:
     server: str
     kubeconfig: Path
     control_plane: subprocess.Popen
+    fault_dir: Path  # every node agent's --fault-dir
     agents: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def kubectl_argv(self, *args: str) -> list[str]:
         return [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
+
+    def fail_requests(self, image: str, tag: str, share: float) -> None:
+        """Every pod of ``image`` at ``tag`` answers 500 to ``share`` of its requests from now on (0: none),
+        the pods already running too (twin.kube.images.fault_file)."""
+        path = Path(fault_file(str(self.fault_dir), image, tag))
+        staged = path.with_name(path.name + ".new")
+        staged.write_text(f"{share:g}\n")
+        staged.replace(path)  # a pod never reads half a file
 
 
 @dataclass
@@ -182,7 +192,8 @@ class Twin:
         log.close()
         started = _first_line(plane, KUBE_START_TIMEOUT, "the Kubernetes control plane")
         self.kube = Kubernetes(bin_dir=bin_dir, server=started["server"], kubeconfig=Path(started["kubeconfig"]),
-                               control_plane=plane)
+                               control_plane=plane, fault_dir=state / "faults")
+        self.kube.fault_dir.mkdir()
         for node, pod_network in KUBE_NODES.items():
             if node not in self.servers:
                 continue
@@ -193,7 +204,8 @@ class Twin:
                 self.kube.agents[node] = server.popen_inside(
                     [sys.executable, "-m", "twin.kube.nodeagent", "--node", node, "--node-ip", server.address,
                      "--kubeconfig", str(self.kube.kubeconfig), "--pod-network", pod_network,
-                     "--state-dir", str(agent_state), "--nodeport-address", "0.0.0.0"],
+                     "--state-dir", str(agent_state), "--nodeport-address", "0.0.0.0",
+                     "--fault-dir", str(self.kube.fault_dir)],
                     stdout=agent_log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + KUBE_START_TIMEOUT
         for node in self.kube.agents:

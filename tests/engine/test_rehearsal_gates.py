@@ -22,7 +22,7 @@ import pytest
 from rich.console import Console
 
 from rehearsal.engine_report import load_figures, table, targets, timeline_png, write_json
-from rehearsal.engine_walk import EngineRehearsal, _soak_and_judge, infra_sequence, walk
+from rehearsal.engine_walk import EngineRehearsal, _soak_and_judge, walk, walk_sequence
 
 pytestmark = pytest.mark.engine
 
@@ -67,7 +67,7 @@ def applied(rehearsal: EngineRehearsal, record) -> None:
 
 
 def test_the_steps_before_the_shift_and_the_load_through_the_edge(rehearsal):
-    assert walk(rehearsal, infra_sequence("gateway-on-server2"), {}), rehearsal.records
+    assert walk(rehearsal, walk_sequence("gateway-on-server2"), {}), rehearsal.records
     assert rehearsal.load is not None  # started once both gateways serve behind their tunnels
     # The live gate of traffic-10 measures server1's pool: its gateway's exporter and the API pods.
     wait_for(rehearsal, lambda: requests_to(rehearsal, "server1") > 100, 120, "server1's gateway served the load")
@@ -125,7 +125,7 @@ def test_a_gateway_failing_requests_stops_traffic_100_until_the_errors_leave_the
 def test_the_dns_track_is_walked_first_then_server1_leaves_the_edge_and_postgresql_moves_to_server3(rehearsal):
     before = len(rehearsal.records)
     assert rehearsal.applied_steps()["infra"] == "traffic-100"
-    passed = walk(rehearsal, infra_sequence(None), {"db-switchover": "replica-lag"})
+    passed = walk(rehearsal, walk_sequence("old-db-retired"), {"db-switchover": "replica-lag"})
     walked = rehearsal.records[before:]
     assert passed, walked
     # gateway-off-server1 requires the DNS switched: the walk moves that track first, one step at a time

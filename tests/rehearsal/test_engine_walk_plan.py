@@ -9,32 +9,37 @@ from bazbii_plan.timegates import dns_switch_problems
 from rich.console import Console
 
 from rehearsal.engine_report import load_figures, table, targets
-from rehearsal.engine_walk import (Attempt, StepRecord, _time_cures, check_injections, console_resizes,
-                                   infra_sequence, moves,
+from rehearsal.engine_walk import (Attempt, StepRecord, _time_cures, injections, console_resizes,
+                                   moves, walk_sequence,
                                    prod_config, trigger_criteria)
 
 AFTER_THE_EDGE = [("infra", "server1-resized"), ("infra", "db-switchover"), ("infra", "old-db-retired")]
 
 
-def test_a_step_that_requires_another_track_has_it_walked_there_first():
+def test_the_walk_is_the_plans_apply_order_each_step_after_what_it_requires():
     config = prod_config()
-    walked = moves(config, infra_sequence(None), {})  # a stack never updated: the MVP is taken over first
-    assert walked[-6:] == [("dns", "ttl-lowered"), ("dns", "switched"), ("infra", "gateway-off-server1"),
-                           *AFTER_THE_EDGE]
-    assert [step for track, step in walked if track == "infra"] == infra_sequence(None)
-    assert ("dns", "ttl-lowered") not in moves(config, infra_sequence("traffic-100"), {})
+    walked = moves(config, walk_sequence(None), {})  # a stack never updated: the MVP is taken over first
+    assert walked[0] == ("infra", "mvp") and len(walked) == 27  # the 26 steps of the plan
+    assert walked[7:12] == [("dns", "ttl-lowered"), ("dns", "switched"), ("infra", "gateway-off-server1"),
+                            *AFTER_THE_EDGE[:2]]
+    for track, t in config.plan.tracks.items():  # every track's steps in its own order (infra's first: the MVP)
+        assert [step for moved, step in walked if moved == track] == t.names()[0 if track == "infra" else 1:]
+    for at, (track, step) in enumerate(walked):  # each after the steps of other tracks it requires
+        for other, needed in config.plan.tracks[track].steps[config.plan.tracks[track].index(step)].requires.items():
+            assert (other, needed) in walked[:at], (track, step, other, needed)
+    assert ("dns", "ttl-lowered") not in moves(config, walk_sequence("traffic-100"), {})
     # From where the stack is: only what is left, and a track already far enough is not moved.
     first = {track: t.names()[0] for track, t in config.plan.tracks.items()}
-    assert moves(config, infra_sequence(None), {**first, "infra": "traffic-100", "dns": "switched"}) == [
+    assert moves(config, walk_sequence("old-db-retired"), {**first, "infra": "traffic-100", "dns": "switched"}) == [
         ("infra", "gateway-off-server1"), *AFTER_THE_EDGE]
 
 
-def test_the_walk_goes_to_the_last_infra_step_unless_told_where_to_stop():
-    names = prod_config().plan.tracks["infra"].names()
-    assert infra_sequence(None) == names and names[-1] == "old-db-retired"
-    assert infra_sequence("db-switchover") == names[: names.index("db-switchover") + 1]
-    with pytest.raises(ValueError, match="not a step of the infra track"):
-        infra_sequence("traffic-75")
+def test_the_walk_goes_to_the_plans_last_step_unless_told_where_to_stop():
+    walked = walk_sequence(None)
+    assert walked[-1] == ("schema", "0002-contract")
+    assert walk_sequence("db-switchover") == walked[: walked.index(("infra", "db-switchover")) + 1]
+    with pytest.raises(ValueError, match="--until 'traffic-75': no such step"):
+        walk_sequence("traffic-75")
 
 
 def test_only_a_running_server_is_resized_in_the_console():
@@ -126,15 +131,23 @@ def test_the_switchover_steps_write_stall_is_a_target_and_the_table_shows_each_g
     assert "longest-transaction [server server2]: 0.4 s" in text and "passed (no live gate)" in text
 
 
-def test_which_faults_the_engine_walk_takes_and_where():
-    walk = infra_sequence(None)
-    check_injections({"db-switchover": "replica-lag", "traffic-10": "gateway-5xx"}, walk)
-    with pytest.raises(ValueError, match=r"replica-lag@traffic-50: replica-lag shows at a step of this walk that "
-                                         r"moves the primary under the load: db-switchover$"):
-        check_injections({"traffic-50": "replica-lag"}, walk)
-    with pytest.raises(ValueError, match="moves the primary under the load: none"):
-        check_injections({"traffic-50": "replica-lag"}, infra_sequence("server1-resized"))
-    with pytest.raises(ValueError, match="only gateway-5xx, replica-lag are rehearsed"):
-        check_injections({"db-switchover": "canary-errors"}, walk)
-    with pytest.raises(ValueError, match="the load reaches server2's gateway at traffic-10"):
-        check_injections({"gateway-on-server2": "gateway-5xx"}, walk)
+def test_which_faults_the_engine_walk_takes_and_where(monkeypatch):
+    assert injections(["replica-lag@db-switchover", "gateway-5xx@traffic-10", "canary-errors@canary-10"], None) == {
+        "db-switchover": "replica-lag", "traffic-10": "gateway-5xx", "canary-10": "canary-errors"}
+    with pytest.raises(ValueError, match=r"replica-lag cannot show at traffic-50; valid steps: db-switchover$"):
+        injections(["replica-lag@traffic-50"], None)
+    with pytest.raises(ValueError, match="valid steps: none in this walk"):
+        injections(["replica-lag@traffic-50"], "server1-resized")
+    with pytest.raises(ValueError, match="canary-errors cannot show at api-2.0; valid steps: canary-10, canary-50, "
+                                         "canary-100"):
+        injections(["canary-errors@api-2.0"], None)
+    with pytest.raises(ValueError, match="gateway-5xx cannot show at gateway-on-server2; valid steps: traffic-10, "
+                                         "traffic-50, traffic-100"):
+        injections(["gateway-5xx@gateway-on-server2"], None)
+    with pytest.raises(ValueError, match="expected FAULT@STEP"):
+        injections(["gateway-5xx"], None)
+    # A fault needs the load, which starts once both gateways serve.
+    monkeypatch.setattr("rehearsal.engine_walk.EDGE_FROM", "traffic-50")
+    with pytest.raises(ValueError, match="gateway-5xx@traffic-10: the load starts after traffic-50; under it "
+                                         "gateway-5xx can show at traffic-100"):
+        injections(["gateway-5xx@traffic-10"], None)

@@ -31,6 +31,7 @@ from twin.kube.api import ssl_context
 from engine.build import EngineUnavailable, installed
 from twin.kube.control import ControlPlane, kube_bin
 from twin.kube.endpoints import ready_endpoints
+from twin.kube.images import fault_file
 
 pytestmark = pytest.mark.engine
 
@@ -97,8 +98,10 @@ def node(cluster, api, tmp_path_factory):
     network = f"127.{random.randrange(64, 250)}.{random.randrange(0, 256)}"
     name, ip = "twin-node", f"{network}.1"
     state_dir = tmp_path_factory.mktemp("node-agent")
+    (state_dir / "faults").mkdir()
     agent = nodeagent.spawn(node=name, node_ip=ip, kubeconfig=cluster.kubeconfig, pod_network=f"{network}.0/24",
-                            state_dir=state_dir, extra_args=["--heartbeat-seconds", str(HEARTBEAT_SECONDS)])
+                            state_dir=state_dir, extra_args=["--heartbeat-seconds", str(HEARTBEAT_SECONDS),
+                                                             "--fault-dir", str(state_dir / "faults")])
     try:
         nodeagent.wait_node_ready([str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"], name, agent)
         yield Node(name, ip, agent, state_dir)
@@ -343,6 +346,26 @@ def test_api_deployment_rolls_one_pod_at_a_time_while_its_node_port_keeps_answer
     # maxSurge 1, maxUnavailable 0: never more than 3 pods, never fewer than 2 ready
     assert census.most_alive == 3 and census.fewest_ready == 2, vars(census)
     assert len([p for p in pods(api, namespace, "app=api") if not p["metadata"].get("deletionTimestamp")]) == 2
+
+    # A fault injected into the running release (the engine rehearsal's canary-errors): the pods of that image
+    # fail the share of requests its fault file says, from the moment it says so until it says 0.
+    posts = url.replace("/readyz", "/posts/1")
+    fault = Path(fault_file(str(node.state_dir / "faults"), "api", "2.0.0"))
+    injected = lambda: httpx.get(posts, timeout=5).json() == {"error": "injected fault"}  # noqa: E731
+    assert not injected()
+    fault.write_text("1\n")
+    assert until(injected, 5), "the running pods did not take the fault up"
+    fault.write_text("0\n")
+    assert until(lambda: not injected(), 5), "the fault was not cleared"
+
+
+def until(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def test_worker_image_runs_the_rehearsal_worker_with_its_version_and_the_database_from_db_env(

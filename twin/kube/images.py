@@ -9,7 +9,9 @@ running the api image with ``command: [python, -m, bazbii_db.migrations, ...]`` 
 ``…/bazbii/api:<version>``
     ``python -m uvicorn rehearsal.api_app:app --host <pod IP> --port <port> --no-access-log --loop uvloop
     --timeout-graceful-shutdown 10`` (as the rehearsal runs it), with ``BAZBII_API_VERSION=<version>``
-    and ``BAZBII_API_INSTANCE=<pod name>``
+    and ``BAZBII_API_INSTANCE=<pod name>``; with the agent's ``--fault-dir``, ``BAZBII_FAULT_FILE`` names
+    :func:`fault_file` there: the share of requests the version answers 500 while the file says so (a
+    fault the rehearsal injects into a running release, like a bad build; :mod:`rehearsal.api_app`)
 ``…/bazbii/worker:<version>``
     ``python -m rehearsal.worker``, with ``BAZBII_WORKER_VERSION=<version>``; when the container has a
     port, run by ``python -m twin.kube.health --listen <pod IP>:<port> --module rehearsal.worker``,
@@ -44,6 +46,12 @@ class Launch:
     pod_name: str
     pod_ip: str
     port: Optional[int]
+    fault_dir: Optional[str] = None  # the agent's --fault-dir
+
+
+def fault_file(fault_dir: str, image: str, tag: str) -> str:
+    """Where the share of requests that ``image`` (``api``) at ``tag`` fails is written, to inject a fault."""
+    return f"{fault_dir}/{image}-{tag}"
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,8 @@ def _api(tag: str, launch: Launch) -> ImageProgram:
         ["python", "-m", "uvicorn"],
         ["rehearsal.api_app:app", "--host", launch.pod_ip, "--port", str(port), "--no-access-log",
          "--loop", "uvloop", "--timeout-graceful-shutdown", "10"],
-        {"BAZBII_API_VERSION": tag, "BAZBII_API_INSTANCE": launch.pod_name},
+        {"BAZBII_API_VERSION": tag, "BAZBII_API_INSTANCE": launch.pod_name,
+         **({"BAZBII_FAULT_FILE": fault_file(launch.fault_dir, "api", tag)} if launch.fault_dir else {})},
         wants_database=True,
     )
 

@@ -49,14 +49,16 @@ REGISTER_SECONDS = 60.0
 
 class NodeAgent:
     def __init__(self, *, node: NodeSpec, kubeconfig: Path, pod_network: str, state_dir: Path,
-                 nodeport_addresses: Sequence[str], python: str, project_root: Path):
+                 nodeport_addresses: Sequence[str], python: str, project_root: Path,
+                 fault_dir: Optional[Path] = None):
         self.spec = node
         self.api = Api(kubeconfig)
         self.state_dir = state_dir
         self.workers: dict[str, PodWorker] = {}
         self.context = NodeContext(api=self.api, node_name=node.name, node_ip=node.ip,
                                    network=PodNetwork(pod_network, node.ip), pods_dir=state_dir / "pods",
-                                   python=python, project_root=project_root, taken_ips=self._taken_ips)
+                                   python=python, project_root=project_root, taken_ips=self._taken_ips,
+                                   fault_dir=str(fault_dir) if fault_dir else None)
         self.pods = Reflector(self.api, "/api/v1/pods", self._pod_changed)
         self.services = Reflector(self.api, "/api/v1/services", self._service_changed)
         self.proxy = NodePortProxy(list(nodeport_addresses), lambda: self.services.items,
@@ -141,6 +143,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--max-pods", type=int, default=110)
     parser.add_argument("--python", default=sys.executable, help="what `python` runs in containers")
     parser.add_argument("--project-root", type=Path, default=PROJECT_ROOT, help="the containers' working directory")
+    parser.add_argument("--fault-dir", type=Path, help="where the rehearsal writes injected faults (images.fault_file)")
     return parser.parse_args(argv)
 
 
@@ -158,7 +161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         agent = NodeAgent(node=node, kubeconfig=args.kubeconfig, pod_network=args.pod_network,
                           state_dir=args.state_dir, nodeport_addresses=args.nodeport_addresses or [args.node_ip],
-                          python=args.python, project_root=args.project_root)
+                          python=args.python, project_root=args.project_root, fault_dir=args.fault_dir)
         await agent.run(stop)
 
     asyncio.run(run())

@@ -49,6 +49,7 @@ class NodeContext:
     python: str  # "python" in an image's program or a command
     project_root: Path  # the containers' working directory (the "image's filesystem")
     taken_ips: Callable[[], set[str]]  # pod IPs the API shows on this node's pods
+    fault_dir: Optional[str] = None  # where injected faults are read from (images.fault_file)
     mount_points: volumes.MountPoints = field(default_factory=volumes.MountPoints)
 
     async def fetch(self, resource: str, namespace: str, name: str) -> Optional[dict]:
@@ -215,7 +216,8 @@ class PodWorker:
         spec = runner.spec
         ports = spec.get("ports") or []
         program = images.program_for(spec.get("image", ""), images.Launch(
-            self.pod["metadata"]["name"], self.ip, ports[0]["containerPort"] if ports else None))
+            self.pod["metadata"]["name"], self.ip, ports[0]["containerPort"] if ports else None,
+            self.node.fault_dir))
         spec_env = await envvars.container_env(self.node.fetch, self.pod, spec, pod_ip=self.ip,
                                                host_ip=self.node.node_ip)
         env = {**self.node.base_env(self.pod["metadata"]["name"]), "HOST": self.ip,
