@@ -22,7 +22,8 @@ Registered only while ``schema.migration`` is set. Order (each depends on the pr
                               hand included; runner=ssh: the
                               exit status the stage command reports instead of failing), scales the
                               workers back (always: a failed expand leaves the old schema, on which the
-                              running workers work), and fails the update if the stage failed
+                              running workers work), waits until they are ready, and fails the update if
+                              the stage failed or they are not ready
 
 The runner quiets the workers itself, around the one stage it runs, and brings them back to
 ``app.worker.replicas`` afterwards, failed stage included: no plan step sets the workers to 0
@@ -171,6 +172,8 @@ echo "workers quiet"
 # runner=ssh: the stage command prints its exit status after its output instead of failing, so the
 # resume command can bring the workers back before it fails the update (what skipAwait does for the Job).
 STAGE_EXIT_MARKER = "bazbii-stage-exit="
+# The update ends with the workers back and ready, or fails saying they are not (they may not start on the new schema).
+WORKERS_READY_SECONDS = 300
 STAGE_OUTPUT_ENV = "BAZBII_STAGE_OUTPUT"
 
 
@@ -217,14 +220,20 @@ echo {q(f"resuming the workers after {stage_label}")}
 NS={q(ns)}
 outcome=succeeded
 {wait_job}
+ready=yes
 if kubectl -n "$NS" get deployment/worker >/dev/null 2>&1; then
   kubectl -n "$NS" scale deployment/worker --replicas={replicas}
+  kubectl -n "$NS" rollout status deployment/worker --timeout={WORKERS_READY_SECONDS}s || ready=no
 fi
 if [ "$outcome" != succeeded ]; then
   echo "migration {('job ' + job_name) if job_name else 'stage'} $outcome; workers resumed on the current code, nothing rolled" >&2
   exit 1
 fi
-echo "migration done, workers resumed ({replicas})"
+if [ "$ready" != yes ]; then
+  echo "migration done, but the workers scaled back to {replicas} are not ready after {WORKERS_READY_SECONDS}s: kubectl -n $NS describe deployment/worker" >&2
+  exit 1
+fi
+echo "migration done, workers resumed ({replicas}) and ready"
 """
     )
 

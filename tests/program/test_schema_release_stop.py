@@ -21,13 +21,14 @@ case "$*" in
   *"get job/"*"--ignore-not-found"*) [ "$JOB_STATE" = deleted ] || echo "job.batch/${*##*job/}" ;;
   *"get job/"*".status.succeeded"*) [ "$JOB_STATE" = succeeded ] && echo 1 ;;
   *"get job/"*".status.failed"*) [ "$JOB_STATE" = failed ] && echo 1 ;;
+  *"rollout status"*) [ "${ROLLOUT:-ready}" = ready ] || exit 1 ;;
   *"logs job/"*) [ "$JOB_STATE" = deleted ] && exit 1; echo "backfill 0002_add_category/posts_category: stopped by SIGTERM after key 4200 of 90000" ;;
 esac
 exit 0
 """
 
 
-def _resume(tmp_path, state: str) -> tuple[subprocess.CompletedProcess, str, float]:
+def _resume(tmp_path, state: str, rollout: str = "ready") -> tuple[subprocess.CompletedProcess, str, float]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "kubectl").write_text(STAND_IN)
@@ -38,7 +39,7 @@ def _resume(tmp_path, state: str) -> tuple[subprocess.CompletedProcess, str, flo
     result = subprocess.run([*LOCAL_INTERPRETER, resume_script("bazbii", 2, JOB, timeout=600, stage_label="0002 migrate")],
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "KUBECTL_LOG": str(log),
-                                 "JOB_STATE": state})
+                                 "JOB_STATE": state, "ROLLOUT": rollout})
     return result, log.read_text(), time.monotonic() - started
 
 
@@ -54,3 +55,10 @@ def test_the_resume_command_ends_its_wait_on_every_outcome_and_brings_the_worker
     if state == "failed":  # e.g. its pod was deleted: the backfill stopped; the log says where
         assert "stopped by SIGTERM after key 4200" in result.stdout
         assert f"migration job {JOB} failed; workers resumed" in result.stderr
+
+
+def test_the_update_ends_with_the_workers_ready_or_fails_saying_they_are_not(tmp_path):
+    result, calls, _ = _resume(tmp_path, "succeeded", rollout="stuck")
+    assert result.returncode == 1
+    assert "rollout status deployment/worker --timeout=300s" in calls
+    assert "workers scaled back to 2 are not ready after 300s" in result.stderr
