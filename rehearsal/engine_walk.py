@@ -17,8 +17,8 @@ For each step the walk records the check's before-criteria verdict (each refused
 check's reason; a refusal that time cures, a soak or an old DNS TTL not over yet, is retried as an
 operator would, after waiting), then, once the step's watch period is over, the rollback triggers' verdict
 on what the step moved: the scope and period ``watch`` uses in production
-(:func:`bazbii_analysis.watchsetup.watched_scope`, ``next_soak_seconds``). A fault
-(``--inject gateway-5xx@STEP``) is armed once the step is applied; when the triggers fail, the walk
+(:func:`bazbii_analysis.watchsetup.watched_scope`, ``next_soak_seconds``). A fault that fails requests
+(``--inject gateway-5xx@STEP``, ``canary-errors@STEP``) is armed once the step is applied; when the triggers fail, the walk
 rolls back with ``pulumi up`` of the previous step, clears the fault (the operator's fix) and applies
 the step again. ``--inject replica-lag@db-switchover`` is armed before the step's ``pulumi up``, which
 must fail (the switchover's pre-check refuses the lagging replica); ``pulumi up`` of the previous step,
