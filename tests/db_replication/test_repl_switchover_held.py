@@ -65,12 +65,19 @@ def test_a_held_transaction_that_ends_during_the_wait_lets_the_switchover_comple
     topo = fresh_topo
     held = hold_open(topo, HELD_APP)
     load = WriteLoad(topo.app_dsn(), threads=4, max_seconds=30).start()
-    release = threading.Timer(1.0, held.commit)
+    committed: list[float] = []
+
+    def commit() -> None:
+        committed.append(time.monotonic())  # before it is sent: nothing can see it end earlier
+        held.commit()
+
+    # 2 s after the switchover starts: its pre-check first (which took ~0.9 s on a busy CI machine), then its wait
+    release = threading.Timer(2.0, commit)
     try:
         load.wait_acked(50)
         time.sleep(0.3)
         started = time.monotonic()
-        release.start()  # the client commits 1 s into the switchover's wait
+        release.start()
         report = planned_switchover(su(topo), su(topo, "replica"), topo.bouncer.admin_dsn(), _config(topo),
                                     stop_old_primary=topo.primary.stop)
         ended = time.monotonic()
@@ -80,7 +87,8 @@ def test_a_held_transaction_that_ends_during_the_wait_lets_the_switchover_comple
         result = load.stop()
         held.close()
     assert report.completed and report.promoted, report.to_text()
-    assert report.steps_ms["transactions"] >= 700  # it waited for the held transaction, unpaused
+    # it waited for the held transaction, unpaused: PAUSE only after the client committed
+    assert report.steps_ms["transactions"] > 0 and report.window_started_at >= committed[0], report.to_text()
     assert report.window_started_at - started >= 0.7
     assert any("unpaused" in e and HELD_APP in e for e in report.events), report.events
     stall = result.stall_during(started, ended)
