@@ -354,18 +354,9 @@ def test_api_deployment_rolls_one_pod_at_a_time_while_its_node_port_keeps_answer
     injected = lambda: httpx.get(posts, timeout=5).json() == {"error": "injected fault"}  # noqa: E731
     assert not injected()
     fault.write_text("1\n")
-    assert until(injected, 5), "the running pods did not take the fault up"
+    procs.wait_until(injected, 5, "the running pods taking the fault up")
     fault.write_text("0\n")
-    assert until(lambda: not injected(), 5), "the fault was not cleared"
-
-
-def until(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    procs.wait_until(lambda: not injected(), 5, "the fault cleared")
 
 
 def test_worker_image_runs_the_rehearsal_worker_with_its_version_and_the_database_from_db_env(
