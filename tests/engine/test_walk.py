@@ -199,10 +199,10 @@ def test_the_switchover_under_a_write_load_fails_and_loses_no_transaction(walk):
         updated_at, acked = time.monotonic(), len(load.result.acked)
         try:  # writes keep landing on the new primary after the update: PgBouncer is not left paused
             load.wait_acked(acked + 1, timeout=WRITES_RESUME_WITHIN)
-        except TimeoutError:
+        except TimeoutError as exc:
             last = max(load.result.ack_times(), default=load.result.started_at)
             pytest.fail(f"no write acknowledged in the {WRITES_RESUME_WITHIN} s after the update; the last one "
-                        f"{updated_at - last:.1f} s before the update ended")
+                        f"{updated_at - last:.1f} s before the update ended: {exc}")
     finally:
         result = load.stop()
     assert result.failed == [] and result.in_doubt == []

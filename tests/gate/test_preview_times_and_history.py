@@ -15,7 +15,8 @@ from tests.preview.prs import write as write_path
 
 
 def ago(**delta) -> str:
-    return (datetime.now(timezone.utc) - timedelta(**delta)).strftime("%Y-%m-%dT%H:%MZ")
+    # with its seconds: a time cut to the minute made "20 min ago" up to 59 s older, and a slow run read 21 min
+    return (datetime.now(timezone.utc) - timedelta(**delta)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def write(tmp_path, name, doc):
