@@ -76,8 +76,9 @@ class Workspace:
 
     @classmethod
     def create(cls, files: Optional[Mapping[str, str]] = None, *, copy_from: Optional[Path] = None,
-               bin_dir: Optional[Path] = None, prefix: str = "bazbii-pulumi-") -> "Workspace":
-        root = Path(tempfile.mkdtemp(prefix=prefix))
+               bin_dir: Optional[Path] = None, prefix: str = "bazbii-pulumi-",
+               parent: Optional[Path] = None) -> "Workspace":
+        root = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
         project = root / "project"
         if copy_from is not None:
             shutil.copytree(copy_from, project, symlinks=True,

@@ -1,6 +1,8 @@
-"""``./rehearse``: the whole migration plan on one machine, under load.
+"""``./rehearse``: the whole migration plan on one machine, under load, each step applied by pulumi up.
 
-Exit codes: 0 every step passed (and, without injected faults, no request failed; with
+The steps are applied by the real ``pulumi up`` on the twin of production (:mod:`rehearsal.engine_cli`);
+``--reconcilers`` walks them through the rehearsal's own reconcilers instead (the older walk, kept until the
+engine walk meets every target). Exit codes: 0 every step passed (and, without injected faults, no request failed; with
 faults, every rollback completed and recovered); 1 otherwise; 2 bad arguments or config.
 """
 
@@ -19,40 +21,70 @@ from .faults import FAULTS, BadInjection
 from .procs import Interrupted, stop_on_signals
 from .runner import BASELINE_SECONDS, Options, prepare, run
 
+DEFAULT_TIME_SCALE = 1800  # bazbii:timeScale of the rehearsal stack: a day in 48 s
+
+
+# Options only one of the two walks reads; the other refuses them rather than ignore them.
+RECONCILER_ONLY = ("--config", "--soak", "--ttl-scale", "--min-samples", "--keep-run-dir")
+ENGINE_ONLY = ("--time-scale",)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="./rehearse", description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("--config", type=Path, default=Path("Pulumi.prod.yaml"), help="stack file with the plan")
     p.add_argument("--rate", type=float, default=100.0, help="requests per second (open loop; default 100)")
-    p.add_argument("--soak", type=float, default=6.0, help="compressed soak after each step, seconds (default 6)")
     p.add_argument("--baseline", type=float, default=BASELINE_SECONDS,
                    help=f"baseline before the first step, seconds (default {BASELINE_SECONDS:g})")
-    p.add_argument("--ttl-scale", type=float, default=120.0, help="DNS TTLs are divided by this (default 120)")
     p.add_argument("--until", default=None, metavar="STEP", help="stop after this step (apply order)")
     p.add_argument("--inject", action="append", default=[], metavar="FAULT@STEP",
                    help=f"inject a fault at a step; FAULT is one of {', '.join(FAULTS)}")
     p.add_argument("--out", type=Path, default=Path("rehearsal-out"), help="directory for the report, PNG, records")
-    p.add_argument("--min-samples", type=int, default=50, help="fewer requests in a gate window: inconclusive")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    p.add_argument("--time-scale", type=int, default=None,
+                   help="bazbii:timeScale of the rehearsal stack: every soak, metrics window and DNS wait divided "
+                        f"by it (default {DEFAULT_TIME_SCALE}: a day in 48 s)")
     p.add_argument("--engine", action="store_true",
-                   help="apply every step with the real pulumi up on the twin (stack 'rehearsal'); "
-                        "only --until, --rate, --baseline, --inject, --time-scale, --out and --json apply")
-    p.add_argument("--time-scale", type=int, default=1800,
-                   help="with --engine: bazbii:timeScale, every soak, metrics window and DNS wait divided by it "
-                        "(default 1800: a day in 48 s)")
-    p.add_argument("--keep-run-dir", action="store_true", help="keep configs and logs of the servers")
+                   help="apply every step with the real pulumi up on the twin (stack 'rehearsal'): the default")
+    p.add_argument("--reconcilers", action="store_true",
+                   help="the older walk: every step applied by the rehearsal's own reconcilers instead of pulumi up "
+                        f"(kept until the engine walk meets every target; only it reads {', '.join(RECONCILER_ONLY)})")
+    p.add_argument("--config", type=Path, default=None, help="with --reconcilers: stack file with the plan")
+    p.add_argument("--soak", type=float, default=None,
+                   help="with --reconcilers: compressed soak after each step, seconds (default 6)")
+    p.add_argument("--ttl-scale", type=float, default=None,
+                   help="with --reconcilers: DNS TTLs are divided by this (default 120)")
+    p.add_argument("--min-samples", type=int, default=None,
+                   help="with --reconcilers: fewer requests in a gate window: inconclusive (default 50)")
+    p.add_argument("--keep-run-dir", action="store_true", help="with --reconcilers: keep configs and logs of the servers")
     return p
+
+
+def _given(args, option: str) -> bool:
+    value = getattr(args, option.lstrip("-").replace("-", "_"))
+    return value not in (None, False)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=args.json, width=None if sys.stderr.isatty() else 160)
+    if args.engine and args.reconcilers:
+        console.print("error: --engine and --reconcilers are two walks: give one")
+        return 2
+    foreign = [o for o in (ENGINE_ONLY if args.reconcilers else RECONCILER_ONLY) if _given(args, o)]
+    if foreign:
+        console.print(f"error: {', '.join(foreign)} only applies {'without' if args.reconcilers else 'with'} "
+                      "--reconcilers", markup=False, highlight=False)
+        return 2
+    args.config = args.config or Path("Pulumi.prod.yaml")
+    args.soak = 6.0 if args.soak is None else args.soak
+    args.ttl_scale = 120.0 if args.ttl_scale is None else args.ttl_scale
+    args.min_samples = 50 if args.min_samples is None else args.min_samples
+    args.time_scale = DEFAULT_TIME_SCALE if args.time_scale is None else args.time_scale
     for name, value, low, high in (("--rate", args.rate, 1, 2000), ("--soak", args.soak, 2, 600),
                                    ("--baseline", args.baseline, 3, 600), ("--ttl-scale", args.ttl_scale, 1, 3600)):
         if not low <= value <= high:
             console.print(f"error: {name} must be {low}..{high}, got {value:g}")
             return 2
-    if args.engine:
+    if not args.reconcilers:
         from .engine_cli import run_engine
 
         if not 1 <= args.time_scale <= MAX_TIME_SCALE:

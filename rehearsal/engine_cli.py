@@ -1,9 +1,10 @@
-"""``./rehearse --engine``: parse, start, walk, report (the walk itself is :mod:`rehearsal.engine_walk`)."""
+"""``./rehearse``: parse, start, walk, report (the walk itself is :mod:`rehearsal.engine_walk`)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -46,7 +47,8 @@ def run_engine(args, console: Console) -> int:
     # rollback and the retry decide. replica-lag must fail none.
     passed = passed and (any(fails_requests(f) for f in faults.values()) or figures.failed == 0)
     settings = {"timeScale": args.time_scale, "rate": args.rate, "baseline": args.baseline, "until": sequence[-1][1],
-                "inject": args.inject}
+                "inject": args.inject, "serversDisk": str(rehearsal.twin.scratch or tempfile.gettempdir()),
+                "elsewhereNiceness": rehearsal.twin.elsewhere_niceness}
     write_json(out / "report.json", rehearsal.records, passed, settings, figures)
     pictured = timeline_png(out / "timeline.png", rehearsal.load_csv, rehearsal.records)
     if args.json:

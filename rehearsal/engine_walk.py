@@ -1,4 +1,4 @@
-"""``./rehearse --engine``: the infra track applied by the real ``pulumi up`` on the twin, under load.
+"""``./rehearse``: the plan applied by the real ``pulumi up`` on the twin, under load.
 
 Each step is applied the way production applies it: the track pointer set in the stack's config and
 ``pulumi up`` with the project's policy pack, from the edge, on a local file backend. The stack is named
@@ -28,6 +28,7 @@ the fix, and the step again.
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import subprocess
 import sys
@@ -65,6 +66,15 @@ TRIGGER_WINDOW = "1h"  # the rollback triggers' window when a step has no watch 
 SERVER_SIZE = {"vcpu": "vcpu", "memoryGb": "memory_gb", "diskGb": "disk_gb"}  # plan key -> console setting
 # Faults armed once the step is applied, failing ERROR_RATE of the requests they reach (server2's gateway, the
 # canary's pods): the step's rollback triggers must catch them.
+# What production runs on other machines (the operator's pulumi, the Kubernetes control plane, Cloudflare's API)
+# yields the twin's two cores to the servers: the steps' p95 and the switchover's stall are the serving path's,
+# not the engine's CPU (measured: without it the slow requests of a walk came with CPU pressure, not IO).
+ELSEWHERE_NICENESS = 10
+# The servers' disks (PostgreSQL x3, etcd, Prometheus, the engine's state) are memory in the rehearsal: on the
+# twin they are one virtual disk, whose fsyncs stalled a primary's commits 350-400 ms in a walk (every write
+# waiting, no read; /proc/pressure/io). Production's servers have a disk each. Falls back to the system's
+# temporary directory where there is no /dev/shm.
+MEMORY_DISK = Path("/dev/shm")
 AFTER_UP_FAULTS = ("gateway-5xx", "canary-errors")
 # Faults armed before the step's pulumi up: the update itself must refuse (the switchover's own pre-check).
 BEFORE_UP_FAULTS = ("replica-lag",)
@@ -127,8 +137,12 @@ class EngineRehearsal:
         out.mkdir(parents=True, exist_ok=True)
         owns = twin is None
         if twin is None:
-            say("starting the twin (servers, Kubernetes, the Cloudflare emulator)")
-            twin = Twin.start_new(kube_bin=engine.bin, cloudflare=cloudflare_of_prod())
+            disk = servers_disk()
+            say(f"starting the twin (servers, Kubernetes, the Cloudflare emulator); the servers' disks in "
+                f"{disk or 'the temporary directory (no ' + str(MEMORY_DISK) + ')'}; pulumi, the control plane "
+                f"and the emulator at niceness {ELSEWHERE_NICENESS}, as on machines of their own")
+            twin = Twin.start_new(kube_bin=engine.bin, cloudflare=cloudflare_of_prod(),
+                                  elsewhere_niceness=ELSEWHERE_NICENESS, scratch=disk)
         try:
             prometheus = start_prometheus(twin)
             prod = load_prod()
@@ -274,6 +288,11 @@ class EngineRehearsal:
 
         verdict = self.twin.lab.in_edge(measure)
         return verdict.status, [s.line() for s in verdict.signals]
+
+
+def servers_disk() -> Optional[Path]:
+    """:data:`MEMORY_DISK` where it can hold the twin, else None (the system's temporary directory)."""
+    return MEMORY_DISK if MEMORY_DISK.is_dir() and os.access(MEMORY_DISK, os.W_OK | os.X_OK) else None
 
 
 @functools.cache

@@ -98,6 +98,14 @@ class Twin:
     owns_workdir: bool = False
     kube: Optional[Kubernetes] = None
     cloudflare: Optional[Cloudflare] = None
+    # Niceness of what production runs on other machines: the operator's `pulumi` (with the program, the policy
+    # pack and the providers it starts), the managed Kubernetes control plane and Cloudflare's API. On the twin
+    # they share the servers' cores; a rehearsal judged on the serving path's latency lowers them so that they
+    # take what the servers leave, as they would on machines of their own (0: as started).
+    elsewhere_niceness: int = 0
+    # Where the twin's files (every server's data, etcd, Prometheus) and its operator's workspace are made
+    # (None: the system's temporary directory).
+    scratch: Optional[Path] = None
 
     @property
     def operator_key(self) -> Path:
@@ -113,14 +121,19 @@ class Twin:
     @classmethod
     def start_new(cls, workdir: Optional[Path] = None, specs: Optional[Mapping[str, Spec]] = None,
                   addresses: Optional[Mapping[str, str]] = None, kube_bin: Optional[Path] = None,
-                  cloudflare: Optional[Mapping[str, Mapping[str, str]]] = None) -> "Twin":
+                  cloudflare: Optional[Mapping[str, Mapping[str, str]]] = None,
+                  elsewhere_niceness: int = 0, scratch: Optional[Path] = None) -> "Twin":
         """Start the lab and the servers; with ``kube_bin`` (the engine build's bin directory) the cluster, with
-        ``cloudflare`` (``{"accounts": [...], "zones": {id: name}}``) the Cloudflare API emulator too."""
+        ``cloudflare`` (``{"accounts": [...], "zones": {id: name}}``) the Cloudflare API emulator too.
+        ``elsewhere_niceness``, ``scratch``: see the attributes."""
+        if not 0 <= elsewhere_niceness <= 19:
+            raise ValueError(f"elsewhere_niceness must be 0..19, not {elsewhere_niceness}")
         owns = workdir is None
-        workdir = Path(workdir or tempfile.mkdtemp(prefix="bazbii-twin-"))
+        workdir = Path(workdir or tempfile.mkdtemp(prefix="bazbii-twin-", dir=scratch))
         specs = dict(specs or DEFAULT_SPECS)
         addresses = dict(addresses or {name: DEFAULT_SERVERS[name] for name in specs})
-        twin = cls(workdir=workdir, lab=Lab(workdir / "lab", servers=addresses), owns_workdir=owns)
+        twin = cls(workdir=workdir, lab=Lab(workdir / "lab", servers=addresses), owns_workdir=owns,
+                   elsewhere_niceness=elsewhere_niceness, scratch=scratch)
         try:
             twin._start(specs)
             if cloudflare is not None:
@@ -155,7 +168,8 @@ class Twin:
         argv += [arg for account in accounts for arg in ("--account", account)]
         argv += [arg for zone_id, name in zones.items() for arg in ("--zone", f"{zone_id}={name}")]
         log = open(directory / "emulator.log", "ab")
-        process = self.lab.popen(EDGE, argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+        process = self.lab.popen(EDGE, self.elsewhere(argv), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log,
+                                 text=True)
         log.close()
         url = _first_line(process, 30, "the Cloudflare API emulator", parse=str.strip)
         self.cloudflare = Cloudflare(process, url, token, list(accounts), dict(zones))
@@ -186,8 +200,9 @@ class Twin:
         """The control plane in the edge (as a managed one would be), a node agent inside each node's server."""
         state = self.workdir / "kube"
         log = open(self.workdir / "kube-control-plane.log", "ab")
-        plane = self.lab.popen(EDGE, [sys.executable, "-m", "twin.kube", "--bin", str(bin_dir),
-                                      "--address", EDGE_ADDRESS, "--state-dir", str(state / "control-plane")],
+        plane = self.lab.popen(EDGE, self.elsewhere([sys.executable, "-m", "twin.kube", "--bin", str(bin_dir),
+                                                     "--address", EDGE_ADDRESS,
+                                                     "--state-dir", str(state / "control-plane")]),
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
         log.close()
         started = _first_line(plane, KUBE_START_TIMEOUT, "the Kubernetes control plane")
@@ -255,7 +270,11 @@ class Twin:
     # ------------------------------------------------------------------ where the operator stands
     def pulumi_prefix(self) -> list[str]:
         """Prefix for commands that run where the operator's ``pulumi`` runs (the edge namespace)."""
-        return self.lab.edge_command([])
+        return self.lab.edge_command(self.elsewhere([]))
+
+    def elsewhere(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` run as what production runs on other machines (:attr:`elsewhere_niceness`)."""
+        return ["nice", "-n", str(self.elsewhere_niceness), *argv] if self.elsewhere_niceness else list(argv)
 
 
 def _first_line(process: subprocess.Popen, timeout: float, what: str, parse=json.loads):

@@ -59,7 +59,7 @@ class TwinOperator:
                document: Optional[Mapping[str, Any]] = None) -> "TwinOperator":
         """A workspace on the engine build (its CLI and installed plugins) holding the program and the stack:
         the twin's stack file (at ``steps``, default the first ones) or ``document`` as it is."""
-        workspace = Workspace.create(prefix="bazbii-twin-operator-")
+        workspace = Workspace.create(prefix="bazbii-twin-operator-", parent=twin.scratch)
         operator = cls(twin, workspace, stack)
         try:
             operator._prepare(steps, document)

@@ -1,4 +1,4 @@
-"""``./rehearse --engine``: the traffic shift applied by ``pulumi up`` under load, each step let through by its
+"""``./rehearse``: the traffic shift applied by ``pulumi up`` under load, each step let through by its
 own live gate, rolled back by ``pulumi up`` when its rollback triggers fail (:mod:`rehearsal.engine_walk`).
 
 A stack named ``rehearsal`` (the only one that may set ``bazbii:timeScale``) on the twin, with:

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SHORT = ["--until", "traffic-10", "--rate", "40", "--soak", "4", "--baseline", "4", "--min-samples", "20"]
+# The reconcilers' walk (the engine's, ./rehearse's default, is tests/engine/test_rehearsal_gates.py's)
+SHORT = ["--reconcilers", "--until", "traffic-10", "--rate", "40", "--soak", "4", "--baseline", "4",
+         "--min-samples", "20"]
 
 
 def rehearse(tmp_path: Path, *args: str, timeout: float = 150) -> tuple[int, dict, str]:
@@ -106,13 +108,27 @@ def test_interrupt_stops_every_process(tmp_path):
     assert leftover_processes(run_dir) == []
 
 
+@pytest.mark.parametrize("walk", [[], ["--reconcilers"]], ids=["engine", "reconcilers"])
 @pytest.mark.parametrize("args, message", [
     (["--inject", "gateway-5xx@canary-10"], "gateway-5xx cannot show at canary-10; valid steps: traffic-10, traffic-50, traffic-100"),
     (["--inject", "meteor@traffic-10"], "expected FAULT@STEP"),
     (["--until", "traffic-7"], "--until 'traffic-7': no such step"),
     (["--rate", "0"], "--rate must be 1..2000"),
 ])
-def test_bad_arguments_exit_2_with_one_line_and_start_nothing(tmp_path, args, message):
+def test_bad_arguments_exit_2_with_one_line_and_start_nothing(tmp_path, walk, args, message):
+    code, report, stderr = rehearse(tmp_path, *walk, *args, timeout=60)
+    assert code == 2
+    assert message in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--soak", "4"], "--soak only applies with --reconcilers"),
+    (["--min-samples", "20", "--keep-run-dir"], "--min-samples, --keep-run-dir only applies with --reconcilers"),
+    (["--reconcilers", "--time-scale", "60"], "--time-scale only applies without --reconcilers"),
+    (["--reconcilers", "--engine"], "--engine and --reconcilers are two walks"),
+])
+def test_an_option_of_the_other_walk_is_refused_not_ignored(tmp_path, args, message):
     code, report, stderr = rehearse(tmp_path, *args, timeout=60)
     assert code == 2
     assert message in stderr and "Traceback" not in stderr
