@@ -50,7 +50,8 @@ def run_engine(args, console: Console) -> int:
                 "inject": args.inject, "serversDisk": str(rehearsal.twin.scratch or tempfile.gettempdir()),
                 "elsewhereNiceness": rehearsal.twin.elsewhere_niceness}
     write_json(out / "report.json", rehearsal.records, passed, settings, figures)
-    pictured = timeline_png(out / "timeline.png", rehearsal.load_csv, rehearsal.records)
+    pictured = timeline_png(out / "timeline.png", rehearsal.load_csv, rehearsal.records,
+                            figures.baseline.p95_ms if figures.baseline else None)
     if args.json:
         print(json.dumps(json.loads((out / "report.json").read_text())))
     else:

@@ -127,8 +127,12 @@ def write_json(path: Path, records: list[StepRecord], passed: bool, settings: di
         "steps": steps}, indent=2))
 
 
-def timeline_png(path: Path, load_csv: Path, records: list[StepRecord]) -> bool:
-    """Requests and failed requests per second, with each applied step marked; False when there was no load."""
+P95_BUCKET_SECONDS = 10  # the latency panel's p95 is taken over this many seconds of scheduled requests
+
+
+def timeline_png(path: Path, load_csv: Path, records: list[StepRecord], baseline_p95_ms: Optional[float] = None) -> bool:
+    """Requests and failed requests per second, and below them the p95 latency per P95_BUCKET_SECONDS with the
+    target line (P95_TARGET_FACTOR x the baseline's p95), each applied step marked; False when there was no load."""
     if not load_csv.exists():
         return False
     import matplotlib
@@ -147,18 +151,30 @@ def timeline_png(path: Path, load_csv: Path, records: list[StepRecord]) -> bool:
         return False
     t0 = min(total)
     xs = sorted(total)
-    fig, ax = plt.subplots(figsize=(11, 4))
+    fig, (ax, lat) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
     ax.plot([x - t0 for x in xs], [total[x] for x in xs], label="requests/s", color="tab:blue")
     ax.plot([x - t0 for x in xs], [failed[x] for x in xs], label="failed/s", color="tab:red")
+    load = Records(load_csv)  # the p95 as each step's is taken (report.Records.window)
+    starts = range(t0, xs[-1] + 1, P95_BUCKET_SECONDS)
+    p95s = [load.window(start, start + P95_BUCKET_SECONDS).p95_ms for start in starts]
+    lat.plot([start + P95_BUCKET_SECONDS / 2 - t0 for start, v in zip(starts, p95s) if v is not None],
+             [v for v in p95s if v is not None], color="tab:purple", label=f"p95 per {P95_BUCKET_SECONDS} s")
+    if baseline_p95_ms:
+        lat.axhline(P95_TARGET_FACTOR * baseline_p95_ms, color="tab:orange", linestyle="--",
+                    label=f"target: {P95_TARGET_FACTOR:g}x the baseline's p95 ({baseline_p95_ms:g} ms)")
+    lat.set_ylim(bottom=0)
     for record in records:
         for attempt in record.attempts:
             if attempt.applied:
                 at = datetime.fromisoformat(attempt.at).timestamp() - t0
                 if at >= 0:
-                    ax.axvline(at, color="grey", linestyle=":")
+                    for axis in (ax, lat):
+                        axis.axvline(at, color="grey", linestyle=":")
                     ax.text(at, ax.get_ylim()[1] * 0.95, record.step, rotation=90, fontsize=7, va="top")
-    ax.set_xlabel("seconds since the load started")
+    lat.set_xlabel("seconds since the load started")
+    lat.set_ylabel("ms from the scheduled start")
     ax.legend(loc="lower right")
+    lat.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -8,7 +8,7 @@ from bazbii_plan.timegates import dns_switch_problems
 
 from rich.console import Console
 
-from rehearsal.engine_report import load_figures, table, targets
+from rehearsal.engine_report import P95_BUCKET_SECONDS, load_figures, table, targets, timeline_png
 from rehearsal.engine_walk import (Attempt, StepRecord, _time_cures, injections, console_resizes,
                                    moves, walk_sequence,
                                    prod_config, trigger_criteria)
@@ -129,6 +129,22 @@ def test_the_switchover_steps_write_stall_is_a_target_and_the_table_shows_each_g
     console.print(table(records, figures))
     text = console.export_text()
     assert "longest-transaction [server server2]: 0.4 s" in text and "passed (no live gate)" in text
+
+
+def test_the_picture_shows_the_p95_against_the_target_line(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    t0 = 1_800_000_000.0
+    records = [_record("traffic-10", t0 + 10), _record("traffic-50", t0 + 20)]
+    load = _load(tmp_path / "load.csv", t0, 30, lambda t: 10.0 if t < 20 else 40.0)
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda figure, path, **kw: saved.append(figure))
+    assert timeline_png(tmp_path / "timeline.png", load, records, baseline_p95_ms=10.0)
+    rate, latency = saved[0].axes
+    [p95, target] = latency.get_lines()[:2]
+    assert list(p95.get_ydata()) == [10.0, 10.0, 40.0]  # one point per P95_BUCKET_SECONDS, as the steps' p95
+    assert list(p95.get_xdata()) == [P95_BUCKET_SECONDS / 2 + i * P95_BUCKET_SECONDS for i in range(3)]
+    assert set(target.get_ydata()) == {15.0} and "1.5x" in target.get_label()
 
 
 def test_which_faults_the_engine_walk_takes_and_where(monkeypatch):
