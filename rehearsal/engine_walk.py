@@ -64,17 +64,17 @@ INFRA = "infra"
 EDGE_FROM = "gateway-on-server2"  # the first step whose gateways both serve behind their tunnels
 TRIGGER_WINDOW = "1h"  # the rollback triggers' window when a step has no watch period (scaled, floored)
 SERVER_SIZE = {"vcpu": "vcpu", "memoryGb": "memory_gb", "diskGb": "disk_gb"}  # plan key -> console setting
-# Faults armed once the step is applied, failing ERROR_RATE of the requests they reach (server2's gateway, the
-# canary's pods): the step's rollback triggers must catch them.
 # What production runs on other machines (the operator's pulumi, the Kubernetes control plane, Cloudflare's API)
 # yields the twin's two cores to the servers: the steps' p95 and the switchover's stall are the serving path's,
-# not the engine's CPU (measured: without it the slow requests of a walk came with CPU pressure, not IO).
+# not the engine's CPU (measured: a walk's smaller clusters of slow requests came with CPU pressure).
 ELSEWHERE_NICENESS = 10
 # The servers' disks (PostgreSQL x3, etcd, Prometheus, the engine's state) are memory in the rehearsal: on the
 # twin they are one virtual disk, whose fsyncs stalled a primary's commits 350-400 ms in a walk (every write
 # waiting, no read; /proc/pressure/io). Production's servers have a disk each. Falls back to the system's
 # temporary directory where there is no /dev/shm.
 MEMORY_DISK = Path("/dev/shm")
+# Faults armed once the step is applied, failing ERROR_RATE of the requests they reach (server2's gateway, the
+# canary's pods): the step's rollback triggers must catch them.
 AFTER_UP_FAULTS = ("gateway-5xx", "canary-errors")
 # Faults armed before the step's pulumi up: the update itself must refuse (the switchover's own pre-check).
 BEFORE_UP_FAULTS = ("replica-lag",)
