@@ -27,6 +27,9 @@ DEFAULT_TIME_SCALE = 1800  # bazbii:timeScale of the rehearsal stack: a day in 4
 # Options only one of the two walks reads; the other refuses them rather than ignore them.
 RECONCILER_ONLY = ("--config", "--soak", "--ttl-scale", "--min-samples", "--keep-run-dir")
 ENGINE_ONLY = ("--time-scale",)
+# The defaults of the options that only one walk reads (None on the parser: given or not is what is refused).
+WALK_DEFAULTS = {"config": Path("Pulumi.prod.yaml"), "soak": 6.0, "ttl_scale": 120.0, "min_samples": 50,
+                 "time_scale": DEFAULT_TIME_SCALE}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("--time-scale", type=int, default=None,
                    help="bazbii:timeScale of the rehearsal stack: every soak, metrics window and DNS wait divided "
-                        f"by it (default {DEFAULT_TIME_SCALE}: a day in 48 s)")
+                        f"by it (default {WALK_DEFAULTS['time_scale']}: a day in 48 s)")
     p.add_argument("--engine", action="store_true",
                    help="apply every step with the real pulumi up on the twin (stack 'rehearsal'): the default")
     p.add_argument("--reconcilers", action="store_true",
@@ -49,11 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(kept until the engine walk meets every target; only it reads {', '.join(RECONCILER_ONLY)})")
     p.add_argument("--config", type=Path, default=None, help="with --reconcilers: stack file with the plan")
     p.add_argument("--soak", type=float, default=None,
-                   help="with --reconcilers: compressed soak after each step, seconds (default 6)")
+                   help=f"with --reconcilers: compressed soak after each step, seconds (default {WALK_DEFAULTS['soak']:g})")
     p.add_argument("--ttl-scale", type=float, default=None,
-                   help="with --reconcilers: DNS TTLs are divided by this (default 120)")
+                   help=f"with --reconcilers: DNS TTLs are divided by this (default {WALK_DEFAULTS['ttl_scale']:g})")
     p.add_argument("--min-samples", type=int, default=None,
-                   help="with --reconcilers: fewer requests in a gate window: inconclusive (default 50)")
+                   help="with --reconcilers: fewer requests in a gate window: inconclusive "
+                        f"(default {WALK_DEFAULTS['min_samples']})")
     p.add_argument("--keep-run-dir", action="store_true", help="with --reconcilers: keep configs and logs of the servers")
     return p
 
@@ -74,11 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"error: {', '.join(foreign)} only applies {'without' if args.reconcilers else 'with'} "
                       "--reconcilers", markup=False, highlight=False)
         return 2
-    args.config = args.config or Path("Pulumi.prod.yaml")
-    args.soak = 6.0 if args.soak is None else args.soak
-    args.ttl_scale = 120.0 if args.ttl_scale is None else args.ttl_scale
-    args.min_samples = 50 if args.min_samples is None else args.min_samples
-    args.time_scale = DEFAULT_TIME_SCALE if args.time_scale is None else args.time_scale
+    for name, default in WALK_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     for name, value, low, high in (("--rate", args.rate, 1, 2000), ("--soak", args.soak, 2, 600),
                                    ("--baseline", args.baseline, 3, 600), ("--ttl-scale", args.ttl_scale, 1, 3600)):
         if not low <= value <= high:
