@@ -12,6 +12,7 @@ from components.applied_record import AppliedRecord, AppliedRecordArgs, exported
 from components.dataplane_release import DataPlaneRelease, DataPlaneReleaseArgs
 from components.dns_records import DnsRecords, DnsRecordsArgs
 from components.gateway import Gateway, GatewayArgs
+from components.metrics_reader_access import MetricsReaderAccess, MetricsReaderAccessArgs
 from components.metrics_targets import MetricsTargets, MetricsTargetsArgs
 from components.phase_gate import APPLIED_RECORD_OUTPUT, OLD_GATE_NAME, guard_everything_after
 from components.postgres_cluster import PostgresCluster, PostgresClusterArgs
@@ -155,7 +156,21 @@ app = ApiDeployment(
 
 metrics = MetricsTargets("metrics", MetricsTargetsArgs(state=state, metrics=stack.metrics))
 
-components = [*servers.values(), release, db, gateway, traffic, dns, *([schema] if schema else []), app, metrics]
+# The pull-request previews' key, allowed to read the metrics only, on the server they are read through.
+reader_route = stack.metrics.ssh
+metrics_reader = None
+# (bazbii:metrics validates that a reader key comes with an endpoint its forced command can name)
+if reader_route is not None and reader_route.reader_public_key and reader_route.server in servers \
+        and stack.metrics.endpoint:
+    metrics_reader = MetricsReaderAccess(
+        "metrics-reader",
+        MetricsReaderAccessArgs(server=reader_route.server, connection=connections[reader_route.server],
+                                public_key=reader_route.reader_public_key, endpoint=stack.metrics.endpoint),
+        pulumi.ResourceOptions(depends_on=servers[reader_route.server].ready),
+    )
+
+components = [*servers.values(), release, db, gateway, traffic, dns, *([schema] if schema else []), app, metrics,
+              *([metrics_reader] if metrics_reader else [])]
 
 # --------------------------------------------------------------------------- the record (last)
 record = AppliedRecord(

@@ -161,8 +161,12 @@ def _check_template(text: str) -> str:
 QueryTemplate = Annotated[str, AfterValidator(_check_template)]
 
 
-HOST_KEY_PATTERN = pattern(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}( [^\n]*)?$",
-                           "an SSH public host key as in known_hosts or authorized_keys (ssh-ed25519 AAAA...)")
+PUBLIC_KEY_PATTERN = pattern(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}( [^\n]*)?$",
+                             "an OpenSSH public key line (ssh-ed25519 AAAA..., as in known_hosts, authorized_keys "
+                             "or id_ed25519.pub)")
+# The metrics reader's forced command carries the endpoint in authorized_keys: no quote, space or shell character.
+READER_ENDPOINT_PATTERN = pattern(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/-]*)?$",
+                                  "an http(s)://host[:port][/path] URL of letters, digits and . - _ ~ / only")
 SSH_HOST_PATTERN = pattern(r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252}[A-Za-z0-9])?$", "an IP address or a DNS name")
 
 
@@ -179,7 +183,10 @@ class MetricsSsh(Model):
     host: Optional[str] = Field(default=None, pattern=SSH_HOST_PATTERN)
     port: Optional[Annotated[int, between(1, 65535)]] = None
     user: Optional[str] = Field(default=None, pattern=UNIX_USER_PATTERN)
-    host_key: Optional[str] = Field(default=None, pattern=HOST_KEY_PATTERN)
+    host_key: Optional[str] = Field(default=None, pattern=PUBLIC_KEY_PATTERN)
+    reader_public_key: Optional[str] = Field(
+        default=None, pattern=PUBLIC_KEY_PATTERN,
+        description="the pull-request previews' key: may only read the metrics (bazbii_analysis/metrics_reader.py)")
 
     @model_validator(mode="after")
     def _one_target(self) -> "MetricsSsh":
@@ -188,6 +195,9 @@ class MetricsSsh(Model):
         if self.server is not None and (self.port is not None or self.user is not None):
             raise ValueError("port and user come from bazbii:servers.<server> (sshPort, sshUser); "
                              "set them there, or use host")
+        if self.reader_public_key is not None and self.server is None:
+            raise ValueError("readerPublicKey is installed by the program on a server of bazbii:servers: use server "
+                             "(a host outside the plan: install the reader by hand, docs/operate.md)")
         return self
 
 
@@ -231,6 +241,14 @@ class MetricsConfig(Model):
     queries: dict[str, QueryTemplate] = Field(default_factory=dict)
     scopes: dict[ScopeKind, str] = Field(default_factory=dict)
     exporters: dict[ExporterKind, Exporter] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _reader_can_name_endpoint(self) -> "MetricsConfig":
+        if self.ssh is not None and self.ssh.reader_public_key is not None and (
+                self.endpoint is None or not re.match(READER_ENDPOINT_PATTERN, self.endpoint)):
+            raise ValueError(f"ssh.readerPublicKey: the endpoint must be {PATTERN_WORDS[READER_ENDPOINT_PATTERN]} "
+                             f"(the reader's forced command names it), not {self.endpoint!r}")
+        return self
 
     def query(self, name: str, scope_kind: str = "service") -> str:
         """The template of ``name``, or of ``name@<scope kind>`` when there is one for that kind of scope."""

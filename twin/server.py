@@ -128,6 +128,7 @@ class TwinServer:
             "MaxStartups 64:30:128",  # an update opens many sessions at once
             "MaxSessions 64",
             f"ForceCommand {SESSION_PROGRAM}",  # logs each session, then runs its command as sshd would
+            "ExposeAuthInfo yes",  # which key logged in: the session program honours that key's own command=
             # Ubuntu's sshd sets the locale from /etc/default/locale through PAM, which the twin's sshd runs
             # without: the same C.UTF-8 (initdb then picks UTF8, as on the VPSs).
             "SetEnv LANG=C.UTF-8",

@@ -154,7 +154,12 @@ SESSION_PROGRAM = "/usr/local/bin/bazbii-twin-session"  # an overlaid directory:
 
 def session_log() -> None:
     """sshd's ForceCommand: one line per SSH session (time, user, the command's start) in the server's log, then
-    the command exactly as sshd would run it. The twin's marker of what reached the server; nothing else."""
+    the command exactly as sshd would run it. The twin's marker of what reached the server; nothing else.
+
+    A ForceCommand in sshd_config overrides the ``command=`` of the key that logged in, which production's
+    sshd (without one) runs instead of the client's command (the metrics reader's key). So the key's own
+    ``command=`` is looked up (sshd's ``ExposeAuthInfo`` names the key) and run in its place, the client's
+    command left in ``SSH_ORIGINAL_COMMAND`` as sshd leaves it."""
     os.makedirs(os.path.dirname(SESSIONS_LOG), exist_ok=True)
     Path(SESSIONS_LOG).touch()
     os.chmod(SESSIONS_LOG, 0o622)  # every login appends; only root reads
@@ -163,6 +168,13 @@ def session_log() -> None:
         "command=${SSH_ORIGINAL_COMMAND:-}\n"
         f"printf '%s\\t%s\\t%s\\n' \"$(date -u +%FT%T.%NZ)\" \"$(id -un)\" "
         f"\"$(printf %s \"$command\" | head -c 160 | tr '\\n\\t' '  ')\" >> {SESSIONS_LOG}\n"
+        'blob=$(awk \'$1 == "publickey" {print $3; exit}\' "${SSH_USER_AUTH:-/dev/null}" 2>/dev/null)\n'
+        'if [ -n "$blob" ]; then\n'
+        '  line=$(grep -F " $blob" "$HOME/.ssh/authorized_keys" 2>/dev/null | head -n 1)\n'
+        '  forced=$(printf %s "$line" | sed -n \'s/^\\([^ ]*,\\)\\{0,1\\}command="\\(\\([^"\\\\]\\|\\\\.\\)*\\)".*/\\2/p\' '
+        '| sed \'s/\\\\"/"/g\')\n'
+        '  if [ -n "$forced" ]; then exec /bin/bash -c "$forced"; fi\n'
+        'fi\n'
         'if [ -z "$command" ]; then exec /bin/bash -l; fi\n'
         'exec /bin/bash -c "$command"\n')
     os.chmod(SESSION_PROGRAM, 0o755)

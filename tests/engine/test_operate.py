@@ -13,10 +13,9 @@ error ratio and p95 over 20 s), so one cheap step is a gated step. In order:
   real git remote (a bare repository) and dispatches the apply workflow; the apply workflow's commands
   (``preview --save-plan``, ``up --plan`` of main's checkout) apply it; main names what is applied;
 * with Prometheus stopped, K inconclusive rounds raise an alert;
-* the read-only Role of the preview environment (docs/ci/preview-rbac.yaml) on the twin's real API server:
-  ``pulumi preview`` of a step that replaces a ConfigMap and rolls two Deployments runs with a kubeconfig
-  of its token and changes nothing; the token reads the app's objects and is refused every write and
-  the Secrets.
+* a pull request's preview (the PR job's command: ``offline_preview --metrics config --ssh-key``) reads the
+  gate of the step it proposes with the metrics reader key only, which the takeover ``pulumi up`` installed
+  on server2 (``bazbii:metrics.ssh.readerPublicKey``); with that key server2 runs nothing else.
 
 GitHub's API cannot be reached from here: the watch talks to a stand-in of it at its boundary
 (testsupport/github_standin.py, served in the edge), which records the issue and dispatch calls.
@@ -24,7 +23,6 @@ GitHub's API cannot be reached from here: the watch talks to a stand-in of it at
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import subprocess
@@ -54,8 +52,6 @@ PROMETHEUS = "/usr/bin/prometheus"
 PROMETHEUS_PORT, EXPORTER_PORT = 9090, 9101
 METRICS = {"endpoint": f"http://127.0.0.1:{PROMETHEUS_PORT}", "timeoutSeconds": 5, "ssh": {"server": "server2"}}
 GATE = {"window": "20s", "minSamples": 20}
-RBAC = REPO / "docs" / "ci" / "preview-rbac.yaml"
-K8S_KINDS = ("deployments", "configmaps", "services", "secrets", "poddisruptionbudgets", "jobs")
 
 
 @dataclass
@@ -150,6 +146,7 @@ class Operated:
     remote: Path  # the repository's remote: its main names what is applied
     github: GitHubStandIn
     scratch: Path
+    reader_key: Path  # the pull-request job's metrics reader key (private half)
 
     @property
     def project(self) -> Path:
@@ -191,12 +188,16 @@ class Operated:
 def operated(twin_with_cloud, server_metrics, tmp_path_factory):
     twin = twin_with_cloud
     prod = load_prod()
+    scratch = tmp_path_factory.mktemp("operate")
+    reader_key = scratch / "metrics-reader"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ops@laptop", "-f", str(reader_key)],
+                   check=True, capture_output=True)
     document = twin_stack_document(prod, {name: s.address for name, s in twin.servers.items()}, steps=first_steps(prod))
-    document["config"]["bazbii:metrics"] = METRICS
+    document["config"]["bazbii:metrics"] = {
+        **METRICS, "ssh": {**METRICS["ssh"], "readerPublicKey": Path(f"{reader_key}.pub").read_text().strip()}}
     (ttl_lowered,) = [s for s in document["config"]["bazbii:plan"]["dns"]["steps"] if s["name"] == "ttl-lowered"]
     ttl_lowered["criteria"] = GATE
     operator = TwinOperator.create(twin, document=document)
-    scratch = tmp_path_factory.mktemp("operate")
     github = twin.lab.in_edge(lambda: GitHubStandIn(repo="bazbii/bazbii-infra", token="ghs_twin_token").start())
     try:
         seed_mvp(twin, operator.document, operator.secrets)
@@ -211,7 +212,7 @@ def operated(twin_with_cloud, server_metrics, tmp_path_factory):
         git(project, "push", "--quiet", "origin", "main")
         taken_over = operator.judged("up")  # the first update takes over the running MVP
         assert not taken_over.denied, taken_over.output[-5000:]
-        yield Operated(operator, remote, github, scratch)
+        yield Operated(operator, remote, github, scratch, reader_key)
     finally:
         github.stop()
         operator.cleanup()
@@ -316,79 +317,35 @@ def test_the_watch_alerts_when_the_metrics_fall_silent(operated, server_metrics)
     assert operated.main_value("bazbii:dnsPhase") == "baseline" and len(operated.github.dispatches) == 1
 
 
-def _declared(twin) -> dict:
-    """What the program declared in the cluster, per object: its spec or data and its generation (status aside)."""
-    return {key: (obj["metadata"].get("generation"), obj.get("spec"), obj.get("data"), obj["metadata"]["name"])
-            for key, obj in twin.kubernetes_objects("bazbii", K8S_KINDS).items()}
+def test_a_pull_requests_preview_reads_the_gate_with_the_reader_key_which_runs_nothing_else(operated, server_metrics):
+    operator, twin = operated.operator, operated.operator.twin
+    if "prometheus" not in server_metrics.processes:  # the silence test stopped it
+        server_metrics.start_prometheus()
+    server_metrics.settle(error_percent=5)
+    base = yaml.safe_load(show(operated.remote, "main", operator.stack_file.name))
+    assert base["config"]["bazbii:dnsPhase"] == "baseline"
+    proposed = {**base, "config": {**base["config"], "bazbii:dnsPhase": "ttl-lowered"}}
+    files = {}
+    for name, document in (("base", base), ("proposed", proposed)):
+        files[name] = operated.scratch / f"{name}-{time.monotonic_ns()}.yaml"
+        files[name].write_text(yaml.safe_dump(document, sort_keys=False))
+    sessions = len(twin.servers["server2"].sessions())
+    argv = twin.lab.edge_command([  # what preview.yml runs, from the runner's side
+        sys.executable, "-m", "offline_preview", "--base", str(files["base"]), "--config", str(files["proposed"]),
+        "--base-age", "1h", "--policy-config", str(REPO / "policies" / "config.json"),
+        "--metrics", "config", "--ssh-key", str(operated.reader_key)])
+    done = subprocess.run(argv, cwd=REPO, env={**operator.workspace.env(), "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=600)
+    print(done.stdout[-5000:], done.stderr[-2000:])
+    assert re.search(r"FAIL +error-ratio \[service\]: [4-6]\.\d\d % \(threshold <= 1\.00 %\) over 20s, \d+ requests",
+                     done.stdout), done.stdout[-5000:]
+    assert done.returncode != 0  # the gate denies the step
+    new = twin.servers["server2"].sessions()[sessions:]
+    assert new and all("curl" in session for session in new), new
 
-
-def _preview_kubeconfig(twin, token: str) -> str:
-    """The admin kubeconfig with its user's credentials replaced by the preview token (cluster and names kept,
-    so the Kubernetes provider sees the same cluster with other credentials, as in the preview job)."""
-    config = yaml.safe_load(twin.kube.kubeconfig.read_text())
-    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
-    context["namespace"] = "bazbii"
-    for user in config["users"]:
-        if user["name"] == context["user"]:
-            user["user"] = {"token": token}
-    return yaml.safe_dump(config)
-
-
-def test_the_preview_role_previews_a_kubernetes_change_and_is_refused_every_write(operated):
-    operator = operated.operator
-    twin = operator.twin
-    twin.kubectl("apply", "-f", str(RBAC), check=True)
-    deadline = time.monotonic() + 60
-    token = ""
-    while not token and time.monotonic() < deadline:  # the token controller fills the Secret
-        token = twin.kubectl("-n", "bazbii", "get", "secret", "bazbii-preview-token",
-                             "-o", "jsonpath={.data.token}").stdout.strip()
-        time.sleep(0.5)
-    assert token, "the service-account token Secret was never filled"
-    readonly = operated.scratch / "preview.kubeconfig"
-    readonly.write_text(_preview_kubeconfig(twin, base64.b64decode(token).decode()))
-
-    # The preview job: the pull request's flag step (a new immutable ConfigMap, both Deployments rolled)
-    # previewed with the read-only kubeconfig only.
-    cluster = _declared(twin)
-    calls = len(twin.cloudflare_requests())
-    admin_env = operator.workspace.extra_env.get("KUBECONFIG")
-    operator.workspace.config_set(operator.stack, "kubernetes:kubeconfig", readonly.read_text(), secret=True)
-    operator.workspace.extra_env["KUBECONFIG"] = str(readonly)
-    operator.set_steps(flagsPhase="new-category-ui-0")
-    try:
-        preview = operator.judged("preview", "--diff")
-    finally:
-        operator.set_steps(flagsPhase="none")
-        operator.workspace.config_set(operator.stack, "kubernetes:kubeconfig", twin.kube.kubeconfig.read_text(),
-                                      secret=True)
-        operator.workspace.extra_env["KUBECONFIG"] = admin_env
-    assert not preview.denied, preview.output[-6000:]
-    changed = [line.strip() for line in preview.output.splitlines()
-               if re.match(r"^\s*[-+~]+\s*kubernetes:(core/v1:ConfigMap|apps/v1:Deployment): \(", line)]
-    print("\n".join(changed), preview.output[-3000:])  # shown when an assertion below fails
-    assert any("ConfigMap" in line for line in changed) and sum("Deployment" in line for line in changed) == 2, \
-        preview.output[-6000:]
-    assert _declared(twin) == cluster  # not one object written, not one version moved
-    assert [c for c in twin.cloudflare_requests()[calls:] if c["method"] != "GET"] == []
-
-    def kubectl(*args: str) -> subprocess.CompletedProcess:
-        return twin.lab.run("edge", [str(twin.kube.bin_dir / "kubectl"), f"--kubeconfig={readonly}", *args], timeout=60)
-
-    listed = kubectl("get", "deployments,services,configmaps,poddisruptionbudgets,jobs", "-o", "name")
-    assert listed.returncode == 0 and "deployment.apps/" in listed.stdout, listed.stderr
-    deployment = next(line for line in listed.stdout.split() if line.startswith("deployment.apps/"))
-    configmap = next(line for line in listed.stdout.split() if line.startswith("configmap/"))
-    service = next(line for line in listed.stdout.split() if line.startswith("service/"))
-    refused = {
-        "scale": kubectl("scale", deployment, "--replicas=5"),
-        "patch": kubectl("patch", configmap, "-p", '{"metadata":{"labels":{"touched":"yes"}}}'),
-        "create": kubectl("create", "configmap", "from-a-pull-request", "--from-literal=a=b"),
-        "delete": kubectl("delete", service, "--wait=false"),
-        "read a secret": kubectl("get", "secrets"),
-    }
-    for what, done in refused.items():
-        assert done.returncode != 0 and "forbidden" in done.stderr.lower(), (what, done.stdout, done.stderr)
-    assert kubectl("auth", "can-i", "patch", "deployments").stdout.strip() == "no"
-    assert twin.kubectl("-n", "bazbii", "get", "configmap", "from-a-pull-request").returncode != 0
-    assert _declared(twin) == cluster
+    other = twin.lab.run("edge", [
+        "ssh", "-F", "/dev/null", "-i", str(operated.reader_key), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+        f"deploy@{twin.servers['server2'].address}", "cat ~/.ssh/authorized_keys"], timeout=60)
+    assert other.returncode == 1 and "bazbii-metrics-reader: refused" in other.stderr, other
+    assert "ssh-ed25519" not in other.stdout

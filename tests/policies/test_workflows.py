@@ -39,7 +39,7 @@ def _pulumi_step(document):
     return steps[0]
 
 
-@pytest.mark.parametrize("name", ["preview.yml", "up.yml", "watch.yml"])
+@pytest.mark.parametrize("name", ["up.yml", "watch.yml"])  # preview.yml runs no pulumi (no credential to)
 def test_every_workflow_runs_the_cli_version_the_engine_tests_run(name):
     """pulumi/actions installs the CLI the engine build pins (engine/versions.toml), never the latest."""
     pinned = tomllib.loads((REPO_ROOT / "engine" / "versions.toml").read_text())["pulumi"]["version"]
@@ -67,16 +67,17 @@ def test_actionlint_really_checks(tmp_path):
     assert done.returncode == 1 and 'input "policyPack" is not defined' in done.stdout
 
 
-def test_pull_requests_preview_with_the_pack_and_comment():
+def test_pull_requests_preview_offline_read_the_live_gate_and_comment():
     document = _load("preview.yml")
-    assert "pull_request" in document["on"]
-    step = _pulumi_step(document)["with"]
-    # The action comments unless the Pulumi GitHub App does (repository variable PULUMI_GITHUB_APP=true).
-    assert step["command"] == "preview" and step["comment-on-pr"] == "${{ vars.PULUMI_GITHUB_APP != 'true' }}"
-    assert step["policyPacks"] == "policies" and step["policyPackConfigs"] == "policies/config.json"
-    assert document["permissions"]["pull-requests"] == "write"
-    offline = " ".join(s.get("run", "") for s in document["jobs"]["offline"]["steps"])
-    assert "pytest tests/policies" in offline and "offline_preview --base" in offline
+    assert "pull_request" in document["on"] and document["permissions"]["pull-requests"] == "write"
+    (job,) = document["jobs"].values()
+    runs = " ".join(s.get("run", "") for s in job["steps"])
+    assert "pytest tests/policies" in runs and "offline_preview --base" in runs
+    assert "--policy-config policies/config.json" in runs
+    # the live gate of the proposed step, read with the metrics reader key (when the environment has it)
+    assert '--metrics config --ssh-key "${RUNNER_TEMP}/metrics-reader"' in runs
+    comment = next(s for s in job["steps"] if "gh pr comment" in s.get("run", ""))
+    assert comment["if"].startswith("always()")  # a refused step is commented too
 
 
 def test_pull_requests_judge_migration_sql_with_a_shadow_run_on_a_postgresql_15_service():
@@ -107,7 +108,6 @@ def test_shipped_policy_config_is_valid():
 
 # --------------------------------------------------------------------------- who holds which credential
 WRITE_SECRETS = {"PULUMI_ACCESS_TOKEN", "CLOUDFLARE_API_TOKEN", "KUBECONFIG"}  # the production environment's
-READ_SECRETS = {"PULUMI_ACCESS_TOKEN_READ", "CLOUDFLARE_API_TOKEN_READ", "KUBECONFIG_READ"}
 
 
 def _secrets_of(job) -> set[str]:
@@ -120,10 +120,12 @@ def test_only_the_apply_job_holds_write_credentials():
     holders = {key for key, job in jobs.items() if _secrets_of(job) & WRITE_SECRETS}
     assert holders == {("up.yml", "up")}
     assert jobs[("up.yml", "up")]["environment"] == "production"
-    # the pull request's own code runs in `preview`, with read-only credentials only
-    preview = jobs[("preview.yml", "preview")]
-    assert preview["environment"] == "preview" and _secrets_of(preview) == READ_SECRETS | {"GITHUB_TOKEN"}
-    assert _secrets_of(jobs[("preview.yml", "offline")]) == set()
+    # The pull request's own code runs in `preview` with one credential, the metrics reader key (forced
+    # command: tests/ssh/test_metrics_reader.py); no Pulumi token: Stack Read decrypts every stack secret.
+    preview = [job for (name, _), job in jobs.items() if name == "preview.yml"]
+    assert [(job["environment"], _secrets_of(job)) for job in preview] == [("preview", {"METRICS_READER_SSH_KEY"})]
+    assert "PULUMI_ACCESS_TOKEN" not in (WORKFLOWS / "preview.yml").read_text()
+    assert not _pulumi_actions(_load("preview.yml"))
     watch = jobs[("watch.yml", "watch")]
     assert watch["environment"] == "watch" and _secrets_of(watch) == {"PULUMI_ACCESS_TOKEN_READ"}
 

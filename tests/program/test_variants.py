@@ -139,3 +139,37 @@ def test_no_schema_migration_means_deployments_wait_on_nothing_schema(program):
     ev = program.evaluate({"schema": "none", "release": "api-1.9"})
     for d in ev.by_type(DEPLOYMENT):
         assert not [n for n in dep_names(d) if n.startswith("schema")]
+
+
+READER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx1gFm1mq0vJdXbbp2Zl1rJ3OtqIbJ9pmnn6b9Q5Xkz ops@laptop"
+
+
+def test_the_metrics_reader_key_is_authorized_on_the_metrics_server_only_when_configured(program):
+    from bazbii_analysis.metrics_reader import MARKER, authorized_keys_line, install_command, remove_command, script_text
+
+    assert not [r for r in program.evaluate().resources if r.name.startswith("metrics-reader")]
+    ev = run(program, edit=lambda v: v["metrics"]["ssh"].update(readerPublicKey=READER_KEY))
+    command = ev.named("metrics-reader-authorize")
+    assert command.type == REMOTE and command.inputs["connection"]["host"] == S2  # bazbii:metrics.ssh.server
+    endpoint = program.values["metrics"]["endpoint"]
+    assert command.inputs["create"] == command.inputs["update"] == install_command(READER_KEY, endpoint)
+    assert command.inputs["delete"] == remove_command() and command.inputs["stdin"] == script_text()
+    line = authorized_keys_line(READER_KEY, endpoint)
+    assert line.startswith('restrict,command="') and line.endswith(f" {MARKER}") and "ops@laptop" not in line
+    assert dep_names(command) == {"transition-check", "server2-provision"}  # the check, then its server
+    assert command.parent.endswith("bazbii:index:MetricsReaderAccess::metrics-reader")
+    assert ("connection",) in command.secret_paths  # the stack's own key installs it, as a secret
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda m: m["ssh"].update(readerPublicKey="AAAA not a key"), "bazbii:metrics.ssh.readerPublicKey"),
+    (lambda m: m.update(ssh={"host": "10.0.0.5", "readerPublicKey": READER_KEY}), "readerPublicKey is installed by the program"),
+    (lambda m: m.update(endpoint="http://prom:9090/x'y"), "the reader's forced command names it"),
+])
+def test_a_reader_key_the_program_cannot_install_is_refused_by_name(program, edit, problem):
+    values = program.values_for()
+    values["metrics"]["ssh"]["readerPublicKey"] = READER_KEY
+    edit(values["metrics"])
+    with pytest.raises(ConfigError) as error:
+        load_stack_config(values, program.secret_keys)
+    assert problem in str(error.value), str(error.value)

@@ -53,7 +53,9 @@ def _keygen(path: Path) -> None:
                    check=True, capture_output=True)
 
 
-def start_sshd(workdir: Path, timeout: float = 20.0) -> LocalSshd:
+def start_sshd(workdir: Path, timeout: float = 20.0, tcp_forwarding: bool = False) -> LocalSshd:
+    """``tcp_forwarding``: allowed by the server (off by default, as a hardened server has it), so that a test
+    can show what a key's own ``restrict`` takes away."""
     if not Path(SSHD).is_file() or shutil.which("ssh") is None:
         raise RuntimeError(f"{SSHD} or the ssh client is missing (apt-get install openssh-server openssh-client)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +80,7 @@ def start_sshd(workdir: Path, timeout: float = 20.0) -> LocalSshd:
         "PermitRootLogin prohibit-password",
         "StrictModes no",  # the throwaway key files live under the test's temporary directory
         "X11Forwarding no",
-        "AllowTcpForwarding no",
+        f"AllowTcpForwarding {'yes' if tcp_forwarding else 'no'}",
         "",
     ]))
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
