@@ -48,7 +48,7 @@ def run_engine(args, console: Console) -> int:
     passed = passed and (any(fails_requests(f) for f in faults.values()) or figures.failed == 0)
     settings = {"timeScale": args.time_scale, "rate": args.rate, "baseline": args.baseline, "until": sequence[-1][1],
                 "inject": args.inject, "serversDisk": str(rehearsal.twin.scratch or tempfile.gettempdir()),
-                "elsewhereNiceness": rehearsal.twin.elsewhere_niceness}
+                "elsewhereIdle": rehearsal.twin.elsewhere_idle}
     write_json(out / "report.json", rehearsal.records, passed, settings, figures)
     pictured = timeline_png(out / "timeline.png", rehearsal.load_csv, rehearsal.records,
                             figures.baseline.p95_ms if figures.baseline else None)

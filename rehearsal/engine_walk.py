@@ -65,9 +65,10 @@ EDGE_FROM = "gateway-on-server2"  # the first step whose gateways both serve beh
 TRIGGER_WINDOW = "1h"  # the rollback triggers' window when a step has no watch period (scaled, floored)
 SERVER_SIZE = {"vcpu": "vcpu", "memoryGb": "memory_gb", "diskGb": "disk_gb"}  # plan key -> console setting
 # What production runs on other machines (the operator's pulumi, the Kubernetes control plane, Cloudflare's API)
-# yields the twin's two cores to the servers: the steps' p95 and the switchover's stall are the serving path's,
-# not the engine's CPU (measured: a walk's smaller clusters of slow requests came with CPU pressure).
-ELSEWHERE_NICENESS = 10
+# yields the twin's two cores to the servers (SCHED_IDLE, Twin.elsewhere_idle): the steps' p95 and the
+# switchover's stall are the serving path's, not the engine's CPU. Measured: at niceness 10 the slowest 2 s of
+# a walk still came while the program, the policy pack and the dynamic providers ran.
+ELSEWHERE_IDLE = True
 # The servers' disks (PostgreSQL x3, etcd, Prometheus, the engine's state) are memory in the rehearsal: on the
 # twin they are one virtual disk, whose fsyncs stalled a primary's commits 350-400 ms in a walk (every write
 # waiting, no read; /proc/pressure/io). Production's servers have a disk each. Falls back to the system's
@@ -140,9 +141,9 @@ class EngineRehearsal:
             disk = servers_disk()
             say(f"starting the twin (servers, Kubernetes, the Cloudflare emulator); the servers' disks in "
                 f"{disk or 'the temporary directory (no ' + str(MEMORY_DISK) + ')'}; pulumi, the control plane "
-                f"and the emulator at niceness {ELSEWHERE_NICENESS}, as on machines of their own")
+                f"and the emulator {'under SCHED_IDLE' if ELSEWHERE_IDLE else 'as started'}, as on machines of their own")
             twin = Twin.start_new(kube_bin=engine.bin, cloudflare=cloudflare_of_prod(),
-                                  elsewhere_niceness=ELSEWHERE_NICENESS, scratch=disk)
+                                  elsewhere_idle=ELSEWHERE_IDLE, scratch=disk)
         try:
             prometheus = start_prometheus(twin)
             prod = load_prod()

@@ -43,6 +43,7 @@ KUBE_NODES = {"server1": "127.0.2.0/24"}
 KUBE_NAMESPACES = ("bazbii",)
 KUBE_START_TIMEOUT = 120.0
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"  # the Kubernetes provider labels what it creates
+IDLE_SCHEDULING = ("chrt", "--idle", "0")  # util-linux: SCHED_IDLE for the command and what it starts
 
 # The plan's machines as its stack file declares them at their first step (Pulumi.prod.yaml).
 DEFAULT_SPECS = {
@@ -98,11 +99,12 @@ class Twin:
     owns_workdir: bool = False
     kube: Optional[Kubernetes] = None
     cloudflare: Optional[Cloudflare] = None
-    # Niceness of what production runs on other machines: the operator's `pulumi` (with the program, the policy
-    # pack and the providers it starts), the managed Kubernetes control plane and Cloudflare's API. On the twin
-    # they share the servers' cores; a rehearsal judged on the serving path's latency lowers them so that they
-    # take what the servers leave, as they would on machines of their own (0: as started).
-    elsewhere_niceness: int = 0
+    # What production runs on other machines (the operator's `pulumi` with the program, the policy pack and the
+    # providers it starts, the managed Kubernetes control plane, Cloudflare's API) shares the servers' cores on
+    # the twin. A rehearsal judged on the serving path's latency runs them under SCHED_IDLE: they get only the
+    # CPU the servers leave, and a server's process that wakes takes the core at once, as if they were on
+    # machines of their own. (Niceness 10 was not enough: their bursts still delayed the servers' wake-ups.)
+    elsewhere_idle: bool = False
     # Where the twin's files (every server's data, etcd, Prometheus) and its operator's workspace are made
     # (None: the system's temporary directory).
     scratch: Optional[Path] = None
@@ -122,18 +124,16 @@ class Twin:
     def start_new(cls, workdir: Optional[Path] = None, specs: Optional[Mapping[str, Spec]] = None,
                   addresses: Optional[Mapping[str, str]] = None, kube_bin: Optional[Path] = None,
                   cloudflare: Optional[Mapping[str, Mapping[str, str]]] = None,
-                  elsewhere_niceness: int = 0, scratch: Optional[Path] = None) -> "Twin":
+                  elsewhere_idle: bool = False, scratch: Optional[Path] = None) -> "Twin":
         """Start the lab and the servers; with ``kube_bin`` (the engine build's bin directory) the cluster, with
         ``cloudflare`` (``{"accounts": [...], "zones": {id: name}}``) the Cloudflare API emulator too.
-        ``elsewhere_niceness``, ``scratch``: see the attributes."""
-        if not 0 <= elsewhere_niceness <= 19:
-            raise ValueError(f"elsewhere_niceness must be 0..19, not {elsewhere_niceness}")
+        ``elsewhere_idle``, ``scratch``: see the attributes."""
         owns = workdir is None
         workdir = Path(workdir or tempfile.mkdtemp(prefix="bazbii-twin-", dir=scratch))
         specs = dict(specs or DEFAULT_SPECS)
         addresses = dict(addresses or {name: DEFAULT_SERVERS[name] for name in specs})
         twin = cls(workdir=workdir, lab=Lab(workdir / "lab", servers=addresses), owns_workdir=owns,
-                   elsewhere_niceness=elsewhere_niceness, scratch=scratch)
+                   elsewhere_idle=elsewhere_idle, scratch=scratch)
         try:
             twin._start(specs)
             if cloudflare is not None:
@@ -273,8 +273,8 @@ class Twin:
         return self.lab.edge_command(self.elsewhere([]))
 
     def elsewhere(self, argv: Sequence[str]) -> list[str]:
-        """``argv`` run as what production runs on other machines (:attr:`elsewhere_niceness`)."""
-        return ["nice", "-n", str(self.elsewhere_niceness), *argv] if self.elsewhere_niceness else list(argv)
+        """``argv`` run as what production runs on other machines (:attr:`elsewhere_idle`; children inherit it)."""
+        return [*IDLE_SCHEDULING, *argv] if self.elsewhere_idle else list(argv)
 
 
 def _first_line(process: subprocess.Popen, timeout: float, what: str, parse=json.loads):
