@@ -36,7 +36,10 @@ SSH_FAILED = 255  # ssh's own failures (refused, authentication, host key); any 
 
 
 def curl_command(request: httpx.Request, timeout: float) -> str:
-    """The command the SSH host runs for ``request``: its body on stdin, the body then the status on stdout."""
+    """The command the SSH host runs for ``request``: its body on stdin, the body then the status on stdout.
+
+    The metrics reader key's forced command (:mod:`bazbii_analysis.metrics_reader`, which the server runs
+    without this package) accepts exactly this shape; tests/analysis/test_metrics_reader.py holds them together."""
     argv = ["curl", "--silent", "--show-error", "--max-time", f"{timeout:g}", "--request", request.method,
             "--output", "-", "--write-out", "\\n%{http_code}"]
     if request.content:
