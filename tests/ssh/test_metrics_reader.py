@@ -66,11 +66,14 @@ def _install(sshd, public_key: str, endpoint: str):
     return sshd.run(install_command(public_key, endpoint, **_paths(sshd)), stdin=script_text())
 
 
-def _ssh(sshd, key: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    argv = ["ssh", "-F", "/dev/null", "-i", str(key), "-p", str(sshd.port), "-o", "BatchMode=yes",
+def _ssh_argv(sshd, key: Path, *args: str) -> list[str]:
+    return ["ssh", "-F", "/dev/null", "-i", str(key), "-p", str(sshd.port), "-o", "BatchMode=yes",
             "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def _ssh(sshd, key: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(_ssh_argv(sshd, key, *args), capture_output=True, text=True, timeout=timeout)
 
 
 def _metrics(sshd, endpoint: str) -> MetricsConfig:
@@ -112,9 +115,7 @@ def test_the_reader_key_forwards_nothing_the_stack_key_can(open_sshd, metrics_st
     def through_a_tunnel(key: Path) -> bool:
         port = free_port()
         tunnel = subprocess.Popen(
-            ["ssh", "-F", "/dev/null", "-i", str(key), "-p", str(open_sshd.port), "-o", "BatchMode=yes",
-             "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-             "-o", "LogLevel=ERROR", "-N", "-L", f"{port}:127.0.0.1:{prometheus_port}", "root@127.0.0.1"],
+            _ssh_argv(open_sshd, key, "-N", "-L", f"{port}:127.0.0.1:{prometheus_port}", "root@127.0.0.1"),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 15
