@@ -3,7 +3,7 @@
 import pulumi
 
 from bazbii_plan.crosscheck import servers_with_role
-from bazbii_plan.facts import APPLIED_RECORD, TRANSITION_CHECK
+from bazbii_plan.facts import APPLIED_RECORD, SWITCHOVER_REPORT_OUTPUT, TRANSITION_CHECK
 from bazbii_plan.judging import judged_by
 from bazbii_plan.record import plan_digests, target_record
 from components import preflight
@@ -184,6 +184,8 @@ pulumi.export("lbHostname", state.traffic.hostname)
 pulumi.export("poolWeights", traffic.weights)
 pulumi.export("dbHost", db.app_host)
 pulumi.export("dbPrimary", {"server": state.database.primary, "address": db.primary_host})
+# The last switchover's JSON report (its window and each step's ms): what PgBouncer held the clients for.
+pulumi.export(SWITCHOVER_REPORT_OUTPUT, db.switchover.stdout if db.switchover is not None else None)
 pulumi.export("gatewayHosts", sorted(gateway.origins))
 pulumi.export("appVersions", app.app_versions)
 pulumi.export("migration", {"id": migration.migration_id, "stage": migration.stage, "checksum": migration.checksum}

@@ -31,6 +31,7 @@ WORKER_SELECTOR = f"{NAME_LABEL}={WORKER_NAME}"
 GATE_TYPE = "pulumi-python:dynamic:Resource"
 GATE_MARKER = "bazbii-phase-gate"  # its ``gate`` input; kept from the old phase gate, which it replaces in place
 APPLIED_RECORD_OUTPUT = "appliedRecord"  # the stack output the next update reads back
+SWITCHOVER_REPORT_OUTPUT = "switchoverReport"  # the stack output holding the last switchover's JSON report
 TRANSITION_CHECK = "transition-check"  # the resource registered first: the gate every other resource waits for
 APPLIED_RECORD = "applied-record"  # the resource registered last: it stamps the applied times
 # The SSH key of the data plane, also the one the live gate and watch read the metrics with (bazbii:metrics.ssh).

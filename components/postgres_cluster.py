@@ -64,6 +64,7 @@ from bazbii_db.dataplane import DEFAULT_RUNTIME, Runtime, lag_gate_command, secr
 from bazbii_db.dsn import build_dsn
 from bazbii_plan import models
 from bazbii_plan.gates import Exporter, exporter_servers
+from bazbii_plan.facts import SWITCHOVER_REPORT_OUTPUT
 from components._util import TYPE_PREFIX, child_opts, inherit_depends_on
 from components.postgres_config import (PGBOUNCER_ADMIN_USER, PGBOUNCER_INI, migration_dsn, ops_dsn,
                                         pgbouncer_ini, pooler_admin_dsn, userlist,
@@ -244,5 +245,5 @@ class PostgresCluster(pulumi.ComponentResource):
             "replicas": sorted(db.replicas),
             "retired": list(db.retired),
             "lagGateReports": {server: gate.stdout for server, gate in self.lag_gates.items()},
-            "switchoverReport": self.switchover.stdout if self.switchover is not None else None,
+            SWITCHOVER_REPORT_OUTPUT: self.switchover.stdout if self.switchover is not None else None,
         })

@@ -14,7 +14,7 @@ from twin.lab import LabError
 
 from .engine_report import load_figures, table, targets, timeline_png, write_json
 from .report import target_line
-from .engine_walk import EngineRehearsal, fails_requests, injections, walk, walk_sequence
+from .engine_walk import EngineRehearsal, fails_requests, injections, switchover_line, walk, walk_sequence
 
 
 def run_engine(args, console: Console) -> int:
@@ -58,6 +58,11 @@ def run_engine(args, console: Console) -> int:
         console.print(table(rehearsal.records, figures))
         console.print(f"requests {figures.requests}, failed {figures.failed}; baseline p95 "
                       f"{figures.baseline.p95_ms if figures.baseline else '-'} ms", markup=False, highlight=False)
+        for record in rehearsal.records:
+            for attempt in record.attempts:
+                if attempt.switchover:  # the stall's cause, step by step: where PgBouncer held the clients
+                    console.print(f"{record.step}: {switchover_line(attempt.switchover)}", markup=False,
+                                  highlight=False)
         for target in targets(rehearsal.records, figures):
             console.print(target_line(target), markup=False, highlight=False)
         console.print(f"{'PASSED' if passed else 'FAILED'}; report: {out}/report.json"

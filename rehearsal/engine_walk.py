@@ -28,6 +28,7 @@ the fix, and the step again.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shlex
 import subprocess
@@ -43,7 +44,7 @@ from bazbii_analysis.evaluate import SCALED_WINDOW_FLOOR_SECONDS
 from bazbii_analysis.verdict import HEADLINE_PREFIX, printed_verdicts
 from bazbii_db.replication.switchover import PRECHECK_FAILED
 from bazbii_analysis.watchsetup import next_soak_seconds, watched_scope
-from bazbii_plan.facts import TRANSITION_CHECK, image_tag
+from bazbii_plan.facts import SWITCHOVER_REPORT_OUTPUT, TRANSITION_CHECK, image_tag
 from bazbii_plan.gates import GateCriteria, format_duration
 from bazbii_plan.models import StackState
 from bazbii_plan.stackconfig import REHEARSAL_STACK, StackConfig
@@ -98,6 +99,7 @@ class Attempt:
     changes: dict[str, int] = field(default_factory=dict)  # the engine's summary: operation -> resources
     changed: int = 0  # resources the engine created, updated, replaced, deleted or imported
     gate: list[str] = field(default_factory=list)  # the check's live-gate verdict with its numbers (none: ungated)
+    switchover: dict = field(default_factory=dict)  # when this up ran the switchover: its window and steps (ms)
 
 
 @dataclass
@@ -128,6 +130,7 @@ class EngineRehearsal:
     edge: Optional[Edge] = None
     load: Optional[subprocess.Popen] = None
     records: list[StepRecord] = field(default_factory=list)
+    switchover_report: Optional[str] = None  # the stack's switchoverReport output after the last applied up
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -200,7 +203,12 @@ class EngineRehearsal:
         if judged.denied and not attempt.reasons:  # not the check: the engine's errors (a command that failed)
             attempt.reasons = judged.resource_failures() or [judged.output[-1500:]]
         if attempt.applied:
-            self.prometheus.follow(self.operator.outputs())
+            outputs = self.operator.outputs()
+            self.prometheus.follow(outputs)
+            report = outputs.get(SWITCHOVER_REPORT_OUTPUT)
+            if report and report != self.switchover_report:  # this up ran the switchover (a new report)
+                attempt.switchover = switchover_timings(report)
+            self.switchover_report = report
         return attempt
 
     def apply(self, step: str, previous: str, patience: float, track: str = INFRA) -> StepRecord:
@@ -213,7 +221,8 @@ class EngineRehearsal:
             record.attempts.append(attempt)
             if attempt.applied:
                 self.say(f"{track}: {step}: applied by pulumi up in {attempt.seconds:g} s, "
-                         f"{attempt.changed} resource(s) changed")
+                         f"{attempt.changed} resource(s) changed"
+                         + (f"; {switchover_line(attempt.switchover)}" if attempt.switchover else ""))
                 return record
             self.operator.set_steps(**{prod_config().track_key(track): previous})
             self.say(f"{track}: {step}: refused: {'; '.join(attempt.reasons)[:300]}")
@@ -289,6 +298,25 @@ class EngineRehearsal:
 
         verdict = self.twin.lab.in_edge(measure)
         return verdict.status, [s.line() for s in verdict.signals]
+
+
+def switchover_timings(report: str) -> dict:
+    """The switchover's window and the time of each of its steps (ms), from its JSON report (the stack output)."""
+    try:
+        parsed = json.loads(report)
+        return {"window_ms": round(parsed["window_ms"], 1) if parsed.get("window_ms") is not None else None,
+                "steps_ms": {step: round(ms, 1) for step, ms in parsed.get("steps_ms", {}).items()}}
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return {"unreadable": report[:300]}
+
+
+def switchover_line(timings: dict) -> str:
+    """``switchover window 38.2 ms (pause 0.4, fence 2.1, ...)``: where PgBouncer held the clients."""
+    if "unreadable" in timings:
+        return f"switchover report unreadable: {timings['unreadable']}"
+    window = timings.get("window_ms")
+    steps = ", ".join(f"{step} {ms:g}" for step, ms in timings.get("steps_ms", {}).items())
+    return f"switchover window {'-' if window is None else f'{window:g}'} ms ({steps})"
 
 
 def servers_disk() -> Optional[Path]:

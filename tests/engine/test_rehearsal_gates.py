@@ -22,7 +22,7 @@ import pytest
 from rich.console import Console
 
 from rehearsal.engine_report import load_figures, table, targets, timeline_png, write_json
-from rehearsal.engine_walk import EngineRehearsal, _soak_and_judge, walk, walk_sequence
+from rehearsal.engine_walk import EngineRehearsal, _soak_and_judge, switchover_line, walk, walk_sequence
 
 pytestmark = pytest.mark.engine
 
@@ -150,6 +150,13 @@ def test_the_dns_track_is_walked_first_then_server1_leaves_the_edge_and_postgres
     assert gates["db-switchover"][0].startswith("live gate of infra step 'db-switchover' PASSED"), gates
     assert any(line.split()[:2] == ["PASS", "longest-transaction"] and "[server server2]" in line
                for line in gates["db-switchover"]), gates
+    # the switchover's report (the stack output) gives its window step by step, on the up that ran it only
+    switched = [a.switchover for r in walked for a in r.attempts if a.switchover]
+    assert [r.step for r in walked for a in r.attempts if a.switchover] == ["db-switchover"], walked
+    timings = switched[0]
+    assert {"pause", "fence", "lsn", "catchup", "promote", "reload", "resume"} <= set(timings["steps_ms"]), timings
+    assert 0 < timings["window_ms"] < 1000 and timings["window_ms"] >= timings["steps_ms"]["promote"], timings
+    assert switchover_line(timings).startswith(f"switchover window {timings['window_ms']:g} ms (")
     steps = rehearsal.applied_steps()
     assert (steps["infra"], steps["dns"]) == ("old-db-retired", "switched")
     assert rehearsal.operator.outputs()["dbPrimary"]["server"] == "server3"

@@ -1,5 +1,6 @@
 """What the engine walk derives from the plan before it runs anything (:mod:`rehearsal.engine_walk`)."""
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -167,3 +168,19 @@ def test_which_faults_the_engine_walk_takes_and_where(monkeypatch):
     with pytest.raises(ValueError, match="gateway-5xx@traffic-10: the load starts after traffic-50; under it "
                                          "gateway-5xx can show at traffic-100"):
         injections(["gateway-5xx@traffic-10"], None)
+
+
+def test_the_switchover_report_output_gives_its_window_step_by_step_and_a_bad_one_is_named_not_raised():
+    from bazbii_db.replication.switchover import SwitchoverReport
+    from rehearsal.engine_walk import switchover_line, switchover_timings
+
+    report = SwitchoverReport(completed=True, window_ms=41.26,
+                              steps_ms={"pause": 0.41, "fence": 2.06, "promote": 30.04, "reload": 3.3, "resume": 0.2})
+    timings = switchover_timings(json.dumps(report.to_dict()))
+    assert timings == {"window_ms": 41.3, "steps_ms": {"pause": 0.4, "fence": 2.1, "promote": 30.0, "reload": 3.3,
+                                                       "resume": 0.2}}
+    assert switchover_line(timings) == ("switchover window 41.3 ms (pause 0.4, fence 2.1, promote 30, reload 3.3, "
+                                        "resume 0.2)")
+    bad = switchover_timings("switchover COMPLETED: server2 -> server3")
+    assert bad == {"unreadable": "switchover COMPLETED: server2 -> server3"}
+    assert switchover_line(bad).startswith("switchover report unreadable: switchover COMPLETED")

@@ -8,6 +8,16 @@ a rollout that sends traffic to a pod not serving shows up as failed requests. A
 ready (or starts terminating) gets no new connection, while the connections it already has carry on,
 as with kube-proxy's conntrack.
 
+A pod's close is passed on whole. Behind kube-proxy's NAT the client talks to the pod's kernel: once an
+HTTP server has closed a connection (uvicorn's keep-alive timeout, a graceful shutdown), a request already
+on its way is answered with a reset, on which a proxy in front (the gateway's HAProxy) retries or fails
+the request at once. Forwarding only the FIN (a half-close) left the client's side open: a request sent
+into that race reached a closed pod and the client waited for an answer that could not come (seen: a
+gateway request held until its 30 s server timeout). So when the pod's side ends, the client's connection
+is closed whole (a later byte from the client gets a reset from this side's kernel), and reset at once
+when the pod's kernel refused what was already forwarded. A pod that only half-closes (still reading
+after its FIN) is not supported; HTTP servers do not.
+
 UDP/SCTP ports and ClusterIPs are not proxied.
 """
 
@@ -16,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
+import struct
 from typing import Callable, Iterable
 
 log = logging.getLogger("twin.kube.proxy")
@@ -41,15 +53,37 @@ def node_ports(services: Iterable[dict]) -> dict[int, tuple[tuple[str, str], str
     return ports
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Copy until the reader's end; True when it ended with an error (a reset), not a FIN."""
     try:
         while data := await reader.read(CHUNK):
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
+        return False
     except (ConnectionError, OSError):
+        return True
+
+
+def refused(writer: asyncio.StreamWriter) -> bool:
+    """Whether the peer's kernel answered what was written with a reset (the socket's pending error)."""
+    sock = writer.get_extra_info("socket")
+    try:
+        return sock is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+    except OSError:
+        return True
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a reset rather than a FIN (SO_LINGER 0), as the pod's kernel answered."""
+    sock = writer.get_extra_info("socket")
+    try:
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
         pass
+    writer.transport.abort()
 
 
 class NodePortProxy:
@@ -102,9 +136,13 @@ class NodePortProxy:
             except (OSError, asyncio.TimeoutError) as exc:
                 log.info("node port connection to %s:%d failed: %s", ip, port, exc)
                 return
+            # The client's half-close is passed on (the pod may still answer); the pod's close ends both sides.
+            upstream = asyncio.ensure_future(_pipe(client_reader, writer))
             try:
-                await asyncio.gather(_pipe(client_reader, writer), _pipe(reader, client_writer))
+                if await _pipe(reader, client_writer) or refused(writer):
+                    reset(client_writer)
             finally:
+                upstream.cancel()
                 writer.close()
         finally:
             client_writer.close()
