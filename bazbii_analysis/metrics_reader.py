@@ -117,6 +117,14 @@ def _without_marked(authorized_keys: str) -> list[str]:
             f'grep -v " {MARKER}$" "$keys" > "$new" || test $? -eq 1']
 
 
+def _strict_shell() -> str:
+    # Imported here, not at the top: this file is also the forced command on the server, which has the
+    # standard library only; the install and remove commands are built where the program runs.
+    from bazbii_plan.facts import STRICT_SHELL
+
+    return STRICT_SHELL
+
+
 def install_command(public_key: str, endpoint: str, directory: str = DEFAULT_DIRECTORY,
                     authorized_keys: str = DEFAULT_AUTHORIZED_KEYS) -> str:
     """Shell run by the host's own SSH user with :func:`script_text` on stdin: the script to ``directory``,
@@ -124,7 +132,7 @@ def install_command(public_key: str, endpoint: str, directory: str = DEFAULT_DIR
     line = authorized_keys_line(public_key, endpoint, directory)
     return "\n".join([
         f"# {MARKER} {script_digest()}",  # a changed script changes the command: the update runs it again
-        "set -e",
+        _strict_shell(),
         *_without_marked(authorized_keys),
         f'mkdir -p "{directory}"',
         f'cat > "{directory}/{SCRIPT}.new"',
@@ -137,7 +145,7 @@ def install_command(public_key: str, endpoint: str, directory: str = DEFAULT_DIR
 
 def remove_command(directory: str = DEFAULT_DIRECTORY, authorized_keys: str = DEFAULT_AUTHORIZED_KEYS) -> str:
     """Shell: the reader's line out of ``authorized_keys`` (every other line kept), the script deleted."""
-    return "\n".join(["set -e", *_without_marked(authorized_keys), 'mv -f "$new" "$keys"',
+    return "\n".join([_strict_shell(), *_without_marked(authorized_keys), 'mv -f "$new" "$keys"',
                       f'rm -f "{directory}/{SCRIPT}"'])
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from bazbii_plan.facts import STRICT_SHELL
+
 # What the servers need from requirements.txt (the pins stay there, in one place).
 SERVER_REQUIREMENTS = ("psycopg", "psycopg-pool", "pglast", "squawk-cli", "rich", "httpx", "pydantic")
 # The directories of the repository that make up a release on the servers: the CLIs, what they share
@@ -96,7 +98,7 @@ def cli_command(module: str, argv: Sequence[str], *, secret_env: Sequence[str] =
     if module not in ("bazbii_db.replication", "bazbii_db.migrations"):
         raise ValueError(f"unknown CLI module {module!r}")
     inner = "\n".join([
-        "set -euo pipefail",
+        STRICT_SHELL,
         "umask 077",
         _read_secrets(secret_env),
         f"export PYTHONPATH={shlex.quote(runtime.code)}",
@@ -243,7 +245,7 @@ def install_command(*, digest: str, runtime: Runtime = DEFAULT_RUNTIME, python: 
     its pinned requirements (only when they changed), then switch ``<root>/app`` to it (atomic symlink swap)
     and check that it imports. Prints one JSON document."""
     inner = "\n".join([
-        "set -euo pipefail",
+        STRICT_SHELL,
         f"ROOT={shlex.quote(runtime.root)}",
         f"RELEASE={shlex.quote(f'{runtime.root}/releases/{digest}')}",
         'install -d -m 0755 "$ROOT" "$ROOT/releases"',

@@ -36,6 +36,10 @@ TRANSITION_CHECK = "transition-check"  # the resource registered first: the gate
 APPLIED_RECORD = "applied-record"  # the resource registered last: it stamps the applied times
 # The SSH key of the data plane, also the one the live gate and watch read the metrics with (bazbii:metrics.ssh).
 SSH_KEY_CONFIG = "bazbii:sshPrivateKey"
+# How every shell script the program runs starts (remote and local commands, the data-plane's generated
+# scripts): bash, stopping on the first error, an unset variable or a failed stage of a pipe.
+SCRIPT_SHEBANG = "#!/usr/bin/env bash"
+STRICT_SHELL = "set -euo pipefail"
 
 # --------------------------------------------------------------------------- schema migrations
 MIGRATION_ID_LABEL = "bazbii.io/migration-id"

@@ -8,10 +8,12 @@ from typing import Optional, Sequence
 
 import pulumi
 
+from bazbii_plan.facts import SCRIPT_SHEBANG, STRICT_SHELL
+
 TYPE_PREFIX = "bazbii:index"
 
 # Every remote script starts like this: stop on the first error, no unset variables.
-SCRIPT_HEADER = "#!/usr/bin/env bash\nset -euo pipefail\n"
+SCRIPT_HEADER = f"{SCRIPT_SHEBANG}\n{STRICT_SHELL}\n"
 # What a local.Command runs its script with: the provider's default is /bin/sh -c, which is dash on Debian and
 # Ubuntu (GitHub's runners too) and stops at the header's `set -o pipefail` (the shebang is not read by `sh -c`).
 LOCAL_INTERPRETER = ["/bin/bash", "-c"]

@@ -1,9 +1,8 @@
-"""``./rehearse``: the whole migration plan on one machine with real servers, under load.
+"""``./rehearse``: the whole migration plan applied by the real ``pulumi up`` on the twin, under load.
 
-Modules: ``services`` (the real servers on 127.0.1.1-3), ``postgres`` (clusters on a server
-address), ``bootstrap`` (the MVP's data), ``api_app``/``worker``/``pgbouncer_exporter`` (the
-processes the rehearsal runs), ``load`` (open-loop load), ``reconcilers`` (one per concern),
-``faults``, ``gate`` (rollback triggers through ``bazbii_analysis``), ``runner`` (the walk),
-``report`` (table, JSON, PNG), ``procs`` (process registry, signals). A dev tool: it may use
-``testsupport``; nothing that ships imports it.
+Modules: ``engine_cli`` (parse, start, walk, report), ``engine_walk`` (each step's ``pulumi up``, its
+gate verdicts, the rollback triggers, faults and rollbacks), ``engine_report`` (table, JSON, timeline
+PNG), ``sequence`` (the plan's apply order), ``report`` (figures from the load's records, the targets),
+``faults``, ``load`` (open-loop load), ``bootstrap`` (the MVP's data), ``api_app``/``worker`` (what the
+twin's pods run), ``procs`` (signals). A dev tool: it may use ``testsupport``; nothing that ships imports it.
 """

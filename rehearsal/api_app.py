@@ -5,9 +5,9 @@ Run as ``uvicorn rehearsal.api_app:app`` with the environment:
 ``BAZBII_DSN``              libpq string to PgBouncer (transaction mode)
 ``BAZBII_API_VERSION``      ``1.9.0`` or ``2.0.0``; 2.0 reads and writes ``posts.category``
 ``BAZBII_API_INSTANCE``     a name for the ``X-Api-Instance`` header and the metrics
-``BAZBII_FAULT_ERROR_RATE`` fraction of ``/posts`` requests answered 500 (fault injection; 0 default)
-``BAZBII_FAULT_FILE``       a file holding that fraction instead, read again while the app runs (the twin's
-                            pods: a fault injected into a running release; no file: 0)
+``BAZBII_FAULT_FILE``       a file holding the fraction of ``/posts`` requests answered 500, read again while
+                            the app runs (the twin's pods: a fault injected into a running release; no file or
+                            no such file: 0)
 ``BAZBII_FLAGS``            the feature flags document (:func:`bazbii_plan.flags.flags_document`), read
                             once at start; a missing flag is at rollout 0
 
@@ -42,7 +42,6 @@ from bazbii_plan.flags import in_cohort
 
 VERSION = os.environ.get("BAZBII_API_VERSION", "1.9.0")
 INSTANCE = os.environ.get("BAZBII_API_INSTANCE", "api")
-FAULT_RATE = float(os.environ.get("BAZBII_FAULT_ERROR_RATE", "0") or 0)
 FAULT_FILE = os.environ.get("BAZBII_FAULT_FILE")
 FAULT_FILE_SECONDS = 0.5  # how often the fault file is read again
 READS_CATEGORY = not VERSION.startswith("1.")
@@ -99,12 +98,12 @@ def _headers() -> dict[str, str]:
     return {"X-Api-Version": VERSION, "X-Api-Instance": INSTANCE}
 
 
-_fault_read = {"at": float("-inf"), "rate": FAULT_RATE}
+_fault_read = {"at": float("-inf"), "rate": 0.0}
 
 
 def _fault_rate() -> float:
     if FAULT_FILE is None:
-        return FAULT_RATE
+        return 0.0
     now = time.monotonic()
     if now - _fault_read["at"] >= FAULT_FILE_SECONDS:
         _fault_read["at"] = now

@@ -1,14 +1,8 @@
-"""The MVP's database content: the app role, the baseline schema (migration 0001 through the
-runner), the job queue table, and seed posts for the read load."""
+"""The MVP's database content beside the baseline schema (migration 0001, applied by the runner when the
+twin seeds the MVP, :func:`twin.existing.seed_mvp`): the job queue table and the seed posts the read load
+asks for."""
 
 from __future__ import annotations
-
-import psycopg
-
-from bazbii_db.migrations import MigrationRunner
-
-from .postgres import PgServer
-from .services import APP_USER
 
 SEED_POSTS = 2000
 
@@ -26,16 +20,3 @@ CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (id) WHERE status = 'queued';
 """
 SEED = ("INSERT INTO posts (user_id, title, content) SELECT g % 50, 'seed ' || g, 'seed post' "
         f"FROM generate_series(1, {SEED_POSTS}) g")
-
-
-def bootstrap_database(primary: PgServer) -> None:
-    with psycopg.connect(primary.dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {APP_USER} LOGIN")
-        conn.execute("CREATE DATABASE bazbii")
-    with psycopg.connect(primary.dsn(), autocommit=True) as conn:
-        conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {APP_USER}")
-        conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {APP_USER}")
-    MigrationRunner(primary.dsn()).apply("0001_init", "expand")
-    with psycopg.connect(primary.dsn(), autocommit=True) as conn:
-        conn.execute(JOBS)
-        conn.execute(SEED)  # no parameters: psycopg sends it as it is, its % included

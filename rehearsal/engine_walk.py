@@ -42,7 +42,7 @@ from typing import Callable, Mapping, Optional
 from bazbii_analysis import PrometheusClient, evaluate_criteria
 from bazbii_analysis.evaluate import SCALED_WINDOW_FLOOR_SECONDS
 from bazbii_analysis.verdict import HEADLINE_PREFIX, printed_verdicts
-from bazbii_db.replication.switchover import PRECHECK_FAILED
+from bazbii_db.replication.switchover import PRECHECK_FAILED, WINDOW_STEPS
 from bazbii_analysis.watchsetup import next_soak_seconds, watched_scope
 from bazbii_plan.facts import SWITCHOVER_REPORT_OUTPUT, TRANSITION_CHECK, image_tag
 from bazbii_plan.gates import GateCriteria, format_duration
@@ -58,7 +58,7 @@ from twin.server import REPO_ROOT
 from twin.stack import cloudflare_of_prod, first_steps, load_prod, twin_stack_document
 
 from .faults import ERROR_RATE, LAG_FILLER_SQL, PAUSE_REPLAY_SQL, RESUME_REPLAY_SQL, fault_applies, parse_injections
-from .runner import BASELINE_SECONDS, load_config, plan_sequence, step_states
+from .sequence import BASELINE_SECONDS, load_config, plan_sequence, step_states
 
 PROD_STACK_FILE = REPO_ROOT / "Pulumi.prod.yaml"
 INFRA = "infra"
@@ -147,6 +147,7 @@ class EngineRehearsal:
                 f"and the emulator {'under SCHED_IDLE' if ELSEWHERE_IDLE else 'as started'}, as on machines of their own")
             twin = Twin.start_new(kube_bin=engine.bin, cloudflare=cloudflare_of_prod(),
                                   elsewhere_idle=ELSEWHERE_IDLE, scratch=disk)
+            say(f"the twin runs in {twin.workdir} (removed at the end, also on Ctrl-C)")
         try:
             prometheus = start_prometheus(twin)
             prod = load_prod()
@@ -304,14 +305,17 @@ def switchover_timings(report: str) -> dict:
     """The switchover's window and the time of each of its steps (ms), from its JSON report (the stack output)."""
     try:
         parsed = json.loads(report)
+        steps = parsed.get("steps_ms", {})
+        order = [step for step in WINDOW_STEPS if step in steps] + sorted(set(steps) - set(WINDOW_STEPS))
         return {"window_ms": round(parsed["window_ms"], 1) if parsed.get("window_ms") is not None else None,
-                "steps_ms": {step: round(ms, 1) for step, ms in parsed.get("steps_ms", {}).items()}}
+                "steps_ms": {step: round(steps[step], 1) for step in order}}
     except (ValueError, TypeError, AttributeError, KeyError):
         return {"unreadable": report[:300]}
 
 
 def switchover_line(timings: dict) -> str:
-    """``switchover window 38.2 ms (pause 0.4, fence 2.1, ...)``: where PgBouncer held the clients."""
+    """``switchover window 38.2 ms (pause 0.4, fence 2.1, ...)``: where PgBouncer held the clients (the window's
+    steps in order, then the others: the wait for long transactions before, the retirement after)."""
     if "unreadable" in timings:
         return f"switchover report unreadable: {timings['unreadable']}"
     window = timings.get("window_ms")

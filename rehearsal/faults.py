@@ -9,21 +9,18 @@
 ``canary-errors``  the 2.0 canary answers 500 to a share of requests. Valid at a step with a
                    canary.
 
-A fault is armed when its step is applied and cleared (the operator's fix) once the step was
-rolled back; the walk then retries the step without it.
+How the walk arms, catches and clears each one is :mod:`rehearsal.engine_walk`'s: a fault that fails
+requests is armed once its step is applied, replica-lag before its ``pulumi up``; after the rollback the
+operator's fix clears it and the step is applied again.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-
-import psycopg
 
 from bazbii_plan.models import StackState
 
 FAULTS = ("gateway-5xx", "replica-lag", "canary-errors")
 ERROR_RATE = 0.2
-# replica-lag, in both rehearsals: replay paused on the switchover's target, then about 4 MB of WAL written
+# replica-lag: replay paused on the switchover's target, then about 4 MB of WAL written
 # on its source (over the lag gate's 1 MB), in the postgres database (WAL is the cluster's, the data is not
 # the application's); the operator's fix resumes replay.
 PAUSE_REPLAY_SQL = "SELECT pg_wal_replay_pause()"
@@ -66,50 +63,3 @@ def parse_injections(values: list[str], steps: dict[str, tuple[StackState, Stack
             raise BadInjection(f"--inject {value!r}: step {step!r} already has fault {out[step]!r}")
         out[step] = fault
     return out
-
-
-@dataclass
-class Faults:
-    planned: dict[str, str] = field(default_factory=dict)   # step -> fault
-    armed: str | None = None
-    armed_at: str | None = None
-    canary_error_rate: float = ERROR_RATE
-
-    def arm(self, step: str, services) -> str | None:
-        fault = self.planned.get(step)
-        if fault is None:
-            return None
-        self.armed, self.armed_at = fault, step
-        if fault == "gateway-5xx":
-            services.nginx_faults["server2"] = ERROR_RATE
-            if "server2" in services.nginx:
-                services.reload_gateway("server2")
-        return fault
-
-    def canary_faulty(self) -> bool:
-        return self.armed == "canary-errors"
-
-    def before_switchover(self, services, source: str, target: str, ctx) -> None:
-        if self.armed != "replica-lag":
-            return
-        with psycopg.connect(services.pg[target].dsn(), autocommit=True) as conn:
-            conn.execute(PAUSE_REPLAY_SQL)
-        with psycopg.connect(services.pg[source].dsn(), autocommit=True) as conn:
-            conn.execute(LAG_FILLER_SQL)
-        ctx.act(f"fault: replica-lag injected (WAL replay paused on {target}, ~4 MB of WAL written on {source})")
-
-    def clear(self, services) -> str | None:
-        """The operator's fix after the rollback."""
-        fault, self.armed = self.armed, None
-        if fault == "gateway-5xx":
-            services.nginx_faults.pop("server2", None)
-            if "server2" in services.nginx:
-                services.reload_gateway("server2")
-        elif fault == "replica-lag":
-            for pg in services.pg.values():
-                with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-                    if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                        conn.execute(RESUME_REPLAY_SQL)
-        if fault:
-            self.planned.pop(self.armed_at, None)
-        return fault

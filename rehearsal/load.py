@@ -26,6 +26,8 @@ import dns.asyncresolver
 import dns.resolver
 import uvloop
 
+from rehearsal.bootstrap import SEED_POSTS
+
 FIELDS = ("kind", "scheduled", "start", "end", "status", "pool", "gateway", "version", "error")
 # 20 slots: 14 reads and 4 writes through the load balancer, 1 read and 1 write to the direct record.
 MIX = ["lb_read"] * 14 + ["lb_write"] * 4 + ["direct_read", "direct_write"]
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-port", type=int, required=True)
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--duration", type=float, default=0, help="seconds (0: until SIGTERM)")
-    parser.add_argument("--read-ids", type=int, default=2000)
+    parser.add_argument("--read-ids", type=int, default=SEED_POSTS, help="posts 1..N are read (the seeded ones)")
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@
 # servers as the non-root `postgres` user; no system service is used).
 #   scripts/bootstrap.sh            runtime packages (offline preview)
 #   scripts/bootstrap.sh --dev      + test tools
-#   scripts/bootstrap.sh --with-db  + the real servers from apt (PostgreSQL, PgBouncer, sshd, Prometheus, HAProxy, nginx, nsd, unbound)
+#   scripts/bootstrap.sh --with-db  + the real servers from apt (PostgreSQL, PgBouncer, sshd, Prometheus, HAProxy, nsd, unbound)
 #   scripts/bootstrap.sh --with-engine  + the real Pulumi engine and the twin's Kubernetes, built from the Go
 #                                         module proxy once per version (python -m engine.build; cache outside the repo)
 set -euo pipefail
@@ -27,13 +27,13 @@ as_root() {
 
 # Debian packages of the real servers the tests and the rehearsal start as plain processes on
 # loopback (never as system services): PostgreSQL 15 + PgBouncer, sshd (the SSH-driven data-plane
-# commands), Prometheus + the PostgreSQL exporter (live-metric gates), HAProxy, nginx, nsd and
-# unbound (the rehearsal's load balancer, gateway and DNS).
+# commands), Prometheus + the PostgreSQL exporter (live-metric gates), HAProxy, nsd and unbound
+# (the twin's edge: Cloudflare's load balancer and DNS; HAProxy is also the twin's gateway image).
 # The twin's servers (twin/) also need sudo (the program's scripts run through it, as on the VPSs),
 # iproute2 (their network namespaces) and what the program's own scripts apt-get install on a server
 # (the twin installs nothing: its apt-get only finds what is here): the provisioning's base packages
 # and Debian's python3.11 with venv (the data-plane virtualenv). faketime: an update run "minutes later" (saved plans).
-SERVER_PACKAGES="postgresql-15 pgbouncer openssh-server openssh-client prometheus prometheus-postgres-exporter haproxy nginx-light nsd unbound sudo iproute2 ca-certificates curl gnupg lsb-release chrony python3.11 python3.11-venv faketime"
+SERVER_PACKAGES="postgresql-15 pgbouncer openssh-server openssh-client prometheus prometheus-postgres-exporter haproxy nsd unbound sudo iproute2 ca-certificates curl gnupg lsb-release chrony python3.11 python3.11-venv faketime"
 missing_packages() {
   for package in $SERVER_PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || printf '%s ' "$package"

@@ -145,6 +145,10 @@ class SwitchoverReport:
         return "\n".join(lines)
 
 
+# The report's steps between PAUSE and RESUME, in the order ``run`` takes them: what PgBouncer holds clients for.
+WINDOW_STEPS = ("pause", "fence", "lsn", "catchup", "promote", "reload", "resume")
+
+
 class SwitchoverError(ReplicationError):
     def __init__(self, report: SwitchoverReport):
         super().__init__(report.to_text())
@@ -378,6 +382,7 @@ class _Switchover:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> SwitchoverReport:
+        """The steps in order; WINDOW_STEPS are the ones between PAUSE and RESUME."""
         started = time.monotonic()
         try:
             if not self.precheck():

@@ -27,7 +27,7 @@ def bootstrap_flags(tmp_path: Path, *argv: str) -> list[str]:
     return (tmp_path / "flags").read_text().split()
 
 
-@pytest.mark.parametrize("argv", [[], ["--until", "traffic-10"], ["--reconcilers"], ["--help"]])
+@pytest.mark.parametrize("argv", [[], ["--until", "traffic-10"], ["--help"]])
 def test_every_walk_bootstraps_the_packages_its_processes_run(tmp_path, argv):
     flags = bootstrap_flags(tmp_path, *argv)
     assert "--dev" in flags and "--with-db" in flags

@@ -175,12 +175,14 @@ def test_the_switchover_report_output_gives_its_window_step_by_step_and_a_bad_on
     from rehearsal.engine_walk import switchover_line, switchover_timings
 
     report = SwitchoverReport(completed=True, window_ms=41.26,
-                              steps_ms={"pause": 0.41, "fence": 2.06, "promote": 30.04, "reload": 3.3, "resume": 0.2})
-    timings = switchover_timings(json.dumps(report.to_dict()))
+                              steps_ms={"retire": 4.31, "transactions": 1.8, "pause": 0.41, "fence": 2.06,
+                                        "promote": 30.04, "reload": 3.3, "resume": 0.2})
+    timings = switchover_timings(json.dumps(report.to_dict(), sort_keys=True))  # as the CLI prints it
     assert timings == {"window_ms": 41.3, "steps_ms": {"pause": 0.4, "fence": 2.1, "promote": 30.0, "reload": 3.3,
-                                                       "resume": 0.2}}
+                                                       "resume": 0.2, "retire": 4.3, "transactions": 1.8}}
+    assert list(timings["steps_ms"]) == ["pause", "fence", "promote", "reload", "resume", "retire", "transactions"]
     assert switchover_line(timings) == ("switchover window 41.3 ms (pause 0.4, fence 2.1, promote 30, reload 3.3, "
-                                        "resume 0.2)")
+                                        "resume 0.2, retire 4.3, transactions 1.8)")
     bad = switchover_timings("switchover COMPLETED: server2 -> server3")
     assert bad == {"unreadable": "switchover COMPLETED: server2 -> server3"}
     assert switchover_line(bad).startswith("switchover report unreadable: switchover COMPLETED")
