@@ -20,6 +20,16 @@ from twin.kube.proxy import NodePortProxy
 ADDRESS = "127.0.0.1"
 
 
+def run(coro):
+    """``coro`` on a loop of its own. Not ``asyncio.run``: it leaves the main thread without a current loop
+    (``set_event_loop(None)``), which the Pulumi mocks of a later test in the same worker then miss."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((ADDRESS, 0))
@@ -78,7 +88,7 @@ def test_a_request_sent_after_the_pod_closed_its_keep_alive_connection_is_reset_
         writer.close()
         return outcome, second
 
-    (data, ended), second = asyncio.run(through_proxy(pod, client))
+    (data, ended), second = run(through_proxy(pod, client))
     assert data == b""
     assert (ended, second) != ("fin", "accepted"), "the client's side was left half-open after the pod's close"
     assert second == "refused" or ended == "reset"
@@ -104,7 +114,7 @@ def test_a_request_the_pod_closed_on_unread_resets_the_client_at_once():
         return outcome
 
     try:
-        data, ended = asyncio.run(through_proxy(None, client, pod_port=listener.getsockname()[1]))
+        data, ended = run(through_proxy(None, client, pod_port=listener.getsockname()[1]))
     finally:
         server.join(5)
         listener.close()
@@ -127,7 +137,7 @@ def test_an_answer_is_forwarded_and_the_clients_half_close_still_gets_it():
         writer.close()
         return outcome
 
-    data, ended = asyncio.run(through_proxy(pod, client))
+    data, ended = run(through_proxy(pod, client))
     assert data.endswith(b"\r\n\r\nok")
     assert ended in ("fin", "reset")  # closed either way once answered; never left open
 
@@ -150,6 +160,6 @@ def test_a_long_answer_reaches_the_client_whole_before_the_close(size):
         writer.close()
         return outcome
 
-    data, ended = asyncio.run(through_proxy(pod, client))
+    data, ended = run(through_proxy(pod, client))
     assert data.endswith(body) and len(data) == len(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n") + size
     assert ended == "fin"
