@@ -205,12 +205,23 @@ def test_records_are_served_with_their_ttl_over_the_time_scale_and_changes_reach
 
 
 def test_a_pool_added_to_the_load_balancer_reloads_haproxy_and_no_request_fails_meanwhile(world):
-    failures, stop = [], threading.Event()
+    failures, retried, stop = [], [], threading.Event()
 
     def steady():
+        # A client as HTTP/1.1 clients are (Go's net/http, browsers, aiohttp as the rehearsal's load): a GET on
+        # a kept-alive connection that the old HAProxy closed as it handed over (no byte of an answer) is
+        # sent again once, on a new connection (RFC 9110 9.2.2). Anything else, or a second failure, fails.
         with httpx.Client(base_url=f"http://{world['ports']['http']}", headers={"Host": HOST}, timeout=5) as client:
             while not stop.is_set():
-                response = client.get("/posts")
+                try:
+                    try:
+                        response = client.get("/posts")
+                    except httpx.RemoteProtocolError:
+                        retried.append(1)
+                        response = client.get("/posts")
+                except httpx.HTTPError as exc:  # never lost in the thread: the test reads it
+                    failures.append(repr(exc))
+                    continue
                 if response.status_code != 200:
                     failures.append(response.status_code)
 
@@ -226,5 +237,5 @@ def test_a_pool_added_to_the_load_balancer_reloads_haproxy_and_no_request_fails_
     finally:
         stop.set()
         load.join()
-    assert failures == []
+    assert failures == [], f"{len(failures)} failed ({len(retried)} sent again after a closed keep-alive)"
     assert split(world, 200)["server2"] > 40
