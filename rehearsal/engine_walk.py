@@ -46,7 +46,6 @@ from bazbii_db.replication.switchover import PRECHECK_FAILED, WINDOW_STEPS
 from bazbii_analysis.watchsetup import next_soak_seconds, watched_scope
 from bazbii_plan.facts import SWITCHOVER_REPORT_OUTPUT, TRANSITION_CHECK, image_tag
 from bazbii_plan.gates import GateCriteria, format_duration
-from bazbii_plan.models import StackState
 from bazbii_plan.stackconfig import REHEARSAL_STACK, StackConfig
 from bazbii_plan.timegates import TTL_NOT_EXPIRED
 from engine.build import Installed
@@ -409,11 +408,6 @@ def injections(values: list[str], until: Optional[str]) -> dict[str, str]:
     return faults
 
 
-def _states(before: str, after: str) -> tuple[StackState, StackState]:
-    config = prod_config()
-    return config.with_steps(**{INFRA: before}).state(), config.with_steps(**{INFRA: after}).state()
-
-
 def scaled(seconds: float, time_scale: int) -> float:
     return seconds / time_scale
 
@@ -458,7 +452,9 @@ def _refused_then_applied(rehearsal: EngineRehearsal, step: str, previous: str, 
     restores whatever that update changed before it failed, the operator's fix clears the fault, and the
     step is applied again. None when the switchover's pre-check did not catch it (the step went through, or
     its up failed for another reason)."""
-    source, target = (state.database.primary for state in _states(previous, step))
+    config = prod_config()
+    states = step_states(config, plan_sequence(config, step))[step]
+    source, target = (state.database.primary for state in states)
     rehearsal.arm_replica_lag(source, target)
     rehearsal.say(f"{track}: {step}: fault {fault} armed (replay paused on {target}, WAL written on {source})")
     caught = rehearsal.apply(step, previous, 0, track)
