@@ -67,6 +67,21 @@ async def read_until_end(reader: asyncio.StreamReader) -> tuple[bytes, str]:
     return data, "fin"
 
 
+def sending(request: bytes, half_close: bool = False):
+    """A client for :func:`through_proxy`: sends ``request`` (then its FIN when ``half_close``) and reads
+    whatever comes back, to the connection's end (:func:`read_until_end`)."""
+    async def client(port):
+        reader, writer = await asyncio.open_connection(ADDRESS, port)
+        writer.write(request)
+        await writer.drain()
+        if half_close:
+            writer.write_eof()
+        outcome = await read_until_end(reader)
+        writer.close()
+        return outcome
+    return client
+
+
 def test_a_request_sent_after_the_pod_closed_its_keep_alive_connection_is_reset_not_left_waiting():
     async def pod(reader, writer):  # a keep-alive timeout: closes without a word
         await asyncio.sleep(0.2)
@@ -105,14 +120,7 @@ def test_a_request_the_pod_closed_on_unread_resets_the_client_at_once():
     server = threading.Thread(target=pod, daemon=True)
     server.start()
 
-    async def client(port):
-        reader, writer = await asyncio.open_connection(ADDRESS, port)
-        writer.write(b"POST /posts HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-        await writer.drain()
-        outcome = await read_until_end(reader)
-        writer.close()
-        return outcome
-
+    client = sending(b"POST /posts HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     try:
         data, ended = run(through_proxy(None, client, pod_port=listener.getsockname()[1]))
     finally:
@@ -129,15 +137,7 @@ def test_an_answer_is_forwarded_and_the_clients_half_close_still_gets_it():
         await writer.drain()
         writer.close()
 
-    async def client(port):
-        reader, writer = await asyncio.open_connection(ADDRESS, port)
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        writer.write_eof()
-        outcome = await read_until_end(reader)
-        writer.close()
-        return outcome
-
-    data, ended = run(through_proxy(pod, client))
+    data, ended = run(through_proxy(pod, sending(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", half_close=True)))
     assert data.endswith(b"\r\n\r\nok")
     assert ended in ("fin", "reset")  # closed either way once answered; never left open
 
@@ -152,14 +152,6 @@ def test_a_long_answer_reaches_the_client_whole_before_the_close(size):
         await writer.drain()
         writer.close()
 
-    async def client(port):
-        reader, writer = await asyncio.open_connection(ADDRESS, port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        await writer.drain()
-        outcome = await read_until_end(reader)
-        writer.close()
-        return outcome
-
-    data, ended = run(through_proxy(pod, client))
+    data, ended = run(through_proxy(pod, sending(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")))
     assert data.endswith(body) and len(data) == len(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n") + size
     assert ended == "fin"
