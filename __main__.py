@@ -185,7 +185,7 @@ pulumi.export("poolWeights", traffic.weights)
 pulumi.export("dbHost", db.app_host)
 pulumi.export("dbPrimary", {"server": state.database.primary, "address": db.primary_host})
 # The last switchover's JSON report (its window and each step's ms): what PgBouncer held the clients for.
-pulumi.export(SWITCHOVER_REPORT_OUTPUT, db.switchover.stdout if db.switchover is not None else None)
+pulumi.export(SWITCHOVER_REPORT_OUTPUT, db.switchover_report)
 pulumi.export("gatewayHosts", sorted(gateway.origins))
 pulumi.export("appVersions", app.app_versions)
 pulumi.export("migration", {"id": migration.migration_id, "stage": migration.stage, "checksum": migration.checksum}

@@ -147,6 +147,8 @@ class PostgresCluster(pulumi.ComponentResource):
                 opts=child_opts(self, additional_secret_outputs=["stdin"]),
             )
         after_switchover = [self.switchover] if self.switchover is not None else []
+        # The switchover's JSON report (its window and each step's ms), None when this step has none.
+        self.switchover_report = self.switchover.stdout if self.switchover is not None else None
 
         passwords = secret_stdin([args.db_password, args.replication_password], lambda pw: [pw[0], pw[1]])
         primary_text = primary_script(db, servers)
@@ -245,5 +247,5 @@ class PostgresCluster(pulumi.ComponentResource):
             "replicas": sorted(db.replicas),
             "retired": list(db.retired),
             "lagGateReports": {server: gate.stdout for server, gate in self.lag_gates.items()},
-            SWITCHOVER_REPORT_OUTPUT: self.switchover.stdout if self.switchover is not None else None,
+            SWITCHOVER_REPORT_OUTPUT: self.switchover_report,
         })
